@@ -1,0 +1,124 @@
+/**
+ * The wire CBOR of every hop. Standard RFC 8949 only: no cbor-x records or structures, no
+ * typed-array tags, minimal map headers, integers above 2^32 written as uint64 (cbor-x
+ * would write them as float64 otherwise). Untrusted bytes are checked by `scanCbor`
+ * (iterative: bounded depth, every declared length within the remaining bytes) before the
+ * no-eval cbor-x decoder sees them, so a 9-byte "array of 4 billion items" costs nothing.
+ */
+import { Encoder } from 'cbor-x'
+import { Decoder } from 'cbor-x/decode-no-eval'
+import { DecodeError } from './errors.ts'
+
+export const wireEncoder = new Encoder({
+  useRecords: false,
+  tagUint8Array: false,
+  mapsAsObjects: true,
+  variableMapSize: true,
+  useTag259ForMaps: false
+} as ConstructorParameters<typeof Encoder>[0])
+
+const untrustedDecoder = new Decoder({
+  useRecords: false,
+  mapsAsObjects: true,
+  int64AsNumber: true
+} as ConstructorParameters<typeof Decoder>[0])
+
+export function encodeCbor (value: unknown): Buffer {
+  return wireEncoder.encode(value) as Buffer
+}
+
+/** Integers cbor-x would encode as float64 become BigInt so they go out as CBOR uint64. */
+export function wireUint (n: number): number | bigint {
+  return n > 0xffffffff ? BigInt(n) : n
+}
+
+export type ScanLimits = { maxDepth: number, maxItems?: number }
+
+/** Checks that `buf` holds exactly one well-formed CBOR item within the limits. */
+export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
+  const len = buf.length
+  const maxItems = limits.maxItems ?? Infinity
+  const stack: number[] = [1] // items still expected per open container; -1 = indefinite
+  let pos = 0
+  let items = 0
+  while (stack.length > 0) {
+    const top = stack.length - 1
+    if (stack[top] === 0) { stack.pop(); continue }
+    if (pos >= len) throw new DecodeError(`truncated CBOR: item expected at byte ${pos}`)
+    const ib = buf[pos++]!
+    if (ib === 0xff) {
+      if (stack[top] !== -1) throw new DecodeError(`unexpected CBOR break at byte ${pos - 1}`)
+      stack.pop()
+      continue
+    }
+    if (stack[top]! > 0) stack[top]!--
+    if (++items > maxItems) throw new DecodeError(`CBOR has more than ${maxItems} items`)
+    const major = ib >> 5
+    const ai = ib & 31
+    let arg = ai
+    let indefinite = false
+    if (ai >= 24) {
+      if (ai === 31) {
+        if (major < 2 || major > 5) throw new DecodeError(`invalid CBOR initial byte 0x${ib.toString(16)} at byte ${pos - 1}`)
+        indefinite = true
+      } else if (ai > 27) {
+        throw new DecodeError(`invalid CBOR initial byte 0x${ib.toString(16)} at byte ${pos - 1}`)
+      } else {
+        const n = 1 << (ai - 24)
+        if (pos + n > len) throw new DecodeError(`truncated CBOR: header at byte ${pos - 1}`)
+        if (n === 1) arg = buf[pos]!
+        else if (n === 2) arg = (buf[pos]! << 8) | buf[pos + 1]!
+        else if (n === 4) arg = ((buf[pos]! << 24) >>> 0) + ((buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!)
+        else arg = (((buf[pos]! << 24) >>> 0) + ((buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!)) * 0x100000000 +
+          (((buf[pos + 4]! << 24) >>> 0) + ((buf[pos + 5]! << 16) | (buf[pos + 6]! << 8) | buf[pos + 7]!))
+        pos += n
+      }
+    }
+    const remaining = len - pos
+    switch (major) {
+      case 2: case 3:
+        if (indefinite) stack.push(-1)
+        else if (arg > remaining) throw new DecodeError(`CBOR string declares ${arg} bytes, only ${remaining} left`)
+        else pos += arg
+        break
+      case 4:
+        if (indefinite) stack.push(-1)
+        else if (arg > remaining) throw new DecodeError(`CBOR array declares ${arg} items, only ${remaining} bytes left`)
+        else if (arg > 0) stack.push(arg)
+        break
+      case 5:
+        if (indefinite) stack.push(-1)
+        else if (arg * 2 > remaining) throw new DecodeError(`CBOR map declares ${arg} pairs, only ${remaining} bytes left`)
+        else if (arg > 0) stack.push(arg * 2)
+        break
+      case 6:
+        stack.push(1)
+        break
+      default: // 0, 1: integers; 7: simple values and floats, argument already skipped
+    }
+    if (stack.length - 1 > limits.maxDepth) throw new DecodeError(`CBOR nesting deeper than ${limits.maxDepth}`)
+  }
+  if (pos !== len) throw new DecodeError(`${len - pos} trailing bytes after the CBOR item`)
+}
+
+/** Decodes one untrusted CBOR item after `scanCbor` accepted it. */
+export function decodeUntrusted (buf: Uint8Array, limits: ScanLimits): unknown {
+  scanCbor(buf, limits)
+  try {
+    return untrustedDecoder.decode(buf)
+  } catch (err) {
+    throw new DecodeError(`malformed CBOR: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/** Minimal CBOR head for a major type and argument (used to frame pre-encoded items). */
+export function cborHead (major: number, n: number): Buffer {
+  const m = major << 5
+  if (n < 24) return Buffer.from([m | n])
+  if (n < 0x100) return Buffer.from([m | 24, n])
+  if (n < 0x10000) return Buffer.from([m | 25, n >> 8, n & 0xff])
+  const b = Buffer.allocUnsafe(5)
+  b[0] = m | 26
+  b.writeUInt32BE(n, 1)
+  return b
+}

@@ -1,0 +1,144 @@
+/**
+ * One config schema per component, validated once at startup (DESIGN.md section 9).
+ * Sources, lowest to highest precedence: defaults, JSON file (`--config`), environment
+ * (`{PREFIX}_{SNAKE_CASE}`), command-line flags (`--kebab-case value`, `--kebab-case=value`,
+ * `--flag`/`--no-flag` for booleans; list fields take comma lists and repeat). Unknown keys
+ * and bad values throw ConfigError naming the field and the allowed range. No I/O here:
+ * the caller reads the file.
+ */
+import { ConfigError } from './errors.ts'
+
+type Base = { doc: string }
+export type FieldSpec =
+  | Base & { type: 'int', default?: number, min?: number, max?: number }
+  | Base & { type: 'number', default?: number, min?: number, max?: number }
+  | Base & { type: 'string', default?: string, pattern?: RegExp }
+  | Base & { type: 'enum', values: readonly string[], default?: string }
+  | Base & { type: 'bool', default?: boolean }
+  | Base & { type: 'list', default?: string[] }
+
+export type Schema = Record<string, FieldSpec>
+
+type ValueOf<F extends FieldSpec> =
+  F extends { type: 'int' | 'number' } ? number :
+    F extends { type: 'enum', values: readonly (infer V)[] } ? V :
+      F extends { type: 'bool' } ? boolean :
+        F extends { type: 'list' } ? string[] : string
+
+type Required<F extends FieldSpec> = F extends { default: unknown } ? true : F extends { type: 'list' | 'bool' } ? true : false
+
+export type ConfigOf<S extends Schema> =
+  { [K in keyof S as Required<S[K]> extends true ? K : never]: ValueOf<S[K]> } &
+  { [K in keyof S as Required<S[K]> extends true ? never : K]?: ValueOf<S[K]> }
+
+export const kebab = (k: string): string => k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
+export const envName = (prefix: string, k: string): string => `${prefix}_${k.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase()}`
+
+function coerce (key: string, spec: FieldSpec, raw: unknown, where: string): unknown {
+  const bad = (msg: string): never => { throw new ConfigError(key, `${msg} (from ${where}, got ${JSON.stringify(raw)})`) }
+  switch (spec.type) {
+    case 'int': case 'number': {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN
+      if (!Number.isFinite(n)) bad('must be a number')
+      if (spec.type === 'int' && !Number.isInteger(n)) bad('must be an integer')
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) bad(`must be in ${spec.min ?? '-inf'}..${spec.max ?? 'inf'}`)
+      return n
+    }
+    case 'bool':
+      if (typeof raw === 'boolean') return raw
+      if (raw === 'true' || raw === '1' || raw === 'yes') return true
+      if (raw === 'false' || raw === '0' || raw === 'no') return false
+      return bad('must be true or false')
+    case 'enum':
+      if (typeof raw !== 'string' || !spec.values.includes(raw)) bad(`must be one of ${spec.values.join('|')}`)
+      return raw
+    case 'list':
+      if (Array.isArray(raw) && raw.every((x) => typeof x === 'string')) return raw
+      if (typeof raw === 'string') return raw.split(',').map((s) => s.trim()).filter(Boolean)
+      return bad('must be a comma-separated list or an array of strings')
+    case 'string':
+      if (typeof raw !== 'string' && typeof raw !== 'number') bad('must be text')
+      if (spec.pattern && !spec.pattern.test(String(raw))) bad(`must match ${spec.pattern}`)
+      return String(raw)
+  }
+}
+
+export type ConfigSources = {
+  argv: readonly string[]
+  env: Record<string, string | undefined>
+  file?: Record<string, unknown>
+  envPrefix: string
+}
+
+/** Extracts `--config FILE` (or `{PREFIX}_CONFIG`) so the caller can read the file first. */
+export function configFileArg (argv: readonly string[], env: Record<string, string | undefined>, envPrefix: string): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--config') return argv[i + 1]
+    if (argv[i]!.startsWith('--config=')) return argv[i]!.slice(9)
+  }
+  return env[`${envPrefix}_CONFIG`]
+}
+
+export function parseConfig<S extends Schema> (schema: S, src: ConfigSources): ConfigOf<S> {
+  const out: Record<string, unknown> = {}
+  for (const [k, spec] of Object.entries(schema)) {
+    if (spec.default !== undefined) out[k] = spec.default
+    else if (spec.type === 'list') out[k] = []
+    else if (spec.type === 'bool') out[k] = false
+  }
+  if (src.file) {
+    for (const [k, v] of Object.entries(src.file)) {
+      const spec = schema[k]
+      if (!spec) throw new ConfigError(k, `unknown key in the config file (known: ${Object.keys(schema).join(', ')})`)
+      out[k] = coerce(k, spec, v, 'config file')
+    }
+  }
+  for (const [k, spec] of Object.entries(schema)) {
+    const name = envName(src.envPrefix, k)
+    const v = src.env[name]
+    if (v !== undefined && v !== '') out[k] = coerce(k, spec, v, `env ${name}`)
+  }
+  const byFlag = new Map(Object.keys(schema).map((k) => [kebab(k), k]))
+  const seenList = new Set<string>()
+  const argv = src.argv
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (!a.startsWith('--')) throw new ConfigError(a, 'unexpected argument (flags are --kebab-case)')
+    let name = a.slice(2)
+    let value: string | undefined
+    const eq = name.indexOf('=')
+    if (eq >= 0) { value = name.slice(eq + 1); name = name.slice(0, eq) }
+    if (name === 'config') { if (value === undefined) i++; continue }
+    let key = byFlag.get(name)
+    if (!key && name.startsWith('no-') && schema[byFlag.get(name.slice(3)) ?? '']?.type === 'bool') {
+      out[byFlag.get(name.slice(3))!] = false
+      continue
+    }
+    if (!key) throw new ConfigError(name, `unknown flag --${name} (see --help)`)
+    const spec = schema[key]!
+    if (spec.type === 'bool' && value === undefined) {
+      const next = argv[i + 1]
+      if (next === 'true' || next === 'false') { value = next; i++ } else value = 'true'
+    }
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new ConfigError(key, `--${name} needs a value`)
+      value = argv[++i]
+    }
+    const v = coerce(key, spec, value, `--${name}`)
+    if (spec.type === 'list') {
+      out[key] = seenList.has(key) ? [...(out[key] as string[]), ...(v as string[])] : v
+      seenList.add(key)
+    } else out[key] = v
+  }
+  return out as ConfigOf<S>
+}
+
+export function helpText (schema: Schema, envPrefix: string): string {
+  const lines: string[] = []
+  for (const [k, spec] of Object.entries(schema)) {
+    const type = spec.type === 'enum' ? spec.values.join('|') : spec.type
+    const def = spec.default === undefined ? '' : ` (default ${Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default)})`
+    lines.push(`  --${kebab(k)} <${type}>${def}\n      ${spec.doc} [env ${envName(envPrefix, k)}]`)
+  }
+  return lines.join('\n')
+}
