@@ -1,0 +1,53 @@
+/**
+ * device-sim configuration: one schema, validated once (flags, `SIM_*` env, `--config`
+ * JSON file). DESIGN.md section 9 fixes `--broker`, `--devices`, `--rate`, `--count`,
+ * `--duration`, `--payload`, `--churn`, `--id-prefix`, `--report`, `--audit`.
+ */
+import { ConfigError, parseConfig, type ConfigOf, type ConfigSources } from '../protocol/index.ts'
+
+export const ENV_PREFIX = 'SIM'
+
+export const simSchema = {
+  broker: { type: 'string', default: 'mqtt://127.0.0.1:1883', pattern: /^(mqtts?|tcp|tls|wss?):\/\//, doc: 'MQTT broker URL (the gateway)' },
+  devices: { type: 'int', default: 10, min: 1, max: 1_000_000, doc: 'number of simulated devices' },
+  rate: { type: 'number', default: 1, min: 0.001, max: 1000, doc: 'readings per second per device' },
+  count: { type: 'int', default: 0, min: 0, doc: 'readings per device, then stop (0 = no limit)' },
+  duration: { type: 'number', default: 0, min: 0, doc: 'seconds to run, then stop (0 = no limit; with neither, run until SIGINT)' },
+  payload: { type: 'enum', values: ['cbor', 'json'], default: 'cbor', doc: 'payload encoding' },
+  qos: { type: 'int', default: 1, min: 0, max: 1, doc: 'MQTT QoS of readings (0 = at most once: nothing is acknowledged)' },
+  inflight: { type: 'int', default: 16, min: 1, max: 65535, doc: 'max unacknowledged publishes in flight per device' },
+  maxQueue: { type: 'int', default: 10_000, min: 1, doc: 'max unacknowledged readings a device keeps in memory; when full, new readings are skipped (counted)' },
+  churn: { type: 'number', default: 0, min: 0, max: 1, doc: 'probability per device per second of a churn event (disconnect or reboot)' },
+  rebootRatio: { type: 'number', default: 0.25, min: 0, max: 1, doc: 'share of churn events that are reboots (new boot, unacknowledged queue lost)' },
+  reconnectDelayMs: { type: 'int', default: 500, min: 0, max: 600_000, doc: 'delay before a device reconnects after a disconnect or reboot (jittered, doubled on failure up to 10x)' },
+  connectRate: { type: 'number', default: 2000, min: 1, doc: 'max new connections per second at start (avoids a connection storm)' },
+  keepaliveS: { type: 'int', default: 60, min: 0, max: 65535, doc: 'MQTT keepalive in seconds' },
+  idPrefix: { type: 'string', default: 'sim-', pattern: /^[A-Za-z0-9._-]{0,50}$/, doc: 'device id prefix; ids are {prefix}{index, zero-padded}' },
+  boot: { type: 'int', default: 0, min: 0, doc: 'first boot id of every device (0 = wall-clock ms at start, so each run has fresh boots)' },
+  seed: { type: 'int', default: 1, min: 0, doc: 'random seed of sensor models and churn' },
+  receipts: { type: 'bool', default: true, doc: 'subscribe to devices/{id}/receipts and measure end-to-end confirmation latency' },
+  stopGraceMs: { type: 'int', default: 3000, min: 0, doc: 'at stop, how long to wait for PUBACKs of readings in flight before disconnecting' },
+  report: { type: 'string', doc: 'write the JSON report (per device) to this file' },
+  audit: { type: 'string', pattern: /^https?:\/\//, doc: 'ingest base URL: after the run, check every acknowledged reading is stored exactly once' },
+  gatewayAdmin: { type: 'string', pattern: /^https?:\/\//, doc: 'gateway admin base URL: before the audit, wait until /status shows buffered.items == 0' },
+  auditTimeoutS: { type: 'number', default: 60, min: 0, doc: 'max seconds to wait for the gateway to drain before auditing' },
+  auditConcurrency: { type: 'int', default: 8, min: 1, max: 256, doc: 'devices audited in parallel' },
+  progress: { type: 'enum', values: ['auto', 'tty', 'line', 'off'], default: 'auto', doc: 'live progress: redrawn in place on a TTY (stderr), else a log line every --progress-interval-s' },
+  progressIntervalS: { type: 'number', default: 5, min: 0.25, doc: 'seconds between progress lines when not on a TTY' },
+  help: { type: 'bool', default: false, doc: 'print this help' }
+} as const
+
+export type SimConfig = ConfigOf<typeof simSchema>
+
+export function parseSimConfig (src: Omit<ConfigSources, 'envPrefix'>): SimConfig {
+  const c = parseConfig(simSchema, { ...src, envPrefix: ENV_PREFIX })
+  if (c.count > 0 && c.duration > 0) throw new ConfigError('count', 'give --count or --duration, not both')
+  return c
+}
+
+/** A full config from defaults plus overrides (library use, tests). */
+export function simConfig (overrides: Partial<SimConfig> = {}): SimConfig {
+  const file: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) file[k] = v
+  return parseSimConfig({ argv: [], env: {}, file })
+}

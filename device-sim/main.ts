@@ -1,0 +1,91 @@
+/**
+ * device-sim CLI: `node --import tsx device-sim/main.ts --broker URL --devices N ...`.
+ * Logs pino JSON on stdout (`ready`, `progress`, `report`, `audit`); the live view and the
+ * human summary go to stderr. Exit code: 0 ok, 1 audit failed (acknowledged readings lost,
+ * duplicated, out of order or unexpected), 2 bad config or a run error. SIGINT/SIGTERM stop
+ * gracefully and still report (and audit); a second signal exits at once.
+ */
+import { readFile } from 'node:fs/promises'
+import { pino } from 'pino'
+import { ConfigError, configFileArg, helpText } from '../protocol/index.ts'
+import { ENV_PREFIX, parseSimConfig, simSchema, type SimConfig } from './config.ts'
+import { createSimulation, formatAudit, formatReport, runAudit, startProgress, waitForDrain, writeReport } from './index.ts'
+
+async function loadConfig (argv: string[]): Promise<SimConfig> {
+  const file = configFileArg(argv, process.env, ENV_PREFIX)
+  const json = file ? JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown> : undefined
+  return parseSimConfig({ argv, env: process.env, ...(json ? { file: json } : {}) })
+}
+
+async function main (): Promise<number> {
+  let config: SimConfig
+  try {
+    config = await loadConfig(process.argv.slice(2))
+  } catch (err) {
+    process.stderr.write(`device-sim: ${(err as Error).message}\n`)
+    return 2
+  }
+  if (config.help) {
+    process.stdout.write(`Usage: device-sim [flags]\n\n${helpText(simSchema, ENV_PREFIX)}\n`)
+    return 0
+  }
+  const log = pino({ level: process.env.LOG_LEVEL ?? 'info' }).child({ component: 'device-sim' })
+  const sim = createSimulation(config)
+  let signals = 0
+  const onSignal = (sig: string): void => {
+    if (++signals > 1) process.exit(130)
+    log.info({ signal: sig }, 'stopping')
+    void sim.stop()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  await sim.start()
+  log.info({ devices: config.devices, broker: config.broker, rate: config.rate, boot: sim.devices[0]?.currentBoot }, 'ready')
+  sim.waitConnected(120_000).then(() => log.info({ devices: config.devices }, 'all devices connected'), (err: Error) => log.warn({ err: err.message }, 'not every device connected'))
+  const progress = startProgress({ snapshot: sim.snapshot, mode: config.progress, intervalS: config.progressIntervalS, log: (f, m) => log.info(f, m) })
+
+  await sim.done
+  await sim.stop()
+  progress.stop()
+  const report = sim.report()
+  process.stderr.write(formatReport(report) + '\n')
+  log.info({ totals: report.totals, pacing: report.pacing, pubackMs: report.pubackMs, receiptMs: report.receiptMs }, 'report')
+
+  let code = 0
+  if (config.audit) {
+    const drain = await waitForDrain({
+      ingestUrl: config.audit,
+      gatewayAdmin: config.gatewayAdmin,
+      timeoutMs: config.auditTimeoutS * 1000,
+      onProgress: (p) => { if (p.waitedMs > 0 && Math.round(p.waitedMs / 250) % 8 === 0) log.info(p, 'waiting for the gateway to drain') }
+    })
+    if (!drain.settled) log.warn(drain, 'gateway did not drain before --audit-timeout-s; auditing anyway')
+    try {
+      const audit = await runAudit(sim.records(), {
+        ingestUrl: config.audit,
+        concurrency: config.auditConcurrency,
+        onProgress: (p) => { if (p.done % 1000 === 0 || p.done === p.total) log.info(p, 'audit progress') }
+      })
+      report.audit = audit
+      process.stderr.write(formatAudit(audit) + '\n')
+      log.info({ ok: audit.ok, totals: audit.totals, failedDevices: audit.failedDevices, drained: drain.settled }, 'audit')
+      code = audit.ok ? 0 : 1
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'audit could not run')
+      code = 2
+    }
+  }
+  if (config.report) {
+    await writeReport(config.report, report)
+    log.info({ file: config.report }, 'report written')
+  }
+  return code
+}
+
+// exit explicitly: a broker that keeps a socket half-open must not keep the CLI alive
+main().then((code) => { process.exit(code) }, (err: unknown) => {
+  if (err instanceof ConfigError) process.stderr.write(`device-sim: ${err.message}\n`)
+  else process.stderr.write(`device-sim: ${(err as Error).stack ?? String(err)}\n`)
+  process.exit(2)
+})
