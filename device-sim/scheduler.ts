@@ -61,6 +61,8 @@ export class Scheduler {
   /** Schedules `slot` every `periodMs` from `startAt` (absolute ms); replaces an earlier plan. */
   add (slot: number, startAt: number, periodMs: number): void {
     if (!(periodMs > 0)) throw new RangeError(`periodMs must be > 0, got ${periodMs}`)
+    if (!Number.isInteger(slot) || slot < 0) throw new RangeError(`slot must be a non-negative integer, got ${slot}`)
+    while (slot >= this.pos.length) this.grow()
     this.remove(slot)
     this.start[slot] = startAt
     this.period[slot] = periodMs
@@ -71,13 +73,13 @@ export class Scheduler {
   }
 
   remove (slot: number): void {
-    const i = this.pos[slot]!
+    const i = this.pos[slot] ?? -1
     if (i < 0) return
     this.removeAt(i)
     this.arm()
   }
 
-  has (slot: number): boolean { return this.pos[slot]! >= 0 }
+  has (slot: number): boolean { return (this.pos[slot] ?? -1) >= 0 }
   get scheduled (): number { return this.size }
 
   begin (): void { this.running = true; this.arm() }
@@ -132,7 +134,7 @@ export class Scheduler {
   }
 
   private push (slot: number): void {
-    if (this.size === this.heap.length) this.grow()
+    while (this.size >= this.heap.length) this.grow()
     this.heap[this.size] = slot
     this.pos[slot] = this.size
     this.size++
