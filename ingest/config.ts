@@ -1,0 +1,95 @@
+/**
+ * Ingest configuration (DESIGN.md section 9): flags `--kebab-case`, env `INGEST_*`, JSON
+ * file `--config`. Validated once at startup; errors are ConfigError naming the field.
+ */
+import { readFile } from 'node:fs/promises'
+import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema } from '../protocol/index.ts'
+
+export const ENV_PREFIX = 'INGEST'
+
+export const schema = {
+  port: { type: 'int', default: 8080, min: 0, max: 65535, doc: 'HTTP port (0 picks a free one)' },
+  host: { type: 'string', default: '127.0.0.1', doc: 'address to listen on (0.0.0.0 or :: to accept remote gateways)' },
+  dataDir: { type: 'string', default: './data/ingest', doc: 'LevelDB directory of the leveldb sink' },
+  sink: { type: 'enum', values: ['leveldb', 'postgres'] as const, default: 'leveldb', doc: 'where readings are stored' },
+  postgresUrl: { type: 'string', doc: 'PostgreSQL connection URL (sink postgres)' },
+  token: { type: 'list', doc: 'GATEWAY_ID:SECRET accepted as "authorization: Bearer SECRET" for that gateway; repeatable' },
+  tokensFile: { type: 'string', doc: 'JSON file { "gatewayId": "secret", ... }, merged with --token' },
+  maxBodyBytes: { type: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'largest request body, after gzip decompression' },
+  maxItems: { type: 'int', default: 10000, min: 1, max: 1_000_000, doc: 'most items in one batch (413 above)' },
+  maxConcurrentRequests: { type: 'int', default: 64, min: 1, max: 100_000, doc: 'batches processed at once; more get 503 + Retry-After' },
+  requestTimeoutMs: { type: 'int', default: 30_000, min: 1000, max: 600_000, doc: 'time to receive headers and body of a request (slow clients are cut off)' },
+  shutdownTimeoutMs: { type: 'int', default: 10_000, min: 0, max: 600_000, doc: 'on SIGTERM, how long in-flight requests may take before connections are closed' },
+  chaosRetryRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of items answered 2 (retry) instead of stored' },
+  chaosRejectRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of items answered 3 (rejected) and not stored' },
+  chaosFailRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of batches answered 503 (some with Retry-After) or 500 before storing' },
+  chaosDropRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of batches committed, then the connection destroyed without an answer' },
+  chaosLatencyMs: { type: 'int', default: 0, min: 0, max: 600_000, doc: 'fault injection: delay after the commit, before the answer' },
+  chaosSeed: { type: 'int', min: 0, max: 0xffffffff, doc: 'seed of the fault injection PRNG (random when unset; logged)' },
+  help: { type: 'bool', doc: 'print this help and exit' }
+} as const satisfies Schema
+
+export type IngestConfig = ConfigOf<typeof schema>
+
+/** Input of createIngest: a parsed config, with any field left out taking its default. */
+export type IngestOptions = Partial<IngestConfig>
+
+export function withDefaults (opts: IngestOptions): IngestConfig {
+  return { ...parseConfig(schema, { argv: [], env: {}, envPrefix: ENV_PREFIX }), ...opts }
+}
+
+/** Parses argv, env and `--config FILE`. */
+export async function loadConfig (argv: readonly string[], env: Record<string, string | undefined>): Promise<IngestConfig> {
+  const file = configFileArg(argv, env, ENV_PREFIX)
+  let fileObj: Record<string, unknown> | undefined
+  if (file !== undefined) {
+    let text: string
+    try { text = await readFile(file, 'utf8') } catch (err) { throw new ConfigError('config', `cannot read ${file}: ${(err as Error).message}`) }
+    try { fileObj = JSON.parse(text) as Record<string, unknown> } catch (err) { throw new ConfigError('config', `${file} is not JSON: ${(err as Error).message}`) }
+    if (fileObj === null || typeof fileObj !== 'object' || Array.isArray(fileObj)) throw new ConfigError('config', `${file} must hold a JSON object`)
+  }
+  return parseConfig(schema, { argv, env, file: fileObj, envPrefix: ENV_PREFIX })
+}
+
+const GATEWAY_ID_RE = /^[^:\s]{1,64}$/
+
+/**
+ * Resolves `token` and `tokensFile` into secret -> gateway id. A secret names exactly one
+ * gateway; a gateway may have several secrets (rotation).
+ */
+export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFile'>): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  const add = (field: string, gw: string, secret: string): void => {
+    if (!GATEWAY_ID_RE.test(gw)) throw new ConfigError(field, `gateway id ${JSON.stringify(gw)} must be 1..64 characters without ':' or spaces`)
+    if (secret.length < 1 || /\s/.test(secret)) throw new ConfigError(field, `secret for gateway ${gw} must be non-empty without spaces`)
+    const prev = out.get(secret)
+    if (prev !== undefined && prev !== gw) throw new ConfigError(field, `the same secret is given to gateways ${prev} and ${gw}`)
+    out.set(secret, gw)
+  }
+  for (const t of cfg.token) {
+    const i = t.indexOf(':')
+    if (i <= 0) throw new ConfigError('token', `${JSON.stringify(t.slice(0, 80))} must be GATEWAY_ID:SECRET`)
+    add('token', t.slice(0, i), t.slice(i + 1))
+  }
+  if (cfg.tokensFile !== undefined) {
+    let obj: unknown
+    try { obj = JSON.parse(await readFile(cfg.tokensFile, 'utf8')) } catch (err) { throw new ConfigError('tokensFile', `cannot read ${cfg.tokensFile} as JSON: ${(err as Error).message}`) }
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new ConfigError('tokensFile', 'must hold a JSON object { "gatewayId": "secret" }')
+    for (const [gw, secret] of Object.entries(obj)) {
+      if (typeof secret !== 'string') throw new ConfigError('tokensFile', `secret of gateway ${gw} must be a string`)
+      add('tokensFile', gw, secret)
+    }
+  }
+  if (out.size === 0) throw new ConfigError('token', 'no gateway can authenticate: give --token GATEWAY_ID:SECRET or --tokens-file')
+  return out
+}
+
+export function checkSink (cfg: Pick<IngestConfig, 'sink' | 'postgresUrl'>): void {
+  if (cfg.sink === 'postgres') {
+    throw new ConfigError('sink', `postgres is not built yet${cfg.postgresUrl ? '' : ' (it will need --postgres-url)'}; use --sink leveldb`)
+  }
+}
+
+export function usage (): string {
+  return `Usage: ingest [flags]\n\nReference cloud ingest of the edge gateway (docs/ingest.md).\n\n${helpText(schema, ENV_PREFIX)}\n  --config <file>\n      JSON file with any of the keys above (camelCase) [env ${ENV_PREFIX}_CONFIG]\n`
+}

@@ -1,0 +1,119 @@
+/**
+ * Request body -> validated batch. Limits are enforced while the body streams in and again
+ * after gzip decompression (zlib's maxOutputLength stops a gzip bomb at the limit), so a
+ * request never holds more than 2 x maxBodyBytes.
+ *
+ * An item whose p and s are unsigned integers but which is otherwise invalid is answered
+ * on its own (code 3 with the reason). An item without a usable [p, s] cannot be answered
+ * at all, so the whole batch gets 400 naming `items[i]`: the gateway bisects the batch down
+ * to that item and dead-letters it (DESIGN.md section 6), which is where it belongs.
+ */
+import type { IncomingMessage } from 'node:http'
+import { promisify } from 'node:util'
+import { gunzip } from 'node:zlib'
+import {
+  AckCode, DecodeError, ValidationError, decodeBatch, itemKey, validateItem,
+  type BatchItem, type ItemResult, type RawBatchRequest
+} from '../protocol/index.ts'
+import { HttpError } from './errors.ts'
+
+const gunzipAsync = promisify(gunzip)
+
+const tooLarge = (what: string, max: number): HttpError =>
+  new HttpError(413, 'body_too_large', `${what} exceeds maxBodyBytes ${max}`, { field: 'body', closeConnection: true })
+
+/** Reads the raw (possibly compressed) body, at most maxBytes. */
+export function readBody (req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const declared = req.headers['content-length']
+  if (declared !== undefined && Number(declared) > maxBytes) return Promise.reject(tooLarge(`content-length ${declared}`, maxBytes))
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const done = (err: Error | null): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onError)
+      req.off('aborted', onAborted)
+      if (err) reject(err)
+      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
+    }
+    const onData = (c: Buffer): void => {
+      size += c.length
+      if (size > maxBytes) {
+        // Stop buffering at once; the connection is closed after the 413.
+        req.pause()
+        chunks.length = 0
+        done(tooLarge('body', maxBytes))
+        return
+      }
+      chunks.push(c)
+    }
+    const onEnd = (): void => done(null)
+    const onError = (err: Error): void => done(new HttpError(400, 'body_error', `request body: ${err.message}`, { closeConnection: true, cause: err }))
+    const onAborted = (): void => done(new HttpError(400, 'body_aborted', 'client aborted the request', { closeConnection: true }))
+    req.on('data', onData)
+    req.on('end', onEnd)
+    req.on('error', onError)
+    req.on('aborted', onAborted)
+  })
+}
+
+/** Decompresses per content-encoding (identity or gzip), at most maxBytes of output. */
+export async function decodeContent (body: Buffer, encoding: string | undefined, maxBytes: number): Promise<Buffer> {
+  const enc = (encoding ?? 'identity').trim().toLowerCase()
+  if (enc === 'identity' || enc === '') return body
+  if (enc !== 'gzip' && enc !== 'x-gzip') throw new HttpError(415, 'unsupported_encoding', `content-encoding ${JSON.stringify(enc.slice(0, 40))} not supported (identity or gzip)`, { field: 'content-encoding' })
+  try {
+    return await gunzipAsync(body, { maxOutputLength: maxBytes })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge('decompressed body', maxBytes)
+    throw new HttpError(400, 'bad_gzip', `body is not valid gzip: ${(err as Error).message}`, { field: 'body', cause: err })
+  }
+}
+
+/** Envelope errors as HTTP answers: too many items is 413 (split), anything else 400. */
+export function decodeEnvelope (body: Buffer, maxItems: number): RawBatchRequest {
+  try {
+    return decodeBatch(body, { maxItems })
+  } catch (err) {
+    // protocol/ has no typed limit error yet: it reports these two limits by message.
+    if (err instanceof ValidationError && err.field === 'items' && err.message.includes('exceeds the limit')) {
+      throw new HttpError(413, 'too_many_items', err.message, { field: 'items', cause: err })
+    }
+    if (err instanceof DecodeError && err.message.startsWith('CBOR has more than')) {
+      throw new HttpError(413, 'too_many_items', `batch too large: ${err.message}`, { field: 'items', cause: err })
+    }
+    if (err instanceof ValidationError) throw new HttpError(400, 'invalid_batch', err.message, { field: err.field, cause: err })
+    if (err instanceof DecodeError) throw new HttpError(400, 'malformed_cbor', err.message, { field: 'body', cause: err })
+    throw new HttpError(400, 'malformed_cbor', `cannot decode the body: ${(err as Error).message}`, { field: 'body', cause: err })
+  }
+}
+
+export type ValidatedItems = {
+  /** One slot per request item, in order; filled now for rejected items, later for the rest. */
+  results: (ItemResult | undefined)[]
+  /** Valid items with their index in the request. */
+  valid: { index: number, item: BatchItem }[]
+  rejected: number
+}
+
+export function validateItems (items: readonly unknown[]): ValidatedItems {
+  const results: (ItemResult | undefined)[] = new Array(items.length)
+  const valid: { index: number, item: BatchItem }[] = []
+  let rejected = 0
+  for (let i = 0; i < items.length; i++) {
+    const raw = items[i]
+    const key = itemKey(raw)
+    if (key === null) {
+      throw new HttpError(400, 'invalid_item', `items[${i}]: p and s must be unsigned integers, so this item cannot be answered on its own`, { field: `items[${i}]` })
+    }
+    try {
+      valid.push({ index: i, item: validateItem(raw) })
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err
+      results[i] = [key[0], key[1], AckCode.Rejected, err.message]
+      rejected++
+    }
+  }
+  return { results, valid, rejected }
+}

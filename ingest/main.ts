@@ -1,0 +1,64 @@
+/**
+ * CLI: `node --import tsx ingest/main.ts [flags]` (npm run ingest). See docs/ingest.md.
+ * Exit codes: 0 after a clean shutdown, 1 on a startup or runtime failure, 2 on bad config.
+ */
+import { pino } from 'pino'
+import { ConfigError } from '../protocol/index.ts'
+import { loadConfig, usage } from './config.ts'
+import { createIngest } from './index.ts'
+
+const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { component: 'ingest' } })
+
+async function main (): Promise<void> {
+  const argv = process.argv.slice(2)
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(usage())
+    return
+  }
+  let config
+  try {
+    config = await loadConfig(argv, process.env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`ingest: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
+  let ingest
+  try {
+    ingest = await createIngest(config, { logger: log })
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`ingest: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
+  const { port, host, chaosSeed } = ingest
+  const chaos = config.chaosRetryRate > 0 || config.chaosRejectRate > 0 || config.chaosFailRate > 0 || config.chaosDropRate > 0 || config.chaosLatencyMs > 0
+  log.info({ port, host, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(chaos ? { chaosSeed } : {}) }, 'ready')
+
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (++signals > 1) {
+      log.warn({ signal }, 'Second signal: exiting now.')
+      process.exit(1)
+    }
+    log.info({ signal }, 'Shutting down: finishing requests in progress.')
+    ingest.close().then(() => {
+      log.info('Stopped.')
+      process.exit(0)
+    }, (err: unknown) => {
+      log.error({ err }, 'Shutdown failed.')
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+}
+
+main().catch((err: unknown) => {
+  log.fatal({ err }, 'Ingest failed to start.')
+  process.exit(1)
+})

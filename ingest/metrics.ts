@@ -1,0 +1,37 @@
+/** Prometheus metrics of the ingest (own Registry, names `ingest_*`, DESIGN.md section 9). */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { Sink } from './sinks/types.ts'
+
+export type IngestMetrics = ReturnType<typeof createMetrics>
+
+export function createMetrics (sink: () => Sink | undefined) {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'ingest_' })
+  const m = {
+    registry,
+    requests: new Counter({ name: 'ingest_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, registers: [registry] }),
+    requestSeconds: new Histogram({ name: 'ingest_http_request_duration_seconds', help: 'HTTP request duration, body read to answer', labelNames: ['route'] as const, buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
+    receivedBytes: new Counter({ name: 'ingest_received_bytes_total', help: 'Batch body bytes received, as sent (compressed or not)', labelNames: ['encoding'] as const, registers: [registry] }),
+    items: new Counter({ name: 'ingest_items_total', help: 'Batch items answered, by result code', labelNames: ['code'] as const, registers: [registry] }),
+    batchItems: new Histogram({ name: 'ingest_batch_items', help: 'Items per accepted batch', buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers: [registry] }),
+    evicted: new Counter({ name: 'ingest_evicted_items_total', help: 'Items the gateways reported evicted (data loss), ranges counted once', registers: [registry] }),
+    rejectedBatches: new Counter({ name: 'ingest_rejected_batches_total', help: 'Batches refused as a whole, by reason', labelNames: ['reason'] as const, registers: [registry] }),
+    chaos: new Counter({ name: 'ingest_chaos_injected_total', help: 'Injected faults, by kind', labelNames: ['kind'] as const, registers: [registry] }),
+    commitSeconds: new Histogram({ name: 'ingest_sink_commit_duration_seconds', help: 'Duration of one sink group commit (fsync included)', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry] }),
+    commitRequests: new Histogram({ name: 'ingest_sink_commit_requests', help: 'Requests written by one sink group commit', buckets: [1, 2, 4, 8, 16, 32, 64], registers: [registry] }),
+    inFlight: new Gauge({ name: 'ingest_batches_in_flight', help: 'Batch requests being processed', registers: [registry] }),
+    dedupSeqs: new Gauge({
+      name: 'ingest_dedup_tracked_seqs',
+      help: 'Seqs held in dedup state (at or above the gateways\' floors), in loaded partitions',
+      registers: [registry],
+      collect () { const s = sink()?.dedupState?.(); if (s) this.set(s.seqs) }
+    }),
+    dedupRuns: new Gauge({
+      name: 'ingest_dedup_runs',
+      help: 'Runs [from, to] holding the dedup seqs, in loaded partitions',
+      registers: [registry],
+      collect () { const s = sink()?.dedupState?.(); if (s) this.set(s.runs) }
+    })
+  }
+  return m
+}

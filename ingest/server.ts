@@ -1,0 +1,298 @@
+/**
+ * HTTP front of the ingest (node:http). `POST /v1/batches` runs the named steps of
+ * `batchSteps` in order; any step may end the request by throwing an HttpError. Nothing a
+ * client sends can throw past `handle`: unexpected errors become 500 and are logged.
+ *
+ * Slow clients: `requestTimeoutMs` bounds the time to receive headers and body, checked
+ * every second, so a slowloris connection is closed and its buffers freed.
+ */
+import { createHash } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import { AckCode, AckCodeName, encodeResponse, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
+import type { Chaos } from './chaos.ts'
+import type { IngestConfig } from './config.ts'
+import { decodeContent, decodeEnvelope, readBody, validateItems, type ValidatedItems } from './decode.ts'
+import { HttpError } from './errors.ts'
+import type { IngestMetrics } from './metrics.ts'
+import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
+import type { Sink } from './sinks/types.ts'
+
+export type ServerDeps = {
+  config: IngestConfig
+  /** sha256(secret) hex -> gateway id */
+  tokens: Map<string, string>
+  sink: Sink
+  chaos: Chaos
+  metrics: IngestMetrics
+  log: Logger
+}
+
+export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
+
+type BatchCtx = {
+  req: IncomingMessage
+  res: ServerResponse
+  gateway: string
+  raw: Buffer
+  body: Buffer
+  batch: RawBatchRequest
+  items: ValidatedItems
+  /** Final per-item answers, request order. */
+  results: ItemResult[]
+  dropped: boolean
+}
+
+type Step = (ctx: BatchCtx, deps: ServerDeps) => void | Promise<void>
+
+function authenticate (ctx: BatchCtx, deps: ServerDeps): void {
+  const h = ctx.req.headers.authorization
+  const m = h === undefined ? null : /^Bearer +(\S+) *$/i.exec(h)
+  const gw = m ? deps.tokens.get(hashSecret(m[1]!)) : undefined
+  if (gw === undefined) {
+    throw new HttpError(401, 'unauthorized', h === undefined ? 'missing authorization: Bearer token' : 'unknown token', { field: 'authorization', headers: { 'www-authenticate': 'Bearer' }, closeConnection: true })
+  }
+  ctx.gateway = gw
+}
+
+function checkMediaType (ctx: BatchCtx): void {
+  const ct = (ctx.req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
+  if (ct !== 'application/cbor') throw new HttpError(415, 'unsupported_media_type', `content-type must be application/cbor, got ${JSON.stringify(ct.slice(0, 60))}`, { field: 'content-type', closeConnection: true })
+}
+
+async function readRequestBody (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
+  ctx.raw = await readBody(ctx.req, deps.config.maxBodyBytes)
+  deps.metrics.receivedBytes.inc({ encoding: ctx.req.headers['content-encoding'] ? 'gzip' : 'identity' }, ctx.raw.length)
+}
+
+async function decompress (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
+  ctx.body = await decodeContent(ctx.raw, ctx.req.headers['content-encoding'], deps.config.maxBodyBytes)
+}
+
+function decode (ctx: BatchCtx, deps: ServerDeps): void {
+  ctx.batch = decodeEnvelope(ctx.body, deps.config.maxItems)
+}
+
+function authorizeGateway (ctx: BatchCtx): void {
+  if (ctx.batch.gateway !== ctx.gateway) {
+    throw new HttpError(403, 'forbidden', `the token belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
+  }
+}
+
+function validate (ctx: BatchCtx): void {
+  ctx.items = validateItems(ctx.batch.items)
+}
+
+function injectBatchFault (ctx: BatchCtx, deps: ServerDeps): void {
+  const f = deps.chaos.batchFault()
+  if (f.kind === 'none') return
+  deps.metrics.chaos.inc({ kind: `fail_${f.status}` })
+  throw new HttpError(f.status, 'chaos', `injected failure (--chaos-fail-rate)`, { headers: f.retryAfterS === undefined ? {} : { 'retry-after': String(f.retryAfterS) } })
+}
+
+function injectItemFaults (ctx: BatchCtx, deps: ServerDeps): void {
+  if (!deps.chaos.enabled) return
+  const keep: ValidatedItems['valid'] = []
+  for (const v of ctx.items.valid) {
+    const code = deps.chaos.itemFault()
+    if (code === null) { keep.push(v); continue }
+    deps.metrics.chaos.inc({ kind: AckCodeName[code] })
+    const [p, s] = v.item
+    ctx.items.results[v.index] = [p, s, code, `injected ${AckCodeName[code]} (--chaos-${code === AckCode.Retry ? 'retry' : 'reject'}-rate)`]
+    if (code === AckCode.Rejected) ctx.items.rejected++
+  }
+  ctx.items.valid = keep
+}
+
+async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
+  const { batch, items } = ctx
+  let outcomes
+  try {
+    outcomes = await deps.sink.storeBatch({
+      gateway: batch.gateway,
+      epoch: batch.epoch,
+      floors: batch.floors,
+      evicted: batch.evicted ?? [],
+      items: items.valid.map((v) => v.item),
+      rejected: items.rejected
+    })
+  } catch (err) {
+    if (err instanceof StoreError) {
+      deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'Sink write failed.')
+      throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
+    }
+    throw err
+  }
+  for (let i = 0; i < items.valid.length; i++) {
+    const [p, s] = items.valid[i]!.item
+    items.results[items.valid[i]!.index] = [p, s, outcomes[i] === 'stored' ? AckCode.Stored : AckCode.Duplicate]
+  }
+  ctx.results = items.results as ItemResult[]
+  const m = deps.metrics
+  for (const r of ctx.results) m.items.inc({ code: AckCodeName[r[2]] })
+  m.batchItems.observe(ctx.results.length)
+}
+
+async function injectLatency (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
+  if (deps.chaos.config.latencyMs > 0) {
+    deps.metrics.chaos.inc({ kind: 'latency' })
+    await sleep(deps.chaos.config.latencyMs)
+  }
+}
+
+function dropAfterCommit (ctx: BatchCtx, deps: ServerDeps): void {
+  if (!deps.chaos.dropAfterCommit()) return
+  deps.metrics.chaos.inc({ kind: 'drop' })
+  deps.log.info({ gateway: ctx.gateway, batch: ctx.batch.batch }, 'Injected drop: committed, closing without an answer.')
+  ctx.dropped = true
+  ctx.req.socket.destroy()
+}
+
+function respond (ctx: BatchCtx): void {
+  if (ctx.dropped) return
+  const body = encodeResponse({ batch: ctx.batch.batch, results: ctx.results })
+  ctx.res.writeHead(200, { 'content-type': 'application/cbor', 'content-length': body.length })
+  ctx.res.end(body)
+}
+
+export const batchSteps: readonly Step[] = [
+  authenticate, checkMediaType, readRequestBody, decompress, decode, authorizeGateway,
+  validate, injectBatchFault, injectItemFaults, store, injectLatency, dropAfterCommit, respond
+]
+
+function sendJson (res: ServerResponse, status: number, obj: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent || res.destroyed) return
+  const body = JSON.stringify(obj)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers })
+  res.end(body)
+}
+
+function sendError (res: ServerResponse, err: HttpError): void {
+  const headers = { ...err.headers, ...(err.closeConnection ? { connection: 'close' } : {}) }
+  sendJson(res, err.status, { error: err.code, message: err.message, ...(err.field ? { field: err.field } : {}) }, headers)
+}
+
+export type IngestServer = {
+  server: Server
+  /** Requests being handled right now (all routes). */
+  inFlight: () => number
+  /**
+   * Stops accepting, answers in-flight requests with `connection: close` so their sockets
+   * close once answered, and after timeoutMs closes whatever is still open.
+   */
+  stop: (timeoutMs: number) => Promise<void>
+}
+
+export function createIngestServer (deps: ServerDeps): IngestServer {
+  const { config, metrics, log } = deps
+  let inFlight = 0
+  let batchesInFlight = 0
+  let stopping = false
+  const active = new Set<ServerResponse>()
+
+  async function handleBatch (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (batchesInFlight >= config.maxConcurrentRequests) {
+      metrics.rejectedBatches.inc({ reason: 'busy' })
+      throw new HttpError(503, 'busy', `more than ${config.maxConcurrentRequests} batches in progress`, { headers: { 'retry-after': '1' }, closeConnection: true })
+    }
+    batchesInFlight++
+    metrics.inFlight.inc()
+    try {
+      const ctx = { req, res, dropped: false } as BatchCtx
+      for (const step of batchSteps) await step(ctx, deps)
+      log.debug({ gateway: ctx.gateway, batch: ctx.batch.batch, items: ctx.results.length }, 'Batch answered.')
+    } finally {
+      batchesInFlight--
+      metrics.inFlight.dec()
+    }
+  }
+
+  async function route (req: IncomingMessage, res: ServerResponse, url: URL): Promise<string> {
+    const path = url.pathname
+    if (path === '/v1/batches') {
+      if (req.method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'use POST', { headers: { allow: 'POST' } })
+      await handleBatch(req, res)
+      return 'batches'
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
+    if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
+    if (path === '/metrics') {
+      const text = await metrics.registry.metrics()
+      res.writeHead(200, { 'content-type': metrics.registry.contentType })
+      res.end(text)
+      return 'metrics'
+    }
+    if (path === '/v1/stats') { sendJson(res, 200, await queryStats(deps.sink)); return 'stats' }
+    const device = matchReadings(path)
+    if (device !== null) {
+      sendJson(res, 200, await queryReadings(deps.sink, parseDeviceQuery(device, url.searchParams)))
+      return 'readings'
+    }
+    throw new HttpError(404, 'not_found', `no route ${path.slice(0, 100)}`)
+  }
+
+  async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = process.hrtime.bigint()
+    inFlight++
+    active.add(res)
+    if (stopping) res.setHeader('connection', 'close')
+    let routeName = 'other'
+    try {
+      const url = new URL(req.url ?? '/', 'http://ingest')
+      routeName = url.pathname === '/v1/batches' ? 'batches' : matchReadings(url.pathname) !== null ? 'readings' : url.pathname.slice(0, 40)
+      routeName = await route(req, res, url)
+    } catch (e) {
+      let err: HttpError
+      if (e instanceof HttpError) err = e
+      else if (e instanceof ValidationError) err = new HttpError(400, 'invalid_query', e.message, { field: e.field })
+      else {
+        log.error({ err: e, url: req.url }, 'Request failed unexpectedly.')
+        err = new HttpError(500, 'internal', 'internal error')
+      }
+      if (routeName === 'batches') {
+        metrics.rejectedBatches.inc({ reason: err.code })
+        if (err.status < 500 || err.code === 'store_unavailable') log.warn({ status: err.status, error: err.code, field: err.field, reason: err.message.slice(0, 300), remote: req.socket.remoteAddress }, 'Batch refused.')
+      }
+      sendError(res, err)
+    } finally {
+      inFlight--
+      active.delete(res)
+      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz'].includes(routeName) ? routeName : 'other'
+      metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
+      metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
+    }
+  }
+
+  const server = createServer({
+    requestTimeout: config.requestTimeoutMs,
+    headersTimeout: config.requestTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, config.requestTimeoutMs),
+    keepAliveTimeout: 5000
+  }, (req, res) => { void handle(req, res) })
+  server.on('clientError', (err, socket) => {
+    // Malformed HTTP or a timed-out slow client: answer if we still can, then close.
+    const code = (err as NodeJS.ErrnoException).code ?? ''
+    if (socket.writable && !code.startsWith('ECONN')) {
+      const status = code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+      socket.end(`HTTP/1.1 ${status} ${status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      setTimeout(() => socket.destroy(), 1000).unref() // a client that never closes its side
+    } else socket.destroy()
+  })
+
+  return {
+    server,
+    inFlight: () => inFlight,
+    stop: async (timeoutMs) => {
+      stopping = true
+      for (const res of active) if (!res.headersSent) res.setHeader('connection', 'close')
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([closed, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })])
+      clearTimeout(timer)
+      server.closeAllConnections()
+      await closed
+    }
+  }
+}

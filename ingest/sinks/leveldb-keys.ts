@@ -1,0 +1,69 @@
+/**
+ * Key layout of the leveldb sink (see the header of leveldb.ts for invariants and crash
+ * behaviour). Keys are UTF-8 strings that sort in the order the query API returns:
+ *
+ *   r!{device}!{bootKey}!{seqKey}!{hex(gateway)}!{hex(epoch)}!{p:4 hex}!{s:14 hex} -> reading JSON
+ *   d!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> dedup JSON { floor, runs }
+ *   e!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> evicted JSON { runs }
+ *   s!stats                                   -> stats JSON (global and per gateway)
+ *   m!format                                  -> layout version
+ *
+ * bootKey: `0` no boot, `1{14 hex}` numeric boot, `2{hex(utf8)}` text boot. So readings
+ *   without a boot come first, then numeric boots ascending, then text boots in UTF-8 byte
+ *   order (hex keeps byte order, and `!` (0x21) sorts below every hex digit, so a shorter
+ *   text sorts before its extensions, as bytes do).
+ * seqKey: `0{seq:14 hex}` with a device seq, `1{rx:14 hex}` without: within a boot, readings
+ *   without a seq follow the seq'd ones, ordered by gateway receive time.
+ * Device ids match ^[A-Za-z0-9._-]{1,64}$ (no `!`); gateway ids and epochs are free text,
+ * so they are hex-encoded to keep the key unambiguous. 14 hex digits hold any integer
+ * below 2^53.
+ */
+import type { Boot } from '../../protocol/index.ts'
+import { ValidationError } from '../../protocol/index.ts'
+
+export const FORMAT_VERSION = '1'
+export const META_FORMAT_KEY = 'm!format'
+export const STATS_KEY = 's!stats'
+
+export const hex = (s: string): string => Buffer.from(s, 'utf8').toString('hex')
+export const u14 = (n: number): string => n.toString(16).padStart(14, '0')
+export const u4 = (n: number): string => n.toString(16).padStart(4, '0')
+
+export function bootKey (boot: Boot | null): string {
+  if (boot === null) return '0'
+  if (typeof boot === 'number') return '1' + u14(boot)
+  return '2' + hex(boot)
+}
+
+export function seqKey (seq: number | null, rx: number): string {
+  return seq === null ? '1' + u14(rx) : '0' + u14(seq)
+}
+
+export const devicePrefix = (device: string): string => `r!${device}!`
+export const bootPrefix = (device: string, boot: Boot | null): string => `r!${device}!${bootKey(boot)}!`
+
+/** Upper bound (exclusive) of every key starting with `prefix` when prefix ends in `!`. */
+export const prefixEnd = (prefix: string): string => prefix.slice(0, -1) + '"'
+
+export function readingKey (device: string, boot: Boot | null, seq: number | null, rx: number, gwHex: string, epochHex: string, p: number, s: number): string {
+  return `r!${device}!${bootKey(boot)}!${seqKey(seq, rx)}!${gwHex}!${epochHex}!${u4(p)}!${u14(s)}`
+}
+
+export const partitionSuffix = (gwHex: string, epochHex: string, p: number): string => `${gwHex}!${epochHex}!${u4(p)}`
+export const dedupKey = (suffix: string): string => `d!${suffix}`
+export const evictedKey = (suffix: string): string => `e!${suffix}`
+
+/**
+ * Cursors are the last key returned, base64url-encoded. Opaque to clients; decoding checks
+ * it belongs to the device asked for, so a cursor cannot read another device's range.
+ */
+export function encodeCursor (lastKey: string): string {
+  return Buffer.from(lastKey, 'utf8').toString('base64url')
+}
+
+export function decodeCursor (cursor: string, device: string): string {
+  if (!/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) throw new ValidationError('cursor', 'not a cursor returned by this API')
+  const key = Buffer.from(cursor, 'base64url').toString('utf8')
+  if (!key.startsWith(devicePrefix(device))) throw new ValidationError('cursor', 'not a cursor for this device')
+  return key
+}

@@ -1,0 +1,77 @@
+/**
+ * The sink contract (DESIGN.md section 7). A sink stores validated items durably and owns
+ * dedup: the leveldb sink keeps its own per-partition floors and runs, a PostgreSQL sink
+ * gets the same answers from the table's primary key (gateway, epoch, p, s) with
+ * `INSERT ... ON CONFLICT DO NOTHING RETURNING p, s` plus a floors table, inside one
+ * transaction per `storeBatch`. Every implementation runs test/integration/sink-contract.ts.
+ */
+import type { BatchItem, Boot, EvictedRange, Floor, Values } from '../../protocol/index.ts'
+
+export type StoreRequest = {
+  gateway: string
+  epoch: string
+  /** `[p, s]`: lowest seq the gateway still holds in p; raises the recorded floor. */
+  floors: readonly Floor[]
+  /** `[p, from, to]` ranges the gateway evicted; recorded idempotently, counted as loss. */
+  evicted: readonly EvictedRange[]
+  /** Validated items, in request order. */
+  items: readonly BatchItem[]
+  /** Items of this request the ingest answered `rejected` (invalid, or chaos): counted, not stored. */
+  rejected: number
+}
+
+export type ItemOutcome = 'stored' | 'duplicate'
+
+export type StoredReading = {
+  gateway: string
+  epoch: string
+  p: number
+  s: number
+  seq: number | null
+  boot: Boot | null
+  ts: number | null
+  rx: number
+  values: Values
+}
+
+export type DeviceQuery = {
+  device: string
+  /** undefined: every boot; null: readings without a boot. */
+  boot?: Boot | null
+  /** Only with `boot`: readings of that boot with seq >= fromSeq (seq-less ones follow). */
+  fromSeq?: number
+  limit: number
+  /** Opaque, from a previous page's `next`. */
+  cursor?: string
+}
+
+export type DevicePage = { readings: StoredReading[], next: string | null }
+
+export type Counts = { stored: number, duplicates: number, rejected: number, evicted: number }
+export type Stats = Counts & { gateways: Record<string, Counts> }
+
+export interface Sink {
+  readonly kind: string
+  /**
+   * Stores a request's items atomically and durably (one transaction, fsync) and returns one
+   * outcome per item, in item order. It resolves only when the outcomes are durable,
+   * including `duplicate` answers (the original may still be in flight in a concurrent
+   * request). Throws a retryable StoreError when nothing was stored.
+   */
+  storeBatch (req: StoreRequest): Promise<ItemOutcome[]>
+  /** Readings of one device ordered by (boot, seq); see docs/ingest.md for the boot order. */
+  queryDevice (q: DeviceQuery): Promise<DevicePage>
+  /** Counts of items since the store was created. */
+  stats (): Promise<Stats>
+  /** Idempotent; waits for writes in progress. */
+  close (): Promise<void>
+  /** Size of the sink's own dedup state, if it keeps one (for metrics and tests). */
+  dedupState?(): DedupState
+}
+
+/** seqs: tracked seqs at or above the floors; runs: how many [from, to] runs hold them. */
+export type DedupState = { partitions: number, seqs: number, runs: number }
+
+export function zeroCounts (): Counts {
+  return { stored: 0, duplicates: 0, rejected: 0, evicted: 0 }
+}
