@@ -1,0 +1,252 @@
+/**
+ * Intake benchmark: how many QoS 1 readings per second the gateway acknowledges (PUBACK =
+ * on disk), at what latency, in how much memory — side by side with Mosquitto (baseline)
+ * and bare Aedes (the broker without durability), under the same load in the same run.
+ *
+ *   node --import tsx bench/intake.ts [--duration-s 10] [--systems gateway,mosquitto,aedes] [--only 100x32]
+ *
+ * Per matrix row and system: start the system (its own process, pinned to the broker core),
+ * run bench/loadgen.ts (its own process, pinned to the load core), sample the system's
+ * VmRSS every 200 ms and its CPU time over the measured window, stop it. The instant-ack
+ * `sink` runs first in every row: its rate is the load generator's ceiling, so each result
+ * says whether the system or the generator was the limit. Results are appended to
+ * bench/results/intake.jsonl (one record per row and system, plus one `checks` record);
+ * `node --import tsx bench/update-results.ts` renders bench/RESULTS.md from them.
+ */
+import { performance } from 'node:perf_hooks'
+import { mkdirSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
+import { canPin, Cleanup, cpuSeconds, hwmKb, pinned, RssSampler } from './lib/procs.ts'
+import { appendRecord, fmtInt, fmtMs, fmtRatio, gitSha, hostInfo, table } from './lib/results.ts'
+import { commandLine, resolveSystems, ROOT, type System } from './lib/systems.ts'
+import type { BenchRecord, Check, LoadResult } from './lib/types.ts'
+
+const FLAGS: FlagSpec = {
+  'duration-s': { type: 'number', default: 10, doc: 'measured window per run' },
+  'warmup-s': { type: 'number', default: 2, doc: 'load before the window, not recorded' },
+  'drain-timeout-s': { type: 'number', default: 5, doc: 'wait for outstanding PUBACKs after the window' },
+  systems: { type: 'string', default: 'mosquitto,aedes,gateway', doc: 'comma list of sink, mosquitto, aedes, gateway (= gateway-power,gateway-process), gateway-power, gateway-process; the sink always runs first unless --no-sink' },
+  sink: { type: 'bool', default: true, doc: 'measure the load generator ceiling (instant-ack sink) in every row' },
+  only: { type: 'string', default: '100x32,1000x8,paced', doc: 'matrix rows: CONNECTIONSxINFLIGHT (closed loop) and/or paced' },
+  rate: { type: 'number', default: 5000, doc: 'paced row: readings/s in total' },
+  'paced-devices': { type: 'number', default: 1000, doc: 'paced row: connections' },
+  pin: { type: 'bool', default: true, doc: 'taskset: system under test on --broker-core, load generator on --loadgen-core' },
+  'broker-core': { type: 'number', default: 1, doc: 'CPU core of the system under test' },
+  'loadgen-core': { type: 'number', default: 0, doc: 'CPU core of the load generator' },
+  write: { type: 'bool', default: true, doc: 'append records to bench/results/intake.jsonl' },
+  'cpu-prof-dir': { type: 'string', doc: 'run the gateway with node --cpu-prof, profiles written here' },
+  echo: { type: 'bool', default: false, doc: 'echo child stdout/stderr to stderr' }
+}
+
+type Row = { id: string, mode: 'closed' | 'open', connections: number, inflight: number | null, rate: number | null }
+
+function parseRows (list: string, rate: number, devices: number): Row[] {
+  return list.split(',').map((s) => s.trim()).filter(Boolean).map((id): Row => {
+    const m = /^(\d+)x(\d+)$/.exec(id)
+    if (m) return { id, mode: 'closed', connections: Number(m[1]), inflight: Number(m[2]), rate: null }
+    if (id === 'paced') return { id: `paced-${rate}/s-${devices}`, mode: 'open', connections: devices, inflight: null, rate }
+    throw new Error(`--only: unknown row ${id} (use CONNECTIONSxINFLIGHT, e.g. 100x32, or paced)`)
+  })
+}
+
+type Metrics = Omit<BenchRecord, 'scenario' | 'runId' | 'ts' | 'gitSha' | 'node' | 'host' | 'system' | 'params' | 'command'>
+type Outcome = { row: Row, system: string, metrics?: Metrics, rec?: BenchRecord, load?: LoadResult, failed?: string }
+
+async function main (): Promise<void> {
+  const f = parseFlags(process.argv.slice(2), FLAGS)
+  if (f.get('help')) {
+    process.stdout.write(`usage: node --import tsx bench/intake.ts [flags]\n${helpText(FLAGS)}\n`)
+    return
+  }
+  const durationS = num(f, 'duration-s')
+  const warmupS = num(f, 'warmup-s')
+  const drainS = num(f, 'drain-timeout-s')
+  if (durationS <= 0 || durationS > 600 || warmupS < 0 || warmupS > 120) throw new Error('--duration-s must be in (0, 600], --warmup-s in [0, 120]')
+  const rows = parseRows(str(f, 'only')!, num(f, 'rate'), num(f, 'paced-devices'))
+  const requested = resolveSystems(str(f, 'systems')!)
+  const systems = bool(f, 'sink') && !requested.some((s) => s.name === 'sink') ? [...resolveSystems('sink'), ...requested] : requested
+  const pin = bool(f, 'pin') && canPin()
+  const brokerCore = pin ? num(f, 'broker-core') : null
+  const loadCore = pin ? num(f, 'loadgen-core') : null
+  const pinNote = pin ? `system under test on core ${brokerCore}, load generator on core ${loadCore} (taskset)` : 'not pinned'
+  const profDir = str(f, 'cpu-prof-dir')
+  if (profDir) mkdirSync(resolve(profDir), { recursive: true })
+  const gatewayNodeArgs = profDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir)] : []
+
+  const cleanup = new Cleanup()
+  const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
+  const command = commandLine(['node', '--import', 'tsx', 'bench/intake.ts', ...process.argv.slice(2)])
+  const base = { scenario: 'intake', kind: 'result' as const, runId, gitSha: gitSha(), node: process.version, host: hostInfo(pinNote), command }
+  const available = systems.filter((s) => {
+    const why = s.unavailable()
+    if (why) process.stderr.write(`skipping ${s.name}: ${why}\n`)
+    return !why
+  })
+  const versions = Object.fromEntries(available.map((s) => [s.name, s.version()]))
+  process.stderr.write(`intake bench ${runId}: rows ${rows.map((r) => r.id).join(', ')}; systems ${available.map((s) => s.name).join(', ')}; ${durationS} s + ${warmupS} s warm-up; ${pinNote}\n`)
+
+  const outcomes: Outcome[] = []
+  for (const row of rows) {
+    for (const sys of available) {
+      const o = await runOne(sys, row, { cleanup, brokerCore, loadCore, durationS, warmupS, drainS, echo: bool(f, 'echo'), gatewayNodeArgs })
+      outcomes.push(o)
+      if (o.failed) { process.stderr.write(`  ${row.id} ${sys.name}: FAILED ${o.failed}\n`); continue }
+      const rec: BenchRecord = {
+        ...base,
+        ts: new Date().toISOString(),
+        system: sys.name,
+        systemVersion: versions[sys.name],
+        ...(sys.name !== 'mosquitto' ? { baseline: 'mosquitto' } : {}),
+        params: { row: row.id, mode: row.mode, connections: row.connections, inflight: row.inflight, rate: row.rate, durationS, warmupS },
+        ...o.metrics
+      }
+      o.rec = rec
+      if (bool(f, 'write')) appendRecord('intake.jsonl', rec)
+      const l = o.load!
+      process.stderr.write(`  ${row.id.padEnd(20)} ${sys.name.padEnd(16)} ${fmtInt(l.msgsPerSec).padStart(9)} msgs/s  p50 ${fmtMs(l.latency.p50Ms)}  p99 ${fmtMs(l.latency.p99Ms)}  p999 ${fmtMs(l.latency.p999Ms)} ms  rss ${rec.peakRssMb} MB  cpu ${String(rec.brokerCpuPct)}%/${l.loadgenCpuPct}%  errors ${rec.errors}\n`)
+    }
+  }
+
+  const checks = evaluate(outcomes, rows)
+  printSummary(outcomes, rows, checks, pinNote)
+  if (bool(f, 'write')) {
+    appendRecord('intake.jsonl', { ...base, kind: 'checks', ts: new Date().toISOString(), system: '-', params: {}, checks })
+    process.stdout.write('\nappended to bench/results/intake.jsonl; regenerate bench/RESULTS.md with: node --import tsx bench/update-results.ts\n')
+  }
+  if (profDir) process.stdout.write(`gateway CPU profiles in ${resolve(profDir)}\n`)
+  cleanup.killAll()
+}
+
+type RunCtx = { cleanup: Cleanup, brokerCore: number | null, loadCore: number | null, durationS: number, warmupS: number, drainS: number, echo: boolean, gatewayNodeArgs: string[] }
+
+async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
+  let running
+  try {
+    running = await sys.start({ cleanup: c.cleanup, core: c.brokerCore, echo: c.echo, gatewayNodeArgs: sys.name.startsWith('gateway') ? c.gatewayNodeArgs : [] })
+  } catch (err) {
+    return { row, system: sys.name, failed: `start: ${(err as Error).message}` }
+  }
+  const pid = running.proc.pid
+  const sampler = new RssSampler(pid, 200)
+  const loadArgs = [
+    '--port', String(running.port), '--connections', String(row.connections),
+    ...(row.mode === 'closed' ? ['--inflight', String(row.inflight)] : ['--rate', String(row.rate)]),
+    '--duration-s', String(c.durationS), '--warmup-s', String(c.warmupS), '--drain-timeout-s', String(c.drainS),
+    '--id-prefix', `bench-${sys.name}-`
+  ]
+  const loadArgv = pinned(c.loadCore, [process.execPath, '--import', 'tsx', 'bench/loadgen.ts', ...loadArgs])
+  const lg = c.cleanup.spawn('loadgen', loadArgv, { cwd: ROOT, echo: c.echo })
+  let cpuA: number | null = null
+  let tA = 0
+  let brokerCpuPct: number | null = null
+  lg.onLine((_l, o) => {
+    if (o?.type !== 'phase') return
+    if (o.phase === 'measure') { cpuA = cpuSeconds(pid); tA = performance.now() }
+    if (o.phase === 'drain' && cpuA !== null) {
+      const cpuB = cpuSeconds(pid)
+      if (cpuB !== null) brokerCpuPct = Math.round((cpuB - cpuA) / ((performance.now() - tA) / 1000) * 1000) / 10
+    }
+  })
+  const budgetMs = (60 + c.warmupS + c.durationS + c.drainS + 15) * 1000
+  let load: LoadResult
+  try {
+    load = await lg.waitFor((o) => o.type === 'result', budgetMs, 'result line') as unknown as LoadResult
+    await lg.stop('SIGTERM', 3000)
+  } catch (err) {
+    await lg.stop('SIGKILL', 0)
+    sampler.stop()
+    await running.stop()
+    return { row, system: sys.name, failed: `loadgen: ${(err as Error).message}` }
+  }
+  const peakKb = sampler.stop()
+  const hwm = hwmKb(pid)
+  const died = running.proc.exit
+  await running.stop()
+  const e = load.errors
+  const errors = e.connect + e.socket + e.disconnects + e.unacked + e.outOfOrderAcks + e.unexpectedAcks + e.skipped + (died ? 1 : 0)
+  const mb = (kb: number | null): number | null => kb === null ? null : Math.round(kb / 1024 * 10) / 10
+  const metrics: Metrics = {
+    msgsPerSec: load.msgsPerSec,
+    p50Ms: load.latency.p50Ms,
+    p99Ms: load.latency.p99Ms,
+    p999Ms: load.latency.p999Ms,
+    maxMs: load.latency.maxMs,
+    peakRssMb: mb(peakKb) ?? undefined,
+    hwmRssMb: mb(hwm),
+    brokerCpuPct,
+    loadgenCpuPct: load.loadgenCpuPct,
+    errors,
+    errorDetail: { ...e, systemExitedEarly: died ? `${died.code ?? died.signal}` : null },
+    errorSamples: load.errorSamples,
+    sent: load.windowSent,
+    acked: load.windowAcked,
+    maxScheduleLagMs: load.maxScheduleLagMs,
+    systemCommand: running.command,
+    loadgenCommand: commandLine(loadArgv).replace(process.execPath, 'node')
+  }
+  return { row, system: sys.name, load, metrics }
+}
+
+const find = (outs: Outcome[], rowId: string, system: string): Outcome | undefined => outs.find((o) => o.row.id === rowId && o.system === system && o.rec)
+
+function ratio (outs: Outcome[], rowId: string, system: string): number | null {
+  const a = find(outs, rowId, system)?.rec?.msgsPerSec
+  const b = find(outs, rowId, 'mosquitto')?.rec?.msgsPerSec
+  return a !== undefined && b ? a / b : null
+}
+
+/** Who set the pace: the system's core, the generator's core, or neither (waiting on I/O). */
+function bound (o: Outcome, outs: Outcome[]): string {
+  if (!o.rec || !o.load) return '-'
+  if (o.row.mode === 'open') return 'paced'
+  const sink = find(outs, o.row.id, 'sink')?.rec?.msgsPerSec
+  if (o.system !== 'sink' && sink && o.load.msgsPerSec >= 0.9 * sink) return 'loadgen'
+  if (((o.rec.brokerCpuPct as number | null) ?? 0) >= 85) return 'system cpu'
+  if (o.load.loadgenCpuPct >= 85) return 'loadgen'
+  return 'system wait'
+}
+
+function evaluate (outs: Outcome[], rows: Row[]): Check[] {
+  const checks: Check[] = []
+  const gw = 'gateway-power'
+  const thr = (rowId: string, min: number): void => {
+    if (!rows.some((r) => r.id === rowId)) return
+    const r = ratio(outs, rowId, gw)
+    checks.push({ name: `${gw} ${rowId} throughput vs mosquitto`, target: `>= ${min.toFixed(1)}x`, value: fmtRatio(r), pass: r === null ? null : r >= min })
+  }
+  thr('100x32', 2.0)
+  thr('1000x8', 1.3)
+  const paced = rows.find((r) => r.mode === 'open')
+  if (paced) {
+    const rec = find(outs, paced.id, gw)?.rec
+    const p99 = rec?.p99Ms
+    const clean = rec ? rec.errors === 0 : false
+    checks.push({ name: `${gw} p99 PUBACK latency at ${paced.rate}/s over ${paced.connections} devices`, target: '<= 3 ms, no errors', value: p99 === undefined ? 'n/a' : `${fmtMs(p99)} ms${clean ? '' : `, ${rec!.errors} errors`}`, pass: p99 === undefined ? null : p99 <= 3 && clean })
+  }
+  const rss = outs.filter((o) => o.system === gw && o.rec?.peakRssMb !== undefined).map((o) => o.rec!.peakRssMb!)
+  checks.push({ name: `${gw} peak RSS over all rows`, target: '<= 120 MB', value: rss.length ? `${Math.max(...rss)} MB` : 'n/a', pass: rss.length ? Math.max(...rss) <= 120 : null })
+  return checks
+}
+
+function printSummary (outs: Outcome[], rows: Row[], checks: Check[], pinNote: string): void {
+  const head = ['row', 'system', 'msgs/s', 'x mosquitto', 'p50 ms', 'p99 ms', 'p999 ms', 'peak RSS MB', 'system CPU %', 'loadgen CPU %', 'bound', 'errors']
+  const body: string[][] = []
+  for (const row of rows) {
+    for (const o of outs.filter((x) => x.row.id === row.id)) {
+      if (!o.rec || !o.load) { body.push([row.id, o.system, 'FAILED', '-', '-', '-', '-', '-', '-', '-', '-', (o.failed ?? '').slice(0, 60)]); continue }
+      body.push([
+        row.id, o.system, fmtInt(o.load.msgsPerSec), o.system === 'mosquitto' ? '1.00x' : fmtRatio(ratio(outs, row.id, o.system)),
+        fmtMs(o.load.latency.p50Ms), fmtMs(o.load.latency.p99Ms), fmtMs(o.load.latency.p999Ms),
+        String(o.rec.peakRssMb ?? '-'), String(o.rec.brokerCpuPct ?? '-'), String(o.load.loadgenCpuPct), bound(o, outs), String(o.rec.errors ?? '-')
+      ])
+    }
+  }
+  process.stdout.write(`\nIntake benchmark (${pinNote})\n\n${table(head, body, false)}\n\nTargets\n`)
+  for (const c of checks) process.stdout.write(`  ${c.pass === null ? 'N/A ' : c.pass ? 'PASS' : 'MISS'}  ${c.name}: ${c.value} (target ${c.target})\n`)
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`intake bench failed: ${(err as Error).stack ?? String(err)}\n`)
+  process.exit(1) // the Cleanup 'exit' hook kills the children and removes the temp dirs
+})

@@ -1,0 +1,165 @@
+/**
+ * The systems under test of the intake benchmark, each started as its own process (pinned
+ * to the broker core when pinning is on) on 127.0.0.1 with a port picked at start:
+ *
+ *   sink             instant-ack MQTT stub: the load generator's own ceiling
+ *   mosquitto        Mosquitto 2.0, persistence off, no inflight/queue limits: the baseline
+ *   aedes            bare Aedes 1.x, no hooks: the broker without durability
+ *   gateway-power    gateway/main.ts, --durability power (fsync per group commit)
+ *   gateway-process  gateway/main.ts, --durability process (no fsync)
+ *
+ * The gateway's upstream is an unreachable port, so it only buffers; its quota is raised so
+ * a run never fills it. Each start gets a fresh temp dir, removed at stop.
+ */
+import { spawnSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { type Cleanup, exists, freePort, pinned, type Proc, waitForPort } from './procs.ts'
+
+export const ROOT = resolve(import.meta.dirname, '..', '..')
+export const MOSQUITTO = '/usr/sbin/mosquitto'
+export const GATEWAY_MAIN = join(ROOT, 'gateway', 'main.ts')
+
+export type Running = {
+  proc: Proc
+  port: number
+  /** The exact command line, as recorded in the results. */
+  command: string
+  stop: () => Promise<void>
+}
+
+export type StartOpts = {
+  cleanup: Cleanup
+  core: number | null
+  echo: boolean
+  /** Extra node flags for the gateway (e.g. --cpu-prof --cpu-prof-dir D). */
+  gatewayNodeArgs: string[]
+}
+
+export type System = {
+  name: string
+  doc: string
+  /** Why it cannot run here, or null. */
+  unavailable: () => string | null
+  version: () => string
+  start: (o: StartOpts) => Promise<Running>
+}
+
+const READY_TIMEOUT_MS = 30_000
+
+const shellQuote = (a: string): string => /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`
+export const commandLine = (argv: string[]): string => argv.map(shellQuote).join(' ')
+const rel = (p: string): string => p.startsWith(ROOT + '/') ? p.slice(ROOT.length + 1) : p
+
+/** A node entry that logs {"msg":"ready","mqttPort":N} on stdout. */
+async function startNode (o: StartOpts, name: string, nodeArgs: string[], entry: string, args: string[], dir?: string, env?: NodeJS.ProcessEnv): Promise<Running> {
+  const argv = pinned(o.core, [process.execPath, ...nodeArgs, '--import', 'tsx', rel(entry), ...args])
+  const proc = o.cleanup.spawn(name, argv, { cwd: ROOT, echo: o.echo, env: env ?? process.env })
+  const stop = async (): Promise<void> => {
+    await proc.stop('SIGTERM', 10_000)
+    if (dir) o.cleanup.removeDir(dir)
+  }
+  try {
+    const ready = await proc.waitFor((l) => l.msg === 'ready' && typeof l.mqttPort === 'number', READY_TIMEOUT_MS, 'ready line with mqttPort')
+    return { proc, port: ready.mqttPort as number, command: commandLine(argv).replace(process.execPath, 'node'), stop }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}
+
+function gateway (durability: 'power' | 'process'): System {
+  return {
+    name: `gateway-${durability}`,
+    doc: `gateway/main.ts --durability ${durability}`,
+    unavailable: () => exists(GATEWAY_MAIN) ? null : 'gateway/main.ts does not exist yet',
+    version: () => {
+      const r = spawnSync('git', ['log', '-1', '--format=%h', '--', 'gateway'], { cwd: ROOT, encoding: 'utf8' })
+      const dirty = spawnSync('git', ['status', '--porcelain', '--', 'gateway'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim() !== ''
+      return `gateway@${r.stdout.trim() || 'uncommitted'}${dirty ? '+dirty' : ''}`
+    },
+    start: async (o) => {
+      const dir = o.cleanup.tempDir(`bench-gw-${durability}-`)
+      const args = [
+        '--gateway-id', 'bench', '--data-dir', dir, '--mqtt-port', '0', '--admin-port', '0',
+        '--upstream', 'http://127.0.0.1:9', '--durability', durability,
+        '--max-buffer-items', '100000000', '--max-buffer-bytes', String(64 * 1024 ** 3)
+      ]
+      return await startNode(o, `gateway-${durability}`, o.gatewayNodeArgs, GATEWAY_MAIN, args, dir, { ...process.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
+    }
+  }
+}
+
+export const SYSTEMS: Record<string, System> = {
+  sink: {
+    name: 'sink',
+    doc: 'instant-ack stub (load generator ceiling)',
+    unavailable: () => null,
+    version: () => 'bench/lib/sink-broker.ts',
+    start: (o) => startNode(o, 'sink', [], join(ROOT, 'bench/lib/sink-broker.ts'), [])
+  },
+  mosquitto: {
+    name: 'mosquitto',
+    doc: 'Mosquitto 2.0, persistence off',
+    unavailable: () => exists(MOSQUITTO) ? null : `${MOSQUITTO} not found (apt-get install mosquitto)`,
+    version: () => {
+      const r = spawnSync(MOSQUITTO, ['-h'], { encoding: 'utf8' })
+      return `mosquitto ${/mosquitto version (\S+)/.exec(r.stdout + r.stderr)?.[1] ?? 'unknown'}`
+    },
+    start: async (o) => {
+      const dir = o.cleanup.tempDir('bench-mosquitto-')
+      const port = await freePort()
+      const conf = join(dir, 'mosquitto.conf')
+      // Limits off so the broker, not its configuration, sets the pace; TCP_NODELAY like the others.
+      writeFileSync(conf, [
+        `listener ${port} 127.0.0.1`,
+        'allow_anonymous true',
+        'persistence false',
+        'max_inflight_messages 0',
+        'max_queued_messages 0',
+        'max_connections -1',
+        'set_tcp_nodelay true',
+        'log_dest stderr',
+        'log_type error',
+        'log_type warning',
+        ''
+      ].join('\n'))
+      const argv = pinned(o.core, [MOSQUITTO, '-c', conf])
+      const proc = o.cleanup.spawn('mosquitto', argv, { echo: o.echo })
+      const stop = async (): Promise<void> => { await proc.stop('SIGTERM', 5000); o.cleanup.removeDir(dir) }
+      try {
+        await waitForPort(port, READY_TIMEOUT_MS, () => !proc.exit)
+      } catch (err) {
+        await stop()
+        throw new Error(`mosquitto: ${(err as Error).message}. ${proc.describeTail()}`)
+      }
+      return { proc, port, command: `${commandLine(argv)}  # ${conf.replace(dir, '$TMP')}: ${readConf(conf)}`, stop }
+    }
+  },
+  aedes: {
+    name: 'aedes',
+    doc: 'bare Aedes 1.x, no hooks',
+    unavailable: () => null,
+    version: () => {
+      try { return `aedes ${(JSON.parse(readFileSync(join(ROOT, 'node_modules/aedes/package.json'), 'utf8')) as { version: string }).version}` } catch { return 'aedes' }
+    },
+    start: (o) => startNode(o, 'aedes', [], join(ROOT, 'bench/lib/aedes-broker.ts'), [])
+  },
+  'gateway-power': gateway('power'),
+  'gateway-process': gateway('process')
+}
+
+function readConf (path: string): string {
+  return spawnSync('grep', ['-v', '^log_', path], { encoding: 'utf8' }).stdout.trim().split('\n').join('; ')
+}
+
+/** `gateway` stands for both durabilities. */
+export function resolveSystems (list: string): System[] {
+  const names: string[] = []
+  for (const n of list.split(',').map((s) => s.trim()).filter(Boolean)) {
+    if (n === 'gateway') names.push('gateway-power', 'gateway-process')
+    else if (SYSTEMS[n]) names.push(n)
+    else throw new Error(`unknown system ${n} (known: gateway, ${Object.keys(SYSTEMS).join(', ')})`)
+  }
+  return [...new Set(names)].map((n) => SYSTEMS[n]!)
+}
