@@ -1,0 +1,184 @@
+/**
+ * The sink contract (ingest/sinks/types.ts), run against every implementation: leveldb in
+ * ingest-sink-leveldb.test.ts; postgres when it is built. A factory gives a fresh, empty
+ * store location per test that can be opened again after close (persistence).
+ */
+import assert from 'node:assert/strict'
+import { test, type TestContext } from 'node:test'
+import type { BatchItem, Boot } from '../../protocol/index.ts'
+import type { Sink, StoreRequest, StoredReading } from '../../ingest/sinks/types.ts'
+
+export type SinkFactory = (t: TestContext) => Promise<{ open: () => Promise<Sink> }>
+
+const RX = 1_700_000_000_000
+
+export function item (p: number, s: number, opts: { device?: string, seq?: number | null, boot?: Boot | null, ts?: number | null, rx?: number } = {}): BatchItem {
+  return [p, s, opts.device ?? 'dev1', opts.seq === undefined ? s : opts.seq, opts.boot === undefined ? 1 : opts.boot, opts.ts === undefined ? RX - 5 : opts.ts, opts.rx ?? RX + s, { t: s / 10, ok: true, tag: `x${s}` }]
+}
+
+export function req (items: BatchItem[], opts: Partial<StoreRequest> = {}): StoreRequest {
+  return { gateway: 'gw1', epoch: 'ep1', floors: [], evicted: [], items, rejected: 0, ...opts }
+}
+
+async function openSink (t: TestContext, factory: SinkFactory): Promise<{ sink: Sink, reopen: () => Promise<Sink> }> {
+  const loc = await factory(t)
+  const opened: Sink[] = []
+  t.after(async () => { for (const s of opened) await s.close() })
+  const reopen = async (): Promise<Sink> => { const s = await loc.open(); opened.push(s); return s }
+  return { sink: await reopen(), reopen }
+}
+
+async function allReadings (sink: Sink, device: string, limit: number, extra: { boot?: Boot | null, fromSeq?: number } = {}): Promise<{ readings: StoredReading[], pages: number }> {
+  const readings: StoredReading[] = []
+  let cursor: string | undefined
+  let pages = 0
+  for (;;) {
+    const page = await sink.queryDevice({ device, limit, ...extra, ...(cursor === undefined ? {} : { cursor }) })
+    pages++
+    assert.ok(page.readings.length <= limit)
+    readings.push(...page.readings)
+    if (page.next === null) break
+    assert.equal(typeof page.next, 'string')
+    cursor = page.next
+    assert.ok(pages < 1000, 'paging terminates')
+  }
+  return { readings, pages }
+}
+
+export function runSinkContract (name: string, factory: SinkFactory): void {
+  test(`${name}: stores new items once; the same items again are duplicates, in item order`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    const items = [item(0, 1), item(0, 2), item(1, 1, { device: 'dev2' })]
+    assert.deepEqual(await sink.storeBatch(req(items)), ['stored', 'stored', 'stored'])
+    assert.deepEqual(await sink.storeBatch(req([item(0, 3), ...items])), ['stored', 'duplicate', 'duplicate', 'duplicate'])
+    assert.deepEqual(await sink.storeBatch(req([item(0, 9), item(0, 9)])), ['stored', 'duplicate'], 'twice in one request')
+    const { readings } = await allReadings(sink, 'dev1', 100)
+    assert.deepEqual(readings.map((r) => r.s), [1, 2, 3, 9])
+    assert.deepEqual(readings[0], { gateway: 'gw1', epoch: 'ep1', p: 0, s: 1, seq: 1, boot: 1, ts: RX - 5, rx: RX + 1, values: { t: 0.1, ok: true, tag: 'x1' } })
+  })
+
+  test(`${name}: the dedup key is (gateway, epoch, p, s)`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1)])), ['stored'])
+    assert.deepEqual(await sink.storeBatch(req([item(1, 1)])), ['stored'], 'other partition')
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1)], { epoch: 'ep2' })), ['stored'], 'other epoch')
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1)], { gateway: 'gw2' })), ['stored'], 'other gateway')
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1)], { gateway: 'gw2' })), ['duplicate'])
+  })
+
+  test(`${name}: floors: an item below the recorded floor is a duplicate and not stored; the floor never goes down`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    assert.deepEqual(await sink.storeBatch(req([item(0, 10), item(0, 11)], { floors: [[0, 10]] })), ['stored', 'stored'])
+    // The gateway moved on: floor 20. Seqs below it were acked; anything below is stale.
+    assert.deepEqual(await sink.storeBatch(req([item(0, 20)], { floors: [[0, 20]] })), ['stored'])
+    assert.deepEqual(await sink.storeBatch(req([item(0, 11), item(0, 15)], { floors: [[0, 10]] })), ['duplicate', 'duplicate'], 'late request with an older floor')
+    assert.deepEqual(await sink.storeBatch(req([item(0, 20), item(0, 21)], { floors: [[0, 20]] })), ['duplicate', 'stored'], 'at or above the floor: state kept')
+    const { readings } = await allReadings(sink, 'dev1', 100)
+    assert.deepEqual(readings.map((r) => r.s), [10, 11, 20, 21], '15 was never stored')
+    const st = await sink.stats()
+    assert.equal(st.stored, 4)
+    assert.equal(st.duplicates, 3)
+  })
+
+  test(`${name}: a floor in one partition does not affect another`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    await sink.storeBatch(req([], { floors: [[0, 100]] }))
+    assert.deepEqual(await sink.storeBatch(req([item(1, 5), item(0, 5)])), ['stored', 'duplicate'])
+  })
+
+  test(`${name}: evicted ranges are recorded idempotently and counted as items`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    await sink.storeBatch(req([], { evicted: [[0, 1, 10]] }))
+    await sink.storeBatch(req([], { evicted: [[0, 1, 10]] }))
+    assert.equal((await sink.stats()).evicted, 10, 'the same range twice counts once')
+    await sink.storeBatch(req([item(0, 30)], { evicted: [[0, 5, 14], [1, 1, 10]] }))
+    const st = await sink.stats()
+    assert.equal(st.evicted, 10 + 4 + 10, 'overlap counts only the new seqs; partitions are separate')
+    assert.equal(st.gateways.gw1?.evicted, 24)
+    await sink.storeBatch(req([], { evicted: [[0, 1, 10]], gateway: 'gw2' }))
+    assert.equal((await sink.stats()).evicted, 34, 'another gateway is another range')
+  })
+
+  test(`${name}: stats count stored, duplicates, rejected, globally and per gateway`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    assert.deepEqual(await sink.stats(), { stored: 0, duplicates: 0, rejected: 0, evicted: 0, gateways: {} })
+    await sink.storeBatch(req([item(0, 1), item(0, 2)], { rejected: 3 }))
+    await sink.storeBatch(req([item(0, 2)]))
+    await sink.storeBatch(req([item(0, 1)], { gateway: 'gw2', rejected: 1 }))
+    assert.deepEqual(await sink.stats(), {
+      stored: 3,
+      duplicates: 1,
+      rejected: 4,
+      evicted: 0,
+      gateways: {
+        gw1: { stored: 2, duplicates: 1, rejected: 3, evicted: 0 },
+        gw2: { stored: 1, duplicates: 0, rejected: 1, evicted: 0 }
+      }
+    })
+  })
+
+  test(`${name}: readings come ordered by (boot, seq) with cursor paging`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    const items: BatchItem[] = [
+      item(0, 1, { boot: 'b', seq: 2 }),
+      item(0, 2, { boot: 2, seq: 10 }),
+      item(0, 3, { boot: 2, seq: 9 }),
+      item(0, 4, { boot: 'a', seq: 1 }),
+      item(0, 5, { boot: null, seq: 4 }),
+      item(0, 6, { boot: 2, seq: null, rx: RX + 100 }),
+      item(0, 7, { boot: 10, seq: 1 }),
+      item(0, 8, { boot: 2, seq: null, rx: RX + 50 }),
+      item(0, 9, { boot: '10', seq: 0 }),
+      item(0, 10, { device: 'dev10', boot: 1, seq: 1 })
+    ]
+    await sink.storeBatch(req(items))
+    const expect = [
+      [null, 4], [2, 9], [2, 10], [2, null], [2, null], [10, 1], ['10', 0], ['a', 1], ['b', 2]
+    ]
+    for (const limit of [1, 2, 4, 100]) {
+      const { readings, pages } = await allReadings(sink, 'dev1', limit)
+      assert.deepEqual(readings.map((r) => [r.boot, r.seq]), expect, `limit ${limit}`)
+      assert.equal(pages, Math.ceil(expect.length / limit), `no empty last page at limit ${limit}`)
+    }
+    const seqless = (await allReadings(sink, 'dev1', 100, { boot: 2 })).readings.filter((r) => r.seq === null)
+    assert.deepEqual(seqless.map((r) => r.rx), [RX + 50, RX + 100], 'seq-less readings follow, by receive time')
+    assert.deepEqual((await allReadings(sink, 'dev1', 1, { boot: 2, fromSeq: 10 })).readings.map((r) => r.s), [2, 8, 6])
+    assert.deepEqual((await allReadings(sink, 'dev1', 10, { boot: null })).readings.map((r) => r.s), [5])
+    assert.deepEqual((await allReadings(sink, 'dev1', 10, { boot: 'a' })).readings.map((r) => r.s), [4])
+    assert.deepEqual((await allReadings(sink, 'dev1', 10, { boot: '10' })).readings.map((r) => r.s), [9], 'text boot "10" is not numeric boot 10')
+    assert.deepEqual((await allReadings(sink, 'dev10', 10)).readings.map((r) => r.s), [10])
+    assert.deepEqual(await sink.queryDevice({ device: 'nobody', limit: 10 }), { readings: [], next: null })
+  })
+
+  test(`${name}: a cursor from another device is refused`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    await sink.storeBatch(req([item(0, 1), item(0, 2), item(0, 3, { device: 'dev2' })]))
+    const page = await sink.queryDevice({ device: 'dev1', limit: 1 })
+    assert.ok(page.next)
+    await assert.rejects(sink.queryDevice({ device: 'dev2', limit: 1, cursor: page.next }), { name: 'ValidationError', field: 'cursor' })
+  })
+
+  test(`${name}: concurrent requests with the same items store each exactly once`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    const items = Array.from({ length: 50 }, (_, i) => item(i % 4, i))
+    const results = await Promise.all(Array.from({ length: 8 }, () => sink.storeBatch(req(items, { floors: [[0, 0], [1, 1]] }))))
+    for (let i = 0; i < items.length; i++) {
+      assert.equal(results.filter((r) => r[i] === 'stored').length, 1, `item ${i} stored exactly once`)
+    }
+    assert.equal((await allReadings(sink, 'dev1', 1000)).readings.length, 50)
+    const st = await sink.stats()
+    assert.equal(st.stored, 50)
+    assert.equal(st.duplicates, 7 * 50)
+  })
+
+  test(`${name}: dedup state, floors, evicted ranges, stats and readings survive close and reopen`, async (t) => {
+    const { sink, reopen } = await openSink(t, factory)
+    await sink.storeBatch(req([item(0, 5), item(0, 6), item(2, 1)], { floors: [[0, 5]], evicted: [[0, 0, 4]], rejected: 1 }))
+    await sink.close()
+    await sink.close() // idempotent
+    const again = await reopen()
+    assert.deepEqual(await again.storeBatch(req([item(0, 4), item(0, 5), item(0, 6), item(2, 1), item(0, 7)], { evicted: [[0, 0, 4]] })), ['duplicate', 'duplicate', 'duplicate', 'duplicate', 'stored'])
+    assert.deepEqual(await again.stats(), { stored: 4, duplicates: 4, rejected: 1, evicted: 5, gateways: { gw1: { stored: 4, duplicates: 4, rejected: 1, evicted: 5 } } })
+    assert.deepEqual((await allReadings(again, 'dev1', 2)).readings.map((r) => r.s), [1, 5, 6, 7])
+  })
+}
