@@ -15,7 +15,7 @@ export type FieldSpec =
   | Base & { type: 'string', default?: string, pattern?: RegExp }
   | Base & { type: 'enum', values: readonly string[], default?: string }
   | Base & { type: 'bool', default?: boolean }
-  | Base & { type: 'list', default?: string[] }
+  | Base & { type: 'list', default?: readonly string[] }
 
 export type Schema = Record<string, FieldSpec>
 
@@ -53,7 +53,7 @@ function coerce (key: string, spec: FieldSpec, raw: unknown, where: string): unk
       if (typeof raw !== 'string' || !spec.values.includes(raw)) bad(`must be one of ${spec.values.join('|')}`)
       return raw
     case 'list':
-      if (Array.isArray(raw) && raw.every((x) => typeof x === 'string')) return raw
+      if (Array.isArray(raw) && raw.every((x) => typeof x === 'string')) return [...raw]
       if (typeof raw === 'string') return raw.split(',').map((s) => s.trim()).filter(Boolean)
       return bad('must be a comma-separated list or an array of strings')
     case 'string':
@@ -82,7 +82,7 @@ export function configFileArg (argv: readonly string[], env: Record<string, stri
 export function parseConfig<S extends Schema> (schema: S, src: ConfigSources): ConfigOf<S> {
   const out: Record<string, unknown> = {}
   for (const [k, spec] of Object.entries(schema)) {
-    if (spec.default !== undefined) out[k] = spec.default
+    if (spec.default !== undefined) out[k] = Array.isArray(spec.default) ? [...spec.default] : spec.default
     else if (spec.type === 'list') out[k] = []
     else if (spec.type === 'bool') out[k] = false
   }

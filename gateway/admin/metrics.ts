@@ -1,0 +1,54 @@
+/**
+ * Gateway metrics (prom-client, one Registry per gateway instance so tests can run several).
+ * Names start `gateway_`, counters end `_total`, durations are histograms in seconds.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export type IntakeOutcome = 'stored' | 'duplicate' | 'invalid' | 'too_old' | 'acl_denied' | 'store_failed' | 'blocked_disconnect' | 'no_seq'
+
+export class Metrics {
+  readonly registry = new Registry()
+  readonly intake: Counter<'outcome'>
+  readonly pubackLatency: Histogram
+  readonly commitOps: Histogram
+  readonly commitSeconds: Histogram
+  readonly evicted: Counter
+  readonly oversize: Counter
+  readonly blocked: Gauge
+  readonly upstreamBatches: Counter<'outcome'>
+  readonly upstreamItems: Counter<'code'>
+  readonly upstreamRequest: Histogram<'status'>
+  readonly upstreamBytes: Counter
+  readonly upstreamRetries: Counter<'reason'>
+  readonly receipts: Counter
+  readonly oldestAge: Gauge
+
+  constructor (opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry]
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_process_' })
+    this.intake = new Counter({ name: 'gateway_intake_readings_total', help: 'Readings received on devices/+/readings by outcome', labelNames: ['outcome'], registers })
+    this.pubackLatency = new Histogram({
+      name: 'gateway_puback_latency_seconds',
+      help: 'Time from a PUBLISH reaching intake to the release of its PUBACK (durable write, or ingest ack in delivered mode)',
+      buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
+      registers
+    })
+    this.commitOps = new Histogram({ name: 'gateway_commit_batch_size', help: 'Operations per group-commit write', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096], registers })
+    this.commitSeconds = new Histogram({ name: 'gateway_commit_seconds', help: 'Duration of one group-commit write', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers })
+    this.evicted = new Counter({ name: 'gateway_evicted_items_total', help: 'Items evicted under fullPolicy=drop-oldest (reported upstream as evicted ranges)', registers })
+    this.oversize = new Counter({ name: 'gateway_oversize_packets_total', help: 'Connections closed for an MQTT packet above maxPacketBytes', registers })
+    this.blocked = new Gauge({ name: 'gateway_intake_blocked_readings', help: 'Readings waiting for buffer space (fullPolicy=block)', registers })
+    this.upstreamBatches = new Counter({ name: 'gateway_upstream_batches_total', help: 'Upstream batch requests by outcome', labelNames: ['outcome'], registers })
+    this.upstreamItems = new Counter({ name: 'gateway_upstream_items_total', help: 'Per-item upstream results by code', labelNames: ['code'], registers })
+    this.upstreamRequest = new Histogram({ name: 'gateway_upstream_request_seconds', help: 'Upstream batch request duration', labelNames: ['status'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers })
+    this.upstreamBytes = new Counter({ name: 'gateway_upstream_bytes_sent_total', help: 'Request body bytes sent upstream', registers })
+    this.upstreamRetries = new Counter({ name: 'gateway_upstream_retries_total', help: 'Batches or items scheduled for retry, by reason', labelNames: ['reason'], registers })
+    this.receipts = new Counter({ name: 'gateway_receipts_published_total', help: 'Receipt messages published to devices/+/receipts', registers })
+    this.oldestAge = new Gauge({ name: 'gateway_oldest_unacked_age_seconds', help: 'Age of the oldest buffered item not yet acknowledged upstream', registers })
+  }
+
+  /** A gauge whose value is read at scrape time. */
+  gauge (name: string, help: string, labelNames: string[], collect: (g: Gauge) => void | Promise<void>): Gauge {
+    return new Gauge({ name, help, labelNames, registers: [this.registry], async collect () { await collect(this) } })
+  }
+}

@@ -1,0 +1,32 @@
+/** Exponential backoff with full jitter (AWS architecture blog), bounded. */
+export class Backoff {
+  private attempt = 0
+  constructor (private readonly baseMs: number, private readonly maxMs: number, private readonly random: () => number = Math.random) {}
+
+  /** The next delay: uniform in [base/2, min(max, base * 2^attempt)]. */
+  next (): number {
+    const cap = Math.min(this.maxMs, this.baseMs * 2 ** this.attempt)
+    this.attempt = Math.min(this.attempt + 1, 30)
+    return Math.round(cap / 2 + this.random() * cap / 2)
+  }
+
+  reset (): void { this.attempt = 0 }
+  get attempts (): number { return this.attempt }
+}
+
+/** A sleep that `wake()` ends early (shutdown). */
+export class Sleeper {
+  private timers = new Set<{ t: NodeJS.Timeout, resolve: () => void }>()
+
+  sleep (ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const h = { t: setTimeout(() => { this.timers.delete(h); resolve() }, ms), resolve }
+      this.timers.add(h)
+    })
+  }
+
+  wake (): void {
+    for (const h of this.timers) { clearTimeout(h.t); h.resolve() }
+    this.timers.clear()
+  }
+}

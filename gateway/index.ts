@@ -1,0 +1,141 @@
+/**
+ * The gateway: broker -> intake -> store -> flusher, plus the admin server.
+ * `await Gateway.create(config, logger)` / `await gateway.close()` (idempotent; finishes
+ * writes and PUBACKs in progress, then closes LevelDB).
+ */
+import { readFile } from 'node:fs/promises'
+import type { Logger } from 'pino'
+import { Admin } from './admin/index.ts'
+import { Metrics } from './admin/metrics.ts'
+import { AuthFile } from './broker/auth.ts'
+import { Broker } from './broker/index.ts'
+import type { GatewayConfig } from './config.ts'
+import { Flusher } from './flush/index.ts'
+import { Intake } from './intake/index.ts'
+import { Store } from './store/index.ts'
+
+export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
+
+export class Gateway {
+  private closing: Promise<void> | null = null
+
+  private constructor (
+    readonly config: GatewayConfig,
+    readonly store: Store,
+    readonly intake: Intake,
+    readonly broker: Broker,
+    readonly flusher: Flusher,
+    readonly admin: Admin,
+    readonly metrics: Metrics,
+    private readonly log: Logger
+  ) {}
+
+  get mqttPort (): number { return this.broker.port }
+  get adminPort (): number { return this.admin.port }
+
+  static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Gateway> {
+    const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics })
+    const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
+    const store = await Store.open({
+      dataDir: config.dataDir,
+      partitions: config.partitions,
+      durability: config.durability,
+      maxBufferItems: config.maxBufferItems,
+      maxBufferBytes: config.maxBufferBytes,
+      fullPolicy: config.fullPolicy
+    }, logger)
+    const closeOnError = async <T>(fn: () => Promise<T>, ...cleanup: Array<{ close: () => Promise<void> }>): Promise<T> => {
+      try { return await fn() } catch (err) { for (const c of cleanup) await c.close().catch(() => {}); throw err }
+    }
+    store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
+    store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
+    const intake = new Intake(store, {
+      maxPayloadBytes: config.maxPayloadBytes,
+      ackMode: config.ackMode,
+      maxBlockedReadings: config.maxBlockedReadings,
+      dedupCacheDevices: config.dedupCacheDevices
+    }, logger, metrics)
+    const broker = await closeOnError(() => Broker.create({
+      host: config.host,
+      mqttPort: config.mqttPort,
+      maxPacketBytes: config.maxPacketBytes,
+      maxConnections: config.maxConnections,
+      connectTimeoutMs: config.connectTimeoutMs,
+      auth
+    }, intake, metrics, logger), store)
+    const flusher = new Flusher(store, {
+      gatewayId: config.gatewayId,
+      upstream: config.upstream,
+      token: config.token,
+      batchMaxItems: config.batchMaxItems,
+      batchMaxBytes: config.batchMaxBytes,
+      lingerMs: config.lingerMs,
+      maxInFlight: config.maxInFlight,
+      requestTimeoutMs: config.requestTimeoutMs,
+      gzip: config.gzip,
+      retryBaseMs: config.retryBaseMs,
+      retryMaxMs: config.retryMaxMs,
+      authRetryMs: config.authRetryMs,
+      unreadyAfterMs: config.unreadyAfterMs,
+      receipts: config.receipts
+    }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
+    let gw: Gateway | undefined
+    const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {
+      ready: () => gw!.readiness(),
+      status: () => gw!.status()
+    }, logger), broker, store)
+    metrics.gauge('gateway_buffer_items', 'Items buffered per partition', ['partition'], (g) => {
+      for (const s of store.partitionStats()) g.set({ partition: String(s.p) }, s.depth)
+    })
+    metrics.gauge('gateway_buffer_bytes', 'Bytes buffered per partition', ['partition'], (g) => {
+      for (const s of store.partitionStats()) g.set({ partition: String(s.p) }, s.bytes)
+    })
+    metrics.gauge('gateway_dlq_items', 'Items in the dead-letter store', [], (g) => g.set(store.dlqCount))
+    metrics.gauge('gateway_connected_clients', 'Connected MQTT clients', [], (g) => g.set(broker.connected))
+    gw = new Gateway(config, store, intake, broker, flusher, admin, metrics, logger.child({ component: 'gateway' }))
+    flusher.start()
+    return gw
+  }
+
+  readiness (): { ready: boolean, reasons: string[] } {
+    const reasons: string[] = []
+    if (this.closing) reasons.push('shutting down')
+    if (!this.broker.server.listening) reasons.push('broker not listening')
+    if (!this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
+    return { ready: reasons.length === 0, reasons }
+  }
+
+  async status (): Promise<unknown> {
+    return {
+      gateway: this.config.gatewayId,
+      epoch: this.store.epoch,
+      buffered: { items: this.store.items, bytes: this.store.bytes },
+      dlq: { items: this.store.dlqCount },
+      evictedPending: this.store.pendingEvicted().length,
+      partitions: this.store.partitionStats().map((s) => ({
+        p: s.p, depth: s.depth, bytes: s.bytes, nextSeq: s.nextSeq, floor: s.head, oldestAgeMs: this.flusher.oldestAgeMs(s.p), inFlight: s.inFlight
+      })),
+      upstream: this.flusher.status(),
+      clients: { connected: this.broker.connected },
+      config: { durability: this.config.durability, ackMode: this.config.ackMode, fullPolicy: this.config.fullPolicy, partitions: this.store.partitions }
+    }
+  }
+
+  /**
+   * Graceful stop: no new connections, let the intake's writes and PUBACKs in progress
+   * finish, close the broker (clients resend anything unacked to the next process), stop
+   * flushing, close LevelDB.
+   */
+  close (): Promise<void> {
+    this.closing ??= (async () => {
+      this.broker.stopAccepting()
+      await new Promise<void>((resolve) => this.store.sync(() => resolve()))
+      await this.broker.close()
+      await this.flusher.close()
+      await this.admin.close()
+      await this.store.close()
+      this.log.info('gateway closed')
+    })()
+    return this.closing
+  }
+}

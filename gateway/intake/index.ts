@@ -1,0 +1,208 @@
+/**
+ * Intake: everything between a PUBLISH on `devices/{id}/readings` and its PUBACK
+ * (DESIGN.md section 4). Aedes 1.x writes the QoS 1 PUBACK right after `authorizePublish`
+ * calls back, so this is where the reading becomes durable:
+ *
+ *   acl -> decode + validate -> (wait for buffer space) -> dedup window -> append -> group
+ *   commit -> release callbacks in arrival order per client
+ *
+ * Packets of one socket read reach `authorizePublish` concurrently, and commits of a slow
+ * device (dedup window loaded from disk) finish after a fast one's: callbacks are therefore
+ * released through a per-client FIFO, so [MQTT-4.6.0-2] PUBACKs keep publish order. A
+ * failed write never calls back with success: the client gets an error (Aedes closes the
+ * connection) and resends; the dedup window makes the resend safe.
+ *
+ * ackMode=delivered holds the callback until the item left the buffer upstream (stored,
+ * duplicate or dead-lettered): the partition floor passed its seq.
+ */
+import type { Client, PublishPacket } from 'aedes'
+import type { Logger } from 'pino'
+import { decodeReading, encodeItem, partitionOf, type Reading } from '../../protocol/index.ts'
+import type { Metrics } from '../admin/metrics.ts'
+import { DedupWindow, type Store } from '../store/index.ts'
+
+export type IntakeConfig = {
+  maxPayloadBytes: number
+  ackMode: 'persisted' | 'delivered'
+  /** readings waiting for space (fullPolicy=block) before further publishers are disconnected */
+  maxBlockedReadings: number
+  /** dedup windows kept in memory; others are reloaded from the store on use */
+  dedupCacheDevices: number
+}
+
+type Callback = (err?: Error | null) => void
+type Entry = { cb: Callback, done: boolean, err: Error | null, t0: number }
+type ClientQueue = { entries: Entry[], failed: Error | null }
+type Blocked = { device: string, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue }
+type FloorWaiter = { target: number, entry: Entry, q: ClientQueue }
+
+const QUEUE = Symbol('intakeQueue')
+type WithQueue = Client & { [QUEUE]?: ClientQueue }
+
+export class Intake {
+  private readonly cache = new Map<string, DedupWindow>()
+  private readonly loading = new Map<string, Promise<DedupWindow>>()
+  private readonly blocked: Blocked[] = []
+  private readonly floorWaiters: FloorWaiter[][]
+  private readonly partitions: number
+  private readonly log: Logger
+
+  constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics) {
+    this.log = logger.child({ component: 'intake' })
+    this.partitions = store.partitions
+    this.floorWaiters = Array.from({ length: this.partitions }, () => [])
+    store.on('writeError', () => {
+      // windows may hold seqs of the failed writes: forget them, the store has the truth
+      for (const [dev, w] of this.cache) if (w.pending === 0) this.cache.delete(dev)
+    })
+    store.on('space', () => this.admitBlocked())
+    store.on('floor', (p: number, floor: number) => this.releaseFloor(p, floor))
+  }
+
+  /** Number of readings accepted but not yet answered (for graceful shutdown). */
+  get inProgress (): number {
+    let n = this.blocked.length
+    for (const w of this.floorWaiters) n += w.length
+    return n
+  }
+
+  /** Handles one reading published by `client` on its own readings topic. */
+  handle (client: Client, device: string, packet: PublishPacket, cb: Callback): void {
+    const c = client as WithQueue
+    let q = c[QUEUE]
+    if (!q) { q = { entries: [], failed: null }; c[QUEUE] = q }
+    if (q.failed) { cb(q.failed); return }
+    const entry: Entry = { cb, done: false, err: null, t0: performance.now() }
+    q.entries.push(entry)
+    const raw = packet.payload as Buffer
+    let reading: Reading
+    try {
+      reading = decodeReading(raw, this.config.maxPayloadBytes)
+    } catch (err) {
+      const reason = (err as Error).message
+      this.metrics.intake.inc({ outcome: 'invalid' })
+      this.log.warn({ device, reason, bytes: raw.length }, 'invalid reading dead-lettered')
+      this.store.deadLetter({ kind: 'payload', reason, at: Date.now(), raw, device, topic: packet.topic }, (e) => this.finish(q, entry, e))
+      return
+    }
+    if (this.blocked.length > 0 || !this.store.hasRoom(raw.length + 64)) {
+      if (this.blocked.length >= this.config.maxBlockedReadings) {
+        this.metrics.intake.inc({ outcome: 'blocked_disconnect' })
+        this.log.warn({ device, blocked: this.blocked.length }, 'buffer full and too many readings waiting; disconnecting the publisher')
+        this.finish(q, entry, new Error('gateway buffer full'))
+        return
+      }
+      this.blocked.push({ device, reading, raw, entry, q })
+      this.metrics.blocked.set(this.blocked.length)
+      return
+    }
+    this.accept(device, reading, raw, entry, q)
+  }
+
+  private admitBlocked (): void {
+    let n = 0
+    while (this.blocked.length > 0 && this.store.hasRoom(this.blocked[0]!.raw.length + 64)) {
+      const b = this.blocked.shift()!
+      n++
+      if (b.q.failed) { this.finish(b.q, b.entry, b.q.failed); continue }
+      this.accept(b.device, b.reading, b.raw, b.entry, b.q)
+    }
+    if (n) this.metrics.blocked.set(this.blocked.length)
+  }
+
+  private accept (device: string, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
+    if (reading.seq === null) {
+      this.metrics.intake.inc({ outcome: 'no_seq' })
+      this.append(device, reading, entry, q)
+      return
+    }
+    const w = this.cache.get(device)
+    if (w) { this.dedup(device, w, reading, raw, entry, q); return }
+    let p = this.loading.get(device)
+    if (!p) {
+      p = this.store.loadDedup(device).then((loaded) => {
+        this.loading.delete(device)
+        const win = this.cache.get(device) ?? loaded ?? new DedupWindow()
+        this.remember(device, win)
+        return win
+      }, (err: unknown) => { this.loading.delete(device); throw err })
+      this.loading.set(device, p)
+    }
+    // continuations run in registration order: per-device arrival order is kept
+    p.then((win) => this.dedup(device, win, reading, raw, entry, q), (err: Error) => this.finish(q, entry, err))
+  }
+
+  private remember (device: string, w: DedupWindow): void {
+    this.cache.set(device, w)
+    if (this.cache.size <= this.config.dedupCacheDevices) return
+    for (const [dev, win] of this.cache) {
+      if (this.cache.size <= this.config.dedupCacheDevices * 0.9) break
+      if (win.pending === 0) this.cache.delete(dev)
+    }
+  }
+
+  private dedup (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
+    const verdict = w.check(reading.boot, reading.seq!)
+    if (verdict === 'new') {
+      this.store.saveDedup(device, w)
+      this.append(device, reading, entry, q)
+    } else if (verdict === 'duplicate') {
+      this.metrics.intake.inc({ outcome: 'duplicate' })
+      // acknowledge only once the original is durable (it may sit in the cycle being written)
+      this.store.sync((err) => {
+        if (err || this.config.ackMode === 'persisted') { this.finish(q, entry, err); return }
+        const p = partitionOf(device, this.partitions)
+        this.waitFloor(p, this.store.peekNext(p) - 1, entry, q)
+      })
+    } else {
+      this.metrics.intake.inc({ outcome: 'too_old' })
+      const reason = `seq ${reading.seq} is older than the dedup window of boot ${JSON.stringify(reading.boot)}: cannot tell whether it is a duplicate`
+      this.log.warn({ device, seq: reading.seq, boot: reading.boot }, 'reading older than the dedup window dead-lettered')
+      this.store.deadLetter({ kind: 'too-old', reason, at: Date.now(), raw, device }, (e) => this.finish(q, entry, e))
+    }
+  }
+
+  private append (device: string, r: Reading, entry: Entry, q: ClientQueue): void {
+    const p = partitionOf(device, this.partitions)
+    const s = this.store.nextSeq(p)
+    const item = encodeItem([p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values])
+    this.store.append(p, s, item, (err) => {
+      if (err) { this.metrics.intake.inc({ outcome: 'store_failed' }); this.finish(q, entry, err); return }
+      this.metrics.intake.inc({ outcome: 'stored' })
+      if (this.config.ackMode === 'delivered') this.waitFloor(p, s, entry, q)
+      else this.finish(q, entry, null)
+    })
+  }
+
+  private waitFloor (p: number, target: number, entry: Entry, q: ClientQueue): void {
+    if (this.store.floor(p) > target) { this.finish(q, entry, null); return }
+    this.floorWaiters[p]!.push({ target, entry, q })
+  }
+
+  private releaseFloor (p: number, floor: number): void {
+    const ws = this.floorWaiters[p]!
+    if (ws.length === 0) return
+    // targets are pushed in increasing order per partition (seq allocation order)
+    let i = 0
+    while (i < ws.length && ws[i]!.target < floor) { this.finish(ws[i]!.q, ws[i]!.entry, null); i++ }
+    if (i) ws.splice(0, i)
+  }
+
+  private finish (q: ClientQueue, entry: Entry, err: Error | null | undefined): void {
+    entry.done = true
+    entry.err = err ?? null
+    if (err && !q.failed) q.failed = err
+    // [MQTT-4.6.0-2] release in publish order; after a failure nothing further is acked
+    const es = q.entries
+    let i = 0
+    while (i < es.length && es[i]!.done) {
+      const e = es[i]!
+      i++
+      const fail = q.failed && (e.err ?? q.failed)
+      if (!fail) this.metrics.pubackLatency.observe((performance.now() - e.t0) / 1000)
+      e.cb(fail || null)
+    }
+    if (i === es.length) es.length = 0
+    else if (i > 0) es.splice(0, i)
+  }
+}

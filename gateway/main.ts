@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+/**
+ * Gateway CLI: `gateway [--flags]` (compiled) or `node --import tsx gateway/main.ts`.
+ * Flags, GATEWAY_* env vars and `--config FILE` (JSON) per DESIGN.md section 9; `--help`
+ * lists them. `--hash-password` reads a password on stdin and prints its scrypt hash for
+ * the `--auth-file`.
+ */
+import { readFile } from 'node:fs/promises'
+import { pino } from 'pino'
+import { configFileArg, ConfigError, helpText } from '../protocol/index.ts'
+import { hashPassword } from './broker/auth.ts'
+import { gatewaySchema, parseGatewayConfig } from './config.ts'
+import { Gateway } from './index.ts'
+
+async function main (): Promise<void> {
+  const argv = process.argv.slice(2)
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`usage: gateway [flags]\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n`)
+    return
+  }
+  if (argv[0] === '--hash-password') {
+    const chunks: Buffer[] = []
+    for await (const c of process.stdin) chunks.push(c as Buffer)
+    process.stdout.write(await hashPassword(Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')) + '\n')
+    return
+  }
+  const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { service: 'gateway' } })
+  let config
+  try {
+    const file = configFileArg(argv, process.env, 'GATEWAY')
+    let fileObj: Record<string, unknown> | undefined
+    if (file) {
+      try { fileObj = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown> } catch (err) { throw new ConfigError('config', `cannot read ${file}: ${(err as Error).message}`) }
+    }
+    config = parseGatewayConfig({ argv, env: process.env, file: fileObj })
+  } catch (err) {
+    process.stderr.write(`gateway: ${(err as Error).message}\n`)
+    process.exitCode = 2
+    return
+  }
+  let gw: Gateway
+  try {
+    gw = await Gateway.create(config, log, { defaultMetrics: true })
+  } catch (err) {
+    log.fatal({ err: (err as Error).message, field: (err as ConfigError).field }, 'gateway failed to start')
+    process.stderr.write(`gateway: ${(err as Error).message}\n`)
+    process.exitCode = err instanceof ConfigError ? 2 : 1
+    return
+  }
+  log.info({ mqttPort: gw.mqttPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }
+    stopping = true
+    log.info({ signal }, 'shutting down')
+    const t = setTimeout(() => { log.error('graceful shutdown timed out; exiting'); process.exit(1) }, config.shutdownTimeoutMs)
+    t.unref()
+    gw.close().then(() => { log.flush(); process.exitCode = 0 }, (err: Error) => { log.error({ err: err.message }, 'shutdown failed'); process.exitCode = 1 })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`gateway: ${err.stack ?? err.message}\n`)
+  process.exit(1)
+})
