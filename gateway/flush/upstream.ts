@@ -41,7 +41,10 @@ export class Upstream {
     this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets })
   }
 
-  get url (): string { return this.urls[this.index]!.origin + this.urls[this.index]!.pathname }
+  get url (): string {
+    const u = this.urls[this.index]
+    return u ? u.origin + u.pathname : ''
+  }
 
   /** Moves to the next URL (after a failure of the current one). */
   failover (): void {
