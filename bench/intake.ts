@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks'
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
-import { canPin, Cleanup, cpuSeconds, hwmKb, pinned, RssSampler } from './lib/procs.ts'
+import { canPin, Cleanup, coreBusySeconds, cpuSeconds, hwmKb, pinned, RssSampler } from './lib/procs.ts'
 import { appendRecord, fmtInt, fmtMs, fmtRatio, gitSha, hostInfo, table } from './lib/results.ts'
 import { commandLine, resolveSystems, ROOT, type System } from './lib/systems.ts'
 import type { BenchRecord, Check, LoadResult } from './lib/types.ts'
@@ -36,6 +36,7 @@ const FLAGS: FlagSpec = {
   'loadgen-core': { type: 'number', default: 0, doc: 'CPU core of the load generator' },
   write: { type: 'bool', default: true, doc: 'append records to bench/results/intake.jsonl' },
   'cpu-prof-dir': { type: 'string', doc: 'run the gateway with node --cpu-prof, profiles written here' },
+  repeat: { type: 'number', default: 1, doc: 'runs per row and system, interleaved; the median (msgs/s closed loop, p99 paced) is reported' },
   echo: { type: 'bool', default: false, doc: 'echo child stdout/stderr to stderr' }
 }
 
@@ -50,7 +51,17 @@ function parseRows (list: string, rate: number, devices: number): Row[] {
   })
 }
 
-type Metrics = Omit<BenchRecord, 'scenario' | 'runId' | 'ts' | 'gitSha' | 'node' | 'host' | 'system' | 'params' | 'command'>
+type Metrics = {
+  msgsPerSec: number
+  p50Ms: number
+  p99Ms: number
+  p999Ms: number
+  peakRssMb?: number
+  errors: number
+  brokerCpuPct: number | null
+  otherCpuPct: number | null
+  [extra: string]: unknown
+}
 type Outcome = { row: Row, system: string, metrics?: Metrics, rec?: BenchRecord, load?: LoadResult, failed?: string }
 
 async function main (): Promise<void> {
@@ -87,11 +98,29 @@ async function main (): Promise<void> {
   process.stderr.write(`intake bench ${runId}: rows ${rows.map((r) => r.id).join(', ')}; systems ${available.map((s) => s.name).join(', ')}; ${durationS} s + ${warmupS} s warm-up; ${pinNote}\n`)
 
   const outcomes: Outcome[] = []
+  const repeat = Math.max(1, Math.floor(num(f, 'repeat')))
+  const ctx: RunCtx = { cleanup, brokerCore, loadCore, durationS, warmupS, drainS, echo: bool(f, 'echo'), gatewayNodeArgs }
   for (const row of rows) {
+    const reps = new Map<string, Outcome[]>(available.map((s) => [s.name, []]))
+    for (let k = 0; k < repeat; k++) {
+      // The sink first; the others rotate each repetition so none always runs on a warmer or quieter host.
+      const sink = available.filter((s) => s.name === 'sink')
+      const rest = available.filter((s) => s.name !== 'sink')
+      const order = [...sink, ...rest.slice(k % Math.max(1, rest.length)), ...rest.slice(0, k % Math.max(1, rest.length))]
+      for (const sys of order) {
+        const o = await runOne(sys, row, ctx)
+        reps.get(sys.name)!.push(o)
+        const tag = `  ${row.id.padEnd(20)} ${sys.name.padEnd(16)}${repeat > 1 ? ` #${k + 1}` : ''}`
+        if (o.failed) { process.stderr.write(`${tag} FAILED ${o.failed}\n`); continue }
+        const l = o.load!
+        const m = o.metrics!
+        process.stderr.write(`${tag} ${fmtInt(l.msgsPerSec).padStart(9)} msgs/s  p50 ${fmtMs(l.latency.p50Ms)}  p99 ${fmtMs(l.latency.p99Ms)}  p999 ${fmtMs(l.latency.p999Ms)} ms  rss ${String(m.peakRssMb)} MB  cpu ${String(m.brokerCpuPct)}%/${l.loadgenCpuPct}%/other ${String(m.otherCpuPct)}%  errors ${String(m.errors)}\n`)
+      }
+    }
     for (const sys of available) {
-      const o = await runOne(sys, row, { cleanup, brokerCore, loadCore, durationS, warmupS, drainS, echo: bool(f, 'echo'), gatewayNodeArgs })
+      const o = combine(reps.get(sys.name)!, row)
       outcomes.push(o)
-      if (o.failed) { process.stderr.write(`  ${row.id} ${sys.name}: FAILED ${o.failed}\n`); continue }
+      if (o.failed) continue
       const rec: BenchRecord = {
         ...base,
         ts: new Date().toISOString(),
@@ -103,8 +132,6 @@ async function main (): Promise<void> {
       }
       o.rec = rec
       if (bool(f, 'write')) appendRecord('intake.jsonl', rec)
-      const l = o.load!
-      process.stderr.write(`  ${row.id.padEnd(20)} ${sys.name.padEnd(16)} ${fmtInt(l.msgsPerSec).padStart(9)} msgs/s  p50 ${fmtMs(l.latency.p50Ms)}  p99 ${fmtMs(l.latency.p99Ms)}  p999 ${fmtMs(l.latency.p999Ms)} ms  rss ${rec.peakRssMb} MB  cpu ${String(rec.brokerCpuPct)}%/${l.loadgenCpuPct}%  errors ${rec.errors}\n`)
     }
   }
 
@@ -140,12 +167,24 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
   let cpuA: number | null = null
   let tA = 0
   let brokerCpuPct: number | null = null
+  let busyA: number[] = []
+  let lgCpuA: number | null = null
+  // CPU time on the two bench cores spent by anything but the system and the generator
+  // (other jobs on a shared machine): a run with much of it is noisy.
+  let otherCpuPct: number | null = null
   lg.onLine((_l, o) => {
     if (o?.type !== 'phase') return
-    if (o.phase === 'measure') { cpuA = cpuSeconds(pid); tA = performance.now() }
+    if (o.phase === 'measure') { cpuA = cpuSeconds(pid); lgCpuA = cpuSeconds(lg.pid); busyA = coreBusySeconds(); tA = performance.now() }
     if (o.phase === 'drain' && cpuA !== null) {
+      const secs = (performance.now() - tA) / 1000
       const cpuB = cpuSeconds(pid)
-      if (cpuB !== null) brokerCpuPct = Math.round((cpuB - cpuA) / ((performance.now() - tA) / 1000) * 1000) / 10
+      const lgCpuB = cpuSeconds(lg.pid)
+      const busyB = coreBusySeconds()
+      if (cpuB !== null) brokerCpuPct = Math.round((cpuB - cpuA) / secs * 1000) / 10
+      if (cpuB !== null && lgCpuB !== null && lgCpuA !== null && c.brokerCore !== null && c.loadCore !== null) {
+        const busy = [c.brokerCore, c.loadCore].reduce((sum, core) => sum + ((busyB[core] ?? 0) - (busyA[core] ?? 0)), 0)
+        otherCpuPct = Math.max(0, Math.round((busy - (cpuB - cpuA) - (lgCpuB - lgCpuA)) / secs * 1000) / 10)
+      }
     }
   })
   const budgetMs = (60 + c.warmupS + c.durationS + c.drainS + 15) * 1000
@@ -176,6 +215,7 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
     hwmRssMb: mb(hwm),
     brokerCpuPct,
     loadgenCpuPct: load.loadgenCpuPct,
+    otherCpuPct,
     errors,
     errorDetail: { ...e, systemExitedEarly: died ? `${died.code ?? died.signal}` : null },
     errorSamples: load.errorSamples,
@@ -186,6 +226,26 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
     loadgenCommand: commandLine(loadArgv).replace(process.execPath, 'node')
   }
   return { row, system: sys.name, load, metrics }
+}
+
+/** The median repetition (by msgs/s, or by p99 when paced), with the worst RSS and all errors. */
+function combine (reps: Outcome[], row: Row): Outcome {
+  const ok = reps.filter((o) => !o.failed)
+  if (ok.length === 0) return reps[0]!
+  const key = (o: Outcome): number => row.mode === 'open' ? o.load!.latency.p99Ms : o.load!.msgsPerSec
+  const sorted = [...ok].sort((a, b) => key(a) - key(b))
+  const mid = sorted[Math.floor((sorted.length - 1) / 2)]!
+  if (reps.length === 1) return mid
+  const rss = ok.map((o) => o.metrics!.peakRssMb ?? 0)
+  return {
+    ...mid,
+    metrics: {
+      ...mid.metrics!,
+      peakRssMb: Math.max(...rss),
+      errors: ok.reduce((s, o) => s + (o.metrics!.errors ?? 0), 0) + (reps.length - ok.length),
+      repeats: reps.map((o) => o.failed ? { failed: o.failed } : { msgsPerSec: o.load!.msgsPerSec, p99Ms: o.load!.latency.p99Ms, peakRssMb: o.metrics!.peakRssMb, otherCpuPct: o.metrics!.otherCpuPct })
+    }
+  }
 }
 
 const find = (outs: Outcome[], rowId: string, system: string): Outcome | undefined => outs.find((o) => o.row.id === rowId && o.system === system && o.rec)
@@ -204,6 +264,7 @@ function bound (o: Outcome, outs: Outcome[]): string {
   if (o.system !== 'sink' && sink && o.load.msgsPerSec >= 0.9 * sink) return 'loadgen'
   if (((o.rec.brokerCpuPct as number | null) ?? 0) >= 85) return 'system cpu'
   if (o.load.loadgenCpuPct >= 85) return 'loadgen'
+  if (((o.rec.otherCpuPct as number | null) ?? 0) >= 25) return 'noisy host'
   return 'system wait'
 }
 
@@ -230,15 +291,15 @@ function evaluate (outs: Outcome[], rows: Row[]): Check[] {
 }
 
 function printSummary (outs: Outcome[], rows: Row[], checks: Check[], pinNote: string): void {
-  const head = ['row', 'system', 'msgs/s', 'x mosquitto', 'p50 ms', 'p99 ms', 'p999 ms', 'peak RSS MB', 'system CPU %', 'loadgen CPU %', 'bound', 'errors']
+  const head = ['row', 'system', 'msgs/s', 'x mosquitto', 'p50 ms', 'p99 ms', 'p999 ms', 'peak RSS MB', 'system CPU %', 'loadgen CPU %', 'other CPU %', 'bound', 'errors']
   const body: string[][] = []
   for (const row of rows) {
     for (const o of outs.filter((x) => x.row.id === row.id)) {
-      if (!o.rec || !o.load) { body.push([row.id, o.system, 'FAILED', '-', '-', '-', '-', '-', '-', '-', '-', (o.failed ?? '').slice(0, 60)]); continue }
+      if (!o.rec || !o.load) { body.push([row.id, o.system, 'FAILED', '-', '-', '-', '-', '-', '-', '-', '-', '-', (o.failed ?? '').slice(0, 60)]); continue }
       body.push([
         row.id, o.system, fmtInt(o.load.msgsPerSec), o.system === 'mosquitto' ? '1.00x' : fmtRatio(ratio(outs, row.id, o.system)),
         fmtMs(o.load.latency.p50Ms), fmtMs(o.load.latency.p99Ms), fmtMs(o.load.latency.p999Ms),
-        String(o.rec.peakRssMb ?? '-'), String(o.rec.brokerCpuPct ?? '-'), String(o.load.loadgenCpuPct), bound(o, outs), String(o.rec.errors ?? '-')
+        String(o.rec.peakRssMb ?? '-'), String(o.rec.brokerCpuPct ?? '-'), String(o.load.loadgenCpuPct), String(o.rec.otherCpuPct ?? '-'), bound(o, outs), String(o.rec.errors ?? '-')
       ])
     }
   }

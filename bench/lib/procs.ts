@@ -204,3 +204,20 @@ export class RssSampler {
 }
 
 export const exists = (p: string): boolean => existsSync(p)
+
+/** Busy seconds per CPU core since boot (from /proc/stat). */
+export function coreBusySeconds (): number[] {
+  clkTck ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
+  const out: number[] = []
+  try {
+    for (const line of readFileSync('/proc/stat', 'latin1').split('\n')) {
+      const m = /^cpu(\d+) (.*)$/.exec(line)
+      if (!m) continue
+      const v = m[2]!.trim().split(/\s+/).map(Number)
+      // user + nice + system + steal; irq/softirq left out: loopback TCP work lands there
+      // and is not charged to the processes whose traffic it is.
+      out[Number(m[1])] = (v[0]! + v[1]! + v[2]! + (v[7] ?? 0)) / clkTck
+    }
+  } catch { /* not Linux */ }
+  return out
+}
