@@ -47,6 +47,9 @@ type Publisher = (topic: string, payload: Buffer) => Promise<void>
 
 type Outcome = 'done' | 'retry-items'
 
+/** Retry-After is honoured up to this (a broken header must not park a partition for days). */
+const MAX_RETRY_AFTER_MS = 10 * 60_000
+
 export class Flusher {
   private readonly upstream: Upstream
   private readonly log: Logger
@@ -252,7 +255,7 @@ export class Flusher {
       this.failed(new Error(`upstream ${res.url} answered ${status}: ${message}`), status === 429 || status === 503 ? 'retrying' : 'unreachable')
       this.metrics.upstreamRetries.inc({ reason: String(status) })
       if (status >= 500 && status !== 503) this.upstream.failover()
-      const wait = (status === 429 || status === 503) && res.retryAfterMs !== undefined ? Math.min(res.retryAfterMs, this.config.retryMaxMs * 4) : backoff.next()
+      const wait = (status === 429 || status === 503) && res.retryAfterMs !== undefined ? Math.min(res.retryAfterMs, MAX_RETRY_AFTER_MS) : backoff.next()
       await this.sleeper.sleep(wait)
     }
   }
