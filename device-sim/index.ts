@@ -47,6 +47,8 @@ export type Simulation = {
   waitConnected: (timeoutMs?: number) => Promise<void>
   stop: () => Promise<void>
   snapshot: () => Snapshot
+  /** Starts a new window for the tick lateness statistics (benchmarks). */
+  resetLateness: () => void
   records: () => DeviceRecord[]
   report: () => SimReport
 }
@@ -167,6 +169,7 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
     waitConnected,
     stop,
     snapshot,
+    resetLateness: () => scheduler.resetLateness(),
     records: () => devices.map((d) => d.record),
     report: () => buildReport({ config, stats, snapshot: snapshot(), startedAt, endedAt, records: devices.map((d) => d.record) })
   }

@@ -99,6 +99,14 @@ export class Scheduler {
     return { ticks: this.ticks, meanMs: this.ticks ? this.lateSum / this.ticks : 0, maxMs: this.lateMax, p99Ms: p99 }
   }
 
+  /** Starts a new measurement window for `lateness()`. */
+  resetLateness (): void {
+    this.late.fill(0)
+    this.lateSum = 0
+    this.lateMax = 0
+    this.ticks = 0
+  }
+
   /** Runs every tick due at or before now. Public so a fake clock can drive it. */
   run (): void {
     this.timer = null

@@ -1,0 +1,177 @@
+/**
+ * `npm start`: the whole path on one machine (DESIGN.md section 9). Spawns the ingest CLI
+ * (LevelDB sink) and the gateway CLI on free ports with a fresh random token, runs 100
+ * simulated devices in-process against the gateway with a live status view, and on Ctrl-C
+ * or after `--duration S`: stops the devices, waits (bounded) for the gateway to drain,
+ * audits every acknowledged reading at the ingest and exits 0 only if none was lost or
+ * duplicated. Child processes are always stopped (SIGTERM, then SIGKILL).
+ *
+ * Data lives under `--data-dir` (./data): ingest/, gateway/, logs/, last-report.json. A
+ * second run keeps the old data and still audits correctly: every run starts new boots
+ * (wall-clock ms), and the audit only looks at this run's boots. `--fresh` wipes the dir.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { mkdir, readFile, rm } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { configFileArg, helpText, parseConfig, type ConfigOf } from '../protocol/index.ts'
+import { createSimulation, formatAudit, formatReport, runAudit, simConfig, startProgress, waitForDrain, writeReport } from '../device-sim/index.ts'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+
+const schema = {
+  duration: { type: 'number', default: 0, min: 0, doc: 'seconds to run (0 = until Ctrl-C)' },
+  devices: { type: 'int', default: 100, min: 1, max: 100_000, doc: 'simulated devices' },
+  rate: { type: 'number', default: 1, min: 0.001, max: 1000, doc: 'readings per second per device' },
+  churn: { type: 'number', default: 0, min: 0, max: 1, doc: 'per-device per-second probability of a disconnect or reboot' },
+  payload: { type: 'enum', values: ['cbor', 'json'], default: 'cbor', doc: 'payload encoding' },
+  dataDir: { type: 'string', default: './data', doc: 'where ingest/, gateway/, logs/ and last-report.json live' },
+  fresh: { type: 'bool', default: false, doc: 'wipe --data-dir first' },
+  gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'gateway id' },
+  mqttPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway MQTT port (0 = a free port)' },
+  adminPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway admin port (0 = a free port)' },
+  ingestPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'ingest port (0 = a free port)' },
+  idPrefix: { type: 'string', default: 'dev-', pattern: /^[A-Za-z0-9._-]{0,50}$/, doc: 'device id prefix' },
+  drainTimeoutS: { type: 'number', default: 60, min: 0, doc: 'max seconds to wait for the gateway to drain before the audit' },
+  progress: { type: 'enum', values: ['auto', 'tty', 'line', 'off'], default: 'auto', doc: 'live view on a TTY, else a line every 5 s' },
+  help: { type: 'bool', default: false, doc: 'print this help' }
+} as const
+type StartConfig = ConfigOf<typeof schema>
+
+type Proc = { name: string, proc: ChildProcess, ready: Record<string, unknown>, exited: Promise<number | null> }
+
+const say = (s: string): void => { process.stderr.write(s + '\n') }
+
+async function spawnCli (name: string, entry: string, args: string[], logFile: string): Promise<Proc> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+  children.push(proc)
+  const log = createWriteStream(logFile, { flags: 'a' })
+  proc.stderr!.pipe(log)
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)))
+  const ready = await new Promise<Record<string, unknown>>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`${name} not ready within 30 s (see ${logFile})`)), 30_000)
+    void exited.then((code) => { clearTimeout(timer); rej(new Error(`${name} exited (${code}) before ready (see ${logFile})`)) })
+    createInterface({ input: proc.stdout! }).on('line', (l) => {
+      log.write(l + '\n')
+      try {
+        const o = JSON.parse(l) as Record<string, unknown>
+        if (o.msg === 'ready') { clearTimeout(timer); res(o) }
+      } catch {}
+    })
+  })
+  return { name, proc, ready, exited }
+}
+
+const children: ChildProcess[] = []
+process.on('exit', () => { for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') })
+
+async function stopChild (p: Proc, timeoutMs = 8000): Promise<void> {
+  if (p.proc.exitCode !== null || p.proc.signalCode !== null) return
+  p.proc.kill('SIGTERM')
+  let timer: NodeJS.Timeout | undefined
+  const killed = await Promise.race([p.exited.then(() => false), new Promise<boolean>((r) => { timer = setTimeout(() => r(true), timeoutMs) })])
+  clearTimeout(timer)
+  if (killed) { say(`${p.name} did not stop within ${timeoutMs} ms: SIGKILL`); p.proc.kill('SIGKILL'); await p.exited }
+}
+
+async function getJson (url: string): Promise<Record<string, unknown> | null> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(2000) })
+    return r.ok ? await r.json() as Record<string, unknown> : null
+  } catch { return null }
+}
+
+async function main (): Promise<number> {
+  const argv = process.argv.slice(2)
+  const file = configFileArg(argv, process.env, 'START')
+  const c: StartConfig = parseConfig(schema, { argv, env: process.env, envPrefix: 'START', ...(file ? { file: JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown> } : {}) })
+  if (c.help) { process.stdout.write(`Usage: npm start -- [flags]\n\n${helpText(schema, 'START')}\n`); return 0 }
+  const dataDir = resolve(c.dataDir)
+  if (c.fresh) await rm(dataDir, { recursive: true, force: true })
+  await mkdir(join(dataDir, 'logs'), { recursive: true })
+  const token = randomBytes(18).toString('base64url')
+
+  const procs: Proc[] = []
+  let sim: ReturnType<typeof createSimulation> | undefined
+  let signals = 0
+  let interrupted = false
+  const onSignal = (): void => {
+    interrupted = true
+    if (++signals > 1) { say('second signal: stopping now'); process.exit(130) }
+    say('\nstopping the devices...')
+    void sim?.stop()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  try {
+    const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`], join(dataDir, 'logs', 'ingest.log'))
+    procs.push(ingest)
+    const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
+    const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), '--upstream', ingestUrl, '--token', token], join(dataDir, 'logs', 'gateway.log'))
+    procs.push(gateway)
+    const brokerUrl = `mqtt://127.0.0.1:${String(gateway.ready.mqttPort)}`
+    const adminUrl = `http://127.0.0.1:${String(gateway.ready.adminPort)}`
+    say(`ingest   ${ingestUrl}  (query: ${ingestUrl}/v1/stats, ${ingestUrl}/v1/devices/${c.idPrefix}0000/readings)`)
+    say(`gateway  mqtt ${brokerUrl}  admin ${adminUrl}/status  ${adminUrl}/metrics`)
+    say(`data     ${dataDir}  (logs in ${join(dataDir, 'logs')})`)
+    if (interrupted) return 130
+
+    sim = createSimulation(simConfig({ broker: brokerUrl, devices: c.devices, rate: c.rate, duration: c.duration, churn: c.churn, payload: c.payload, idPrefix: c.idPrefix, progress: 'off' }))
+    say(`devices  ${c.devices} x ${c.rate}/s, boot ${sim.devices[0]!.currentBoot}${c.duration ? `, for ${c.duration} s` : ', until Ctrl-C'}`)
+    let gw: Record<string, unknown> | null = null
+    let st: Record<string, unknown> | null = null
+    const poll = setInterval(() => { void getJson(`${adminUrl}/status`).then((v) => { gw = v }); void getJson(`${ingestUrl}/v1/stats`).then((v) => { st = v }) }, 1000)
+    poll.unref()
+    const extra = (): string[] => {
+      const g = gw as { buffered?: { items?: number }, upstream?: { state?: string }, clients?: { connected?: number } } | null
+      const s = st as { stored?: number, duplicates?: number, rejected?: number, evicted?: number } | null
+      return [
+        `gateway backlog ${g?.buffered?.items ?? '?'} items  upstream ${g?.upstream?.state ?? '?'}  clients ${g?.clients?.connected ?? '?'}`,
+        `ingest  acks: stored ${s?.stored ?? '?'}  duplicate ${s?.duplicates ?? '?'}  rejected ${s?.rejected ?? '?'}  evicted ${s?.evicted ?? '?'}`
+      ]
+    }
+    const progress = startProgress({
+      snapshot: sim.snapshot,
+      mode: c.progress,
+      intervalS: 5,
+      extra,
+      log: (f) => say(JSON.stringify({ msg: 'progress', ...f, status: extra() }))
+    })
+    await sim.start()
+    await sim.done
+    await sim.stop()
+    progress.stop()
+    clearInterval(poll)
+    const report = sim.report()
+    say(formatReport(report))
+
+    say(`waiting for the gateway to drain (at most ${c.drainTimeoutS} s)...`)
+    let lastSay = 0
+    const drain = await waitForDrain({
+      ingestUrl,
+      gatewayAdmin: adminUrl,
+      timeoutMs: c.drainTimeoutS * 1000,
+      onProgress: (p) => { if (p.waitedMs - lastSay >= 2000) { lastSay = p.waitedMs; say(`  backlog ${p.gatewayBuffered ?? '?'} items, ingest total ${p.ingestTotal ?? '?'} (${Math.round(p.waitedMs / 1000)} s)`) } }
+    })
+    if (!drain.settled) say(`the gateway did not drain within ${c.drainTimeoutS} s: auditing anyway`)
+    const audit = await runAudit(sim.records(), { ingestUrl, concurrency: 16 })
+    report.audit = audit
+    await writeReport(join(dataDir, 'last-report.json'), report)
+    say(`sent ${report.totals.generated}, acknowledged ${audit.totals.acknowledged}, stored upstream ${audit.totals.stored}, lost ${audit.totals.lost}, duplicated ${audit.totals.duplicated}`)
+    say(formatAudit(audit))
+    say(`report   ${join(dataDir, 'last-report.json')}`)
+    return audit.ok ? 0 : 1
+  } finally {
+    await sim?.stop()
+    for (const p of procs.reverse()) await stopChild(p)
+  }
+}
+
+main().then((code) => process.exit(code), (err: unknown) => {
+  say(`npm start: ${(err as Error).message}`)
+  process.exit(2)
+})
