@@ -5,18 +5,18 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { gunzipSync } from 'node:zlib'
-import { AckCode, decodeBatch, encodeResponse, validateItem, type BatchItem, type ItemResult, type RawBatchRequest } from '../../protocol/index.ts'
+import { AckCode, decodeBatch, encodeResponse, validateItem, type BatchItem, type ItemResult, type BatchRequest } from '../../protocol/index.ts'
 
 export type Reply =
   | { status: 200, results?: ItemResult[] }
   | { status: number, body?: string, headers?: Record<string, string> }
   | { drop: true }
 
-export type Handler = (req: RawBatchRequest & { items: BatchItem[] }, n: number) => Reply | Promise<Reply>
+export type Handler = (req: BatchRequest, n: number) => Reply | Promise<Reply>
 
 export type FakeUpstream = {
   url: string
-  batches: Array<RawBatchRequest & { items: BatchItem[] }>
+  batches: Array<BatchRequest>
   /** every item answered stored or duplicate, keyed `${p}:${s}` */
   stored: Map<string, BatchItem>
   requests: number
