@@ -8,7 +8,7 @@
  *   gateway-power    gateway/main.ts, --durability power (fsync per group commit)
  *   gateway-process  gateway/main.ts, --durability process (no fsync)
  *
- * The gateway's upstream is an unreachable port, so it only buffers; its quota is raised so
+ * The gateway's upstream is an unreachable port (with a dummy token), so it only buffers; its quota is raised so
  * a run never fills it. Each start gets a fresh temp dir, removed at stop.
  */
 import { spawnSync } from 'node:child_process'
@@ -82,7 +82,7 @@ function gateway (durability: 'power' | 'process'): System {
       const dir = o.cleanup.tempDir(`bench-gw-${durability}-`)
       const args = [
         '--gateway-id', 'bench', '--data-dir', dir, '--mqtt-port', '0', '--admin-port', '0',
-        '--upstream', 'http://127.0.0.1:9', '--durability', durability,
+        '--upstream', 'http://127.0.0.1:9', '--token', 'bench-token', '--durability', durability,
         '--max-buffer-items', '100000000', '--max-buffer-bytes', String(64 * 1024 ** 3)
       ]
       return await startNode(o, `gateway-${durability}`, o.gatewayNodeArgs, GATEWAY_MAIN, args, dir, { ...process.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
