@@ -283,10 +283,7 @@ test('indefinite-length text decodes or is a DecodeError, never a crash', () => 
 
 test('tags on fields are refused by type, never decoded into BigInt or Date fields', () => {
   const tagged: [string, string][] = [['seq', 'c2 41 05'], ['seq', 'c3 41 05'], ['ts', 'c1 1a 65000000'], ['boot', 'd8 20 61 78'], ['boot', 'd9 0102 82 01 02']]
-  for (const [field, h] of tagged) {
-    const e = rejects(cmap([[field, hex(h)], ['values', ONE]]), ValidationError, field)
-    assert.equal(e.field, field)
-  }
+  for (const [field, h] of tagged) rejects(cmap([[field, hex(h)], ['values', ONE]]), ValidationError, field)
   // the self-describe tag 55799 wrapping the whole payload: a clear error or a reading, never a crash
   try { decodeReading(Buffer.concat([hex('d9 d9f7'), cmap([['values', ONE]])]), MAX) } catch (err) { assert.ok(err instanceof GatewayError) }
 })
