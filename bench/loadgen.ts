@@ -151,6 +151,10 @@ function main (): void {
   let measureStart = Infinity
   let measureEnd = Infinity
   const hist = new Histogram()
+  // Per second of the window (by PUBACK time): shows stalls (GC, compaction) that one p99 hides.
+  const secHist = new Histogram()
+  const timeline: LoadResult['timeline'] = []
+  let secAcks = 0
   const all: Counters = { sent: 0, acked: 0, connectErrors: 0, socketErrors: 0, disconnects: 0, outOfOrderAcks: 0, unexpectedAcks: 0, skipped: 0 }
   const win = { sent: 0, acked: 0 }
   const errorSamples: string[] = []
@@ -229,7 +233,8 @@ function main (): void {
       if (!ordered) all.outOfOrderAcks++ // [MQTT-4.6.0-2] PUBACKs in publish order
       all.acked++
       if (now >= measureStart && now < measureEnd) win.acked++
-      if (t >= measureStart && t < measureEnd) hist.recordMs(now - t)
+      if (t >= measureStart && t < measureEnd) { hist.recordMs(now - t); secHist.recordMs(now - t) }
+      if (now >= measureStart && now < measureEnd) secAcks++
       if (!open && (phase === 'warmup' || phase === 'measure')) this.publish(now)
     }
   }
@@ -334,8 +339,19 @@ function main (): void {
       cpu0 = process.cpuUsage()
       elu0 = performance.eventLoopUtilization()
       emit({ type: 'phase', phase })
-      setTimeout(drain, durationMs)
+      secHist.reset()
+      secAcks = 0
+      const secTimer = setInterval(closeSecond, 1000)
+      setTimeout(() => { clearInterval(secTimer); closeSecond(); drain() }, durationMs)
     }, warmupMs)
+  }
+
+  function closeSecond (): void {
+    if (timeline.length >= Math.ceil(durationMs / 1000)) return
+    const x = secHist.summary()
+    timeline.push({ acks: secAcks, p50Ms: x.p50Ms, p99Ms: x.p99Ms, maxMs: x.maxMs })
+    secHist.reset()
+    secAcks = 0
   }
 
   let cpuPct = 0
@@ -396,7 +412,8 @@ function main (): void {
         unexpectedAcks: all.unexpectedAcks,
         skipped: all.skipped
       },
-      errorSamples
+      errorSamples,
+      timeline
     }
     emit(result as unknown as Record<string, unknown>)
     for (const c of conns) {

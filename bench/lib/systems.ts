@@ -7,12 +7,14 @@
  *   aedes            bare Aedes 1.x, no hooks: the broker without durability
  *   gateway-power    gateway/main.ts, --durability power (fsync per group commit)
  *   gateway-process  gateway/main.ts, --durability process (no fsync)
+ *   gateway-*-js     the same, compiled by tsc and run without the tsx loader (as on a Pi;
+ *                    tsx's loader thread alone adds ~30 MB RSS)
  *
  * The gateway's upstream is an unreachable port (with a dummy token), so it only buffers; its quota is raised so
  * a run never fills it. Each start gets a fresh temp dir, removed at stop.
  */
 import { spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { type Cleanup, exists, freePort, pinned, type Proc, waitForPort } from './procs.ts'
 
@@ -53,7 +55,8 @@ const rel = (p: string): string => p.startsWith(ROOT + '/') ? p.slice(ROOT.lengt
 
 /** A node entry that logs {"msg":"ready","mqttPort":N} on stdout. */
 async function startNode (o: StartOpts, name: string, nodeArgs: string[], entry: string, args: string[], dir?: string, env?: NodeJS.ProcessEnv): Promise<Running> {
-  const argv = pinned(o.core, [process.execPath, ...nodeArgs, '--import', 'tsx', rel(entry), ...args])
+  const loader = entry.endsWith('.ts') ? ['--import', 'tsx'] : []
+  const argv = pinned(o.core, [process.execPath, ...nodeArgs, ...loader, rel(entry), ...args])
   const proc = o.cleanup.spawn(name, argv, { cwd: ROOT, echo: o.echo, env: env ?? process.env })
   const stop = async (): Promise<void> => {
     await proc.stop('SIGTERM', 10_000)
@@ -68,24 +71,46 @@ async function startNode (o: StartOpts, name: string, nodeArgs: string[], entry:
   }
 }
 
-function gateway (durability: 'power' | 'process'): System {
+let build: Promise<string> | undefined
+/**
+ * The gateway as a Pi runs it: tsc-compiled JavaScript, no tsx loader (DESIGN.md section 9).
+ * Built once per bench run into a temp dir that links the checkout's node_modules.
+ */
+function compiledGateway (cleanup: Cleanup): Promise<string> {
+  build ??= (async () => {
+    const out = cleanup.tempDir('bench-build-')
+    const r = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', out, '--sourceMap', 'false'], { cwd: ROOT, encoding: 'utf8' })
+    const main = join(out, 'gateway', 'main.js')
+    if (!exists(main)) throw new Error(`tsc build of the gateway failed: ${(r.stdout + r.stderr).slice(0, 500)}`)
+    symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
+    writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module', private: true }))
+    return main
+  })()
+  return build
+}
+
+function gateway (durability: 'power' | 'process', compiled: boolean): System {
+  const name = `gateway-${durability}${compiled ? '-js' : ''}`
   return {
-    name: `gateway-${durability}`,
-    doc: `gateway/main.ts --durability ${durability}`,
+    name,
+    doc: compiled ? `gateway compiled by tsc (no tsx), --durability ${durability}` : `gateway/main.ts --durability ${durability}`,
     unavailable: () => exists(GATEWAY_MAIN) ? null : 'gateway/main.ts does not exist yet',
     version: () => {
       const r = spawnSync('git', ['log', '-1', '--format=%h', '--', 'gateway'], { cwd: ROOT, encoding: 'utf8' })
       const dirty = spawnSync('git', ['status', '--porcelain', '--', 'gateway'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim() !== ''
-      return `gateway@${r.stdout.trim() || 'uncommitted'}${dirty ? '+dirty' : ''}`
+      return `gateway@${r.stdout.trim() || 'uncommitted'}${dirty ? '+dirty' : ''}${compiled ? ' (tsc build)' : ' (tsx)'}`
     },
     start: async (o) => {
+      const entry = compiled ? await compiledGateway(o.cleanup) : GATEWAY_MAIN
       const dir = o.cleanup.tempDir(`bench-gw-${durability}-`)
       const args = [
         '--gateway-id', 'bench', '--data-dir', dir, '--mqtt-port', '0', '--admin-port', '0',
         '--upstream', 'http://127.0.0.1:9', '--token', 'bench-token', '--durability', durability,
         '--max-buffer-items', '100000000', '--max-buffer-bytes', String(64 * 1024 ** 3)
       ]
-      return await startNode(o, `gateway-${durability}`, o.gatewayNodeArgs, GATEWAY_MAIN, args, dir, { ...process.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
+      const r = await startNode(o, name, o.gatewayNodeArgs, entry, args, dir, { ...process.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
+      if (compiled) r.command = r.command.replace(entry, '$BUILD/gateway/main.js') + '  # $BUILD = tsc -p tsconfig.build.json --outDir $BUILD'
+      return r
     }
   }
 }
@@ -145,19 +170,22 @@ export const SYSTEMS: Record<string, System> = {
     },
     start: (o) => startNode(o, 'aedes', [], join(ROOT, 'bench/lib/aedes-broker.ts'), [])
   },
-  'gateway-power': gateway('power'),
-  'gateway-process': gateway('process')
+  'gateway-power': gateway('power', false),
+  'gateway-process': gateway('process', false),
+  'gateway-power-js': gateway('power', true),
+  'gateway-process-js': gateway('process', true)
 }
 
 function readConf (path: string): string {
   return spawnSync('grep', ['-v', '^log_', path], { encoding: 'utf8' }).stdout.trim().split('\n').join('; ')
 }
 
-/** `gateway` stands for both durabilities. */
+/** `gateway` stands for both durabilities under tsx, `gateway-js` for both compiled. */
 export function resolveSystems (list: string): System[] {
   const names: string[] = []
   for (const n of list.split(',').map((s) => s.trim()).filter(Boolean)) {
     if (n === 'gateway') names.push('gateway-power', 'gateway-process')
+    else if (n === 'gateway-js') names.push('gateway-power-js', 'gateway-process-js')
     else if (SYSTEMS[n]) names.push(n)
     else throw new Error(`unknown system ${n} (known: gateway, ${Object.keys(SYSTEMS).join(', ')})`)
   }

@@ -38,6 +38,8 @@ export type LoadResult = {
   loadgenElu: number
   errors: LoadErrors
   errorSamples: string[]
+  /** One entry per second of the window: PUBACKs read, latency of publishes acked in it. */
+  timeline: { acks: number, p50Ms: number, p99Ms: number, maxMs: number }[]
 }
 
 /**
