@@ -278,3 +278,54 @@ export class FaultProxy extends EventEmitter<{ data: [dir: Dir, chunk: Buffer, c
 function sleep (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(1, ms)))
 }
+
+// ---- small tools shared by the fault tests -----------------------------------------
+
+/** A seeded PRNG (mulberry32): fault schedules are reproducible from the seed. */
+export function seeded (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let x = a
+    x = Math.imul(x ^ (x >>> 15), x | 1)
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Resident set size of a process in MiB (Linux /proc), or null when it is gone. */
+export async function rssMb (pid: number): Promise<number | null> {
+  const { readFile } = await import('node:fs/promises')
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) / 1024 : null
+  } catch { return null }
+}
+
+export type RssSampler = { peak: () => number, last: () => number, samples: () => number[], stop: () => void }
+
+/** Samples a process's RSS every `everyMs` until stopped (or the test ends). */
+export function sampleRss (t: T, pid: number, everyMs = 100): RssSampler {
+  const samples: number[] = []
+  let busy = false
+  const timer = setInterval(() => {
+    if (busy) return
+    busy = true
+    void rssMb(pid).then((v) => { if (v !== null) samples.push(v) }).finally(() => { busy = false })
+  }, everyMs)
+  const stop = (): void => clearInterval(timer)
+  t.after(stop)
+  return { peak: () => Math.max(0, ...samples), last: () => samples.at(-1) ?? 0, samples: () => samples, stop }
+}
+
+/** The value of one Prometheus sample (`name` or `name{labels}`) in exposition text, or null. */
+export function promValue (text: string, name: string): number | null {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name + ' ') || line.startsWith(name + '{')) {
+      if (line.startsWith(name + '{') && !name.includes('{')) continue
+      const v = Number(line.slice(line.lastIndexOf(' ') + 1))
+      if (Number.isFinite(v)) return v
+    }
+  }
+  return null
+}
