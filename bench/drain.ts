@@ -1,0 +1,152 @@
+/**
+ * Backlog drain benchmark (issue 3): fill the gateway's buffer with N readings while its
+ * upstream is down, then start the ingest and time the drain. The gateway's RSS is sampled
+ * through both phases: it must stay flat however large the backlog on disk is.
+ *
+ *   node --import tsx bench/drain.ts [--items 1000000] [--durability power|process]
+ *
+ * Processes: gateway (CLI, pinned to core 1), load generator (bench/loadgen.ts, core 0,
+ * during the fill), ingest (CLI, core 0, during the drain). Appends one record to
+ * bench/results/drain.jsonl.
+ */
+import { performance } from 'node:perf_hooks'
+import { join } from 'node:path'
+import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
+import { canPin, Cleanup, freePort, pinned, rssKb, type Proc } from './lib/procs.ts'
+import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
+import { commandLine, ROOT } from './lib/systems.ts'
+
+const FLAGS: FlagSpec = {
+  items: { type: 'number', default: 1_000_000, doc: 'readings to buffer before the upstream comes up' },
+  durability: { type: 'string', default: 'power', doc: 'gateway --durability' },
+  'batch-max-items': { type: 'number', default: 500, doc: 'gateway --batch-max-items' },
+  'max-in-flight': { type: 'number', default: 4, doc: 'gateway --max-in-flight' },
+  connections: { type: 'number', default: 100, doc: 'load generator connections during the fill' },
+  pin: { type: 'bool', default: true, doc: 'taskset the gateway to core 1, the others to core 0' },
+  write: { type: 'bool', default: true, doc: 'append the record to bench/results/drain.jsonl' },
+  echo: { type: 'bool', default: false, doc: 'echo child output' },
+  'timeout-s': { type: 'number', default: 600, doc: 'give up after this long' }
+}
+
+type Status = { buffered: { items: number, bytes: number } }
+
+const node = (script: string, args: string[]): string[] => [process.execPath, '--import', 'tsx', script, ...args]
+
+async function status (adminPort: number): Promise<Status> {
+  const r = await fetch(`http://127.0.0.1:${adminPort}/status`)
+  return await r.json() as Status
+}
+
+async function main (): Promise<void> {
+  const f = parseFlags(process.argv.slice(2), FLAGS)
+  if (f.get('help')) { process.stdout.write(`usage: node --import tsx bench/drain.ts [flags]\n${helpText(FLAGS)}\n`); return }
+  const target = num(f, 'items')
+  const pin = bool(f, 'pin') && canPin()
+  const gwCore = pin ? 1 : null
+  const otherCore = pin ? 0 : null
+  const cleanup = new Cleanup()
+  const dir = cleanup.tempDir('bench-drain-')
+  const ingestPort = await freePort()
+  const token = 'bench-secret'
+  const deadline = Date.now() + num(f, 'timeout-s') * 1000
+  const echo = bool(f, 'echo')
+  const gwArgv = pinned(gwCore, node('gateway/main.ts', [
+    '--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
+    '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token, '--durability', str(f, 'durability')!,
+    '--batch-max-items', String(num(f, 'batch-max-items')), '--max-in-flight', String(num(f, 'max-in-flight')),
+    '--retry-base-ms', '50', '--retry-max-ms', '250', '--max-buffer-items', String(target * 4), '--no-receipts'
+  ]))
+  const gw = cleanup.spawn('gateway', gwArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error' }, echo })
+  const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
+  const mqttPort = ready.mqttPort as number
+  const adminPort = ready.adminPort as number
+
+  const rss: { t: number, mb: number, phase: 'fill' | 'drain' }[] = []
+  let phase: 'fill' | 'drain' = 'fill'
+  const t0 = performance.now()
+  const sampler = setInterval(() => {
+    const kb = rssKb(gw.pid)
+    if (kb !== null) rss.push({ t: performance.now() - t0, mb: kb / 1024, phase })
+  }, 250)
+
+  // fill: closed-loop load until the buffer holds `target` readings
+  const fillStart = performance.now()
+  let round = 0
+  for (;;) {
+    const have = (await status(adminPort)).buffered.items
+    if (have >= target) break
+    if (Date.now() > deadline) throw new Error(`fill timed out at ${have} items`)
+    const lg: Proc = cleanup.spawn('loadgen', pinned(otherCore, node('bench/loadgen.ts', [
+      '--port', String(mqttPort), '--connections', String(num(f, 'connections')), '--inflight', '32',
+      '--duration-s', String(Math.max(2, Math.min(20, Math.ceil((target - have) / 60_000)))), '--warmup-s', '0', '--id-prefix', `fill${round++}-`
+    ])), { cwd: ROOT, echo })
+    await lg.exited
+    process.stderr.write(`fill: ${fmtInt((await status(adminPort)).buffered.items)} buffered\n`)
+  }
+  const filled = (await status(adminPort)).buffered
+  const fillS = (performance.now() - fillStart) / 1000
+
+  // drain: the ingest comes up on the port the gateway has been failing against
+  phase = 'drain'
+  const ingestArgv = pinned(otherCore, node('ingest/main.ts', ['--port', String(ingestPort), '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`]))
+  const ingest = cleanup.spawn('ingest', ingestArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error' }, echo })
+  await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')
+  const drainStart = performance.now()
+  let last = filled.items
+  let lastPrint = drainStart
+  for (;;) {
+    const s = await status(adminPort)
+    if (s.buffered.items === 0) break
+    if (Date.now() > deadline) throw new Error(`drain timed out with ${s.buffered.items} items left`)
+    if (performance.now() - lastPrint > 2000) {
+      process.stderr.write(`drain: ${fmtInt(s.buffered.items)} left, ${fmtInt((last - s.buffered.items) / ((performance.now() - lastPrint) / 1000))}/s, gateway RSS ${(rssKb(gw.pid)! / 1024).toFixed(0)} MB\n`)
+      last = s.buffered.items
+      lastPrint = performance.now()
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  const drainS = (performance.now() - drainStart) / 1000
+  clearInterval(sampler)
+  const stats = await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as { stored: number, duplicates: number }
+  const ingestRssMb = (rssKb(ingest.pid) ?? 0) / 1024
+  await gw.stop()
+  await ingest.stop()
+  cleanup.killAll()
+
+  const fillRss = rss.filter((r) => r.phase === 'fill').map((r) => r.mb)
+  const drainRss = rss.filter((r) => r.phase === 'drain').map((r) => r.mb)
+  const q = (a: number[], p: number): number => { const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0 }
+  const rec = {
+    scenario: 'drain',
+    kind: 'result' as const,
+    runId: new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid,
+    ts: new Date().toISOString(),
+    gitSha: gitSha(),
+    node: process.version,
+    host: hostInfo(pin ? 'gateway core 1; loadgen and ingest core 0' : 'not pinned'),
+    system: 'gateway',
+    params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight') },
+    msgsPerSec: Math.round(filled.items / drainS),
+    fillPerSec: Math.round(filled.items / fillS),
+    drainS: Number(drainS.toFixed(2)),
+    bufferedBytes: filled.bytes,
+    ingestStored: stats.stored,
+    ingestDuplicates: stats.duplicates,
+    peakRssMb: Number(Math.max(...fillRss, ...drainRss).toFixed(1)),
+    fillRssMedianMb: Number(q(fillRss, 0.5).toFixed(1)),
+    drainRssMedianMb: Number(q(drainRss, 0.5).toFixed(1)),
+    drainRssFirstMb: Number((drainRss[0] ?? 0).toFixed(1)),
+    drainRssLastMb: Number((drainRss[drainRss.length - 1] ?? 0).toFixed(1)),
+    drainRssMaxMb: Number(Math.max(...drainRss).toFixed(1)),
+    ingestRssMb: Number(ingestRssMb.toFixed(1)),
+    command: commandLine(['node', '--import', 'tsx', 'bench/drain.ts', ...process.argv.slice(2)])
+  }
+  process.stdout.write(JSON.stringify(rec) + '\n')
+  process.stderr.write(`\ndrained ${fmtInt(filled.items)} readings in ${drainS.toFixed(1)} s = ${fmtInt(rec.msgsPerSec)}/s (target >= 50,000: ${rec.msgsPerSec >= 50_000 ? 'PASS' : 'MISS'})\n` +
+    `fill ${fmtInt(rec.fillPerSec)}/s; gateway RSS fill median ${rec.fillRssMedianMb} MB, drain first/median/max/last ${rec.drainRssFirstMb}/${rec.drainRssMedianMb}/${rec.drainRssMaxMb}/${rec.drainRssLastMb} MB\n` +
+    `ingest stored ${fmtInt(stats.stored)} (duplicates ${fmtInt(stats.duplicates)})\n`)
+  if (stats.stored !== filled.items) process.stderr.write(`WARNING: ingest stored ${stats.stored}, gateway had ${filled.items}\n`)
+  if (bool(f, 'write')) appendRecord('drain.jsonl', rec)
+}
+
+main().catch((err: Error) => { process.stderr.write(`drain bench failed: ${err.stack ?? err.message}\n`); process.exit(1) })

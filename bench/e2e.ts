@@ -1,0 +1,96 @@
+/**
+ * End-to-end sustained rate (issue 3): devices -> gateway -> ingest on one machine. For each
+ * offered rate, the load generator publishes open loop for the window; the rate counts as
+ * sustained when PUBACKs and the ingest's stored count keep up with it (>= 98%) and the
+ * gateway's backlog does not grow by more than 2% of what was offered.
+ *
+ *   node --import tsx bench/e2e.ts [--rates 10000,20000,30000,40000] [--connections 1000] [--duration-s 15]
+ *
+ * Processes: gateway and ingest CLIs, bench/loadgen.ts; not pinned (three processes on two
+ * cores: the sum is what one box does). Appends one record per rate to bench/results/e2e.jsonl.
+ */
+import { join } from 'node:path'
+import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
+import { Cleanup, RssSampler } from './lib/procs.ts'
+import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
+import { commandLine, ROOT } from './lib/systems.ts'
+import type { LoadResult } from './lib/types.ts'
+
+const FLAGS: FlagSpec = {
+  rates: { type: 'string', default: '10000,20000,30000,40000', doc: 'offered readings/s, comma list' },
+  connections: { type: 'number', default: 1000, doc: 'devices (MQTT connections)' },
+  'duration-s': { type: 'number', default: 15, doc: 'measured window per rate' },
+  durability: { type: 'string', default: 'power', doc: 'gateway --durability' },
+  write: { type: 'bool', default: true, doc: 'append to bench/results/e2e.jsonl' },
+  echo: { type: 'bool', default: false, doc: 'echo child output' }
+}
+
+const node = (script: string, args: string[]): string[] => [process.execPath, '--import', 'tsx', script, ...args]
+type Status = { buffered: { items: number } }
+type Stats = { stored: number, duplicates: number }
+
+async function main (): Promise<void> {
+  const f = parseFlags(process.argv.slice(2), FLAGS)
+  if (f.get('help')) { process.stdout.write(helpText(FLAGS) + '\n'); return }
+  const cleanup = new Cleanup()
+  const echo = bool(f, 'echo')
+  const dir = cleanup.tempDir('bench-e2e-')
+  const token = 'bench-secret'
+  const quiet = { ...process.env, LOG_LEVEL: 'error' }
+  const ingest = cleanup.spawn('ingest', node('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`]), { cwd: ROOT, env: quiet, echo })
+  const ingestPort = (await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')).port as number
+  const gw = cleanup.spawn('gateway', node('gateway/main.ts', ['--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1',
+    '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token, '--durability', str(f, 'durability')!,
+    '--linger-ms', '100', '--no-receipts']), { cwd: ROOT, env: quiet, echo })
+  const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
+  const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
+  const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
+  const durationS = num(f, 'duration-s')
+  const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
+  const rows: string[] = []
+  let prefix = 0
+  for (const rate of str(f, 'rates')!.split(',').map(Number)) {
+    const rss = new RssSampler(gw.pid)
+    const lg = cleanup.spawn('loadgen', node('bench/loadgen.ts', ['--port', String(ready.mqttPort), '--connections', String(num(f, 'connections')),
+      '--rate', String(rate), '--duration-s', String(durationS), '--warmup-s', '3', '--id-prefix', `e2e${prefix++}-`]), { cwd: ROOT, echo })
+    // window boundaries come from the load generator's phase lines
+    let atStart: { buffered: number, stored: number } | null = null
+    let atEnd: { buffered: number, stored: number } | null = null
+    const snap = async (): Promise<{ buffered: number, stored: number }> => ({ buffered: (await status()).buffered.items, stored: (await stats()).stored })
+    const phases: Promise<void>[] = []
+    lg.onLine((_l, o) => {
+      if (o?.type === 'phase' && o.phase === 'measure') phases.push(snap().then((s) => { atStart = s }))
+      if (o?.type === 'phase' && o.phase === 'drain') phases.push(snap().then((s) => { atEnd = s }))
+    })
+    const result = await lg.waitFor((o) => o.type === 'result', (durationS + 120) * 1000, 'loadgen result') as unknown as LoadResult
+    await Promise.all(phases)
+    const peakRssMb = rss.stop() / 1024
+    if (!atStart || !atEnd) throw new Error('loadgen printed no measure/drain phase lines')
+    const s0 = atStart as { buffered: number, stored: number }
+    const s1 = atEnd as { buffered: number, stored: number }
+    const storedPerSec = (s1.stored - s0.stored) / durationS
+    const backlogGrowth = s1.buffered - s0.buffered
+    const sustained = result.msgsPerSec >= 0.98 * rate && storedPerSec >= 0.98 * rate && backlogGrowth <= 0.02 * rate * durationS
+    const rec = {
+      scenario: 'e2e', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
+      system: 'gateway+ingest', params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')! },
+      msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth,
+      p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
+      errors: result.errors.skipped + result.errors.disconnects + result.errors.unacked, sustained,
+      command: commandLine(['node', '--import', 'tsx', 'bench/e2e.ts', ...process.argv.slice(2)])
+    }
+    process.stdout.write(JSON.stringify(rec) + '\n')
+    rows.push(`${fmtInt(rate).padStart(7)}/s offered: ${fmtInt(result.msgsPerSec).padStart(7)} acked/s, ${fmtInt(storedPerSec).padStart(7)} stored/s upstream, backlog ${backlogGrowth >= 0 ? '+' : ''}${fmtInt(backlogGrowth)}, PUBACK p50 ${result.latency.p50Ms} p99 ${result.latency.p99Ms} ms, gateway RSS ${peakRssMb.toFixed(0)} MB: ${sustained ? 'sustained' : 'NOT sustained'}`)
+    process.stderr.write(rows[rows.length - 1] + '\n')
+    if (bool(f, 'write')) appendRecord('e2e.jsonl', rec)
+    // let the backlog of this step drain before the next
+    const drainUntil = Date.now() + 60_000
+    while ((await status()).buffered.items > 0 && Date.now() < drainUntil) await new Promise((r) => setTimeout(r, 200))
+  }
+  await gw.stop()
+  await ingest.stop()
+  cleanup.killAll()
+  process.stderr.write('\n' + rows.join('\n') + '\n')
+}
+
+main().catch((err: Error) => { process.stderr.write(`e2e bench failed: ${err.stack ?? err.message}\n`); process.exit(1) })
