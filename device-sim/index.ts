@@ -27,6 +27,8 @@ export type { DeviceRecord, BootRecord } from './record.ts'
 
 export type Snapshot = Counters & {
   elapsedMs: number
+  /** Time the scheduler ran (start to stop, without the stop grace): the base of rates. */
+  samplingMs: number
   devices: number
   online: number
   /** Unacknowledged readings held by devices (queued or in flight). */
@@ -95,6 +97,7 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
   const churn = new Churn(devices, { churn: config.churn, rebootRatio: config.rebootRatio, random })
   let startedAt = 0
   let endedAt = 0
+  let samplingEndedAt = 0
   let started = false
   let stopping: Promise<void> | null = null
   let rampTimer: NodeJS.Timeout | null = null
@@ -130,6 +133,7 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       scheduler.stop()
+      if (started) samplingEndedAt = clock.now()
       churn.stop()
       if (rampTimer) clearInterval(rampTimer)
       if (durationTimer) clearTimeout(durationTimer)
@@ -151,6 +155,7 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
     return {
       ...stats.counters,
       elapsedMs: started ? (endedAt || clock.now()) - startedAt : 0,
+      samplingMs: started ? (samplingEndedAt || clock.now()) - startedAt : 0,
       devices: devices.length,
       online,
       unacked,

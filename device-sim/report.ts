@@ -10,7 +10,7 @@ import { bootToJson, type DeviceJson, type DeviceRecord } from './record.ts'
 import type { LatenessStats } from './scheduler.ts'
 import type { Counters, SimStats } from './stats.ts'
 
-type SnapshotLike = Counters & { elapsedMs: number, devices: number, online: number, unacked: number, targetRate: number, lateness: LatenessStats }
+type SnapshotLike = Counters & { elapsedMs: number, samplingMs: number, devices: number, online: number, unacked: number, targetRate: number, lateness: LatenessStats }
 
 export type SimReport = {
   version: 1
@@ -45,7 +45,9 @@ export function buildReport (s: { config: SimConfig, stats: SimStats, snapshot: 
     unackedAtEnd += u
     return { id: d.id, generated, acknowledged, unackedAtEnd: u, boots: d.boots.map(bootToJson) }
   })
-  const achievedRate = secs > 0 ? s.snapshot.generated / secs : 0
+  // rates over the time the scheduler ran, not the stop grace after it
+  const sampS = s.snapshot.samplingMs / 1000
+  const achievedRate = sampS > 0 ? s.snapshot.generated / sampS : 0
   return {
     version: 1,
     startedAt: s.startedAt ? wallOf(s.startedAt) : new Date().toISOString(),
@@ -56,7 +58,7 @@ export function buildReport (s: { config: SimConfig, stats: SimStats, snapshot: 
     pacing: {
       targetRate: s.snapshot.targetRate,
       achievedRate: r2(achievedRate),
-      ackedRate: r2(secs > 0 ? s.snapshot.acked / secs : 0),
+      ackedRate: r2(sampS > 0 ? s.snapshot.acked / sampS : 0),
       errorPct: s.snapshot.targetRate > 0 ? r2(100 * (achievedRate - s.snapshot.targetRate) / s.snapshot.targetRate) : 0,
       lateness: s.snapshot.lateness
     },
