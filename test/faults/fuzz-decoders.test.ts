@@ -170,7 +170,7 @@ function mutate (r: Rng, sample: Part): Buffer {
 }
 
 function mutateBytes (r: Rng, input: Buffer): Buffer {
-  let b = Buffer.from(input)
+  let b: Buffer = Buffer.from(input)
   for (let m = 1 + r.int(4); m > 0; m--) {
     if (b.length === 0) b = r.bytes(1 + r.int(8))
     const at = r.int(b.length)
