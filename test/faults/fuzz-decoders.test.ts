@@ -378,7 +378,8 @@ function assertReport (t: { diagnostic: (s: string) => void }, rep: Report): voi
   assert.ok(rep.ok > CASES / 100, `only ${rep.ok} inputs decoded: mutations too destructive`)
   assert.ok(rep.decodeErrors > CASES / 100 && rep.validationErrors > CASES / 100, 'both error kinds must be exercised')
   assert.equal(rep.violationCount, 0, `${rep.violationCount} inputs broke the property; first: ${rep.violations[0]?.error}`)
-  assert.ok(rep.slowestMs < 1000, `slowest case took ${rep.slowestMs} ms`)
+  // generous: a shared CI box can stall a worker for a while; real blow-ups (quadratic work) are far above
+  assert.ok(rep.slowestMs < 5000, `slowest case took ${rep.slowestMs} ms`)
 }
 
 if (isMainThread) {
