@@ -30,7 +30,7 @@ test('nothing resolves before its write is done; later submissions wait for earl
   assert.deepEqual(order, [], 'the first write is still blocked')
   release()
   await Promise.all([a, b])
-  const at = (e: string): number => { const i = order.indexOf(e); assert.ok(i >= 0, e); return i }
+  const at = (e: string): number => { const i = (order as string[]).indexOf(e); assert.ok(i >= 0, e); return i }
   assert.ok(at('write a') < at('a done'))
   assert.ok(at('write b') < at('b done'))
   assert.ok(at('write a') < at('write b'), 'groups are written in order')
