@@ -60,6 +60,12 @@ export function encodeBatch (req: Omit<BatchRequest, 'v'>): Buffer {
   return encodeBatchRaw(req, req.items.map(encodeItem))
 }
 
+/** JSON for error messages that never throws (BigInt, cycles). */
+export function describe (v: unknown): string {
+  if (typeof v === 'bigint') return `${v}n`
+  try { return JSON.stringify(v) ?? typeof v } catch { return typeof v }
+}
+
 function isUint (v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
 }
@@ -83,10 +89,10 @@ function uintTuples (v: unknown, field: string, width: number): number[][] {
  * items are returned unvalidated for `validateItem`, so one bad item is rejected alone.
  */
 export function decodeBatch (body: Uint8Array, opts: { maxItems: number }): RawBatchRequest {
-  const raw = decodeUntrusted(body, { maxDepth: BATCH_LIMITS.maxDepth, maxItems: opts.maxItems * (8 + 2 * READING_LIMITS.maxValues) + 64 })
+  const raw = decodeUntrusted(body, { maxDepth: BATCH_LIMITS.maxDepth, maxItems: opts.maxItems * (10 + 2 * READING_LIMITS.maxValues) + 64 })
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Uint8Array) throw new DecodeError('batch must be a CBOR map')
   const obj = raw as Record<string, unknown>
-  if (obj.v !== PROTOCOL_VERSION) throw new ValidationError('v', `unsupported protocol version ${JSON.stringify(obj.v)}; this ingest speaks ${PROTOCOL_VERSION}`)
+  if (obj.v !== PROTOCOL_VERSION) throw new ValidationError('v', `unsupported protocol version ${describe(obj.v)}; this ingest speaks ${PROTOCOL_VERSION}`)
   const gateway = text(obj, 'gateway', 64)
   const epoch = text(obj, 'epoch', 64)
   const batch = text(obj, 'batch', 128)
@@ -116,7 +122,13 @@ export function validateItem (item: unknown): BatchItem {
   }
   if (ts !== null && !isUint(ts)) throw new ValidationError('ts', 'must be null or an unsigned integer')
   if (!isUint(rx)) throw new ValidationError('rx', 'must be an unsigned integer')
-  const vals = validateValues(values instanceof Map ? Object.fromEntries(values) : values, 'values')
+  let obj: unknown = values
+  if (values instanceof Map) {
+    // CBOR tag 259 decodes as a Map whose keys may be anything
+    for (const k of values.keys()) if (typeof k !== 'string') throw new ValidationError('values', 'names must be text')
+    obj = Object.fromEntries(values)
+  }
+  const vals = validateValues(obj, 'values')
   return [p, s, device, seq as number | null, boot as Boot | null, ts as number | null, rx, vals]
 }
 
@@ -132,7 +144,7 @@ export function decodeResponse (body: Uint8Array): BatchResponse {
   const raw = decodeUntrusted(body, { maxDepth: 4 })
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new DecodeError('response must be a CBOR map')
   const obj = raw as Record<string, unknown>
-  if (obj.v !== PROTOCOL_VERSION) throw new ValidationError('v', `unsupported response version ${JSON.stringify(obj.v)}`)
+  if (obj.v !== PROTOCOL_VERSION) throw new ValidationError('v', `unsupported response version ${describe(obj.v)}`)
   if (!Array.isArray(obj.results)) throw new ValidationError('results', 'must be an array')
   const results: ItemResult[] = []
   for (const r of obj.results) {
@@ -152,9 +164,13 @@ export function encodeReceipt (r: Receipt): Buffer {
 
 export function decodeReceipt (buf: Uint8Array): Receipt {
   const raw = decodeUntrusted(buf, { maxDepth: 3 }) as Record<string, unknown> | null
-  if (raw === null || typeof raw !== 'object') throw new DecodeError('receipt must be a CBOR map')
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Uint8Array) throw new DecodeError('receipt must be a CBOR map')
+  const boot = raw.boot ?? null
+  if (boot !== null && !isUint(boot) && !(typeof boot === 'string' && Buffer.byteLength(boot) <= READING_LIMITS.maxBootBytes)) {
+    throw new ValidationError('boot', 'must be null, an unsigned integer or text of at most 64 bytes')
+  }
   const upTo = raw.upTo ?? null
   if (upTo !== null && !isUint(upTo)) throw new ValidationError('upTo', 'must be an unsigned integer or null')
   const rejected = Array.isArray(raw.rejected) ? raw.rejected.filter(isUint) : []
-  return { boot: (raw.boot ?? null) as Boot | null, upTo, rejected }
+  return { boot: boot as Boot | null, upTo, rejected }
 }

@@ -38,7 +38,9 @@ export type ScanLimits = { maxDepth: number, maxItems?: number }
 export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
   const len = buf.length
   const maxItems = limits.maxItems ?? Infinity
-  const stack: number[] = [1] // items still expected per open container; -1 = indefinite
+  // items still expected per open container; -1 = indefinite array/map; -12/-13 = indefinite
+  // byte/text string, whose chunks must be definite strings of the same type
+  const stack: number[] = [1]
   let pos = 0
   let items = 0
   while (stack.length > 0) {
@@ -47,7 +49,7 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
     if (pos >= len) throw new DecodeError(`truncated CBOR: item expected at byte ${pos}`)
     const ib = buf[pos++]!
     if (ib === 0xff) {
-      if (stack[top] !== -1) throw new DecodeError(`unexpected CBOR break at byte ${pos - 1}`)
+      if (stack[top] !== -1 && stack[top]! > -10) throw new DecodeError(`unexpected CBOR break at byte ${pos - 1}`)
       stack.pop()
       continue
     }
@@ -55,6 +57,7 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
     if (++items > maxItems) throw new DecodeError(`CBOR has more than ${maxItems} items`)
     const major = ib >> 5
     const ai = ib & 31
+    if (stack[top]! <= -10 && (major !== -stack[top]! - 10 || ai === 31)) throw new DecodeError(`chunk of an indefinite-length string must be a definite string of the same type (byte ${pos - 1})`)
     let arg = ai
     let indefinite = false
     if (ai >= 24) {
@@ -72,12 +75,13 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
         else arg = (((buf[pos]! << 24) >>> 0) + ((buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!)) * 0x100000000 +
           (((buf[pos + 4]! << 24) >>> 0) + ((buf[pos + 5]! << 16) | (buf[pos + 6]! << 8) | buf[pos + 7]!))
         pos += n
+        if (major === 7 && ai === 24 && arg < 32) throw new DecodeError(`invalid two-byte simple value ${arg} at byte ${pos - 2}`)
       }
     }
     const remaining = len - pos
     switch (major) {
       case 2: case 3:
-        if (indefinite) stack.push(-1)
+        if (indefinite) stack.push(-10 - major)
         else if (arg > remaining) throw new DecodeError(`CBOR string declares ${arg} bytes, only ${remaining} left`)
         else pos += arg
         break

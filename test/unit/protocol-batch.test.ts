@@ -181,7 +181,7 @@ test('decodeBatch: wrong or missing v', () => {
   batchRejects(body({}, ['v']), ValidationError, 'v')
 })
 
-test('decodeBatch: v of an exotic CBOR type (BigInt, cyclic) is still a ValidationError', { todo: 'protocol bug: JSON.stringify(obj.v) throws TypeError on BigInt/cyclic v (decodeBatch and decodeResponse)' }, () => {
+test('decodeBatch: v of an exotic CBOR type (BigInt, cyclic) is still a ValidationError', () => {
   batchRejects(cmap([['v', hex('c2 41 01')]]), ValidationError, 'v')
   batchRejects(cmap([['v', hex('d8 1c 81 d8 1d 00')]]), ValidationError, 'v')
 })
@@ -208,7 +208,7 @@ test('decodeBatch: items are returned unvalidated, so one bad item does not sink
   assert.throws(() => validateItem(dec.items[0]), (err: unknown) => err instanceof ValidationError && err.field === 'device')
 })
 
-test('decodeBatch: a full batch (maxItems items of 64 values) fits the CBOR item budget', { todo: 'protocol bug: decodeBatch budgets 8 + 2*64 CBOR items per batch item, a full item has 1 + 8 + 2*64 = 137' }, () => {
+test('decodeBatch: a full batch (maxItems items of 64 values) fits the CBOR item budget', () => {
   const values = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`v${i}`, i]))
   const full: BatchItem[] = Array.from({ length: 100 }, (_, i) => [i % 8, i, `dev-${i}`, i, 'boot', 1, 2, values])
   const floors = Array.from({ length: 8 }, (_, p) => [p, 0] as [number, number])
@@ -278,7 +278,7 @@ test('validateItem: per-field errors', () => {
   itemRejects(withAt(7, Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`v${i}`, i]))), 'values')
 })
 
-test('validateItem: a Map of values with a hostile key is a ValidationError', { todo: 'protocol bug: Object.fromEntries(values) throws TypeError on a Map key object with a non-callable toString (CBOR tag 259)' }, () => {
+test('validateItem: a Map of values with a hostile key is a ValidationError', () => {
   // [0, 1, "dev", null, null, null, 5, 259({ {"toString": 1}: 1 })]
   const raw = decodeBatch(Buffer.concat([cmap([['v', enc(1)], ['gateway', enc('g')], ['epoch', enc('e')], ['batch', enc('b')],
     ['items', Buffer.concat([hex('81 88'), ...[0, 1, 'dev', null, null, null, 5].map(enc), hex('d9 0103 a1 a1'), enc('toString'), hex('01 01')])]])]), { maxItems: 1 })
@@ -333,7 +333,7 @@ test('decodeResponse: non-map, wrong v, or results not an array throw', () => {
   assert.equal(decodeResponse(enc({ v: 1, results: [] })).batch, '')
 })
 
-test('decodeResponse: v of an exotic CBOR type is a ValidationError', { todo: 'protocol bug: JSON.stringify(obj.v) throws TypeError on BigInt/cyclic v (decodeBatch and decodeResponse)' }, () => {
+test('decodeResponse: v of an exotic CBOR type is a ValidationError', () => {
   for (const v of ['c2 41 01', 'd8 1c 81 d8 1d 00']) {
     assert.throws(() => decodeResponse(cmap([['v', hex(v)], ['results', hex('80')]])), (e: unknown) => e instanceof ValidationError && e.field === 'v')
   }
@@ -363,7 +363,7 @@ test('decodeReceipt: bad upTo throws, bad rejected entries are dropped, non-map 
   }
 })
 
-test('decodeReceipt: an array or a bad boot is refused', { todo: 'protocol bug: decodeReceipt accepts a top-level array/byte string and returns boot unvalidated (any CBOR value)' }, () => {
+test('decodeReceipt: an array or a bad boot is refused', () => {
   assert.throws(() => decodeReceipt(enc([1, 2])), DecodeError)
   assert.throws(() => decodeReceipt(enc(Buffer.from('ab'))), DecodeError)
   for (const boot of [{ x: 1 }, [1], -1, 1.5, 'x'.repeat(65)]) {
