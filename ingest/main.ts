@@ -37,7 +37,10 @@ async function main (): Promise<void> {
   }
   const { port, host, chaosSeed } = ingest
   const chaos = config.chaosRetryRate > 0 || config.chaosRejectRate > 0 || config.chaosFailRate > 0 || config.chaosDropRate > 0 || config.chaosLatencyMs > 0
-  log.info({ port, host, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(chaos ? { chaosSeed } : {}) }, 'ready')
+  // The ready line is a contract (harnesses wait for it), so it is written even when
+  // LOG_LEVEL is above info; only `silent` suppresses it.
+  const readyLog = log.isLevelEnabled('info') || log.level === 'silent' ? log : pino({ level: 'info', base: { component: 'ingest' } })
+  readyLog.info({ port, host, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(chaos ? { chaosSeed } : {}) }, 'ready')
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {
