@@ -14,7 +14,18 @@ export function createMetrics (sink: () => Sink | undefined) {
     receivedBytes: new Counter({ name: 'ingest_received_bytes_total', help: 'Batch body bytes received, as sent (compressed or not)', labelNames: ['encoding'] as const, registers: [registry] }),
     items: new Counter({ name: 'ingest_items_total', help: 'Batch items answered, by result code', labelNames: ['code'] as const, registers: [registry] }),
     batchItems: new Histogram({ name: 'ingest_batch_items', help: 'Items per accepted batch', buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers: [registry] }),
-    evicted: new Counter({ name: 'ingest_evicted_items_total', help: 'Items the gateways reported evicted (data loss), ranges counted once', registers: [registry] }),
+    evictedRanges: new Counter({ name: 'ingest_evicted_ranges_received_total', help: 'Evicted ranges received from gateways (repeats included; see ingest_store_items{kind="evicted"})', registers: [registry] }),
+    storeItems: new Gauge({
+      name: 'ingest_store_items',
+      help: 'Items counted by the sink since the store was created (persisted): stored, duplicates, rejected, evicted (data loss, ranges counted once)',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+      async collect () {
+        const st = await sink()?.stats().catch(() => undefined)
+        if (!st) return
+        for (const kind of ['stored', 'duplicates', 'rejected', 'evicted'] as const) this.set({ kind }, st[kind])
+      }
+    }),
     rejectedBatches: new Counter({ name: 'ingest_rejected_batches_total', help: 'Batches refused as a whole, by reason', labelNames: ['reason'] as const, registers: [registry] }),
     chaos: new Counter({ name: 'ingest_chaos_injected_total', help: 'Injected faults, by kind', labelNames: ['kind'] as const, registers: [registry] }),
     commitSeconds: new Histogram({ name: 'ingest_sink_commit_duration_seconds', help: 'Duration of one sink group commit (fsync included)', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry] }),

@@ -107,6 +107,10 @@ function injectItemFaults (ctx: BatchCtx, deps: ServerDeps): void {
 
 async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   const { batch, items } = ctx
+  if (batch.evicted && batch.evicted.length > 0) {
+    deps.metrics.evictedRanges.inc(batch.evicted.length)
+    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, evicted: batch.evicted.slice(0, 20) }, 'Gateway reports evicted readings (data loss).')
+  }
   let outcomes
   try {
     outcomes = await deps.sink.storeBatch({

@@ -355,3 +355,47 @@ test('cli: bad config exits 2 naming the field; postgres is refused clearly', as
     })
   }))
 })
+
+test('http: evicted ranges from the gateway are counted once (stats and metrics)', async (t) => {
+  const { port } = await start(t)
+  const body = batch([item(0, 20)], { evicted: [[0, 1, 10]] })
+  await codes(port, body)
+  await codes(port, body)
+  const stats = json(await send(port, '/v1/stats'))
+  assert.equal(stats.evicted, 10)
+  assert.equal((stats.gateways as Record<string, { evicted: number }>).gw1!.evicted, 10)
+  const m = ok(await send(port, '/metrics')).body.toString()
+  assert.match(m, /ingest_store_items\{kind="evicted"\} 10/)
+  assert.match(m, /ingest_evicted_ranges_received_total 2/)
+})
+
+async function inFlight (port: number): Promise<boolean> {
+  return /^ingest_batches_in_flight 1$/m.test(ok(await send(port, '/metrics')).body.toString())
+}
+
+test('cli: SIGTERM lets an in-flight batch finish, then exits 0', async (t) => {
+  const dir = await tempDir(t, 'ingest-cli-')
+  const child = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--token', `gw1:${SECRET}`, '--data-dir', join(dir, 'db'), '--chaos-latency-ms', '1500'])
+  const port = child.ready.port as number
+  const pending = postBatch(port, batch([item(0, 1)]))
+  await waitFor(() => inFlight(port), { what: 'batch in flight' })
+  child.proc.kill('SIGTERM')
+  const r = ok(await pending)
+  assert.equal(r.status, 200)
+  assert.deepEqual(decodeResponse(r.body).results, [[0, 1, 0]])
+  assert.deepEqual(await child.exited, { code: 0, signal: null })
+})
+
+test('cli: a second signal exits at once', async (t) => {
+  const dir = await tempDir(t, 'ingest-cli-')
+  const child = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--token', `gw1:${SECRET}`, '--data-dir', join(dir, 'db'), '--chaos-latency-ms', '20000'])
+  const port = child.ready.port as number
+  void postBatch(port, batch([item(0, 1)]))
+  await waitFor(() => inFlight(port), { what: 'batch in flight' })
+  const t0 = Date.now()
+  child.proc.kill('SIGTERM')
+  await waitFor(() => child.lines.some((l) => l.msg === 'Shutting down: finishing requests in progress.'), { what: 'first signal handled' })
+  child.proc.kill('SIGINT')
+  assert.deepEqual(await child.exited, { code: 1, signal: null })
+  assert.ok(Date.now() - t0 < 5000)
+})
