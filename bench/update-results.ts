@@ -19,7 +19,7 @@ import type { BenchRecord, Check } from './lib/types.ts'
 const OUT = join(RESULTS_DIR, '..', 'RESULTS.md')
 
 type Column = { head: string, get: (r: BenchRecord, ctx: Ctx) => string | null }
-type Ctx = { ratio: (r: BenchRecord) => number | null, runRef: (r: BenchRecord) => string, label: (r: BenchRecord) => string }
+type Ctx = { ratio: (r: BenchRecord) => number | null, cpuRatio: (r: BenchRecord) => number | null, runRef: (r: BenchRecord) => string, label: (r: BenchRecord) => string }
 
 const numOrNull = (v: unknown): number | null => typeof v === 'number' && Number.isFinite(v) ? v : null
 const metric = (key: string, head: string, fmt: (n: number) => string): Column => ({
@@ -35,6 +35,8 @@ const COLUMNS: Column[] = [
   metric('p999Ms', 'p999 ms', fmtMs),
   metric('peakRssMb', 'peak RSS MB', (n) => n.toFixed(1)),
   metric('brokerCpuPct', 'system CPU %', (n) => n.toFixed(0)),
+  metric('cpuUsPerMsg', 'CPU us/msg', (n) => n.toFixed(1)),
+  { head: 'x baseline (CPU/msg)', get: (r, c) => r.baseline && numOrNull(r.cpuUsPerMsg) !== null ? fmtRatio(c.cpuRatio(r)) : null },
   metric('loadgenCpuPct', 'load CPU %', (n) => n.toFixed(0)),
   metric('otherCpuPct', 'other CPU %', (n) => n.toFixed(0)),
   metric('errors', 'errors', fmtInt)
@@ -70,14 +72,23 @@ function render (records: BenchRecord[], problems: string[]): string {
     const shown = [...latest.values()].sort((a, b) =>
       pOrder.indexOf(paramsKey(a.params)) - pOrder.indexOf(paramsKey(b.params)) || sOrder.indexOf(a.system) - sOrder.indexOf(b.system))
 
+    const baselineOf = (r: BenchRecord): BenchRecord | undefined => {
+      const same = (b: BenchRecord): boolean => b.system === r.baseline && paramsKey(b.params) === paramsKey(r.params)
+      return results.filter((b) => same(b) && b.runId === r.runId).pop() ?? latest.get(`${r.baseline}\u0000${paramsKey(r.params)}`)
+    }
     const runs = [...new Set(shown.map((r) => r.runId))].sort((a, b) => firstTs(shown, a).localeCompare(firstTs(shown, b)))
     const ctx: Ctx = {
       ratio: (r) => {
-        const same = (b: BenchRecord): boolean => b.system === r.baseline && paramsKey(b.params) === paramsKey(r.params)
-        const base = results.filter((b) => same(b) && b.runId === r.runId).pop() ?? latest.get(`${r.baseline}\u0000${paramsKey(r.params)}`)
+        const base = baselineOf(r)
         const a = numOrNull(r.msgsPerSec)
         const b = base ? numOrNull(base.msgsPerSec) : null
         return a !== null && b ? a / b : null
+      },
+      cpuRatio: (r) => {
+        const base = baselineOf(r)
+        const a = numOrNull(r.cpuUsPerMsg)
+        const b = base ? numOrNull(base.cpuUsPerMsg) : null
+        return a && b !== null ? b / a : null
       },
       runRef: (r) => `r${runs.indexOf(r.runId) + 1}`,
       label: labeler(shown)
@@ -89,7 +100,7 @@ function render (records: BenchRecord[], problems: string[]): string {
       const rows = shown.map((r) => [ctx.label(r), r.system, ...cols.map((c) => c.get(r, ctx) ?? '-'), ctx.runRef(r)])
       out.push(table(head, rows, true), '')
       const baselines = [...new Set(shown.map((r) => r.baseline).filter((b): b is string => !!b))]
-      if (baselines.length) out.push(`"x baseline" = msgs/s over ${baselines.join(', ')} with the same parameters in the same run.`, '')
+      if (baselines.length) out.push(`"x baseline" = msgs/s over ${baselines.join(', ')} with the same parameters in the same run; "x baseline (CPU/msg)" = ${baselines.join(', ')}'s CPU time per message over this system's, the throughput ratio if each had a whole core (steadier than msgs/s when other jobs share the cores).`, '')
     }
 
     const checks = all.filter((r) => r.kind === 'checks').sort((a, b) => a.ts.localeCompare(b.ts)).pop()
