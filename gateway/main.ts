@@ -47,7 +47,9 @@ async function main (): Promise<void> {
     process.exitCode = err instanceof ConfigError ? 2 : 1
     return
   }
-  log.info({ mqttPort: gw.mqttPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
+  // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
+  const readyLog = log.isLevelEnabled('info') ? log : pino({ base: { service: 'gateway' } })
+  readyLog.info({ mqttPort: gw.mqttPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }

@@ -4,6 +4,16 @@
  */
 export function fnv1a32 (s: string): number {
   let h = 0x811c9dc5
+  // ASCII (every valid device id) hashes from the string itself: no allocation per reading
+  let ascii = true
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c > 0x7f) { ascii = false; break }
+    h ^= c
+    h = Math.imul(h, 0x01000193)
+  }
+  if (ascii) return h >>> 0
+  h = 0x811c9dc5
   const bytes = Buffer.from(s, 'utf8')
   for (let i = 0; i < bytes.length; i++) {
     h ^= bytes[i]!
