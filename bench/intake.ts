@@ -36,6 +36,7 @@ const FLAGS: FlagSpec = {
   'loadgen-core': { type: 'number', default: 0, doc: 'CPU core of the load generator' },
   write: { type: 'bool', default: true, doc: 'append records to bench/results/intake.jsonl' },
   'cpu-prof-dir': { type: 'string', doc: 'run the gateway with node --cpu-prof, profiles written here' },
+  'gateway-node-args': { type: 'string', doc: 'extra node flags for the gateway, space-separated (e.g. "--max-semi-space-size=4"); the gateway systems are then named gateway-power[FLAGS]' },
   repeat: { type: 'number', default: 1, doc: 'runs per row and system, interleaved; the median (msgs/s closed loop, p99 paced) is reported' },
   echo: { type: 'bool', default: false, doc: 'echo child stdout/stderr to stderr' }
 }
@@ -83,7 +84,9 @@ async function main (): Promise<void> {
   const pinNote = pin ? `system under test on core ${brokerCore}, load generator on core ${loadCore} (taskset)` : 'not pinned'
   const profDir = str(f, 'cpu-prof-dir')
   if (profDir) mkdirSync(resolve(profDir), { recursive: true })
-  const gatewayNodeArgs = profDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir)] : []
+  const extraNodeArgs = (str(f, 'gateway-node-args') ?? '').split(' ').filter(Boolean)
+  const gatewayNodeArgs = [...extraNodeArgs, ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir)] : [])]
+  const sysName = (s: System): string => s.name.startsWith('gateway') && extraNodeArgs.length ? `${s.name}[${extraNodeArgs.join(' ')}]` : s.name
 
   const cleanup = new Cleanup()
   const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
@@ -101,16 +104,16 @@ async function main (): Promise<void> {
   const repeat = Math.max(1, Math.floor(num(f, 'repeat')))
   const ctx: RunCtx = { cleanup, brokerCore, loadCore, durationS, warmupS, drainS, echo: bool(f, 'echo'), gatewayNodeArgs }
   for (const row of rows) {
-    const reps = new Map<string, Outcome[]>(available.map((s) => [s.name, []]))
+    const reps = new Map<string, Outcome[]>(available.map((s) => [sysName(s), []]))
     for (let k = 0; k < repeat; k++) {
       // The sink first; the others rotate each repetition so none always runs on a warmer or quieter host.
       const sink = available.filter((s) => s.name === 'sink')
       const rest = available.filter((s) => s.name !== 'sink')
       const order = [...sink, ...rest.slice(k % Math.max(1, rest.length)), ...rest.slice(0, k % Math.max(1, rest.length))]
       for (const sys of order) {
-        const o = await runOne(sys, row, ctx)
-        reps.get(sys.name)!.push(o)
-        const tag = `  ${row.id.padEnd(20)} ${sys.name.padEnd(16)}${repeat > 1 ? ` #${k + 1}` : ''}`
+        const o = { ...await runOne(sys, row, ctx), system: sysName(sys) }
+        reps.get(sysName(sys))!.push(o)
+        const tag = `  ${row.id.padEnd(20)} ${sysName(sys).padEnd(16)}${repeat > 1 ? ` #${k + 1}` : ''}`
         if (o.failed) { process.stderr.write(`${tag} FAILED ${o.failed}\n`); continue }
         const l = o.load!
         const m = o.metrics!
@@ -119,13 +122,13 @@ async function main (): Promise<void> {
       }
     }
     for (const sys of available) {
-      const o = combine(reps.get(sys.name)!, row)
+      const o = combine(reps.get(sysName(sys))!, row)
       outcomes.push(o)
       if (o.failed) continue
       const rec: BenchRecord = {
         ...base,
         ts: new Date().toISOString(),
-        system: sys.name,
+        system: sysName(sys),
         systemVersion: versions[sys.name],
         ...(sys.name !== 'mosquitto' ? { baseline: 'mosquitto' } : {}),
         params: { row: row.id, mode: row.mode, connections: row.connections, inflight: row.inflight, rate: row.rate, durationS, warmupS },
@@ -233,11 +236,14 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
   return { row, system: sys.name, load, metrics }
 }
 
-/** The median repetition (by msgs/s, or by p99 when paced), with the worst RSS and all errors. */
+/**
+ * The median repetition (by msgs/s, or by p99 when paced; with an even count the worse of
+ * the two middle ones), with the worst RSS and all errors.
+ */
 function combine (reps: Outcome[], row: Row): Outcome {
   const ok = reps.filter((o) => !o.failed)
   if (ok.length === 0) return reps[0]!
-  const key = (o: Outcome): number => row.mode === 'open' ? o.load!.latency.p99Ms : o.load!.msgsPerSec
+  const key = (o: Outcome): number => row.mode === 'open' ? -o.load!.latency.p99Ms : o.load!.msgsPerSec
   const sorted = [...ok].sort((a, b) => key(a) - key(b))
   const mid = sorted[Math.floor((sorted.length - 1) / 2)]!
   if (reps.length === 1) return mid

@@ -113,7 +113,8 @@ function render (records: BenchRecord[], problems: string[]): string {
     out.push('### Runs', '')
     runs.forEach((id, i) => {
       const r = shown.find((x) => x.runId === id)!
-      out.push(`- **r${i + 1}** \`${id}\`: ${r.ts.slice(0, 19).replace('T', ' ')} UTC, commit ${r.gitSha}, node ${r.node}, ${r.host.ncpu} x ${r.host.cpus}, ${r.host.os}, ${r.host.pinned}`)
+      const host = r.host ? `, ${r.host.ncpu} x ${r.host.cpus}, ${r.host.os}, ${r.host.pinned}` : ''
+      out.push(`- **r${i + 1}** \`${id}\`: ${r.ts.slice(0, 19).replace('T', ' ')} UTC, commit ${r.gitSha ?? '?'}, node ${r.node ?? '?'}${host}`)
       out.push('', '  ```sh', `  ${r.command}`, '  ```')
       const sysCmds = new Map<string, string>()
       for (const x of shown.filter((s) => s.runId === id)) {

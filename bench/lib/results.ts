@@ -39,13 +39,41 @@ export function readAllRecords (dir = RESULTS_DIR): { records: BenchRecord[], pr
     lines.forEach((line, i) => {
       if (line.trim() === '') return
       try {
-        const r = JSON.parse(line) as BenchRecord
-        if (typeof r.scenario !== 'string' || typeof r.ts !== 'string') throw new Error('no scenario or ts field')
+        const r = normalize(JSON.parse(line) as Record<string, unknown>)
+        if (typeof r.scenario !== 'string' || typeof r.ts !== 'string') throw new Error('no scenario (or bench) and ts (or time) fields')
         records.push(r)
       } catch (err) { problems.push(`${f}:${i + 1}: ${(err as Error).message}`) }
     })
   }
   return { records, problems }
+}
+
+/**
+ * Maps the common alternative spellings of other scenario scripts onto BenchRecord:
+ * bench -> scenario, time -> ts, sha -> gitSha, broker -> system, ackedRate -> msgsPerSec,
+ * latency objects (pubackMs, latency) -> p50Ms/p99Ms/p999Ms, rssMiB -> peakRssMb.
+ */
+function normalize (o: Record<string, unknown>): BenchRecord {
+  const r = { ...o } as Record<string, unknown>
+  const pick = (to: string, ...from: string[]): void => {
+    if (r[to] !== undefined) return
+    for (const k of from) if (r[k] !== undefined) { r[to] = r[k]; return }
+  }
+  pick('scenario', 'bench')
+  pick('ts', 'time', 'date')
+  pick('gitSha', 'sha', 'git')
+  pick('system', 'broker', 'sut')
+  pick('msgsPerSec', 'ackedRate', 'rate')
+  pick('peakRssMb', 'rssMiB', 'rssMb')
+  for (const k of ['pubackMs', 'latency', 'latencyMs']) {
+    const l = r[k] as Record<string, unknown> | undefined
+    if (l && typeof l === 'object') { r.p50Ms ??= l.p50Ms ?? l.p50; r.p99Ms ??= l.p99Ms ?? l.p99; r.p999Ms ??= l.p999Ms ?? l.p999 }
+  }
+  r.system ??= '-'
+  r.params ??= {}
+  r.command ??= '(command not recorded)'
+  r.runId ??= `${String(r.gitSha ?? '?')} ${String(r.command)}`
+  return r as BenchRecord
 }
 
 /** Plain-text or Markdown table; numbers right-aligned. */
