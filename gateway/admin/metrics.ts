@@ -4,7 +4,8 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
-export type IntakeOutcome = 'stored' | 'duplicate' | 'invalid' | 'too_old' | 'acl_denied' | 'store_failed' | 'blocked_disconnect' | 'no_seq'
+export const INTAKE_OUTCOMES = ['stored', 'duplicate', 'invalid', 'too_old', 'acl_denied', 'store_failed', 'blocked_disconnect'] as const
+export type IntakeOutcome = (typeof INTAKE_OUTCOMES)[number]
 
 export class Metrics {
   readonly registry = new Registry()

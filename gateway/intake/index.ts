@@ -18,7 +18,7 @@
 import type { Client, PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { decodeReading, encodeItem, partitionOf, type Reading } from '../../protocol/index.ts'
-import type { Metrics } from '../admin/metrics.ts'
+import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metrics.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
 
 export type IntakeConfig = {
@@ -31,8 +31,27 @@ export type IntakeConfig = {
 }
 
 type Callback = (err?: Error | null) => void
-type Entry = { cb: Callback, done: boolean, err: Error | null, t0: number }
 type ClientQueue = { entries: Entry[], failed: Error | null }
+
+/**
+ * One reading between PUBLISH and PUBACK. It is also what the store appends and tells when
+ * the write is durable, so a reading costs one object here, not a record plus a closure.
+ */
+class Entry {
+  done = false
+  err: Error | null = null
+  p = -1
+  s = -1
+  raw: Buffer = EMPTY
+  readonly t0 = performance.now()
+  constructor (readonly intake: Intake, readonly q: ClientQueue, readonly cb: Callback) {}
+
+  /** The store's answer for an appended item. */
+  settled (err: Error | null): void {
+    this.intake.itemSettled(this, err)
+  }
+}
+const EMPTY = Buffer.alloc(0)
 type Blocked = { device: string, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue }
 type FloorWaiter = { target: number, entry: Entry, q: ClientQueue }
 
@@ -46,9 +65,12 @@ export class Intake {
   private readonly floorWaiters: FloorWaiter[][]
   private readonly partitions: number
   private readonly log: Logger
+  /** label children resolved once: prom-client hashes labels on every inc otherwise */
+  private readonly outcome: Record<IntakeOutcome, { inc: () => void }>
 
   constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics) {
     this.log = logger.child({ component: 'intake' })
+    this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intake.labels(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions
     this.floorWaiters = Array.from({ length: this.partitions }, () => [])
     store.on('writeError', () => {
@@ -72,7 +94,7 @@ export class Intake {
     let q = c[QUEUE]
     if (!q) { q = { entries: [], failed: null }; c[QUEUE] = q }
     if (q.failed) { cb(q.failed); return }
-    const entry: Entry = { cb, done: false, err: null, t0: performance.now() }
+    const entry = new Entry(this, q, cb)
     q.entries.push(entry)
     const raw = packet.payload as Buffer
     let reading: Reading
@@ -80,14 +102,14 @@ export class Intake {
       reading = decodeReading(raw, this.config.maxPayloadBytes)
     } catch (err) {
       const reason = (err as Error).message
-      this.metrics.intake.inc({ outcome: 'invalid' })
+      this.outcome.invalid.inc()
       this.log.warn({ device, reason, bytes: raw.length }, 'invalid reading dead-lettered')
       this.store.deadLetter({ kind: 'payload', reason, at: Date.now(), raw, device, topic: packet.topic }, (e) => this.finish(q, entry, e))
       return
     }
     if (this.blocked.length > 0 || !this.store.hasRoom(raw.length + 64)) {
       if (this.blocked.length >= this.config.maxBlockedReadings) {
-        this.metrics.intake.inc({ outcome: 'blocked_disconnect' })
+        this.outcome.blocked_disconnect.inc()
         this.log.warn({ device, blocked: this.blocked.length }, 'buffer full and too many readings waiting; disconnecting the publisher')
         this.finish(q, entry, new Error('gateway buffer full'))
         return
@@ -112,8 +134,7 @@ export class Intake {
 
   private accept (device: string, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
     if (reading.seq === null) {
-      this.metrics.intake.inc({ outcome: 'no_seq' })
-      this.append(device, reading, entry, q)
+      this.append(device, reading, entry)
       return
     }
     const w = this.cache.get(device)
@@ -145,9 +166,9 @@ export class Intake {
     const verdict = w.check(reading.boot, reading.seq!)
     if (verdict === 'new') {
       this.store.saveDedup(device, w)
-      this.append(device, reading, entry, q)
+      this.append(device, reading, entry)
     } else if (verdict === 'duplicate') {
-      this.metrics.intake.inc({ outcome: 'duplicate' })
+      this.outcome.duplicate.inc()
       // acknowledge only once the original is durable (it may sit in the cycle being written)
       this.store.sync((err) => {
         if (err || this.config.ackMode === 'persisted') { this.finish(q, entry, err); return }
@@ -155,23 +176,29 @@ export class Intake {
         this.waitFloor(p, this.store.peekNext(p) - 1, entry, q)
       })
     } else {
-      this.metrics.intake.inc({ outcome: 'too_old' })
+      this.outcome.too_old.inc()
       const reason = `seq ${reading.seq} is older than the dedup window of boot ${JSON.stringify(reading.boot)}: cannot tell whether it is a duplicate`
       this.log.warn({ device, seq: reading.seq, boot: reading.boot }, 'reading older than the dedup window dead-lettered')
       this.store.deadLetter({ kind: 'too-old', reason, at: Date.now(), raw, device }, (e) => this.finish(q, entry, e))
     }
   }
 
-  private append (device: string, r: Reading, entry: Entry, q: ClientQueue): void {
+  private append (device: string, r: Reading, entry: Entry): void {
     const p = partitionOf(device, this.partitions)
     const s = this.store.nextSeq(p)
-    const item = encodeItem([p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values])
-    this.store.append(p, s, item, (err) => {
-      if (err) { this.metrics.intake.inc({ outcome: 'store_failed' }); this.finish(q, entry, err); return }
-      this.metrics.intake.inc({ outcome: 'stored' })
-      if (this.config.ackMode === 'delivered') this.waitFloor(p, s, entry, q)
-      else this.finish(q, entry, null)
-    })
+    entry.p = p
+    entry.s = s
+    entry.raw = encodeItem([p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values])
+    this.store.append(entry)
+  }
+
+  /** @internal the store wrote (or failed to write) the entry's item */
+  itemSettled (entry: Entry, err: Error | null): void {
+    entry.raw = EMPTY
+    if (err) { this.outcome.store_failed.inc(); this.finish(entry.q, entry, err); return }
+    this.outcome.stored.inc()
+    if (this.config.ackMode === 'delivered') this.waitFloor(entry.p, entry.s, entry, entry.q)
+    else this.finish(entry.q, entry, null)
   }
 
   private waitFloor (p: number, target: number, entry: Entry, q: ClientQueue): void {

@@ -62,10 +62,19 @@ export type PartitionStats = { p: number, depth: number, bytes: number, nextSeq:
 
 export type ReadBatch = { p: number, seqs: number[], raws: Buffer[], bytes: number }
 
-type Waiter = (err: Error | null) => void
+/** Told once its cycle is durable (null) or failed. An object form avoids a closure per reading. */
+export type Waiter = ((err: Error | null) => void) | { settled: (err: Error | null) => void }
+
+/** An item to append: the intake's per-reading entry carries p, s and its wire bytes itself. */
+export type Append = { p: number, s: number, raw: Buffer, settled: (err: Error | null) => void }
+
+function tell (w: Waiter, err: Error | null): void {
+  if (typeof w === 'function') w(err)
+  else w.settled(err)
+}
 
 type Cycle = {
-  appends: { p: number, s: number, raw: Buffer }[]
+  appends: Append[]
   dlq: DlqRecord[]
   devices: Map<string, DedupWindow>
   deletes: { p: number, s: number, size: number }[]
@@ -238,11 +247,11 @@ export class Store extends EventEmitter<StoreEvents> {
   }
 
   /** Appends an item (its wire CBOR) to the current cycle; `cb` runs once it is durable. */
-  append (p: number, s: number, raw: Buffer, cb: Waiter): void {
-    this.current.appends.push({ p, s, raw })
+  append (a: Append): void {
+    this.current.appends.push(a)
     this.reservedItems++
-    this.reservedBytes += raw.length + ITEM_OVERHEAD
-    this.join(cb)
+    this.reservedBytes += a.raw.length + ITEM_OVERHEAD
+    this.schedule()
   }
 
   /** Records a changed dedup window in the current cycle. */
@@ -297,7 +306,7 @@ export class Store extends EventEmitter<StoreEvents> {
     this.current = newCycle()
     this.writing = this.writeCycle(c).finally(() => {
       this.writing = null
-      if (!this.closed || this.current.waiters.length > 0) this.schedule()
+      if (!this.closed || this.current.waiters.length > 0 || this.current.appends.length > 0) this.schedule()
     })
   }
 
@@ -387,14 +396,23 @@ export class Store extends EventEmitter<StoreEvents> {
       for (const w of next.devices.values()) w.pending--
       this.log.error({ err: err.message, items: appendedItems, failedBehind: next.waiters.length }, 'store write failed; nothing in it is acknowledged')
       this.emit('writeError', err)
-      for (const w of c.waiters) w(err)
-      for (const w of next.waiters) w(err)
+      for (const a of c.appends) a.settled(err)
+      for (const w of c.waiters) tell(w, err)
+      for (const a of next.appends) a.settled(err)
+      for (const w of next.waiters) tell(w, err)
       return
     }
-    this.emit('cycle', { ops: c.waiters.length, items: appendedItems, ms: performance.now() - t0 })
+    this.emit('cycle', { ops: c.waiters.length + appendedItems, items: appendedItems, ms: performance.now() - t0 })
     if (evictedCount) this.emit('evicted', evictedRanges, evictedCount)
-    for (const w of c.waiters) w(null)
-    if (appendedItems) this.emit('appended', new Set(c.appends.map((a) => a.p)))
+    // appends and waiters were queued in arrival order within each list; the intake orders
+    // per client itself, so the two lists need no interleaving
+    for (const a of c.appends) a.settled(null)
+    for (const w of c.waiters) tell(w, null)
+    if (appendedItems) {
+      const ps = new Set<number>()
+      for (const a of c.appends) ps.add(a.p)
+      this.emit('appended', ps)
+    }
     if (c.deletes.length || c.deadItems.length) {
       this.emit('space')
       for (const p of new Set([...c.deletes.map((x) => x.p), ...c.deadItems.map((x) => x.p)])) this.emit('floor', p, this.parts[p]!.head)
@@ -575,9 +593,9 @@ export class Store extends EventEmitter<StoreEvents> {
   /** Waits for every submitted write, then closes LevelDB. Idempotent. */
   async close (): Promise<void> {
     if (this.closed) return
-    while (this.writing || this.scheduled || this.current.waiters.length) {
+    while (this.writing || this.scheduled || this.current.waiters.length || this.current.appends.length) {
       if (this.writing) await this.writing
-      else if (this.current.waiters.length && !this.scheduled) this.runCycle()
+      else if ((this.current.waiters.length || this.current.appends.length) && !this.scheduled) this.runCycle()
       else await new Promise((r) => setImmediate(r))
     }
     this.closed = true
