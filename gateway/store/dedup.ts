@@ -5,16 +5,24 @@
  * reported as `tooOld` (the intake dead-letters it: never dropped silently).
  *
  * The two most recent boots are kept, so a late retransmit from before a reboot is still
- * recognised. Encoded state: CBOR [1, W, [[boot, hw, bitmap], ...]] newest boot first.
+ * recognised.
+ *
+ * The window is written with every group commit that touches the device, so its size is
+ * write amplification: a device whose seqs arrive without gaps (the normal case) is
+ * written compactly as [boot, hw, low] (every seq from max(low, hw - W + 1) to hw seen,
+ * ~20 bytes); only while a gap is inside the window is the bitmap written
+ * ([boot, hw, bitmap, low, gapMax], ~150 bytes).
+ * Encoded state: CBOR [1, W, [window, ...]] newest boot first.
  */
-import { decodeUntrusted, encodeCbor, type Boot } from '../../protocol/index.ts'
+import { decodeUntrusted, encodeCbor, wireUint, type Boot } from '../../protocol/index.ts'
 
 export const DEDUP_WINDOW = 1024
 const MAX_BOOTS = 2
 
 export type DedupVerdict = 'new' | 'duplicate' | 'tooOld'
 
-type BootWindow = { boot: Boot | null, hw: number, bits: Uint8Array }
+/** low: lowest seq seen; gapMax: highest seq ever skipped (-1 none) */
+type BootWindow = { boot: Boot | null, hw: number, bits: Uint8Array, low: number, gapMax: number }
 
 export class DedupWindow {
   private boots: BootWindow[] = []
@@ -27,7 +35,7 @@ export class DedupWindow {
   check (boot: Boot | null, seq: number): DedupVerdict {
     let w = this.boots.find((b) => b.boot === boot)
     if (!w) {
-      w = { boot, hw: seq, bits: new Uint8Array(this.window >> 3) }
+      w = { boot, hw: seq, bits: new Uint8Array(this.window >> 3), low: seq, gapMax: -1 }
       this.set(w, seq)
       this.boots.unshift(w)
       if (this.boots.length > MAX_BOOTS) this.boots.length = MAX_BOOTS
@@ -42,6 +50,7 @@ export class DedupWindow {
       const gap = seq - w.hw
       if (gap >= this.window) w.bits.fill(0)
       else for (let s = w.hw + 1; s < seq; s++) this.clear(w, s)
+      if (gap > 1) w.gapMax = seq - 1
       w.hw = seq
       this.set(w, seq)
       return 'new'
@@ -49,6 +58,10 @@ export class DedupWindow {
     if (w.hw - seq >= this.window) return 'tooOld'
     const i = seq % this.window
     if (w.bits[i >> 3]! & (1 << (i & 7))) return 'duplicate'
+    if (seq < w.low) {
+      if (seq < w.low - 1) w.gapMax = Math.max(w.gapMax, w.low - 1)
+      w.low = seq
+    }
     this.set(w, seq)
     return 'new'
   }
@@ -64,7 +77,11 @@ export class DedupWindow {
   }
 
   encode (): Buffer {
-    return encodeCbor([1, this.window, this.boots.map((b) => [b.boot, b.hw > 0xffffffff ? BigInt(b.hw) : b.hw, Buffer.from(b.bits)])])
+    return encodeCbor([1, this.window, this.boots.map((b) => {
+      const start = Math.max(b.low, b.hw - this.window + 1)
+      if (b.gapMax < start) return [b.boot, wireUint(b.hw), wireUint(start)]
+      return [b.boot, wireUint(b.hw), Buffer.from(b.bits), wireUint(b.low), b.gapMax < 0 ? -1 : wireUint(b.gapMax)]
+    })])
   }
 
   static decode (buf: Uint8Array): DedupWindow {
@@ -72,8 +89,16 @@ export class DedupWindow {
     if (!Array.isArray(raw) || raw[0] !== 1 || typeof raw[1] !== 'number' || !Array.isArray(raw[2])) throw new Error('dedup state: unknown layout')
     const d = new DedupWindow(raw[1])
     for (const b of raw[2] as unknown[]) {
-      if (!Array.isArray(b) || typeof b[1] !== 'number' || !(b[2] instanceof Uint8Array) || b[2].length !== raw[1] >> 3) throw new Error('dedup state: bad boot window')
-      d.boots.push({ boot: b[0] as Boot | null, hw: b[1], bits: new Uint8Array(b[2]) })
+      if (!Array.isArray(b) || typeof b[1] !== 'number') throw new Error('dedup state: bad boot window')
+      if (b.length === 3 && typeof b[2] === 'number' && b[2] <= b[1] && b[1] - b[2] < d.window) {
+        const w: BootWindow = { boot: b[0] as Boot | null, hw: b[1], bits: new Uint8Array(d.window >> 3), low: b[2], gapMax: -1 }
+        for (let s = b[2]; s <= b[1]; s++) d.set(w, s)
+        d.boots.push(w)
+      } else if (b.length === 5 && b[2] instanceof Uint8Array && b[2].length === d.window >> 3 && typeof b[3] === 'number' && typeof b[4] === 'number') {
+        d.boots.push({ boot: b[0] as Boot | null, hw: b[1], bits: new Uint8Array(b[2]), low: b[3], gapMax: b[4] })
+      } else {
+        throw new Error('dedup state: bad boot window')
+      }
     }
     return d
   }

@@ -49,3 +49,35 @@ test('encode/decode round-trips the state, and garbage is refused', () => {
   assert.throws(() => DedupWindow.decode(Buffer.from([0x83, 0x02, 0x01, 0x80])), /unknown layout/)
   assert.throws(() => DedupWindow.decode(Buffer.from([0xff])))
 })
+
+test('a window without gaps is written compactly; one with a gap in the window keeps its bitmap', () => {
+  const w = new DedupWindow(1024)
+  for (let s = 1; s <= 3000; s++) w.check(1, s)
+  const compact = w.encode()
+  assert.ok(compact.length < 32, `contiguous window encodes in ${compact.length} bytes`)
+  let d = DedupWindow.decode(compact)
+  assert.equal(d.check(1, 3000), 'duplicate')
+  assert.equal(d.check(1, 1977), 'duplicate') // 3000 - 1023: still inside
+  assert.equal(d.check(1, 1976), 'tooOld')
+  assert.equal(d.check(1, 3001), 'new')
+  // a gap: 3003 skipped
+  w.check(1, 3001); w.check(1, 3002); w.check(1, 3004)
+  const withGap = w.encode()
+  assert.ok(withGap.length > 128, 'the bitmap is kept while the gap is in the window')
+  d = DedupWindow.decode(withGap)
+  assert.equal(d.check(1, 3004), 'duplicate')
+  assert.equal(d.check(1, 3003), 'new')
+  assert.equal(d.check(1, 3003), 'duplicate')
+  // once the gap has left the window, compact again
+  for (let s = 3005; s <= 4100; s++) w.check(1, s)
+  assert.ok(w.encode().length < 32)
+  // a first contact in the middle of a device's seqs: lower unseen seqs are new
+  const f = new DedupWindow(1024)
+  f.check('b', 500)
+  const fd = DedupWindow.decode(f.encode())
+  assert.equal(fd.check('b', 499), 'new')
+  assert.equal(fd.check('b', 500), 'duplicate')
+  const fd2 = DedupWindow.decode(fd.encode())
+  assert.equal(fd2.check('b', 499), 'duplicate')
+  assert.equal(fd2.check('b', 498), 'new')
+})
