@@ -21,6 +21,7 @@ const FLAGS: FlagSpec = {
   connections: { type: 'number', default: 1000, doc: 'devices (MQTT connections)' },
   'duration-s': { type: 'number', default: 15, doc: 'measured window per rate' },
   durability: { type: 'string', default: 'power', doc: 'gateway --durability' },
+  'gateway-args': { type: 'string', default: '', doc: 'extra gateway flags, space-separated (e.g. "--max-in-flight 8")' },
   write: { type: 'bool', default: true, doc: 'append to bench/results/e2e.jsonl' },
   echo: { type: 'bool', default: false, doc: 'echo child output' }
 }
@@ -41,7 +42,7 @@ async function main (): Promise<void> {
   const ingestPort = (await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')).port as number
   const gw = cleanup.spawn('gateway', node('gateway/main.ts', ['--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1',
     '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token, '--durability', str(f, 'durability')!,
-    '--linger-ms', '100', '--no-receipts']), { cwd: ROOT, env: quiet, echo })
+    '--linger-ms', '100', '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)]), { cwd: ROOT, env: quiet, echo })
   const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
   const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
   const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
@@ -73,7 +74,7 @@ async function main (): Promise<void> {
     const sustained = result.msgsPerSec >= 0.98 * rate && storedPerSec >= 0.98 * rate && backlogGrowth <= 0.02 * rate * durationS
     const rec = {
       scenario: 'e2e', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
-      system: 'gateway+ingest', params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')! },
+      system: 'gateway+ingest', params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
       msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth,
       p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
       errors: result.errors.skipped + result.errors.disconnects + result.errors.unacked, sustained,
