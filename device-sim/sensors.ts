@@ -8,19 +8,10 @@
  * - battery (%): decays a little with every reading (radio on), never below 0;
  * - door (boolean): a latch that occasionally flips; motion (boolean): occasional events.
  */
-import type { Values } from '../protocol/index.ts'
+import { mulberry32, type Values } from '../protocol/index.ts'
 
-/** mulberry32: small, fast, good enough for simulation; never for anything secret. */
-export function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Seeded PRNG (protocol's mulberry32). */
+export const rng = mulberry32
 
 /** Stable 32-bit seed from a string (FNV-1a), mixed with a run seed. */
 export function seedOf (s: string, runSeed: number): number {

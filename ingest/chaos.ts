@@ -9,7 +9,7 @@
  * - dropRate: per batch, commit, then destroy the socket without answering (the lost ack).
  * - latencyMs: per batch, wait this long after the commit before answering (the late ack).
  */
-import { AckCode } from '../protocol/index.ts'
+import { AckCode, mulberry32 } from '../protocol/index.ts'
 
 export type ChaosConfig = {
   retryRate: number
@@ -20,17 +20,8 @@ export type ChaosConfig = {
   seed: number
 }
 
-/** mulberry32: small, fast, good enough to pick faults; not for anything secret. */
-export function createRng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Seeded PRNG (protocol's mulberry32). */
+export const createRng = mulberry32
 
 export type BatchFault =
   | { kind: 'none' }
