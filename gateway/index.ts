@@ -101,6 +101,8 @@ export class Gateway {
     const reasons: string[] = []
     if (this.closing) reasons.push('shutting down')
     if (!this.broker.server.listening) reasons.push('broker not listening')
+    const storeErr = this.store.writeFailure
+    if (storeErr) reasons.push(`store cannot write: ${storeErr.message}`)
     if (!this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
     return { ready: reasons.length === 0, reasons }
   }

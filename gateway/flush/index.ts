@@ -45,7 +45,16 @@ export type UpstreamStatus = { state: UpstreamState, url: string, lastError: str
 
 type Publisher = (topic: string, payload: Buffer) => Promise<void>
 
-type Outcome = 'done' | 'retry-items'
+/**
+ * done: every item has a final answer; retry-items: the upstream asked to retry some;
+ * failed: the request as a whole failed (network, 5xx, 429, 401...): wait, then read the
+ * partition again. The batch is not held while waiting, so drop-oldest can evict from it
+ * and the resend carries exactly what is still buffered.
+ */
+type Outcome = { kind: 'done' } | { kind: 'retry-items' } | { kind: 'failed', waitMs?: number }
+const DONE: Outcome = { kind: 'done' }
+const RETRY_ITEMS: Outcome = { kind: 'retry-items' }
+const FAILED: Outcome = { kind: 'failed' }
 
 /** Retry-After is honoured up to this (a broken header must not park a partition for days). */
 const MAX_RETRY_AFTER_MS = 10 * 60_000
@@ -156,6 +165,7 @@ export class Flusher {
 
   private async loop (p: number): Promise<void> {
     const backoff = new Backoff(this.config.retryBaseMs, this.config.retryMaxMs)
+    const requestBackoff = new Backoff(this.config.retryBaseMs, this.config.retryMaxMs)
     while (!this.closed) {
       try {
         await this.waitForData(p)
@@ -173,7 +183,12 @@ export class Flusher {
           this.store.release(p)
           this.releaseSlot()
         }
-        if (outcome === 'retry-items') await this.sleeper.sleep(backoff.next())
+        if (outcome.kind === 'failed') {
+          await this.sleeper.sleep(outcome.waitMs ?? requestBackoff.next())
+          continue
+        }
+        requestBackoff.reset()
+        if (outcome.kind === 'retry-items') await this.sleeper.sleep(backoff.next())
         else backoff.reset()
       } catch (err) {
         if (this.closed) break
@@ -183,14 +198,10 @@ export class Flusher {
     }
   }
 
-  /**
-   * Sends items until the upstream gave each a final answer or asked for a per-item retry.
-   * Whole-request failures are retried here with the same items (the partition stays held).
-   */
+  /** Sends items once; a 400/413 is bisected/split here until each part has its answer. */
   private async deliver (p: number, seqs: number[], raws: Buffer[]): Promise<Outcome> {
-    const backoff = new Backoff(this.config.retryBaseMs, this.config.retryMaxMs)
-    for (;;) {
-      if (this.closed) return 'done'
+    {
+      if (this.closed) return DONE
       const evicted = this.store.pendingEvicted()
       const batchId = randomBytes(8).toString('hex')
       const body = encodeBatchRaw({ gateway: this.config.gatewayId, epoch: this.store.epoch, batch: batchId, floors: [[p, this.store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
@@ -207,8 +218,7 @@ export class Flusher {
         this.metrics.upstreamBatches.inc({ outcome: 'network_error' })
         this.metrics.upstreamRetries.inc({ reason: 'network' })
         this.upstream.failover()
-        await this.sleeper.sleep(backoff.next())
-        continue
+        return FAILED
       }
       this.metrics.upstreamRequest.observe({ status: String(status) }, (performance.now() - t0) / 1000)
       const message = errorMessage(res.body)
@@ -219,8 +229,7 @@ export class Flusher {
         } catch (err) {
           this.failed(new Error(`unreadable 200 response from ${res.url}: ${(err as Error).message}`), 'retrying')
           this.metrics.upstreamBatches.inc({ outcome: 'bad_response' })
-          await this.sleeper.sleep(backoff.next())
-          continue
+          return FAILED
         }
         this.ok()
         this.metrics.upstreamBatches.inc({ outcome: 'ok' })
@@ -236,27 +245,26 @@ export class Flusher {
           this.log.error({ partition: p, seq: seqs[0], status, message }, 'poison item dead-lettered')
           this.metrics.upstreamItems.inc({ code: 'rejected' })
           await this.store.settle(p, [], [{ s: seqs[0]!, raw: raws[0]!, reason }])
-          return 'done'
+          return DONE
         }
         // bisect (400) / split (413): halves in order, each to its own final answer
         const mid = Math.ceil(seqs.length / 2)
         this.log.warn({ partition: p, items: seqs.length, status, message }, status === 400 ? 'batch refused as unreadable; bisecting' : 'batch too large; splitting')
         const a = await this.deliver(p, seqs.slice(0, mid), raws.slice(0, mid))
+        if (a.kind === 'failed') return a
         const b = await this.deliver(p, seqs.slice(mid), raws.slice(mid))
-        return a === 'retry-items' || b === 'retry-items' ? 'retry-items' : 'done'
+        return b.kind !== 'done' ? b : a
       }
       if (status === 401 || status === 403) {
         this.failed(new Error(`upstream ${res.url} refused our token (${status}): ${message}`), 'auth-failed')
         this.authPausedUntil = Date.now() + this.config.authRetryMs
         this.log.error({ status, url: res.url, retryInMs: this.config.authRetryMs }, 'upstream refused our credentials; flushing paused')
-        await this.sleeper.sleep(this.config.authRetryMs)
-        continue
+        return { kind: 'failed', waitMs: this.config.authRetryMs }
       }
       this.failed(new Error(`upstream ${res.url} answered ${status}: ${message}`), status === 429 || status === 503 ? 'retrying' : 'unreachable')
       this.metrics.upstreamRetries.inc({ reason: String(status) })
       if (status >= 500 && status !== 503) this.upstream.failover()
-      const wait = (status === 429 || status === 503) && res.retryAfterMs !== undefined ? Math.min(res.retryAfterMs, MAX_RETRY_AFTER_MS) : backoff.next()
-      await this.sleeper.sleep(wait)
+      return (status === 429 || status === 503) && res.retryAfterMs !== undefined ? { kind: 'failed', waitMs: Math.min(res.retryAfterMs, MAX_RETRY_AFTER_MS) } : FAILED
     }
   }
 
@@ -286,7 +294,7 @@ export class Flusher {
       this.log.debug({ partition: p, retries }, 'upstream asked to retry items')
     }
     if (this.config.receipts) await this.sendReceipts(settled)
-    return retries > 0 ? 'retry-items' : 'done'
+    return retries > 0 ? RETRY_ITEMS : DONE
   }
 
   private async sendReceipts (items: SettledItem[]): Promise<void> {

@@ -127,6 +127,10 @@ export class Store extends EventEmitter<StoreEvents> {
   private quarantineNext = 0
   private evicted: EvictedRange[]
   private evictingParts = new Set<number>()
+  private evictWanted = false
+  /** the last write failed: reopen LevelDB before the next (it keeps e.g. ENOSPC sticky) */
+  private failure: Error | null = null
+  private reopenDelayMs = 0
   readonly log: Logger
 
   private constructor (readonly config: StoreConfig, db: Level<string, Buffer>, epoch: string, parts: Partition[], dlq: [number, number], evicted: EvictedRange[], log: Logger) {
@@ -300,9 +304,17 @@ export class Store extends EventEmitter<StoreEvents> {
 
   private runCycle (): void {
     if (this.writing) return
+    if (this.failure && !this.closed) {
+      this.writing = this.reopen().finally(() => {
+        this.writing = null
+        this.schedule()
+      })
+      return
+    }
     const c = this.current
     if (c.waiters.length === 0 && c.appends.length === 0 && c.devices.size === 0 && c.deletes.length === 0 &&
-      c.deadItems.length === 0 && c.evictedDone.length === 0 && c.quarantine.length === 0) return
+      c.deadItems.length === 0 && c.evictedDone.length === 0 && c.quarantine.length === 0 && !this.evictWanted) return
+    this.evictWanted = false
     this.current = newCycle()
     this.writing = this.writeCycle(c).finally(() => {
       this.writing = null
@@ -394,7 +406,8 @@ export class Store extends EventEmitter<StoreEvents> {
       this.reservedItems -= next.appends.length
       for (const a of next.appends) this.reservedBytes -= a.raw.length + ITEM_OVERHEAD
       for (const w of next.devices.values()) w.pending--
-      this.log.error({ err: err.message, items: appendedItems, failedBehind: next.waiters.length }, 'store write failed; nothing in it is acknowledged')
+      this.log.error({ err: err.message, items: appendedItems, failedBehind: next.waiters.length + next.appends.length }, 'store write failed; nothing in it is acknowledged')
+      this.failure = err
       this.emit('writeError', err)
       for (const a of c.appends) a.settled(err)
       for (const w of c.waiters) tell(w, err)
@@ -402,6 +415,8 @@ export class Store extends EventEmitter<StoreEvents> {
       for (const w of next.waiters) tell(w, err)
       return
     }
+    if (this.reopenDelayMs) this.log.info('store writes again')
+    this.reopenDelayMs = 0
     this.emit('cycle', { ops: c.waiters.length + appendedItems, items: appendedItems, ms: performance.now() - t0 })
     if (evictedCount) this.emit('evicted', evictedRanges, evictedCount)
     // appends and waiters were queued in arrival order within each list; the intake orders
@@ -485,6 +500,42 @@ export class Store extends EventEmitter<StoreEvents> {
     return { deletes, ranges }
   }
 
+  /**
+   * After a failed write: wait (backoff 0.2 .. 5 s), close and reopen LevelDB (which keeps
+   * an error like ENOSPC sticky until reopened), and re-read the partition counters: a
+   * batch reported failed may still have reached the log and be replayed on open.
+   */
+  private async reopen (): Promise<void> {
+    this.reopenDelayMs = Math.min(5000, Math.max(200, this.reopenDelayMs * 2))
+    await new Promise((r) => setTimeout(r, this.reopenDelayMs))
+    if (this.closed) return
+    try {
+      await this.db.close()
+      await this.db.open()
+      for (let p = 0; p < this.partitions; p++) {
+        const buf = await this.db.get(K.counter(p))
+        if (buf === undefined) continue
+        const c = decodeUntrusted(buf, { maxDepth: 2 }) as number[]
+        const part = this.parts[p]!
+        this.totalItems += c[1]! - part.items
+        this.totalBytes += c[2]! - part.bytes
+        part.items = c[1]!
+        part.bytes = c[2]!
+        part.next = Math.max(part.next, c[0]!)
+        part.committedNext = Math.max(part.committedNext, c[0]!)
+      }
+      this.failure = null
+      this.log.warn({ retryInMs: this.reopenDelayMs }, 'store reopened after a failed write; retrying writes')
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'store reopen failed; will retry')
+    }
+  }
+
+  /** The error of the last write while writes are failing, else null (for readiness). */
+  get writeFailure (): Error | null {
+    return this.reopenDelayMs > 0 ? this.failure ?? new StoreError('store recovering from a failed write') : null
+  }
+
   // ---- flusher side ---------------------------------------------------------------
 
   /**
@@ -529,6 +580,11 @@ export class Store extends EventEmitter<StoreEvents> {
 
   release (p: number): void {
     this.parts[p]!.inFlightTo = -1
+    // drop-oldest: items that were on the wire when a write wanted to evict them may go now
+    if (this.config.fullPolicy === 'drop-oldest' && (this.totalItems > this.config.maxBufferItems || this.totalBytes > this.config.maxBufferBytes)) {
+      this.evictWanted = true
+      this.schedule()
+    }
   }
 
   /**

@@ -142,9 +142,7 @@ test('full buffer, --full-policy drop-oldest: exact evicted ranges, counted as l
   assert.equal(stats.stored + stats.evicted, acked)
 })
 
-test('drop-oldest: the buffer gets back within its quota although the evicting write met a flusher read', {
-  todo: 'bug: gateway/store planEviction skips a partition the flusher is reading (inFlightTo = Infinity) and nothing re-runs the eviction: with the uplink down the buffer stays above maxBufferItems (seen: 5,659 items with a quota of 2,000)'
-}, async (t) => {
+test('drop-oldest: the buffer gets back within its quota although the evicting write met a flusher read', async (t) => {
   const gw = await startGateway(t, { fullPolicy: 'drop-oldest', maxBufferItems: 2000, partitions: 4, upstream: ['http://127.0.0.1:9'], token: 't', lingerMs: 20, retryBaseMs: 50, retryMaxMs: 300 })
   const cs = await Promise.all(Array.from({ length: 10 }, (_, i) => connectDevice(t, gw.mqttPort, `over-${i}`)))
   await Promise.all(cs.map(async (c, i) => {
@@ -246,9 +244,7 @@ test('ENOSPC: no PUBACK for a reading that was not stored; after space returns t
   assert.equal(audit.ok, true)
 })
 
-test('ENOSPC: the gateway reports unready while its store cannot write, and writes again once space returns', {
-  todo: 'bug: after ENOSPC LevelDB keeps a sticky background error: every later write fails until the store is reopened, and /readyz stays 200 meanwhile (gateway/store + gateway/index.ts readiness)'
-}, async (t) => {
+test('ENOSPC: the gateway reports unready while its store cannot write, and writes again once space returns', async (t) => {
   const mnt = await mkdtemp(join(tmpdir(), 'faults-enospc2-'))
   const mounted = !process.env.FAULT_NO_MOUNT && tryMount(mnt)
   t.after(async () => {
