@@ -39,7 +39,21 @@ const COLUMNS: Column[] = [
   { head: 'x baseline (CPU/msg)', get: (r, c) => r.baseline && numOrNull(r.cpuUsPerMsg) !== null ? fmtRatio(c.cpuRatio(r)) : null },
   metric('loadgenCpuPct', 'load CPU %', (n) => n.toFixed(0)),
   metric('otherCpuPct', 'other CPU %', (n) => n.toFixed(0)),
-  metric('errors', 'errors', fmtInt)
+  metric('errors', 'errors', fmtInt),
+  // e2e
+  metric('storedPerSec', 'stored upstream/s', fmtInt),
+  metric('backlogGrowth', 'backlog growth', fmtInt),
+  { head: 'sustained', get: (r) => typeof r.sustained === 'boolean' ? (r.sustained ? 'yes' : 'no') : null },
+  // drain
+  metric('drainS', 'drain s', (n) => n.toFixed(1)),
+  metric('fillPerSec', 'fill/s', fmtInt),
+  { head: 'RSS while draining: first/median/max/last MB', get: (r) => numOrNull(r.drainRssFirstMb) === null ? null : `${String(r.drainRssFirstMb)}/${String(r.drainRssMedianMb)}/${String(r.drainRssMaxMb)}/${String(r.drainRssLastMb)}` },
+  // cbor-size
+  metric('cborBytes', 'CBOR bytes', fmtInt),
+  metric('jsonBytes', 'JSON bytes', fmtInt),
+  { head: 'CBOR/JSON', get: (r) => numOrNull(r.ratio) === null ? null : `${(100 * (r.ratio as number)).toFixed(1)}%` },
+  metric('cborGzipBytes', 'CBOR gzip', fmtInt),
+  metric('jsonGzipBytes', 'JSON gzip', fmtInt)
 ]
 
 const paramsKey = (p: BenchRecord['params']): string => JSON.stringify(Object.keys(p).sort().map((k) => [k, p[k]]))
