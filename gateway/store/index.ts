@@ -28,13 +28,13 @@
  * Key layout: keys.ts.
  */
 import { EventEmitter } from 'node:events'
-import { randomBytes } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
 import type { Logger } from 'pino'
 import { ConfigError, decodeUntrusted, encodeCbor, scanCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
 import { DedupWindow } from './dedup.ts'
-import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
+import { K, seqOfItemKey } from './keys.ts'
+import { ITEM_OVERHEAD, readCounter, recover, type Partition, type Recovered } from './recover.ts'
 
 export { DedupWindow, DEDUP_WINDOW } from './dedup.ts'
 
@@ -84,20 +84,7 @@ type Cycle = {
   waiters: Waiter[]
 }
 
-type Partition = {
-  next: number
-  items: number
-  bytes: number
-  /** lowest seq that may still be held (reads start here) */
-  head: number
-  /** highest seq of the batch the flusher holds; -1 none; Infinity while it reads */
-  inFlightTo: number
-  /** one past the highest seq written durably */
-  committedNext: number
-}
 
-/** Bytes an item costs against `maxBufferBytes`: value plus key. */
-const ITEM_OVERHEAD = 24
 const newCycle = (): Cycle => ({ appends: [], dlq: [], devices: new Map(), deletes: [], deadItems: [], evictedDone: [], quarantine: [], waiters: [] })
 
 export type StoreEvents = {
@@ -133,17 +120,18 @@ export class Store extends EventEmitter<StoreEvents> {
   private reopenDelayMs = 0
   readonly log: Logger
 
-  private constructor (readonly config: StoreConfig, db: Level<string, Buffer>, epoch: string, parts: Partition[], dlq: [number, number], evicted: EvictedRange[], log: Logger) {
+  private constructor (readonly config: StoreConfig, db: Level<string, Buffer>, r: Recovered, log: Logger) {
     super()
     this.db = db
-    this.epoch = epoch
-    this.partitions = parts.length
-    this.parts = parts
-    this.dlqNext = dlq[0]
-    this.dlqCountValue = dlq[1]
-    this.evicted = evicted
+    this.epoch = r.epoch
+    this.partitions = r.parts.length
+    this.parts = r.parts
+    this.dlqNext = r.dlq[0]
+    this.dlqCountValue = r.dlq[1]
+    this.evicted = r.evicted
+    this.quarantineNext = r.quarantineNext
     this.log = log
-    for (const p of parts) { this.totalItems += p.items; this.totalBytes += p.bytes }
+    for (const p of r.parts) { this.totalItems += p.items; this.totalBytes += p.bytes }
   }
 
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
@@ -156,79 +144,13 @@ export class Store extends EventEmitter<StoreEvents> {
       throw new StoreError(`cannot open the store at ${config.dataDir}: ${(err as Error).message} (is another gateway using this --data-dir?)`, { cause: err, retryable: false })
     }
     try {
-      return await Store.recover(config, db, log)
+      const store = new Store(config, db, await recover(config, db, log), log)
+      log.info({ epoch: store.epoch, partitions: store.partitions, items: store.totalItems, bytes: store.totalBytes, dlq: store.dlqCountValue, evictedRanges: store.evicted.length }, 'store recovered')
+      return store
     } catch (err) {
       await db.close().catch(() => {})
       throw err
     }
-  }
-
-  private static async recover (config: StoreConfig, db: Level<string, Buffer>, log: Logger): Promise<Store> {
-    const epochBuf = await db.get(K.epoch)
-    let epoch: string
-    let partitions: number
-    if (epochBuf === undefined) {
-      epoch = randomBytes(12).toString('base64url')
-      partitions = config.partitions
-      await db.batch().put(K.epoch, Buffer.from(epoch)).put(K.partitions, Buffer.from(String(partitions))).put(K.version, Buffer.from('1')).write({ sync: true })
-      log.info({ epoch, partitions }, 'store created')
-    } else {
-      epoch = epochBuf.toString()
-      const pBuf = await db.get(K.partitions)
-      partitions = Number(pBuf?.toString())
-      if (!Number.isInteger(partitions) || partitions < 1 || !/^[A-Za-z0-9_-]{8,64}$/.test(epoch)) {
-        throw new StoreError(`store at ${config.dataDir} has unreadable identity (epoch/partitions); refusing to guess. Move it aside to start a new store`, { retryable: false })
-      }
-      if (partitions !== config.partitions) {
-        throw new ConfigError('partitions', `the store at ${config.dataDir} was created with ${partitions} partitions, started with ${config.partitions}; partitions are fixed when a store is created (use --partitions ${partitions})`)
-      }
-    }
-    const parts: Partition[] = []
-    for (let p = 0; p < partitions; p++) {
-      const range = { gte: K.itemPrefix(p), lt: K.itemEnd(p) }
-      const first = await db.keys({ ...range, limit: 1 }).all()
-      const last = await db.keys({ ...range, limit: 1, reverse: true }).all()
-      const lastSeq = last.length ? seqOfItemKey(last[0]!) : -1
-      let state: Partition | null = null
-      const buf = await db.get(K.counter(p))
-      if (buf !== undefined) {
-        try {
-          const c = decodeUntrusted(buf, { maxDepth: 2 }) as unknown
-          if (Array.isArray(c) && c.length === 3 && c.every((x) => Number.isSafeInteger(x) && x >= 0)) {
-            state = { next: Math.max(c[0] as number, lastSeq + 1), items: c[1] as number, bytes: c[2] as number, head: 0, inFlightTo: -1, committedNext: 0 }
-          }
-        } catch {}
-        if (!state) log.warn({ partition: p }, 'partition counter unreadable; rebuilding it from the items')
-      }
-      if (!state) {
-        // no counter (new store) or an unreadable one: count the partition with a bounded iterator
-        let items = 0
-        let bytes = 0
-        for await (const [, v] of db.iterator(range)) { items++; bytes += v.length + ITEM_OVERHEAD }
-        state = { next: lastSeq + 1, items, bytes, head: 0, inFlightTo: -1, committedNext: 0 }
-        if (buf !== undefined) await db.put(K.counter(p), encodeCbor([state.next, items, bytes]), { sync: true })
-      }
-      state.head = first.length ? seqOfItemKey(first[0]!) : state.next
-      state.committedNext = state.next
-      parts.push(state)
-    }
-    let dlq: [number, number] = [0, 0]
-    const dlqBuf = await db.get(K.dlqMeta)
-    if (dlqBuf) {
-      try { dlq = decodeUntrusted(dlqBuf, { maxDepth: 2 }) as [number, number] } catch { log.warn('dead-letter counter unreadable; recounting') }
-    }
-    const lastDlq = await db.keys({ ...K.range('x!'), limit: 1, reverse: true }).all()
-    if (lastDlq.length) dlq[0] = Math.max(dlq[0], seqOfItemKey(lastDlq[0]!) + 1)
-    const evicted: EvictedRange[] = []
-    for await (const [k, v] of db.iterator(K.range('e!'))) {
-      const { p, from } = parseEvictedKey(k)
-      try { evicted.push([p, from, decodeUntrusted(v, { maxDepth: 1 }) as number]) } catch { log.warn({ key: k }, 'evicted range unreadable; skipped') }
-    }
-    const store = new Store(config, db, epoch, parts, dlq, evicted, log)
-    const lastQ = await db.keys({ ...K.range('q!'), limit: 1, reverse: true }).all()
-    store.quarantineNext = lastQ.length ? seqOfItemKey(lastQ[0]!) + 1 : 0
-    log.info({ epoch, partitions, items: store.totalItems, bytes: store.totalBytes, dlq: dlq[1], evictedRanges: evicted.length }, 'store recovered')
-    return store
   }
 
   // ---- intake side ----------------------------------------------------------------
@@ -513,16 +435,15 @@ export class Store extends EventEmitter<StoreEvents> {
       await this.db.close()
       await this.db.open()
       for (let p = 0; p < this.partitions; p++) {
-        const buf = await this.db.get(K.counter(p))
-        if (buf === undefined) continue
-        const c = decodeUntrusted(buf, { maxDepth: 2 }) as number[]
+        const c = readCounter(await this.db.get(K.counter(p)))
+        if (!c) continue
         const part = this.parts[p]!
-        this.totalItems += c[1]! - part.items
-        this.totalBytes += c[2]! - part.bytes
-        part.items = c[1]!
-        part.bytes = c[2]!
-        part.next = Math.max(part.next, c[0]!)
-        part.committedNext = Math.max(part.committedNext, c[0]!)
+        this.totalItems += c[1] - part.items
+        this.totalBytes += c[2] - part.bytes
+        part.items = c[1]
+        part.bytes = c[2]
+        part.next = Math.max(part.next, c[0])
+        part.committedNext = Math.max(part.committedNext, c[0])
       }
       this.failure = null
       this.log.warn({ retryInMs: this.reopenDelayMs }, 'store reopened after a failed write; retrying writes')

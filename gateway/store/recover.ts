@@ -1,0 +1,107 @@
+/**
+ * Store recovery at startup: identity (epoch, partitions), per-partition counters and heads,
+ * the dead-letter counter and the evicted ranges not yet reported. Reads O(partitions) keys;
+ * an unreadable counter is rebuilt by counting its partition with a bounded iterator.
+ */
+import { randomBytes } from 'node:crypto'
+import type { Level } from 'level'
+import type { Logger } from 'pino'
+import { ConfigError, decodeUntrusted, encodeCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
+import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
+import type { StoreConfig } from './index.ts'
+
+/** Bytes an item costs against `maxBufferBytes`: value plus key. */
+export const ITEM_OVERHEAD = 24
+
+export type Partition = {
+  next: number
+  items: number
+  bytes: number
+  /** lowest seq that may still be held (reads start here) */
+  head: number
+  /** highest seq of the batch the flusher holds; -1 none; Infinity while it reads */
+  inFlightTo: number
+  /** one past the highest seq written durably */
+  committedNext: number
+}
+
+export type Recovered = { epoch: string, parts: Partition[], dlq: [nextId: number, count: number], evicted: EvictedRange[], quarantineNext: number }
+
+/** A partition counter [nextSeq, items, bytes], or null when it cannot be read. */
+export function readCounter (buf: Uint8Array | undefined): [number, number, number] | null {
+  if (buf === undefined) return null
+  try {
+    const c = decodeUntrusted(buf, { maxDepth: 2 })
+    if (Array.isArray(c) && c.length === 3 && c.every((x) => Number.isSafeInteger(x) && x >= 0)) return c as [number, number, number]
+  } catch {}
+  return null
+}
+
+export async function recover (config: StoreConfig, db: Level<string, Buffer>, log: Logger): Promise<Recovered> {
+  const epochBuf = await db.get(K.epoch)
+  let epoch: string
+  let partitions: number
+  if (epochBuf === undefined) {
+    epoch = randomBytes(12).toString('base64url')
+    partitions = config.partitions
+    await db.batch().put(K.epoch, Buffer.from(epoch)).put(K.partitions, Buffer.from(String(partitions))).put(K.version, Buffer.from('1')).write({ sync: true })
+    log.info({ epoch, partitions }, 'store created')
+  } else {
+    epoch = epochBuf.toString()
+    const pBuf = await db.get(K.partitions)
+    partitions = Number(pBuf?.toString())
+    if (!Number.isInteger(partitions) || partitions < 1 || !/^[A-Za-z0-9_-]{8,64}$/.test(epoch)) {
+      throw new StoreError(`store at ${config.dataDir} has unreadable identity (epoch/partitions); refusing to guess. Move it aside to start a new store`, { retryable: false })
+    }
+    if (partitions !== config.partitions) {
+      throw new ConfigError('partitions', `the store at ${config.dataDir} was created with ${partitions} partitions, started with ${config.partitions}; partitions are fixed when a store is created (use --partitions ${partitions})`)
+    }
+  }
+  const parts: Partition[] = []
+  for (let p = 0; p < partitions; p++) {
+    const range = { gte: K.itemPrefix(p), lt: K.itemEnd(p) }
+    const first = await db.keys({ ...range, limit: 1 }).all()
+    const last = await db.keys({ ...range, limit: 1, reverse: true }).all()
+    const lastSeq = last.length ? seqOfItemKey(last[0]!) : -1
+    let state: Partition | null = null
+    const buf = await db.get(K.counter(p))
+    if (buf !== undefined) {
+      const c = readCounter(buf)
+      if (c) state = { next: Math.max(c[0], lastSeq + 1), items: c[1], bytes: c[2], head: 0, inFlightTo: -1, committedNext: 0 }
+      else log.warn({ partition: p }, 'partition counter unreadable; rebuilding it from the items')
+    }
+    if (!state) {
+      // no counter (new store) or an unreadable one: count the partition with a bounded iterator
+      let items = 0
+      let bytes = 0
+      for await (const [, v] of db.iterator(range)) { items++; bytes += v.length + ITEM_OVERHEAD }
+      state = { next: lastSeq + 1, items, bytes, head: 0, inFlightTo: -1, committedNext: 0 }
+      if (buf !== undefined) await db.put(K.counter(p), encodeCbor([state.next, items, bytes]), { sync: true })
+    }
+    state.head = first.length ? seqOfItemKey(first[0]!) : state.next
+    state.committedNext = state.next
+    parts.push(state)
+  }
+  let dlq: [number, number] = [0, 0]
+  const dlqBuf = await db.get(K.dlqMeta)
+  let dlqOk = dlqBuf === undefined
+  if (dlqBuf) {
+    try {
+      const d = decodeUntrusted(dlqBuf, { maxDepth: 2 })
+      if (Array.isArray(d) && d.length === 2 && d.every((x) => Number.isSafeInteger(x) && x >= 0)) { dlq = d as [number, number]; dlqOk = true }
+    } catch {}
+  }
+  if (!dlqOk) {
+    log.warn('dead-letter counter unreadable; recounting')
+    for await (const _ of db.keys(K.range('x!'))) dlq[1]++
+  }
+  const lastDlq = await db.keys({ ...K.range('x!'), limit: 1, reverse: true }).all()
+  if (lastDlq.length) dlq[0] = Math.max(dlq[0], seqOfItemKey(lastDlq[0]!) + 1)
+  const evicted: EvictedRange[] = []
+  for await (const [k, v] of db.iterator(K.range('e!'))) {
+    const { p, from } = parseEvictedKey(k)
+    try { evicted.push([p, from, decodeUntrusted(v, { maxDepth: 1 }) as number]) } catch { log.warn({ key: k }, 'evicted range unreadable; skipped') }
+  }
+  const lastQ = await db.keys({ ...K.range('q!'), limit: 1, reverse: true }).all()
+  return { epoch, parts, dlq, evicted, quarantineNext: lastQ.length ? seqOfItemKey(lastQ[0]!) + 1 : 0 }
+}
