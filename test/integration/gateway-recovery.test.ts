@@ -1,0 +1,56 @@
+/**
+ * Startup recovery (issue 2, DESIGN.md section 5): unreadable entries are quarantined or
+ * rebuilt and reported, never a crash loop.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Level } from 'level'
+import { partitionOf } from '../../protocol/index.ts'
+import { K } from '../../gateway/store/keys.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
+import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
+import { startFakeUpstream } from '../helpers/fake-upstream.ts'
+
+test('a corrupt counter is rebuilt, a corrupt dedup window quarantined, a corrupt item dead-lettered', async (t) => {
+  const dir = await tempDir(t)
+  let gw = await startGateway(t, { dataDir: dir })
+  const c = await connectDevice(t, gw.mqttPort, 'rec-1')
+  for (let i = 1; i <= 10; i++) await publish(c, 'devices/rec-1/readings', reading(i))
+  await c.endAsync()
+  const p = partitionOf('rec-1', 8)
+  await gw.close()
+
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
+  await db.open()
+  await db.put(K.counter(p), Buffer.from([0xff, 0x00]))
+  await db.put(K.dedup('rec-1'), Buffer.from('not cbor at all'))
+  await db.put(K.item(p, 3), Buffer.from([0x88, 0x01])) // truncated item
+  await db.close()
+
+  const up = await startFakeUpstream(t)
+  gw = await startGateway(t, { dataDir: dir, upstream: [up.url], token: 't', lingerMs: 0 })
+  assert.equal(gw.store.items, 10, 'counter rebuilt from the partition')
+  assert.equal(gw.store.partitionStats()[p]!.nextSeq, 10, 'next seq continues after the highest item')
+  await waitFor(() => gw.store.items === 0 && up.stored.size === 9, { what: '9 readable items delivered' })
+  assert.equal(gw.store.dlqCount, 1)
+  const [dl] = await gw.store.deadLetters()
+  assert.equal(dl!.s, 3)
+  assert.match(dl!.reason, /unreadable item in store/)
+  // the device goes on; its unreadable window was quarantined, a new one starts
+  const c2 = await connectDevice(t, gw.mqttPort, 'rec-1')
+  await publish(c2, 'devices/rec-1/readings', reading(11))
+  await waitFor(() => up.stored.size === 10)
+  const q = await gw.store.db.keys({ gt: 'q!', lt: 'q"' }).all()
+  assert.equal(q.length, 1, 'the unreadable dedup window is kept in quarantine')
+})
+
+test('a store whose identity is unreadable is refused with a clear error, not guessed', async (t) => {
+  const dir = await tempDir(t)
+  const gw = await startGateway(t, { dataDir: dir })
+  await gw.close()
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
+  await db.open()
+  await db.put(K.partitions, Buffer.from('eight'))
+  await db.close()
+  await assert.rejects(startGateway(t, { dataDir: dir }), /unreadable identity/)
+})
