@@ -42,7 +42,7 @@ async function startStack (t: TestContext, gwArgs: string[] = [], ingestArgs: st
 }
 
 /** A well-behaved device: one reading every `everyMs`, QoS 1, PUBACK latency recorded. */
-function steadyDevice (c: MqttClient, id: string, everyMs = 10): { stop: () => Promise<{ sent: number, acked: number, maxMs: number, p99Ms: number }> } {
+function steadyDevice (t: TestContext, c: MqttClient, id: string, everyMs = 10): { stop: () => Promise<{ sent: number, acked: number, maxMs: number, p99Ms: number }> } {
   let seq = 0
   let acked = 0
   const lat: number[] = []
@@ -55,6 +55,7 @@ function steadyDevice (c: MqttClient, id: string, everyMs = 10): { stop: () => P
       lat.push(performance.now() - t0)
     })
   }, everyMs)
+  t.after(() => clearInterval(timer))
   return {
     stop: async () => {
       clearInterval(timer)
@@ -118,7 +119,7 @@ test('garbage bytes, silent connections and half a CONNECT are closed; a good de
   const CONNECT_TIMEOUT = 800
   const s = await startStack(t, ['--connect-timeout-ms', String(CONNECT_TIMEOUT)])
   const rss = sampleRss(t, s.gw.proc.pid!)
-  const good = steadyDevice(await connectDevice(t, s.mqttPort, 'good-1'), 'good-1')
+  const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-1'), 'good-1')
   const rnd = seeded(SEED)
   const garbage = await Promise.all(Array.from({ length: 50 }, () => rawSocket(t, s.mqttPort)))
   for (const g of garbage) {
@@ -173,7 +174,7 @@ test('slowloris against the ingest: slow headers and trickling bodies are cut of
   }, 100)
   t.after(() => clearInterval(trickle))
   const t0 = performance.now()
-  const good = steadyDevice(await connectDevice(t, s.mqttPort, 'good-2'), 'good-2')
+  const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-2'), 'good-2')
   // the ingest answers other clients meanwhile
   const healthMs: number[] = []
   for (let i = 0; i < 10; i++) {
@@ -235,7 +236,7 @@ test('a device that never reads its PUBACKs: memory stays bounded and other devi
   const rss = sampleRss(t, s.gw.proc.pid!)
   await sleep(300)
   const rssBefore = rss.last()
-  const good = steadyDevice(await connectDevice(t, s.mqttPort, 'good-3'), 'good-3')
+  const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-3'), 'good-3')
   const deaf = await deafFlood(t, s.mqttPort, 'deaf-1', { subscribe: false, ms: 2000 })
   const r = await good.stop()
   await storedAtIngest(s.ingestUrl, 'good-3', r.sent)
@@ -256,7 +257,7 @@ test('a subscriber that never reads is cut off (drain timeout); other devices an
 }, async (t) => {
   // the proposed fix's setting, as an env var so that today's gateway (which ignores it) starts
   const s = await startStack(t, [], [], { GATEWAY_DRAIN_TIMEOUT_MS: '1000' })
-  const good = steadyDevice(await connectDevice(t, s.mqttPort, 'good-5'), 'good-5')
+  const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-5'), 'good-5')
   const deaf = await deafFlood(t, s.mqttPort, 'deaf-2', { subscribe: true, ms: 3000 })
   t.diagnostic(`deaf subscriber: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH), stuck ${deaf.stuck}, closed ${deaf.raw.closedAt() === null ? 'no' : `after ${Math.round(deaf.raw.closedAt()! - deaf.raw.openedAt)} ms`}`)
   await waitFor(() => deaf.raw.closedAt() !== null, { timeoutMs: 5000, what: 'the deaf subscriber disconnected by the gateway' })
@@ -270,7 +271,7 @@ test('2,000 quick connects and disconnects: no leaked clients, bounded memory, a
   const rss = sampleRss(t, s.gw.proc.pid!)
   await sleep(300)
   const rssBefore = rss.last()
-  const good = steadyDevice(await connectDevice(t, s.mqttPort, 'good-4'), 'good-4')
+  const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-4'), 'good-4')
   const N = 2000
   const t0 = performance.now()
   let connacks = 0
