@@ -111,7 +111,7 @@ test('full buffer, --full-policy drop-oldest: exact evicted ranges, counted as l
     await Promise.all(ps)
   }))
   const acked = N * PER
-  // (the buffer may sit above its quota here: see the todo test below)
+  // (the buffer may still sit above its quota here, by what the flusher holds: see the next test)
   const before = await status(s.admin)
   const used = new Map(before.partitions.map((p) => [p.p, p.nextSeq]))
 
