@@ -30,6 +30,7 @@ export const gatewaySchema = {
   maxPacketBytes: { type: 'int', default: 64 * 1024, min: 256, max: 256 * 1024 * 1024, doc: 'Largest MQTT packet; larger ones close the connection before they are buffered' },
   maxConnections: { type: 'int', default: 20000, min: 1, doc: 'MQTT connections accepted at once' },
   connectTimeoutMs: { type: 'int', default: 10000, min: 100, doc: 'A connection that sends no CONNECT within this is closed' },
+  drainTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'A client whose socket stays unwritable this long (it does not read) is disconnected; until then it holds up deliveries' },
   dedupCacheDevices: { type: 'int', default: 100000, min: 16, doc: 'Dedup windows kept in memory (others reload from disk)' },
   requestTimeoutMs: { type: 'int', default: 30000, min: 100, doc: 'Upstream request timeout' },
   gzip: { type: 'bool', default: false, doc: 'gzip upstream request bodies' },

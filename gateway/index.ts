@@ -61,6 +61,7 @@ export class Gateway {
       maxPacketBytes: config.maxPacketBytes,
       maxConnections: config.maxConnections,
       connectTimeoutMs: config.connectTimeoutMs,
+      drainTimeoutMs: config.drainTimeoutMs,
       auth
     }, intake, metrics, logger), store)
     const flusher = new Flusher(store, {

@@ -22,6 +22,7 @@ export class Metrics {
   readonly upstreamBytes: Counter
   readonly upstreamRetries: Counter<'reason'>
   readonly receipts: Counter
+  readonly receiptsDropped: Counter
   readonly oldestAge: Gauge
 
   constructor (opts: { defaultMetrics?: boolean } = {}) {
@@ -45,6 +46,7 @@ export class Metrics {
     this.upstreamBytes = new Counter({ name: 'gateway_upstream_bytes_sent_total', help: 'Request body bytes sent upstream', registers })
     this.upstreamRetries = new Counter({ name: 'gateway_upstream_retries_total', help: 'Batches or items scheduled for retry, by reason', labelNames: ['reason'], registers })
     this.receipts = new Counter({ name: 'gateway_receipts_published_total', help: 'Receipt messages published to devices/+/receipts', registers })
+    this.receiptsDropped = new Counter({ name: 'gateway_receipts_dropped_total', help: 'Receipts not published (broker backlog over its bound, or publish failed); receipts are best effort', registers })
     this.oldestAge = new Gauge({ name: 'gateway_oldest_unacked_age_seconds', help: 'Age of the oldest buffered item not yet acknowledged upstream', registers })
   }
 

@@ -28,6 +28,7 @@ export type BrokerConfig = {
   maxPacketBytes: number
   maxConnections: number
   connectTimeoutMs: number
+  drainTimeoutMs: number
   auth: AuthFile | null
 }
 
@@ -53,6 +54,8 @@ export class Broker {
     const aedes = await Aedes.createBroker({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
+      // a client that does not read stalls Aedes' deliveries (and so every publisher) until this
+      drainTimeout: config.drainTimeoutMs,
       maxClientsIdLength: 64,
       preConnect (client, packet, cb) {
         // [MQTT-3.1.3-8]: refused in authenticate, which can answer with CONNACK 0x02

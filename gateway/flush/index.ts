@@ -58,6 +58,8 @@ const FAILED: Outcome = { kind: 'failed' }
 
 /** Retry-After is honoured up to this (a broken header must not park a partition for days). */
 const MAX_RETRY_AFTER_MS = 10 * 60_000
+/** Receipt publishes waiting in the broker; beyond this, receipts are dropped (and counted). */
+const MAX_RECEIPTS_PENDING = 10_000
 
 export class Flusher {
   private readonly upstream: Upstream
@@ -76,6 +78,7 @@ export class Flusher {
   private lastOkAt: number | null = null
   private failingSince: number | null = null
   private authPausedUntil = 0
+  private receiptsPending = 0
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, private readonly publish: Publisher, private readonly metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
@@ -104,13 +107,13 @@ export class Flusher {
   }
 
   status (): UpstreamStatus {
-    return { state: this.state, url: this.upstream.url, lastError: this.lastError, lastOkAt: this.lastOkAt, failingSinceMs: this.failingSince === null ? null : Date.now() - this.failingSince }
+    return { state: this.state, url: this.upstream.url, lastError: this.lastError, lastOkAt: this.lastOkAt, failingSinceMs: this.failingSince === null ? null : Math.round(performance.now() - this.failingSince) }
   }
 
   /** False while the upstream refuses our token, or has been failing for unreadyAfterMs. */
   get ready (): boolean {
     if (this.state === 'auth-failed') return false
-    return this.failingSince === null || Date.now() - this.failingSince < this.config.unreadyAfterMs
+    return this.failingSince === null || performance.now() - this.failingSince < this.config.unreadyAfterMs
   }
 
   oldestAgeMs (p: number): number | null {
@@ -170,7 +173,7 @@ export class Flusher {
       try {
         await this.waitForData(p)
         if (this.closed) break
-        const pause = this.authPausedUntil - Date.now()
+        const pause = this.authPausedUntil - performance.now()
         if (pause > 0) { await this.sleeper.sleep(pause); continue }
         await this.acquire()
         let outcome: Outcome
@@ -257,7 +260,7 @@ export class Flusher {
       }
       if (status === 401 || status === 403) {
         this.failed(new Error(`upstream ${res.url} refused our token (${status}): ${message}`), 'auth-failed')
-        this.authPausedUntil = Date.now() + this.config.authRetryMs
+        this.authPausedUntil = performance.now() + this.config.authRetryMs // monotonic: a clock step must not park the loops
         this.log.error({ status, url: res.url, retryInMs: this.config.authRetryMs }, 'upstream refused our credentials; flushing paused')
         return { kind: 'failed', waitMs: this.config.authRetryMs }
       }
@@ -293,19 +296,26 @@ export class Flusher {
       this.metrics.upstreamRetries.inc({ reason: 'item' }, retries)
       this.log.debug({ partition: p, retries }, 'upstream asked to retry items')
     }
-    if (this.config.receipts) await this.sendReceipts(settled)
+    // receipts are best effort and must never hold up the flush (a subscriber that does not
+    // read can stall Aedes' delivery until its drain timeout): not awaited, bounded
+    if (this.config.receipts) this.sendReceipts(settled)
     return retries > 0 ? RETRY_ITEMS : DONE
   }
 
-  private async sendReceipts (items: SettledItem[]): Promise<void> {
+  private sendReceipts (items: SettledItem[]): void {
     for (const [device, receipts] of computeReceipts(items)) {
       for (const r of receipts) {
-        try {
-          await this.publish(receiptsTopic(device), encodeReceipt(r))
-          this.metrics.receipts.inc()
-        } catch (err) {
-          this.log.debug({ device, err: (err as Error).message }, 'receipt not published')
+        if (this.receiptsPending >= MAX_RECEIPTS_PENDING) {
+          this.metrics.receiptsDropped.inc()
+          continue
         }
+        this.receiptsPending++
+        this.publish(receiptsTopic(device), encodeReceipt(r)).then(() => {
+          this.metrics.receipts.inc()
+        }, (err: Error) => {
+          this.metrics.receiptsDropped.inc()
+          this.log.debug({ device, err: err.message }, 'receipt not published')
+        }).finally(() => { this.receiptsPending-- })
       }
     }
   }
@@ -321,7 +331,7 @@ export class Flusher {
     if (this.state !== state || this.lastError !== err.message) this.log.warn({ err: err.message, state }, 'upstream request failed')
     this.state = state
     this.lastError = err.message
-    if (this.failingSince === null) this.failingSince = Date.now()
+    if (this.failingSince === null) this.failingSince = performance.now()
   }
 
   /** Stops the loops; an in-flight request is abandoned (its items stay buffered). */
