@@ -22,5 +22,7 @@ if (files.length === 0) {
 }
 console.error(`run-tests: ${files.length} files`)
 const concurrency = process.env.TEST_CONCURRENCY ?? '2'
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...extra, ...files], { stdio: 'inherit' })
+// a hung test fails after this instead of holding CI until its 90-minute limit
+const timeout = process.env.TEST_TIMEOUT_MS ?? '240000'
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${timeout}`, ...extra, ...files], { stdio: 'inherit' })
 process.exit(r.status ?? 1)
