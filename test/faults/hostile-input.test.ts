@@ -252,7 +252,7 @@ test('a device that never reads its PUBACKs: memory stays bounded and other devi
   // bound. Its unread PUBACKs (4 bytes each) sit in the kernel's socket buffers: a flood
   // long enough to fill those (millions of PUBLISH) does not fit this suite's time budget
   assert.ok(peak < 250, `gateway RSS peak ${peak} MiB`)
-  assert.ok(r.p99Ms < 1000, 'the good device kept getting prompt PUBACKs')
+  assert.ok(r.p99Ms < 2000, 'the good device kept getting PUBACKs (p99 under 2 s on a loaded 2-core box)')
 })
 
 test('a subscriber that never reads is cut off (drain timeout); other devices and the upstream flush go on', async (t) => {
