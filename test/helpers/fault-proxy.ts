@@ -21,6 +21,7 @@
  */
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net'
 import { EventEmitter } from 'node:events'
+import { mulberry32 } from '../../protocol/index.ts'
 
 export type Dir = 'up' | 'down'
 export type Mode = 'pass' | 'blackhole' | 'reset'
@@ -281,17 +282,8 @@ function sleep (ms: number): Promise<void> {
 
 // ---- small tools shared by the fault tests -----------------------------------------
 
-/** A seeded PRNG (mulberry32): fault schedules are reproducible from the seed. */
-export function seeded (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** A seeded PRNG: fault schedules are reproducible from the seed. */
+export const seeded = mulberry32
 
 /** Resident set size of a process in MiB (Linux /proc), or null when it is gone. */
 export async function rssMb (pid: number): Promise<number | null> {
