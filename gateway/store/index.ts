@@ -473,7 +473,11 @@ export class Store extends EventEmitter<StoreEvents> {
     const raws: Buffer[] = []
     let bytes = 0
     try {
-      for await (const [k, v] of this.db.iterator({ gte: K.item(p, part.head), lt: K.itemEnd(p), limit: maxItems })) {
+      // one native round trip for the whole batch (bounded by maxItems): under load every
+      // extra iterator step waits a full event-loop turn behind the intake
+      const range = { gte: K.item(p, part.head), lt: K.itemEnd(p), limit: maxItems, highWaterMarkBytes: Math.max(maxBytes * 2, 64 * 1024) }
+      const entries: Array<[string, Buffer]> = await this.db.iterator(range).all()
+      for (const [k, v] of entries) {
         try {
           scanCbor(v, { maxDepth: 4 })
         } catch (err) {
