@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import {
   AckCode, AckCodeName, decodeResponse, decodeTrusted, encodeBatchRaw, encodeReceipt, receiptsTopic,
-  UpstreamError, type BatchItem, type EvictedRange
+  type BatchItem
 } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Store } from '../store/index.ts'
@@ -356,5 +356,3 @@ function errorMessage (body: Buffer): string {
     return body.subarray(0, 200).toString('utf8')
   }
 }
-
-export type { EvictedRange, UpstreamError }

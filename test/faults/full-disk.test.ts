@@ -161,6 +161,20 @@ function ranges1 (xs: number[]): [number, number][] {
   return out
 }
 
+/**
+ * A 4 MiB tmpfs in a new dir (mounted: false where mount is refused), unmounted and removed
+ * after the test. Not tempDir: the unmount must come before the removal.
+ */
+async function smallTmpfs (t: TestContext, prefix: string): Promise<{ mnt: string, mounted: boolean }> {
+  const mnt = await mkdtemp(join(tmpdir(), prefix))
+  const mounted = !process.env.FAULT_NO_MOUNT && tryMount(mnt)
+  t.after(async () => {
+    if (mounted) { try { execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }) } catch {} }
+    await rm(mnt, { recursive: true, force: true })
+  })
+  return { mnt, mounted }
+}
+
 function tryMount (dir: string): boolean {
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir], { stdio: 'pipe' })
@@ -169,13 +183,7 @@ function tryMount (dir: string): boolean {
 }
 
 test('ENOSPC: no PUBACK for a reading that was not stored; after space returns the gateway goes on and survives kill -9', async (t) => {
-  // not tempDir: the unmount must come before the removal
-  const mnt = await mkdtemp(join(tmpdir(), 'faults-enospc-'))
-  const mounted = !process.env.FAULT_NO_MOUNT && tryMount(mnt)
-  t.after(async () => {
-    if (mounted) { try { execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }) } catch {} }
-    await rm(mnt, { recursive: true, force: true })
-  })
+  const { mnt, mounted } = await smallTmpfs(t, 'faults-enospc-')
   if (!mounted) {
     t.diagnostic('ENOSPC: mount not permitted; ran the injected write error (in-process gateway) instead')
     await injectedEnospc(t)
@@ -245,12 +253,7 @@ test('ENOSPC: no PUBACK for a reading that was not stored; after space returns t
 })
 
 test('ENOSPC: the gateway reports unready while its store cannot write, and writes again once space returns', async (t) => {
-  const mnt = await mkdtemp(join(tmpdir(), 'faults-enospc2-'))
-  const mounted = !process.env.FAULT_NO_MOUNT && tryMount(mnt)
-  t.after(async () => {
-    if (mounted) { try { execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }) } catch {} }
-    await rm(mnt, { recursive: true, force: true })
-  })
+  const { mnt, mounted } = await smallTmpfs(t, 'faults-enospc2-')
   if (!mounted) { t.skip('mount not permitted'); return }
   const gw = await startGateway(t, { dataDir: join(mnt, 'gw'), durability: 'process' })
   let failed = false

@@ -36,8 +36,7 @@ test('PUBACKs come back in publish order even when later readings commit first',
   await Promise.all(ps)
   assert.equal(acks.length, 21)
   assert.deepEqual(acks, sent, 'PUBACK order must equal publish order [MQTT-4.6.0-2]')
-  // and the reading that committed later is stored once, with the lowest seq of them all? no:
-  // seqs follow commit order, readings are all there
+  // every reading is buffered once (gateway seqs follow commit order, not publish order)
   assert.equal((await bufferedItems(gw)).length, 21)
 })
 
