@@ -11,9 +11,9 @@
  */
 import { join } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
-import { Cleanup, RssSampler } from './lib/procs.ts'
+import { Cleanup, cpuSeconds, RssSampler } from './lib/procs.ts'
 import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
-import { commandLine, ROOT } from './lib/systems.ts'
+import { commandLine, compiledBuild, ROOT } from './lib/systems.ts'
 import type { LoadResult } from './lib/types.ts'
 
 const FLAGS: FlagSpec = {
@@ -22,11 +22,14 @@ const FLAGS: FlagSpec = {
   'duration-s': { type: 'number', default: 15, doc: 'measured window per rate' },
   durability: { type: 'string', default: 'power', doc: 'gateway --durability' },
   'gateway-args': { type: 'string', default: '', doc: 'extra gateway flags, space-separated (e.g. "--max-in-flight 8")' },
+  'gateway-node-args': { type: 'string', default: '', doc: 'extra node flags for the gateway, space-separated (e.g. "--cpu-prof --cpu-prof-dir /tmp/prof")' },
+  compiled: { type: 'bool', default: false, doc: 'run gateway and ingest as tsc-compiled JavaScript without the tsx loader (as deployed)' },
   write: { type: 'bool', default: true, doc: 'append to bench/results/e2e.jsonl' },
   echo: { type: 'bool', default: false, doc: 'echo child output' }
 }
 
-const node = (script: string, args: string[]): string[] => [process.execPath, '--import', 'tsx', script, ...args]
+const node = (script: string, args: string[], nodeArgs: string[] = []): string[] => [process.execPath, ...nodeArgs, '--import', 'tsx', script, ...args]
+const nodeJs = (script: string, args: string[], nodeArgs: string[] = []): string[] => [process.execPath, ...nodeArgs, script, ...args]
 type Status = { buffered: { items: number } }
 type Stats = { stored: number, duplicates: number }
 
@@ -38,11 +41,14 @@ async function main (): Promise<void> {
   const dir = cleanup.tempDir('bench-e2e-')
   const token = 'bench-secret'
   const quiet = { ...process.env, LOG_LEVEL: 'error' }
-  const ingest = cleanup.spawn('ingest', node('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`]), { cwd: ROOT, env: quiet, echo })
+  const compiled = bool(f, 'compiled')
+  const build = compiled ? await compiledBuild(cleanup) : null
+  const entry = (name: string, args: string[], nodeArgs: string[] = []): string[] => build ? nodeJs(join(build, name, 'main.js'), args, nodeArgs) : node(`${name}/main.ts`, args, nodeArgs)
+  const ingest = cleanup.spawn('ingest', entry('ingest', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`]), { cwd: ROOT, env: quiet, echo })
   const ingestPort = (await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')).port as number
-  const gw = cleanup.spawn('gateway', node('gateway/main.ts', ['--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1',
+  const gw = cleanup.spawn('gateway', entry('gateway', ['--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1',
     '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token, '--durability', str(f, 'durability')!,
-    '--linger-ms', '100', '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)]), { cwd: ROOT, env: quiet, echo })
+    '--linger-ms', '100', '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)], str(f, 'gateway-node-args')!.split(' ').filter(Boolean)), { cwd: ROOT, env: quiet, echo })
   const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
   const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
   const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
@@ -55,9 +61,14 @@ async function main (): Promise<void> {
     const lg = cleanup.spawn('loadgen', node('bench/loadgen.ts', ['--port', String(ready.mqttPort), '--connections', String(num(f, 'connections')),
       '--rate', String(rate), '--duration-s', String(durationS), '--warmup-s', '3', '--id-prefix', `e2e${prefix++}-`]), { cwd: ROOT, echo })
     // window boundaries come from the load generator's phase lines
-    let atStart: { buffered: number, stored: number } | null = null
-    let atEnd: { buffered: number, stored: number } | null = null
-    const snap = async (): Promise<{ buffered: number, stored: number }> => ({ buffered: (await status()).buffered.items, stored: (await stats()).stored })
+    type Snap = { buffered: number, stored: number, cpu: number[] }
+    let atStart: Snap | null = null
+    let atEnd: Snap | null = null
+    const cpu = (): number[] => [gw.pid, ingest.pid, lg.pid].map((pid) => cpuSeconds(pid) ?? NaN)
+    const snap = async (): Promise<Snap> => {
+      const c = cpu()
+      return { buffered: (await status()).buffered.items, stored: (await stats()).stored, cpu: c }
+    }
     const phases: Promise<void>[] = []
     lg.onLine((_l, o) => {
       if (o?.type === 'phase' && o.phase === 'measure') phases.push(snap().then((s) => { atStart = s }))
@@ -67,21 +78,26 @@ async function main (): Promise<void> {
     await Promise.all(phases)
     const peakRssMb = rss.stop() / 1024
     if (!atStart || !atEnd) throw new Error('loadgen printed no measure/drain phase lines')
-    const s0 = atStart as { buffered: number, stored: number }
-    const s1 = atEnd as { buffered: number, stored: number }
+    const s0 = atStart as Snap
+    const s1 = atEnd as Snap
+    // CPU seconds each process used in the window, and per reading offered (µs)
+    const [gwCpu, ingestCpu, loadgenCpu] = s1.cpu.map((c, i) => c - s0.cpu[i]!) as [number, number, number]
+    const perMsg = (sec: number): number => Number((sec * 1e6 / Math.max(1, result.msgsPerSec * durationS)).toFixed(1))
     const storedPerSec = (s1.stored - s0.stored) / durationS
     const backlogGrowth = s1.buffered - s0.buffered
     const sustained = result.msgsPerSec >= 0.98 * rate && storedPerSec >= 0.98 * rate && backlogGrowth <= 0.02 * rate * durationS
     const rec = {
       scenario: 'e2e', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
-      system: 'gateway+ingest', params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
+      system: compiled ? 'gateway+ingest-js' : 'gateway+ingest', params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
       msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth,
       p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
+      cpuPct: { gateway: Math.round(gwCpu * 100 / durationS), ingest: Math.round(ingestCpu * 100 / durationS), loadgen: Math.round(loadgenCpu * 100 / durationS) },
+      cpuUsPerMsg: { gateway: perMsg(gwCpu), ingest: perMsg(ingestCpu), loadgen: perMsg(loadgenCpu) },
       errors: result.errors.skipped + result.errors.disconnects + result.errors.unacked, sustained,
       command: commandLine(['node', '--import', 'tsx', 'bench/e2e.ts', ...process.argv.slice(2)])
     }
     process.stdout.write(JSON.stringify(rec) + '\n')
-    rows.push(`${fmtInt(rate).padStart(7)}/s offered: ${fmtInt(result.msgsPerSec).padStart(7)} acked/s, ${fmtInt(storedPerSec).padStart(7)} stored/s upstream, backlog ${backlogGrowth >= 0 ? '+' : ''}${fmtInt(backlogGrowth)}, PUBACK p50 ${result.latency.p50Ms} p99 ${result.latency.p99Ms} ms, gateway RSS ${peakRssMb.toFixed(0)} MB: ${sustained ? 'sustained' : 'NOT sustained'}`)
+    rows.push(`${fmtInt(rate).padStart(7)}/s offered: ${fmtInt(result.msgsPerSec).padStart(7)} acked/s, ${fmtInt(storedPerSec).padStart(7)} stored/s upstream, backlog ${backlogGrowth >= 0 ? '+' : ''}${fmtInt(backlogGrowth)}, PUBACK p50 ${result.latency.p50Ms} p99 ${result.latency.p99Ms} ms, gateway RSS ${peakRssMb.toFixed(0)} MB, CPU % gateway/ingest/loadgen ${rec.cpuPct.gateway}/${rec.cpuPct.ingest}/${rec.cpuPct.loadgen}: ${sustained ? 'sustained' : 'NOT sustained'}`)
     process.stderr.write(rows[rows.length - 1] + '\n')
     if (bool(f, 'write')) appendRecord('e2e.jsonl', rec)
     // let the backlog of this step drain before the next

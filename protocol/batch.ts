@@ -11,6 +11,7 @@ import { AckCode, normalizeCode, PROTOCOL_VERSION } from './codes.ts'
 import { DecodeError, ValidationError } from './errors.ts'
 import { type Boot, type Values, validateValues, READING_LIMITS } from './reading.ts'
 import { isValidDeviceId } from './topics.ts'
+import { encodeItemFast } from './item-encoder.ts'
 
 export type BatchItem = [p: number, s: number, device: string, seq: number | null, boot: Boot | null, ts: number | null, rx: number, values: Values]
 export type Floor = [p: number, s: number]
@@ -33,7 +34,13 @@ export type BatchResponse = { v: typeof PROTOCOL_VERSION, batch: string, results
 
 export const BATCH_LIMITS = { maxDepth: 8 } as const
 
+/** The wire bytes of one item (protocol/item-encoder.ts; the same bytes as `encodeItemGeneric`). */
 export function encodeItem (item: BatchItem): Buffer {
+  return encodeItemFast(item[0], item[1], item[2], item[3], item[4], item[5], item[6], item[7])
+}
+
+/** The item through cbor-x's general encoder: the reference the fast encoder is tested against. */
+export function encodeItemGeneric (item: BatchItem): Buffer {
   const [p, s, device, seq, boot, ts, rx, values] = item
   return encodeCbor([p, wireUint(s), device, seq === null ? null : wireUint(seq),
     typeof boot === 'number' ? wireUint(boot) : boot, ts === null ? null : wireUint(ts), wireUint(rx), values])

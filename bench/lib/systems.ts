@@ -15,7 +15,7 @@
  */
 import { spawnSync } from 'node:child_process'
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { type Cleanup, exists, freePort, pinned, type Proc, waitForPort } from './procs.ts'
 
 export const ROOT = resolve(import.meta.dirname, '..', '..')
@@ -76,6 +76,10 @@ let build: Promise<string> | undefined
  * The gateway as a Pi runs it: tsc-compiled JavaScript, no tsx loader (DESIGN.md section 9).
  * Built once per bench run into a temp dir that links the checkout's node_modules.
  */
+export async function compiledBuild (cleanup: Cleanup): Promise<string> {
+  return dirname(dirname(await compiledGateway(cleanup)))
+}
+
 function compiledGateway (cleanup: Cleanup): Promise<string> {
   build ??= (async () => {
     const out = cleanup.tempDir('bench-build-')

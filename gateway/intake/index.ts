@@ -17,7 +17,7 @@
  */
 import type { Client, PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
-import { decodeReading, encodeItem, partitionOf, type Reading } from '../../protocol/index.ts'
+import { decodeReading, encodeItemFast, partitionOf, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metrics.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
 
@@ -188,7 +188,7 @@ export class Intake {
     const s = this.store.nextSeq(p)
     entry.p = p
     entry.s = s
-    entry.raw = encodeItem([p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values])
+    entry.raw = encodeItemFast(p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values)
     this.store.append(entry)
   }
 
