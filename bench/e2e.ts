@@ -92,7 +92,7 @@ async function main (): Promise<void> {
       msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth,
       p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
       cpuPct: { gateway: Math.round(gwCpu * 100 / durationS), ingest: Math.round(ingestCpu * 100 / durationS), loadgen: Math.round(loadgenCpu * 100 / durationS) },
-      cpuUsPerMsg: { gateway: perMsg(gwCpu), ingest: perMsg(ingestCpu), loadgen: perMsg(loadgenCpu) },
+      cpuUsPerMsgByProc: { gateway: perMsg(gwCpu), ingest: perMsg(ingestCpu), loadgen: perMsg(loadgenCpu) },
       errors: result.errors.skipped + result.errors.disconnects + result.errors.unacked, sustained,
       command: commandLine(['node', '--import', 'tsx', 'bench/e2e.ts', ...process.argv.slice(2)])
     }

@@ -27,6 +27,14 @@ const metric = (key: string, head: string, fmt: (n: number) => string): Column =
   get: (r) => { const v = numOrNull(r[key]); return v === null ? null : fmt(v) }
 })
 
+/** An e2e per-process figure: `{ gateway, ingest, loadgen }` as "a/b/c". */
+function triple (v: unknown, fmt: (n: number) => string): string | null {
+  if (v === null || typeof v !== 'object') return null
+  const o = v as Record<string, unknown>
+  const xs = [o.gateway, o.ingest, o.loadgen].map(numOrNull)
+  return xs.some((x) => x === null) ? null : xs.map((x) => fmt(x!)).join('/')
+}
+
 const COLUMNS: Column[] = [
   metric('msgsPerSec', 'msgs/s', fmtInt),
   { head: 'x baseline', get: (r, c) => r.baseline ? fmtRatio(c.ratio(r)) : null },
@@ -43,6 +51,8 @@ const COLUMNS: Column[] = [
   // e2e
   metric('storedPerSec', 'stored upstream/s', fmtInt),
   metric('backlogGrowth', 'backlog growth', fmtInt),
+  { head: 'CPU % gateway/ingest/loadgen', get: (r) => triple(r.cpuPct, (n) => n.toFixed(0)) },
+  { head: 'CPU us/reading gateway/ingest/loadgen', get: (r) => triple(r.cpuUsPerMsgByProc, (n) => n.toFixed(1)) },
   { head: 'sustained', get: (r) => typeof r.sustained === 'boolean' ? (r.sustained ? 'yes' : 'no') : null },
   // drain
   metric('drainS', 'drain s', (n) => n.toFixed(1)),
