@@ -6,8 +6,10 @@
  *
  *   node --import tsx bench/e2e.ts [--rates 10000,20000,30000,40000] [--connections 1000] [--duration-s 15]
  *
- * Processes: gateway and ingest CLIs, bench/loadgen.ts; not pinned (three processes on two
- * cores: the sum is what one box does). Appends one record per rate to bench/results/e2e.jsonl.
+ * Processes: gateway and ingest CLIs (under tsx, or with --compiled as tsc output like a
+ * deployment), bench/loadgen.ts; not pinned (three processes on two cores: the sum is what
+ * one box does). Each record has the CPU each process used over the window, in % of a core
+ * and in microseconds per reading. Appends one record per rate to bench/results/e2e.jsonl.
  */
 import { join } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
