@@ -135,11 +135,13 @@ export class Flusher {
   private async waitForData (p: number): Promise<void> {
     while (!this.closed) {
       const s = this.store.partitionStats()[p]!
-      if (s.depth > 0) {
+      // items already answered, whose delete is being written, are not sendable
+      const sendable = s.depth - s.settling
+      if (sendable > 0) {
         // linger: a small batch waits for company, a large backlog goes at once
         if (this.firstSeenAt[p] === 0) this.firstSeenAt[p] = performance.now()
         const waited = performance.now() - this.firstSeenAt[p]!
-        if (s.depth >= this.config.batchMaxItems || s.bytes >= this.config.batchMaxBytes || waited >= this.config.lingerMs) return
+        if (sendable >= this.config.batchMaxItems || s.bytes >= this.config.batchMaxBytes || waited >= this.config.lingerMs) return
         await this.wait(p, this.config.lingerMs - waited)
         continue
       }
@@ -179,7 +181,13 @@ export class Flusher {
         let outcome: Outcome
         try {
           const batch = await this.store.readBatch(p, this.config.batchMaxItems, this.config.batchMaxBytes)
-          if (batch.seqs.length === 0) { this.store.release(p); this.firstSeenAt[p] = 0; continue }
+          if (batch.seqs.length === 0) {
+            this.store.release(p)
+            this.firstSeenAt[p] = 0
+            // nothing sendable after all (e.g. only items being dead-lettered): do not spin
+            await this.wait(p, 20)
+            continue
+          }
           this.firstSeenAt[p] = performance.now()
           outcome = await this.deliver(p, batch.seqs, batch.raws)
         } finally {
@@ -278,10 +286,11 @@ export class Flusher {
     const dead: { s: number, raw: Buffer, reason: string }[] = []
     const settled: SettledItem[] = []
     let retries = 0
+    const byCode = new Map<AckCode, number>()
     for (let i = 0; i < seqs.length; i++) {
       const s = seqs[i]!
       const [code, reason] = bySeq.get(s) ?? [AckCode.Retry, undefined]
-      this.metrics.upstreamItems.inc({ code: AckCodeName[code as AckCode] })
+      byCode.set(code as AckCode, (byCode.get(code as AckCode) ?? 0) + 1)
       if (code === AckCode.Stored || code === AckCode.Duplicate) deletes.push({ s, size: raws[i]!.length })
       else if (code === AckCode.Rejected) dead.push({ s, raw: raws[i]!, reason: `rejected by the ingest: ${reason ?? 'no reason given'}` })
       else retries++
@@ -290,15 +299,24 @@ export class Flusher {
         settled.push({ device: item[2], seq: item[3], boot: item[4], code: code as AckCode })
       }
     }
-    await this.store.settle(p, deletes, dead)
+    // Not awaited: the answer is in, so the batch is no longer in flight and the next batch
+    // of this partition may go while these deletes wait for their group commit (the store
+    // skips them when reading and keeps the floor below them until they are durable). A
+    // failed write leaves them in the store; they are sent again and answered duplicate.
+    for (const [code, n] of byCode) this.metrics.upstreamItems.inc({ code: AckCodeName[code] }, n)
+    const durable = this.store.settle(p, deletes, dead)
+    durable.then(() => {
+      // receipts are best effort and must never hold up the flush (a subscriber that does not
+      // read can stall Aedes' delivery until its drain timeout): not awaited, bounded
+      if (this.config.receipts) this.sendReceipts(settled)
+    }, (err: Error) => {
+      this.log.warn({ partition: p, items: deletes.length + dead.length, err: err.message }, 'deleting answered items failed; they will be sent again')
+    })
     if (dead.length) this.log.warn({ partition: p, seqs: dead.map((d) => d.s), reason: dead[0]!.reason }, 'items rejected upstream; dead-lettered')
     if (retries) {
       this.metrics.upstreamRetries.inc({ reason: 'item' }, retries)
       this.log.debug({ partition: p, retries }, 'upstream asked to retry items')
     }
-    // receipts are best effort and must never hold up the flush (a subscriber that does not
-    // read can stall Aedes' delivery until its drain timeout): not awaited, bounded
-    if (this.config.receipts) this.sendReceipts(settled)
     return retries > 0 ? RETRY_ITEMS : DONE
   }
 

@@ -58,7 +58,8 @@ export type DlqRecord = {
   s?: number
 }
 
-export type PartitionStats = { p: number, depth: number, bytes: number, nextSeq: number, head: number, inFlight: boolean }
+/** `settling`: items answered upstream whose delete is not durable yet (part of `depth`). */
+export type PartitionStats = { p: number, depth: number, bytes: number, nextSeq: number, head: number, inFlight: boolean, settling: number }
 
 export type ReadBatch = { p: number, seqs: number[], raws: Buffer[], bytes: number }
 
@@ -316,6 +317,7 @@ export class Store extends EventEmitter<StoreEvents> {
       // the evicted ranges were merged into memory before the write: take them back
       if (evictedRanges.length) this.evicted = this.evicted.filter((r) => !evictedRanges.includes(r))
     } finally {
+      this.forgetPending(c)
       this.evictingParts.clear()
       this.reservedItems -= appendedItems
       this.reservedBytes -= appendedBytes
@@ -325,6 +327,7 @@ export class Store extends EventEmitter<StoreEvents> {
       // the cycle gathering behind this one may hold dedup decisions that relied on it
       const next = this.current
       this.current = newCycle()
+      this.forgetPending(next)
       this.reservedItems -= next.appends.length
       for (const a of next.appends) this.reservedBytes -= a.raw.length + ITEM_OVERHEAD
       for (const w of next.devices.values()) w.pending--
@@ -354,6 +357,19 @@ export class Store extends EventEmitter<StoreEvents> {
       this.emit('space')
       for (const p of new Set([...c.deletes.map((x) => x.p), ...c.deadItems.map((x) => x.p)])) this.emit('floor', p, this.parts[p]!.head)
     }
+  }
+
+  /** The cycle's deletes and dead letters are written (or failed, and will be read again). */
+  private forgetPending (c: Cycle): void {
+    for (const x of c.deletes) this.forget(x.p, x.s)
+    for (const x of c.deadItems) this.forget(x.p, x.s)
+  }
+
+  private forget (p: number, s: number): void {
+    const part = this.parts[p]!
+    // a read under way may have taken its snapshot before this write: it must still skip s
+    if (part.inFlightTo === Infinity) part.forgetAfterRead.push(s)
+    else part.pendingDel.delete(s)
   }
 
   private advanceHead (p: number, s: number): void {
@@ -401,6 +417,7 @@ export class Store extends EventEmitter<StoreEvents> {
       for await (const [k, v] of this.db.iterator({ gte: K.item(best, from), lt: K.itemEnd(best), limit })) {
         const size = v.length + ITEM_OVERHEAD
         last = seqOfItemKey(k)
+        if (part.pendingDel.has(last)) continue // answered upstream, its delete is queued
         got.push({ p: best, s: last, size })
         items--; bytes -= size; depth[best]!--; n++
         if (!over()) break
@@ -412,7 +429,7 @@ export class Store extends EventEmitter<StoreEvents> {
     const deletes: { p: number, s: number, size: number }[] = []
     const ranges: EvictedRange[] = []
     for (const g of got) {
-      if (g.s <= this.parts[g.p]!.inFlightTo) continue
+      if (g.s <= this.parts[g.p]!.inFlightTo || this.parts[g.p]!.pendingDel.has(g.s)) continue
       deletes.push(g)
       const r = ranges.findLast((x) => x[0] === g.p)
       if (r && r[2] + 1 === g.s) r[2] = g.s
@@ -472,18 +489,24 @@ export class Store extends EventEmitter<StoreEvents> {
     const seqs: number[] = []
     const raws: Buffer[] = []
     let bytes = 0
+    let firstHeld = -1
     try {
       // one native round trip for the whole batch (bounded by maxItems): under load every
       // extra iterator step waits a full event-loop turn behind the intake
-      const range = { gte: K.item(p, part.head), lt: K.itemEnd(p), limit: maxItems, highWaterMarkBytes: Math.max(maxBytes * 2, 64 * 1024) }
+      // items whose delete is still queued are read too (and skipped): ask for that many more
+      const range = { gte: K.item(p, part.head), lt: K.itemEnd(p), limit: maxItems + part.pendingDel.size, highWaterMarkBytes: Math.max(maxBytes * 2, 64 * 1024) }
       const entries: Array<[string, Buffer]> = await this.db.iterator(range).all()
+      if (entries.length) firstHeld = seqOfItemKey(entries[0]![0])
       for (const [k, v] of entries) {
+        if (part.pendingDel.size && part.pendingDel.has(seqOfItemKey(k))) continue
+        if (seqs.length >= maxItems) break
         try {
           scanCbor(v, { maxDepth: 4 })
         } catch (err) {
           const s = seqOfItemKey(k)
           this.log.error({ partition: p, seq: s, err: (err as Error).message }, 'buffered item unreadable; moved to the dead-letter store')
           this.current.deadItems.push({ p, s, size: v.length + ITEM_OVERHEAD, raw: v, reason: `unreadable item in store: ${(err as Error).message}` })
+          part.pendingDel.add(s)
           this.schedule()
           continue
         }
@@ -494,8 +517,13 @@ export class Store extends EventEmitter<StoreEvents> {
       }
     } finally {
       part.inFlightTo = seqs.length ? seqs[seqs.length - 1]! : -1
+      for (const s of part.forgetAfterRead) part.pendingDel.delete(s)
+      part.forgetAfterRead.length = 0
     }
-    const head = seqs.length ? seqs[0]! : Math.max(part.head, committedNext)
+    // the floor: the first item still on disk (everything below it is durably gone), even
+    // when its delete is queued; with nothing on disk, all that was committed before the
+    // read. Never below the head: deletes that landed during the read may have moved it.
+    const head = Math.max(part.head, firstHeld >= 0 ? firstHeld : committedNext)
     if (head !== part.head) {
       part.head = head
       this.emit('floor', p, head)
@@ -518,8 +546,9 @@ export class Store extends EventEmitter<StoreEvents> {
    */
   settle (p: number, deletes: { s: number, size: number }[], dead: { s: number, raw: Buffer, reason: string }[]): Promise<void> {
     return new Promise((resolve, reject) => {
-      for (const x of deletes) this.current.deletes.push({ p, s: x.s, size: x.size + ITEM_OVERHEAD })
-      for (const x of dead) this.current.deadItems.push({ p, s: x.s, size: x.raw.length + ITEM_OVERHEAD, raw: x.raw, reason: x.reason })
+      const pending = this.parts[p]!.pendingDel
+      for (const x of deletes) { this.current.deletes.push({ p, s: x.s, size: x.size + ITEM_OVERHEAD }); pending.add(x.s) }
+      for (const x of dead) { this.current.deadItems.push({ p, s: x.s, size: x.raw.length + ITEM_OVERHEAD, raw: x.raw, reason: x.reason }); pending.add(x.s) }
       this.join((err) => err ? reject(err) : resolve())
     })
   }
@@ -555,7 +584,7 @@ export class Store extends EventEmitter<StoreEvents> {
   get full (): boolean { return !this.hasRoom(0) }
 
   partitionStats (): PartitionStats[] {
-    return this.parts.map((s, p) => ({ p, depth: s.items, bytes: s.bytes, nextSeq: s.next, head: s.head, inFlight: s.inFlightTo >= 0 }))
+    return this.parts.map((s, p) => ({ p, depth: s.items, bytes: s.bytes, nextSeq: s.next, head: s.head, inFlight: s.inFlightTo >= 0, settling: s.pendingDel.size }))
   }
 
   /** The oldest buffered item of p (for its age), or null. */

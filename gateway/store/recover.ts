@@ -23,6 +23,14 @@ export type Partition = {
   inFlightTo: number
   /** one past the highest seq written durably */
   committedNext: number
+  /**
+   * Seqs whose delete or dead-lettering is queued but not yet durable: the flusher has its
+   * answer for them, so reads skip them and eviction leaves them alone, while the floor
+   * (head) stays below them until the write lands.
+   */
+  pendingDel: Set<number>
+  /** pendingDel entries written while a read was under way: dropped when it ends (its snapshot still has them) */
+  forgetAfterRead: number[]
 }
 
 export type Recovered = { epoch: string, parts: Partition[], dlq: [nextId: number, count: number], evicted: EvictedRange[], quarantineNext: number }
@@ -67,7 +75,7 @@ export async function recover (config: StoreConfig, db: Level<string, Buffer>, l
     const buf = await db.get(K.counter(p))
     if (buf !== undefined) {
       const c = readCounter(buf)
-      if (c) state = { next: Math.max(c[0], lastSeq + 1), items: c[1], bytes: c[2], head: 0, inFlightTo: -1, committedNext: 0 }
+      if (c) state = { next: Math.max(c[0], lastSeq + 1), items: c[1], bytes: c[2], head: 0, inFlightTo: -1, committedNext: 0, pendingDel: new Set(), forgetAfterRead: [] }
       else log.warn({ partition: p }, 'partition counter unreadable; rebuilding it from the items')
     }
     if (!state) {
@@ -75,7 +83,7 @@ export async function recover (config: StoreConfig, db: Level<string, Buffer>, l
       let items = 0
       let bytes = 0
       for await (const [, v] of db.iterator(range)) { items++; bytes += v.length + ITEM_OVERHEAD }
-      state = { next: lastSeq + 1, items, bytes, head: 0, inFlightTo: -1, committedNext: 0 }
+      state = { next: lastSeq + 1, items, bytes, head: 0, inFlightTo: -1, committedNext: 0, pendingDel: new Set(), forgetAfterRead: [] }
       if (buf !== undefined) await db.put(K.counter(p), encodeCbor([state.next, items, bytes]), { sync: true })
     }
     state.head = first.length ? seqOfItemKey(first[0]!) : state.next
