@@ -6,6 +6,7 @@
  *
  *   node --import tsx bench/e2e.ts [--rates 10000,20000,30000,40000] [--connections 1000] [--duration-s 15]
  *
+ * Gateway flags are its defaults (batching included) plus --no-receipts and --gateway-args.
  * Processes: gateway and ingest CLIs (under tsx, or with --compiled as tsc output like a
  * deployment), bench/loadgen.ts; not pinned (three processes on two cores: the sum is what
  * one box does). Each record has the CPU each process used over the window, in % of a core
@@ -50,7 +51,7 @@ async function main (): Promise<void> {
   const ingestPort = (await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')).port as number
   const gw = cleanup.spawn('gateway', entry('gateway', ['--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1',
     '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token, '--durability', str(f, 'durability')!,
-    '--linger-ms', '100', '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)], str(f, 'gateway-node-args')!.split(' ').filter(Boolean)), { cwd: ROOT, env: quiet, echo })
+    '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)], str(f, 'gateway-node-args')!.split(' ').filter(Boolean)), { cwd: ROOT, env: quiet, echo })
   const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
   const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
   const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
