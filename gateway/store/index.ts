@@ -498,12 +498,12 @@ export class Store extends EventEmitter<StoreEvents> {
       const entries: Array<[string, Buffer]> = await this.db.iterator(range).all()
       if (entries.length) firstHeld = seqOfItemKey(entries[0]![0])
       for (const [k, v] of entries) {
-        if (part.pendingDel.size && part.pendingDel.has(seqOfItemKey(k))) continue
+        const s = seqOfItemKey(k)
+        if (part.pendingDel.has(s)) continue
         if (seqs.length >= maxItems) break
         try {
           scanCbor(v, { maxDepth: 4 })
         } catch (err) {
-          const s = seqOfItemKey(k)
           this.log.error({ partition: p, seq: s, err: (err as Error).message }, 'buffered item unreadable; moved to the dead-letter store')
           this.current.deadItems.push({ p, s, size: v.length + ITEM_OVERHEAD, raw: v, reason: `unreadable item in store: ${(err as Error).message}` })
           part.pendingDel.add(s)
@@ -511,7 +511,7 @@ export class Store extends EventEmitter<StoreEvents> {
           continue
         }
         if (raws.length > 0 && bytes + v.length > maxBytes) break
-        seqs.push(seqOfItemKey(k))
+        seqs.push(s)
         raws.push(v)
         bytes += v.length
       }
