@@ -299,11 +299,11 @@ export class Flusher {
         settled.push({ device: item[2], seq: item[3], boot: item[4], code: code as AckCode })
       }
     }
+    for (const [code, n] of byCode) this.metrics.upstreamItems.inc({ code: AckCodeName[code] }, n)
     // Not awaited: the answer is in, so the batch is no longer in flight and the next batch
     // of this partition may go while these deletes wait for their group commit (the store
     // skips them when reading and keeps the floor below them until they are durable). A
     // failed write leaves them in the store; they are sent again and answered duplicate.
-    for (const [code, n] of byCode) this.metrics.upstreamItems.inc({ code: AckCodeName[code] }, n)
     const durable = this.store.settle(p, deletes, dead)
     durable.then(() => {
       // receipts are best effort and must never hold up the flush (a subscriber that does not
