@@ -20,15 +20,9 @@ import type { Logger } from 'pino'
 import { decodeReading, encodeItemFast, partitionOf, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metrics.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
+import type { IntakeConfig } from './config.ts'
 
-export type IntakeConfig = {
-  maxPayloadBytes: number
-  ackMode: 'persisted' | 'delivered'
-  /** readings waiting for space (fullPolicy=block) before further publishers are disconnected */
-  maxBlockedReadings: number
-  /** dedup windows kept in memory; others are reloaded from the store on use */
-  dedupCacheDevices: number
-}
+export type { IntakeConfig } from './config.ts'
 
 type Callback = (err?: Error | null) => void
 type ClientQueue = { entries: Entry[], failed: Error | null }
