@@ -40,7 +40,7 @@ export class Admin {
         }
       }
       run().catch((err: Error) => {
-        log.error({ err: err.message, path }, 'admin request failed')
+        log.error({ err, path }, 'admin request failed')
         if (!res.headersSent) send(500, JSON.stringify({ error: 'internal', message: err.message }))
       })
     })

@@ -154,6 +154,11 @@ test('drop-oldest: the buffer gets back within its quota although the evicting w
   await waitFor(() => gw.store.items <= 2000, { timeoutMs: 3000, what: `buffer within quota (holds ${gw.store.items})` })
 })
 
+/** A logged error: pino writes `{ err }` as `{ type, message, stack }`. */
+function errText (e: unknown): string {
+  return typeof e === 'object' && e !== null && 'message' in e ? String((e as { message: unknown }).message) : String(e)
+}
+
 /** [1,2,3,7] -> [[1,3],[7,7]] */
 function ranges1 (xs: number[]): [number, number][] {
   const out: [number, number][] = []
@@ -219,8 +224,8 @@ test('ENOSPC: no PUBACK for a reading that was not stored; after space returns t
   } catch {
     restarted = true
     const after = gw.lines.filter((l) => l.msg === 'store write failed; nothing in it is acknowledged')
-    step(`no recovery: ${after.length - failuresBefore} more failures after space returned, last: ${String(after.at(-1)?.err)}`)
-    stillFailing = `${after.length - failuresBefore} write failures in 3 s after space returned (last: ${String(after.at(-1)?.err)})`
+    step(`no recovery: ${after.length - failuresBefore} more failures after space returned, last: ${errText(after.at(-1)?.err)}`)
+    stillFailing = `${after.length - failuresBefore} write failures in 3 s after space returned (last: ${errText(after.at(-1)?.err)})`
     await gw.kill('SIGKILL')
     gw = await s.spawnGw()
     proxy.retarget(gw.ready.mqttPort as number)
@@ -243,9 +248,9 @@ test('ENOSPC: no PUBACK for a reading that was not stored; after space returns t
   step('drained')
   const audit = await runAudit(devices.records(), { ingestUrl: s.ingestUrl })
   const c = devices.stats.counters
-  t.diagnostic(`first failure: ${String(err.err)}; write failures logged ${failures}; acked when full ${ackedAtFull} -> ${ackedFull} after 1 s; gateway alive on full disk: ${aliveOnFull}, /readyz ${readyOnFull}; ${stillFailing}; ` +
+  t.diagnostic(`first failure: ${errText(err.err)}; write failures logged ${failures}; acked when full ${ackedAtFull} -> ${ackedFull} after 1 s; gateway alive on full disk: ${aliveOnFull}, /readyz ${readyOnFull}; ${stillFailing}; ` +
     `restart needed after space returned: ${restarted}; generated ${c.generated}, acked ${audit.totals.acknowledged}, stored ${audit.totals.stored}, lost ${audit.totals.lost}, duplicated ${audit.totals.duplicated}, connection losses ${c.connectionLosses}`)
-  assert.match(String(err.err), /ENOSPC|No space|IO error/i)
+  assert.match(errText(err.err), /ENOSPC|No space|IO error/i)
   assert.ok(ackedFull - ackedAtFull < 500, 'acknowledging (almost) stopped with the disk full')
   assert.equal(audit.totals.lost, 0, `acked but lost: ${JSON.stringify(audit.failures.slice(0, 3).map((f) => [f.id, f.boots.map((b) => b.lostRanges)]))}`)
   assert.equal(audit.totals.duplicated, 0)
