@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import {
-  AckCode, AckCodeName, decodeResponse, decodeTrusted, encodeBatchRaw, encodeReceipt, receiptsTopic,
+  AckCode, AckCodeName, decodeTrusted, encodeReceipt, receiptsTopic,
   type BatchItem
 } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
@@ -21,6 +21,7 @@ import type { Store } from '../store/index.ts'
 import { Backoff, Sleeper } from './backoff.ts'
 import { computeReceipts, type SettledItem } from './receipts.ts'
 import { Upstream } from './upstream.ts'
+import { WireFormat, type CompressionChoice, type ProtocolChoice } from './wire.ts'
 
 export type FlushConfig = {
   gatewayId: string
@@ -31,7 +32,8 @@ export type FlushConfig = {
   lingerMs: number
   maxInFlight: number
   requestTimeoutMs: number
-  gzip: boolean
+  upstreamProtocol: ProtocolChoice
+  compression: CompressionChoice
   retryBaseMs: number
   retryMaxMs: number
   authRetryMs: number
@@ -63,6 +65,7 @@ const MAX_RECEIPTS_PENDING = 10_000
 
 export class Flusher {
   private readonly upstream: Upstream
+  private readonly wire: WireFormat
   private readonly log: Logger
   private readonly sleeper = new Sleeper()
   private readonly wakers: Array<(() => void) | null>
@@ -82,7 +85,8 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, private readonly publish: Publisher, private readonly metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
-    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, gzip: config.gzip, maxSockets: config.maxInFlight })
+    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight })
+    this.wire = new WireFormat(config.upstreamProtocol, config.compression)
     this.wakers = Array.from({ length: store.partitions }, () => null)
     this.firstSeenAt = Array.from({ length: store.partitions }, () => 0)
     this.oldestRx = Array.from({ length: store.partitions }, () => null)
@@ -215,12 +219,14 @@ export class Flusher {
       if (this.closed) return DONE
       const evicted = this.store.pendingEvicted()
       const batchId = randomBytes(8).toString('hex')
-      const body = encodeBatchRaw({ gateway: this.config.gatewayId, epoch: this.store.epoch, batch: batchId, floors: [[p, this.store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
+      const url = this.upstream.url
+      const wire = this.wire.choose(url)
+      const body = this.wire.encode(wire, { gateway: this.config.gatewayId, epoch: this.store.epoch, batch: batchId, floors: [[p, this.store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
       const t0 = performance.now()
       let status = 0
       let res
       try {
-        res = await this.upstream.send(body)
+        res = await this.upstream.send(body, wire)
         status = res.status
         this.metrics.upstreamBytes.inc(res.sentBytes)
       } catch (err) {
@@ -232,11 +238,16 @@ export class Flusher {
         return FAILED
       }
       this.metrics.upstreamRequest.observe({ status: String(status) }, (performance.now() - t0) / 1000)
+      if (this.wire.observe(url, res.headers)) this.log.info({ url, protocol: this.wire.choose(url).version }, 'upstream protocol negotiated')
+      if (this.wire.refusedV2(url, wire, status)) {
+        this.log.warn({ url, status }, 'upstream has no protocol v2 endpoint; sending these items again as v1')
+        return { kind: 'failed', waitMs: 0 }
+      }
       const message = errorMessage(res.body)
       if (status === 200) {
         let decoded
         try {
-          decoded = decodeResponse(res.body)
+          decoded = this.wire.decodeResponse(wire, res.body)
         } catch (err) {
           this.failed(new Error(`unreadable 200 response from ${res.url}: ${(err as Error).message}`), 'retrying')
           this.metrics.upstreamBatches.inc({ outcome: 'bad_response' })
