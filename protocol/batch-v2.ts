@@ -10,14 +10,19 @@
  *   dev      device ids, first-appearance order;  di: device index per item
  *   boot     per device, its boot at its first item;  bootAt: flat [item, boot, ...] changes
  *   seq      per item: null, or seq minus the previous seq of the same device in this batch (0 at first)
- *   ts       per item: null, or ts minus the previous non-null ts (0 at first)
  *   rx       per item: rx minus the previous rx (0 at first)
+ *   ts       per item: null, or (ts - rx) minus the previous (ts - rx) of the same device in
+ *            this batch (0 at first): a device clock's offset from the gateway's barely moves;
+ *   tsRx     instead of ts when such a difference would leave the safe integer range
+ *            (|x| >= 2^53): per item null or ts - rx
  *   names    value names;  shapes: [[name index, ...], ...] the distinct name lists, in map order
- *   shape    runs, flat: [shape index, count, ...]
+ *   devShape per device, the shape of its first item;  shapeAt: flat [item, shape, ...] changes
  *   cols     one per name, over the items that carry it, in item order:
  *              [0, bytes]          booleans, bit i (LSB first) of byte i >> 3
  *              [1, k, d, ...]      numbers m / 10^k; d = m minus the previous m of the same
- *                                  device in this column (0 at first)
+ *                                  device in this column (0 at first); a value the scale
+ *                                  cannot hold (-0, 1/3...) is written [x] with x as in kind 2
+ *                                  and leaves the device's previous m as it was
  *              [2, x, ...]         anything: integer, float16/32/64 (shortest exact), text,
  *                                  boolean, or [k, m] for m / 10^k
  *
@@ -109,27 +114,30 @@ function column (w: CborWriter, c: Column): void {
     return
   }
   if (vals.every((v) => typeof v === 'number')) {
+    // one scale for the column; the few values it cannot hold exactly go as escapes
     let k = 0
+    let escapes = 0
     for (const v of vals as number[]) {
       const kv = decimalScale(v)
-      if (kv < 0) { k = -1; break }
-      if (kv > k) k = kv
+      if (kv < 0) escapes++
+      else if (kv > k) k = kv
     }
-    const ms: number[] = []
-    if (k >= 0) {
-      for (const v of vals as number[]) {
-        const m = Math.round(v * POW10[k]!)
-        if (Math.abs(m) >= MAX_MANTISSA || !Object.is(decimalValue(m, k), v)) { k = -1; break }
-        ms.push(m)
-      }
+    const ms: (number | null)[] = []
+    for (const v of vals as number[]) {
+      const m = Math.round(v * POW10[k]!)
+      const ok = !Object.is(v, -0) && Math.abs(m) < MAX_MANTISSA && Object.is(decimalValue(m, k), v)
+      ms.push(ok ? m : null)
+      if (!ok && decimalScale(v) >= 0) escapes++
     }
-    if (k >= 0) {
+    if (escapes * 8 <= vals.length) {
       w.array(2 + ms.length).int(1).int(k)
       const last = new Map<number, number>()
       for (let i = 0; i < ms.length; i++) {
+        const m = ms[i]
+        if (m === null) { w.array(1); rawValue(w, vals[i] as number); continue }
         const d = devs[i]!
-        w.int(ms[i]! - (last.get(d) ?? 0))
-        last.set(d, ms[i]!)
+        w.int(m - (last.get(d) ?? 0))
+        last.set(d, m)
       }
       return
     }
@@ -151,10 +159,12 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
   const cols: Column[] = []
   const shapeIndex = new Map<string, number>()
   const shapes: number[][] = []
-  const shapeOf: number[] = new Array(n)
+  const devShape: number[] = []
+  const curShape: number[] = []
+  const shapeAt: number[] = []
   const w = new CborWriter(64 + n * 24)
   const evicted = env.evicted && env.evicted.length > 0 ? env.evicted : null
-  w.map(evicted ? 20 : 19)
+  w.map(evicted ? 21 : 20)
   w.text('v').int(PROTOCOL_V2)
   w.text('gateway').text(env.gateway)
   w.text('epoch').text(env.epoch)
@@ -194,7 +204,7 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
     const key = ids.join(',')
     let sh = shapeIndex.get(key)
     if (sh === undefined) { sh = shapes.length; shapeIndex.set(key, sh); shapes.push(ids) }
-    shapeOf[i] = sh
+    if (curShape.length <= d) { devShape.push(sh); curShape.push(sh) } else if (curShape[d] !== sh) { curShape[d] = sh; shapeAt.push(i, sh) }
   }
   w.text('dev').array(devIndex.size)
   for (const id of devIndex.keys()) w.text(id)
@@ -211,21 +221,34 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
     w.int(seq - lastSeq[di[i]!]!)
     lastSeq[di[i]!] = seq
   }
-  w.text('ts').array(n)
-  let prevTs = 0
-  for (const it of items) {
-    if (it[5] === null) { w.null(); continue }
-    w.int(it[5] - prevTs)
-    prevTs = it[5]
-  }
   w.text('rx').array(n)
   let prevRx = 0
   for (const it of items) { w.int(it[6] - prevRx); prevRx = it[6] }
+  const lastSkew = new Array<number>(devIndex.size).fill(0)
+  const tsCol: (number | null)[] = new Array(n)
+  let safe = true
+  for (let i = 0; i < n; i++) {
+    const it = items[i]!
+    if (it[5] === null) { tsCol[i] = null; continue }
+    const skew = it[5] - it[6]
+    tsCol[i] = skew - lastSkew[di[i]!]!
+    if (!Number.isSafeInteger(tsCol[i])) safe = false
+    lastSkew[di[i]!] = skew
+  }
+  w.text(safe ? 'ts' : 'tsRx').array(n)
+  for (let i = 0; i < n; i++) {
+    const ts = items[i]![5]
+    if (ts === null) w.null()
+    else w.int(safe ? tsCol[i]! : ts - items[i]![6])
+  }
   w.text('names').array(nameIndex.size)
   for (const name of nameIndex.keys()) w.text(name)
   w.text('shapes').array(shapes.length)
   for (const ids of shapes) { w.array(ids.length); for (const c of ids) w.int(c) }
-  w.text('shape'); runs(w, shapeOf, false)
+  w.text('devShape').array(devShape.length)
+  for (const sh of devShape) w.int(sh)
+  w.text('shapeAt').array(shapeAt.length)
+  for (const x of shapeAt) w.int(x)
   w.text('cols').array(cols.length)
   for (const c of cols) column(w, c)
   return w.finish()
@@ -273,6 +296,13 @@ function add (a: number, d: unknown, field: string): number {
   return v
 }
 
+/** A number of a raw column or an escape: a CBOR number or [k, m] for m / 10^k. */
+function rawDecimal (v: unknown): number | undefined {
+  if (typeof v === 'number') return v
+  if (Array.isArray(v) && v.length === 2 && isUint(v[0]) && v[0] <= MAX_SCALE && isInt(v[1]) && Math.abs(v[1]) < MAX_MANTISSA) return decimalValue(v[1], v[0])
+  return undefined
+}
+
 type ColReader = (dev: number, at: string) => number | boolean | string
 
 function columnReader (c: unknown, field: string, count: number): ColReader {
@@ -289,7 +319,12 @@ function columnReader (c: unknown, field: string, count: number): ColReader {
     if (c.length !== 2 + count) bad(field, `must hold ${count} values, holds ${c.length - 2}`)
     const last = new Map<number, number>()
     return (dev, at) => {
-      const m = add(last.get(dev) ?? 0, c[2 + i++], at)
+      const el = c[2 + i++] as unknown
+      if (Array.isArray(el)) {
+        const v = el.length === 1 ? rawDecimal(el[0]) : undefined
+        return typeof v === 'number' ? v : bad(at, 'an escaped value must be [number] or [[k, m]]')
+      }
+      const m = add(last.get(dev) ?? 0, el, at)
       if (Math.abs(m) >= MAX_MANTISSA) bad(at, 'mantissa out of range')
       last.set(dev, m)
       return decimalValue(m, k as number)
@@ -299,9 +334,8 @@ function columnReader (c: unknown, field: string, count: number): ColReader {
     if (c.length !== 1 + count) bad(field, `must hold ${count} values, holds ${c.length - 1}`)
     return (_dev, at) => {
       const v = c[1 + i++] as unknown
-      if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string') return v
-      if (Array.isArray(v) && v.length === 2 && isUint(v[0]) && v[0] <= MAX_SCALE && isInt(v[1]) && Math.abs(v[1]) < MAX_MANTISSA) return decimalValue(v[1], v[0])
-      return bad(at, 'must be a number, boolean, text or [k, m]')
+      if (typeof v === 'boolean' || typeof v === 'string') return v
+      return rawDecimal(v) ?? bad(at, 'must be a number, boolean, text or [k, m]')
     }
   }
   return bad(field, 'unknown column kind (0 booleans, 1 decimal numbers, 2 raw values)')
@@ -336,7 +370,8 @@ export function decodeBatchV2 (body: Uint8Array, opts: { maxItems: number }): Ra
   const bootAt = array(obj, 'bootAt')
   if (bootAt.length % 2 !== 0) bad('bootAt', 'must hold [item, boot] pairs')
   const seqs = array(obj, 'seq', n)
-  const tss = array(obj, 'ts', n)
+  const tsDelta = obj.tsRx === undefined
+  const tss = array(obj, tsDelta ? 'ts' : 'tsRx', n)
   const rxs = array(obj, 'rx', n)
   const names = array(obj, 'names')
   if (names.length > n * READING_LIMITS.maxValues) bad('names', 'more names than values')
@@ -347,7 +382,25 @@ export function decodeBatchV2 (body: Uint8Array, opts: { maxItems: number }): Ra
     }
     return s as number[]
   })
-  const shapeOf = expandRuns(obj, 'shape', n, false, shapes.length)
+  const devShape = array(obj, 'devShape', dev.length)
+  for (const [i, sh] of devShape.entries()) if (!isUint(sh) || sh >= shapes.length) bad(`devShape[${i}]`, `must be a shape index below ${shapes.length}`)
+  const shapeAt = array(obj, 'shapeAt')
+  if (shapeAt.length % 2 !== 0) bad('shapeAt', 'must hold [item, shape] pairs')
+  const shapeOf: number[] = new Array(n)
+  const curShape = devShape.slice() as number[]
+  for (let i = 0, next = 0; i < n; i++) {
+    const d = di[i]
+    if (!isUint(d) || d >= dev.length) bad(`di[${i}]`, `must be a device index below ${dev.length}`)
+    if (next < shapeAt.length && shapeAt[next] === i) {
+      const sh = shapeAt[next + 1]
+      if (!isUint(sh) || sh >= shapes.length) bad(`shapeAt[${next + 1}]`, `must be a shape index below ${shapes.length}`)
+      curShape[d as number] = sh as number
+      next += 2
+    }
+    shapeOf[i] = curShape[d as number]!
+    if (i === n - 1 && next !== shapeAt.length) bad('shapeAt', 'item indexes must be increasing and below n')
+  }
+  if (n === 0 && shapeAt.length > 0) bad('shapeAt', 'item indexes must be increasing and below n')
   const counts = new Array<number>(names.length).fill(0)
   for (const sh of shapeOf) for (const c of shapes[sh]!) counts[c]!++
   const colsRaw = array(obj, 'cols', names.length)
@@ -356,24 +409,32 @@ export function decodeBatchV2 (body: Uint8Array, opts: { maxItems: number }): Ra
   const items: unknown[] = new Array(n)
   const cur = boots.slice()
   const lastSeq = new Array<number>(dev.length).fill(0)
+  const lastSkew = new Array<number>(dev.length).fill(0)
   let nextBootAt = 0
-  let prevTs = 0
   let prevRx = 0
   for (let i = 0; i < n; i++) {
-    const d = di[i]
-    if (!isUint(d) || d >= dev.length) bad(`di[${i}]`, `must be a device index below ${dev.length}`)
-    const dv = d as number
+    const dv = di[i] as number
     if (nextBootAt < bootAt.length && bootAt[nextBootAt] === i) {
       cur[dv] = bootValue(bootAt[nextBootAt + 1], `bootAt[${nextBootAt + 1}]`)
       nextBootAt += 2
     }
     let seq: number | null = null
     if (seqs[i] !== null) { seq = add(lastSeq[dv]!, seqs[i], `seq[${i}]`); lastSeq[dv] = seq }
-    let ts: number | null = null
-    if (tss[i] !== null) { ts = add(prevTs, tss[i], `ts[${i}]`); prevTs = ts }
     prevRx = add(prevRx, rxs[i], `rx[${i}]`)
+    let ts: number | null = null
+    if (tss[i] !== null) {
+      const skew = add(tsDelta ? lastSkew[dv]! : 0, tss[i], `ts[${i}]`)
+      lastSkew[dv] = skew
+      ts = add(prevRx, skew, `ts[${i}]`)
+    }
     const values: Values = {}
-    for (const c of shapes[shapeOf[i]!]!) values[names[c] as string] = cols[c]!(dv, `cols[${c}] at item ${i}`)
+    for (const c of shapes[shapeOf[i]!]!) {
+      const name = names[c] as string
+      const v = cols[c]!(dv, `cols[${c}] at item ${i}`)
+      // an own "__proto__" property, so validation sees (and refuses) it instead of it vanishing
+      if (name === '__proto__') Object.defineProperty(values, name, { value: v, enumerable: true, writable: true, configurable: true })
+      else values[name] = v
+    }
     items[i] = [ps[i], ss[i], dev[dv], seq, cur[dv], ts, prevRx, values]
   }
   if (nextBootAt !== bootAt.length) bad('bootAt', 'item indexes must be increasing and below n')

@@ -26,7 +26,7 @@ function sameItems (got: unknown[], want: readonly BatchItem[]): void {
   }
 }
 
-const name = fc.stringMatching(/^[A-Za-z0-9_.:-]{1,12}$/)
+const name = fc.stringMatching(/^[A-Za-z0-9_.:-]{1,12}$/).filter((n) => n !== '__proto__' && n !== '__proto_')
 const device = fc.constantFrom('a', 'b', 'sensor-1', 'sensor-2', 'x.y_z', 'dev-0042')
 const finite = fc.double({ noNaN: true, noDefaultInfinity: true })
 const value = fc.oneof(
@@ -73,6 +73,17 @@ test('v2 keeps -0, float16/32 widths and decimal columns exact', () => {
   assert.equal(decimalScale(-0), -1)
 })
 
+test('a decimal column carries the values its scale cannot hold (-0, 1/3) as escapes', () => {
+  const vs = [21.5, -0, 21.75, 1 / 3, 22, 22.25, 22.5, 22.75, 23, 23.25, 23.5, 23.75, 24, 24.25, 24.5, 24.75, 25, 25.25]
+  const xs: BatchItem[] = vs.map((v, i) => [0, i + 1, i % 2 ? 'a' : 'b', i, null, null, 100 + i, { t: v }])
+  const body = encodeBatchV2(env, xs)
+  sameItems(decodeBatchV2(body, { maxItems: 100 }).items, xs)
+  const py = spawnSync('/usr/bin/python3', ['-c', 'import sys,cbor2,json; print(json.dumps(cbor2.loads(sys.stdin.buffer.read())["cols"][0][:2]))'], { input: body, encoding: 'utf8' })
+  assert.equal(py.status, 0, py.stderr)
+  const cols = JSON.parse(py.stdout) as unknown[]
+  assert.deepEqual(cols, [1, 2], 'still a decimal column with scale 2')
+})
+
 test('v2 carries boot changes, null seq and ts, and devices interleaved', () => {
   const xs: BatchItem[] = [
     [1, 5, 'a', 7, 'b1', 1000, 2000, { t: 1 }],
@@ -99,9 +110,17 @@ print(json.dumps({k: d[k] for k in ['v', 'n', 'p', 's', 'dev', 'di', 'seq', 'ts'
   const d = JSON.parse(py.stdout) as Record<string, unknown>
   assert.deepEqual(d, {
     v: 2, n: 2, p: [3, 2], s: [250000, 2], dev: ['sim-0001', 'sim-0002'], di: [0, 1], seq: [1000, 1000],
-    ts: [1795759000000, 10], rx: [1795759000007, 10], names: ['temperature_c', 'door_open'],
+    ts: [-7, -7], rx: [1795759000007, 10], names: ['temperature_c', 'door_open'],
     cols: [[1, 2, 2137, 1950], [0, [2]]]
   })
+})
+
+test('a value named __proto__ reaches validation through v2 and is refused, never dropped or renamed', () => {
+  const values = JSON.parse('{"__proto__": 1, "t": 2}') as Record<string, number>
+  const back = decodeBatchV2(encodeBatchV2(env, [[0, 1, 'a', null, null, null, 5, values]]), { maxItems: 10 })
+  assert.throws(() => validateItem(back.items[0]), (err: unknown) => err instanceof ValidationError && err.field === 'values.__proto__')
+  // v1 and device payloads: cbor-x renames the key to __proto_, which is refused as well
+  assert.throws(() => validateItem([0, 1, 'a', null, null, null, 5, { __proto_: 1 }]), /reserved/)
 })
 
 test('the v2 response is runs of codes, expanded back to one result per item', () => {
@@ -116,12 +135,13 @@ test('the v2 response is runs of codes, expanded back to one result per item', (
 })
 
 test('malformed v2 bodies are whole-batch validation errors naming the field', () => {
-  const good = { v: 2, gateway: 'gw1', epoch: 'e', batch: 'b', floors: [], n: 1, p: [0, 1], s: [5, 1], dev: ['a'], di: [0], boot: [null], bootAt: [], seq: [null], ts: [null], rx: [1], names: ['t'], shapes: [[0]], shape: [0, 1], cols: [[1, 0, 3]] }
+  const good = { v: 2, gateway: 'gw1', epoch: 'e', batch: 'b', floors: [], n: 1, p: [0, 1], s: [5, 1], dev: ['a'], di: [0], boot: [null], bootAt: [], seq: [null], ts: [null], rx: [1], names: ['t'], shapes: [[0]], devShape: [0], shapeAt: [], cols: [[1, 0, 3]] }
   sameItems(decodeBatchV2(encodeCbor(good), { maxItems: 10 }).items, [[0, 5, 'a', null, null, null, 1, { t: 3 }]])
   const cases: [Partial<Record<keyof typeof good, unknown>>, string][] = [
     [{ v: 1 }, 'v'], [{ n: 2 }, 'p'], [{ s: [5, 2] }, 's[1]'], [{ di: [1] }, 'di[0]'], [{ cols: [[1, 0]] }, 'cols[0]'],
     [{ cols: [[9, 0, 3]] }, 'cols[0]'], [{ shapes: [[0, 0]] }, 'shapes[0]'], [{ rx: [2 ** 53] }, 'rx[0]'],
-    [{ bootAt: [4, 'x'] }, 'bootAt'], [{ n: 20 }, 'items'], [{ cols: [[2, [99, 1]]] }, 'cols[0] at item 0']
+    [{ bootAt: [4, 'x'] }, 'bootAt'], [{ n: 20 }, 'items'], [{ cols: [[2, [99, 1]]] }, 'cols[0] at item 0'],
+    [{ devShape: [3] }, 'devShape[0]'], [{ shapeAt: [0, 5] }, 'shapeAt[1]'], [{ cols: [[1, 0, ['x']]] }, 'cols[0] at item 0']
   ]
   for (const [patch, field] of cases) {
     assert.throws(() => decodeBatchV2(encodeCbor({ ...good, ...patch }), { maxItems: 10 }), (err: unknown) => {
