@@ -9,10 +9,12 @@
  *   p, s     runs, flat: [p, count, ...] and [firstS, count, ...] (each run s, s+1, ...)
  *   dev      device ids, first-appearance order;  di: device index per item
  *   boot     per device, its boot at its first item;  bootAt: flat [item, boot, ...] changes
- *   seq      per item: null, or seq minus the previous seq of the same device in this batch (0 at first)
+ *   seq      per item: null, or seq minus the previous seq of the same device in this batch;
+ *            a device's first seq minus the first seq of the device before it (0 at first)
  *   rx       per item: rx minus the previous rx (0 at first)
  *   ts       per item: null, or (ts - rx) minus the previous (ts - rx) of the same device in
- *            this batch (0 at first): a device clock's offset from the gateway's barely moves;
+ *            this batch (for its first, of the device before it; 0 at first): a device
+ *            clock's offset from the gateway's barely moves;
  *   tsRx     instead of ts when such a difference would leave the safe integer range
  *            (|x| >= 2^53): per item null or ts - rx
  *   names    value names;  shapes: [[name index, ...], ...] the distinct name lists, in map order
@@ -20,7 +22,8 @@
  *   cols     one per name, over the items that carry it, in item order:
  *              [0, bytes]          booleans, bit i (LSB first) of byte i >> 3
  *              [1, k, d, ...]      numbers m / 10^k; d = m minus the previous m of the same
- *                                  device in this column (0 at first); a value the scale
+ *                                  device in this column (for its first, the first m of
+ *                                  the device before it; 0 at first); a value the scale
  *                                  cannot hold (-0, 1/3...) is written [x] with x as in kind 2
  *                                  and leaves the device's previous m as it was
  *              [2, x, ...]         anything: integer, float16/32/64 (shortest exact), text,
@@ -132,11 +135,14 @@ function column (w: CborWriter, c: Column): void {
     if (escapes * 8 <= vals.length) {
       w.array(2 + ms.length).int(1).int(k)
       const last = new Map<number, number>()
+      let first = 0
       for (let i = 0; i < ms.length; i++) {
         const m = ms[i]
         if (m === null) { w.array(1); rawValue(w, vals[i] as number); continue }
         const d = devs[i]!
-        w.int(m - (last.get(d) ?? 0))
+        const prev = last.get(d)
+        w.int(m - (prev ?? first))
+        if (prev === undefined) first = m
         last.set(d, m)
       }
       return
@@ -152,7 +158,7 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
   const devIndex = new Map<string, number>()
   const devBoot: (Boot | null)[] = []
   const curBoot: (Boot | null)[] = []
-  const lastSeq: number[] = []
+  const lastSeq: (number | undefined)[] = []
   const di: number[] = new Array(n)
   const bootAt: (number | Boot | null)[] = []
   const nameIndex = new Map<string, number>()
@@ -186,7 +192,7 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
       devIndex.set(it[2], d)
       devBoot.push(it[4])
       curBoot.push(it[4])
-      lastSeq.push(0)
+      lastSeq.push(undefined)
     } else if (curBoot[d] !== it[4]) {
       curBoot[d] = it[4]
       bootAt.push(i, it[4])
@@ -215,23 +221,29 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
   w.text('bootAt').array(bootAt.length)
   for (let i = 0; i < bootAt.length; i += 2) { w.int(bootAt[i] as number); boot(w, bootAt[i + 1] as Boot | null) }
   w.text('seq').array(n)
+  let firstSeq = 0
   for (let i = 0; i < n; i++) {
     const seq = items[i]![3]
     if (seq === null) { w.null(); continue }
-    w.int(seq - lastSeq[di[i]!]!)
+    const prev = lastSeq[di[i]!]
+    w.int(seq - (prev ?? firstSeq))
+    if (prev === undefined) firstSeq = seq
     lastSeq[di[i]!] = seq
   }
   w.text('rx').array(n)
   let prevRx = 0
   for (const it of items) { w.int(it[6] - prevRx); prevRx = it[6] }
-  const lastSkew = new Array<number>(devIndex.size).fill(0)
+  const lastSkew = new Array<number | undefined>(devIndex.size).fill(undefined)
   const tsCol: (number | null)[] = new Array(n)
   let safe = true
+  let firstSkew = 0
   for (let i = 0; i < n; i++) {
     const it = items[i]!
     if (it[5] === null) { tsCol[i] = null; continue }
     const skew = it[5] - it[6]
-    tsCol[i] = skew - lastSkew[di[i]!]!
+    const prev = lastSkew[di[i]!]
+    tsCol[i] = skew - (prev ?? firstSkew)
+    if (prev === undefined) firstSkew = skew
     if (!Number.isSafeInteger(tsCol[i])) safe = false
     lastSkew[di[i]!] = skew
   }
@@ -318,13 +330,16 @@ function columnReader (c: unknown, field: string, count: number): ColReader {
     if (!isUint(k) || k > MAX_SCALE) bad(field, `scale must be 0..${MAX_SCALE}`)
     if (c.length !== 2 + count) bad(field, `must hold ${count} values, holds ${c.length - 2}`)
     const last = new Map<number, number>()
+    let first = 0
     return (dev, at) => {
       const el = c[2 + i++] as unknown
       if (Array.isArray(el)) {
         const v = el.length === 1 ? rawDecimal(el[0]) : undefined
         return typeof v === 'number' ? v : bad(at, 'an escaped value must be [number] or [[k, m]]')
       }
-      const m = add(last.get(dev) ?? 0, el, at)
+      const prev = last.get(dev)
+      const m = add(prev ?? first, el, at)
+      if (prev === undefined) first = m
       if (Math.abs(m) >= MAX_MANTISSA) bad(at, 'mantissa out of range')
       last.set(dev, m)
       return decimalValue(m, k as number)
@@ -408,8 +423,10 @@ export function decodeBatchV2 (body: Uint8Array, opts: { maxItems: number }): Ra
 
   const items: unknown[] = new Array(n)
   const cur = boots.slice()
-  const lastSeq = new Array<number>(dev.length).fill(0)
-  const lastSkew = new Array<number>(dev.length).fill(0)
+  const lastSeq = new Array<number | undefined>(dev.length).fill(undefined)
+  const lastSkew = new Array<number | undefined>(dev.length).fill(undefined)
+  let firstSeq = 0
+  let firstSkew = 0
   let nextBootAt = 0
   let prevRx = 0
   for (let i = 0; i < n; i++) {
@@ -419,11 +436,18 @@ export function decodeBatchV2 (body: Uint8Array, opts: { maxItems: number }): Ra
       nextBootAt += 2
     }
     let seq: number | null = null
-    if (seqs[i] !== null) { seq = add(lastSeq[dv]!, seqs[i], `seq[${i}]`); lastSeq[dv] = seq }
+    if (seqs[i] !== null) {
+      const prev = lastSeq[dv]
+      seq = add(prev ?? firstSeq, seqs[i], `seq[${i}]`)
+      if (prev === undefined) firstSeq = seq
+      lastSeq[dv] = seq
+    }
     prevRx = add(prevRx, rxs[i], `rx[${i}]`)
     let ts: number | null = null
     if (tss[i] !== null) {
-      const skew = add(tsDelta ? lastSkew[dv]! : 0, tss[i], `ts[${i}]`)
+      const prev = lastSkew[dv]
+      const skew = add(tsDelta ? prev ?? firstSkew : 0, tss[i], `ts[${i}]`)
+      if (prev === undefined) firstSkew = skew
       lastSkew[dv] = skew
       ts = add(prevRx, skew, `ts[${i}]`)
     }

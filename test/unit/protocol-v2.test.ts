@@ -109,9 +109,9 @@ print(json.dumps({k: d[k] for k in ['v', 'n', 'p', 's', 'dev', 'di', 'seq', 'ts'
   assert.equal(py.status, 0, `python3 with cbor2 (Debian python3-cbor2) must decode the body: ${py.stderr}`)
   const d = JSON.parse(py.stdout) as Record<string, unknown>
   assert.deepEqual(d, {
-    v: 2, n: 2, p: [3, 2], s: [250000, 2], dev: ['sim-0001', 'sim-0002'], di: [0, 1], seq: [1000, 1000],
-    ts: [-7, -7], rx: [1795759000007, 10], names: ['temperature_c', 'door_open'],
-    cols: [[1, 2, 2137, 1950], [0, [2]]]
+    v: 2, n: 2, p: [3, 2], s: [250000, 2], dev: ['sim-0001', 'sim-0002'], di: [0, 1], seq: [1000, 0],
+    ts: [-7, 0], rx: [1795759000007, 10], names: ['temperature_c', 'door_open'],
+    cols: [[1, 2, 2137, -187], [0, [2]]]
   })
 })
 
