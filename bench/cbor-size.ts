@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict'
 import { isDeepStrictEqual } from 'node:util'
-import { validateItem, type BatchItem } from '../protocol/index.ts'
+import { decodeTrusted, encodeBatchRaw, encodeBatchV2, encodeItem, validateItem, type BatchItem } from '../protocol/index.ts'
 import { helpText, num, parseFlags, type FlagSpec } from './lib/args.ts'
 import { noisyDataset, simDataset, stressDataset } from './lib/datasets.ts'
 import { appendRecord, gitSha, hostInfo } from './lib/results.ts'
@@ -83,6 +83,25 @@ for (const [dataset, items] of Object.entries(datasets)) {
       process.stdout.write(JSON.stringify(rec) + '\n')
       if (f.get('write') !== false) appendRecord('cbor-size.jsonl', rec)
     }
+  }
+}
+// What the gateway pays per batch: it stores each item as v1 bytes at intake, so v1 is
+// framing those bytes, and v2 decodes them first (gateway/flush/wire.ts)
+for (const [dataset, items] of Object.entries(datasets)) {
+  const raws = items.map(encodeItem)
+  for (const [system, fn] of [
+    ['gateway-v1', () => encodeBatchRaw(env, raws)],
+    ['gateway-v2', () => encodeBatchV2(env, raws.map((r) => decodeTrusted(r) as BatchItem))]
+  ] as const) {
+    const rec = {
+      scenario: 'cbor-size', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('-'),
+      system, params: { dataset, items: n, devices }, bytesPerReading: Number((fn().length / n).toFixed(2)),
+      encodeUsPerReading: Number(usPerReading(fn).toFixed(3)),
+      command: commandLine(['node', '--import', 'tsx', 'bench/cbor-size.ts', ...process.argv.slice(2)])
+    }
+    rows.push(`${dataset.padEnd(6)} ${system.padEnd(20)} ${String(rec.bytesPerReading).padStart(8)} B/reading  encode ${rec.encodeUsPerReading.toFixed(2).padStart(6)} us (from stored items)`)
+    process.stdout.write(JSON.stringify(rec) + '\n')
+    if (f.get('write') !== false) appendRecord('cbor-size.jsonl', rec)
   }
 }
 process.stderr.write(rows.join('\n') + '\n')

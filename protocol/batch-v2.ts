@@ -106,6 +106,12 @@ function rawValue (w: CborWriter, v: number | boolean | string): void {
   w.float(v)
 }
 
+function sameNames (a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
 type Column = { vals: (number | boolean | string)[], devs: number[] }
 
 function column (w: CborWriter, c: Column): void {
@@ -117,20 +123,22 @@ function column (w: CborWriter, c: Column): void {
     return
   }
   if (vals.every((v) => typeof v === 'number')) {
-    // one scale for the column; the few values it cannot hold exactly go as escapes
+    // one scale for the column (the largest any value needs), then the mantissas at that
+    // scale; the few values it cannot hold exactly go as escapes
     let k = 0
-    let escapes = 0
+    let scale = 1
     for (const v of vals as number[]) {
+      if (Math.round(v * scale) / scale === v) continue // fits the scale so far (-0 is sorted out below)
       const kv = decimalScale(v)
-      if (kv < 0) escapes++
-      else if (kv > k) k = kv
+      if (kv > k) { k = kv; scale = POW10[k]! }
     }
+    let escapes = 0
     const ms: (number | null)[] = []
     for (const v of vals as number[]) {
-      const m = Math.round(v * POW10[k]!)
+      const m = Math.round(v * scale)
       const ok = !Object.is(v, -0) && Math.abs(m) < MAX_MANTISSA && Object.is(decimalValue(m, k), v)
       ms.push(ok ? m : null)
-      if (!ok && decimalScale(v) >= 0) escapes++
+      if (!ok) escapes++
     }
     if (escapes * 8 <= vals.length) {
       w.array(2 + ms.length).int(1).int(k)
@@ -165,6 +173,7 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
   const cols: Column[] = []
   const shapeIndex = new Map<string, number>()
   const shapes: number[][] = []
+  const shapeNames: string[][] = []
   const devShape: number[] = []
   const curShape: number[] = []
   const shapeAt: number[] = []
@@ -198,18 +207,27 @@ export function encodeBatchV2 (env: Env, items: readonly BatchItem[]): Buffer {
       bootAt.push(i, it[4])
     }
     di[i] = d
-    const names = Object.keys(it[7])
-    const ids: number[] = []
-    for (const name of names) {
-      let c = nameIndex.get(name)
-      if (c === undefined) { c = nameIndex.size; nameIndex.set(name, c); cols.push({ vals: [], devs: [] }) }
-      ids.push(c)
-      cols[c]!.vals.push(it[7][name]!)
-      cols[c]!.devs.push(d)
+    const values = it[7]
+    const names = Object.keys(values)
+    // most readings have the names their device's last one had: compare before building a key
+    let sh = d < curShape.length ? curShape[d]! : -1
+    if (sh < 0 || !sameNames(shapeNames[sh]!, names)) {
+      const ids: number[] = []
+      for (const name of names) {
+        let c = nameIndex.get(name)
+        if (c === undefined) { c = nameIndex.size; nameIndex.set(name, c); cols.push({ vals: [], devs: [] }) }
+        ids.push(c)
+      }
+      const key = ids.join(',')
+      sh = shapeIndex.get(key) ?? -1
+      if (sh < 0) { sh = shapes.length; shapeIndex.set(key, sh); shapes.push(ids); shapeNames.push(names) }
     }
-    const key = ids.join(',')
-    let sh = shapeIndex.get(key)
-    if (sh === undefined) { sh = shapes.length; shapeIndex.set(key, sh); shapes.push(ids) }
+    const ids = shapes[sh]!
+    for (let j = 0; j < ids.length; j++) {
+      const col = cols[ids[j]!]!
+      col.vals.push(values[names[j]!]!)
+      col.devs.push(d)
+    }
     if (curShape.length <= d) { devShape.push(sh); curShape.push(sh) } else if (curShape[d] !== sh) { curShape[d] = sh; shapeAt.push(i, sh) }
   }
   w.text('dev').array(devIndex.size)
