@@ -16,6 +16,7 @@ export const schema = {
   token: { type: 'list', doc: 'GATEWAY_ID:SECRET accepted as "authorization: Bearer SECRET" for that gateway; repeatable' },
   tokensFile: { type: 'string', doc: 'JSON file { "gatewayId": "secret", ... }, merged with --token' },
   maxBodyBytes: { type: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'largest request body, after gzip decompression' },
+  protocols: { type: 'list', default: ['1', '2'], doc: 'upstream protocol versions served: 1 (/v1/batches) and 2 (/v2/batches, columnar); "1" alone behaves as an ingest that predates v2' },
   maxItems: { type: 'int', default: 10000, min: 1, max: 1_000_000, doc: 'most items in one batch (413 above)' },
   maxConcurrentRequests: { type: 'int', default: 64, min: 1, max: 100_000, doc: 'batches processed at once; more get 503 + Retry-After' },
   requestTimeoutMs: { type: 'int', default: 30_000, min: 1000, max: 600_000, doc: 'time to receive headers and body of a request (slow clients are cut off)' },
@@ -88,6 +89,12 @@ export function checkSink (cfg: Pick<IngestConfig, 'sink' | 'postgresUrl'>): voi
   if (cfg.sink === 'postgres') {
     throw new ConfigError('sink', `postgres is not built yet${cfg.postgresUrl ? '' : ' (it will need --postgres-url)'}; use --sink leveldb`)
   }
+}
+
+/** `protocols` lists versions this ingest serves: 1 always, 2 optionally. */
+export function checkProtocols (cfg: Pick<IngestConfig, 'protocols'>): void {
+  for (const v of cfg.protocols) if (v !== '1' && v !== '2') throw new ConfigError('protocols', `unknown protocol version ${JSON.stringify(v)} (1 or 2)`)
+  if (!cfg.protocols.includes('1')) throw new ConfigError('protocols', 'must include 1 (gateways that predate v2 speak only v1)')
 }
 
 export function usage (): string {

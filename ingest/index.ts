@@ -9,7 +9,7 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pino, type Logger } from 'pino'
 import { Chaos } from './chaos.ts'
-import { checkSink, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
+import { checkProtocols, checkSink, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
 import { createMetrics, type IngestMetrics } from './metrics.ts'
 import { createIngestServer, hashSecret } from './server.ts'
 import { LevelDbSink } from './sinks/leveldb.ts'
@@ -33,6 +33,7 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const config = withDefaults(options)
   const log = deps.logger ?? pino({ level: 'silent' })
   checkSink(config)
+  checkProtocols(config)
   const secrets = await resolveTokens(config)
   const tokens = new Map([...secrets].map(([secret, gw]) => [hashSecret(secret), gw]))
   let sink: Sink | undefined

@@ -10,10 +10,10 @@ import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { AckCode, AckCodeName, encodeResponse, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
+import { AckCode, AckCodeName, encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
 import type { Chaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
-import { decodeContent, decodeEnvelope, readBody, validateItems, type ValidatedItems } from './decode.ts'
+import { decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
 import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
 import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
@@ -34,6 +34,8 @@ export const hashSecret = (secret: string): string => createHash('sha256').updat
 type BatchCtx = {
   req: IncomingMessage
   res: ServerResponse
+  /** upstream protocol of the route: 1 (`/v1/batches`) or 2 (`/v2/batches`, columnar) */
+  version: 1 | 2
   gateway: string
   raw: Buffer
   body: Buffer
@@ -63,7 +65,8 @@ function checkMediaType (ctx: BatchCtx): void {
 
 async function readRequestBody (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   ctx.raw = await readBody(ctx.req, deps.config.maxBodyBytes)
-  deps.metrics.receivedBytes.inc({ encoding: ctx.req.headers['content-encoding'] ? 'gzip' : 'identity' }, ctx.raw.length)
+  const enc = (ctx.req.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
+  deps.metrics.receivedBytes.inc({ encoding: ['gzip', 'deflate', 'br'].includes(enc) ? enc : 'identity', version: String(ctx.version) }, ctx.raw.length)
 }
 
 async function decompress (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
@@ -71,7 +74,7 @@ async function decompress (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
 }
 
 function decode (ctx: BatchCtx, deps: ServerDeps): void {
-  ctx.batch = decodeEnvelope(ctx.body, deps.config.maxItems)
+  ctx.batch = ctx.version === 2 ? decodeEnvelopeV2(ctx.body, deps.config.maxItems) : decodeEnvelope(ctx.body, deps.config.maxItems)
 }
 
 function authorizeGateway (ctx: BatchCtx): void {
@@ -155,7 +158,8 @@ function dropAfterCommit (ctx: BatchCtx, deps: ServerDeps): void {
 
 function respond (ctx: BatchCtx): void {
   if (ctx.dropped) return
-  const body = encodeResponse({ batch: ctx.batch.batch, results: ctx.results })
+  const res = { batch: ctx.batch.batch, results: ctx.results }
+  const body = ctx.version === 2 ? encodeResponseV2(res) : encodeResponse(res)
   ctx.res.writeHead(200, { 'content-type': 'application/cbor', 'content-length': body.length })
   ctx.res.end(body)
 }
@@ -194,8 +198,13 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
   let batchesInFlight = 0
   let stopping = false
   const active = new Set<ServerResponse>()
+  // protocol negotiation (docs/protocol-v2.md): every answer names the versions and body
+  // encodings this ingest takes, so a gateway upgrades (or falls back) on its next batch
+  const speaksV2 = config.protocols.includes('2')
+  const capabilities = { protocols: speaksV2 ? [1, 2] : [1], encodings: ['identity', 'gzip', 'deflate', 'br'] }
+  const advertise = speaksV2 ? { [PROTOCOLS_HEADER]: '1, 2', [ENCODINGS_HEADER]: capabilities.encodings.join(', ') } : {}
 
-  async function handleBatch (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handleBatch (req: IncomingMessage, res: ServerResponse, version: 1 | 2): Promise<void> {
     if (batchesInFlight >= config.maxConcurrentRequests) {
       metrics.rejectedBatches.inc({ reason: 'busy' })
       throw new HttpError(503, 'busy', `more than ${config.maxConcurrentRequests} batches in progress`, { headers: { 'retry-after': '1' }, closeConnection: true })
@@ -203,7 +212,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     batchesInFlight++
     metrics.inFlight.inc()
     try {
-      const ctx = { req, res, dropped: false } as BatchCtx
+      const ctx = { req, res, version, dropped: false } as BatchCtx
       for (const step of batchSteps) await step(ctx, deps)
       log.debug({ gateway: ctx.gateway, batch: ctx.batch.batch, items: ctx.results.length }, 'Batch answered.')
     } finally {
@@ -214,11 +223,13 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
 
   async function route (req: IncomingMessage, res: ServerResponse, url: URL): Promise<string> {
     const path = url.pathname
-    if (path === '/v1/batches') {
+    const version = path === '/v1/batches' ? 1 : path === '/v2/batches' && speaksV2 ? 2 : 0
+    if (version !== 0) {
       if (req.method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'use POST', { headers: { allow: 'POST' } })
-      await handleBatch(req, res)
+      await handleBatch(req, res, version)
       return 'batches'
     }
+    if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
     if (path === '/metrics') {
@@ -241,10 +252,11 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     inFlight++
     active.add(res)
     if (stopping) res.setHeader('connection', 'close')
+    for (const [k, v] of Object.entries(advertise)) res.setHeader(k, v)
     let routeName = 'other'
     try {
       const url = new URL(req.url ?? '/', 'http://ingest')
-      routeName = url.pathname === '/v1/batches' ? 'batches' : matchReadings(url.pathname) !== null ? 'readings' : url.pathname.slice(0, 40)
+      routeName = url.pathname === '/v1/batches' || url.pathname === '/v2/batches' ? 'batches' : matchReadings(url.pathname) !== null ? 'readings' : url.pathname.slice(0, 40)
       routeName = await route(req, res, url)
     } catch (e) {
       let err: HttpError
@@ -262,7 +274,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz', 'capabilities'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

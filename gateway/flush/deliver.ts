@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import { AckCodeName, decodeResponse, encodeBatchRaw } from '../../protocol/index.ts'
+import { AckCodeName } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Store } from '../store/index.ts'
 import { mapAcks, type AckResult } from './ack-mapper.ts'
@@ -14,6 +14,7 @@ import type { UpstreamHealth } from './health.ts'
 import type { ReceiptSender } from './receipt-sender.ts'
 import { NO_ANSWER, ruleFor } from './status-actions.ts'
 import type { Upstream, UpstreamResponse } from './upstream.ts'
+import type { WireFormat } from './wire.ts'
 
 /**
  * done: every item has a final answer; retry-items: the upstream asked to retry some;
@@ -29,22 +30,24 @@ const FAILED: Outcome = { kind: 'failed' }
 /** Retry-After is honoured up to this (a broken header must not park a partition for days). */
 const MAX_RETRY_AFTER_MS = 10 * 60_000
 
-type Deps = { store: Store, config: FlushConfig, upstream: Upstream, health: UpstreamHealth, receipts: ReceiptSender, metrics: Metrics, log: Logger, closed: () => boolean }
+type Deps = { store: Store, config: FlushConfig, upstream: Upstream, wire: WireFormat, health: UpstreamHealth, receipts: ReceiptSender, metrics: Metrics, log: Logger, closed: () => boolean }
 
 export class Deliverer {
   constructor (private readonly d: Deps) {}
 
   /** Sends items once; a 400/413 is bisected/split here until each part has its answer. */
   async deliver (p: number, seqs: number[], raws: Buffer[]): Promise<Outcome> {
-    const { store, config, upstream, health, metrics, log } = this.d
+    const { store, config, upstream, wire: wires, health, metrics, log } = this.d
     if (this.d.closed()) return DONE
     const evicted = store.pendingEvicted()
     const batchId = randomBytes(8).toString('hex')
-    const body = encodeBatchRaw({ gateway: config.gatewayId, epoch: store.epoch, batch: batchId, floors: [[p, store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
+    const url = upstream.url
+    const wire = wires.choose(url)
+    const body = wires.encode(wire, { gateway: config.gatewayId, epoch: store.epoch, batch: batchId, floors: [[p, store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
     const t0 = performance.now()
     let res: UpstreamResponse & { sentBytes: number }
     try {
-      res = await upstream.send(body)
+      res = await upstream.send(body, wire)
       metrics.upstreamBytes.inc(res.sentBytes)
     } catch (err) {
       metrics.upstreamRequest.observe({ status: 'error' }, (performance.now() - t0) / 1000)
@@ -56,13 +59,20 @@ export class Deliverer {
     }
     const status = res.status
     metrics.upstreamRequest.observe({ status: String(status) }, (performance.now() - t0) / 1000)
+    // protocol negotiation (wire.ts) comes before the status table: a v2 request to an
+    // ingest without /v2/batches goes again at once as v1
+    if (wires.observe(url, res.headers)) log.info({ url, protocol: wires.choose(url).version }, 'upstream protocol negotiated')
+    if (wires.refusedV2(url, wire, status)) {
+      log.warn({ url, status }, 'upstream has no protocol v2 endpoint; sending these items again as v1')
+      return { kind: 'failed', waitMs: 0 }
+    }
     const message = errorMessage(res.body)
     const rule = ruleFor(status)
     switch (rule.action) {
       case 'per-item': {
         let decoded
         try {
-          decoded = decodeResponse(res.body)
+          decoded = wires.decodeResponse(wire, res.body)
         } catch (err) {
           health.failed(new Error(`unreadable 200 response from ${res.url}: ${(err as Error).message}`, { cause: err }), 'retrying')
           metrics.upstreamBatches.inc({ outcome: 'bad_response' })

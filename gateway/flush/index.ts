@@ -23,6 +23,7 @@ import { UpstreamHealth, type UpstreamStatus } from './health.ts'
 import { OldestAge } from './oldest-age.ts'
 import { ReceiptSender, type Publisher } from './receipt-sender.ts'
 import { Upstream } from './upstream.ts'
+import { WireFormat } from './wire.ts'
 
 export type { FlushConfig } from './config.ts'
 export type { UpstreamState, UpstreamStatus } from './health.ts'
@@ -44,10 +45,11 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
-    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, gzip: config.gzip, maxSockets: config.maxInFlight })
+    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight })
+    const wire = new WireFormat(config.upstreamProtocol, config.gzip ? 'gzip' : config.compression)
     this.health = new UpstreamHealth(this.log, config.unreadyAfterMs)
     const receipts = new ReceiptSender(publish, metrics, this.log)
-    this.deliverer = new Deliverer({ store, config, upstream: this.upstream, health: this.health, receipts, metrics, log: this.log, closed: () => this.closed })
+    this.deliverer = new Deliverer({ store, config, upstream: this.upstream, wire, health: this.health, receipts, metrics, log: this.log, closed: () => this.closed })
     this.oldestAge = new OldestAge(store, metrics)
     this.wakers = Array.from({ length: store.partitions }, () => null)
     this.firstSeenAt = Array.from({ length: store.partitions }, () => 0)

@@ -11,6 +11,9 @@
  *   retry-after the same items again after Retry-After (capped), else after backoff
  *   backoff     the same items again after exponential backoff
  *
+ * One answer comes before the table: a protocol v2 request answered 404 or 405 (an ingest
+ * without /v2/batches) is sent again at once as v1 (wire.ts, docs/protocol-v2.md).
+ *
  * `health` is the upstream state reported in /status; `failover` moves the next request to
  * the next --upstream URL.
  */
