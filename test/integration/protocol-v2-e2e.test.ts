@@ -35,7 +35,7 @@ test('an ingest switched between v1-only and v2 under load: every acknowledged r
   ])
   const ingestUrl = (): string => `http://127.0.0.1:${String(ingest.ready.port)}`
   const adminUrl = `http://127.0.0.1:${String(gw.ready.adminPort)}`
-  const sim = createSimulation(simConfig({ broker: `mqtt://127.0.0.1:${String(gw.ready.mqttPort)}`, devices: 10, rate: 40, count: 400, idPrefix: 'v2sw-', progress: 'off' }))
+  const sim = createSimulation(simConfig({ broker: `mqtt://127.0.0.1:${String(gw.ready.mqttPort)}`, devices: 10, rate: 40, count: 100_000, idPrefix: 'v2sw-', progress: 'off' }))
   t.after(() => sim.stop())
   await sim.start()
   await sim.waitConnected(15_000)
@@ -56,7 +56,7 @@ test('an ingest switched between v1-only and v2 under load: every acknowledged r
   await waitFor(async () => await receivedBytes(ingestUrl(), 1) > 0, { timeoutMs: 15_000, what: 'v1 batches after the downgrade' })
   await swap('1,2')
   await waitFor(async () => await receivedBytes(ingestUrl(), 2) > 0, { timeoutMs: 15_000, what: 'v2 again after the second upgrade' })
-  await sim.done
+  // the load runs until here whatever the box's speed; stop waits for the PUBACKs in flight
   await sim.stop()
   const drain = await waitForDrain({ ingestUrl: ingestUrl(), gatewayAdmin: adminUrl, timeoutMs: 30_000 })
   assert.equal(drain.settled, true, 'gateway drained')
@@ -65,8 +65,10 @@ test('an ingest switched between v1-only and v2 under load: every acknowledged r
 
   const audit = await runAudit(sim.records(), { ingestUrl: ingestUrl() })
   assert.equal(audit.ok, true, JSON.stringify(audit.failures.slice(0, 3)))
-  assert.equal(audit.totals.acknowledged, 4000)
-  assert.equal(audit.totals.stored, 4000)
+  t.diagnostic(`acknowledged ${audit.totals.acknowledged}, stored ${audit.totals.stored}, lost ${audit.totals.lost}, duplicated ${audit.totals.duplicated}, v1 fallbacks ${fallbacks}`)
+  assert.ok(audit.totals.acknowledged >= 400, `acknowledged ${audit.totals.acknowledged}`)
+  // stored may exceed acknowledged: readings the gateway took whose PUBACK was still on its way when the simulator hung up
+  assert.ok(audit.totals.stored >= audit.totals.acknowledged)
   assert.equal(audit.totals.lost + audit.totals.duplicated + audit.totals.outOfOrder, 0)
   const metrics = await (await fetch(`${adminUrl}/metrics`)).text()
   assert.equal(promValue(metrics, 'gateway_dlq_items'), 0, 'nothing dead-lettered by the switches')
