@@ -124,13 +124,18 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   } catch (err) {
     if (err instanceof StoreError) {
       deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'Sink write failed.')
-      throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
-    }
-    throw err
+      if (!err.retryable) throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
+      // Transient (e.g. the database restarting): nothing was stored; every item is answered retry.
+      outcomes = items.valid.map(() => 'retry' as const)
+    } else throw err
   }
   for (let i = 0; i < items.valid.length; i++) {
     const [p, s] = items.valid[i]!.item
-    items.results[items.valid[i]!.index] = [p, s, outcomes[i] === 'stored' ? AckCode.Stored : AckCode.Duplicate]
+    const o = outcomes[i]
+    items.results[items.valid[i]!.index] = o === 'stored' ? [p, s, AckCode.Stored]
+      : o === 'duplicate' ? [p, s, AckCode.Duplicate]
+        : o === 'rejected' ? [p, s, AckCode.Rejected, 'the sink cannot store this item (text with U+0000 or an unpaired surrogate)']
+          : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
   }
   ctx.results = items.results as ItemResult[]
   const m = deps.metrics
@@ -221,6 +226,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
+    if (path === '/readyz') { const ok = deps.sink.ready?.() ?? true; sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
     if (path === '/metrics') {
       const text = await metrics.registry.metrics()
       res.writeHead(200, { 'content-type': metrics.registry.contentType })
@@ -262,7 +268,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz', 'readyz'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }
