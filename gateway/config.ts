@@ -12,6 +12,7 @@ export const gatewaySchema = {
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
   upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order' },
+  upstreamSpread: { type: 'bool', default: false, doc: 'spread partitions over the --upstream URLs (stateless ingests on one database) instead of failover in order' },
   token: { type: 'string', default: '', doc: 'Bearer token for the ingest' },
   partitions: { type: 'int', default: 8, min: 1, max: 1024, doc: 'Partitions of a new store (fixed at creation)' },
   durability: { type: 'enum', values: ['process', 'power'] as const, default: 'power', doc: 'process: survive kill -9 (no fsync); power: fsync every group commit' },

@@ -67,6 +67,7 @@ export class Gateway {
     const flusher = new Flusher(store, {
       gatewayId: config.gatewayId,
       upstream: config.upstream,
+      upstreamSpread: config.upstreamSpread,
       token: config.token,
       batchMaxItems: config.batchMaxItems,
       batchMaxBytes: config.batchMaxBytes,

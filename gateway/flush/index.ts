@@ -37,6 +37,7 @@ export type FlushConfig = {
   authRetryMs: number
   unreadyAfterMs: number
   receipts: boolean
+  upstreamSpread?: boolean
 }
 
 export type UpstreamState = 'idle' | 'ok' | 'retrying' | 'auth-failed' | 'unreachable'
@@ -82,7 +83,7 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, private readonly publish: Publisher, private readonly metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
-    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, gzip: config.gzip, maxSockets: config.maxInFlight })
+    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, gzip: config.gzip, maxSockets: config.maxInFlight, spread: config.upstreamSpread })
     this.wakers = Array.from({ length: store.partitions }, () => null)
     this.firstSeenAt = Array.from({ length: store.partitions }, () => 0)
     this.oldestRx = Array.from({ length: store.partitions }, () => null)
@@ -220,7 +221,7 @@ export class Flusher {
       let status = 0
       let res
       try {
-        res = await this.upstream.send(body)
+        res = await this.upstream.send(body, p)
         status = res.status
         this.metrics.upstreamBytes.inc(res.sentBytes)
       } catch (err) {
@@ -228,7 +229,7 @@ export class Flusher {
         this.failed(err as Error, 'unreachable')
         this.metrics.upstreamBatches.inc({ outcome: 'network_error' })
         this.metrics.upstreamRetries.inc({ reason: 'network' })
-        this.upstream.failover()
+        this.upstream.failover(p)
         return FAILED
       }
       this.metrics.upstreamRequest.observe({ status: String(status) }, (performance.now() - t0) / 1000)
@@ -274,7 +275,7 @@ export class Flusher {
       }
       this.failed(new Error(`upstream ${res.url} answered ${status}: ${message}`), status === 429 || status === 503 ? 'retrying' : 'unreachable')
       this.metrics.upstreamRetries.inc({ reason: String(status) })
-      if (status >= 500 && status !== 503) this.upstream.failover()
+      if (status >= 500 && status !== 503) this.upstream.failover(p)
       return (status === 429 || status === 503) && res.retryAfterMs !== undefined ? { kind: 'failed', waitMs: Math.min(res.retryAfterMs, MAX_RETRY_AFTER_MS) } : FAILED
     }
   }

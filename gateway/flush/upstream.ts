@@ -2,6 +2,9 @@
  * HTTP client for upstream protocol v1: keep-alive, optional gzip, timeouts, and failover
  * across several `--upstream` URLs (on a connection error, timeout or 5xx the next request
  * goes to the next URL; the answer of any of them counts, since they share one store).
+ * With `spread`, partition p starts at URL p mod N instead of all at the current one, so
+ * several stateless ingest processes share the load; a URL that failed is skipped for
+ * FAILED_URL_PAUSE_MS and its partitions move to the next one (docs/postgres.md).
  */
 import http from 'node:http'
 import https from 'node:https'
@@ -11,6 +14,7 @@ import { UpstreamError } from '../../protocol/index.ts'
 
 const gzip = promisify(gzipCb)
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+const FAILED_URL_PAUSE_MS = 2000
 
 export type UpstreamConfig = {
   urls: string[]
@@ -18,6 +22,8 @@ export type UpstreamConfig = {
   timeoutMs: number
   gzip: boolean
   maxSockets: number
+  /** Spread partitions over the URLs (else: all on one, the others standby). */
+  spread?: boolean
 }
 
 export type UpstreamResponse = { status: number, body: Buffer, retryAfterMs: number | undefined, url: string }
@@ -34,9 +40,13 @@ export class Upstream {
   private readonly httpAgent: http.Agent
   private readonly httpsAgent: https.Agent
   private readonly urls: URL[]
+  private readonly pausedUntil: number[]
+  /** URL index each partition used last (spread mode). */
+  private readonly lastPick = new Map<number, number>()
 
   constructor (private readonly config: UpstreamConfig) {
     this.urls = config.urls.map((u) => new URL('v1/batches', u.endsWith('/') ? u : u + '/'))
+    this.pausedUntil = this.urls.map(() => 0)
     this.httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxSockets })
     this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets })
   }
@@ -46,13 +56,25 @@ export class Upstream {
     return u ? u.origin + u.pathname : ''
   }
 
-  /** Moves to the next URL (after a failure of the current one). */
-  failover (): void {
-    this.index = (this.index + 1) % this.urls.length
+  /** Moves to the next URL (after a failure of the current one, or of partition p's in spread mode). */
+  failover (p = 0): void {
+    if (!this.config.spread) { this.index = (this.index + 1) % this.urls.length; return }
+    const i = this.lastPick.get(p)
+    if (i !== undefined) this.pausedUntil[i] = performance.now() + FAILED_URL_PAUSE_MS
   }
 
-  async send (body: Buffer): Promise<UpstreamResponse & { sentBytes: number }> {
-    const url = this.urls[this.index]!
+  private pick (p: number): number {
+    if (!this.config.spread) return this.index
+    const n = this.urls.length
+    const now = performance.now()
+    let i = p % n
+    for (let k = 0; k < n; k++) if (this.pausedUntil[(p + k) % n]! <= now) { i = (p + k) % n; break }
+    this.lastPick.set(p, i)
+    return i
+  }
+
+  async send (body: Buffer, p = 0): Promise<UpstreamResponse & { sentBytes: number }> {
+    const url = this.urls[this.pick(p)]!
     const payload = this.config.gzip ? await gzip(body) : body
     const headers: http.OutgoingHttpHeaders = {
       'content-type': 'application/cbor',
