@@ -32,7 +32,7 @@ const GW_FLAGS = ['--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0'
 
 async function startDevices (t: T, broker: string, prefix: string, devices: number): Promise<Sim> {
   const sim = createSimulation(simConfig({
-    broker, devices, rate: 40, idPrefix: prefix, seed: SEED % 100000, progress: 'off',
+    broker, devices, rate: 30, idPrefix: prefix, seed: SEED % 100000, progress: 'off',
     receipts: false, reconnectDelayMs: 100, stopGraceMs: 20_000, inflight: 16
   }))
   t.after(() => sim.stop())
@@ -77,20 +77,22 @@ async function audit (t: T, sim: Sim, ingestUrl: string, gatewayAdmins: string[]
   return rows
 }
 
-test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.5 s and a postmaster kill -9 mid-load; 0 lost, 0 duplicated', async (t) => {
+test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.3 s and a postmaster kill -9 mid-load; 0 lost, 0 duplicated', async (t) => {
   const rnd = seeded(SEED)
+  const tStart = Date.now()
   const pg = await ownPostgres(t)
   const url = await pg.createDatabase('faults')
   const token = 'pg-fault-secret'
-  const spawnIngest = (): Promise<Child> => spawnCli(t, 'ingest/main.ts', ['--port', '0', '--sink', 'postgres', '--postgres-url', url, '--token', `gw1:${token}`], { readyTimeoutMs: 40_000 })
+  const spawnIngest = (): Promise<Child> => spawnCli(t, 'ingest/main.ts', ['--port', '0', '--sink', 'postgres', '--postgres-url', url, '--token', `gw1:${token}`], { readyTimeoutMs: 60_000 })
   const ingests = await Promise.all([spawnIngest(), spawnIngest(), spawnIngest()])
   const proxies = await Promise.all(ingests.map((i) => FaultProxy.start(t, i.ready.port as number)))
   const traffic = proxies.map(() => 0)
   proxies.forEach((px, i) => px.on('data', (dir) => { if (dir === 'up') traffic[i]!++ }))
   const dir = await tempDir(t, 'faults-pg-')
   const gw = await spawnCli(t, 'gateway/main.ts', ['--gateway-id', 'gw1', '--data-dir', join(dir, 'gw'), ...GW_FLAGS,
-    '--upstream', proxies.map((p) => `http://${p.url}`).join(','), '--upstream-spread', '--token', token])
-  const sim = await startDevices(t, `mqtt://127.0.0.1:${String(gw.ready.mqttPort)}`, 'pgk-', 12)
+    '--upstream', proxies.map((p) => `http://${p.url}`).join(','), '--upstream-spread', '--token', token], { readyTimeoutMs: 60_000 })
+  const sim = await startDevices(t, `mqtt://127.0.0.1:${String(gw.ready.mqttPort)}`, 'pgk-', 8)
+  const setupS = Math.round((Date.now() - tStart) / 1000)
   const ingestUrl = (i: number): string => `http://${proxies[i]!.url}`
 
   let ingestKills = 0
@@ -99,9 +101,9 @@ test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.5 s 
   // A killed ingest restarts in the background (a tsx start takes seconds on a loaded box)
   // while the next kills land; its proxy refuses connections meanwhile (the gateway fails over).
   const restarting = new Map<number, Promise<void>>()
-  for (let k = 0; k < 6; k++) {
-    await sleep(1000 + rnd() * 1000)
-    if (k === 2) {
+  for (let k = 0; k < 4; k++) {
+    await sleep(800 + rnd() * 1000)
+    if (k === 1) {
       // The database crashes: every ingest loses its connections mid-commit.
       await pg.kill9()
       const live = [0, 1, 2].find((i) => !restarting.has(i)) ?? 0
@@ -110,6 +112,7 @@ test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.5 s 
       await pg.restart()
       continue
     }
+    while (restarting.size >= 2) await Promise.race(restarting.values()) // keep one serving
     const i = [0, 1, 2].filter((j) => !restarting.has(j))[Math.floor(rnd() * (3 - restarting.size))]!
     await ingests[i]!.kill('SIGKILL')
     ingestKills++
@@ -118,8 +121,8 @@ test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.5 s 
   await Promise.all(restarting.values())
   await waitFor(async () => (await fetch(`${ingestUrl(0)}/readyz`)).status === 200, { timeoutMs: 20_000, what: '/readyz 200 after PostgreSQL restarted' })
   const rows = await audit(t, sim, ingestUrl(0), [`http://127.0.0.1:${String(gw.ready.adminPort)}`],
-    `ingest kills ${ingestKills}, postmaster kills 1, requests per ingest ${traffic.join('/')}; ${Math.round((Date.now() - t0) / 1000)} s of faults`)
-  assert.equal(ingestKills, 5)
+    `ingest kills ${ingestKills}, postmaster kills 1, requests per ingest ${traffic.join('/')}; setup ${setupS} s, faults ${Math.round((Date.now() - t0) / 1000)} s`)
+  assert.equal(ingestKills, 3)
   assert.ok(unreadySeen, 'the ingests reported unready while the database was down (the crash landed)')
   assert.ok(traffic.every((n) => n > 0), `every ingest served batches (spread): ${traffic.join('/')}`)
   assert.ok(rows >= 1000, `rows ${rows}`)
@@ -128,12 +131,12 @@ test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.5 s 
 test('a device moving between two gateways every ~2 s, both killed -9 at random: every acked reading stored exactly once', async (t) => {
   const rnd = seeded(SEED + 1)
   const url = await freshDatabase()
-  const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--sink', 'postgres', '--postgres-url', url, '--token', 'gwA:secret-a', '--token', 'gwB:secret-b'], { readyTimeoutMs: 40_000 })
+  const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--sink', 'postgres', '--postgres-url', url, '--token', 'gwA:secret-a', '--token', 'gwB:secret-b'], { readyTimeoutMs: 60_000 })
   const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
   const dir = await tempDir(t, 'faults-pg2-')
   const names = ['gwA', 'gwB'] as const
   const spawnGw = (i: number): Promise<Child> => spawnCli(t, 'gateway/main.ts', ['--gateway-id', names[i]!, '--data-dir', join(dir, names[i]!), ...GW_FLAGS,
-    '--upstream', ingestUrl, '--token', i === 0 ? 'secret-a' : 'secret-b'])
+    '--upstream', ingestUrl, '--token', i === 0 ? 'secret-a' : 'secret-b'], { readyTimeoutMs: 60_000 })
   const gws = await Promise.all([spawnGw(0), spawnGw(1)])
   const devProxy = await FaultProxy.start(t, gws[0]!.ready.mqttPort as number)
   let current = 0
@@ -148,10 +151,10 @@ test('a device moving between two gateways every ~2 s, both killed -9 at random:
     // restarts in the background; devices sent to it meanwhile are refused and retry
     restarting.set(i, spawnGw(i).then((c) => { gws[i] = c; if (i === current) devProxy.retarget(c.ready.mqttPort as number); restarting.delete(i) }))
   }
-  for (let k = 0; k < 7; k++) {
-    await sleep(1000 + rnd() * 1000)
+  for (let k = 0; k < 6; k++) {
+    await sleep(800 + rnd() * 1000)
     const i = rnd() < 0.5 ? 0 : 1
-    if ((rnd() < 0.5 || (k === 6 && kills === 0)) && !restarting.has(i)) await kill(i)
+    if ((rnd() < 0.5 || (k === 5 && kills === 0)) && !restarting.has(i)) await kill(i)
     // move every device to the other gateway: connections dropped with PUBACKs in flight
     current = 1 - current
     if (!restarting.has(current)) devProxy.retarget(gws[current]!.ready.mqttPort as number)
