@@ -256,6 +256,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       let err: HttpError
       if (e instanceof HttpError) err = e
       else if (e instanceof ValidationError) err = new HttpError(400, 'invalid_query', e.message, { field: e.field })
+      else if (e instanceof StoreError) err = new HttpError(503, 'store_unavailable', e.message, { headers: { 'retry-after': '1' } })
       else {
         log.error({ err: e, url: req.url }, 'Request failed unexpectedly.')
         err = new HttpError(500, 'internal', 'internal error')
