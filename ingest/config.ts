@@ -12,7 +12,9 @@ export const schema = {
   host: { type: 'string', default: '127.0.0.1', doc: 'address to listen on (0.0.0.0 or :: to accept remote gateways)' },
   dataDir: { type: 'string', default: './data/ingest', doc: 'LevelDB directory of the leveldb sink' },
   sink: { type: 'enum', values: ['leveldb', 'postgres'] as const, default: 'leveldb', doc: 'where readings are stored' },
-  postgresUrl: { type: 'string', doc: 'PostgreSQL connection URL (sink postgres)' },
+  postgresUrl: { type: 'string', doc: 'PostgreSQL connection URL (sink postgres; else DATABASE_URL or --postgres-url-file)' },
+  postgresUrlFile: { type: 'string', doc: 'file holding the PostgreSQL connection URL (keeps the password off the command line)' },
+  postgresPoolMax: { type: 'int', default: 10, min: 1, max: 1000, doc: 'PostgreSQL connections per ingest process' },
   token: { type: 'list', doc: 'GATEWAY_ID:SECRET accepted as "authorization: Bearer SECRET" for that gateway; repeatable' },
   tokensFile: { type: 'string', doc: 'JSON file { "gatewayId": "secret", ... }, merged with --token' },
   maxBodyBytes: { type: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'largest request body, after gzip decompression' },
@@ -85,10 +87,20 @@ export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFi
   return out
 }
 
-export function checkSink (cfg: Pick<IngestConfig, 'sink' | 'postgresUrl'>): void {
-  if (cfg.sink === 'postgres') {
-    throw new ConfigError('sink', `postgres is not built yet${cfg.postgresUrl ? '' : ' (it will need --postgres-url)'}; use --sink leveldb`)
+/**
+ * The PostgreSQL URL of sink postgres: --postgres-url, else --postgres-url-file, else the
+ * DATABASE_URL environment variable; undefined for sink leveldb.
+ */
+export async function resolvePostgresUrl (cfg: Pick<IngestConfig, 'sink' | 'postgresUrl' | 'postgresUrlFile'>, env: Record<string, string | undefined>): Promise<string | undefined> {
+  if (cfg.sink !== 'postgres') return undefined
+  let url = cfg.postgresUrl
+  if (url === undefined && cfg.postgresUrlFile !== undefined) {
+    try { url = (await readFile(cfg.postgresUrlFile, 'utf8')).trim() } catch (err) { throw new ConfigError('postgresUrlFile', `cannot read ${cfg.postgresUrlFile}: ${(err as Error).message}`) }
   }
+  url ??= env.DATABASE_URL
+  if (!url) throw new ConfigError('postgresUrl', 'sink postgres needs --postgres-url, --postgres-url-file or DATABASE_URL')
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new ConfigError('postgresUrl', 'must be a postgres:// or postgresql:// URL')
+  return url
 }
 
 /** `protocols` lists versions this ingest serves: 1 always, 2 optionally. */

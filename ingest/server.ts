@@ -127,13 +127,18 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   } catch (err) {
     if (err instanceof StoreError) {
       deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'Sink write failed.')
-      throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
-    }
-    throw err
+      if (!err.retryable) throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
+      // Transient (e.g. the database restarting): nothing was stored; every item is answered retry.
+      outcomes = items.valid.map(() => 'retry' as const)
+    } else throw err
   }
   for (let i = 0; i < items.valid.length; i++) {
     const [p, s] = items.valid[i]!.item
-    items.results[items.valid[i]!.index] = [p, s, outcomes[i] === 'stored' ? AckCode.Stored : AckCode.Duplicate]
+    const o = outcomes[i]
+    items.results[items.valid[i]!.index] = o === 'stored' ? [p, s, AckCode.Stored]
+      : o === 'duplicate' ? [p, s, AckCode.Duplicate]
+        : o === 'rejected' ? [p, s, AckCode.Rejected, 'the sink cannot store this item (text with U+0000 or an unpaired surrogate)']
+          : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
   }
   ctx.results = items.results as ItemResult[]
   const m = deps.metrics
@@ -232,6 +237,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
+    if (path === '/readyz') { const ok = deps.sink.ready?.() ?? true; sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
     if (path === '/metrics') {
       const text = await metrics.registry.metrics()
       res.writeHead(200, { 'content-type': metrics.registry.contentType })
@@ -262,6 +268,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       let err: HttpError
       if (e instanceof HttpError) err = e
       else if (e instanceof ValidationError) err = new HttpError(400, 'invalid_query', e.message, { field: e.field })
+      else if (e instanceof StoreError) err = new HttpError(503, 'store_unavailable', e.message, { headers: { 'retry-after': '1' } })
       else {
         log.error({ err: e, url: req.url }, 'Request failed unexpectedly.')
         err = new HttpError(500, 'internal', 'internal error')
@@ -274,7 +281,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz', 'capabilities'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

@@ -6,6 +6,7 @@ import type { ConfigOf } from '../../protocol/index.ts'
 
 export const flushSchema = {
   upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order' },
+  upstreamSpread: { type: 'bool', default: false, doc: 'Spread partitions over the --upstream URLs (stateless ingests on one database) instead of failover in order' },
   token: { type: 'string', default: '', doc: 'Bearer token for the ingest' },
   batchMaxItems: { type: 'int', default: 500, min: 1, max: 100000, doc: 'Items per upstream batch' },
   batchMaxBytes: { type: 'int', default: 256 * 1024, min: 1024, max: 64 * 1024 * 1024, doc: 'Bytes per upstream batch (item bytes)' },

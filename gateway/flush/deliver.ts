@@ -41,20 +41,20 @@ export class Deliverer {
     if (this.d.closed()) return DONE
     const evicted = store.pendingEvicted()
     const batchId = randomBytes(8).toString('hex')
-    const url = upstream.url
+    const url = upstream.pick(p)
     const wire = wires.choose(url)
     const body = wires.encode(wire, { gateway: config.gatewayId, epoch: store.epoch, batch: batchId, floors: [[p, store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
     const t0 = performance.now()
     let res: UpstreamResponse & { sentBytes: number }
     try {
-      res = await upstream.send(body, wire)
+      res = await upstream.send(body, wire, url)
       metrics.upstreamBytes.inc(res.sentBytes)
     } catch (err) {
       metrics.upstreamRequest.observe({ status: 'error' }, (performance.now() - t0) / 1000)
       health.failed(err as Error, NO_ANSWER.health)
       metrics.upstreamBatches.inc({ outcome: 'network_error' })
       metrics.upstreamRetries.inc({ reason: 'network' })
-      if (NO_ANSWER.failover) upstream.failover()
+      if (NO_ANSWER.failover) upstream.failover(p)
       return FAILED
     }
     const status = res.status
@@ -114,7 +114,7 @@ export class Deliverer {
         metrics.upstreamBatches.inc({ outcome: String(status) })
         health.failed(new Error(`upstream ${res.url} answered ${status}: ${message}`), rule.health)
         metrics.upstreamRetries.inc({ reason: String(status) })
-        if (rule.failover) upstream.failover()
+        if (rule.failover) upstream.failover(p)
         return rule.action === 'retry-after' && res.retryAfterMs !== undefined ? { kind: 'failed', waitMs: Math.min(res.retryAfterMs, MAX_RETRY_AFTER_MS) } : FAILED
     }
   }

@@ -42,7 +42,8 @@ function json (r: Reply): Record<string, unknown> {
 const RX = 1_790_000_000_000
 
 function item (p: number, s: number, device = 'dev1'): BatchItem {
-  return [p, s, device, s, 1, RX - 3, RX + s, { t: 21.5, n: s }]
+  // A distinct device seq per (p, s): the same seq twice would be one reading (natural key).
+  return [p, s, device, p * 1_000_000 + s, 1, RX - 3, RX + s, { t: 21.5, n: s }]
 }
 
 function batch (items: BatchItem[], extra: Partial<Omit<BatchRequest, 'v'>> = {}): Buffer {
@@ -338,13 +339,13 @@ test('cli: dedup survives kill -9 and restart on the same data dir', async (t) =
   assert.deepEqual(await second.exited, { code: 0, signal: null })
 })
 
-test('cli: bad config exits 2 naming the field; postgres is refused clearly', async (t) => {
+test('cli: bad config exits 2 naming the field; postgres without a URL is refused clearly', async (t) => {
   const cases: [string[], RegExp][] = [
     [['--port', 'abc', '--token', 'gw1:x'], /port/],
     [['--max-items', '0', '--token', 'gw1:x'], /maxItems/],
     [['--bogus', '1'], /bogus/],
     [['--port', '0'], /token/],
-    [['--port', '0', '--token', 'gw1:x', '--sink', 'postgres'], /sink: postgres is not built yet/],
+    [['--port', '0', '--token', 'gw1:x', '--sink', 'postgres'], /postgresUrl: sink postgres needs --postgres-url/],
     [['--port', '0', '--tokens-file', '/nonexistent/tokens.json'], /tokensFile/]
   ]
   await Promise.all(cases.map(async ([args, re]) => {
