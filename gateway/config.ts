@@ -3,16 +3,28 @@
  * (`--config`), `GATEWAY_*` env vars and `--kebab-case` flags, validated once at startup.
  */
 import { parseConfig, type ConfigOf, type ConfigSources, ConfigError } from '../protocol/index.ts'
+import { checkTlsConfig } from './tls.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
   dataDir: { type: 'string', default: './data/gateway', doc: 'LevelDB store directory' },
   host: { type: 'string', default: '0.0.0.0', doc: 'Address the MQTT listener binds' },
   mqttPort: { type: 'int', default: 1883, min: 0, max: 65535, doc: 'MQTT TCP port (0 = pick a free port)' },
+  mqtt: { type: 'bool', default: true, doc: 'Plain MQTT listener on --mqtt-port; --no-mqtt turns it off (TLS only)' },
+  tlsPort: { type: 'int', min: 0, max: 65535, doc: 'MQTT over TLS port (default 8883 when --tls-cert is set; 0 = pick a free port)' },
+  tlsCert: { type: 'string', doc: 'PEM certificate (chain) of the MQTT TLS listener; reloaded on SIGHUP' },
+  tlsKey: { type: 'string', doc: 'PEM private key of --tls-cert' },
+  tlsCa: { type: 'string', doc: 'PEM CA that signs device certificates: clients may present one (CN = device id)' },
+  tlsRequireClientCert: { type: 'bool', default: false, doc: 'TLS clients must present a certificate signed by --tls-ca; its CN is the device id and must equal the client id' },
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
   upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order' },
-  token: { type: 'string', default: '', doc: 'Bearer token for the ingest' },
+  token: { type: 'string', default: '', doc: 'Bearer token for the ingest (prefer --token-file: the command line is visible to every local user)' },
+  tokenFile: { type: 'string', doc: 'File holding the bearer token for the ingest (one line)' },
+  upstreamCa: { type: 'string', doc: 'PEM CA(s) trusted for https upstreams (default: the system CAs)' },
+  upstreamCert: { type: 'string', doc: 'PEM client certificate for the upstream (mTLS; CN = gateway id)' },
+  upstreamKey: { type: 'string', doc: 'PEM private key of --upstream-cert' },
+  allowInsecureUpstream: { type: 'bool', default: false, doc: 'Allow http:// upstreams to a non-loopback host (the token and readings travel in clear)' },
   partitions: { type: 'int', default: 8, min: 1, max: 1024, doc: 'Partitions of a new store (fixed at creation)' },
   durability: { type: 'enum', values: ['process', 'power'] as const, default: 'power', doc: 'process: survive kill -9 (no fsync); power: fsync every group commit' },
   ackMode: { type: 'enum', values: ['persisted', 'delivered'] as const, default: 'persisted', doc: 'persisted: PUBACK when on disk; delivered: PUBACK when the ingest stored it' },
@@ -52,6 +64,6 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
     try { url = new URL(u) } catch { throw new ConfigError('upstream', `${JSON.stringify(u)} is not a URL`) }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('upstream', `${u}: only http and https are supported`)
   }
-  if (c.upstream.length > 0 && !c.token) throw new ConfigError('token', '--upstream needs --token (the bearer token the ingest maps to this gateway id)')
+  checkTlsConfig(c)
   return c
 }

@@ -13,6 +13,7 @@ import type { GatewayConfig } from './config.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Store } from './store/index.ts'
+import { loadUpstreamTls, resolveToken, tlsListenerConfig } from './tls.ts'
 
 export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
 
@@ -30,12 +31,16 @@ export class Gateway {
     private readonly log: Logger
   ) {}
 
+  /** The plain MQTT port (throws with `--no-mqtt`). */
   get mqttPort (): number { return this.broker.port }
+  get tlsPort (): number | null { return this.broker.tlsPort }
   get adminPort (): number { return this.admin.port }
 
   static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Gateway> {
     const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics })
     const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
+    const token = await resolveToken(config)
+    const upstreamTls = await loadUpstreamTls(config)
     const store = await Store.open({
       dataDir: config.dataDir,
       partitions: config.partitions,
@@ -57,7 +62,8 @@ export class Gateway {
     }, logger, metrics)
     const broker = await closeOnError(() => Broker.create({
       host: config.host,
-      mqttPort: config.mqttPort,
+      mqttPort: config.mqtt ? config.mqttPort : null,
+      tls: tlsListenerConfig(config),
       maxPacketBytes: config.maxPacketBytes,
       maxConnections: config.maxConnections,
       connectTimeoutMs: config.connectTimeoutMs,
@@ -67,7 +73,8 @@ export class Gateway {
     const flusher = new Flusher(store, {
       gatewayId: config.gatewayId,
       upstream: config.upstream,
-      token: config.token,
+      token,
+      upstreamTls,
       batchMaxItems: config.batchMaxItems,
       batchMaxBytes: config.batchMaxBytes,
       lingerMs: config.lingerMs,
@@ -101,7 +108,7 @@ export class Gateway {
   readiness (): { ready: boolean, reasons: string[] } {
     const reasons: string[] = []
     if (this.closing) reasons.push('shutting down')
-    if (!this.broker.server.listening) reasons.push('broker not listening')
+    if (!this.broker.listening) reasons.push('broker not listening')
     const storeErr = this.store.writeFailure
     if (storeErr) reasons.push(`store cannot write: ${storeErr.message}`)
     if (!this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)

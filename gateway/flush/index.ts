@@ -20,12 +20,14 @@ import type { Metrics } from '../admin/metrics.ts'
 import type { Store } from '../store/index.ts'
 import { Backoff, Sleeper } from './backoff.ts'
 import { computeReceipts, type SettledItem } from './receipts.ts'
-import { Upstream } from './upstream.ts'
+import { Upstream, type UpstreamTls } from './upstream.ts'
 
 export type FlushConfig = {
   gatewayId: string
   upstream: string[]
   token: string
+  /** CA / client certificate for https upstreams (upstream.ts). */
+  upstreamTls?: UpstreamTls
   batchMaxItems: number
   batchMaxBytes: number
   lingerMs: number
@@ -82,7 +84,7 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, private readonly publish: Publisher, private readonly metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
-    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, gzip: config.gzip, maxSockets: config.maxInFlight })
+    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, gzip: config.gzip, maxSockets: config.maxInFlight, tls: config.upstreamTls })
     this.wakers = Array.from({ length: store.partitions }, () => null)
     this.firstSeenAt = Array.from({ length: store.partitions }, () => 0)
     this.oldestRx = Array.from({ length: store.partitions }, () => null)

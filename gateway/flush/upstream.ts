@@ -2,6 +2,11 @@
  * HTTP client for upstream protocol v1: keep-alive, optional gzip, timeouts, and failover
  * across several `--upstream` URLs (on a connection error, timeout or 5xx the next request
  * goes to the next URL; the answer of any of them counts, since they share one store).
+ *
+ * https: the server certificate is checked against `tls.ca` (`--upstream-ca`) or the
+ * system CAs, and `tls.cert`/`tls.key` (`--upstream-cert`/`--upstream-key`) are presented
+ * when the ingest asks for a client certificate (mTLS: its CN names the gateway). Without
+ * a token (certificate-only authentication) no authorization header is sent.
  */
 import http from 'node:http'
 import https from 'node:https'
@@ -12,9 +17,13 @@ import { UpstreamError } from '../../protocol/index.ts'
 const gzip = promisify(gzipCb)
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
+export type UpstreamTls = { ca?: Buffer, cert?: Buffer, key?: Buffer }
+
 export type UpstreamConfig = {
   urls: string[]
+  /** '' = none (the client certificate authenticates). */
   token: string
+  tls?: UpstreamTls
   timeoutMs: number
   gzip: boolean
   maxSockets: number
@@ -38,7 +47,7 @@ export class Upstream {
   constructor (private readonly config: UpstreamConfig) {
     this.urls = config.urls.map((u) => new URL('v1/batches', u.endsWith('/') ? u : u + '/'))
     this.httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxSockets })
-    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets })
+    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets, ...config.tls })
   }
 
   get url (): string {
@@ -57,9 +66,9 @@ export class Upstream {
     const headers: http.OutgoingHttpHeaders = {
       'content-type': 'application/cbor',
       accept: 'application/cbor',
-      authorization: `Bearer ${this.config.token}`,
       'content-length': payload.length
     }
+    if (this.config.token !== '') headers.authorization = `Bearer ${this.config.token}`
     if (this.config.gzip) headers['content-encoding'] = 'gzip'
     const mod = url.protocol === 'https:' ? https : http
     return await new Promise((resolve, reject) => {
