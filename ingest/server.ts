@@ -257,7 +257,11 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       res.end(text)
       return 'metrics'
     }
-    if (path === '/v1/stats') { sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), readAuth.scope(req))); return 'stats' }
+    if (path === '/v1/stats') {
+      const scope = readAuth.scope(req)
+      sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), scope))
+      return 'stats'
+    }
     const device = matchReadings(path)
     if (device !== null) {
       const scope = readAuth.scope(req)

@@ -37,7 +37,7 @@ test('e2e over TLS with client certificates: devices -> gateway -> ingest, exact
 
   const sim = createSimulation(simConfig({
     broker: `mqtts://127.0.0.1:${gw.ready.tlsPort as number}`, ca: ca.certPath, cert: join(dir, '{id}.pem'), key: join(dir, '{id}.key'),
-    devices: ids.length, idPrefix: 'tls-', rate: 20, count: 40, progress: 'off'
+    devices: ids.length, idPrefix: 'tls-', rate: 20, count: 40, progress: 'off', stopGraceMs: 30_000 // a loaded box: wait for every PUBACK
   }))
   t.after(() => sim.stop())
   await sim.start()
