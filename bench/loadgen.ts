@@ -4,6 +4,10 @@
  * (bench/lib/mqtt-wire.ts) so the generator costs a few microseconds per message and is not
  * the thing being measured; its ceiling is measured against an instant-ack sink.
  *
+ * `--tls`: MQTT over TLS (the gateway's `--tls-port`), trusting `--ca`; `--cert`/`--key`
+ * (with `{id}` standing for the device id) present a client certificate per device. The
+ * connection counts as up at CONNACK, so `connectMs` includes the handshakes.
+ *
  * Each connection is one device: client id = device id, topic `devices/{id}/readings`,
  * CBOR payload `{ seq, boot, ts, values: { t, h } }` with a strictly increasing `seq` and
  * `ts` as a uint64 (DESIGN.md section 3).
@@ -22,7 +26,9 @@
  * window / window length. Phase changes are also printed as JSON lines so the parent can
  * sample the broker's CPU over exactly the measured window.
  */
+import { readFileSync } from 'node:fs'
 import net from 'node:net'
+import tls from 'node:tls'
 import { performance } from 'node:perf_hooks'
 import { encodeCbor, readingsTopic, wireUint } from '../protocol/index.ts'
 import { Histogram } from '../protocol/index.ts'
@@ -44,7 +50,26 @@ const FLAGS: FlagSpec = {
   'connect-timeout-s': { type: 'number', default: 60, doc: 'all connections must be up within this' },
   'id-prefix': { type: 'string', default: 'bench-', doc: 'device id prefix' },
   boot: { type: 'number', default: 0, doc: 'boot value in every payload (0 = derived from the clock)' },
-  progress: { type: 'bool', default: false, doc: 'print a rate line to stderr every second' }
+  progress: { type: 'bool', default: false, doc: 'print a rate line to stderr every second' },
+  tls: { type: 'bool', default: false, doc: 'MQTT over TLS (the gateway --tls-port)' },
+  ca: { type: 'string', doc: 'PEM CA trusted for --tls (server name checked: localhost)' },
+  cert: { type: 'string', doc: '--tls: PEM client certificate per device, {id} = device id' },
+  key: { type: 'string', doc: '--tls: PEM key of --cert, {id} = device id' }
+}
+
+/** Opens the socket of one device: TCP, or TLS with the --ca/--cert/--key files. */
+function opener (f: ReturnType<typeof parseFlags>, host: string, port: number): { open: (id: string) => net.Socket, readyEvent: 'connect' | 'secureConnect' } {
+  if (!bool(f, 'tls')) return { open: () => net.connect({ host, port, noDelay: true }), readyEvent: 'connect' }
+  const ca = str(f, 'ca') === undefined ? undefined : readFileSync(str(f, 'ca')!)
+  const cert = str(f, 'cert')
+  const key = str(f, 'key')
+  return {
+    open: (id) => tls.connect({
+      host, port, servername: 'localhost', ...(ca ? { ca } : {}),
+      ...(cert && key ? { cert: readFileSync(cert.replaceAll('{id}', id)), key: readFileSync(key.replaceAll('{id}', id)) } : {})
+    }),
+    readyEvent: 'secureConnect'
+  }
 }
 
 const KEEPALIVE_S = 120
@@ -146,6 +171,7 @@ function main (): void {
   const boot = num(f, 'boot') || Math.floor(Date.now() / 1000)
   const prefix = str(f, 'id-prefix')!
   if (!open && (window < 1 || window > 60_000)) throw new Error('--inflight must be in 1..60000')
+  const sockets = opener(f, host, port)
 
   let phase: Phase = 'connecting'
   let measureStart = Infinity
@@ -177,9 +203,9 @@ function main (): void {
 
     constructor (readonly id: string, onConnack: (c: Conn, err?: string) => void) {
       this.topic = topicField(readingsTopic(id))
-      this.sock = net.connect({ host, port, noDelay: true })
+      this.sock = sockets.open(id)
       this.sock.setNoDelay(true)
-      this.sock.on('connect', () => { this.sock.write(connectPacket(id, KEEPALIVE_S)) })
+      this.sock.on(sockets.readyEvent, () => { this.sock.write(connectPacket(id, KEEPALIVE_S)) })
       this.sock.on('data', (chunk: Buffer) => {
         try {
           this.splitter.push(chunk, (type, _flags, body) => {

@@ -58,6 +58,11 @@ const COLUMNS: Column[] = [
   metric('drainS', 'drain s', (n) => n.toFixed(1)),
   metric('fillPerSec', 'fill/s', fmtInt),
   { head: 'RSS while draining: first/median/max/last MB', get: (r) => numOrNull(r.drainRssFirstMb) === null ? null : `${String(r.drainRssFirstMb)}/${String(r.drainRssMedianMb)}/${String(r.drainRssMaxMb)}/${String(r.drainRssLastMb)}` },
+  // tls
+  metric('connectP50Ms', 'connect p50 ms', fmtMs),
+  metric('connectP99Ms', 'connect p99 ms', fmtMs),
+  metric('cpuMsPerConnect', 'gateway CPU ms/connect', (n) => n.toFixed(2)),
+  metric('connectsPerSec', 'connects/s', fmtInt),
   // cbor-size (wire formats)
   metric('bytesPerReading', 'bytes/reading', (n) => n.toFixed(1)),
   metric('encodeUsPerReading', 'encode us/reading', (n) => n.toFixed(2)),

@@ -9,6 +9,9 @@ export const ENV_PREFIX = 'SIM'
 
 export const simSchema = {
   broker: { type: 'string', default: 'mqtt://127.0.0.1:1883', pattern: /^(mqtts?|tcp|tls|wss?):\/\//, doc: 'MQTT broker URL (the gateway)' },
+  ca: { type: 'string', doc: 'PEM CA that signed the gateway certificate (mqtts:// broker)' },
+  cert: { type: 'string', doc: 'PEM client certificate of each device; {id} is replaced by the device id (certs/{id}.pem)' },
+  key: { type: 'string', doc: 'PEM private key of --cert; {id} is replaced by the device id' },
   devices: { type: 'int', default: 10, min: 1, max: 1_000_000, doc: 'number of simulated devices' },
   rate: { type: 'number', default: 1, min: 0.001, max: 1000, doc: 'readings per second per device' },
   count: { type: 'int', default: 0, min: 0, doc: 'readings per device, then stop (0 = no limit)' },
@@ -29,6 +32,7 @@ export const simSchema = {
   stopGraceMs: { type: 'int', default: 3000, min: 0, doc: 'at stop, how long to wait for PUBACKs of readings in flight before disconnecting' },
   report: { type: 'string', doc: 'write the JSON report (per device) to this file' },
   audit: { type: 'string', pattern: /^https?:\/\//, doc: 'ingest base URL: after the run, check every acknowledged reading is stored exactly once' },
+  auditToken: { type: 'string', doc: 'read token of the ingest for --audit (authorization: Bearer)' },
   gatewayAdmin: { type: 'string', pattern: /^https?:\/\//, doc: 'gateway admin base URL: before the audit, wait until /status shows buffered.items == 0' },
   auditTimeoutS: { type: 'number', default: 60, min: 0, doc: 'max seconds to wait for the gateway to drain before auditing' },
   auditConcurrency: { type: 'int', default: 8, min: 1, max: 256, doc: 'devices audited in parallel' },
@@ -42,6 +46,7 @@ export type SimConfig = ConfigOf<typeof simSchema>
 export function parseSimConfig (src: Omit<ConfigSources, 'envPrefix'>): SimConfig {
   const c = parseConfig(simSchema, { ...src, envPrefix: ENV_PREFIX })
   if (c.count > 0 && c.duration > 0) throw new ConfigError('count', 'give --count or --duration, not both')
+  if ((c.cert === undefined) !== (c.key === undefined)) throw new ConfigError(c.cert === undefined ? 'cert' : 'key', 'a client certificate needs both --cert and --key')
   return c
 }
 

@@ -21,6 +21,7 @@ import { newBoot, type BootRecord, type DeviceRecord } from './record.ts'
 import type { Clock } from './scheduler.ts'
 import { createSensors, sample, type SensorState } from './sensors.ts'
 import type { SimStats } from './stats.ts'
+import { deviceTls } from './tls.ts'
 
 type Pending = { seq: number, payload: Buffer }
 
@@ -80,7 +81,8 @@ export class Device {
       connectTimeout: 10_000,
       keepalive: c.keepaliveS,
       resubscribe: false,
-      queueQoSZero: false
+      queueQoSZero: false,
+      ...deviceTls(c, this.id)
     })
     this.client = client
     client.on('connect', () => {

@@ -54,7 +54,11 @@ async function main (): Promise<number> {
 
   let code = 0
   if (config.audit) {
+    const token = config.auditToken
+    // the ingest's read side wants a read token (docs/security-tls.md)
+    const authFetch: typeof fetch = (input, init) => fetch(input, token === undefined ? init : { ...init, headers: { ...init?.headers as Record<string, string> | undefined, authorization: `Bearer ${token}` } })
     const drain = await waitForDrain({
+      fetch: authFetch,
       ingestUrl: config.audit,
       gatewayAdmin: config.gatewayAdmin,
       timeoutMs: config.auditTimeoutS * 1000,
@@ -63,6 +67,7 @@ async function main (): Promise<number> {
     if (!drain.settled) log.warn(drain, 'gateway did not drain before --audit-timeout-s; auditing anyway')
     try {
       const audit = await runAudit(sim.records(), {
+        fetch: authFetch,
         ingestUrl: config.audit,
         concurrency: config.auditConcurrency,
         onProgress: (p) => { if (p.done % 1000 === 0 || p.done === p.total) log.info(p, 'audit progress') }

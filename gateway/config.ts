@@ -8,6 +8,7 @@ import { brokerSchema } from './broker/config.ts'
 import { flushSchema } from './flush/config.ts'
 import { intakeSchema } from './intake/config.ts'
 import { storeSchema } from './store/config.ts'
+import { checkTlsConfig } from './tls.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -30,6 +31,6 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
     try { url = new URL(u) } catch { throw new ConfigError('upstream', `${JSON.stringify(u)} is not a URL`) }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('upstream', `${u}: only http and https are supported`)
   }
-  if (c.upstream.length > 0 && !c.token) throw new ConfigError('token', '--upstream needs --token (the bearer token the ingest maps to this gateway id)')
+  checkTlsConfig(c)
   return c
 }

@@ -13,6 +13,7 @@ import type { GatewayConfig } from './config.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Store } from './store/index.ts'
+import { loadUpstreamTls, resolveToken, tlsListenerConfig } from './tls.ts'
 
 export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
 
@@ -30,12 +31,16 @@ export class Gateway {
     private readonly log: Logger
   ) {}
 
+  /** The plain MQTT port (throws with `--no-mqtt`). */
   get mqttPort (): number { return this.broker.port }
+  get tlsPort (): number | null { return this.broker.tlsPort }
   get adminPort (): number { return this.admin.port }
 
   static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Gateway> {
     const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics })
     const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
+    const token = await resolveToken(config)
+    const upstreamTls = await loadUpstreamTls(config)
     const store = await Store.open(config, logger)
     const closeOnError = async <T>(fn: () => Promise<T>, ...cleanup: Array<{ close: () => Promise<void> }>): Promise<T> => {
       try { return await fn() } catch (err) { for (const c of cleanup) await c.close().catch(() => {}); throw err }
@@ -43,8 +48,8 @@ export class Gateway {
     store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
     store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
     const intake = new Intake(store, config, logger, metrics)
-    const broker = await closeOnError(() => Broker.create({ ...config, auth }, intake, metrics, logger), store)
-    const flusher = new Flusher(store, config, (topic, payload) => broker.publish(topic, payload), metrics, logger)
+    const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config) }, intake, metrics, logger), store)
+    const flusher = new Flusher(store, { ...config, token, upstreamTls }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
     let gw: Gateway | undefined
     const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {
       ready: () => gw!.readiness(),
@@ -66,7 +71,7 @@ export class Gateway {
   readiness (): { ready: boolean, reasons: string[] } {
     const reasons: string[] = []
     if (this.closing) reasons.push('shutting down')
-    if (!this.broker.server.listening) reasons.push('broker not listening')
+    if (!this.broker.listening) reasons.push('broker not listening')
     const storeErr = this.store.writeFailure
     if (storeErr) reasons.push(`store cannot write: ${storeErr.message}`)
     if (!this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)

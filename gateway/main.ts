@@ -49,7 +49,7 @@ async function main (): Promise<void> {
   }
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
   const readyLog = log.isLevelEnabled('info') ? log : pino({ base: { service: 'gateway' } })
-  readyLog.info({ mqttPort: gw.mqttPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
+  readyLog.info({ mqttPort: config.mqtt ? gw.mqttPort : null, tlsPort: gw.tlsPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }
@@ -61,6 +61,8 @@ async function main (): Promise<void> {
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  // SIGHUP: new TLS certificate and key for new MQTT TLS handshakes (docs/security-tls.md)
+  process.on('SIGHUP', () => { void gw.broker.reloadTls() })
 }
 
 main().catch((err: Error) => {

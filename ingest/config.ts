@@ -23,6 +23,16 @@ export const schema = {
   maxConcurrentRequests: { type: 'int', default: 64, min: 1, max: 100_000, doc: 'batches processed at once; more get 503 + Retry-After' },
   requestTimeoutMs: { type: 'int', default: 30_000, min: 1000, max: 600_000, doc: 'time to receive headers and body of a request (slow clients are cut off)' },
   shutdownTimeoutMs: { type: 'int', default: 10_000, min: 0, max: 600_000, doc: 'on SIGTERM, how long in-flight requests may take before connections are closed' },
+  tlsCert: { type: 'string', doc: 'PEM certificate (chain): serve HTTPS instead of HTTP; reloaded on SIGHUP' },
+  tlsKey: { type: 'string', doc: 'PEM private key of --tls-cert' },
+  tlsCa: { type: 'string', doc: 'PEM CA of gateway client certificates: a verified certificate\'s CN is the gateway id (docs/security-tls.md)' },
+  tlsRequireClientCert: { type: 'bool', default: false, doc: 'refuse TLS clients without a certificate signed by --tls-ca (then every gateway needs one)' },
+  readToken: { type: 'list', doc: 'FLEET:SECRET read token for the query API, /v1/stats and /metrics (fleet * = every fleet); repeatable' },
+  readTokensFile: { type: 'string', doc: 'JSON file { "FLEET": "secret" | ["secret", ...] } of read tokens, merged with --read-token' },
+  allowAnonymousRead: { type: 'bool', default: false, doc: 'with no read token, serve the read side to anyone even on a non-loopback --host' },
+  maxPartitions: { type: 'int', default: 1024, min: 1, max: 65536, doc: 'partitions 0..N-1 accepted per gateway epoch: items beyond are rejected, floors or evicted ranges beyond get 400' },
+  dedupEpochsPerGateway: { type: 'int', default: 4, min: 1, max: 1024, doc: 'dedup state of at most this many epochs per gateway is held in memory (least recently used ones reload from disk)' },
+  maxResponseBytes: { type: 'int', default: 4 * 1024 * 1024, min: 4096, max: 256 * 1024 * 1024, doc: 'a query page stops at about this many bytes of readings (continue with its next cursor)' },
   chaosRetryRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of items answered 2 (retry) instead of stored' },
   chaosRejectRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of items answered 3 (rejected) and not stored' },
   chaosFailRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of batches answered 503 (some with Retry-After) or 500 before storing' },
@@ -60,7 +70,7 @@ const GATEWAY_ID_RE = /^[^:\s]{1,64}$/
  * Resolves `token` and `tokensFile` into secret -> gateway id. A secret names exactly one
  * gateway; a gateway may have several secrets (rotation).
  */
-export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFile'>): Promise<Map<string, string>> {
+export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFile' | 'tlsCa'>): Promise<Map<string, string>> {
   const out = new Map<string, string>()
   const add = (field: string, gw: string, secret: string): void => {
     if (!GATEWAY_ID_RE.test(gw)) throw new ConfigError(field, `gateway id ${JSON.stringify(gw)} must be 1..64 characters without ':' or spaces`)
@@ -78,12 +88,15 @@ export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFi
     let obj: unknown
     try { obj = JSON.parse(await readFile(cfg.tokensFile, 'utf8')) } catch (err) { throw new ConfigError('tokensFile', `cannot read ${cfg.tokensFile} as JSON: ${(err as Error).message}`) }
     if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new ConfigError('tokensFile', 'must hold a JSON object { "gatewayId": "secret" }')
-    for (const [gw, secret] of Object.entries(obj)) {
+    for (const [gw, entry] of Object.entries(obj)) {
+      // "gw": "secret", or "gw": { "secret"?: "...", "fleet"?: "..." } (read-auth.ts; no secret: client certificate only)
+      const secret: unknown = entry !== null && typeof entry === 'object' && !Array.isArray(entry) ? (entry as { secret?: unknown }).secret : entry
+      if (secret === undefined && typeof entry === 'object') continue
       if (typeof secret !== 'string') throw new ConfigError('tokensFile', `secret of gateway ${gw} must be a string`)
       add('tokensFile', gw, secret)
     }
   }
-  if (out.size === 0) throw new ConfigError('token', 'no gateway can authenticate: give --token GATEWAY_ID:SECRET or --tokens-file')
+  if (out.size === 0 && cfg.tlsCa === undefined) throw new ConfigError('token', 'no gateway can authenticate: give --token GATEWAY_ID:SECRET or --tokens-file (or --tls-ca for client certificates)')
   return out
 }
 

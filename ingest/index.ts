@@ -11,10 +11,12 @@ import { pino, type Logger } from 'pino'
 import { Chaos } from './chaos.ts'
 import { checkProtocols, resolvePostgresUrl, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
 import { createMetrics, type IngestMetrics } from './metrics.ts'
+import { ReadAuth } from './read-auth.ts'
 import { createIngestServer, hashSecret } from './server.ts'
 import { LevelDbSink } from './sinks/leveldb.ts'
 import { PostgresSink } from './sinks/postgres.ts'
 import type { Sink } from './sinks/types.ts'
+import { ingestTlsConfig, loadContext, reloadTls } from './tls.ts'
 
 export type { IngestConfig, IngestOptions } from './config.ts'
 export type { Sink, StoreRequest, ItemOutcome, DeviceQuery, DevicePage, Stats, StoredReading } from './sinks/types.ts'
@@ -27,6 +29,10 @@ export type Ingest = {
   metrics: IngestMetrics
   /** Seed of the fault injection PRNG actually used. */
   chaosSeed: number
+  /** 'https' with --tls-cert (tls.ts). */
+  scheme: 'http' | 'https'
+  /** Re-reads the TLS files for new handshakes (SIGHUP); false without TLS or on failure. */
+  reloadTls: () => Promise<boolean>
   close: () => Promise<void>
 }
 
@@ -36,6 +42,9 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   checkProtocols(config)
   const postgresUrl = await resolvePostgresUrl(config, process.env)
   const secrets = await resolveTokens(config)
+  const readAuth = await ReadAuth.create(config)
+  const tlsConfig = ingestTlsConfig(config)
+  const tls = tlsConfig ? { config: tlsConfig, context: await loadContext(tlsConfig) } : null
   const tokens = new Map([...secrets].map(([secret, gw]) => [hashSecret(secret), gw]))
   let sink: Sink | undefined
   const metrics = createMetrics(() => sink)
@@ -48,6 +57,7 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     })
     : await LevelDbSink.open({
       dataDir: config.dataDir,
+      maxEpochsPerGateway: config.dedupEpochsPerGateway,
       onCommit: (requests, _ops, seconds) => { metrics.commitRequests.observe(requests); metrics.commitSeconds.observe(seconds) }
     })
   const openSink = sink
@@ -61,7 +71,7 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     seed: chaosSeed
   })
   if (chaos.enabled) log.child({ component: 'chaos' }).warn({ ...chaos.config }, 'Fault injection is on.')
-  const http = createIngestServer({ config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }) })
+  const http = createIngestServer({ config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls })
   const { server } = http
   try {
     server.listen(config.port, config.host)
@@ -81,5 +91,6 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     return closing
   }
 
-  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, close }
+  const tlsLog = log.child({ component: 'tls' })
+  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
 }

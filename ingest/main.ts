@@ -35,12 +35,12 @@ async function main (): Promise<void> {
     }
     throw err
   }
-  const { port, host, chaosSeed } = ingest
+  const { port, host, chaosSeed, scheme } = ingest
   const chaos = config.chaosRetryRate > 0 || config.chaosRejectRate > 0 || config.chaosFailRate > 0 || config.chaosDropRate > 0 || config.chaosLatencyMs > 0
   // The ready line is a contract (harnesses wait for it), so it is written even when
   // LOG_LEVEL is above info; only `silent` suppresses it.
   const readyLog = log.isLevelEnabled('info') || log.level === 'silent' ? log : pino({ level: 'info', base: { component: 'ingest' } })
-  readyLog.info({ port, host, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(chaos ? { chaosSeed } : {}) }, 'ready')
+  readyLog.info({ port, host, scheme, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(chaos ? { chaosSeed } : {}) }, 'ready')
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -59,6 +59,8 @@ async function main (): Promise<void> {
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  // SIGHUP: new TLS certificate, key and CA for new handshakes (docs/security-tls.md)
+  process.on('SIGHUP', () => { void ingest.reloadTls() })
 }
 
 main().catch((err: unknown) => {

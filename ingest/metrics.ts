@@ -27,6 +27,7 @@ export function createMetrics (sink: () => Sink | undefined) {
       }
     }),
     rejectedBatches: new Counter({ name: 'ingest_rejected_batches_total', help: 'Batches refused as a whole, by reason', labelNames: ['reason'] as const, registers: [registry] }),
+    outOfRangeItems: new Counter({ name: 'ingest_partition_out_of_range_items_total', help: 'Items answered rejected because their partition is not below --max-partitions', registers: [registry] }),
     chaos: new Counter({ name: 'ingest_chaos_injected_total', help: 'Injected faults, by kind', labelNames: ['kind'] as const, registers: [registry] }),
     commitSeconds: new Histogram({ name: 'ingest_sink_commit_duration_seconds', help: 'Duration of one sink group commit (fsync included)', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry] }),
     commitRequests: new Histogram({ name: 'ingest_sink_commit_requests', help: 'Requests written by one sink group commit', buckets: [1, 2, 4, 8, 16, 32, 64], registers: [registry] }),
@@ -36,6 +37,12 @@ export function createMetrics (sink: () => Sink | undefined) {
       help: 'Seqs held in dedup state (at or above the gateways\' floors), in loaded partitions',
       registers: [registry],
       collect () { const s = sink()?.dedupState?.(); if (s) this.set(s.seqs) }
+    }),
+    dedupEpochs: new Gauge({
+      name: 'ingest_dedup_epochs_in_memory',
+      help: '(gateway, epoch) pairs whose dedup state is held in memory (at most --dedup-epochs-per-gateway per gateway)',
+      registers: [registry],
+      collect () { const s = sink()?.dedupState?.(); if (s?.epochs !== undefined) this.set(s.epochs) }
     }),
     dedupRuns: new Gauge({
       name: 'ingest_dedup_runs',

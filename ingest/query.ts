@@ -1,7 +1,12 @@
 /**
  * Query API (DESIGN.md section 7), JSON:
- *   GET /v1/devices/{deviceId}/readings?boot=&fromSeq=&limit=&cursor=
+ *   GET /v1/devices/{deviceId}/readings?boot=&fromSeq=&limit=&cursor=&gateway=
  *   GET /v1/stats
+ *
+ * Both need a read token and are scoped to its fleet (read-auth.ts). A page holds at most
+ * `limit` readings (a larger `limit` is capped at QUERY_LIMITS.maxLimit) and stops at about
+ * `--max-response-bytes` of readings; `next` continues either way. Before the caps,
+ * `limit=10000` built ~160 MiB of JSON in memory (issue 9).
  *
  * `boot` values: digits -> numeric boot; `null` -> readings without a boot; `"..."` (JSON
  * string, quotes included) -> that text boot (use it for text boots made of digits or the
@@ -11,7 +16,7 @@ import { isValidDeviceId, READING_LIMITS, type Boot } from '../protocol/index.ts
 import { HttpError } from './errors.ts'
 import type { DeviceQuery, DevicePage, Sink, Stats } from './sinks/types.ts'
 
-export const QUERY_LIMITS = { defaultLimit: 1000, maxLimit: 10000 } as const
+export const QUERY_LIMITS = { defaultLimit: 1000, maxLimit: 1000 } as const
 
 const READINGS_RE = /^\/v1\/devices\/([^/]+)\/readings$/
 
@@ -39,12 +44,15 @@ export function parseBoot (raw: string): Boot | null {
   return text
 }
 
-export function parseDeviceQuery (device: string, params: URLSearchParams): DeviceQuery {
+/** A device query as asked; `gateway` (`?gateway=`) is resolved against the fleet by the caller. */
+export type ParsedDeviceQuery = DeviceQuery & { gateway?: string }
+
+export function parseDeviceQuery (device: string, params: URLSearchParams): ParsedDeviceQuery {
   if (!isValidDeviceId(device)) throw bad('deviceId', 'must match ^[A-Za-z0-9._-]{1,64}$')
   for (const k of params.keys()) {
-    if (k !== 'boot' && k !== 'fromSeq' && k !== 'limit' && k !== 'cursor') throw bad(k, 'unknown parameter (boot, fromSeq, limit, cursor)')
+    if (k !== 'boot' && k !== 'fromSeq' && k !== 'limit' && k !== 'cursor' && k !== 'gateway') throw bad(k, 'unknown parameter (boot, fromSeq, limit, cursor, gateway)')
   }
-  const q: DeviceQuery = { device, limit: QUERY_LIMITS.defaultLimit }
+  const q: ParsedDeviceQuery = { device, limit: QUERY_LIMITS.defaultLimit }
   const boot = params.get('boot')
   if (boot !== null) q.boot = parseBoot(boot)
   const fromSeq = params.get('fromSeq')
@@ -56,16 +64,21 @@ export function parseDeviceQuery (device: string, params: URLSearchParams): Devi
   const limit = params.get('limit')
   if (limit !== null) {
     const n = Number(limit)
-    if (!/^\d+$/.test(limit) || n < 1 || n > QUERY_LIMITS.maxLimit) throw bad('limit', `must be an integer in 1..${QUERY_LIMITS.maxLimit}`)
-    q.limit = n
+    if (!/^\d+$/.test(limit) || n < 1) throw bad('limit', `must be a positive integer (pages hold at most ${QUERY_LIMITS.maxLimit})`)
+    q.limit = Math.min(n, QUERY_LIMITS.maxLimit)
   }
   const cursor = params.get('cursor')
   if (cursor !== null && cursor !== '') q.cursor = cursor
+  const gateway = params.get('gateway')
+  if (gateway !== null) {
+    if (gateway === '' || gateway.length > 64) throw bad('gateway', 'must be a gateway id (1..64 characters)')
+    q.gateway = gateway
+  }
   return q
 }
 
 export async function queryReadings (sink: Sink, q: DeviceQuery): Promise<{ device: string } & DevicePage> {
-  const page = await sink.queryDevice(q)
+  const page = await sink.queryDevice({ ...q, limit: Math.min(q.limit, QUERY_LIMITS.maxLimit) })
   return { device: q.device, readings: page.readings, next: page.next }
 }
 

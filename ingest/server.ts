@@ -7,17 +7,20 @@
  * every second, so a slowloris connection is closed and its buffers freed.
  */
 import { createHash } from 'node:crypto'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { AckCode, AckCodeName, encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
+import { boundPartitions } from './bounds.ts'
 import type { Chaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
 import { decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
 import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
 import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
+import type { ReadAuth } from './read-auth.ts'
 import type { Sink } from './sinks/types.ts'
+import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 
 export type ServerDeps = {
   config: IngestConfig
@@ -27,6 +30,10 @@ export type ServerDeps = {
   chaos: Chaos
   metrics: IngestMetrics
   log: Logger
+  /** Read tokens, fleets (read-auth.ts). */
+  readAuth: ReadAuth
+  /** HTTPS (tls.ts), or null for HTTP. */
+  tls: TlsSetup | null
 }
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
@@ -52,6 +59,13 @@ function authenticate (ctx: BatchCtx, deps: ServerDeps): void {
   const h = ctx.req.headers.authorization
   const m = h === undefined ? null : /^Bearer +(\S+) *$/i.exec(h)
   const gw = m ? deps.tokens.get(hashSecret(m[1]!)) : undefined
+  const certGw = clientCertGateway(ctx.req) // verified client certificate: CN = gateway id (tls.ts)
+  if (certGw !== undefined) {
+    if (!deps.readAuth.isKnownGateway(certGw)) throw new HttpError(403, 'forbidden', `client certificate CN ${JSON.stringify(certGw.slice(0, 64))} is not a gateway of the tokens config`, { field: 'certificate' })
+    if (h !== undefined && gw !== certGw) throw new HttpError(403, 'forbidden', `the bearer token does not belong to gateway ${certGw} of the client certificate`, { field: 'authorization' })
+    ctx.gateway = certGw
+    return
+  }
   if (gw === undefined) {
     throw new HttpError(401, 'unauthorized', h === undefined ? 'missing authorization: Bearer token' : 'unknown token', { field: 'authorization', headers: { 'www-authenticate': 'Bearer' }, closeConnection: true })
   }
@@ -87,6 +101,19 @@ function validate (ctx: BatchCtx): void {
   ctx.items = validateItems(ctx.batch.items)
 }
 
+const warnedPartitions = new WeakMap<ServerDeps, Set<string>>()
+
+function checkPartitions (ctx: BatchCtx, deps: ServerDeps): void {
+  const n = boundPartitions(ctx.batch, ctx.items, deps.config.maxPartitions)
+  if (n === 0) return
+  deps.metrics.outOfRangeItems.inc(n)
+  let warned = warnedPartitions.get(deps)
+  if (!warned) warnedPartitions.set(deps, warned = new Set())
+  if (warned.has(ctx.gateway)) return
+  warned.add(ctx.gateway) // once per offending gateway; the counter counts every item
+  deps.log.warn({ gateway: ctx.gateway, items: n, maxPartitions: deps.config.maxPartitions }, 'Items with a partition out of range rejected.')
+}
+
 function injectBatchFault (ctx: BatchCtx, deps: ServerDeps): void {
   const f = deps.chaos.batchFault()
   if (f.kind === 'none') return
@@ -118,6 +145,7 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   try {
     outcomes = await deps.sink.storeBatch({
       gateway: batch.gateway,
+      fleet: deps.readAuth.fleetOf(batch.gateway),
       epoch: batch.epoch,
       floors: batch.floors,
       evicted: batch.evicted ?? [],
@@ -171,7 +199,7 @@ function respond (ctx: BatchCtx): void {
 
 export const batchSteps: readonly Step[] = [
   authenticate, checkMediaType, readRequestBody, decompress, decode, authorizeGateway,
-  validate, injectBatchFault, injectItemFaults, store, injectLatency, dropAfterCommit, respond
+  validate, checkPartitions, injectBatchFault, injectItemFaults, store, injectLatency, dropAfterCommit, respond
 ]
 
 function sendJson (res: ServerResponse, status: number, obj: unknown, headers: Record<string, string> = {}): void {
@@ -238,16 +266,25 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
     if (path === '/readyz') { const ok = deps.sink.ready?.() ?? true; sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
+    const { readAuth } = deps
     if (path === '/metrics') {
+      readAuth.requireAllFleets(readAuth.scope(req), '/metrics')
       const text = await metrics.registry.metrics()
       res.writeHead(200, { 'content-type': metrics.registry.contentType })
       res.end(text)
       return 'metrics'
     }
-    if (path === '/v1/stats') { sendJson(res, 200, await queryStats(deps.sink)); return 'stats' }
+    if (path === '/v1/stats') {
+      const scope = readAuth.scope(req)
+      sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), scope))
+      return 'stats'
+    }
     const device = matchReadings(path)
     if (device !== null) {
-      sendJson(res, 200, await queryReadings(deps.sink, parseDeviceQuery(device, url.searchParams)))
+      const scope = readAuth.scope(req)
+      const { gateway, ...q } = parseDeviceQuery(device, url.searchParams)
+      const gateways = readAuth.gateways(scope, gateway)
+      sendJson(res, 200, await queryReadings(deps.sink, { ...q, ...(gateways ? { gateways } : {}), maxBytes: config.maxResponseBytes }))
       return 'readings'
     }
     throw new HttpError(404, 'not_found', `no route ${path.slice(0, 100)}`)
@@ -287,12 +324,12 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     }
   }
 
-  const server = createServer({
+  const server = createHttpServer({
     requestTimeout: config.requestTimeoutMs,
     headersTimeout: config.requestTimeoutMs,
     connectionsCheckingInterval: Math.min(1000, config.requestTimeoutMs),
     keepAliveTimeout: 5000
-  }, (req, res) => { void handle(req, res) })
+  }, deps.tls, (req, res) => { void handle(req, res) })
   server.on('clientError', (err, socket) => {
     // Malformed HTTP or a timed-out slow client: answer if we still can, then close.
     const code = (err as NodeJS.ErrnoException).code ?? ''

@@ -5,10 +5,17 @@
  */
 import type { ConfigOf } from '../../protocol/index.ts'
 import type { AuthFile } from './auth.ts'
+import type { TlsListenerConfig } from './listeners.ts'
 
 export const brokerSchema = {
   host: { type: 'string', default: '0.0.0.0', doc: 'Address the MQTT listener binds' },
   mqttPort: { type: 'int', default: 1883, min: 0, max: 65535, doc: 'MQTT TCP port (0 = pick a free port)' },
+  mqtt: { type: 'bool', default: true, doc: 'Plain MQTT listener on --mqtt-port; --no-mqtt turns it off (TLS only)' },
+  tlsPort: { type: 'int', min: 0, max: 65535, doc: 'MQTT over TLS port (default 8883 when --tls-cert is set; 0 = pick a free port)' },
+  tlsCert: { type: 'string', doc: 'PEM certificate (chain) of the MQTT TLS listener; reloaded on SIGHUP' },
+  tlsKey: { type: 'string', doc: 'PEM private key of --tls-cert' },
+  tlsCa: { type: 'string', doc: 'PEM CA that signs device certificates: clients may present one (CN = device id)' },
+  tlsRequireClientCert: { type: 'bool', default: false, doc: 'TLS clients must present a certificate signed by --tls-ca; its CN is the device id and must equal the client id' },
   auth: { type: 'enum', values: ['none', 'file'] as const, default: 'none', doc: 'MQTT authentication' },
   authFile: { type: 'string', doc: 'JSON file of device/app credentials (with --auth file)' },
   maxPacketBytes: { type: 'int', default: 64 * 1024, min: 256, max: 256 * 1024 * 1024, doc: 'Largest MQTT packet; larger ones close the connection before they are buffered' },
@@ -17,5 +24,11 @@ export const brokerSchema = {
   drainTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'A client whose socket stays unwritable this long (it does not read) is disconnected; until then it holds up deliveries' }
 } as const
 
-/** The broker's flags, with `auth` replaced by the credentials read from `authFile` (null: none). */
-export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, 'auth' | 'authFile'> & { auth: AuthFile | null }
+type FileOnly = 'auth' | 'authFile' | 'mqtt' | 'mqttPort' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsRequireClientCert'
+
+/**
+ * The broker's flags as the broker takes them: `auth` is the credentials read from
+ * `authFile` (null: none), `mqttPort` null with `--no-mqtt`, `tls` the TLS listener with its
+ * certificates read (listeners.ts), or null.
+ */
+export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, FileOnly> & { auth: AuthFile | null, mqttPort: number | null, tls: TlsListenerConfig | null }

@@ -1,10 +1,11 @@
 /**
- * The embedded MQTT broker: Aedes 1.x (MQTT 3.1.1 and 3.1) on TCP, with
+ * The embedded MQTT broker: Aedes 1.x (MQTT 3.1.1 and 3.1) on TCP and TLS (listeners.ts), with
  * - TCP_NODELAY on every client socket (PUBACKs are tiny: Nagle plus delayed ACK would
  *   hold them ~5 ms under load),
  * - the packet size guard (guard.ts),
  * - [MQTT-3.1.3-8] a zero-byte client id with CleanSession=0 refused with CONNACK 0x02
  *   (Aedes 1.2 accepts it),
+ * - a verified TLS client certificate authenticating the device named by its CN,
  * - auth (`none` | `file`) and the ACL of DESIGN.md sections 4 and 9: `devices/{id}/readings`
  *   only by client id `{id}` (anything else closes the connection), `devices/+/receipts`
  *   only by the gateway itself, other topics as in a plain broker (`--auth file`: devices
@@ -12,8 +13,7 @@
  *   subscribe to anything),
  * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK.
  */
-import { createServer, type Server, type Socket } from 'node:net'
-import type { AddressInfo } from 'node:net'
+import type { Socket } from 'node:net'
 import { Aedes, type AuthenticateError, type Client } from 'aedes'
 import type { Logger } from 'pino'
 import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
@@ -22,6 +22,7 @@ import type { Intake } from '../intake/index.ts'
 import type { Principal } from './auth.ts'
 import type { BrokerConfig } from './config.ts'
 import { installPacketGuard } from './guard.ts'
+import { certIdentity, checkCertIdentity, Listeners, type TlsListenerConfig } from './listeners.ts'
 
 export type { BrokerConfig } from './config.ts'
 
@@ -36,10 +37,19 @@ function authError (message: string, returnCode: number): AuthenticateError {
 export class Broker {
   private closed = false
   private readonly sockets = new Set<Socket>()
+  listeners!: Listeners
 
-  private constructor (readonly aedes: Aedes, readonly server: Server, private readonly log: Logger) {}
+  private constructor (readonly aedes: Aedes, private readonly log: Logger) {}
 
-  get port (): number { return (this.server.address() as AddressInfo).port }
+  /** The plain MQTT port; throws when that listener is off (`--no-mqtt`). */
+  get port (): number {
+    const p = this.listeners.plainPort
+    if (p === null) throw new Error('the plain MQTT listener is off (--no-mqtt)')
+    return p
+  }
+
+  get tlsPort (): number | null { return this.listeners.tlsPort }
+  get listening (): boolean { return this.listeners.listening }
   get connected (): number { return this.aedes.connectedClients }
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
@@ -58,6 +68,14 @@ export class Broker {
       authenticate (client, username, password, cb) {
         const c = client as Tagged
         if (c[EMPTY_PERSISTENT_ID]) { cb(authError('a zero-byte client id requires CleanSession=1 [MQTT-3.1.3-8]', 2), null); return }
+        const certId = certIdentity(client) // a verified client certificate: its CN is the device (listeners.ts)
+        if (certId !== undefined) {
+          const refused = checkCertIdentity(client, certId)
+          if (refused) { log.warn({ clientId: client.id, certId }, 'client certificate does not match the client id'); cb(authError(refused, 5), null); return }
+          c[PRINCIPAL] = { role: 'device', name: certId }
+          cb(null, true)
+          return
+        }
         if (!config.auth) { cb(null, true); return }
         config.auth.authenticate(client.id, username, password).then((p) => {
           if (!p) { log.warn({ clientId: client.id, username }, 'authentication failed'); cb(authError('bad user name or password', 4), null); return }
@@ -104,10 +122,8 @@ export class Broker {
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
-    const server = createServer({ noDelay: true })
-    server.maxConnections = config.maxConnections
-    const broker = new Broker(aedes, server, log)
-    server.on('connection', (socket) => {
+    const broker = new Broker(aedes, log)
+    const onConnection = (socket: Socket): void => {
       socket.setNoDelay(true)
       broker.sockets.add(socket)
       socket.once('close', () => broker.sockets.delete(socket))
@@ -117,11 +133,13 @@ export class Broker {
         log.warn({ clientId: client.id, remote: socket.remoteAddress, reason }, 'oversize or malformed packet; closing the connection')
         socket.destroy()
       })
-    })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(config.mqttPort, config.host, () => { server.off('error', reject); resolve() })
-    })
+    }
+    try {
+      broker.listeners = await Listeners.create(config, onConnection, metrics, log)
+    } catch (err) {
+      await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      throw err
+    }
     return broker
   }
 
@@ -133,13 +151,18 @@ export class Broker {
 
   /** Stops accepting connections (existing clients stay until `close`). */
   stopAccepting (): void {
-    this.server.close()
+    this.listeners.stopAccepting()
+  }
+
+  /** Re-reads the TLS certificate files (SIGHUP); see listeners.ts. */
+  reloadTls (): Promise<boolean> {
+    return this.listeners.reloadTls()
   }
 
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.server.close()
+    await this.listeners.close()
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
     for (const s of this.sockets) s.destroy()
     this.log.info('broker closed')

@@ -3,11 +3,17 @@
  * this one). Batching, concurrency, the upstream client and its retry policy.
  */
 import type { ConfigOf } from '../../protocol/index.ts'
+import type { UpstreamTls } from './upstream.ts'
 
 export const flushSchema = {
   upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order' },
   upstreamSpread: { type: 'bool', default: false, doc: 'Spread partitions over the --upstream URLs (stateless ingests on one database) instead of failover in order' },
-  token: { type: 'string', default: '', doc: 'Bearer token for the ingest' },
+  token: { type: 'string', default: '', doc: 'Bearer token for the ingest (prefer --token-file: the command line is visible to every local user)' },
+  tokenFile: { type: 'string', doc: 'File holding the bearer token for the ingest (one line)' },
+  upstreamCa: { type: 'string', doc: 'PEM CA(s) trusted for https upstreams (default: the system CAs)' },
+  upstreamCert: { type: 'string', doc: 'PEM client certificate for the upstream (mTLS; CN = gateway id)' },
+  upstreamKey: { type: 'string', doc: 'PEM private key of --upstream-cert' },
+  allowInsecureUpstream: { type: 'bool', default: false, doc: 'Allow http:// upstreams to a non-loopback host (the token and readings travel in clear)' },
   batchMaxItems: { type: 'int', default: 500, min: 1, max: 100000, doc: 'Items per upstream batch' },
   batchMaxBytes: { type: 'int', default: 256 * 1024, min: 1024, max: 64 * 1024 * 1024, doc: 'Bytes per upstream batch (item bytes)' },
   lingerMs: { type: 'int', default: 1000, min: 0, max: 600000, doc: 'How long a partial batch waits for more items' },
@@ -24,4 +30,8 @@ export const flushSchema = {
 } as const
 
 /** The flusher's flags plus the gateway id it sends upstream. */
-export type FlushConfig = ConfigOf<typeof flushSchema> & { gatewayId: string }
+export type FlushConfig = ConfigOf<typeof flushSchema> & {
+  gatewayId: string
+  /** CA / client certificate for https upstreams, read from the files named by the flags (gateway/tls.ts). */
+  upstreamTls?: UpstreamTls
+}

@@ -45,7 +45,7 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
-    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight, spread: config.upstreamSpread })
+    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight, spread: config.upstreamSpread, tls: config.upstreamTls })
     const wire = new WireFormat(config.upstreamProtocol, config.gzip ? 'gzip' : config.compression)
     this.health = new UpstreamHealth(this.log, config.unreadyAfterMs)
     const receipts = new ReceiptSender(publish, metrics, this.log)

@@ -5,6 +5,11 @@
  * With `spread`, partition p starts at URL p mod N instead of all at the current one, so
  * several stateless ingest processes share the load; a URL that failed is skipped for
  * FAILED_URL_PAUSE_MS and its partitions move to the next one (docs/postgres.md).
+ *
+ * https: the server certificate is checked against `tls.ca` (`--upstream-ca`) or the
+ * system CAs, and `tls.cert`/`tls.key` (`--upstream-cert`/`--upstream-key`) are presented
+ * when the ingest asks for a client certificate (mTLS: its CN names the gateway). Without
+ * a token (certificate-only authentication) no authorization header is sent.
  */
 import http from 'node:http'
 import https from 'node:https'
@@ -14,9 +19,13 @@ import { compress, type Wire } from './wire.ts'
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 const FAILED_URL_PAUSE_MS = 2000
 
+export type UpstreamTls = { ca?: Buffer, cert?: Buffer, key?: Buffer }
+
 export type UpstreamConfig = {
   urls: string[]
+  /** '' = none (the client certificate authenticates). */
   token: string
+  tls?: UpstreamTls
   timeoutMs: number
   maxSockets: number
   /** Spread partitions over the URLs (else: all on one, the others standby). */
@@ -45,7 +54,7 @@ export class Upstream {
     this.urls = config.urls.map((u) => new URL(u.endsWith('/') ? u : u + '/'))
     this.pausedUntil = this.urls.map(() => 0)
     this.httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxSockets })
-    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets })
+    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets, ...config.tls })
   }
 
   get url (): string {
@@ -78,9 +87,9 @@ export class Upstream {
     const headers: http.OutgoingHttpHeaders = {
       'content-type': 'application/cbor',
       accept: 'application/cbor',
-      authorization: `Bearer ${this.config.token}`,
       'content-length': payload.length
     }
+    if (this.config.token !== '') headers.authorization = `Bearer ${this.config.token}`
     if (wire.encoding !== 'identity') headers['content-encoding'] = wire.encoding
     const mod = url.protocol === 'https:' ? https : http
     return await new Promise((resolve, reject) => {

@@ -83,6 +83,11 @@ export function decodeReading (key: string, value: string): StoredReading {
 
 const unhex = (h: string): string => Buffer.from(h, 'hex').toString('utf8')
 
+/** hex(gateway) of a reading key (its fifth `!` field), without decoding the reading. */
+export function gatewayHexOfKey (key: string): string {
+  return key.split('!', 5)[4]!
+}
+
 /**
  * Cursors are the last key returned, base64url-encoded. Opaque to clients; decoding checks
  * it belongs to the device asked for, so a cursor cannot read another device's range.

@@ -20,6 +20,10 @@
  *   as an n! key written in the same batch as the reading. A copy through another gateway or
  *   epoch finds it (read before the apply step, plus `natural` below for copies not yet
  *   durable or written after that read began) and is answered duplicate, not stored.
+ * - Memory: the dedup state of at most `maxEpochsPerGateway` epochs per gateway is kept in
+ *   memory (leveldb-epochs.ts); older epochs reload from disk when they come back.
+ * - Queries walk the device's key range with an iterator and stop at `limit` readings,
+ *   `maxBytes` of values, or QUERY_SCAN_LIMIT keys skipped for other gateways (fleets).
  *
  * Crash behaviour: LevelDB's log makes each batch all-or-nothing, so after kill -9 or power
  * loss the store holds exactly the acknowledged batches (plus possibly a last batch whose
@@ -32,17 +36,23 @@ import { mkdir } from 'node:fs/promises'
 import { StoreError } from '../../protocol/index.ts'
 import { PartitionDedup, RunSet, type DedupSnapshot, type Run } from '../dedup.ts'
 import { GroupCommitter, type Op } from './group-commit.ts'
+import { EpochLru } from './leveldb-epochs.ts'
 import {
-  bootPrefix, decodeCursor, decodeReading, encodeReadingValue, dedupKey, devicePrefix, encodeCursor, evictedKey, FORMAT_VERSION, hex,
+  bootPrefix, decodeCursor, decodeReading, encodeReadingValue, dedupKey, devicePrefix, encodeCursor, evictedKey, FORMAT_VERSION, gatewayHexOfKey, hex,
   META_FORMAT_KEY, naturalKey, naturalKeyOfReadingKey, partitionSuffix, prefixEnd, readingKey, STATS_KEY, seqKey
 } from './leveldb-keys.ts'
-import { zeroCounts, type Counts, type DedupState, type DevicePage, type DeviceQuery, type ItemOutcome, type Sink, type Stats, type StoreRequest } from './types.ts'
+import { zeroCounts, type Counts, type DedupState, type DevicePage, type DeviceQuery, type ItemOutcome, type Sink, type Stats, type StoredReading, type StoreRequest } from './types.ts'
 
 export type LevelDbSinkOptions = {
   dataDir: string
   /** Called after each group write: requests in it, LevelDB ops, seconds. */
   onCommit?: (requests: number, ops: number, seconds: number) => void
+  /** Epochs per gateway whose dedup state stays in memory (default 4). */
+  maxEpochsPerGateway?: number
 }
+
+/** Keys a query may skip (other fleets' readings) before it returns a short page with `next`. */
+export const QUERY_SCAN_LIMIT = 20_000
 
 function cloneStats (s: Stats): Stats {
   const gateways: Record<string, Counts> = {}
@@ -60,6 +70,9 @@ export class LevelDbSink implements Sink {
   private readonly dedup = new Map<string, PartitionDedup>()
   private readonly evicted = new Map<string, RunSet>()
   private readonly loading = new Map<string, Promise<void>>()
+  /** `{gwHex}!{epHex}` -> partition suffixes loaded in `dedup`/`evicted` (for eviction). */
+  private readonly epochSuffixes = new Map<string, Set<string>>()
+  private readonly epochs: EpochLru
   /** Counters including requests not yet durable; `durable` is what disk holds. */
   private live: Stats = emptyStats()
   private durable: Stats = emptyStats()
@@ -80,6 +93,11 @@ export class LevelDbSink implements Sink {
 
   private constructor (db: Level<string, string>, opts: LevelDbSinkOptions) {
     this.db = db
+    this.epochs = new EpochLru(opts.maxEpochsPerGateway ?? 4, (gw, ep) => {
+      const key = `${gw}!${ep}`
+      for (const sfx of this.epochSuffixes.get(key) ?? []) { this.dedup.delete(sfx); this.evicted.delete(sfx) }
+      this.epochSuffixes.delete(key)
+    })
     this.committer = new GroupCommitter(
       async (ops) => {
         const snap = this.snapshotInFlight
@@ -135,6 +153,7 @@ export class LevelDbSink implements Sink {
     this.dedup.clear()
     this.evicted.clear()
     this.loading.clear()
+    this.epochSuffixes.clear()
     this.live = cloneStats(this.durable)
     for (const [k, v] of this.natural) if (v === 0) this.natural.delete(k)
     // Counters on disk are `durable` already; reloading guards against a partly applied write.
@@ -152,6 +171,10 @@ export class LevelDbSink implements Sink {
     p = (async () => {
       const [d, e] = await this.db.getMany([dedupKey(suffix), evictedKey(suffix)])
       if (gen !== this.generation) return
+      const ek = suffix.slice(0, suffix.lastIndexOf('!'))
+      let set = this.epochSuffixes.get(ek)
+      if (!set) this.epochSuffixes.set(ek, set = new Set())
+      set.add(suffix)
       if (!this.dedup.has(suffix)) this.dedup.set(suffix, new PartitionDedup(d === undefined ? undefined : JSON.parse(d) as DedupSnapshot))
       if (needEvicted && !this.evicted.has(suffix)) this.evicted.set(suffix, new RunSet(e === undefined ? [] : (JSON.parse(e) as { runs: Run[] }).runs))
     })().finally(() => { this.loading.delete(lk) })
@@ -163,6 +186,15 @@ export class LevelDbSink implements Sink {
     if (this.closing) throw new StoreError('sink is closing', { retryable: true })
     const gwHex = hex(req.gateway)
     const epHex = hex(req.epoch)
+    const release = this.epochs.acquire(gwHex, epHex)
+    try {
+      return await this.loadAndApply(req, gwHex, epHex)
+    } finally {
+      release()
+    }
+  }
+
+  private async loadAndApply (req: StoreRequest, gwHex: string, epHex: string): Promise<ItemOutcome[]> {
     const parts = new Set<number>()
     for (const it of req.items) parts.add(it[0])
     for (const [p] of req.floors) parts.add(p)
@@ -268,7 +300,7 @@ export class LevelDbSink implements Sink {
   }
 
   async queryDevice (q: DeviceQuery): Promise<DevicePage> {
-    const range: { gt?: string, gte?: string, lt: string, limit: number } = { lt: '', limit: q.limit + 1 }
+    const range: { gt?: string, gte?: string, lt: string } = { lt: '' }
     const prefix = q.boot === undefined ? devicePrefix(q.device) : bootPrefix(q.device, q.boot)
     range.lt = prefixEnd(prefix)
     range.gte = q.fromSeq === undefined ? prefix : prefix + seqKey(q.fromSeq, 0)
@@ -276,10 +308,35 @@ export class LevelDbSink implements Sink {
       const after = decodeCursor(q.cursor, q.device)
       if (after >= range.gte) { delete range.gte; range.gt = after }
     }
-    const rows = await this.db.iterator(range).all()
-    const page = rows.slice(0, q.limit)
-    const next = rows.length > q.limit ? encodeCursor(page[page.length - 1]![0]) : null
-    return { readings: page.map(([k, v]) => decodeReading(k, v)), next }
+    const only = q.gateways === undefined ? null : new Set(q.gateways.map(hex))
+    const maxBytes = q.maxBytes ?? Infinity
+    const readings: StoredReading[] = []
+    let bytes = 0
+    let skipped = 0
+    let last: string | null = null
+    let next: string | null = null
+    const it = this.db.iterator(range)
+    try {
+      for (;;) {
+        const rows = await it.nextv(Math.min(q.limit + 1, 1000))
+        if (rows.length === 0) break
+        for (const [k, v] of rows) {
+          if (only !== null && !only.has(gatewayHexOfKey(k))) {
+            last = k
+            if (++skipped >= QUERY_SCAN_LIMIT) { next = encodeCursor(k); break }
+            continue
+          }
+          if (readings.length >= q.limit || (readings.length > 0 && bytes + v.length > maxBytes)) { next = encodeCursor(last!); break }
+          readings.push(decodeReading(k, v))
+          bytes += v.length
+          last = k
+        }
+        if (next !== null) break
+      }
+    } finally {
+      await it.close()
+    }
+    return { readings, next }
   }
 
   async stats (): Promise<Stats> {
@@ -291,7 +348,7 @@ export class LevelDbSink implements Sink {
     let seqs = 0
     let runs = 0
     for (const d of this.dedup.values()) { seqs += d.seen.size; runs += d.seen.runCount }
-    return { partitions: this.dedup.size, seqs, runs }
+    return { partitions: this.dedup.size, seqs, runs, epochs: this.epochs.size, epochsEvicted: this.epochs.evicted }
   }
 
   close (): Promise<void> {

@@ -9,6 +9,12 @@ import type { BatchItem, Boot, EvictedRange, Floor, Values } from '../../protoco
 
 export type StoreRequest = {
   gateway: string
+  /**
+   * The gateway's fleet (read-auth.ts). Readings are scoped by fleet: a natural-key dedup
+   * on (device, boot, seq) across gateways MUST include it, or a gateway of one fleet could
+   * pre-empt another fleet's readings by sending their keys first.
+   */
+  fleet?: string
   epoch: string
   /** `[p, s]`: lowest seq the gateway still holds in p; raises the recorded floor. */
   floors: readonly Floor[]
@@ -44,6 +50,14 @@ export type DeviceQuery = {
   limit: number
   /** Opaque, from a previous page's `next`. */
   cursor?: string
+  /**
+   * Only readings written by these gateways (a fleet, or `?gateway=`); undefined = all. A
+   * sink may return a short or empty page with a non-null `next` when it stops scanning
+   * past other gateways' readings (bounded work per page).
+   */
+  gateways?: readonly string[]
+  /** Stop adding readings once their stored size reaches about this many bytes (at least one is returned). */
+  maxBytes?: number
 }
 
 export type DevicePage = { readings: StoredReading[], next: string | null }
@@ -72,8 +86,11 @@ export interface Sink {
   ready?(): boolean
 }
 
-/** seqs: tracked seqs at or above the floors; runs: how many [from, to] runs hold them. */
-export type DedupState = { partitions: number, seqs: number, runs: number }
+/**
+ * seqs: tracked seqs at or above the floors; runs: how many [from, to] runs hold them;
+ * epochs: (gateway, epoch) pairs whose state is in memory, epochsEvicted: dropped from memory so far.
+ */
+export type DedupState = { partitions: number, seqs: number, runs: number, epochs?: number, epochsEvicted?: number }
 
 export function zeroCounts (): Counts {
   return { stored: 0, duplicates: 0, rejected: 0, evicted: 0 }

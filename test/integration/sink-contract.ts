@@ -192,6 +192,29 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     assert.deepEqual(await sink.queryDevice({ device: 'nobody', limit: 10 }), { readings: [], next: null })
   })
 
+  test(`${name}: queries filter by gateways (fleets) and stop at maxBytes; cursors continue (issue 9)`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    await sink.storeBatch(req([item(0, 1), item(0, 3), item(0, 5)], { gateway: 'gwA' }))
+    await sink.storeBatch(req([item(0, 2), item(0, 4), item(0, 6)], { gateway: 'gwB' }))
+    const collect = async (q: { gateways?: string[], maxBytes?: number, limit: number }): Promise<StoredReading[]> => {
+      const out: StoredReading[] = []
+      let cursor: string | undefined
+      for (let pages = 0; pages < 100; pages++) {
+        const page = await sink.queryDevice({ device: 'dev1', ...q, ...(cursor === undefined ? {} : { cursor }) })
+        assert.ok(page.readings.length <= q.limit)
+        if (q.maxBytes !== undefined) assert.ok(page.readings.length <= 1, 'a 1-byte cap returns one reading a page')
+        out.push(...page.readings)
+        if (page.next === null) return out
+        cursor = page.next
+      }
+      throw new Error('paging does not terminate')
+    }
+    assert.deepEqual((await collect({ gateways: ['gwA'], limit: 2 })).map((r) => [r.gateway, r.s]), [['gwA', 1], ['gwA', 3], ['gwA', 5]])
+    assert.deepEqual((await collect({ gateways: ['gwB', 'gwX'], limit: 10 })).map((r) => r.s), [2, 4, 6])
+    assert.deepEqual(await collect({ gateways: [], limit: 10 }), [])
+    assert.deepEqual((await collect({ limit: 10, maxBytes: 1 })).map((r) => r.seq), [1, 2, 3, 4, 5, 6])
+  })
+
   test(`${name}: a cursor from another device is refused`, async (t) => {
     const { sink } = await openSink(t, factory)
     await sink.storeBatch(req([item(0, 1), item(0, 2), item(0, 3, { device: 'dev2' })]))

@@ -1,0 +1,168 @@
+/**
+ * The broker's network listeners: plain MQTT on TCP (`--mqtt-port`, 1883; `--no-mqtt`
+ * turns it off) and MQTT over TLS (`--tls-port`, 8883 when `--tls-cert` is set). Both hand
+ * every accepted socket to the same `onConnection` (TCP_NODELAY, Aedes, the packet size
+ * guard...), so every per-connection rule applies to TLS clients as well; the TLS socket
+ * reaches it only after the handshake, which `connectTimeoutMs` bounds.
+ *
+ * Client certificates (`--tls-ca`): the listener asks for one; with
+ * `--tls-require-client-cert` a client without a certificate signed by that CA (or with an
+ * expired one) fails the handshake. A verified certificate's subject CN is the client's
+ * identity, as Mosquitto's `use_identity_as_username`: `certIdentity` returns it and the
+ * broker's authenticate accepts the client as the device CN (no password), provided its
+ * MQTT client id equals the CN, so a certificate for `a` cannot publish as `b`.
+ *
+ * SIGHUP: `reloadTls()` reads the certificate, key and CA files again and swaps them in
+ * with `tls.Server#setSecureContext`: new handshakes use the new files, established
+ * connections are kept. A reload that fails (missing file, key not matching) keeps the old
+ * context and is logged and counted.
+ */
+import { readFile } from 'node:fs/promises'
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { createServer as createTlsServer, TLSSocket, type SecureContextOptions, type Server as TlsServer } from 'node:tls'
+import type { Client } from 'aedes'
+import type { Logger } from 'pino'
+import { Counter } from 'prom-client'
+import { isValidDeviceId } from '../../protocol/index.ts'
+import type { Metrics } from '../admin/metrics.ts'
+
+export type TlsListenerConfig = {
+  port: number
+  certPath: string
+  keyPath: string
+  caPath: string | undefined
+  requireClientCert: boolean
+}
+
+export type ListenersConfig = {
+  host: string
+  /** null: no plain TCP listener (`--no-mqtt`). */
+  mqttPort: number | null
+  tls: TlsListenerConfig | null
+  maxConnections: number
+  connectTimeoutMs: number
+}
+
+async function loadContext (c: TlsListenerConfig): Promise<SecureContextOptions> {
+  const read = async (what: string, path: string): Promise<Buffer> => {
+    try { return await readFile(path) } catch (err) { throw new Error(`cannot read the TLS ${what} ${path}: ${(err as Error).message}`, { cause: err }) }
+  }
+  const [cert, key, ca] = await Promise.all([read('certificate', c.certPath), read('key', c.keyPath), c.caPath === undefined ? undefined : read('CA', c.caPath)])
+  return { cert, key, ...(ca ? { ca } : {}) }
+}
+
+/**
+ * The identity a verified client certificate gives this client (its subject CN), or
+ * undefined when the connection is not TLS or carries no verified certificate.
+ */
+export function certIdentity (client: Client): string | undefined {
+  const s = client.conn as unknown
+  if (!(s instanceof TLSSocket) || !s.authorized) return undefined
+  const cn = s.getPeerCertificate().subject?.CN
+  return typeof cn === 'string' ? cn : Array.isArray(cn) ? String(cn[0]) : undefined
+}
+
+/**
+ * Checks a certificate identity against the CONNECT: null if the client may connect as the
+ * device `identity`, else the reason to refuse it.
+ */
+export function checkCertIdentity (client: Client, identity: string): string | null {
+  if (!isValidDeviceId(identity)) return `certificate CN ${JSON.stringify(String(identity).slice(0, 80))} is not a valid device id`
+  if (client.id !== identity) return `client id ${JSON.stringify(client.id)} differs from the certificate CN ${JSON.stringify(identity)}`
+  return null
+}
+
+export class Listeners {
+  private plain: Server | null = null
+  private secure: TlsServer | null = null
+  private readonly handshakeFailures: Counter<'reason'>
+  private readonly reloads: Counter<'outcome'>
+
+  private constructor (private readonly config: ListenersConfig, private readonly log: Logger, metrics: Metrics) {
+    this.handshakeFailures = new Counter({ name: 'gateway_tls_handshake_failures_total', help: 'TLS handshakes on the MQTT TLS listener that failed (no or bad client certificate, wrong protocol, timeout)', labelNames: ['reason'], registers: [metrics.registry] })
+    this.reloads = new Counter({ name: 'gateway_tls_reloads_total', help: 'TLS certificate reloads (SIGHUP) by outcome', labelNames: ['outcome'], registers: [metrics.registry] })
+  }
+
+  static async create (config: ListenersConfig, onConnection: (socket: Socket) => void, metrics: Metrics, logger: Logger): Promise<Listeners> {
+    const l = new Listeners(config, logger, metrics)
+    try {
+      if (config.mqttPort !== null) {
+        const server = createTcpServer({ noDelay: true })
+        server.maxConnections = config.maxConnections
+        server.on('connection', onConnection)
+        l.plain = server
+        await listen(server, config.mqttPort, config.host)
+      }
+      if (config.tls) {
+        const t = config.tls
+        const server = createTlsServer({
+          ...await loadContext(t),
+          requestCert: t.caPath !== undefined,
+          rejectUnauthorized: t.requireClientCert,
+          handshakeTimeout: config.connectTimeoutMs,
+          noDelay: true
+        })
+        server.maxConnections = config.maxConnections
+        server.on('secureConnection', onConnection)
+        server.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
+          const reason = tlsFailureReason(err)
+          l.handshakeFailures.inc({ reason })
+          l.log.debug({ remote: socket.remoteAddress, reason, err: err.message }, 'TLS handshake failed')
+          socket.destroy()
+        })
+        l.secure = server
+        await listen(server, t.port, config.host)
+      }
+    } catch (err) {
+      await l.close()
+      throw err
+    }
+    return l
+  }
+
+  get plainPort (): number | null { return this.plain ? (this.plain.address() as AddressInfo).port : null }
+  get tlsPort (): number | null { return this.secure ? (this.secure.address() as AddressInfo).port : null }
+  /** Every configured listener is accepting connections. */
+  get listening (): boolean { return (this.plain?.listening ?? true) && (this.secure?.listening ?? true) }
+
+  /** Re-reads the TLS files for new handshakes (SIGHUP); keeps the old ones if that fails. */
+  async reloadTls (): Promise<boolean> {
+    const c = this.config.tls
+    if (!c || !this.secure) return false
+    try {
+      this.secure.setSecureContext(await loadContext(c))
+    } catch (err) {
+      this.reloads.inc({ outcome: 'failed' })
+      this.log.error({ err, cert: c.certPath }, 'TLS reload failed; the previous certificate stays in use')
+      return false
+    }
+    this.reloads.inc({ outcome: 'ok' })
+    this.log.info({ cert: c.certPath, ca: c.caPath }, 'TLS certificate reloaded')
+    return true
+  }
+
+  stopAccepting (): void {
+    if (this.plain?.listening) this.plain.close()
+    if (this.secure?.listening) this.secure.close()
+  }
+
+  /** Closes the listening sockets (the broker destroys the client sockets). */
+  async close (): Promise<void> {
+    this.stopAccepting()
+  }
+}
+
+function listen (server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => { server.off('error', reject); resolve() })
+  })
+}
+
+function tlsFailureReason (err: NodeJS.ErrnoException): string {
+  const m = `${err.code ?? ''} ${err.message}`
+  if (/timed out|ETIMEDOUT|ECONNRESET/i.test(m)) return 'timeout_or_reset'
+  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|certificate required/i.test(m)) return 'no_client_cert'
+  if (/certificate|CERT|unknown ca|expired/i.test(m)) return 'bad_certificate'
+  return 'protocol'
+}
