@@ -3,11 +3,12 @@
  * (`--config`), `GATEWAY_*` env vars and `--kebab-case` flags, validated once at startup.
  */
 import { parseConfig, type ConfigOf, type ConfigSources, ConfigError } from '../protocol/index.ts'
+import { checkAnonymousExposure, checkLocalNetworks, defaultHost, securitySchema } from './broker/security-config.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
   dataDir: { type: 'string', default: './data/gateway', doc: 'LevelDB store directory' },
-  host: { type: 'string', default: '0.0.0.0', doc: 'Address the MQTT listener binds' },
+  host: { type: 'string', default: '', doc: 'Address the MQTT listener binds (default: 127.0.0.1 with --auth none, 0.0.0.0 with --auth file)' },
   mqttPort: { type: 'int', default: 1883, min: 0, max: 65535, doc: 'MQTT TCP port (0 = pick a free port)' },
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
@@ -39,14 +40,18 @@ export const gatewaySchema = {
   authRetryMs: { type: 'int', default: 30000, min: 10, doc: 'Pause after the upstream refused our token (401/403)' },
   unreadyAfterMs: { type: 'int', default: 30000, min: 0, doc: '/readyz reports unready after the upstream failed this long' },
   receipts: { type: 'bool', default: true, doc: 'Publish receipts to devices/{id}/receipts' },
-  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' }
+  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' },
+  ...securitySchema
 } as const
 
 export type GatewayConfig = ConfigOf<typeof gatewaySchema>
 
 export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): GatewayConfig {
-  const c = parseConfig(gatewaySchema, { ...src, envPrefix: 'GATEWAY' })
-  if (c.auth === 'file' && !c.authFile) throw new ConfigError('authFile', '--auth file needs --auth-file PATH')
+  const parsed = parseConfig(gatewaySchema, { ...src, envPrefix: 'GATEWAY' })
+  const c = { ...parsed, host: parsed.host === '' ? defaultHost(parsed.auth) : parsed.host }
+  if (c.auth === 'file' && !c.authFile) throw new ConfigError('authFile', '--auth file needs --auth-file PATH (create it with `gateway passwd FILE add-device ID`)')
+  checkAnonymousExposure(c)
+  checkLocalNetworks(c.localNetworks)
   for (const u of c.upstream) {
     let url: URL
     try { url = new URL(u) } catch { throw new ConfigError('upstream', `${JSON.stringify(u)} is not a URL`) }
