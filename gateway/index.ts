@@ -62,7 +62,8 @@ export class Gateway {
       maxConnections: config.maxConnections,
       connectTimeoutMs: config.connectTimeoutMs,
       drainTimeoutMs: config.drainTimeoutMs,
-      auth
+      auth,
+      security: config
     }, intake, metrics, logger), store)
     const flusher = new Flusher(store, {
       gatewayId: config.gatewayId,

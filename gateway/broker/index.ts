@@ -5,22 +5,21 @@
  * - the packet size guard (guard.ts),
  * - [MQTT-3.1.3-8] a zero-byte client id with CleanSession=0 refused with CONNACK 0x02
  *   (Aedes 1.2 accepts it),
- * - auth (`none` | `file`) and the ACL of DESIGN.md sections 4 and 9: `devices/{id}/readings`
- *   only by client id `{id}` (anything else closes the connection), `devices/+/receipts`
- *   only by the gateway itself, other topics as in a plain broker (`--auth file`: devices
- *   may publish only their readings and subscribe only to their receipts; apps may
- *   subscribe to anything),
+ * - auth (`none` | `file`), the topic rules and login limits of security.ts (acl.ts,
+ *   login-guard.ts; docs/security.md): `devices/{id}/readings` only by client id `{id}`,
+ *   no `$`-topic publishes, wildcards and `$SYS` for apps and local clients (anything
+ *   refused on publish closes the connection; on subscribe, SUBACK 0x80),
  * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK.
  */
 import { createServer, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { Aedes, type AuthenticateError, type Client } from 'aedes'
 import type { Logger } from 'pino'
-import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Intake } from '../intake/index.ts'
-import type { AuthFile, Principal } from './auth.ts'
+import type { AuthFile } from './auth.ts'
 import { installPacketGuard } from './guard.ts'
+import { Security, type SecurityConfig } from './security.ts'
 
 export type BrokerConfig = {
   host: string
@@ -30,11 +29,11 @@ export type BrokerConfig = {
   connectTimeoutMs: number
   drainTimeoutMs: number
   auth: AuthFile | null
+  security: SecurityConfig
 }
 
-const PRINCIPAL = Symbol('principal')
 const EMPTY_PERSISTENT_ID = Symbol('emptyPersistentId')
-type Tagged = Client & { [PRINCIPAL]?: Principal, [EMPTY_PERSISTENT_ID]?: boolean }
+type Tagged = Client & { [EMPTY_PERSISTENT_ID]?: boolean }
 
 function authError (message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError
@@ -51,6 +50,7 @@ export class Broker {
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
+    const security = new Security(config.security, config.auth, () => aedes, metrics, log)
     const aedes = await Aedes.createBroker({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
@@ -65,47 +65,19 @@ export class Broker {
       authenticate (client, username, password, cb) {
         const c = client as Tagged
         if (c[EMPTY_PERSISTENT_ID]) { cb(authError('a zero-byte client id requires CleanSession=1 [MQTT-3.1.3-8]', 2), null); return }
-        if (!config.auth) { cb(null, true); return }
-        config.auth.authenticate(client.id, username, password).then((p) => {
-          if (!p) { log.warn({ clientId: client.id, username }, 'authentication failed'); cb(authError('bad user name or password', 4), null); return }
-          c[PRINCIPAL] = p
-          cb(null, true)
+        security.authenticate(client, username, password).then((v) => {
+          if (v.ok) cb(null, true); else cb(authError(v.message, v.returnCode), null)
         }, (err: Error) => cb(authError(err.message, 3), null))
       },
       authorizePublish (client, packet, cb) {
         if (!client) { cb(null); return } // the gateway's own publishes (receipts)
-        const t = parseDeviceTopic(packet.topic)
-        const role = (client as Tagged)[PRINCIPAL]?.role
-        if (t === null) {
-          if (role === 'device') { cb(new Error('devices may publish only to their readings topic')); return }
-          cb(null)
-          return
-        }
-        if (t.kind === 'readings') {
-          if (t.deviceId !== client.id || !isValidDeviceId(t.deviceId) || role === 'app') {
-            metrics.intake.inc({ outcome: 'acl_denied' })
-            log.warn({ clientId: client.id, topic: packet.topic }, 'publish to another device\'s readings refused; closing the connection')
-            cb(new Error(`client ${client.id} may not publish to ${packet.topic}`))
-            return
-          }
-          intake.handle(client, t.deviceId, packet, cb)
-          return
-        }
-        if (t.kind === 'receipts') {
-          log.warn({ clientId: client.id, topic: packet.topic }, 'publish to a receipts topic refused; closing the connection')
-          cb(new Error('only the gateway publishes receipts'))
-          return
-        }
-        cb(role === 'device' ? new Error('devices may publish only to their readings topic') : null)
+        const v = security.authorizePublish(client, packet.topic)
+        if (v.kind === 'deny') cb(v.error)
+        else if (v.kind === 'readings') intake.handle(client, v.deviceId, packet, cb)
+        else cb(null)
       },
       authorizeSubscribe (client, sub, cb) {
-        const p = (client as Tagged)[PRINCIPAL]
-        if (p?.role === 'device' && sub.topic !== `devices/${p.name}/receipts`) {
-          log.warn({ clientId: client.id, topic: sub.topic }, 'subscription refused')
-          cb(null, null) // SUBACK 0x80 for this topic, connection stays
-          return
-        }
-        cb(null, sub)
+        cb(null, security.allowSubscribe(client, sub.topic) ? sub : null) // null: SUBACK 0x80 for this filter
       }
     })
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'))
@@ -115,6 +87,7 @@ export class Broker {
     server.maxConnections = config.maxConnections
     const broker = new Broker(aedes, server, log)
     server.on('connection', (socket) => {
+      if (!security.admitConnection(socket)) { socket.destroy(); return }
       socket.setNoDelay(true)
       broker.sockets.add(socket)
       socket.once('close', () => broker.sockets.delete(socket))
