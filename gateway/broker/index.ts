@@ -20,6 +20,7 @@ import type { Intake } from '../intake/index.ts'
 import type { AuthFile } from './auth.ts'
 import { installPacketGuard } from './guard.ts'
 import { Security, type SecurityConfig } from './security.ts'
+import { isLoopbackHost } from './security-config.ts'
 
 export type BrokerConfig = {
   host: string
@@ -102,6 +103,7 @@ export class Broker {
       server.once('error', reject)
       server.listen(config.mqttPort, config.host, () => { server.off('error', reject); resolve() })
     })
+    if (!config.auth && !isLoopbackHost(config.host)) log.warn({ host: config.host }, 'anonymous clients allowed on a non-loopback address (--allow-anonymous): anyone who reaches the port may publish as any device')
     return broker
   }
 
