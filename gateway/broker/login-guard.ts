@@ -53,7 +53,7 @@ export class Gate {
 
 export type BackoffConfig = { freeFailures: number, baseMs: number, maxMs: number, forgetMs: number, maxAddresses: number }
 
-type FailEntry = { failures: number, lastFailureAt: number, bannedUntil: number, logged: boolean }
+type FailEntry = { failures: number, lastFailureAt: number, bannedUntil: number }
 
 export class LoginBackoff {
   private readonly table: AddressTable<FailEntry>
@@ -81,7 +81,7 @@ export class LoginBackoff {
   fail (key: string): number {
     const now = this.now()
     this.live(key) // drops an entry past forgetMs: its count starts again
-    const e = this.table.touch(key, () => ({ failures: 0, lastFailureAt: now, bannedUntil: 0, logged: false }))
+    const e = this.table.touch(key, () => ({ failures: 0, lastFailureAt: now, bannedUntil: 0 }))
     e.failures++
     e.lastFailureAt = now
     const over = e.failures - this.c.freeFailures
@@ -89,14 +89,6 @@ export class LoginBackoff {
     const ban = Math.min(this.c.maxMs, this.c.baseMs * 2 ** Math.min(over - 1, 40))
     e.bannedUntil = now + ban
     return ban
-  }
-
-  /** True the first time an address is reported while its entry lives: logs once per offender. */
-  firstReport (key: string): boolean {
-    const e = this.table.peek(key)
-    if (!e || e.logged) return false
-    e.logged = true
-    return true
   }
 
   banned (): number {
@@ -107,7 +99,7 @@ export class LoginBackoff {
   }
 }
 
-type Bucket = { tokens: number, at: number, logged: boolean }
+type Bucket = { tokens: number, at: number }
 
 export class ConnectRate {
   private readonly table: AddressTable<Bucket>
@@ -119,20 +111,15 @@ export class ConnectRate {
   get tracked (): number { return this.table.size }
   get enabled (): boolean { return this.rate > 0 }
 
-  /** Takes one token; 'ok', or 'limited' (first time for this bucket: 'limited-first', to log once). */
-  take (key: string): 'ok' | 'limited' | 'limited-first' {
-    if (this.rate <= 0) return 'ok'
+  /** Takes one token: true = admit the connection. */
+  take (key: string): boolean {
+    if (this.rate <= 0) return true
     const now = this.now()
-    const b = this.table.touch(key, () => ({ tokens: this.burst, at: now, logged: false }))
+    const b = this.table.touch(key, () => ({ tokens: this.burst, at: now }))
     b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.rate / 1000)
     b.at = now
-    if (b.tokens >= 1) {
-      b.tokens -= 1
-      if (b.tokens >= this.burst - 1) b.logged = false // a full bucket again: a later flood is a new offence
-      return 'ok'
-    }
-    if (b.logged) return 'limited'
-    b.logged = true
-    return 'limited-first'
+    if (b.tokens < 1) return false
+    b.tokens -= 1
+    return true
   }
 }

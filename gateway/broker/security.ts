@@ -23,7 +23,7 @@ import { Counter, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
 import type { Metrics } from '../admin/metrics.ts'
 import { publishVerdict, subscribeDenial, PUBLISH_DENIALS, SUBSCRIBE_DENIALS, type Principal, type PublishDenial, type WildcardPolicy, type Who } from './acl.ts'
-import { addressKey, NetworkList, plainAddress } from './addresses.ts'
+import { AddressTable, addressKey, NetworkList, plainAddress } from './addresses.ts'
 import type { AuthFile } from './auth.ts'
 import { ConnectRate, Gate, GateFullError, LoginBackoff } from './login-guard.ts'
 
@@ -59,12 +59,15 @@ export class Security {
   private readonly refused: Counter<'reason'>
   private readonly loginFailures: Counter
   private readonly aclDenied: Counter<'action' | 'rule'>
+  /** (reason, address) pairs already logged: one warning per offender, bounded like the other tables. */
+  private readonly logged: AddressTable<true>
 
   constructor (private readonly c: SecurityConfig, private readonly auth: AuthFile | null, private readonly aedes: () => Aedes, private readonly metrics: Metrics, private readonly log: Logger) {
     this.local = new NetworkList(c.localNetworks)
     this.gate = new Gate(c.authMaxConcurrent, c.authMaxQueued)
     this.backoff = new LoginBackoff({ freeFailures: c.loginFreeFailures, baseMs: c.loginBackoffBaseMs, maxMs: c.loginBackoffMaxMs, forgetMs: c.loginForgetMs, maxAddresses: c.maxTrackedAddresses })
     this.rate = new ConnectRate(c.maxConnectRate, c.connectBurst, c.maxTrackedAddresses)
+    this.logged = new AddressTable(c.maxTrackedAddresses)
     const registers = [metrics.registry]
     this.refused = new Counter({ name: 'gateway_connect_refused_total', help: 'Connections refused by reason: rate (closed before CONNECT), banned (CONNACK 5, login back-off), bad_credentials (CONNACK 4), busy (CONNACK 3, password checks queue full), device_id (app with a device\'s client id), takeover (client id in use by another principal), will_topic ($-topic will)', labelNames: ['reason'], registers })
     for (const r of CONNECT_REFUSALS) this.refused.inc({ reason: r }, 0)
@@ -79,18 +82,20 @@ export class Security {
     new Gauge({ name: 'gateway_login_banned_addresses', help: 'Source addresses in login back-off now', registers, collect () { this.set(backoff.banned()) } })
   }
 
-  private refuse (reason: ConnectRefusal, fields: Record<string, unknown>, key: string, first: boolean, msg: string): void {
+  private refuse (reason: ConnectRefusal, fields: Record<string, unknown>, key: string, msg: string): void {
     this.refused.inc({ reason })
-    if (first) this.log.warn({ ...fields, address: key, reason }, msg)
+    const k = `${reason} ${key}`
+    if (this.logged.peek(k)) return
+    this.logged.touch(k, () => true)
+    this.log.warn({ ...fields, address: key, reason }, `${msg} (logged once per address)`)
   }
 
   /** Called for each new socket before Aedes sees it; false = close it now. */
   admitConnection (socket: Socket): boolean {
     if (!this.rate.enabled || this.local.has(socket.remoteAddress)) return true
     const key = addressKey(socket.remoteAddress)
-    const r = this.rate.take(key)
-    if (r === 'ok') return true
-    this.refuse('rate', { maxConnectRate: this.c.maxConnectRate, connectBurst: this.c.connectBurst }, key, r === 'limited-first', 'connection rate over the limit; closing new connections from this address')
+    if (this.rate.take(key)) return true
+    this.refuse('rate', { maxConnectRate: this.c.maxConnectRate, connectBurst: this.c.connectBurst }, key, 'connection rate over the limit; closing new connections from this address')
     return false
   }
 
@@ -100,12 +105,12 @@ export class Security {
     const fields = { clientId: client.id, username }
     const will = (client as Client & { _will?: { topic?: string } })._will
     if (will?.topic?.startsWith('$')) {
-      this.refuse('will_topic', { ...fields, topic: will.topic }, key, true, 'will on a $-topic refused')
+      this.refuse('will_topic', { ...fields, topic: will.topic }, key, 'will on a $-topic refused')
       return { ok: false, returnCode: 5, message: 'a will may not use a $-topic' }
     }
     const banMs = this.backoff.bannedFor(key)
     if (banMs > 0) {
-      this.refuse('banned', { ...fields, banMs }, key, this.backoff.firstReport(key), 'too many failed logins from this address; refusing CONNECTs while the back-off runs')
+      this.refuse('banned', { ...fields, banMs }, key, 'too many failed logins from this address; refusing CONNECTs while the back-off runs')
       return { ok: false, returnCode: 5, message: 'too many failed logins; retry later' }
     }
     let principal: Principal = { role: 'anonymous' }
@@ -116,26 +121,26 @@ export class Security {
         p = await this.gate.run(() => client.closed ? Promise.resolve(null) : auth.authenticate(client.id, username, password))
       } catch (err) {
         if (!(err instanceof GateFullError)) throw err
-        this.refuse('busy', { ...fields, queued: err.queued }, key, true, 'password checks queue full; CONNACK 3')
+        this.refuse('busy', { ...fields, queued: err.queued }, key, 'password checks queue full; CONNACK 3')
         return { ok: false, returnCode: 3, message: 'server busy' }
       }
       if (client.closed) return { ok: false, returnCode: 4, message: 'client went away' }
       if (!p) {
         this.loginFailures.inc()
         const ban = this.backoff.fail(key)
-        this.refuse('bad_credentials', { ...fields, banMs: ban }, key, true, ban > 0 ? 'authentication failed; address in back-off' : 'authentication failed')
+        this.refuse('bad_credentials', { ...fields, banMs: ban }, key, 'authentication failed')
         return { ok: false, returnCode: 4, message: 'bad user name or password' }
       }
       principal = p
       if (p.role === 'app' && this.auth.hasDevice(client.id)) {
-        this.refuse('device_id', fields, key, true, 'an app may not use a device\'s client id')
+        this.refuse('device_id', fields, key, 'an app may not use a device\'s client id')
         return { ok: false, returnCode: 5, message: 'client id reserved for a device' }
       }
     }
     const existing = (this.aedes() as Aedes & { clients: Record<string, Client | undefined> }).clients[client.id]
     const prior = existing && existing !== client && !existing.closed ? this.state.get(existing) : undefined
     if (prior && !samePrincipal(prior, principal, key)) {
-      this.refuse('takeover', { ...fields, holder: prior.address }, key, true, 'client id in use by another principal; takeover refused')
+      this.refuse('takeover', { ...fields, holder: prior.address }, key, 'client id in use by another principal; takeover refused')
       return { ok: false, returnCode: 2, message: 'client id in use' }
     }
     this.state.set(client, { principal, clientId: client.id, local: this.local.has(address), key, address, logged: false })

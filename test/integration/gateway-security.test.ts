@@ -10,7 +10,9 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { MqttClient } from 'mqtt'
 import { hashPassword } from '../../gateway/broker/auth.ts'
-import type { Gateway } from '../../gateway/index.ts'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { Gateway, parseGatewayConfig } from '../../gateway/index.ts'
 import { spawnCli, ROOT, tempDir, waitFor } from '../helpers/index.ts'
 import { publish, reading, startGateway } from '../helpers/gateway.ts'
 import { connectFrom, metricValue } from '../helpers/mqtt-from.ts'
@@ -184,4 +186,19 @@ test('connection rate per source address: beyond the burst, sockets are closed b
   for (let i = 0; i < 5; i++) (await connectFrom(t, gw.mqttPort, '127.0.0.1', { clientId: `l${i}` })).end(true)
   assert.equal(await metricValue(gw.metrics.registry, 'gateway_connect_refused_total', { reason: 'rate' }), 2)
   await waitFor(() => gw.broker.connected === 0, { what: 'clients gone' })
+})
+
+test('refusals are logged once per offender, counted every time', async (t) => {
+  const lines: Array<{ level: number, msg: string, reason?: string }> = []
+  const sink = new Writable({ write (chunk, _enc, cb) { lines.push(JSON.parse(String(chunk)) as { level: number, msg: string }); cb() } })
+  const base = parseGatewayConfig({ argv: [], env: {} })
+  const gw = await Gateway.create({ ...base, mqttPort: 0, adminPort: 0, dataDir: await tempDir(t), auth: 'file', authFile: await authFile(t), loginFreeFailures: 2, loginBackoffBaseMs: 60_000 }, pino({ level: 'warn' }, sink))
+  t.after(() => gw.close())
+  for (let i = 0; i < 3; i++) await assert.rejects(connectFrom(t, gw.mqttPort, '127.0.0.6', { clientId: 'sensor-1', username: 'sensor-1', password: 'no' }), /Bad username/i)
+  for (let i = 0; i < 3; i++) await assert.rejects(connectFrom(t, gw.mqttPort, '127.0.0.6', { clientId: 'sensor-1', username: 'sensor-1', password: 'no' }), /Not authorized/i)
+  const warn = (reason: string): number => lines.filter((l) => l.level === 40 && l.reason === reason).length
+  assert.equal(warn('bad_credentials'), 1)
+  assert.equal(warn('banned'), 1)
+  assert.equal(await metricValue(gw.metrics.registry, 'gateway_connect_refused_total', { reason: 'bad_credentials' }), 3)
+  assert.equal(await metricValue(gw.metrics.registry, 'gateway_connect_refused_total', { reason: 'banned' }), 3)
 })
