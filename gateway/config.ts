@@ -9,6 +9,7 @@ import { flushSchema } from './flush/config.ts'
 import { intakeSchema } from './intake/config.ts'
 import { storeSchema } from './store/config.ts'
 import { checkTlsConfig } from './tls.ts'
+import { checkAnonymousExposure, checkLocalNetworks, defaultHost, securitySchema } from './broker/security-config.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -18,14 +19,18 @@ export const gatewaySchema = {
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
   ...intakeSchema,
   ...flushSchema,
-  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' }
+  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' },
+  ...securitySchema
 } as const
 
 export type GatewayConfig = ConfigOf<typeof gatewaySchema>
 
 export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): GatewayConfig {
-  const c = parseConfig(gatewaySchema, { ...src, envPrefix: 'GATEWAY' })
-  if (c.auth === 'file' && !c.authFile) throw new ConfigError('authFile', '--auth file needs --auth-file PATH')
+  const parsed = parseConfig(gatewaySchema, { ...src, envPrefix: 'GATEWAY' })
+  const c = { ...parsed, host: parsed.host === '' ? defaultHost(parsed) : parsed.host }
+  if (c.auth === 'file' && !c.authFile) throw new ConfigError('authFile', '--auth file needs --auth-file PATH (create it with `gateway passwd FILE add-device ID`)')
+  checkAnonymousExposure(c)
+  checkLocalNetworks(c.localNetworks)
   for (const u of c.upstream) {
     let url: URL
     try { url = new URL(u) } catch { throw new ConfigError('upstream', `${JSON.stringify(u)} is not a URL`) }

@@ -48,7 +48,7 @@ export class Gateway {
     store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
     store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
     const intake = new Intake(store, config, logger, metrics)
-    const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config) }, intake, metrics, logger), store)
+    const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config }, intake, metrics, logger), store)
     const flusher = new Flusher(store, { ...config, token, upstreamTls }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
     let gw: Gateway | undefined
     const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {

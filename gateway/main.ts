@@ -9,13 +9,15 @@ import { readFile } from 'node:fs/promises'
 import { pino } from 'pino'
 import { configFileArg, ConfigError, helpText } from '../protocol/index.ts'
 import { hashPassword } from './broker/auth.ts'
+import { passwdMain } from './cli/passwd.ts'
 import { gatewaySchema, parseGatewayConfig } from './config.ts'
 import { Gateway } from './index.ts'
 
 async function main (): Promise<void> {
   const argv = process.argv.slice(2)
+  if (argv[0] === 'passwd') { process.exitCode = await passwdMain(argv.slice(1)); return }
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: gateway [flags]\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n`)
+    process.stdout.write(`usage: gateway [flags]\n       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n`)
     return
   }
   if (argv[0] === '--hash-password') {
@@ -49,7 +51,7 @@ async function main (): Promise<void> {
   }
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
   const readyLog = log.isLevelEnabled('info') ? log : pino({ base: { service: 'gateway' } })
-  readyLog.info({ mqttPort: config.mqtt ? gw.mqttPort : null, tlsPort: gw.tlsPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
+  readyLog.info({ mqttHost: config.host, mqttPort: config.mqtt ? gw.mqttPort : null, tlsPort: gw.tlsPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }

@@ -5,7 +5,14 @@
  *     "apps":    { "dashboard": "scrypt$..." } }
  *
  * A device connects with client id = username = its id; an app with its own username and
- * any client id. Hash a password with `npm run gateway -- --hash-password` (reads stdin).
+ * any client id that is not a device's id. Create and edit the file with
+ * `gateway passwd FILE add-device ID | add-app NAME | remove NAME | list` (gateway/cli/passwd.ts);
+ * `gateway --hash-password` prints one hash (reads stdin).
+ *
+ * Timing says nothing about which names exist: an unknown name, and a device name used with
+ * another client id, are checked against a dummy hash with the file's own scrypt cost, so
+ * every refusal of a CONNECT with credentials costs one scrypt (issue 9: a known name failed
+ * in ~42 ms, an unknown one in 2-6 ms).
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 import { ConfigError, isValidDeviceId } from '../../protocol/index.ts'
@@ -13,10 +20,13 @@ import { ConfigError, isValidDeviceId } from '../../protocol/index.ts'
 export type Role = 'device' | 'app'
 export type Principal = { role: Role, name: string }
 
+/** scrypt cost of new hashes (N=2^14, r=8: ~16 MiB and ~40 ms on a Pi 4 class core). */
+export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const
+
 const scrypt = (pw: Buffer | string, salt: Buffer, len: number, opts: ScryptOptions): Promise<Buffer> =>
   new Promise((resolve, reject) => scryptCb(pw, salt, len, opts, (err, key) => err ? reject(err) : resolve(key)))
 
-export async function hashPassword (password: string, N = 16384, r = 8, p = 1): Promise<string> {
+export async function hashPassword (password: string, N: number = SCRYPT_DEFAULTS.N, r: number = SCRYPT_DEFAULTS.r, p: number = SCRYPT_DEFAULTS.p): Promise<string> {
   const salt = randomBytes(16)
   const key = await scrypt(password, salt, 32, { N, r, p, maxmem: 256 * N * r })
   return `scrypt$${N}$${r}$${p}$${salt.toString('base64')}$${key.toString('base64')}`
@@ -32,8 +42,30 @@ export async function verifyPassword (hash: string, password: Buffer | string): 
   return got.length === want.length && timingSafeEqual(got, want)
 }
 
+/** A hash no password matches, with the given cost: checking it takes as long as a real one. */
+export function dummyHash (N: number, r: number, p: number): string {
+  return `scrypt$${N}$${r}$${p}$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`
+}
+
+/** The cost most hashes of the file use (the dummy hash takes it, so it times like them). */
+function commonCost (hashes: Iterable<string>): [number, number, number] {
+  const counts = new Map<string, number>()
+  for (const h of hashes) { const k = h.split('$').slice(1, 4).join('$'); counts.set(k, (counts.get(k) ?? 0) + 1) }
+  let best = `${SCRYPT_DEFAULTS.N}$${SCRYPT_DEFAULTS.r}$${SCRYPT_DEFAULTS.p}`
+  let n = 0
+  for (const [k, c] of counts) if (c > n) { best = k; n = c }
+  return best.split('$').map(Number) as [number, number, number]
+}
+
 export class AuthFile {
-  private constructor (private readonly devices: Map<string, string>, private readonly apps: Map<string, string>) {}
+  private readonly dummy: string
+
+  private constructor (private readonly devices: Map<string, string>, private readonly apps: Map<string, string>) {
+    this.dummy = dummyHash(...commonCost([...devices.values(), ...apps.values()]))
+  }
+
+  hasDevice (id: string): boolean { return this.devices.has(id) }
+  get names (): { devices: string[], apps: string[] } { return { devices: [...this.devices.keys()], apps: [...this.apps.keys()] } }
 
   static parse (text: string, path: string): AuthFile {
     let raw: unknown
@@ -55,16 +87,17 @@ export class AuthFile {
     return new AuthFile(read('devices'), read('apps'))
   }
 
-  /** The principal for these credentials, or null. */
+  /**
+   * The principal for these credentials, or null. Exactly one scrypt whenever a user name and
+   * a password are given, whatever the outcome (see the header).
+   */
   async authenticate (clientId: string, username: string | undefined, password: Buffer | undefined): Promise<Principal | null> {
     if (!username || !password) return null
     const dev = this.devices.get(username)
-    if (dev !== undefined) {
-      if (username !== clientId) return null // a device's client id is its id
-      return await verifyPassword(dev, password) ? { role: 'device', name: username } : null
-    }
-    const app = this.apps.get(username)
-    if (app !== undefined) return await verifyPassword(app, password) ? { role: 'app', name: username } : null
-    return null
+    const app = dev === undefined ? this.apps.get(username) : undefined
+    const ok = await verifyPassword(dev ?? app ?? this.dummy, password)
+    if (!ok) return null
+    if (dev !== undefined) return username === clientId ? { role: 'device', name: username } : null // a device's client id is its id
+    return app !== undefined ? { role: 'app', name: username } : null
   }
 }

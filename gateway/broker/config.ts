@@ -6,9 +6,10 @@
 import type { ConfigOf } from '../../protocol/index.ts'
 import type { AuthFile } from './auth.ts'
 import type { TlsListenerConfig } from './listeners.ts'
+import type { SecurityConfig } from './security.ts'
 
 export const brokerSchema = {
-  host: { type: 'string', default: '0.0.0.0', doc: 'Address the MQTT listener binds' },
+  host: { type: 'string', default: '', doc: 'Address the MQTT listeners bind (default: 127.0.0.1 with --auth none, 0.0.0.0 with --auth file or TLS client certificates only)' },
   mqttPort: { type: 'int', default: 1883, min: 0, max: 65535, doc: 'MQTT TCP port (0 = pick a free port)' },
   mqtt: { type: 'bool', default: true, doc: 'Plain MQTT listener on --mqtt-port; --no-mqtt turns it off (TLS only)' },
   tlsPort: { type: 'int', min: 0, max: 65535, doc: 'MQTT over TLS port (default 8883 when --tls-cert is set; 0 = pick a free port)' },
@@ -31,4 +32,4 @@ type FileOnly = 'auth' | 'authFile' | 'mqtt' | 'mqttPort' | 'tlsPort' | 'tlsCert
  * `authFile` (null: none), `mqttPort` null with `--no-mqtt`, `tls` the TLS listener with its
  * certificates read (listeners.ts), or null.
  */
-export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, FileOnly> & { auth: AuthFile | null, mqttPort: number | null, tls: TlsListenerConfig | null }
+export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, FileOnly> & { auth: AuthFile | null, mqttPort: number | null, tls: TlsListenerConfig | null, security: SecurityConfig }

@@ -6,29 +6,27 @@
  * - [MQTT-3.1.3-8] a zero-byte client id with CleanSession=0 refused with CONNACK 0x02
  *   (Aedes 1.2 accepts it),
  * - a verified TLS client certificate authenticating the device named by its CN,
- * - auth (`none` | `file`) and the ACL of DESIGN.md sections 4 and 9: `devices/{id}/readings`
- *   only by client id `{id}` (anything else closes the connection), `devices/+/receipts`
- *   only by the gateway itself, other topics as in a plain broker (`--auth file`: devices
- *   may publish only their readings and subscribe only to their receipts; apps may
- *   subscribe to anything),
+ * - auth (`none` | `file`), the topic rules and login limits of security.ts (acl.ts,
+ *   login-guard.ts; docs/security.md): `devices/{id}/readings` only by client id `{id}`,
+ *   no `$`-topic publishes, wildcards and `$SYS` for apps and local clients (anything
+ *   refused on publish closes the connection; on subscribe, SUBACK 0x80),
  * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK.
  */
 import type { Socket } from 'node:net'
 import { Aedes, type AuthenticateError, type Client } from 'aedes'
 import type { Logger } from 'pino'
-import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Intake } from '../intake/index.ts'
-import type { Principal } from './auth.ts'
 import type { BrokerConfig } from './config.ts'
 import { installPacketGuard } from './guard.ts'
-import { certIdentity, checkCertIdentity, Listeners, type TlsListenerConfig } from './listeners.ts'
+import { certIdentity, checkCertIdentity, Listeners } from './listeners.ts'
+import { Security } from './security.ts'
+import { isLoopbackHost } from './security-config.ts'
 
 export type { BrokerConfig } from './config.ts'
 
-const PRINCIPAL = Symbol('principal')
 const EMPTY_PERSISTENT_ID = Symbol('emptyPersistentId')
-type Tagged = Client & { [PRINCIPAL]?: Principal, [EMPTY_PERSISTENT_ID]?: boolean }
+type Tagged = Client & { [EMPTY_PERSISTENT_ID]?: boolean }
 
 function authError (message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError
@@ -54,6 +52,7 @@ export class Broker {
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
+    const security = new Security(config.security, config.auth, () => aedes, metrics, log)
     const aedes = await Aedes.createBroker({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
@@ -72,51 +71,20 @@ export class Broker {
         if (certId !== undefined) {
           const refused = checkCertIdentity(client, certId)
           if (refused) { log.warn({ clientId: client.id, certId }, 'client certificate does not match the client id'); cb(authError(refused, 5), null); return }
-          c[PRINCIPAL] = { role: 'device', name: certId }
-          cb(null, true)
-          return
         }
-        if (!config.auth) { cb(null, true); return }
-        config.auth.authenticate(client.id, username, password).then((p) => {
-          if (!p) { log.warn({ clientId: client.id, username }, 'authentication failed'); cb(authError('bad user name or password', 4), null); return }
-          c[PRINCIPAL] = p
-          cb(null, true)
+        security.authenticate(client, username, password, certId).then((v) => {
+          if (v.ok) cb(null, true); else cb(authError(v.message, v.returnCode), null)
         }, (err: Error) => cb(authError(err.message, 3), null))
       },
       authorizePublish (client, packet, cb) {
         if (!client) { cb(null); return } // the gateway's own publishes (receipts)
-        const t = parseDeviceTopic(packet.topic)
-        const role = (client as Tagged)[PRINCIPAL]?.role
-        if (t === null) {
-          if (role === 'device') { cb(new Error('devices may publish only to their readings topic')); return }
-          cb(null)
-          return
-        }
-        if (t.kind === 'readings') {
-          if (t.deviceId !== client.id || !isValidDeviceId(t.deviceId) || role === 'app') {
-            metrics.intake.inc({ outcome: 'acl_denied' })
-            log.warn({ clientId: client.id, topic: packet.topic }, 'publish to another device\'s readings refused; closing the connection')
-            cb(new Error(`client ${client.id} may not publish to ${packet.topic}`))
-            return
-          }
-          intake.handle(client, t.deviceId, packet, cb)
-          return
-        }
-        if (t.kind === 'receipts') {
-          log.warn({ clientId: client.id, topic: packet.topic }, 'publish to a receipts topic refused; closing the connection')
-          cb(new Error('only the gateway publishes receipts'))
-          return
-        }
-        cb(role === 'device' ? new Error('devices may publish only to their readings topic') : null)
+        const v = security.authorizePublish(client, packet.topic)
+        if (v.kind === 'deny') cb(v.error)
+        else if (v.kind === 'readings') intake.handle(client, v.deviceId, packet, cb)
+        else cb(null)
       },
       authorizeSubscribe (client, sub, cb) {
-        const p = (client as Tagged)[PRINCIPAL]
-        if (p?.role === 'device' && sub.topic !== `devices/${p.name}/receipts`) {
-          log.warn({ clientId: client.id, topic: sub.topic }, 'subscription refused')
-          cb(null, null) // SUBACK 0x80 for this topic, connection stays
-          return
-        }
-        cb(null, sub)
+        cb(null, security.allowSubscribe(client, sub.topic) ? sub : null) // null: SUBACK 0x80 for this filter
       }
     })
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
@@ -124,6 +92,7 @@ export class Broker {
 
     const broker = new Broker(aedes, log)
     const onConnection = (socket: Socket): void => {
+      if (!security.admitConnection(socket)) { socket.destroy(); return }
       socket.setNoDelay(true)
       broker.sockets.add(socket)
       socket.once('close', () => broker.sockets.delete(socket))
@@ -140,6 +109,7 @@ export class Broker {
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       throw err
     }
+    if (!config.auth && config.mqttPort !== null && !isLoopbackHost(config.host)) log.warn({ host: config.host }, 'anonymous clients allowed on a non-loopback address (--allow-anonymous): anyone who reaches the port may publish as any device')
     return broker
   }
 

@@ -1,0 +1,80 @@
+/**
+ * Topic rules, for every auth mode (pure functions; docs/security.md states them as a table).
+ *
+ * Publish:
+ * - nobody publishes to a `$`-topic. Aedes acts on `$SYS/{brokerId}/new/clients` by closing
+ *   the local client named in the payload (cluster takeover), so one such publish would
+ *   disconnect any device; the gateway's own `authorizePublish` replaced Aedes' default
+ *   `$SYS` refusal (issue 9). Wills go through the same hook.
+ * - `devices/{id}/readings` only by client id `{id}`, never by an app;
+ * - `devices/{id}/receipts` only by the gateway itself;
+ * - an authenticated device publishes nothing else.
+ * Subscribe (refusal = SUBACK 0x80 for that filter, the connection stays):
+ * - a device: only `devices/{its id}/receipts`;
+ * - `$`-filters (`$SYS/#`): apps, and with `--auth none` local clients (unless
+ *   `--wildcard-subscribe apps`);
+ * - wildcards and other devices' topics: "privileged" clients (see `privileged`);
+ * - anyone else: exact topics, and under `devices/` only its own receipts.
+ */
+import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
+
+export type Principal =
+  | { role: 'device', name: string }
+  | { role: 'app', name: string }
+  | { role: 'anonymous' }
+
+export type WildcardPolicy = 'local' | 'apps' | 'all'
+
+/** Who is asking: the principal, its client id, and whether it connected from a local network. */
+export type Who = { principal: Principal, clientId: string, local: boolean }
+
+export const PUBLISH_DENIALS = ['dollar_topic', 'other_device', 'receipts', 'device_topic'] as const
+export const SUBSCRIBE_DENIALS = ['dollar_topic', 'device_topic', 'wildcard', 'other_device'] as const
+export type PublishDenial = (typeof PUBLISH_DENIALS)[number]
+export type SubscribeDenial = (typeof SUBSCRIBE_DENIALS)[number]
+
+export type PublishVerdict =
+  | { kind: 'allow' }
+  | { kind: 'readings', deviceId: string }
+  | { kind: 'deny', rule: PublishDenial, message: string }
+
+export function publishVerdict (who: Who, topic: string): PublishVerdict {
+  if (topic.startsWith('$')) return { kind: 'deny', rule: 'dollar_topic', message: 'nobody publishes to $-topics' }
+  const role = who.principal.role
+  const t = parseDeviceTopic(topic)
+  if (t?.kind === 'readings') {
+    if (role === 'app' || t.deviceId !== who.clientId || !isValidDeviceId(t.deviceId)) {
+      return { kind: 'deny', rule: 'other_device', message: `client ${who.clientId} may not publish to ${topic}` }
+    }
+    return { kind: 'readings', deviceId: t.deviceId }
+  }
+  if (t?.kind === 'receipts') return { kind: 'deny', rule: 'receipts', message: 'only the gateway publishes receipts' }
+  if (role === 'device') return { kind: 'deny', rule: 'device_topic', message: 'devices may publish only to their readings topic' }
+  return { kind: 'allow' }
+}
+
+/** May this client subscribe to wildcards and to other devices' topics? */
+export function privileged (who: Who, policy: WildcardPolicy): boolean {
+  switch (who.principal.role) {
+    case 'app': return true
+    case 'device': return false
+    case 'anonymous': return policy === 'all' || (policy === 'local' && who.local)
+  }
+}
+
+const hasWildcard = (filter: string): boolean => filter.includes('#') || filter.includes('+')
+
+/** null = allowed, else the rule that refuses it. */
+export function subscribeDenial (who: Who, filter: string, policy: WildcardPolicy): SubscribeDenial | null {
+  const p = who.principal
+  if (p.role === 'device') return filter === `devices/${p.name}/receipts` ? null : 'device_topic'
+  if (filter.startsWith('$')) {
+    const sysOk = p.role === 'app' || (who.local && policy !== 'apps')
+    return sysOk ? null : 'dollar_topic'
+  }
+  if (privileged(who, policy)) return null
+  if (hasWildcard(filter)) return 'wildcard'
+  const t = parseDeviceTopic(filter)
+  if (t !== null && !(t.kind === 'receipts' && t.deviceId === who.clientId)) return 'other_device'
+  return null
+}
