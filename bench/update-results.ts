@@ -58,6 +58,13 @@ const COLUMNS: Column[] = [
   metric('drainS', 'drain s', (n) => n.toFixed(1)),
   metric('fillPerSec', 'fill/s', fmtInt),
   { head: 'RSS while draining: first/median/max/last MB', get: (r) => numOrNull(r.drainRssFirstMb) === null ? null : `${String(r.drainRssFirstMb)}/${String(r.drainRssMedianMb)}/${String(r.drainRssMaxMb)}/${String(r.drainRssLastMb)}` },
+  // flash
+  metric('readings', 'readings', fmtInt),
+  metric('procBytesPerReading', 'process B/reading', fmtInt),
+  metric('tableBytesPerReading', 'of it tables B/reading', fmtInt),
+  metric('amortizedBytesPerReading', 'amortized B/reading', fmtInt),
+  metric('devBytesPerReading', 'device B/reading', fmtInt),
+  metric('devIdleKBps', 'device idle KB/s', fmtInt),
   // cbor-size
   metric('cborBytes', 'CBOR bytes', fmtInt),
   metric('jsonBytes', 'JSON bytes', fmtInt),
