@@ -6,7 +6,16 @@
  *   arrived since the previous one (intake items, dedup windows, dead letters, upstream
  *   deletes, evictions) into ONE chained batch together with the partition counters it
  *   changes: group commit. `durability=power` writes it with `sync: true` (fsync);
- *   `process` without (survives kill -9, not power loss). Callbacks run only after the
+ *   `process` without (survives kill -9, not power loss). A cycle that only deletes items
+ *   answered upstream is written without fsync in both modes: losing it to a power cut
+ *   only makes the gateway resend items the ingest then answers `duplicate` (their floor
+ *   or its dedup set covers them), and the next synced cycle makes it durable anyway.
+ * - Commit interval (`commitIntervalMs`, as Kafka's `flush.ms` / PostgreSQL's
+ *   `commit_delay`; `durability=power` only, the mode that fsyncs): a cycle starts at most
+ *   once per interval, so under load each fsync
+ *   carries more readings (each fsync rewrites at least one 4 KiB page of the log plus the
+ *   file system's journal: flash wear). A lone reading after a quiet spell is not delayed.
+ *   Callbacks run only after the
  *   batch is on disk; a failed batch fails its callbacks AND the cycle gathering behind it
  *   (whose dedup decisions may depend on the failed one), so nothing is acknowledged that
  *   is not stored.
@@ -45,6 +54,24 @@ export type StoreConfig = {
   maxBufferItems: number
   maxBufferBytes: number
   fullPolicy: 'block' | 'drop-oldest'
+  /** durability=power: least time between the starts of two write cycles (0: write as soon as the last one is done). */
+  commitIntervalMs?: number
+  /** LevelDB options given at open (its defaults when absent). */
+  leveldb?: LevelOptions
+}
+
+/** LevelDB tuning: memory (write buffer, block cache) against write and read amplification. */
+export type LevelOptions = {
+  /** memtable size: also the size of the level-0 tables written from it (LevelDB default 4 MiB) */
+  writeBufferBytes?: number
+  /** uncompressed block cache (LevelDB default 8 MiB) */
+  cacheBytes?: number
+  /** table block size (LevelDB default 4 KiB) */
+  blockBytes?: number
+  /** Snappy-compress table blocks (LevelDB default on) */
+  compression?: boolean
+  /** table files kept open, each with its index in memory (classic-level default 1000) */
+  maxOpenFiles?: number
 }
 
 export type DlqRecord = {
@@ -105,6 +132,8 @@ export class Store extends EventEmitter<StoreEvents> {
   private current: Cycle = newCycle()
   private writing: Promise<void> | null = null
   private scheduled = false
+  /** performance.now() when the last write cycle started (commitIntervalMs counts from it) */
+  private lastCycleAt = -Infinity
   private closed = false
   private reservedItems = 0
   private reservedBytes = 0
@@ -138,7 +167,16 @@ export class Store extends EventEmitter<StoreEvents> {
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
     const log = logger.child({ component: 'store' })
     await mkdir(config.dataDir, { recursive: true })
-    const db = new Level<string, Buffer>(config.dataDir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
+    const lo = config.leveldb ?? {}
+    const db = new Level<string, Buffer>(config.dataDir, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'buffer',
+      ...(lo.writeBufferBytes !== undefined ? { writeBufferSize: lo.writeBufferBytes } : {}),
+      ...(lo.cacheBytes !== undefined ? { cacheSize: lo.cacheBytes } : {}),
+      ...(lo.blockBytes !== undefined ? { blockSize: lo.blockBytes } : {}),
+      ...(lo.compression !== undefined ? { compression: lo.compression } : {}),
+      ...(lo.maxOpenFiles !== undefined ? { maxOpenFiles: lo.maxOpenFiles } : {})
+    })
     try {
       await db.open()
     } catch (err) {
@@ -221,8 +259,12 @@ export class Store extends EventEmitter<StoreEvents> {
   private schedule (): void {
     if (this.scheduled || this.writing || this.closed) return
     this.scheduled = true
-    // setImmediate: let every socket read of this I/O phase add to the cycle first
-    setImmediate(() => { this.scheduled = false; this.runCycle() })
+    const run = (): void => { this.scheduled = false; this.runCycle() }
+    // setImmediate: let every socket read of this I/O phase add to the cycle first; within
+    // the commit interval of the last cycle, wait for its end (more readings per fsync)
+    const wait = this.config.durability === 'power' ? this.lastCycleAt + (this.config.commitIntervalMs ?? 0) - performance.now() : 0
+    if (wait >= 1) setTimeout(run, wait)
+    else setImmediate(run)
   }
 
   private runCycle (): void {
@@ -239,6 +281,7 @@ export class Store extends EventEmitter<StoreEvents> {
       c.deadItems.length === 0 && c.evictedDone.length === 0 && c.quarantine.length === 0 && !this.evictWanted) return
     this.evictWanted = false
     this.current = newCycle()
+    this.lastCycleAt = performance.now()
     this.writing = this.writeCycle(c).finally(() => {
       this.writing = null
       if (!this.closed || this.current.waiters.length > 0 || this.current.appends.length > 0) this.schedule()
@@ -297,7 +340,9 @@ export class Store extends EventEmitter<StoreEvents> {
         const s = this.parts[p]!
         b.put(K.counter(p), encodeCbor([s.next, s.items + x.items, s.bytes + x.bytes]))
       }
-      await b.write({ sync: this.config.durability === 'power' })
+      // deletes alone need no fsync (see the header): only what a PUBACK or a report depends on does
+      const onlyDeletes = appendedItems === 0 && c.devices.size === 0 && c.dlq.length === 0 && c.quarantine.length === 0 && c.evictedDone.length === 0 && evictedRanges.length === 0
+      await b.write({ sync: this.config.durability === 'power' && !onlyDeletes })
       // durable: apply to memory
       for (const [p, x] of delta) {
         const s = this.parts[p]!
