@@ -42,7 +42,9 @@ export class Gateway {
       durability: config.durability,
       maxBufferItems: config.maxBufferItems,
       maxBufferBytes: config.maxBufferBytes,
-      fullPolicy: config.fullPolicy
+      fullPolicy: config.fullPolicy,
+      commitIntervalMs: config.commitIntervalMs,
+      leveldb: { writeBufferBytes: config.leveldbWriteBufferBytes, cacheBytes: config.leveldbCacheBytes, blockBytes: config.leveldbBlockBytes, compression: config.leveldbCompression }
     }, logger)
     const closeOnError = async <T>(fn: () => Promise<T>, ...cleanup: Array<{ close: () => Promise<void> }>): Promise<T> => {
       try { return await fn() } catch (err) { for (const c of cleanup) await c.close().catch(() => {}); throw err }
