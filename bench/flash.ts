@@ -6,9 +6,12 @@
  *   process  /proc/PID/io write_bytes of the gateway: bytes it sent to the block layer
  *            (LevelDB log, tables and compactions, all in the gateway process; a page
  *            rewritten after an fsync counts again)
- *   device   sectors written (/sys/dev/block/MAJ:MIN/stat) of the device holding the data
- *            dir, minus its idle rate measured just before: adds the file system's journal
- *            (ext4 jbd2) and metadata; other jobs on a shared box make it noisy
+ *   device   sectors written of the device holding the data dir: adds the file system's
+ *            journal (ext4 jbd2) and metadata. By default the data dirs live on a private
+ *            ext4 file system on a loop device (bench/lib/loop-fs.ts, needs root), so the
+ *            count is the gateway's alone; with `--loop-fs-mb 0` they live in the temp dir
+ *            and the device's idle rate, sampled just before each case, is subtracted (other
+ *            jobs on a shared box then make it noisy)
  *
  *   node --import tsx bench/flash.ts [--rates 10,200,5000] [--modes power,process]
  *     [--upstream healthy,down] [--duration-s 30] [--baseline-rev REV]
@@ -27,9 +30,10 @@
  * of the run (where tables were written): what the row costs once compactions catch up.
  * Appends to bench/results/flash.jsonl; bench/update-results.ts renders bench/RESULTS.md.
  */
-import { readFileSync, statSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { startAckUpstream } from './lib/ack-upstream.ts'
+import { mountLoopFs, type LoopFs } from './lib/loop-fs.ts'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
 import { canPin, Cleanup, pinned, RssSampler } from './lib/procs.ts'
 import { appendRecord, fmtInt, fmtMs, gitSha, hostInfo, table } from './lib/results.ts'
@@ -44,6 +48,7 @@ const FLAGS: FlagSpec = {
   'duration-s': { type: 'number', default: 30, doc: 'measured window per case' },
   'warmup-s': { type: 'number', default: 3, doc: 'load before the window, not counted' },
   'idle-s': { type: 'number', default: 3, doc: 'device idle rate sampled for this long before each case' },
+  'loop-fs-mb': { type: 'number', default: 1024, doc: 'size of the private ext4 loop file system for the data dirs (0 = the temp dir on the shared disk)' },
   'baseline-rev': { type: 'string', doc: 'also run the compiled gateway of this git revision (system "baseline")' },
   variants: { type: 'string', default: '', doc: 'extra systems of the working tree: "name=--flag value ...;name2=..."' },
   current: { type: 'bool', default: true, doc: 'run the working tree with its defaults (system "current")' },
@@ -56,7 +61,7 @@ type Sys = { name: string, rev?: string, args: string[] }
 type Case = { mode: string, rate: number, upstream: string }
 
 /** major:minor of the whole disk holding `path` (a partition's parent), and its stat file. */
-function deviceOf (path: string): { name: string, stat: string } | null {
+function deviceOf (path: string): { name: string, sectors: () => number } | null {
   const dev = statSync(path).dev
   const major = Math.floor(dev / 256) & 0xfff
   const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00)
@@ -66,7 +71,7 @@ function deviceOf (path: string): { name: string, stat: string } | null {
     const stat = partition ? join(base, '..', 'stat') : join(base, 'stat')
     readFileSync(stat)
     const uevent = readFileSync(join(partition ? join(base, '..') : base, 'uevent'), 'utf8')
-    return { name: /DEVNAME=(\S+)/.exec(uevent)?.[1] ?? `${major}:${minor}`, stat }
+    return { name: /DEVNAME=(\S+)/.exec(uevent)?.[1] ?? `${major}:${minor}`, sectors: () => sectorsWritten(stat) }
   } catch { return null }
 }
 
@@ -117,20 +122,27 @@ async function main (): Promise<void> {
   const builds = new Map<string, string>()
   for (const s of systems) builds.set(s.name, await compiledGateway(cleanup, s.rev))
   const up = await startAckUpstream()
+  let loop: LoopFs | null = null
+  if (num(f, 'loop-fs-mb') > 0) {
+    const l = mountLoopFs(cleanup, num(f, 'loop-fs-mb'))
+    if ('unavailable' in l) process.stderr.write(`no private loop file system (${l.unavailable}): device-level counts include the rest of the box\n`)
+    else loop = l
+  }
   const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
-  const pinNote = pin ? 'gateway on core 1, load generator on core 0 (taskset)' : 'not pinned'
+  const pinNote = `${pin ? 'gateway on core 1, load generator on core 0 (taskset)' : 'not pinned'}; data dirs on ${loop ? `a private ${num(f, 'loop-fs-mb')} MB ext4 loop file system` : 'the shared disk'}`
   const base = { scenario: 'flash', kind: 'result' as const, runId, gitSha: gitSha(), node: process.version, host: hostInfo(pinNote), command: commandLine(['node', '--import', 'tsx', 'bench/flash.ts', ...process.argv.slice(2)]) }
   process.stderr.write(`flash bench ${runId}: ${cases.length} cases x ${systems.map((s) => s.name).join(', ')}; ${durationS} s window + ${warmupS} s warm-up each\n`)
   const recs: BenchRecord[] = []
   let prefix = 0
   for (const c of cases) {
     for (const sys of systems) {
-      const dir = cleanup.tempDir('bench-flash-')
-      const dev = deviceOf(dir)
+      const dir = loop ? join(loop.dir, `case${prefix}`) : cleanup.tempDir('bench-flash-')
+      if (loop) mkdirSync(dir)
+      const dev = loop ? { name: loop.device, sectors: loop.sectorsWritten } : deviceOf(dir)
       // the device's background rate just before the case (other jobs on a shared box)
-      const idle0 = dev ? sectorsWritten(dev.stat) : 0
+      const idle0 = dev ? dev.sectors() : 0
       await new Promise((r) => setTimeout(r, idleS * 1000))
-      const idleBps = dev ? (sectorsWritten(dev.stat) - idle0) * 512 / idleS : 0
+      const idleBps = dev ? (dev.sectors() - idle0) * 512 / idleS : 0
       const upstreamUrl = c.upstream === 'healthy' ? up.url : 'http://127.0.0.1:9'
       const gwArgv = pinned(pin ? 1 : null, [process.execPath, builds.get(sys.name)!, '--gateway-id', 'bench', '--data-dir', dir, '--host', '127.0.0.1',
         '--mqtt-port', '0', '--admin-port', '0', '--upstream', upstreamUrl, '--token', 'bench-token', '--durability', c.mode, ...sys.args])
@@ -141,7 +153,7 @@ async function main (): Promise<void> {
         '--rate', String(c.rate), '--duration-s', String(durationS), '--warmup-s', String(warmupS), '--id-prefix', `flash${prefix++}-`])
       const lg = cleanup.spawn('loadgen', lgArgv, { cwd: ROOT, echo })
       type Snap = { wb: number | null, sectors: number, logLen: number, t: number }
-      const snap = (): Snap => ({ wb: writeBytes(gw.pid), sectors: dev ? sectorsWritten(dev.stat) : 0, logLen: readLog(dir).length, t: performance.now() })
+      const snap = (): Snap => ({ wb: writeBytes(gw.pid), sectors: dev ? dev.sectors() : 0, logLen: readLog(dir).length, t: performance.now() })
       let s0: Snap | null = null
       let s1: Snap | null = null
       lg.onLine((_l, o) => {
@@ -153,7 +165,8 @@ async function main (): Promise<void> {
       const logText = readLog(dir)
       await lg.stop('SIGTERM', 3000)
       await gw.stop('SIGTERM', 10_000)
-      cleanup.removeDir(dir)
+      if (loop) rmSync(dir, { recursive: true, force: true })
+      else cleanup.removeDir(dir)
       if (!s0 || !s1) throw new Error('loadgen printed no measure/drain phase lines')
       const a = s0 as Snap
       const b = s1 as Snap
