@@ -41,6 +41,7 @@ const COLUMNS: Column[] = [
   metric('p50Ms', 'p50 ms', fmtMs),
   metric('p99Ms', 'p99 ms', fmtMs),
   metric('p999Ms', 'p999 ms', fmtMs),
+  metric('idleRssMb', 'idle RSS MB', (n) => n.toFixed(1)),
   metric('peakRssMb', 'peak RSS MB', (n) => n.toFixed(1)),
   metric('brokerCpuPct', 'system CPU %', (n) => n.toFixed(0)),
   metric('cpuUsPerMsg', 'CPU us/msg', (n) => n.toFixed(1)),

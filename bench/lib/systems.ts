@@ -9,6 +9,9 @@
  *   gateway-process  gateway/main.ts, --durability process (no fsync)
  *   gateway-*-js     the same, compiled by tsc and run without the tsx loader (as on a Pi;
  *                    tsx's loader thread alone adds ~30 MB RSS)
+ *   gateway-*-bin    the compiled gateway with the node options and environment of the
+ *                    installed launcher, bin/gateway (bin/node-options, MALLOC_ARENA_MAX)
+ *   gateway-*-js@REV the compiled gateway of git revision REV: a baseline in the same run
  *
  * The gateway's upstream is an unreachable port (with a dummy token), so it only buffers; its quota is raised so
  * a run never fills it. Each start gets a fresh temp dir, removed at stop.
@@ -114,8 +117,14 @@ export function compiledGateway (cleanup: Cleanup, rev?: string): Promise<string
   return build
 }
 
-function gateway (durability: 'power' | 'process', compiled: boolean, rev?: string): System {
-  const name = `gateway-${durability}${compiled ? '-js' : ''}${rev ? `@${rev}` : ''}`
+/** The node options and environment bin/gateway (the installed launcher) runs the gateway with. */
+export function launcherOptions (): { nodeArgs: string[], env: Record<string, string> } {
+  const text = readFileSync(join(ROOT, 'bin', 'node-options'), 'utf8')
+  return { nodeArgs: text.split('\n').filter((l) => !l.startsWith('#')).join(' ').split(/\s+/).filter(Boolean), env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } }
+}
+
+function gateway (durability: 'power' | 'process', compiled: boolean, rev?: string, launcher = false): System {
+  const name = `gateway-${durability}${launcher ? '-bin' : compiled ? '-js' : ''}${rev ? `@${rev}` : ''}`
   return {
     name,
     doc: compiled ? `gateway compiled by tsc (no tsx), --durability ${durability}${rev ? `, at git revision ${rev}` : ''}` : `gateway/main.ts --durability ${durability}`,
@@ -134,7 +143,9 @@ function gateway (durability: 'power' | 'process', compiled: boolean, rev?: stri
         '--upstream', 'http://127.0.0.1:9', '--token', 'bench-token', '--durability', durability,
         '--max-buffer-items', '100000000', '--max-buffer-bytes', String(64 * 1024 ** 3)
       ]
-      const r = await startNode(o, name, o.gatewayNodeArgs, entry, args, dir, { ...process.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
+      const l = launcher ? launcherOptions() : { nodeArgs: [], env: {} }
+      const r = await startNode(o, name, [...l.nodeArgs, ...o.gatewayNodeArgs], entry, args, dir, { ...process.env, ...l.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
+      if (launcher) r.command = `${Object.entries(l.env).map(([k, v]) => `${k}=${v}`).join(' ')} ${r.command}  # = bin/gateway`
       if (compiled) r.command = r.command.replace(entry, '$BUILD/gateway/main.js') + `  # $BUILD = tsc -p tsconfig.build.json --outDir $BUILD${rev ? ` (sources of git revision ${rev})` : ''}`
       return r
     }
@@ -199,7 +210,9 @@ export const SYSTEMS: Record<string, System> = {
   'gateway-power': gateway('power', false),
   'gateway-process': gateway('process', false),
   'gateway-power-js': gateway('power', true),
-  'gateway-process-js': gateway('process', true)
+  'gateway-process-js': gateway('process', true),
+  'gateway-power-bin': gateway('power', true, undefined, true),
+  'gateway-process-bin': gateway('process', true, undefined, true)
 }
 
 function readConf (path: string): string {
