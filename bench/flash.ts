@@ -218,7 +218,7 @@ async function main (): Promise<void> {
   const body = recs.map((r) => [String(r.params.row), r.system, fmtInt(r.readings as number), fmtInt(r.procBytesPerReading as number), fmtInt(r.amortizedBytesPerReading as number), fmtInt(r.devBytesPerReading as number), fmtMs(r.p99Ms), String(r.peakRssMb)])
   process.stdout.write(`\nFlash bench (${durationS} s windows)\n\n${table(head, body, false)}\n\nTargets\n`)
   for (const c of checks) process.stdout.write(`  ${c.pass === null ? 'N/A ' : c.pass ? 'PASS' : 'MISS'}  ${c.name}: ${c.value} (target ${c.target})\n`)
-  if (bool(f, 'write')) {
+  if (bool(f, 'write') && checks.length) {
     appendRecord('flash.jsonl', { ...base, kind: 'checks', ts: new Date().toISOString(), system: '-', params: {}, checks })
     process.stdout.write('\nappended to bench/results/flash.jsonl; regenerate bench/RESULTS.md with: node --import tsx bench/update-results.ts\n')
   }
