@@ -1,11 +1,14 @@
 /**
  * How long one durable write takes on this disk: an fdatasync loop (1,000 B appended per
  * call) and a LevelDB sync-write loop (one small chained batch per call), 8 s each. The
- * gateway's `--durability power` PUBACK latency cannot beat the tail of these.
+ * gateway's `--durability power` PUBACK latency cannot beat the tail of these. Each loop
+ * also reports the bytes the process sent to the block layer per call (/proc/self/io
+ * write_bytes): a durable write of even one byte rewrites at least one 4 KiB page, the floor
+ * under the gateway's flash writes per group commit (bench/flash.ts).
  *
  *   node --import tsx bench/fsync-latency.ts [--seconds 8]
  */
-import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Level } from 'level'
@@ -22,16 +25,19 @@ if (f.get('help')) {
 const seconds = num(f, 'seconds')
 const dir = mkdtempSync(join(tmpdir(), 'bench-fsync-'))
 
-function summary (name: string, lat: number[]): string {
+const writeBytes = (): number => Number(/^write_bytes: (\d+)/m.exec(readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN)
+
+function summary (name: string, lat: number[], bytes: number): string {
   lat.sort((a, b) => a - b)
   const q = (p: number): string => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!.toFixed(2)
-  return `${name}: n=${lat.length} p50=${q(0.5)} p99=${q(0.99)} p999=${q(0.999)} max=${lat[lat.length - 1]!.toFixed(1)} ms`
+  return `${name}: n=${lat.length} p50=${q(0.5)} p99=${q(0.99)} p999=${q(0.999)} max=${lat[lat.length - 1]!.toFixed(1)} ms, ${Math.round(bytes / lat.length)} B written per call`
 }
 
 try {
   const fd = openSync(join(dir, 'append.log'), 'a')
   const buf = Buffer.alloc(1000, 1)
   const raw: number[] = []
+  let wb = writeBytes()
   let end = Date.now() + seconds * 1000
   while (Date.now() < end) {
     const t = performance.now()
@@ -40,11 +46,12 @@ try {
     raw.push(performance.now() - t)
   }
   closeSync(fd)
-  console.log(summary('write + fdatasync', raw))
+  console.log(summary('write 1,000 B + fdatasync', raw, writeBytes() - wb))
 
   const db = new Level<string, Buffer>(join(dir, 'leveldb'), { valueEncoding: 'buffer' })
   await db.open()
   const lvl: number[] = []
+  wb = writeBytes()
   let k = 0
   end = Date.now() + seconds * 1000
   while (Date.now() < end) {
@@ -53,7 +60,7 @@ try {
     lvl.push(performance.now() - t)
   }
   await db.close()
-  console.log(summary('LevelDB batch write, sync: true', lvl))
+  console.log(summary('LevelDB batch write (1,020 B), sync: true', lvl, writeBytes() - wb))
 } finally {
   rmSync(dir, { recursive: true, force: true })
 }

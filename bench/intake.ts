@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks'
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
-import { canPin, Cleanup, coreBusySeconds, cpuSeconds, hwmKb, pinned, RssSampler } from './lib/procs.ts'
+import { canPin, Cleanup, coreBusySeconds, cpuSeconds, hwmKb, pinned, RssSampler, rssKb } from './lib/procs.ts'
 import { appendRecord, fmtInt, fmtMs, fmtRatio, gitSha, hostInfo, table } from './lib/results.ts'
 import { commandLine, resolveSystems, ROOT, type System } from './lib/systems.ts'
 import type { BenchRecord, Check, LoadResult } from './lib/types.ts'
@@ -40,6 +40,8 @@ const FLAGS: FlagSpec = {
   repeat: { type: 'number', default: 1, doc: 'runs per row and system, interleaved; the median (msgs/s closed loop, p99 paced) is reported' },
   echo: { type: 'bool', default: false, doc: 'echo child stdout/stderr to stderr' }
 }
+
+const IDLE_SETTLE_MS = 3000
 
 type Row = { id: string, mode: 'closed' | 'open', connections: number, inflight: number | null, rate: number | null }
 
@@ -117,7 +119,7 @@ async function main (): Promise<void> {
         if (o.failed) { process.stderr.write(`${tag} FAILED ${o.failed}\n`); continue }
         const l = o.load!
         const m = o.metrics!
-        process.stderr.write(`${tag} ${fmtInt(l.msgsPerSec).padStart(9)} msgs/s  p50 ${fmtMs(l.latency.p50Ms)}  p99 ${fmtMs(l.latency.p99Ms)}  p999 ${fmtMs(l.latency.p999Ms)} ms  rss ${String(m.peakRssMb)} MB  cpu ${String(m.brokerCpuPct)}%/${l.loadgenCpuPct}%/other ${String(m.otherCpuPct)}%  errors ${String(m.errors)}\n`)
+        process.stderr.write(`${tag} ${fmtInt(l.msgsPerSec).padStart(9)} msgs/s  p50 ${fmtMs(l.latency.p50Ms)}  p99 ${fmtMs(l.latency.p99Ms)}  p999 ${fmtMs(l.latency.p999Ms)} ms  rss idle ${String(m.idleRssMb)} peak ${String(m.peakRssMb)} MB  cpu ${String(m.brokerCpuPct)}%/${l.loadgenCpuPct}%/other ${String(m.otherCpuPct)}%  errors ${String(m.errors)}\n`)
         if (row.mode === 'open') process.stderr.write(`${' '.repeat(40)}p99 ms per second: ${l.timeline.map((x) => fmtMs(x.p99Ms)).join(' ')}\n`)
       }
     }
@@ -159,12 +161,15 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
     return { row, system: sys.name, failed: `start: ${(err as Error).message}` }
   }
   const pid = running.proc.pid
+  // idle: started, no device connected yet (what a quiet Pi holds)
+  await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS))
+  const idleKb = rssKb(pid)
   const sampler = new RssSampler(pid, 200)
   const loadArgs = [
     '--port', String(running.port), '--connections', String(row.connections),
     ...(row.mode === 'closed' ? ['--inflight', String(row.inflight)] : ['--rate', String(row.rate)]),
     '--duration-s', String(c.durationS), '--warmup-s', String(c.warmupS), '--drain-timeout-s', String(c.drainS),
-    '--id-prefix', `bench-${sys.name}-`
+    '--id-prefix', `bench-${sys.name.replace(/[^A-Za-z0-9._-]/g, '_')}-`
   ]
   const loadArgv = pinned(c.loadCore, [process.execPath, '--import', 'tsx', 'bench/loadgen.ts', ...loadArgs])
   const lg = c.cleanup.spawn('loadgen', loadArgv, { cwd: ROOT, echo: c.echo })
@@ -216,6 +221,7 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
     p999Ms: load.latency.p999Ms,
     maxMs: load.latency.maxMs,
     peakRssMb: mb(peakKb) ?? undefined,
+    idleRssMb: mb(idleKb),
     hwmRssMb: mb(hwm),
     brokerCpuPct,
     loadgenCpuPct: load.loadgenCpuPct,

@@ -41,6 +41,7 @@ const COLUMNS: Column[] = [
   metric('p50Ms', 'p50 ms', fmtMs),
   metric('p99Ms', 'p99 ms', fmtMs),
   metric('p999Ms', 'p999 ms', fmtMs),
+  metric('idleRssMb', 'idle RSS MB', (n) => n.toFixed(1)),
   metric('peakRssMb', 'peak RSS MB', (n) => n.toFixed(1)),
   metric('brokerCpuPct', 'system CPU %', (n) => n.toFixed(0)),
   metric('cpuUsPerMsg', 'CPU us/msg', (n) => n.toFixed(1)),
@@ -58,6 +59,13 @@ const COLUMNS: Column[] = [
   metric('drainS', 'drain s', (n) => n.toFixed(1)),
   metric('fillPerSec', 'fill/s', fmtInt),
   { head: 'RSS while draining: first/median/max/last MB', get: (r) => numOrNull(r.drainRssFirstMb) === null ? null : `${String(r.drainRssFirstMb)}/${String(r.drainRssMedianMb)}/${String(r.drainRssMaxMb)}/${String(r.drainRssLastMb)}` },
+  // flash
+  metric('readings', 'readings', fmtInt),
+  metric('procBytesPerReading', 'process B/reading', fmtInt),
+  metric('tableBytesPerReading', 'of it tables B/reading', fmtInt),
+  metric('amortizedBytesPerReading', 'amortized B/reading', fmtInt),
+  metric('devBytesPerReading', 'device B/reading', fmtInt),
+  metric('devIdleKBps', 'device idle KB/s', fmtInt),
   // tls
   metric('connectP50Ms', 'connect p50 ms', fmtMs),
   metric('connectP99Ms', 'connect p99 ms', fmtMs),

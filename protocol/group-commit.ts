@@ -14,6 +14,10 @@
  *   group gathering behind it is detached and failed too (its in-memory effects may rest on
  *   the failed one): `settle(group, err, behind)` gets both, so the owner can undo state
  *   before it tells anyone.
+ * - Optional commit interval (`intervalMs()`, as Kafka's `flush.ms` / PostgreSQL's
+ *   `commit_delay`): a write starts at most once per interval, counted from the start of
+ *   the last one, so under load each durable write carries more work; a lone submission
+ *   after a quiet spell is not delayed.
  * - After a failure, the owner's optional `recover()` runs (as its own step, before any
  *   further write, again until it reports success), e.g. to reopen a database that keeps
  *   an error sticky.
@@ -33,6 +37,8 @@ export type GroupWriter<G> = {
   settle: (g: G, err: Error | null, behind: G | null) => void
   /** Runs after a failed write, before the next one (reopen, backoff); false: run it again. */
   recover?: () => Promise<boolean>
+  /** Least time between the starts of two writes (0 or absent: none). */
+  intervalMs?: () => number
 }
 
 export class GroupCommit<G> {
@@ -42,6 +48,8 @@ export class GroupCommit<G> {
   private scheduled = false
   private closed = false
   private failed = false
+  /** performance.now() when the last write started (the commit interval counts from it) */
+  private lastStart = -Infinity
 
   constructor (private readonly owner: GroupWriter<G>) {
     this.current = owner.create()
@@ -57,8 +65,12 @@ export class GroupCommit<G> {
   schedule (): void {
     if (this.scheduled || this.writing || this.closed) return
     this.scheduled = true
-    // setImmediate: let every socket read of this I/O phase add to the group first
-    setImmediate(() => { this.scheduled = false; this.run() })
+    const run = (): void => { this.scheduled = false; this.run() }
+    // setImmediate: let every socket read of this I/O phase add to the group first; within
+    // the commit interval of the last write, wait for its end (more work per durable write)
+    const wait = this.lastStart + (this.owner.intervalMs?.() ?? 0) - performance.now()
+    if (wait >= 1) setTimeout(run, wait)
+    else setImmediate(run)
   }
 
   private run (): void {
@@ -73,6 +85,7 @@ export class GroupCommit<G> {
     const g = this.current
     if (this.owner.empty(g)) return
     this.current = this.owner.create()
+    this.lastStart = performance.now()
     this.writing = this.writeGroup(g).finally(() => {
       this.writing = null
       this.schedule()

@@ -76,7 +76,14 @@ export class Proc {
 export class Cleanup {
   private procs = new Set<Proc>()
   private dirs = new Set<string>()
+  private hooks: Array<() => void> = []
   private installed = false
+
+  /** A synchronous undo step (unmount, detach...) run by killAll after the processes die and before the temp dirs go, last registered first. */
+  atExit (fn: () => void): void {
+    this.install()
+    this.hooks.push(fn)
+  }
 
   spawn (name: string, argv: string[], opts: { cwd?: string, env?: NodeJS.ProcessEnv, echo?: boolean } = {}): Proc {
     this.install()
@@ -102,6 +109,7 @@ export class Cleanup {
   killAll (): void {
     for (const p of this.procs) if (!p.exit) { try { p.child.kill('SIGKILL') } catch { /* already gone */ } }
     this.procs.clear()
+    for (const h of this.hooks.splice(0).reverse()) { try { h() } catch { /* best effort */ } }
     for (const d of this.dirs) rmSync(d, { recursive: true, force: true })
     this.dirs.clear()
   }

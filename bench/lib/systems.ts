@@ -9,6 +9,9 @@
  *   gateway-process  gateway/main.ts, --durability process (no fsync)
  *   gateway-*-js     the same, compiled by tsc and run without the tsx loader (as on a Pi;
  *                    tsx's loader thread alone adds ~30 MB RSS)
+ *   gateway-*-bin    the compiled gateway with the node options and environment of the
+ *                    installed launcher, bin/gateway (bin/node-options, MALLOC_ARENA_MAX)
+ *   gateway-*-js@REV the compiled gateway of git revision REV: a baseline in the same run
  *
  * The gateway's upstream is an unreachable port (with a dummy token), so it only buffers; its quota is raised so
  * a run never fills it. Each start gets a fresh temp dir, removed at stop.
@@ -71,49 +74,79 @@ async function startNode (o: StartOpts, name: string, nodeArgs: string[], entry:
   }
 }
 
-let build: Promise<string> | undefined
+const builds = new Map<string, Promise<string>>()
 /**
  * The gateway as a Pi runs it: tsc-compiled JavaScript, no tsx loader (DESIGN.md section 9).
  * Built once per bench run into a temp dir that links the checkout's node_modules.
  */
-export async function compiledBuild (cleanup: Cleanup): Promise<string> {
-  return dirname(dirname(await compiledGateway(cleanup)))
+export async function compiledBuild (cleanup: Cleanup, rev?: string): Promise<string> {
+  return dirname(dirname(await compiledGateway(cleanup, rev)))
 }
 
-function compiledGateway (cleanup: Cleanup): Promise<string> {
-  build ??= (async () => {
-    const out = cleanup.tempDir('bench-build-')
-    const r = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', out, '--sourceMap', 'false'], { cwd: ROOT, encoding: 'utf8' })
-    const main = join(out, 'gateway', 'main.js')
-    if (!exists(main)) throw new Error(`tsc build of the gateway failed: ${(r.stdout + r.stderr).slice(0, 500)}`)
-    symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
-    writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module', private: true }))
-    return main
-  })()
+/**
+ * The compiled gateway/main.js of the working tree, or of git revision `rev` (its
+ * protocol/, gateway/, ingest/ and device-sim/ taken with `git archive`, built with this
+ * checkout's tsc and node_modules): a baseline measured in the same run as the change.
+ */
+export function compiledGateway (cleanup: Cleanup, rev?: string): Promise<string> {
+  const key = rev ?? ''
+  let build = builds.get(key)
+  if (!build) {
+    build = (async () => {
+      const out = cleanup.tempDir('bench-build-')
+      let project = 'tsconfig.build.json'
+      let cwd = ROOT
+      if (rev) {
+        const src = cleanup.tempDir('bench-src-')
+        const files = ['protocol', 'gateway', 'ingest', 'device-sim', 'tsconfig.json', 'tsconfig.build.json', 'package.json']
+        const a = spawnSync('sh', ['-c', `git archive ${shellQuote(rev)} ${files.join(' ')} | tar -x -C ${shellQuote(src)}`], { cwd: ROOT, encoding: 'utf8' })
+        if (a.status !== 0) throw new Error(`git archive ${rev} failed: ${a.stderr}`)
+        symlinkSync(join(ROOT, 'node_modules'), join(src, 'node_modules'))
+        cwd = src
+        project = join(src, 'tsconfig.build.json')
+      }
+      const r = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', project, '--outDir', out, '--sourceMap', 'false'], { cwd, encoding: 'utf8' })
+      const main = join(out, 'gateway', 'main.js')
+      if (!exists(main)) throw new Error(`tsc build of the gateway${rev ? ` at ${rev}` : ''} failed: ${(r.stdout + r.stderr).slice(0, 500)}`)
+      symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
+      writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module', private: true }))
+      return main
+    })()
+    builds.set(key, build)
+  }
   return build
 }
 
-function gateway (durability: 'power' | 'process', compiled: boolean): System {
-  const name = `gateway-${durability}${compiled ? '-js' : ''}`
+/** The node options and environment bin/gateway (the installed launcher) runs the gateway with. */
+export function launcherOptions (): { nodeArgs: string[], env: Record<string, string> } {
+  const text = readFileSync(join(ROOT, 'bin', 'node-options'), 'utf8')
+  return { nodeArgs: text.split('\n').filter((l) => !l.startsWith('#')).join(' ').split(/\s+/).filter(Boolean), env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } }
+}
+
+function gateway (durability: 'power' | 'process', compiled: boolean, rev?: string, launcher = false): System {
+  const name = `gateway-${durability}${launcher ? '-bin' : compiled ? '-js' : ''}${rev ? `@${rev}` : ''}`
   return {
     name,
-    doc: compiled ? `gateway compiled by tsc (no tsx), --durability ${durability}` : `gateway/main.ts --durability ${durability}`,
+    doc: compiled ? `gateway compiled by tsc (no tsx), --durability ${durability}${rev ? `, at git revision ${rev}` : ''}` : `gateway/main.ts --durability ${durability}`,
     unavailable: () => exists(GATEWAY_MAIN) ? null : 'gateway/main.ts does not exist yet',
     version: () => {
+      if (rev) return `gateway@${spawnSync('git', ['rev-parse', '--short', rev], { cwd: ROOT, encoding: 'utf8' }).stdout.trim() || rev} (tsc build)`
       const r = spawnSync('git', ['log', '-1', '--format=%h', '--', 'gateway'], { cwd: ROOT, encoding: 'utf8' })
       const dirty = spawnSync('git', ['status', '--porcelain', '--', 'gateway'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim() !== ''
       return `gateway@${r.stdout.trim() || 'uncommitted'}${dirty ? '+dirty' : ''}${compiled ? ' (tsc build)' : ' (tsx)'}`
     },
     start: async (o) => {
-      const entry = compiled ? await compiledGateway(o.cleanup) : GATEWAY_MAIN
+      const entry = compiled ? await compiledGateway(o.cleanup, rev) : GATEWAY_MAIN
       const dir = o.cleanup.tempDir(`bench-gw-${durability}-`)
       const args = [
         '--gateway-id', 'bench', '--data-dir', dir, '--mqtt-port', '0', '--admin-port', '0',
         '--upstream', 'http://127.0.0.1:9', '--token', 'bench-token', '--durability', durability,
         '--max-buffer-items', '100000000', '--max-buffer-bytes', String(64 * 1024 ** 3)
       ]
-      const r = await startNode(o, name, o.gatewayNodeArgs, entry, args, dir, { ...process.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
-      if (compiled) r.command = r.command.replace(entry, '$BUILD/gateway/main.js') + '  # $BUILD = tsc -p tsconfig.build.json --outDir $BUILD'
+      const l = launcher ? launcherOptions() : { nodeArgs: [], env: {} }
+      const r = await startNode(o, name, [...l.nodeArgs, ...o.gatewayNodeArgs], entry, args, dir, { ...process.env, ...l.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info' })
+      if (launcher) r.command = `${Object.entries(l.env).map(([k, v]) => `${k}=${v}`).join(' ')} ${r.command}  # = bin/gateway`
+      if (compiled) r.command = r.command.replace(entry, '$BUILD/gateway/main.js') + `  # $BUILD = tsc -p tsconfig.build.json --outDir $BUILD${rev ? ` (sources of git revision ${rev})` : ''}`
       return r
     }
   }
@@ -177,20 +210,30 @@ export const SYSTEMS: Record<string, System> = {
   'gateway-power': gateway('power', false),
   'gateway-process': gateway('process', false),
   'gateway-power-js': gateway('power', true),
-  'gateway-process-js': gateway('process', true)
+  'gateway-process-js': gateway('process', true),
+  'gateway-power-bin': gateway('power', true, undefined, true),
+  'gateway-process-bin': gateway('process', true, undefined, true)
 }
 
 function readConf (path: string): string {
   return spawnSync('grep', ['-v', '^log_', path], { encoding: 'utf8' }).stdout.trim().split('\n').join('; ')
 }
 
-/** `gateway` stands for both durabilities under tsx, `gateway-js` for both compiled. */
+/**
+ * `gateway` stands for both durabilities under tsx, `gateway-js` for both compiled;
+ * `gateway-power-js@REV` is the compiled gateway of git revision REV (a baseline).
+ */
 export function resolveSystems (list: string): System[] {
   const names: string[] = []
   for (const n of list.split(',').map((s) => s.trim()).filter(Boolean)) {
     if (n === 'gateway') names.push('gateway-power', 'gateway-process')
     else if (n === 'gateway-js') names.push('gateway-power-js', 'gateway-process-js')
     else if (SYSTEMS[n]) names.push(n)
+    else if (/^gateway-(power|process)-js@[\w.^~/-]+$/.test(n)) {
+      const [base, rev] = n.split('@') as [string, string]
+      SYSTEMS[n] = gateway(base.includes('power') ? 'power' : 'process', true, rev)
+      names.push(n)
+    }
     else throw new Error(`unknown system ${n} (known: gateway, ${Object.keys(SYSTEMS).join(', ')})`)
   }
   return [...new Set(names)].map((n) => SYSTEMS[n]!)

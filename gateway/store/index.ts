@@ -6,7 +6,11 @@
  *   arrived since the previous one (intake items, dedup windows, dead letters, upstream
  *   deletes, evictions) into ONE chained batch together with the partition counters it
  *   changes: group commit. `durability=power` writes it with `sync: true` (fsync);
- *   `process` without (survives kill -9, not power loss). Callbacks run only after the
+ *   `process` without (survives kill -9, not power loss). A cycle that only deletes items
+ *   answered upstream is written without fsync in both modes (writer.ts). Under
+ *   `durability=power` a cycle starts at most once per `commitIntervalMs` (as Kafka's
+ *   `flush.ms`), so under load each fsync carries more readings: less flash wear, a lone
+ *   reading after a quiet spell is not delayed. Callbacks run only after the
  *   batch is on disk; a failed batch fails its callbacks AND the cycle gathering behind it
  *   (whose dedup decisions may depend on the failed one), so nothing is acknowledged that
  *   is not stored.
@@ -101,7 +105,15 @@ export class Store extends EventEmitter<StoreEvents> {
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
     const log = logger.child({ component: 'store' })
     await mkdir(config.dataDir, { recursive: true })
-    const db = new Level<string, Buffer>(config.dataDir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
+    const db = new Level<string, Buffer>(config.dataDir, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'buffer',
+      // memory (memtable, block cache) against write and read amplification: docs/raspberry-pi.md
+      writeBufferSize: config.leveldbWriteBufferBytes,
+      cacheSize: config.leveldbCacheBytes,
+      blockSize: config.leveldbBlockBytes,
+      compression: config.leveldbCompression
+    })
     try {
       await db.open()
     } catch (err) {

@@ -45,6 +45,9 @@ export class CycleWriter implements GroupWriter<Cycle> {
 
   recover = (): Promise<boolean> => this.d.reopener.recover()
 
+  /** Commit interval: only the mode that fsyncs gathers (docs/raspberry-pi.md). */
+  intervalMs = (): number => this.d.config.durability === 'power' ? this.d.config.commitIntervalMs : 0
+
   write = async (c: Cycle): Promise<void> => {
     const { config, db, parts, quota, deadLetters, evictions } = this.d
     const t0 = performance.now()
@@ -91,7 +94,12 @@ export class CycleWriter implements GroupWriter<Cycle> {
         const s = parts[p]!
         b.put(K.counter(p), encodeCbor([s.next, s.items + x.items, s.bytes + x.bytes]))
       }
-      await b.write({ sync: config.durability === 'power' })
+      // A cycle that only deletes items answered upstream needs no fsync: losing it to a
+      // power cut only makes the gateway resend items the ingest answers `duplicate`, and the
+      // next synced cycle makes it durable anyway (LevelDB's log is written in order).
+      const onlyDeletes = appendedItems === 0 && c.devices.size === 0 && records.length === 0 && c.quarantine.length === 0 &&
+        c.evictedDone.length === 0 && evictedRanges.length === 0
+      await b.write({ sync: config.durability === 'power' && !onlyDeletes })
       // durable: apply to memory
       for (const [p, x] of delta) {
         parts[p]!.applyDelta(x.items, x.bytes)
