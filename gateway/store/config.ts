@@ -2,7 +2,7 @@
  * Store configuration: the gateway flags the store reads (the gateway's schema spreads
  * this one, so `--data-dir` etc. are validated once, with the rest, at startup).
  */
-import type { ConfigOf } from '../../protocol/index.ts'
+import { parseConfig, type ConfigOf } from '../../protocol/index.ts'
 
 export const storeSchema = {
   dataDir: { type: 'string', default: './data/gateway', doc: 'LevelDB store directory' },
@@ -19,3 +19,8 @@ export const storeSchema = {
 } as const
 
 export type StoreConfig = ConfigOf<typeof storeSchema>
+
+/** Every store flag at its default (tests and tools that open a store on their own). */
+export function storeDefaults (): StoreConfig {
+  return parseConfig(storeSchema, { argv: [], env: {}, envPrefix: 'GATEWAY' })
+}

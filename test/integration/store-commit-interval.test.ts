@@ -8,12 +8,13 @@ import assert from 'node:assert/strict'
 import pino from 'pino'
 import { encodeItemFast } from '../../protocol/index.ts'
 import { Store, type StoreConfig } from '../../gateway/store/index.ts'
+import { storeDefaults } from '../../gateway/store/config.ts'
 import { tempDir } from '../helpers/index.ts'
 
 const log = pino({ level: 'silent' })
 
 async function openStore (t: { after: (fn: () => Promise<void>) => void }, over: Partial<StoreConfig> = {}): Promise<{ store: Store, writes: Array<{ sync: boolean, ops: number }> }> {
-  const store = await Store.open({ dataDir: await tempDir(t as never, 'store-ci-'), partitions: 1, durability: 'power', maxBufferItems: 1_000_000, maxBufferBytes: 1 << 30, fullPolicy: 'block', ...over }, log)
+  const store = await Store.open({ ...storeDefaults(), dataDir: await tempDir(t as never, 'store-ci-'), partitions: 1, durability: 'power', maxBufferItems: 1_000_000, maxBufferBytes: 1 << 30, fullPolicy: 'block', ...over }, log)
   t.after(() => store.close())
   // record each group commit's LevelDB write: its sync option and size
   const writes: Array<{ sync: boolean, ops: number }> = []

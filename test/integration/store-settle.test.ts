@@ -9,12 +9,13 @@ import assert from 'node:assert/strict'
 import pino from 'pino'
 import { encodeItemFast } from '../../protocol/index.ts'
 import { Store, type StoreConfig } from '../../gateway/store/index.ts'
+import { storeDefaults } from '../../gateway/store/config.ts'
 import { tempDir } from '../helpers/index.ts'
 
 const log = pino({ level: 'silent' })
 
 async function openStore (t: { after: (fn: () => Promise<void>) => void }, over: Partial<StoreConfig> = {}): Promise<Store> {
-  const store = await Store.open({ dataDir: await tempDir(t as never, 'store-settle-'), partitions: 1, durability: 'process', maxBufferItems: 1_000_000, maxBufferBytes: 1 << 30, fullPolicy: 'block', ...over }, log)
+  const store = await Store.open({ ...storeDefaults(), dataDir: await tempDir(t as never, 'store-settle-'), partitions: 1, durability: 'process', maxBufferItems: 1_000_000, maxBufferBytes: 1 << 30, fullPolicy: 'block', ...over }, log)
   t.after(() => store.close())
   return store
 }
