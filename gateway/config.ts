@@ -3,6 +3,7 @@
  * (`--config`), `GATEWAY_*` env vars and `--kebab-case` flags, validated once at startup.
  */
 import { parseConfig, type ConfigOf, type ConfigSources, ConfigError } from '../protocol/index.ts'
+import { brokerLimitsSchema } from './broker/config.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -39,7 +40,9 @@ export const gatewaySchema = {
   authRetryMs: { type: 'int', default: 30000, min: 10, doc: 'Pause after the upstream refused our token (401/403)' },
   unreadyAfterMs: { type: 'int', default: 30000, min: 0, doc: '/readyz reports unready after the upstream failed this long' },
   receipts: { type: 'bool', default: true, doc: 'Publish receipts to devices/{id}/receipts' },
-  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' }
+  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' },
+  // per-client MQTT limits (issue 9): gateway/broker/config.ts, docs/security-limits.md
+  ...brokerLimitsSchema
 } as const
 
 export type GatewayConfig = ConfigOf<typeof gatewaySchema>

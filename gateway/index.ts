@@ -9,6 +9,7 @@ import { Admin } from './admin/index.ts'
 import { Metrics } from './admin/metrics.ts'
 import { AuthFile } from './broker/auth.ts'
 import { Broker } from './broker/index.ts'
+import { pickLimits } from './broker/config.ts'
 import type { GatewayConfig } from './config.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
@@ -62,7 +63,8 @@ export class Gateway {
       maxConnections: config.maxConnections,
       connectTimeoutMs: config.connectTimeoutMs,
       drainTimeoutMs: config.drainTimeoutMs,
-      auth
+      auth,
+      limits: pickLimits(config)
     }, intake, metrics, logger), store)
     const flusher = new Flusher(store, {
       gatewayId: config.gatewayId,

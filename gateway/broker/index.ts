@@ -20,7 +20,9 @@ import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Intake } from '../intake/index.ts'
 import type { AuthFile, Principal } from './auth.ts'
+import type { BrokerLimits } from './config.ts'
 import { installPacketGuard } from './guard.ts'
+import { Limits } from './limits.ts'
 
 export type BrokerConfig = {
   host: string
@@ -30,6 +32,7 @@ export type BrokerConfig = {
   connectTimeoutMs: number
   drainTimeoutMs: number
   auth: AuthFile | null
+  limits: BrokerLimits
 }
 
 const PRINCIPAL = Symbol('principal')
@@ -44,14 +47,15 @@ export class Broker {
   private closed = false
   private readonly sockets = new Set<Socket>()
 
-  private constructor (readonly aedes: Aedes, readonly server: Server, private readonly log: Logger) {}
+  private constructor (readonly aedes: Aedes, readonly server: Server, private readonly log: Logger, readonly limits: Limits) {}
 
   get port (): number { return (this.server.address() as AddressInfo).port }
   get connected (): number { return this.aedes.connectedClients }
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
-    const aedes = await Aedes.createBroker({
+    const limits = new Limits(config.limits, metrics, logger) // per-client bounds (issue 9), checked before the hooks below
+    const aedes = await Aedes.createBroker(limits.wrap({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
       // a client that does not read stalls Aedes' deliveries (and so every publisher) until this
@@ -107,18 +111,20 @@ export class Broker {
         }
         cb(null, sub)
       }
-    })
+    }))
+    limits.install(aedes)
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'))
 
     const server = createServer({ noDelay: true })
     server.maxConnections = config.maxConnections
-    const broker = new Broker(aedes, server, log)
+    const broker = new Broker(aedes, server, log, limits)
     server.on('connection', (socket) => {
       socket.setNoDelay(true)
       broker.sockets.add(socket)
       socket.once('close', () => broker.sockets.delete(socket))
       const client = aedes.handle(socket)
+      limits.attach(client)
       installPacketGuard(client, config.maxPacketBytes, (reason) => {
         metrics.oversize.inc()
         log.warn({ clientId: client.id, remote: socket.remoteAddress, reason }, 'oversize or malformed packet; closing the connection')
@@ -148,6 +154,7 @@ export class Broker {
     this.closed = true
     this.server.close()
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
+    this.limits.close()
     for (const s of this.sockets) s.destroy()
     this.log.info('broker closed')
   }
