@@ -98,7 +98,9 @@ export class Limits {
       ...opts,
       persistence: this.persistence,
       maxInflightInbound: this.config.maxInflightInbound,
-      maxTopicLevels: this.config.maxTopicLevels,
+      // Aedes' own level check (its default and ceiling, 100) runs before the hooks and would
+      // close offenders uncounted: ours (maxTopicLevels <= 100) comes first and counts them
+      maxTopicLevels: 100,
       preConnect: (client, packet, cb) => {
         const refused = this.checkConnect(client, packet)
         if (refused) { cb(new Error(refused.message), false); return }
@@ -128,8 +130,11 @@ export class Limits {
     // Aedes asks for the retained stream right after this event, in the same tick
     aedes.on('subscribe', (_subs, c) => { p.replayClient = c as unknown as { id: string, closed: boolean } })
     aedes.on('unsubscribe', (topics, c) => { const s = this.subs.get(c); if (s) for (const t of topics) s.delete(t) })
+    const overInflight = new WeakSet<object>() // every packet of the offending chunk fails: count the client once
     aedes.on('clientError', (c, err) => {
-      if (err.message.startsWith('maxInflightInbound exceeded')) this.hit('inflight_inbound', c.id, {})
+      if (!err.message.startsWith('maxInflightInbound exceeded') || overInflight.has(c)) return
+      overInflight.add(c)
+      this.hit('inflight_inbound', c.id, {})
     })
     const everyMs = Math.min(60_000, Math.max(1000, this.config.sessionExpirySec * 250))
     this.sweepTimer = setInterval(() => p.expire(), everyMs)

@@ -76,13 +76,15 @@ export type PersistenceEvents = {
 const payloadBytes = (p: Pkt): number => p.payload === undefined ? 0 : typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length
 const retainedBytes = (p: Pkt): number => Buffer.byteLength(p.topic) + payloadBytes(p)
 
-/** MQTT 3.1.1 section 4.7 topic filter matching, without the `$` rule (applied by the caller). */
-function compileFilter (filter: string): (topic: string) => boolean {
+/** A retained message with its topic split into levels once (a replay matches every one of them). */
+type Retained = { packet: Pkt, levels: string[], bytes: number }
+
+/** MQTT 3.1.1 section 4.7 topic filter matching against a topic split into levels. */
+function compileFilter (filter: string): (topic: string, t: string[]) => boolean {
   const f = filter.split('/')
   const dollarSafe = f[0] === '#' || f[0] === '+' // [MQTT-4.7.2-1] wildcards at the start do not match $-topics
-  return (topic) => {
+  return (topic, t) => {
     if (dollarSafe && topic.charCodeAt(0) === 36) return false
-    const t = topic.split('/')
     for (let i = 0; i < f.length; i++) {
       const fi = f[i]!
       if (fi === '#') return true // [MQTT-4.7.1-2] also matches the parent level
@@ -97,7 +99,7 @@ type Session = { online: boolean, since: number }
 
 export class BoundedPersistence {
   private readonly inner = new InnerMemory()
-  private readonly retained = new Map<string, Pkt>()
+  private readonly retained = new Map<string, Retained>()
   private retainedTotalBytes = 0
   private readonly outgoing = new Map<string, Pkt[]>()
   private queuedCount = 0
@@ -125,7 +127,7 @@ export class BoundedPersistence {
   retainedRefusal (topic: string, bytes: number): PersistenceLimit | null {
     const old = this.retained.get(topic)
     if (!old && this.retained.size >= this.limits.maxRetainedMessages) return 'retained_messages'
-    if (this.retainedTotalBytes - (old ? retainedBytes(old) : 0) + bytes > this.limits.maxRetainedBytes) return 'retained_bytes'
+    if (this.retainedTotalBytes - (old?.bytes ?? 0) + bytes > this.limits.maxRetainedBytes) return 'retained_bytes'
     return null
   }
 
@@ -133,14 +135,15 @@ export class BoundedPersistence {
     const packet: Pkt = Object.assign({}, pkt)
     const old = this.retained.get(packet.topic)
     if (payloadBytes(packet) === 0) { // [MQTT-3.3.1-10] an empty retained message clears the topic
-      if (old) { this.retained.delete(packet.topic); this.retainedTotalBytes -= retainedBytes(old) }
+      if (old) { this.retained.delete(packet.topic); this.retainedTotalBytes -= old.bytes }
       return
     }
-    const refusal = this.retainedRefusal(packet.topic, retainedBytes(packet))
+    const bytes = retainedBytes(packet)
+    const refusal = this.retainedRefusal(packet.topic, bytes)
     if (refusal) { this.on.limit(refusal, typeof pkt.clientId === 'string' ? pkt.clientId : ''); return }
-    if (old) this.retainedTotalBytes -= retainedBytes(old)
-    this.retained.set(packet.topic, packet)
-    this.retainedTotalBytes += retainedBytes(packet)
+    if (old) this.retainedTotalBytes -= old.bytes
+    this.retained.set(packet.topic, { packet, levels: packet.topic.split('/'), bytes })
+    this.retainedTotalBytes += bytes
   }
 
   createRetainedStreamCombi (patterns: string[]): Readable {
@@ -155,10 +158,16 @@ export class BoundedPersistence {
 
   private * retainedMatching (patterns: string[], client: ClientRef | null): Generator<Pkt> {
     for (const p of patterns) {
+      if (client?.closed) return // issue 9: nobody is left to replay to
+      if (!p.includes('+') && !p.includes('#')) { // no wildcard: one lookup
+        const r = this.retained.get(p)
+        if (r) yield r.packet
+        continue
+      }
       const match = compileFilter(p)
-      for (const [topic, packet] of this.retained) {
-        if (client?.closed) return // issue 9: nobody is left to replay to
-        if (match(topic)) yield packet
+      for (const [topic, r] of this.retained) {
+        if (client?.closed) return
+        if (match(topic, r.levels)) yield r.packet
       }
     }
   }
