@@ -83,7 +83,7 @@ export class Limits {
     gauge('gateway_mqtt_retained_messages', 'Retained messages held', () => p.retainedCount)
     gauge('gateway_mqtt_retained_bytes', 'Bytes (topic + payload) of the retained messages held', () => p.retainedSize)
     gauge('gateway_mqtt_queued_messages', 'Messages queued for persistent sessions (offline or unacknowledged)', () => p.queuedMessages)
-    gauge('gateway_mqtt_queued_bytes', 'Payload bytes queued for persistent sessions', () => p.queuedSize)
+    gauge('gateway_mqtt_queued_bytes', 'Bytes queued for persistent sessions (payload + 256 a message)', () => p.queuedSize)
     gauge('gateway_mqtt_sessions', 'Persistent (clean=false) sessions kept, online or offline', () => p.sessionCount)
   }
 

@@ -11,7 +11,7 @@
  *   as its client is closed (Aedes replays the whole store on every SUBSCRIBE, and used to
  *   keep writing it to a client that had already hung up);
  * - keeps the outgoing queues itself: at most `maxQueuedMessages` per session and
- *   `maxQueuedBytesTotal` payload bytes over all sessions; beyond them a message is not
+ *   `maxQueuedBytesTotal` bytes over all sessions (payload + QUEUED_MESSAGE_OVERHEAD_BYTES each); beyond them a message is not
  *   queued for that session (Mosquitto drops the newest too). Aedes expects a packet it
  *   delivers to be in the queue (`outgoingUpdate` throws 'no such packet' and the client
  *   is closed): here an unqueued packet is still delivered to a connected client, just not
@@ -73,8 +73,11 @@ export type PersistenceEvents = {
   expired: (clientId: string) => void
 }
 
+/** What one queued message costs besides its payload (packet object, array slot): counted so a flood of tiny messages is bounded too. */
+export const QUEUED_MESSAGE_OVERHEAD_BYTES = 256
 const payloadBytes = (p: Pkt): number => p.payload === undefined ? 0 : typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length
 const retainedBytes = (p: Pkt): number => Buffer.byteLength(p.topic) + payloadBytes(p)
+const queuedBytes = (p: Pkt): number => payloadBytes(p) + QUEUED_MESSAGE_OVERHEAD_BYTES
 
 /** A retained message with its topic split into levels once (a replay matches every one of them). */
 type Retained = { packet: Pkt, levels: string[], bytes: number }
@@ -223,7 +226,7 @@ export class BoundedPersistence {
   private dropQueue (id: string): void {
     const q = this.outgoing.get(id)
     if (!q) return
-    for (const p of q) { this.queuedCount--; this.queuedBytes -= payloadBytes(p) }
+    for (const p of q) { this.queuedCount--; this.queuedBytes -= queuedBytes(p) }
     this.outgoing.delete(id)
   }
 
@@ -253,7 +256,7 @@ export class BoundedPersistence {
   private enqueue (id: string, packet: Pkt): void {
     let q = this.outgoing.get(id)
     if (q && q.length >= this.limits.maxQueuedMessages) { this.on.limit('queued_messages', id); return }
-    const bytes = payloadBytes(packet)
+    const bytes = queuedBytes(packet)
     if (this.queuedBytes + bytes > this.limits.maxQueuedBytesTotal) { this.on.limit('queued_bytes_total', id); return }
     if (this.limits.maxQueuedMessages === 0) { this.on.limit('queued_messages', id); return }
     if (!q) { q = []; this.outgoing.set(id, q) }
@@ -272,7 +275,7 @@ export class BoundedPersistence {
         if (temp.brokerCounter === packet.brokerCounter) { temp.messageId = packet.messageId; return }
         // the 16-bit message id rotates: a different counter with the same id is another message
       } else if (temp.messageId === packet.messageId) {
-        this.queuedBytes += payloadBytes(packet) - payloadBytes(temp)
+        this.queuedBytes += queuedBytes(packet) - queuedBytes(temp)
         q[i] = packet
         return
       }
@@ -287,7 +290,7 @@ export class BoundedPersistence {
       if (temp.messageId === packet.messageId) {
         q.splice(i, 1)
         this.queuedCount--
-        this.queuedBytes -= payloadBytes(temp)
+        this.queuedBytes -= queuedBytes(temp)
         if (q.length === 0) this.outgoing.delete(client.id)
         return temp
       }

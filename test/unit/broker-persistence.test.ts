@@ -70,7 +70,7 @@ test('retained replay: MQTT filter matching, $-topics hidden from leading wildca
 })
 
 test('queues: at most maxQueuedMessages per session, newest dropped; the total byte bound; unqueued packets are no error', async () => {
-  const { p, hits } = make({ maxQueuedMessages: 3, maxQueuedBytesTotal: 40 })
+  const { p, hits } = make({ maxQueuedMessages: 3, maxQueuedBytesTotal: 3 * (2 + 256) + 100 }) // three 2-byte messages fit, a 40-byte one more does not
   p.clientConnected({ id: 's', clean: false })
   for (let i = 1; i <= 5; i++) await p.outgoingEnqueueCombi([{ clientId: 's' }], pub('t', `m${i}`, { brokerCounter: i }))
   assert.equal(p.queuedMessages, 3)
