@@ -92,6 +92,8 @@ type Outcome = {
   crashed: string | null
   readyzOk: number
   readyzTotal: number
+  readyzNot200: number
+  readyzTimeouts: number
   opened: number
   skipped: number
   byKind: Record<string, number>
@@ -99,6 +101,7 @@ type Outcome = {
   worstTickP99Ms: number
   idleP99Ms: number
   timeline: Array<{ s: number, rssMb: number, goodP99Ms: number, open: number }>
+  gauges: Record<string, number>
 }
 
 async function fuzz (target: Target): Promise<Outcome> {
@@ -125,6 +128,8 @@ async function fuzz (target: Target): Promise<Outcome> {
   let n = 0
   let readyzOk = 0
   let readyzTotal = 0
+  let readyzNot200 = 0 // answered, not 200
+  let readyzTimeouts = 0 // no answer within 2 s (the gateway's loop, or this process's, too busy)
   let crashed: string | null = null
   const timeline: Outcome['timeline'] = []
   const t0 = Date.now()
@@ -155,7 +160,7 @@ async function fuzz (target: Target): Promise<Outcome> {
     if (target.proc.exit && !crashed) crashed = `exited ${String(target.proc.exit.code ?? target.proc.exit.signal)}: ${target.proc.describeTail()}`
     if (!target.admin || crashed) return
     readyzTotal++
-    fetch(`${target.admin}/readyz`, { signal: AbortSignal.timeout(2000) }).then((r) => { if (r.status === 200) readyzOk++; void r.body?.cancel() }, () => {})
+    fetch(`${target.admin}/readyz`, { signal: AbortSignal.timeout(2000) }).then((r) => { if (r.status === 200) readyzOk++; else readyzNot200++; void r.body?.cancel() }, () => { readyzTimeouts++ })
   }, 1000)
   let lastTick = 0
   const sampler = setInterval(() => {
@@ -168,13 +173,22 @@ async function fuzz (target: Target): Promise<Outcome> {
   clearInterval(pacer)
   for (const s of open) s.destroy()
   await sleep(2000) // what is queued still runs; the good device keeps measuring
+  // where the gateway's memory is at the end: its bounded stores and the V8 heap
+  const gauges: Record<string, number> = {}
+  if (target.admin && !crashed) {
+    const text = await fetch(`${target.admin}/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text(), () => '')
+    for (const line of text.split('\n')) {
+      const m = /^(gateway_mqtt_(?:retained_messages|retained_bytes|queued_messages|queued_bytes|sessions)|gateway_process_nodejs_heap_size_used_bytes|gateway_process_resident_memory_bytes) (\S+)$/.exec(line)
+      if (m) gauges[m[1]!] = Number(m[2])
+    }
+  }
   clearInterval(poll)
   clearInterval(sampler)
   if (target.proc.exit && !crashed) crashed = `exited ${String(target.proc.exit.code ?? target.proc.exit.signal)}`
   const peak = rss.stop()
   await good.stop('SIGTERM', 3000)
   await sleep(100)
-  return { peakRssMb: peak / 1024, crashed, readyzOk, readyzTotal, opened, skipped, byKind, good: done, idleP99Ms, worstTickP99Ms: Math.max(0, ...ticks.map((x) => x.p99Ms)), timeline }
+  return { peakRssMb: peak / 1024, crashed, readyzOk, readyzTotal, readyzNot200, readyzTimeouts, opened, skipped, byKind, good: done, idleP99Ms, worstTickP99Ms: Math.max(0, ...ticks.map((x) => x.p99Ms)), timeline, gauges }
 }
 
 const results: Array<{ target: Target, o: Outcome }> = []
@@ -202,6 +216,8 @@ for (const name of systems) {
     crashed: o.crashed,
     readyzOk: target.admin ? o.readyzOk : null,
     readyzTotal: target.admin ? o.readyzTotal : null,
+    readyzNot200: target.admin ? o.readyzNot200 : null,
+    readyzTimeouts: target.admin ? o.readyzTimeouts : null,
     connsPerSec: Math.round(o.opened / durationS),
     opened: o.opened,
     skipped: o.skipped,
@@ -211,7 +227,10 @@ for (const name of systems) {
     idleP99Ms: o.idleP99Ms,
     byKind: o.byKind,
     timeline: o.timeline,
-    command: `node --import tsx bench/fuzz.ts ${process.argv.slice(2).join(' ')}`.trim() + `  # system: ${target.command}`
+    gaugesAtEnd: o.gauges,
+    systemCommand: target.command,
+    systemVersion: target.version,
+    command: `node --import tsx bench/fuzz.ts ${process.argv.slice(2).join(' ')}`.trim()
   }
   if (bool(f, 'write')) appendRecord('fuzz.jsonl', rec)
 }
@@ -222,7 +241,7 @@ if (gw) {
   const checks: Check[] = [
     { name: 'gateway peak RSS under fuzzing', target: '< 150 MB', value: `${o.peakRssMb.toFixed(0)} MB`, pass: o.peakRssMb < 150 },
     { name: 'gateway never crashed', target: 'no exit', value: o.crashed ?? 'none', pass: o.crashed === null },
-    { name: '/readyz 200 throughout', target: 'every poll', value: `${o.readyzOk}/${o.readyzTotal}`, pass: o.readyzTotal > 0 && o.readyzOk === o.readyzTotal },
+    { name: '/readyz 200 throughout', target: 'every poll', value: `${o.readyzOk}/${o.readyzTotal} (${o.readyzNot200} not 200, ${o.readyzTimeouts} no answer within 2 s)`, pass: o.readyzTotal > 0 && o.readyzOk === o.readyzTotal },
     { name: 'good device PUBACK p99', target: '< 100 ms', value: o.good ? `${fmtMs(o.good.p99Ms)} ms (${o.good.acked}/${o.good.sent} acked)` : 'no result', pass: o.good !== null && o.good.p99Ms < 100 && o.good.unacked === 0 }
   ]
   if (bool(f, 'write')) appendRecord('fuzz.jsonl', { scenario: 'fuzz', kind: 'checks', runId, ts: new Date().toISOString(), ...base, system: 'gateway', params, checks, command: `node --import tsx bench/fuzz.ts ${process.argv.slice(2).join(' ')}`.trim() })
