@@ -3,9 +3,11 @@
  * spreads into the gateway's schema, so each is a `--kebab-case` flag, a `GATEWAY_*` env var
  * and a config-file key. Defaults follow Mosquitto 2.x where it has one
  * (`max_queued_messages` 1000, `max_qos` 2, `retain_available` true) and are otherwise sized
- * for a Pi: the worst case of every bound together stays well under 150 MB (see
- * docs/security-limits.md for the table and the measurements).
+ * for a Pi with 1 GiB (docs/security-limits.md: the table, what each bounds, the
+ * measurements).
  */
+import type { ConfigOf } from '../../protocol/index.ts'
+
 export const brokerLimitsSchema = {
   retainAvailable: { type: 'bool', default: true, doc: 'Accept retained messages (false: a PUBLISH with RETAIN closes the connection, as Mosquitto retain_available false)' },
   maxRetainedMessages: { type: 'int', default: 1000, min: 0, max: 10_000_000, doc: 'Retained messages kept in all; a retained PUBLISH on a new topic beyond it closes the connection' },
@@ -26,25 +28,8 @@ export const brokerLimitsSchema = {
   publishRateAction: { type: 'enum', values: ['slow', 'disconnect'] as const, default: 'slow', doc: 'A client over its rate: slow (its socket is not read until it is back under) or disconnect' }
 } as const
 
-export type BrokerLimits = {
-  retainAvailable: boolean
-  maxRetainedMessages: number
-  maxRetainedBytes: number
-  maxQos: number
-  maxInflightInbound: number
-  maxQueuedMessages: number
-  maxQueuedBytesTotal: number
-  maxSessions: number
-  sessionExpirySec: number
-  maxSubscriptions: number
-  maxTopicBytes: number
-  maxTopicLevels: number
-  maxClientIdBytes: number
-  maxWillBytes: number
-  publishRateLimit: number
-  publishRateBurst: number
-  publishRateAction: 'slow' | 'disconnect'
-}
+/** The parsed limits (every field has a default, so all are present). */
+export type BrokerLimits = ConfigOf<typeof brokerLimitsSchema>
 
 export const LIMIT_KEYS = Object.keys(brokerLimitsSchema) as Array<keyof BrokerLimits>
 
