@@ -19,7 +19,10 @@ import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
 import { promValue, sampleRss, type RssSampler } from '../helpers/fault-proxy.ts'
 
 const SEED = Number(process.env.FAULT_SEED ?? 20261130)
+/** The repro's bound: 134-142 MB after the fix, and before it the test stops at the bound (the issue: 1.87 GB). */
 const RSS_BOUND_MB = 200
+/** All the scenarios one after another on one gateway (tsx): 146-175 MB measured on a loaded box. */
+const SEQUENCE_RSS_BOUND_MB = 250
 
 type Gw = { child: Child, port: number, admin: string, rss: RssSampler }
 
@@ -150,7 +153,7 @@ test('hostile clients one after another against default limits: each bound holds
     assert.ok(await metric(gw, 'gateway_mqtt_retained_messages') <= 1000)
     assert.ok(await metric(gw, 'gateway_mqtt_retained_bytes') <= 4 * 1024 * 1024)
     assert.ok(await limitHits('retained_bytes') + await limitHits('retained_messages') > 0, 'the retained quota was hit')
-    assertBounded(gw, 'retained flood', RSS_BOUND_MB, good, t)
+    assertBounded(gw, 'retained flood', SEQUENCE_RSS_BOUND_MB, good, t)
   })
 
   await t.test('offline-queue flood: a clean=false subscriber away while 3,000 messages flow gets the first 1,000', async () => {
@@ -170,7 +173,7 @@ test('hostile clients one after another against default limits: each bound holds
     await new Promise((r) => setTimeout(r, 200))
     assert.deepEqual(got, Array.from({ length: 1000 }, (_, i) => i), 'the first 1,000, in order, once each')
     await back.endAsync()
-    assertBounded(gw, 'offline-queue flood', RSS_BOUND_MB, good, t)
+    assertBounded(gw, 'offline-queue flood', SEQUENCE_RSS_BOUND_MB, good, t)
   })
 
   await t.test('subscription flood: 50 clients x 400 filters get 100 each, the rest SUBACK 0x80', async () => {
@@ -188,7 +191,7 @@ test('hostile clients one after another against default limits: each bound holds
     assert.equal(codes.filter((c) => c === 0x80).length, 300)
     await hammer(gw.port, repeat(50, (c) => ({ bytes: Buffer.concat([P.connect({ clientId: `sf${c}` }), P.subscribe(1, Array.from({ length: 400 }, (_, i) => ({ topic: `sf/${c}/${i}/#`, qos: 2 })))]), hangUpMs: 0, untilBytes: 409 })), 10)
     assert.equal(await limitHits('subscriptions'), 51 * 300)
-    assertBounded(gw, 'subscription flood', RSS_BOUND_MB, good, t)
+    assertBounded(gw, 'subscription flood', SEQUENCE_RSS_BOUND_MB, good, t)
   })
 
   await t.test('QoS 2 flood: 50 clients x 300 QoS 2 publishes, never a PUBREL', async () => {
@@ -198,7 +201,7 @@ test('hostile clients one after another against default limits: each bound holds
       hangUpMs: 5000 // the gateway closes it at the 101st
     })), 10)
     assert.equal(await limitHits('inflight_inbound'), 50, 'each client was closed at its 101st QoS 2 message in flight')
-    assertBounded(gw, 'QoS 2 flood', RSS_BOUND_MB, good, t)
+    assertBounded(gw, 'QoS 2 flood', SEQUENCE_RSS_BOUND_MB, good, t)
   })
 
   await t.test('wills: 100 oversize wills refused, 300 retained wills fired by abrupt hang-ups stay within the retained quota', async () => {
@@ -206,7 +209,7 @@ test('hostile clients one after another against default limits: each bound holds
     assert.equal(await limitHits('will_bytes'), 100)
     await hammer(gw.port, repeat(300, (c) => ({ bytes: P.connect({ clientId: `ws${c}`, will: { topic: `w/${c}`, payload: P.randomBytes(rng, 1000), qos: 1, retain: true } }), hangUpMs: 30, untilBytes: 4 })), 20)
     assert.ok(await metric(gw, 'gateway_mqtt_retained_messages') <= 1000)
-    assertBounded(gw, 'wills', RSS_BOUND_MB, good, t)
+    assertBounded(gw, 'wills', SEQUENCE_RSS_BOUND_MB, good, t)
   })
 
   await t.test('long topics: 40 KiB topics and 99-level topics, published and subscribed', async () => {
@@ -218,14 +221,14 @@ test('hostile clients one after another against default limits: each bound holds
     }), 20)
     assert.equal(await limitHits('topic_bytes'), 100)
     assert.equal(await limitHits('topic_levels'), 100)
-    assertBounded(gw, 'long topics', RSS_BOUND_MB, good, t)
+    assertBounded(gw, 'long topics', SEQUENCE_RSS_BOUND_MB, good, t)
   })
 
   await t.test(`fuzzed packets: 2,000 seeded sessions (seed ${SEED})`, async () => {
     const frng = mulberry32(SEED + 2)
     const n = await hammer(gw.port, repeat(2000, (i) => P.fuzzSession(frng, i)), 40)
     assert.equal(n, 2000)
-    assertBounded(gw, 'fuzz', RSS_BOUND_MB, good, t)
+    assertBounded(gw, 'fuzz', SEQUENCE_RSS_BOUND_MB, good, t)
   })
 
   const r = await good.stop()
