@@ -74,7 +74,13 @@ const COLUMNS: Column[] = [
   // cbor-size (wire formats)
   metric('bytesPerReading', 'bytes/reading', (n) => n.toFixed(1)),
   metric('encodeUsPerReading', 'encode us/reading', (n) => n.toFixed(2)),
-  metric('decodeUsPerReading', 'decode us/reading', (n) => n.toFixed(2))
+  metric('decodeUsPerReading', 'decode us/reading', (n) => n.toFixed(2)),
+  // fuzz (p99 ms above is the well-behaved device's PUBACK latency under the fuzzer)
+  metric('connsPerSec', 'fuzz conns/s', fmtInt),
+  { head: 'crashed', get: (r) => r.scenario !== 'fuzz' ? null : r.crashed ? `yes: ${String(r.crashed).slice(0, 60)}` : 'no' },
+  { head: '/readyz 200', get: (r) => numOrNull(r.readyzTotal) === null ? null : `${String(r.readyzOk)}/${String(r.readyzTotal)}` },
+  metric('idleP99Ms', 'p99 ms before fuzzing', fmtMs),
+  metric('worstSecondP99Ms', 'worst 1 s p99 ms', fmtMs)
 ]
 
 const paramsKey = (p: BenchRecord['params']): string => JSON.stringify(Object.keys(p).sort().map((k) => [k, p[k]]))

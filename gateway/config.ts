@@ -9,6 +9,7 @@ import { flushSchema } from './flush/config.ts'
 import { intakeSchema } from './intake/config.ts'
 import { storeSchema } from './store/config.ts'
 import { checkTlsConfig } from './tls.ts'
+import { brokerLimitsSchema } from './broker/limits-config.ts'
 import { checkAnonymousExposure, checkLocalNetworks, defaultHost, securitySchema } from './broker/security-config.ts'
 
 export const gatewaySchema = {
@@ -20,7 +21,9 @@ export const gatewaySchema = {
   ...intakeSchema,
   ...flushSchema,
   shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' },
-  ...securitySchema
+  ...securitySchema,
+  // per-client MQTT limits (issue 9): gateway/broker/limits-config.ts, docs/security-limits.md
+  ...brokerLimitsSchema
 } as const
 
 export type GatewayConfig = ConfigOf<typeof gatewaySchema>

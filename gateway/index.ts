@@ -9,6 +9,7 @@ import { Admin } from './admin/index.ts'
 import { Metrics } from './admin/metrics.ts'
 import { AuthFile } from './broker/auth.ts'
 import { Broker } from './broker/index.ts'
+import { pickLimits } from './broker/limits-config.ts'
 import type { GatewayConfig } from './config.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
@@ -48,7 +49,7 @@ export class Gateway {
     store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
     store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
     const intake = new Intake(store, config, logger, metrics)
-    const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config }, intake, metrics, logger), store)
+    const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config) }, intake, metrics, logger), store)
     const flusher = new Flusher(store, { ...config, token, upstreamTls }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
     let gw: Gateway | undefined
     const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {

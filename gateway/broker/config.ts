@@ -6,6 +6,7 @@
 import type { ConfigOf } from '../../protocol/index.ts'
 import type { AuthFile } from './auth.ts'
 import type { TlsListenerConfig } from './listeners.ts'
+import type { BrokerLimits } from './limits-config.ts'
 import type { SecurityConfig } from './security.ts'
 
 export const brokerSchema = {
@@ -32,4 +33,4 @@ type FileOnly = 'auth' | 'authFile' | 'mqtt' | 'mqttPort' | 'tlsPort' | 'tlsCert
  * `authFile` (null: none), `mqttPort` null with `--no-mqtt`, `tls` the TLS listener with its
  * certificates read (listeners.ts), or null.
  */
-export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, FileOnly> & { auth: AuthFile | null, mqttPort: number | null, tls: TlsListenerConfig | null, security: SecurityConfig }
+export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, FileOnly> & { auth: AuthFile | null, mqttPort: number | null, tls: TlsListenerConfig | null, security: SecurityConfig, limits: BrokerLimits }

@@ -19,6 +19,7 @@ import type { Metrics } from '../admin/metrics.ts'
 import type { Intake } from '../intake/index.ts'
 import type { BrokerConfig } from './config.ts'
 import { installPacketGuard } from './guard.ts'
+import { Limits } from './limits.ts'
 import { certIdentity, checkCertIdentity, Listeners } from './listeners.ts'
 import { Security } from './security.ts'
 import { isLoopbackHost } from './security-config.ts'
@@ -37,7 +38,7 @@ export class Broker {
   private readonly sockets = new Set<Socket>()
   listeners!: Listeners
 
-  private constructor (readonly aedes: Aedes, private readonly log: Logger) {}
+  private constructor (readonly aedes: Aedes, private readonly log: Logger, readonly limits: Limits) {}
 
   /** The plain MQTT port; throws when that listener is off (`--no-mqtt`). */
   get port (): number {
@@ -52,8 +53,9 @@ export class Broker {
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
+    const limits = new Limits(config.limits, metrics, logger) // per-client bounds (issue 9), checked before the hooks below
     const security = new Security(config.security, config.auth, () => aedes, metrics, log)
-    const aedes = await Aedes.createBroker({
+    const aedes = await Aedes.createBroker(limits.wrap({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
       // a client that does not read stalls Aedes' deliveries (and so every publisher) until this
@@ -86,17 +88,19 @@ export class Broker {
       authorizeSubscribe (client, sub, cb) {
         cb(null, security.allowSubscribe(client, sub.topic) ? sub : null) // null: SUBACK 0x80 for this filter
       }
-    })
+    }))
+    limits.install(aedes)
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
-    const broker = new Broker(aedes, log)
+    const broker = new Broker(aedes, log, limits)
     const onConnection = (socket: Socket): void => {
       if (!security.admitConnection(socket)) { socket.destroy(); return }
       socket.setNoDelay(true)
       broker.sockets.add(socket)
       socket.once('close', () => broker.sockets.delete(socket))
       const client = aedes.handle(socket)
+      limits.attach(client)
       installPacketGuard(client, config.maxPacketBytes, (reason) => {
         metrics.oversize.inc()
         log.warn({ clientId: client.id, remote: socket.remoteAddress, reason }, 'oversize or malformed packet; closing the connection')
@@ -134,6 +138,7 @@ export class Broker {
     this.closed = true
     await this.listeners.close()
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
+    this.limits.close()
     for (const s of this.sockets) s.destroy()
     this.log.info('broker closed')
   }

@@ -257,7 +257,9 @@ test('a device that never reads its PUBACKs: memory stays bounded and other devi
 
 test('a subscriber that never reads is cut off (drain timeout); other devices and the upstream flush go on', async (t) => {
   // regression guard for the drain timeout (issue 5): without it this wedged every device
-  const s = await startStack(t, ['--drain-timeout-ms', '1000'])
+  // the deaf client publishes up to ~20,000 readings/s to fill its own socket: above the
+  // default per-client publish rate (issue 9), which would slow it before its socket fills
+  const s = await startStack(t, ['--drain-timeout-ms', '1000', '--publish-rate-limit', '100000', '--publish-rate-burst', '100000'])
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-5'), 'good-5')
   const deaf = await deafFlood(t, s.mqttPort, 'deaf-2', { subscribe: true, ms: 3000 })
   t.diagnostic(`deaf subscriber: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH), stuck ${deaf.stuck}, closed ${deaf.raw.closedAt() === null ? 'no' : `after ${Math.round(deaf.raw.closedAt()! - deaf.raw.openedAt)} ms`}`)

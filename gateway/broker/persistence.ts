@@ -1,0 +1,326 @@
+/**
+ * Aedes persistence with bounds (issue 9). Aedes keeps retained messages, the queues of
+ * persistent (clean=false) sessions and their subscriptions in its persistence; the stock
+ * in-memory one (aedes-persistence 11) bounds none of them: 1,000 retained 60 KiB messages
+ * are all kept and replayed to every `#` subscriber, a persistent subscriber that went
+ * away queues every message published while it is away, and an abandoned session never
+ * expires. This class implements the same asynchronous interface and
+ * - keeps retained messages itself, within `maxRetainedMessages` / `maxRetainedBytes`
+ *   (the broker refuses an over-quota retained PUBLISH before it gets here; a racing one
+ *   that still arrives is not stored and is counted), and stops a retained replay as soon
+ *   as its client is closed (Aedes replays the whole store on every SUBSCRIBE, and used to
+ *   keep writing it to a client that had already hung up);
+ * - keeps the outgoing queues itself: at most `maxQueuedMessages` per session and
+ *   `maxQueuedBytesTotal` bytes over all sessions (payload + QUEUED_MESSAGE_OVERHEAD_BYTES each); beyond them a message is not
+ *   queued for that session (Mosquitto drops the newest too). Aedes expects a packet it
+ *   delivers to be in the queue (`outgoingUpdate` throws 'no such packet' and the client
+ *   is closed): here an unqueued packet is still delivered to a connected client, just not
+ *   kept for retransmission;
+ * - tracks persistent sessions (online or offline since when): one offline for
+ *   `sessionExpirySec` is removed with its subscriptions, queue and QoS 2 state, and past
+ *   `maxSessions` the longest-offline one goes first.
+ * Subscriptions (a topic trie), wills and inbound QoS 2 packets stay in the stock
+ * implementation, to which the rest is delegated. Nothing here is on disk: a restart
+ * forgets sessions and retained messages, as before.
+ */
+import { createRequire } from 'node:module'
+import { Readable } from 'node:stream'
+import type { BrokerLimits } from './limits-config.ts'
+
+type Pkt = {
+  cmd: string
+  topic: string
+  payload?: Buffer | string
+  qos?: number
+  retain?: boolean
+  messageId?: number
+  brokerId?: string
+  brokerCounter?: number
+  [k: string]: unknown
+}
+type ClientRef = { id: string, closed?: boolean }
+type Sub = { clientId: string }
+
+/** The stock aedes-persistence in-memory class (asynchronous API), as far as it is used here. */
+type Inner = {
+  setup (broker: unknown): Promise<void>
+  addSubscriptions (client: ClientRef, subs: unknown[]): Promise<void>
+  removeSubscriptions (client: ClientRef, subs: string[]): Promise<void>
+  subscriptionsByClient (client: ClientRef): Promise<unknown[]>
+  countOffline (): Promise<{ subsCount: number, clientsCount: number }>
+  subscriptionsByTopic (topic: string): Promise<Sub[]>
+  cleanSubscriptions (client: ClientRef): Promise<void>
+  incomingStorePacket (client: ClientRef, packet: Pkt): Promise<void>
+  incomingGetPacket (client: ClientRef, packet: Pkt): Promise<Pkt>
+  incomingDelPacket (client: ClientRef, packet: Pkt): Promise<void>
+  cleanIncoming (client: ClientRef): Promise<void>
+  putWill (client: ClientRef, packet: Pkt): Promise<void>
+  getWill (client: ClientRef): Promise<Pkt | undefined>
+  delWill (client: ClientRef): Promise<Pkt | undefined>
+  streamWill (brokers?: unknown): Readable
+  getClientList (topic: string): Readable
+  destroy (): Promise<void>
+}
+const require = createRequire(import.meta.url)
+const InnerMemory = require('aedes-persistence/asyncPersistence.js') as new () => Inner
+const AedesPacket = require('aedes-packet') as new (p: Pkt) => Pkt
+
+export type PersistenceLimit = 'retained_messages' | 'retained_bytes' | 'queued_messages' | 'queued_bytes_total' | 'sessions'
+
+export type PersistenceEvents = {
+  /** A bound was hit for `clientId` (a message not queued for it, a retained message not stored, its session evicted). */
+  limit: (limit: PersistenceLimit, clientId: string) => void
+  expired: (clientId: string) => void
+}
+
+/** What one queued message costs besides its payload (packet object, array slot): counted so a flood of tiny messages is bounded too. */
+export const QUEUED_MESSAGE_OVERHEAD_BYTES = 256
+const payloadBytes = (p: Pkt): number => p.payload === undefined ? 0 : typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length
+const retainedBytes = (p: Pkt): number => Buffer.byteLength(p.topic) + payloadBytes(p)
+const queuedBytes = (p: Pkt): number => payloadBytes(p) + QUEUED_MESSAGE_OVERHEAD_BYTES
+
+/** A retained message with its topic split into levels once (a replay matches every one of them). */
+type Retained = { packet: Pkt, levels: string[], bytes: number }
+
+/** MQTT 3.1.1 section 4.7 topic filter matching against a topic split into levels. */
+function compileFilter (filter: string): (topic: string, t: string[]) => boolean {
+  const f = filter.split('/')
+  const dollarSafe = f[0] === '#' || f[0] === '+' // [MQTT-4.7.2-1] wildcards at the start do not match $-topics
+  return (topic, t) => {
+    if (dollarSafe && topic.charCodeAt(0) === 36) return false
+    for (let i = 0; i < f.length; i++) {
+      const fi = f[i]!
+      if (fi === '#') return true // [MQTT-4.7.1-2] also matches the parent level
+      if (i >= t.length) return false
+      if (fi !== '+' && fi !== t[i]) return false
+    }
+    return f.length === t.length
+  }
+}
+
+type Session = { online: boolean, since: number }
+
+export class BoundedPersistence {
+  private readonly inner = new InnerMemory()
+  private readonly retained = new Map<string, Retained>()
+  private retainedTotalBytes = 0
+  private readonly outgoing = new Map<string, Pkt[]>()
+  private queuedCount = 0
+  private queuedBytes = 0
+  /** Persistent sessions in the order they last went offline (online ones anywhere). */
+  private readonly sessions = new Map<string, Session>()
+  /** The client whose SUBSCRIBE is being answered: set by the broker just before Aedes asks for its retained stream. */
+  replayClient: ClientRef | null = null
+
+  constructor (private readonly limits: BrokerLimits, private readonly on: PersistenceEvents) {}
+
+  get retainedCount (): number { return this.retained.size }
+  get retainedSize (): number { return this.retainedTotalBytes }
+  get queuedMessages (): number { return this.queuedCount }
+  get queuedSize (): number { return this.queuedBytes }
+  get sessionCount (): number { return this.sessions.size }
+
+  async setup (broker: unknown): Promise<void> {
+    await this.inner.setup(broker)
+  }
+
+  // ---- retained messages
+
+  /** Why a retained message of this topic and size would not be kept, or null if it fits. */
+  retainedRefusal (topic: string, bytes: number): PersistenceLimit | null {
+    const old = this.retained.get(topic)
+    if (!old && this.retained.size >= this.limits.maxRetainedMessages) return 'retained_messages'
+    if (this.retainedTotalBytes - (old?.bytes ?? 0) + bytes > this.limits.maxRetainedBytes) return 'retained_bytes'
+    return null
+  }
+
+  async storeRetained (pkt: Pkt): Promise<void> {
+    const packet: Pkt = Object.assign({}, pkt)
+    const old = this.retained.get(packet.topic)
+    if (payloadBytes(packet) === 0) { // [MQTT-3.3.1-10] an empty retained message clears the topic
+      if (old) { this.retained.delete(packet.topic); this.retainedTotalBytes -= old.bytes }
+      return
+    }
+    const bytes = retainedBytes(packet)
+    const refusal = this.retainedRefusal(packet.topic, bytes)
+    if (refusal) { this.on.limit(refusal, typeof pkt.clientId === 'string' ? pkt.clientId : ''); return }
+    if (old) this.retainedTotalBytes -= old.bytes
+    this.retained.set(packet.topic, { packet, levels: packet.topic.split('/'), bytes })
+    this.retainedTotalBytes += bytes
+  }
+
+  createRetainedStreamCombi (patterns: string[]): Readable {
+    const client = this.replayClient
+    this.replayClient = null
+    return Readable.from(this.retainedMatching(patterns, client))
+  }
+
+  createRetainedStream (pattern: string): Readable {
+    return Readable.from(this.retainedMatching([pattern], null))
+  }
+
+  private * retainedMatching (patterns: string[], client: ClientRef | null): Generator<Pkt> {
+    for (const p of patterns) {
+      if (client?.closed) return // issue 9: nobody is left to replay to
+      if (!p.includes('+') && !p.includes('#')) { // no wildcard: one lookup
+        const r = this.retained.get(p)
+        if (r) yield r.packet
+        continue
+      }
+      const match = compileFilter(p)
+      for (const [topic, r] of this.retained) {
+        if (client?.closed) return
+        if (match(topic, r.levels)) yield r.packet
+      }
+    }
+  }
+
+  // ---- sessions
+
+  /** A client finished CONNECT (the broker calls this from Aedes' `client` event). */
+  clientConnected (client: { id: string, clean: boolean }): void {
+    if (client.clean) return
+    this.sessions.delete(client.id)
+    this.sessions.set(client.id, { online: true, since: Date.now() })
+    this.evictOverflow()
+  }
+
+  /** A client's connection ended (Aedes' `clientDisconnect`). */
+  clientDisconnected (client: { id: string, clean: boolean }): void {
+    if (client.clean || !this.sessions.has(client.id)) return
+    this.sessions.delete(client.id)
+    this.sessions.set(client.id, { online: false, since: Date.now() })
+  }
+
+  private evictOverflow (): void {
+    if (this.sessions.size <= this.limits.maxSessions) return
+    for (const [id, s] of this.sessions) {
+      if (this.sessions.size <= this.limits.maxSessions) break
+      if (s.online) continue
+      this.on.limit('sessions', id)
+      this.dropSession(id)
+    }
+  }
+
+  /** Removes every offline session older than the expiry; returns how many. */
+  expire (now = Date.now()): number {
+    const cutoff = now - this.limits.sessionExpirySec * 1000
+    let n = 0
+    for (const [id, s] of this.sessions) {
+      if (s.online || s.since > cutoff) continue
+      this.dropSession(id)
+      this.on.expired(id)
+      n++
+    }
+    return n
+  }
+
+  private dropSession (id: string): void {
+    this.sessions.delete(id)
+    this.dropQueue(id)
+    const ref = { id }
+    this.inner.cleanSubscriptions(ref).catch(() => {})
+    this.inner.cleanIncoming(ref).catch(() => {})
+  }
+
+  private dropQueue (id: string): void {
+    const q = this.outgoing.get(id)
+    if (!q) return
+    for (const p of q) { this.queuedCount--; this.queuedBytes -= queuedBytes(p) }
+    this.outgoing.delete(id)
+  }
+
+  // ---- subscriptions (stored by the stock trie)
+
+  addSubscriptions (client: ClientRef, subs: unknown[]): Promise<void> { return this.inner.addSubscriptions(client, subs) }
+  removeSubscriptions (client: ClientRef, subs: string[]): Promise<void> { return this.inner.removeSubscriptions(client, subs) }
+  subscriptionsByClient (client: ClientRef): Promise<unknown[]> { return this.inner.subscriptionsByClient(client) }
+  countOffline (): Promise<{ subsCount: number, clientsCount: number }> { return this.inner.countOffline() }
+  subscriptionsByTopic (topic: string): Promise<Sub[]> { return this.inner.subscriptionsByTopic(topic) }
+
+  /** Aedes calls this on a CleanSession=1 CONNECT: the old session ends, queue included [MQTT-3.1.2-6]. */
+  async cleanSubscriptions (client: ClientRef): Promise<void> {
+    this.sessions.delete(client.id)
+    this.dropQueue(client.id)
+    await this.inner.cleanSubscriptions(client)
+  }
+
+  // ---- outgoing queues
+
+  async outgoingEnqueue (sub: Sub, packet: Pkt): Promise<void> { this.enqueue(sub.clientId, packet) }
+
+  async outgoingEnqueueCombi (subs: Sub[], packet: Pkt): Promise<void> {
+    for (const s of subs) this.enqueue(s.clientId, packet)
+  }
+
+  private enqueue (id: string, packet: Pkt): void {
+    let q = this.outgoing.get(id)
+    if (q && q.length >= this.limits.maxQueuedMessages) { this.on.limit('queued_messages', id); return }
+    const bytes = queuedBytes(packet)
+    if (this.queuedBytes + bytes > this.limits.maxQueuedBytesTotal) { this.on.limit('queued_bytes_total', id); return }
+    if (this.limits.maxQueuedMessages === 0) { this.on.limit('queued_messages', id); return }
+    if (!q) { q = []; this.outgoing.set(id, q) }
+    q.push(new AedesPacket(packet))
+    this.queuedCount++
+    this.queuedBytes += bytes
+  }
+
+  /** As aedes-persistence, except that a packet not in the queue (dropped at a bound) is not an error. */
+  async outgoingUpdate (client: ClientRef, packet: Pkt): Promise<void> {
+    const q = this.outgoing.get(client.id)
+    if (!q) return
+    for (let i = 0; i < q.length; i++) {
+      const temp = q[i]!
+      if (temp.brokerId === packet.brokerId) {
+        if (temp.brokerCounter === packet.brokerCounter) { temp.messageId = packet.messageId; return }
+        // the 16-bit message id rotates: a different counter with the same id is another message
+      } else if (temp.messageId === packet.messageId) {
+        this.queuedBytes += queuedBytes(packet) - queuedBytes(temp)
+        q[i] = packet
+        return
+      }
+    }
+  }
+
+  async outgoingClearMessageId (client: ClientRef, packet: Pkt): Promise<Pkt | undefined> {
+    const q = this.outgoing.get(client.id)
+    if (!q) return undefined
+    for (let i = 0; i < q.length; i++) {
+      const temp = q[i]!
+      if (temp.messageId === packet.messageId) {
+        q.splice(i, 1)
+        this.queuedCount--
+        this.queuedBytes -= queuedBytes(temp)
+        if (q.length === 0) this.outgoing.delete(client.id)
+        return temp
+      }
+    }
+    return undefined
+  }
+
+  outgoingStream (client: ClientRef): Readable {
+    return Readable.from([...(this.outgoing.get(client.id) ?? [])])
+  }
+
+  // ---- inbound QoS 2 and wills (stock)
+
+  incomingStorePacket (client: ClientRef, packet: Pkt): Promise<void> { return this.inner.incomingStorePacket(client, packet) }
+  incomingGetPacket (client: ClientRef, packet: Pkt): Promise<Pkt> { return this.inner.incomingGetPacket(client, packet) }
+  incomingDelPacket (client: ClientRef, packet: Pkt): Promise<void> { return this.inner.incomingDelPacket(client, packet) }
+  cleanIncoming (client: ClientRef): Promise<void> { return this.inner.cleanIncoming(client) }
+  putWill (client: ClientRef, packet: Pkt): Promise<void> { return this.inner.putWill(client, packet) }
+  getWill (client: ClientRef): Promise<Pkt | undefined> { return this.inner.getWill(client) }
+  delWill (client: ClientRef): Promise<Pkt | undefined> { return this.inner.delWill(client) }
+  streamWill (brokers?: unknown): Readable { return this.inner.streamWill(brokers) }
+  getClientList (topic: string): Readable { return this.inner.getClientList(topic) }
+
+  async destroy (): Promise<void> {
+    this.retained.clear()
+    this.outgoing.clear()
+    this.sessions.clear()
+    this.queuedCount = 0
+    this.queuedBytes = 0
+    this.retainedTotalBytes = 0
+    await this.inner.destroy()
+  }
+}
