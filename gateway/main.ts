@@ -42,10 +42,11 @@ async function main (): Promise<void> {
   try {
     gw = await Gateway.create(config, log, { defaultMetrics: true })
   } catch (err) {
-    log.fatal({ err: (err as Error).message, field: (err as ConfigError).field }, 'gateway failed to start')
-    process.stderr.write(`gateway: ${(err as Error).message}\n`)
-    process.exitCode = err instanceof ConfigError ? 2 : 1
-    return
+    log.fatal({ err, field: (err as ConfigError).field }, 'gateway failed to start')
+    process.stderr.write(`gateway: failed to start: ${(err as Error).message}\n`)
+    // exit now, whatever a half-started component left open: a process that listens on
+    // nothing must not look alive to systemd (issue 15)
+    process.exit(err instanceof ConfigError ? 2 : 1)
   }
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
   const readyLog = log.isLevelEnabled('info') ? log : pino({ base: { service: 'gateway' } })

@@ -5,6 +5,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
+import { listen } from '../listen.ts'
 import type { Metrics } from './metrics.ts'
 
 export type AdminHandlers = {
@@ -45,10 +46,7 @@ export class Admin {
       })
     })
     server.keepAliveTimeout = 5000
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(port, host, () => { server.off('error', reject); resolve() })
-    })
+    await listen(server, port, host, '--admin-port', 'another gateway?')
     return new Admin(server)
   }
 

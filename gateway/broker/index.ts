@@ -19,6 +19,7 @@ import type { Logger } from 'pino'
 import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Intake } from '../intake/index.ts'
+import { listen } from '../listen.ts'
 import type { AuthFile, Principal } from './auth.ts'
 import { installPacketGuard } from './guard.ts'
 
@@ -125,9 +126,10 @@ export class Broker {
         socket.destroy()
       })
     })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(config.mqttPort, config.host, () => { server.off('error', reject); resolve() })
+    // a failed bind must also close Aedes: its heartbeat timers would keep the process alive (issue 15)
+    await listen(server, config.mqttPort, config.host, '--mqtt-port', 'another MQTT broker such as Mosquitto, or another gateway?').catch(async (err: unknown) => {
+      await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      throw err
     })
     return broker
   }
