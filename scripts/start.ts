@@ -44,9 +44,14 @@ type StartConfig = ConfigOf<typeof schema>
 type Proc = { name: string, proc: ChildProcess, ready: Record<string, unknown>, exited: Promise<number | null> }
 
 const say = (s: string): void => { process.stderr.write(s + '\n') }
+/** Signals this close together are one Ctrl-C (the terminal's and npm's forwarded copy). */
+const SIGNAL_COALESCE_MS = 500
 
 async function spawnCli (name: string, entry: string, args: string[], logFile: string): Promise<Proc> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+  // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
+  // this script, which stops the devices, lets the gateway drain and audits before it
+  // stops the children (issue 15: they died with the SIGINT and the audit failed)
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env }, detached: true })
   children.push(proc)
   const log = createWriteStream(logFile, { flags: 'a' })
   proc.stderr!.pipe(log)
@@ -96,12 +101,15 @@ async function main (): Promise<number> {
 
   const procs: Proc[] = []
   let sim: ReturnType<typeof createSimulation> | undefined
-  let signals = 0
+  let firstSignalAt = 0
   let interrupted = false
   const onSignal = (): void => {
+    // `npm start` forwards the SIGINT the terminal already sent us: one Ctrl-C arrives twice
+    if (interrupted && Date.now() - firstSignalAt < SIGNAL_COALESCE_MS) return
+    if (interrupted) { say('second signal: stopping now'); process.exit(130) }
     interrupted = true
-    if (++signals > 1) { say('second signal: stopping now'); process.exit(130) }
-    say('\nstopping the devices...')
+    firstSignalAt = Date.now()
+    say('\nstopping the devices (Ctrl-C again to quit at once)...')
     void sim?.stop()
   }
   process.on('SIGINT', onSignal)
