@@ -66,6 +66,16 @@ export class DedupWindow {
     return 'new'
   }
 
+  /** The newest boot that is `null` or gateway-assigned (intake/implicit-boot.ts), else null. */
+  currentImplicit (isImplicit: (b: Boot | null) => boolean): Boot | null {
+    return this.boots.find((b) => isImplicit(b.boot))?.boot ?? null
+  }
+
+  /** The highest seq seen in `boot`, or null if the window has no such boot. */
+  highWater (boot: Boot | null): number | null {
+    return this.boots.find((b) => b.boot === boot)?.hw ?? null
+  }
+
   private set (w: BootWindow, seq: number): void {
     const i = seq % this.window
     w.bits[i >> 3]! |= 1 << (i & 7)
