@@ -34,6 +34,7 @@ import type { Logger } from 'pino'
 import { ConfigError, decodeUntrusted, encodeCbor, scanCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
 import { DedupWindow } from './dedup.ts'
 import { K, seqOfItemKey } from './keys.ts'
+import { openError } from './open-error.ts'
 import { ITEM_OVERHEAD, readCounter, recover, type Partition, type Recovered } from './recover.ts'
 
 export { DedupWindow, DEDUP_WINDOW } from './dedup.ts'
@@ -137,12 +138,12 @@ export class Store extends EventEmitter<StoreEvents> {
 
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
     const log = logger.child({ component: 'store' })
-    await mkdir(config.dataDir, { recursive: true })
     const db = new Level<string, Buffer>(config.dataDir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
     try {
+      await mkdir(config.dataDir, { recursive: true })
       await db.open()
     } catch (err) {
-      throw new StoreError(`cannot open the store at ${config.dataDir}: ${(err as Error).message} (is another gateway using this --data-dir?)`, { cause: err, retryable: false })
+      throw openError(config.dataDir, err)
     }
     try {
       const store = new Store(config, db, await recover(config, db, log), log)
