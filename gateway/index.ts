@@ -78,7 +78,8 @@ export class Gateway {
       retryMaxMs: config.retryMaxMs,
       authRetryMs: config.authRetryMs,
       unreadyAfterMs: config.unreadyAfterMs,
-      receipts: config.receipts
+      receipts: config.receipts,
+      receiptFormat: (device) => intake.payloadFormat(device)
     }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
     let gw: Gateway | undefined
     const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {

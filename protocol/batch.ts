@@ -169,6 +169,11 @@ export function encodeReceipt (r: Receipt): Buffer {
   return encodeCbor({ boot: typeof r.boot === 'number' ? wireUint(r.boot) : r.boot, upTo: r.upTo === null ? null : wireUint(r.upTo), rejected: r.rejected.map(wireUint) })
 }
 
+/** The same receipt as JSON, for a device that publishes JSON readings. */
+export function encodeReceiptJson (r: Receipt): Buffer {
+  return Buffer.from(JSON.stringify({ boot: r.boot, upTo: r.upTo, rejected: r.rejected }))
+}
+
 export function decodeReceipt (buf: Uint8Array): Receipt {
   const raw = decodeUntrusted(buf, { maxDepth: 3 }) as Record<string, unknown> | null
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Uint8Array) throw new DecodeError('receipt must be a CBOR map')

@@ -22,6 +22,7 @@ import type { Intake } from '../intake/index.ts'
 import { listen } from '../listen.ts'
 import type { AuthFile, Principal } from './auth.ts'
 import { installPacketGuard } from './guard.ts'
+import { Unmapped } from './unmapped.ts'
 
 export type BrokerConfig = {
   host: string
@@ -52,6 +53,7 @@ export class Broker {
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
+    const unmapped = new Unmapped(metrics.registry, log)
     const aedes = await Aedes.createBroker({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
@@ -79,13 +81,14 @@ export class Broker {
         const role = (client as Tagged)[PRINCIPAL]?.role
         if (t === null) {
           if (role === 'device') { cb(new Error('devices may publish only to their readings topic')); return }
+          unmapped.note(client.id, packet.topic)
           cb(null)
           return
         }
         if (t.kind === 'readings') {
           if (t.deviceId !== client.id || !isValidDeviceId(t.deviceId) || role === 'app') {
             metrics.intake.inc({ outcome: 'acl_denied' })
-            log.warn({ clientId: client.id, topic: packet.topic }, 'publish to another device\'s readings refused; closing the connection')
+            log.warn({ clientId: client.id, topic: packet.topic, expected: `devices/${client.id}/readings` }, 'publish to another device\'s readings refused (the MQTT client id must equal the device id in the topic); closing the connection')
             cb(new Error(`client ${client.id} may not publish to ${packet.topic}`))
             return
           }
@@ -97,6 +100,7 @@ export class Broker {
           cb(new Error('only the gateway publishes receipts'))
           return
         }
+        if (role !== 'device') unmapped.note(client.id, packet.topic)
         cb(role === 'device' ? new Error('devices may publish only to their readings topic') : null)
       },
       authorizeSubscribe (client, sub, cb) {

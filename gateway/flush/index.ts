@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import {
-  AckCode, AckCodeName, decodeResponse, decodeTrusted, encodeBatchRaw, encodeReceipt, receiptsTopic,
+  AckCode, AckCodeName, decodeResponse, decodeTrusted, encodeBatchRaw, encodeReceipt, encodeReceiptJson, receiptsTopic,
   type BatchItem
 } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
@@ -37,6 +37,8 @@ export type FlushConfig = {
   authRetryMs: number
   unreadyAfterMs: number
   receipts: boolean
+  /** the receipt encoding a device gets (JSON to a device that publishes JSON); CBOR when absent */
+  receiptFormat?: (device: string) => 'cbor' | 'json'
 }
 
 export type UpstreamState = 'idle' | 'ok' | 'retrying' | 'auth-failed' | 'unreachable'
@@ -328,7 +330,7 @@ export class Flusher {
           continue
         }
         this.receiptsPending++
-        this.publish(receiptsTopic(device), encodeReceipt(r)).then(() => {
+        this.publish(receiptsTopic(device), this.config.receiptFormat?.(device) === 'json' ? encodeReceiptJson(r) : encodeReceipt(r)).then(() => {
           this.metrics.receipts.inc()
         }, (err: Error) => {
           this.metrics.receiptsDropped.inc()

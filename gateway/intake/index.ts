@@ -20,6 +20,7 @@ import type { Logger } from 'pino'
 import { decodeReading, encodeItemFast, partitionOf, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metrics.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
+import { PayloadFormats, type PayloadFormat } from './formats.ts'
 import { ImplicitBoots, isImplicitBoot } from './implicit-boot.ts'
 
 export type IntakeConfig = {
@@ -67,6 +68,7 @@ export class Intake {
   private readonly loading = new Map<string, Promise<DedupWindow>>()
   private readonly blocked: Blocked[] = []
   private readonly implicit: ImplicitBoots
+  private readonly formats: PayloadFormats
   private conns = 0
   private readonly floorWaiters: FloorWaiter[][]
   private readonly partitions: number
@@ -79,6 +81,7 @@ export class Intake {
     this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intake.labels(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions
     this.implicit = new ImplicitBoots(config.dedupCacheDevices)
+    this.formats = new PayloadFormats(config.dedupCacheDevices)
     this.floorWaiters = Array.from({ length: this.partitions }, () => [])
     store.on('writeError', () => {
       // windows may hold seqs of the failed writes: forget them, the store has the truth
@@ -95,6 +98,11 @@ export class Intake {
     return n
   }
 
+  /** The payload format the device last published in (its receipts use it). */
+  payloadFormat (device: string): PayloadFormat {
+    return this.formats.of(device)
+  }
+
   /** Handles one reading published by `client` on its own readings topic. */
   handle (client: Client, device: string, packet: PublishPacket, cb: Callback): void {
     const c = client as WithQueue
@@ -105,6 +113,7 @@ export class Intake {
     entry.dup = packet.dup
     q.entries.push(entry)
     const raw = packet.payload as Buffer
+    this.formats.note(device, raw)
     let reading: Reading
     try {
       reading = decodeReading(raw, this.config.maxPayloadBytes)
