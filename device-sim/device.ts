@@ -96,7 +96,11 @@ export class Device {
       if (gen !== this.gen) return
       handleReceipt(payload, this.record.boots, this.boot, this.times, this.ctx.clock.now(), this.ctx.stats)
     })
-    client.on('error', () => { if (gen === this.gen && this.state === 'connecting') this.ctx.stats.counters.connectErrors++ })
+    client.on('error', (err: Error) => {
+      if (gen !== this.gen || this.state !== 'connecting') return
+      this.ctx.stats.counters.connectErrors++
+      this.ctx.stats.lastConnectError = err.message || (err as NodeJS.ErrnoException).code || String(err)
+    })
     client.on('close', () => { if (gen === this.gen) this.lost() })
   }
 

@@ -43,6 +43,16 @@ async function main (): Promise<number> {
   await sim.start()
   log.info({ devices: config.devices, broker: config.broker, rate: config.rate, boot: sim.devices[0]?.currentBoot }, 'ready')
   sim.waitConnected(120_000).then(() => log.info({ devices: config.devices }, 'all devices connected'), (err: Error) => log.warn({ err: err.message }, 'not every device connected'))
+  // a broker that is not there is a failure, not a run with "connects 0" (issue 15)
+  const t0 = Date.now()
+  while (sim.stats.counters.connects === 0 && signals === 0) {
+    if (Date.now() - t0 > config.connectTimeoutS * 1000) {
+      // nothing was ever sent, nothing to wait for: main() exits the process
+      process.stderr.write(`device-sim: cannot connect to ${config.broker} within ${config.connectTimeoutS} s (${sim.stats.lastConnectError ?? 'no answer'}): is the gateway running there?\n`)
+      return 2
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
   const progress = startProgress({ snapshot: sim.snapshot, mode: config.progress, intervalS: config.progressIntervalS, log: (f, m) => log.info(f, m) })
 
   await sim.done
@@ -53,6 +63,10 @@ async function main (): Promise<number> {
   log.info({ totals: report.totals, pacing: report.pacing, pubackMs: report.pubackMs, receiptMs: report.receiptMs }, 'report')
 
   let code = 0
+  if (report.totals.connects === 0) {
+    process.stderr.write(`device-sim: no device ever connected to ${config.broker} (${sim.stats.lastConnectError ?? 'no answer'})\n`)
+    code = 2
+  }
   if (config.audit) {
     const drain = await waitForDrain({
       ingestUrl: config.audit,
