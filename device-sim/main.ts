@@ -6,9 +6,9 @@
  * gracefully and still report (and audit); a second signal exits at once.
  */
 import { readFile } from 'node:fs/promises'
-import { pino } from 'pino'
-import { ConfigError, configFileArg, helpText } from '../protocol/index.ts'
+import { ConfigError, configFileArg, helpText, LOG_ENV_HELP, VERSION } from '../protocol/index.ts'
 import { ENV_PREFIX, parseSimConfig, simSchema, type SimConfig } from './config.ts'
+import { createLogger } from './log.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, startProgress, waitForDrain, writeReport } from './index.ts'
 
 async function loadConfig (argv: string[]): Promise<SimConfig> {
@@ -18,6 +18,7 @@ async function loadConfig (argv: string[]): Promise<SimConfig> {
 }
 
 async function main (): Promise<number> {
+  if (process.argv.includes('--version')) { process.stdout.write(`device-sim ${VERSION}\n`); return 0 }
   let config: SimConfig
   try {
     config = await loadConfig(process.argv.slice(2))
@@ -26,10 +27,10 @@ async function main (): Promise<number> {
     return 2
   }
   if (config.help) {
-    process.stdout.write(`Usage: device-sim [flags]\n\n${helpText(simSchema, ENV_PREFIX)}\n`)
+    process.stdout.write(`Usage: device-sim [flags]\n\n${helpText(simSchema, ENV_PREFIX)}\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
     return 0
   }
-  const log = pino({ level: process.env.LOG_LEVEL ?? 'info' }).child({ component: 'device-sim' })
+  const log = createLogger({}).child({ component: 'device-sim' })
   const sim = createSimulation(config)
   let signals = 0
   const onSignal = (sig: string): void => {

@@ -6,16 +6,17 @@
  * the `--auth-file`.
  */
 import { readFile } from 'node:fs/promises'
-import { pino } from 'pino'
-import { configFileArg, ConfigError, helpText } from '../protocol/index.ts'
+import { configFileArg, ConfigError, helpText, LOG_ENV_HELP, VERSION } from '../protocol/index.ts'
 import { hashPassword } from './broker/auth.ts'
 import { gatewaySchema, parseGatewayConfig } from './config.ts'
 import { Gateway } from './index.ts'
+import { createLogger } from './log.ts'
 
 async function main (): Promise<void> {
   const argv = process.argv.slice(2)
+  if (argv.includes('--version')) { process.stdout.write(`gateway ${VERSION}\n`); return }
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: gateway [flags]\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n`)
+    process.stdout.write(`usage: gateway [flags]\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
     return
   }
   if (argv[0] === '--hash-password') {
@@ -24,7 +25,7 @@ async function main (): Promise<void> {
     process.stdout.write(await hashPassword(Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')) + '\n')
     return
   }
-  const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { service: 'gateway' } })
+  const log = createLogger({ base: { service: 'gateway' } })
   let config
   try {
     const file = configFileArg(argv, process.env, 'GATEWAY')
@@ -49,7 +50,7 @@ async function main (): Promise<void> {
     process.exit(err instanceof ConfigError ? 2 : 1)
   }
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
-  const readyLog = log.isLevelEnabled('info') ? log : pino({ base: { service: 'gateway' } })
+  const readyLog = log.isLevelEnabled('info') ? log : createLogger({ base: { service: 'gateway' }, level: 'info' })
   readyLog.info({ mqttPort: gw.mqttPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
   let stopping = false
   const stop = (signal: string): void => {

@@ -3,7 +3,7 @@
  * file `--config`. Validated once at startup; errors are ConfigError naming the field.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema } from '../protocol/index.ts'
+import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema, LOG_ENV_HELP } from '../protocol/index.ts'
 
 export const ENV_PREFIX = 'INGEST'
 
@@ -91,5 +91,5 @@ export function checkSink (cfg: Pick<IngestConfig, 'sink' | 'postgresUrl'>): voi
 }
 
 export function usage (): string {
-  return `Usage: ingest [flags]\n\nReference cloud ingest of the edge gateway (docs/ingest.md).\n\n${helpText(schema, ENV_PREFIX)}\n  --config <file>\n      JSON file with any of the keys above (camelCase) [env ${ENV_PREFIX}_CONFIG]\n`
+  return `Usage: ingest [flags]\n\nReference cloud ingest of the edge gateway (docs/ingest.md).\n\n${helpText(schema, ENV_PREFIX)}\n  --config <file>\n      JSON file with any of the keys above (camelCase) [env ${ENV_PREFIX}_CONFIG]\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`
 }

@@ -17,7 +17,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { configFileArg, helpText, parseConfig, type ConfigOf } from '../protocol/index.ts'
+import { configFileArg, helpText, parseConfig, VERSION, type ConfigOf } from '../protocol/index.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, simConfig, startProgress, waitForDrain, writeReport } from '../device-sim/index.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
@@ -91,6 +91,7 @@ async function getJson (url: string): Promise<Record<string, unknown> | null> {
 
 async function main (): Promise<number> {
   const argv = process.argv.slice(2)
+  if (argv.includes('--version')) { process.stdout.write(`edge-gateway ${VERSION}\n`); return 0 }
   const file = configFileArg(argv, process.env, 'START')
   const c: StartConfig = parseConfig(schema, { argv, env: process.env, envPrefix: 'START', ...(file ? { file: JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown> } : {}) })
   if (c.help) { process.stdout.write(`Usage: npm start -- [flags]\n\n${helpText(schema, 'START')}\n`); return 0 }

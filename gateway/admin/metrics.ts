@@ -28,7 +28,7 @@ export class Metrics {
 
   constructor (opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry]
-    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_process_' })
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_' })
     this.intake = new Counter({ name: 'gateway_intake_readings_total', help: 'Readings received on devices/+/readings by outcome', labelNames: ['outcome'], registers })
     this.pubackLatency = new Histogram({
       name: 'gateway_puback_latency_seconds',
