@@ -3,6 +3,7 @@
  * (`--config`), `GATEWAY_*` env vars and `--kebab-case` flags, validated once at startup.
  */
 import { parseConfig, type ConfigOf, type ConfigSources, ConfigError } from '../protocol/index.ts'
+import { parseMappings, type Mapping } from './mapping/config.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -42,10 +43,12 @@ export const gatewaySchema = {
   shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' }
 } as const
 
-export type GatewayConfig = ConfigOf<typeof gatewaySchema>
+/** `mappings` is read from the config file only (an array of objects: gateway/mapping/config.ts). */
+export type GatewayConfig = ConfigOf<typeof gatewaySchema> & { mappings: Mapping[] }
 
 export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): GatewayConfig {
-  const c = parseConfig(gatewaySchema, { ...src, envPrefix: 'GATEWAY' })
+  const { mappings, ...file } = src.file ?? {}
+  const c = { ...parseConfig(gatewaySchema, { ...src, ...(src.file ? { file } : {}), envPrefix: 'GATEWAY' }), mappings: parseMappings(mappings) }
   if (c.auth === 'file' && !c.authFile) throw new ConfigError('authFile', '--auth file needs --auth-file PATH')
   for (const u of c.upstream) {
     let url: URL

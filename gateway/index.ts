@@ -12,6 +12,7 @@ import { Broker } from './broker/index.ts'
 import type { GatewayConfig } from './config.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
+import { Mapper } from './mapping/index.ts'
 import { Store } from './store/index.ts'
 
 export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
@@ -55,6 +56,7 @@ export class Gateway {
       maxBlockedReadings: config.maxBlockedReadings,
       dedupCacheDevices: config.dedupCacheDevices
     }, logger, metrics)
+    const mapper = config.mappings.length ? new Mapper(config.mappings, intake, config.maxPayloadBytes, metrics.registry, logger) : null
     const broker = await closeOnError(() => Broker.create({
       host: config.host,
       mqttPort: config.mqttPort,
@@ -62,7 +64,8 @@ export class Gateway {
       maxConnections: config.maxConnections,
       connectTimeoutMs: config.connectTimeoutMs,
       drainTimeoutMs: config.drainTimeoutMs,
-      auth
+      auth,
+      mapper
     }, intake, metrics, logger), store)
     const flusher = new Flusher(store, {
       gatewayId: config.gatewayId,

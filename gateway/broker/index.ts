@@ -23,6 +23,7 @@ import { listen } from '../listen.ts'
 import type { AuthFile, Principal } from './auth.ts'
 import { installPacketGuard } from './guard.ts'
 import { Unmapped } from './unmapped.ts'
+import type { Mapper } from '../mapping/index.ts'
 
 export type BrokerConfig = {
   host: string
@@ -32,6 +33,8 @@ export type BrokerConfig = {
   connectTimeoutMs: number
   drainTimeoutMs: number
   auth: AuthFile | null
+  /** topic mappings (gateway/mapping/): readings from devices' own topics */
+  mapper?: Mapper | null
 }
 
 const PRINCIPAL = Symbol('principal')
@@ -80,6 +83,7 @@ export class Broker {
         const t = parseDeviceTopic(packet.topic)
         const role = (client as Tagged)[PRINCIPAL]?.role
         if (t === null) {
+          if (config.mapper?.handle(client, packet, cb)) return
           if (role === 'device') { cb(new Error('devices may publish only to their readings topic')); return }
           unmapped.note(client.id, packet.topic)
           cb(null)

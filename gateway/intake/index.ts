@@ -103,8 +103,11 @@ export class Intake {
     return this.formats.of(device)
   }
 
-  /** Handles one reading published by `client` on its own readings topic. */
-  handle (client: Client, device: string, packet: PublishPacket, cb: Callback): void {
+  /**
+   * Handles one reading published by `client` on its own readings topic, or on a mapped
+   * topic (`decode`: how that payload becomes a reading, gateway/mapping/).
+   */
+  handle (client: Client, device: string, packet: PublishPacket, cb: Callback, decode?: () => Reading): void {
     const c = client as WithQueue
     let q = c[QUEUE]
     if (!q) { q = { entries: [], failed: null, conn: ++this.conns }; c[QUEUE] = q }
@@ -116,7 +119,7 @@ export class Intake {
     this.formats.note(device, raw)
     let reading: Reading
     try {
-      reading = decodeReading(raw, this.config.maxPayloadBytes)
+      reading = decode ? decode() : decodeReading(raw, this.config.maxPayloadBytes)
     } catch (err) {
       const reason = (err as Error).message
       this.outcome.invalid.inc()
