@@ -1,6 +1,6 @@
 /**
  * device-sim configuration: one schema, validated once (flags, `SIM_*` env, `--config`
- * JSON file). DESIGN.md section 9 fixes `--broker`, `--devices`, `--rate`, `--count`,
+ * JSON file). docs/design.md section 9 fixes `--broker`, `--devices`, `--rate`, `--count`,
  * `--duration`, `--payload`, `--churn`, `--id-prefix`, `--report`, `--audit`.
  */
 import { ConfigError, parseConfig, type ConfigOf, type ConfigSources } from '../protocol/index.ts'

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * Gateway CLI: `gateway [--flags]` (compiled) or `node --import tsx gateway/main.ts`.
- * Flags, GATEWAY_* env vars and `--config FILE` (JSON) per DESIGN.md section 9; `--help`
+ * Flags, GATEWAY_* env vars and `--config FILE` (JSON) per docs/design.md section 9; `--help`
  * lists them. `--hash-password` reads a password on stdin and prints its scrypt hash for
  * the `--auth-file`.
  */

@@ -1,5 +1,5 @@
 /**
- * Ingest configuration (DESIGN.md section 9): flags `--kebab-case`, env `INGEST_*`, JSON
+ * Ingest configuration (docs/design.md section 9): flags `--kebab-case`, env `INGEST_*`, JSON
  * file `--config`. Validated once at startup; errors are ConfigError naming the field.
  */
 import { readFile } from 'node:fs/promises'

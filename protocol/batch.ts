@@ -1,5 +1,5 @@
 /**
- * Upstream protocol v1 (DESIGN.md section 6): the batch request body and the per-item
+ * Upstream protocol v1 (docs/design.md section 6): the batch request body and the per-item
  * response, as standard CBOR.
  *
  * An item is the 8-element array `[p, s, device, seq, boot, ts, rx, values]`. The gateway

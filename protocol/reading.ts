@@ -1,5 +1,5 @@
 /**
- * Reading payloads of DESIGN.md section 3: a CBOR map, or a JSON object when the first
+ * Reading payloads of docs/design.md section 3: a CBOR map, or a JSON object when the first
  * non-whitespace byte is `{`. Every rejection names the field.
  */
 import { decodeUntrusted } from './cbor.ts'

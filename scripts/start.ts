@@ -1,5 +1,5 @@
 /**
- * `npm start`: the whole path on one machine (DESIGN.md section 9). Spawns the ingest CLI
+ * `npm start`: the whole path on one machine (docs/design.md section 9). Spawns the ingest CLI
  * (LevelDB sink) and the gateway CLI on free ports with a fresh random token, runs 100
  * simulated devices in-process against the gateway with a live status view, and on Ctrl-C
  * or after `--duration S`: stops the devices, waits (bounded) for the gateway to drain,

@@ -1,5 +1,5 @@
 /**
- * Admin HTTP (DESIGN.md section 9): GET /healthz (live), /readyz (store open, broker
+ * Admin HTTP (docs/design.md section 9): GET /healthz (live), /readyz (store open, broker
  * listening, upstream not failing), /status (JSON), /metrics (Prometheus text).
  */
 import { createServer, type Server } from 'node:http'

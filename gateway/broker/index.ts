@@ -5,7 +5,7 @@
  * - the packet size guard (guard.ts),
  * - [MQTT-3.1.3-8] a zero-byte client id with CleanSession=0 refused with CONNACK 0x02
  *   (Aedes 1.2 accepts it),
- * - auth (`none` | `file`) and the ACL of DESIGN.md sections 4 and 9: `devices/{id}/readings`
+ * - auth (`none` | `file`) and the ACL of docs/design.md sections 4 and 9: `devices/{id}/readings`
  *   only by client id `{id}` (anything else closes the connection), `devices/+/receipts`
  *   only by the gateway itself, other topics as in a plain broker (`--auth file`: devices
  *   may publish only their readings and subscribe only to their receipts; apps may

@@ -1,5 +1,5 @@
 /**
- * The flusher: partition buffers -> CBOR batches -> ingest -> per-item acks (DESIGN.md
+ * The flusher: partition buffers -> CBOR batches -> ingest -> per-item acks (docs/design.md
  * section 6). One loop per partition, at most one batch in flight per partition (order),
  * at most `maxInFlight` partitions sending at once. A batch closes at batchMaxItems,
  * batchMaxBytes or lingerMs after its first item, whichever comes first.

@@ -1,6 +1,6 @@
 /**
  * Intake: everything between a PUBLISH on `devices/{id}/readings` and its PUBACK
- * (DESIGN.md section 4). Aedes 1.x writes the QoS 1 PUBACK right after `authorizePublish`
+ * (docs/design.md section 4). Aedes 1.x writes the QoS 1 PUBACK right after `authorizePublish`
  * calls back, so this is where the reading becomes durable:
  *
  *   acl -> decode + validate -> (wait for buffer space) -> dedup window -> append -> group

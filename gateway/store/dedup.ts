@@ -1,5 +1,5 @@
 /**
- * Per-device anti-replay window (DESIGN.md section 4, step 3), as in IPsec/DTLS: per boot a
+ * Per-device anti-replay window (docs/design.md section 4, step 3), as in IPsec/DTLS: per boot a
  * high-water mark `hw` and a bitmap of the last W seqs at or below it. A seq above `hw` is
  * new; inside the window its bit decides; below the window it cannot be judged and is
  * reported as `tooOld` (the intake dead-letters it: never dropped silently).

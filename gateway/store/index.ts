@@ -1,5 +1,5 @@
 /**
- * The gateway's durable buffer: a partitioned log in LevelDB (DESIGN.md section 5).
+ * The gateway's durable buffer: a partitioned log in LevelDB (docs/design.md section 5).
  *
  * Invariants
  * - Every write goes through one serial writer. A write cycle gathers everything that

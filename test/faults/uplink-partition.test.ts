@@ -1,5 +1,5 @@
 /**
- * A long uplink partition (issue 5; DESIGN.md section 10 invariants 1, 5): the link from
+ * A long uplink partition (issue 5; docs/design.md section 10 invariants 1, 5): the link from
  * the gateway CLI to the ingest CLI is blackholed (requests vanish, nothing answers), then
  * reset (connections refused), while devices keep publishing until at least 100,000
  * readings are buffered; then the link heals and the backlog drains.
