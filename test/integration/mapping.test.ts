@@ -84,3 +84,26 @@ test('the example configs parse and map their firmwares\' default topics', async
   assert.throws(() => parseGatewayConfig({ argv: [], env: {}, file: { mappings: [{ topic: 'devices/+id/x' }] } }), /mappings\[0\]\.topic: must start with a fixed segment outside devices/)
   assert.throws(() => parseGatewayConfig({ argv: [], env: {}, file: { mappings: [{ topic: 'a/+x', device: '{y}' }] } }), /\{y\} is not a named segment/)
 })
+
+test('--auth file: a device principal may publish a mapped topic; clientIdMustMatch holds it to its own device id', async (t) => {
+  const { writeFile } = await import('node:fs/promises')
+  const { hashPassword } = await import('../../gateway/broker/auth.ts')
+  const mqtt = (await import('mqtt')).default
+  const dir = await tempDir(t)
+  const file = join(dir, 'auth.json')
+  await writeFile(file, JSON.stringify({ devices: { 'plug-1': await hashPassword('p1', 1024) } }))
+  const up = await startFakeUpstream(t)
+  const base = parseGatewayConfig({ argv: [], env: {}, file: { mappings: [{ topic: 'free/+device/power' }, { topic: 'strict/+device/power', clientIdMustMatch: true }] } })
+  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir: join(dir, 'gw'), upstream: [up.url], token: 'secret', lingerMs: 0, auth: 'file', authFile: file }, silentLogger)
+  t.after(() => gw.close())
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${gw.mqttPort}`, { clientId: 'plug-1', username: 'plug-1', password: 'p1', reconnectPeriod: 0 })
+  t.after(() => c.endAsync(true))
+  await c.publishAsync('free/kitchen-plug/power', '12.5', { qos: 1 }) // firmware topics name the device their own way
+  await c.publishAsync('strict/plug-1/power', '13', { qos: 1 })
+  await waitFor(() => items(up).length === 2, { what: 'two mapped readings' })
+  assert.deepEqual(items(up).map((i) => i[2]), ['kitchen-plug', 'plug-1'])
+  const closed = new Promise<void>((resolve) => c.once('close', () => resolve()))
+  c.publish('strict/other-plug/power', '14', { qos: 1 })
+  await closed // refused: the connection is closed
+  assert.equal(items(up).length, 2)
+})
