@@ -6,9 +6,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import mqtt from 'mqtt'
+import { hashPassword } from '../../gateway/broker/auth.ts'
 import { Gateway, parseGatewayConfig } from '../../gateway/index.ts'
 import { compileTopic, fill } from '../../gateway/mapping/match.ts'
 import { ROOT, tempDir, waitFor } from '../helpers/index.ts'
@@ -86,9 +88,6 @@ test('the example configs parse and map their firmwares\' default topics', async
 })
 
 test('--auth file: a device principal may publish a mapped topic; clientIdMustMatch holds it to its own device id', async (t) => {
-  const { writeFile } = await import('node:fs/promises')
-  const { hashPassword } = await import('../../gateway/broker/auth.ts')
-  const mqtt = (await import('mqtt')).default
   const dir = await tempDir(t)
   const file = join(dir, 'auth.json')
   await writeFile(file, JSON.stringify({ devices: { 'plug-1': await hashPassword('p1', 1024) } }))
