@@ -21,12 +21,12 @@ const CLIS = ['gateway/main.ts', 'ingest/main.ts', 'device-sim/main.ts']
 test('every CLI prints the package version for --version, and LOG_LEVEL/LOG_FORMAT in --help', async (t) => {
   const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }
   assert.equal(VERSION, pkg.version, 'protocol/version.ts must match package.json')
-  const runs = await Promise.all([...CLIS, 'scripts/start.ts'].map((c) => runCli(t, c, ['--version'], 30_000)))
+  const runs = await Promise.all([...CLIS, 'scripts/start.ts'].map((c) => runCli(t, c, ['--version'], 90_000)))
   for (const [i, r] of runs.entries()) {
     assert.equal(r.code, 0, `${i}: ${r.stderr}`)
     assert.match(r.stdout, new RegExp(` ${pkg.version.replace(/\./g, '\\.')}\\n$`))
   }
-  const helps = await Promise.all(CLIS.map((c) => runCli(t, c, ['--help'], 30_000)))
+  const helps = await Promise.all(CLIS.map((c) => runCli(t, c, ['--help'], 90_000)))
   for (const r of helps) {
     assert.equal(r.code, 0)
     assert.match(r.stdout, /LOG_LEVEL=/)
@@ -41,7 +41,7 @@ async function outputUntil (t: { after: (fn: () => unknown) => void }, entry: st
   let out = ''
   proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
   const exited = new Promise((resolve) => proc.on('exit', resolve))
-  await waitFor(() => until.test(out), { timeoutMs: 30_000, what: `${entry} output ${until}: ${out}` })
+  await waitFor(() => until.test(out), { timeoutMs: 90_000, what: `${entry} output ${until}: ${out}` })
   proc.kill('SIGTERM')
   await exited
   return out

@@ -13,7 +13,7 @@ test('device-sim exits non-zero with a clear error when no broker listens', asyn
   await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
   const port = (s.address() as { port: number }).port
   await new Promise<void>((resolve) => s.close(() => resolve()))
-  const r = await runCli(t, 'device-sim/main.ts', ['--broker', `mqtt://127.0.0.1:${port}`, '--devices', '2', '--count', '3', '--progress', 'off'], 30_000, { env: { SIM_CONNECT_TIMEOUT_S: '2' } })
+  const r = await runCli(t, 'device-sim/main.ts', ['--broker', `mqtt://127.0.0.1:${port}`, '--devices', '2', '--count', '3', '--progress', 'off'], 90_000, { env: { SIM_CONNECT_TIMEOUT_S: '2' } })
   assert.notEqual(r.code, null, 'device-sim still running')
   assert.equal(r.code, 2, r.stderr)
   assert.match(r.stderr, new RegExp(`cannot connect to mqtt://127\\.0\\.0\\.1:${port} within 2 s \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\\)`))

@@ -20,7 +20,7 @@ function npmStart (t: { after: (fn: () => unknown) => void }, dataDir: string): 
   proc.stderr!.on('data', (d: Buffer) => { out += d.toString() })
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))))
   t.after(() => { try { process.kill(-proc.pid!, 'SIGKILL') } catch {} })
-  const ingestUrl = async (): Promise<string> => (await waitFor(() => /ingest +(http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1], { timeoutMs: 60_000, what: `ingest url in: ${out}` }))
+  const ingestUrl = async (): Promise<string> => (await waitFor(() => /ingest +(http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1], { timeoutMs: 120_000, what: `ingest url in: ${out}` }))
   return { proc, out: () => out, exited, ingestUrl }
 }
 
@@ -36,9 +36,9 @@ async function portClosed (url: string): Promise<boolean> {
 test('Ctrl-C (SIGINT to the process group) in npm start drains, audits and exits 0', async (t) => {
   const run = npmStart(t, await tempDir(t))
   const url = await run.ingestUrl()
-  await waitFor(async () => (await stored(url)) >= 10, { timeoutMs: 60_000, what: 'readings stored at the ingest' })
+  await waitFor(async () => (await stored(url)) >= 10, { timeoutMs: 120_000, what: 'readings stored at the ingest' })
   process.kill(-run.proc.pid!, 'SIGINT')
-  const code = await Promise.race([run.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 60_000).unref())])
+  const code = await Promise.race([run.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 120_000).unref())])
   assert.equal(code, 0, `exit ${code}; output:\n${run.out()}`)
   assert.match(run.out(), /lost 0, duplicated 0/)
   assert.doesNotMatch(run.out(), /did not drain/)

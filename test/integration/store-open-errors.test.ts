@@ -46,7 +46,7 @@ test('a store owned by another user: permission denied, with the owner', async (
     await chmod(dir, 0o555)
     t.after(() => chmod(dir, 0o755))
   }
-  const r = await runCli(t, 'gateway/main.ts', args(dir), 30_000, opts)
+  const r = await runCli(t, 'gateway/main.ts', args(dir), 90_000, opts)
   assertFailed(r, /--data-dir \S+ permission denied/)
   if (opts.uid !== undefined) assert.match(r.stderr, /owned by uid 0, this process runs as uid 65534/)
 })
@@ -54,16 +54,16 @@ test('a store owned by another user: permission denied, with the owner', async (
 test('a store in use by a running gateway: its LOCK is held', async (t) => {
   const dir = join(await tempDir(t), 'store')
   await spawnCli(t, 'gateway/main.ts', args(dir))
-  const r = await runCli(t, 'gateway/main.ts', args(dir), 30_000)
+  const r = await runCli(t, 'gateway/main.ts', args(dir), 90_000)
   assertFailed(r, /is in use by another process \(its LOCK file is held/)
 })
 
 test('a file where the data dir should be: not a directory', async (t) => {
   const file = join(await tempDir(t), 'store')
   await writeFile(file, 'not a store')
-  const r = await runCli(t, 'gateway/main.ts', args(file), 30_000)
+  const r = await runCli(t, 'gateway/main.ts', args(file), 90_000)
   assertFailed(r, /is not a directory/)
-  const r2 = await runCli(t, 'gateway/main.ts', args(join(file, 'sub')), 30_000)
+  const r2 = await runCli(t, 'gateway/main.ts', args(join(file, 'sub')), 90_000)
   assertFailed(r2, /is not a directory/)
 })
 
@@ -72,6 +72,6 @@ test('a corrupt store: reported as corrupt', async (t) => {
   await mkdir(dir)
   await makeStore(dir)
   for (const f of await readdir(dir)) if (f.startsWith('MANIFEST-')) await writeFile(join(dir, f), Buffer.alloc(100, 0x5a))
-  const r = await runCli(t, 'gateway/main.ts', args(dir), 30_000)
+  const r = await runCli(t, 'gateway/main.ts', args(dir), 90_000)
   assertFailed(r, /holds a corrupt store/)
 })
