@@ -10,7 +10,7 @@
  *
  * Each connection is one device: client id = device id, topic `devices/{id}/readings`,
  * CBOR payload `{ seq, boot, ts, values: { t, h } }` with a strictly increasing `seq` and
- * `ts` as a uint64 (DESIGN.md section 3).
+ * `ts` as a uint64 (docs/design.md section 3).
  *
  * Modes:
  *   closed  every connection keeps `--inflight W` publishes outstanding: a PUBACK releases

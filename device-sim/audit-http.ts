@@ -1,5 +1,5 @@
 /**
- * HTTP around the audit: page through the ingest query API (DESIGN.md section 7) and wait,
+ * HTTP around the audit: page through the ingest query API (docs/design.md section 7) and wait,
  * bounded, until the gateway has handed everything it buffered to the ingest.
  */
 import { auditDevice, summarize, type AuditResult, type DeviceAudit, type StoredRow } from './audit.ts'

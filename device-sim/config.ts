@@ -1,6 +1,6 @@
 /**
  * device-sim configuration: one schema, validated once (flags, `SIM_*` env, `--config`
- * JSON file). DESIGN.md section 9 fixes `--broker`, `--devices`, `--rate`, `--count`,
+ * JSON file). docs/design.md section 9 fixes `--broker`, `--devices`, `--rate`, `--count`,
  * `--duration`, `--payload`, `--churn`, `--id-prefix`, `--report`, `--audit`.
  */
 import { ConfigError, parseConfig, type ConfigOf, type ConfigSources } from '../protocol/index.ts'
@@ -24,6 +24,7 @@ export const simSchema = {
   rebootRatio: { type: 'number', default: 0.25, min: 0, max: 1, doc: 'share of churn events that are reboots (new boot, unacknowledged queue lost)' },
   reconnectDelayMs: { type: 'int', default: 500, min: 0, max: 600_000, doc: 'delay before a device reconnects after a disconnect or reboot (jittered, doubled on failure up to 10x)' },
   connectRate: { type: 'number', default: 2000, min: 1, doc: 'max new connections per second at start (avoids a connection storm)' },
+  connectTimeoutS: { type: 'number', default: 15, min: 0.1, doc: 'fail (exit 2) when no device has connected within this many seconds of the start' },
   keepaliveS: { type: 'int', default: 60, min: 0, max: 65535, doc: 'MQTT keepalive in seconds' },
   idPrefix: { type: 'string', default: 'sim-', pattern: /^[A-Za-z0-9._-]{0,50}$/, doc: 'device id prefix; ids are {prefix}{index, zero-padded}' },
   boot: { type: 'int', default: 0, min: 0, doc: 'first boot id of every device (0 = wall-clock ms at start, so each run has fresh boots)' },

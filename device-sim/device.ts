@@ -7,7 +7,7 @@
  * until its PUBACK. When the connection drops, the device reconnects with a NEW client
  * (MQTT.js's own outgoing store would otherwise resend too) and resends the whole queue
  * in seq order: the gateway dedups by (boot, seq), since mqtt.js resends with dup=false
- * (DESIGN.md section 4). A reboot starts a new boot, restarts seq and loses the queue, as
+ * (docs/design.md section 4). A reboot starts a new boot, restarts seq and loses the queue, as
  * a device that keeps it in RAM would.
  *
  * Each connection has a generation number; callbacks of an older client are ignored, so a
@@ -98,7 +98,11 @@ export class Device {
       if (gen !== this.gen) return
       handleReceipt(payload, this.record.boots, this.boot, this.times, this.ctx.clock.now(), this.ctx.stats)
     })
-    client.on('error', () => { if (gen === this.gen && this.state === 'connecting') this.ctx.stats.counters.connectErrors++ })
+    client.on('error', (err: Error) => {
+      if (gen !== this.gen || this.state !== 'connecting') return
+      this.ctx.stats.counters.connectErrors++
+      this.ctx.stats.lastConnectError = err.message || (err as NodeJS.ErrnoException).code || String(err)
+    })
     client.on('close', () => { if (gen === this.gen) this.lost() })
   }
 

@@ -6,9 +6,9 @@
  * gracefully and still report (and audit); a second signal exits at once.
  */
 import { readFile } from 'node:fs/promises'
-import { pino } from 'pino'
-import { ConfigError, configFileArg, helpText } from '../protocol/index.ts'
+import { ConfigError, configFileArg, helpText, LOG_ENV_HELP, VERSION } from '../protocol/index.ts'
 import { ENV_PREFIX, parseSimConfig, simSchema, type SimConfig } from './config.ts'
+import { createLogger } from './log.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, startProgress, waitForDrain, writeReport } from './index.ts'
 
 async function loadConfig (argv: string[]): Promise<SimConfig> {
@@ -18,6 +18,7 @@ async function loadConfig (argv: string[]): Promise<SimConfig> {
 }
 
 async function main (): Promise<number> {
+  if (process.argv.includes('--version')) { process.stdout.write(`device-sim ${VERSION}\n`); return 0 }
   let config: SimConfig
   try {
     config = await loadConfig(process.argv.slice(2))
@@ -26,10 +27,10 @@ async function main (): Promise<number> {
     return 2
   }
   if (config.help) {
-    process.stdout.write(`Usage: device-sim [flags]\n\n${helpText(simSchema, ENV_PREFIX)}\n`)
+    process.stdout.write(`Usage: device-sim [flags]\n\n${helpText(simSchema, ENV_PREFIX)}\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
     return 0
   }
-  const log = pino({ level: process.env.LOG_LEVEL ?? 'info' }).child({ component: 'device-sim' })
+  const log = createLogger({}).child({ component: 'device-sim' })
   const sim = createSimulation(config)
   let signals = 0
   const onSignal = (sig: string): void => {
@@ -43,6 +44,16 @@ async function main (): Promise<number> {
   await sim.start()
   log.info({ devices: config.devices, broker: config.broker, rate: config.rate, boot: sim.devices[0]?.currentBoot }, 'ready')
   sim.waitConnected(120_000).then(() => log.info({ devices: config.devices }, 'all devices connected'), (err: Error) => log.warn({ err }, 'not every device connected'))
+  // a broker that is not there is a failure, not a run with "connects 0" (issue 15)
+  const t0 = Date.now()
+  while (sim.stats.counters.connects === 0 && signals === 0) {
+    if (Date.now() - t0 > config.connectTimeoutS * 1000) {
+      // nothing was ever sent, nothing to wait for: main() exits the process
+      process.stderr.write(`device-sim: cannot connect to ${config.broker} within ${config.connectTimeoutS} s (${sim.stats.lastConnectError ?? 'no answer'}): is the gateway running there?\n`)
+      return 2
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
   const progress = startProgress({ snapshot: sim.snapshot, mode: config.progress, intervalS: config.progressIntervalS, log: (f, m) => log.info(f, m) })
 
   await sim.done
@@ -53,6 +64,10 @@ async function main (): Promise<number> {
   log.info({ totals: report.totals, pacing: report.pacing, pubackMs: report.pubackMs, receiptMs: report.receiptMs }, 'report')
 
   let code = 0
+  if (report.totals.connects === 0) {
+    process.stderr.write(`device-sim: no device ever connected to ${config.broker} (${sim.stats.lastConnectError ?? 'no answer'})\n`)
+    code = 2
+  }
   if (config.audit) {
     const token = config.auditToken
     // the ingest's read side wants a read token (docs/security-tls.md)

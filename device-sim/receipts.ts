@@ -1,5 +1,5 @@
 /**
- * Receipts (DESIGN.md section 6): the gateway publishes CBOR `{ boot, upTo, rejected }` to
+ * Receipts (docs/design.md section 6): the gateway publishes CBOR `{ boot, upTo, rejected }` to
  * `devices/{id}/receipts` once readings are stored upstream. A device keeps the first
  * publish time of its last RING seqs in two typed arrays, so the end-to-end confirmation
  * latency (receipt time - first publish of `upTo`) costs a fixed ~1 KiB per device.

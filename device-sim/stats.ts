@@ -34,8 +34,10 @@ export type SimStats = {
   pubackMs: Histogram
   /** First publish of seq `upTo` to the receipt that confirms it stored upstream. */
   receiptMs: Histogram
+  /** The last connection error seen (e.g. ECONNREFUSED), for a run that never connects. */
+  lastConnectError: string | null
 }
 
 export function newStats (): SimStats {
-  return { counters: newCounters(), pubackMs: new Histogram(), receiptMs: new Histogram() }
+  return { counters: newCounters(), pubackMs: new Histogram(), receiptMs: new Histogram(), lastConnectError: null }
 }

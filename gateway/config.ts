@@ -11,6 +11,7 @@ import { storeSchema } from './store/config.ts'
 import { checkTlsConfig } from './tls.ts'
 import { brokerLimitsSchema } from './broker/limits-config.ts'
 import { checkAnonymousExposure, checkLocalNetworks, defaultHost, securitySchema } from './broker/security-config.ts'
+import { parseMappings, type Mapping } from './mapping/config.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -26,11 +27,13 @@ export const gatewaySchema = {
   ...brokerLimitsSchema
 } as const
 
-export type GatewayConfig = ConfigOf<typeof gatewaySchema>
+export type GatewayConfig = ConfigOf<typeof gatewaySchema> & { mappings: Mapping[] }
 
 export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): GatewayConfig {
-  const parsed = parseConfig(gatewaySchema, { ...src, envPrefix: 'GATEWAY' })
-  const c = { ...parsed, host: parsed.host === '' ? defaultHost(parsed) : parsed.host }
+  // `mappings` (topic mappings for devices of other shapes, gateway/mapping/) only come from the config file
+  const { mappings, ...file } = src.file ?? {}
+  const parsed = parseConfig(gatewaySchema, { ...src, ...(src.file ? { file } : {}), envPrefix: 'GATEWAY' })
+  const c = { ...parsed, host: parsed.host === '' ? defaultHost(parsed) : parsed.host, mappings: parseMappings(mappings) }
   if (c.auth === 'file' && !c.authFile) throw new ConfigError('authFile', '--auth file needs --auth-file PATH (create it with `gateway passwd FILE add-device ID`)')
   checkAnonymousExposure(c)
   checkLocalNetworks(c.localNetworks)

@@ -13,6 +13,7 @@ import { pickLimits } from './broker/limits-config.ts'
 import type { GatewayConfig } from './config.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
+import { Mapper } from './mapping/index.ts'
 import { Store } from './store/index.ts'
 import { loadUpstreamTls, resolveToken, tlsListenerConfig } from './tls.ts'
 
@@ -49,8 +50,9 @@ export class Gateway {
     store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
     store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
     const intake = new Intake(store, config, logger, metrics)
-    const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config) }, intake, metrics, logger), store)
-    const flusher = new Flusher(store, { ...config, token, upstreamTls }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
+    const mapper = config.mappings.length ? new Mapper(config.mappings, intake, config.maxPayloadBytes, metrics.registry, logger) : null
+    const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config), mapper }, intake, metrics, logger), store)
+    const flusher = new Flusher(store, { ...config, token, upstreamTls, receiptFormat: (device) => intake.payloadFormat(device) }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
     let gw: Gateway | undefined
     const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {
       ready: () => gw!.readiness(),

@@ -1,23 +1,24 @@
 #!/usr/bin/env node
 /**
  * Gateway CLI: `gateway [--flags]` (compiled) or `node --import tsx gateway/main.ts`.
- * Flags, GATEWAY_* env vars and `--config FILE` (JSON) per DESIGN.md section 9; `--help`
+ * Flags, GATEWAY_* env vars and `--config FILE` (JSON) per docs/design.md section 9; `--help`
  * lists them. `--hash-password` reads a password on stdin and prints its scrypt hash for
  * the `--auth-file`.
  */
 import { readFile } from 'node:fs/promises'
-import { pino } from 'pino'
-import { configFileArg, ConfigError, helpText } from '../protocol/index.ts'
+import { configFileArg, ConfigError, helpText, LOG_ENV_HELP, VERSION } from '../protocol/index.ts'
 import { hashPassword } from './broker/auth.ts'
 import { passwdMain } from './cli/passwd.ts'
 import { gatewaySchema, parseGatewayConfig } from './config.ts'
 import { Gateway } from './index.ts'
+import { createLogger } from './log.ts'
 
 async function main (): Promise<void> {
   const argv = process.argv.slice(2)
   if (argv[0] === 'passwd') { process.exitCode = await passwdMain(argv.slice(1)); return }
+  if (argv.includes('--version')) { process.stdout.write(`gateway ${VERSION}\n`); return }
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: gateway [flags]\n       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n`)
+    process.stdout.write(`usage: gateway [flags]\n       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
     return
   }
   if (argv[0] === '--hash-password') {
@@ -26,7 +27,7 @@ async function main (): Promise<void> {
     process.stdout.write(await hashPassword(Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')) + '\n')
     return
   }
-  const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { service: 'gateway' } })
+  const log = createLogger({ base: { service: 'gateway' } })
   let config
   try {
     const file = configFileArg(argv, process.env, 'GATEWAY')
@@ -45,12 +46,13 @@ async function main (): Promise<void> {
     gw = await Gateway.create(config, log, { defaultMetrics: true })
   } catch (err) {
     log.fatal({ err, field: (err as ConfigError).field }, 'gateway failed to start')
-    process.stderr.write(`gateway: ${(err as Error).message}\n`)
-    process.exitCode = err instanceof ConfigError ? 2 : 1
-    return
+    process.stderr.write(`gateway: failed to start: ${(err as Error).message}\n`)
+    // exit now, whatever a half-started component left open: a process that listens on
+    // nothing must not look alive to systemd (issue 15)
+    process.exit(err instanceof ConfigError ? 2 : 1)
   }
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
-  const readyLog = log.isLevelEnabled('info') ? log : pino({ base: { service: 'gateway' } })
+  const readyLog = log.isLevelEnabled('info') ? log : createLogger({ base: { service: 'gateway' }, level: 'info' })
   readyLog.info({ mqttHost: config.host, mqttPort: config.mqtt ? gw.mqttPort : null, tlsPort: gw.tlsPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
   let stopping = false
   const stop = (signal: string): void => {

@@ -1,5 +1,5 @@
 /**
- * Fault injection for tests and demos (DESIGN.md sections 7 and 9), off by default. Every
+ * Fault injection for tests and demos (docs/design.md sections 7 and 9), off by default. Every
  * decision comes from one seeded PRNG, so a run with `--chaos-seed` is reproducible for a
  * given order of requests.
  *

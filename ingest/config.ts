@@ -1,9 +1,9 @@
 /**
- * Ingest configuration (DESIGN.md section 9): flags `--kebab-case`, env `INGEST_*`, JSON
+ * Ingest configuration (docs/design.md section 9): flags `--kebab-case`, env `INGEST_*`, JSON
  * file `--config`. Validated once at startup; errors are ConfigError naming the field.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema } from '../protocol/index.ts'
+import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema, LOG_ENV_HELP } from '../protocol/index.ts'
 
 export const ENV_PREFIX = 'INGEST'
 
@@ -123,5 +123,5 @@ export function checkProtocols (cfg: Pick<IngestConfig, 'protocols'>): void {
 }
 
 export function usage (): string {
-  return `Usage: ingest [flags]\n\nReference cloud ingest of the edge gateway (docs/ingest.md).\n\n${helpText(schema, ENV_PREFIX)}\n  --config <file>\n      JSON file with any of the keys above (camelCase) [env ${ENV_PREFIX}_CONFIG]\n`
+  return `Usage: ingest [flags]\n\nReference cloud ingest of the edge gateway (docs/ingest.md).\n\n${helpText(schema, ENV_PREFIX)}\n  --config <file>\n      JSON file with any of the keys above (camelCase) [env ${ENV_PREFIX}_CONFIG]\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`
 }

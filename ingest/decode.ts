@@ -6,7 +6,7 @@
  * An item whose p and s are unsigned integers but which is otherwise invalid is answered
  * on its own (code 3 with the reason). An item without a usable [p, s] cannot be answered
  * at all, so the whole batch gets 400 naming `items[i]`: the gateway bisects the batch down
- * to that item and dead-letters it (DESIGN.md section 6), which is where it belongs.
+ * to that item and dead-letters it (docs/design.md section 6), which is where it belongs.
  */
 import type { IncomingMessage } from 'node:http'
 import { promisify } from 'node:util'

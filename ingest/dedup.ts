@@ -1,5 +1,5 @@
 /**
- * Dedup state of one (gateway, epoch, partition), DESIGN.md section 7: the recorded floor
+ * Dedup state of one (gateway, epoch, partition), docs/design.md section 7: the recorded floor
  * and the set of stored seqs at or above it, kept as sorted disjoint runs `[from, to]`.
  *
  * Why runs, not one key per seq: a gateway sends a partition's seqs mostly in order, so the

@@ -1,5 +1,5 @@
 /**
- * Reference cloud ingest (DESIGN.md section 7): `createIngest(options)` opens the sink,
+ * Reference cloud ingest (docs/design.md section 7): `createIngest(options)` opens the sink,
  * starts the HTTP server and resolves when it accepts work. `close()` is idempotent: it
  * stops accepting, lets in-flight requests finish (up to shutdownTimeoutMs), then closes
  * the sink.

@@ -2,15 +2,17 @@
  * CLI: `node --import tsx ingest/main.ts [flags]` (npm run ingest). See docs/ingest.md.
  * Exit codes: 0 after a clean shutdown, 1 on a startup or runtime failure, 2 on bad config.
  */
-import { pino } from 'pino'
-import { ConfigError } from '../protocol/index.ts'
+import { ConfigError, VERSION } from '../protocol/index.ts'
 import { loadConfig, usage } from './config.ts'
 import { createIngest } from './index.ts'
+import { createLogger } from './log.ts'
 
-const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { component: 'ingest' } })
+// base `service`, not `component`: child loggers add their own component (one key a line)
+const log = createLogger({ base: { service: 'ingest' } })
 
 async function main (): Promise<void> {
   const argv = process.argv.slice(2)
+  if (argv.includes('--version')) { process.stdout.write(`ingest ${VERSION}\n`); return }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(usage())
     return
@@ -39,7 +41,7 @@ async function main (): Promise<void> {
   const chaos = config.chaosRetryRate > 0 || config.chaosRejectRate > 0 || config.chaosFailRate > 0 || config.chaosDropRate > 0 || config.chaosLatencyMs > 0
   // The ready line is a contract (harnesses wait for it), so it is written even when
   // LOG_LEVEL is above info; only `silent` suppresses it.
-  const readyLog = log.isLevelEnabled('info') || log.level === 'silent' ? log : pino({ level: 'info', base: { component: 'ingest' } })
+  const readyLog = log.isLevelEnabled('info') || log.level === 'silent' ? log : createLogger({ level: 'info', base: { service: 'ingest' } })
   readyLog.info({ port, host, scheme, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(chaos ? { chaosSeed } : {}) }, 'ready')
 
   let signals = 0

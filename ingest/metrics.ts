@@ -1,4 +1,4 @@
-/** Prometheus metrics of the ingest (own Registry, names `ingest_*`, DESIGN.md section 9). */
+/** Prometheus metrics of the ingest (own Registry, names `ingest_*`, docs/design.md section 9). */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Sink } from './sinks/types.ts'
 

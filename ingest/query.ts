@@ -1,5 +1,5 @@
 /**
- * Query API (DESIGN.md section 7), JSON:
+ * Query API (docs/design.md section 7), JSON:
  *   GET /v1/devices/{deviceId}/readings?boot=&fromSeq=&limit=&cursor=&gateway=
  *   GET /v1/stats
  *

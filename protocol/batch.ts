@@ -1,5 +1,5 @@
 /**
- * Upstream protocol v1 (DESIGN.md section 6): the batch request body and the per-item
+ * Upstream protocol v1 (docs/design.md section 6): the batch request body and the per-item
  * response, as standard CBOR.
  *
  * An item is the 8-element array `[p, s, device, seq, boot, ts, rx, values]`. The gateway
@@ -168,6 +168,11 @@ export type Receipt = { boot: Boot | null, upTo: number | null, rejected: number
 
 export function encodeReceipt (r: Receipt): Buffer {
   return encodeCbor({ boot: typeof r.boot === 'number' ? wireUint(r.boot) : r.boot, upTo: r.upTo === null ? null : wireUint(r.upTo), rejected: r.rejected.map(wireUint) })
+}
+
+/** The same receipt as JSON, for a device that publishes JSON readings. */
+export function encodeReceiptJson (r: Receipt): Buffer {
+  return Buffer.from(JSON.stringify({ boot: r.boot, upTo: r.upTo, rejected: r.rejected }))
 }
 
 export function decodeReceipt (buf: Uint8Array): Receipt {

@@ -1,4 +1,4 @@
-/** Per-item result codes of upstream protocol v1 (DESIGN.md section 6). */
+/** Per-item result codes of upstream protocol v1 (docs/design.md section 6). */
 export const AckCode = { Stored: 0, Duplicate: 1, Retry: 2, Rejected: 3 } as const
 export type AckCode = (typeof AckCode)[keyof typeof AckCode]
 

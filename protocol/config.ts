@@ -1,5 +1,5 @@
 /**
- * One config schema per component, validated once at startup (DESIGN.md section 9).
+ * One config schema per component, validated once at startup (docs/design.md section 9).
  * Sources, lowest to highest precedence: defaults, JSON file (`--config`), environment
  * (`{PREFIX}_{SNAKE_CASE}`), command-line flags (`--kebab-case value`, `--kebab-case=value`,
  * `--flag`/`--no-flag` for booleans; list fields take comma lists and repeat). Unknown keys

@@ -1,9 +1,10 @@
 /**
- * Reading payloads of DESIGN.md section 3: a CBOR map, or a JSON object when the first
+ * Reading payloads of docs/design.md section 3: a CBOR map, or a JSON object when the first
  * non-whitespace byte is `{`. Every rejection names the field.
  */
 import { decodeUntrusted } from './cbor.ts'
 import { DecodeError, ValidationError } from './errors.ts'
+import { checkExactIntegers, textPayloadError } from './payload-text.ts'
 
 export type Value = number | boolean | string
 export type Values = Record<string, Value>
@@ -42,13 +43,22 @@ export function decodeReading (payload: Uint8Array, maxPayloadBytes: number): Re
   while (i < payload.length && (payload[i] === 0x20 || payload[i] === 0x0a || payload[i] === 0x0d || payload[i] === 0x09)) i++
   let raw: unknown
   if (payload[i] === 0x7b) {
+    const text = Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('utf8')
     try {
-      raw = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('utf8'))
+      raw = JSON.parse(text)
     } catch (err) {
       throw new DecodeError(`malformed JSON: ${(err as Error).message}`, { cause: err })
     }
-  } else {
+    const r = validateReading(raw)
+    checkExactIntegers(text, r.values)
+    return r
+  }
+  const asJson = textPayloadError(payload, i, true)
+  if (asJson) throw asJson
+  try {
     raw = decodeUntrusted(payload, { maxDepth: READING_LIMITS.maxDepth, maxItems: 4 * READING_LIMITS.maxValues + 16 })
+  } catch (err) {
+    throw textPayloadError(payload, i, false) ?? err
   }
   return validateReading(raw)
 }

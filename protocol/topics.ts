@@ -1,4 +1,4 @@
-/** MQTT topic names of DESIGN.md section 3. */
+/** MQTT topic names of docs/design.md section 3. */
 export const DEVICE_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
 
 export function isValidDeviceId (id: unknown): id is string {

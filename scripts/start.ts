@@ -1,5 +1,5 @@
 /**
- * `npm start`: the whole path on one machine (DESIGN.md section 9). Spawns the ingest CLI
+ * `npm start`: the whole path on one machine (docs/design.md section 9). Spawns the ingest CLI
  * (LevelDB sink) and the gateway CLI on free ports with a fresh random token, runs 100
  * simulated devices in-process against the gateway with a live status view, and on Ctrl-C
  * or after `--duration S`: stops the devices, waits (bounded) for the gateway to drain,
@@ -21,7 +21,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { configFileArg, helpText, parseConfig, type ConfigOf } from '../protocol/index.ts'
+import { configFileArg, helpText, parseConfig, VERSION, type ConfigOf } from '../protocol/index.ts'
 import { ThrowawayPostgres } from './throwaway-postgres.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, simConfig, startProgress, waitForDrain, writeReport } from '../device-sim/index.ts'
 
@@ -51,9 +51,14 @@ type StartConfig = ConfigOf<typeof schema>
 type Proc = { name: string, proc: ChildProcess, ready: Record<string, unknown>, exited: Promise<number | null> }
 
 const say = (s: string): void => { process.stderr.write(s + '\n') }
+/** Signals this close together are one Ctrl-C (the terminal's and npm's forwarded copy). */
+const SIGNAL_COALESCE_MS = 500
 
 async function spawnCli (name: string, entry: string, args: string[], logFile: string): Promise<Proc> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+  // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
+  // this script, which stops the devices, lets the gateway drain and audits before it
+  // stops the children (issue 15: they died with the SIGINT and the audit failed)
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env }, detached: true })
   children.push(proc)
   const log = createWriteStream(logFile, { flags: 'a' })
   proc.stderr!.pipe(log)
@@ -93,6 +98,7 @@ async function getJson (url: string): Promise<Record<string, unknown> | null> {
 
 async function main (): Promise<number> {
   const argv = process.argv.slice(2)
+  if (argv.includes('--version')) { process.stdout.write(`edge-gateway ${VERSION}\n`); return 0 }
   const file = configFileArg(argv, process.env, 'START')
   const c: StartConfig = parseConfig(schema, { argv, env: process.env, envPrefix: 'START', ...(file ? { file: JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown> } : {}) })
   if (c.help) { process.stdout.write(`Usage: npm start -- [flags]\n\n${helpText(schema, 'START')}\n`); return 0 }
@@ -104,12 +110,15 @@ async function main (): Promise<number> {
   const procs: Proc[] = []
   let pgServer: ThrowawayPostgres | undefined
   let sim: ReturnType<typeof createSimulation> | undefined
-  let signals = 0
+  let firstSignalAt = 0
   let interrupted = false
   const onSignal = (): void => {
+    // `npm start` forwards the SIGINT the terminal already sent us: one Ctrl-C arrives twice
+    if (interrupted && Date.now() - firstSignalAt < SIGNAL_COALESCE_MS) return
+    if (interrupted) { say('second signal: stopping now'); process.exit(130) }
     interrupted = true
-    if (++signals > 1) { say('second signal: stopping now'); process.exit(130) }
-    say('\nstopping the devices...')
+    firstSignalAt = Date.now()
+    say('\nstopping the devices (Ctrl-C again to quit at once)...')
     void sim?.stop()
   }
   process.on('SIGINT', onSignal)

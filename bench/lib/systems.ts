@@ -76,7 +76,7 @@ async function startNode (o: StartOpts, name: string, nodeArgs: string[], entry:
 
 const builds = new Map<string, Promise<string>>()
 /**
- * The gateway as a Pi runs it: tsc-compiled JavaScript, no tsx loader (DESIGN.md section 9).
+ * The gateway as a Pi runs it: tsc-compiled JavaScript, no tsx loader (docs/design.md section 9).
  * Built once per bench run into a temp dir that links the checkout's node_modules.
  */
 export async function compiledBuild (cleanup: Cleanup, rev?: string): Promise<string> {

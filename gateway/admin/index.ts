@@ -1,10 +1,11 @@
 /**
- * Admin HTTP (DESIGN.md section 9): GET /healthz (live), /readyz (store open, broker
+ * Admin HTTP (docs/design.md section 9): GET /healthz (live), /readyz (store open, broker
  * listening, upstream not failing), /status (JSON), /metrics (Prometheus text).
  */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
+import { listen } from '../listen.ts'
 import type { Metrics } from './metrics.ts'
 
 export type AdminHandlers = {
@@ -45,10 +46,7 @@ export class Admin {
       })
     })
     server.keepAliveTimeout = 5000
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(port, host, () => { server.off('error', reject); resolve() })
-    })
+    await listen(server, port, host, '--admin-port', 'another gateway?')
     return new Admin(server)
   }
 

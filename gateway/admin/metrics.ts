@@ -24,10 +24,11 @@ export class Metrics {
   readonly receipts: Counter
   readonly receiptsDropped: Counter
   readonly oldestAge: Gauge
+  readonly implicitBoots: Counter
 
   constructor (opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry]
-    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_process_' })
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_' })
     this.intake = new Counter({ name: 'gateway_intake_readings_total', help: 'Readings received on devices/+/readings by outcome', labelNames: ['outcome'], registers })
     this.pubackLatency = new Histogram({
       name: 'gateway_puback_latency_seconds',
@@ -47,6 +48,7 @@ export class Metrics {
     this.upstreamRetries = new Counter({ name: 'gateway_upstream_retries_total', help: 'Batches or items scheduled for retry, by reason', labelNames: ['reason'], registers })
     this.receipts = new Counter({ name: 'gateway_receipts_published_total', help: 'Receipt messages published to devices/+/receipts', registers })
     this.receiptsDropped = new Counter({ name: 'gateway_receipts_dropped_total', help: 'Receipts not published (broker backlog over its bound, or publish failed); receipts are best effort', registers })
+    this.implicitBoots = new Counter({ name: 'gateway_intake_implicit_boots_total', help: 'New implicit boots started for devices that send seq without boot and restarted their seq on a new connection', registers })
     this.oldestAge = new Gauge({ name: 'gateway_oldest_unacked_age_seconds', help: 'Age of the oldest buffered item not yet acknowledged upstream', registers })
   }
 

@@ -8,6 +8,7 @@ import type { AuthFile } from './auth.ts'
 import type { TlsListenerConfig } from './listeners.ts'
 import type { BrokerLimits } from './limits-config.ts'
 import type { SecurityConfig } from './security.ts'
+import type { Mapper } from '../mapping/index.ts'
 
 export const brokerSchema = {
   host: { type: 'string', default: '', doc: 'Address the MQTT listeners bind (default: 127.0.0.1 with --auth none, 0.0.0.0 with --auth file or TLS client certificates only)' },
@@ -33,4 +34,4 @@ type FileOnly = 'auth' | 'authFile' | 'mqtt' | 'mqttPort' | 'tlsPort' | 'tlsCert
  * `authFile` (null: none), `mqttPort` null with `--no-mqtt`, `tls` the TLS listener with its
  * certificates read (listeners.ts), or null.
  */
-export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, FileOnly> & { auth: AuthFile | null, mqttPort: number | null, tls: TlsListenerConfig | null, security: SecurityConfig, limits: BrokerLimits }
+export type BrokerConfig = Omit<ConfigOf<typeof brokerSchema>, FileOnly> & { auth: AuthFile | null, mqttPort: number | null, tls: TlsListenerConfig | null, security: SecurityConfig, limits: BrokerLimits, mapper?: Mapper | null }

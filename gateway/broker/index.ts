@@ -23,6 +23,7 @@ import { Limits } from './limits.ts'
 import { certIdentity, checkCertIdentity, Listeners } from './listeners.ts'
 import { Security } from './security.ts'
 import { isLoopbackHost } from './security-config.ts'
+import { Unmapped } from './unmapped.ts'
 
 export type { BrokerConfig } from './config.ts'
 
@@ -55,6 +56,7 @@ export class Broker {
     const log = logger.child({ component: 'broker' })
     const limits = new Limits(config.limits, metrics, logger) // per-client bounds (issue 9), checked before the hooks below
     const security = new Security(config.security, config.auth, () => aedes, metrics, log)
+    const unmapped = new Unmapped(metrics.registry, log)
     const aedes = await Aedes.createBroker(limits.wrap({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
@@ -81,9 +83,12 @@ export class Broker {
       authorizePublish (client, packet, cb) {
         if (!client) { cb(null); return } // the gateway's own publishes (receipts)
         const v = security.authorizePublish(client, packet.topic)
-        if (v.kind === 'deny') cb(v.error)
-        else if (v.kind === 'readings') intake.handle(client, v.deviceId, packet, cb)
-        else cb(null)
+        if (v.kind === 'readings') { intake.handle(client, v.deviceId, packet, cb); return }
+        // topic mappings (gateway/mapping/): readings from devices that publish in their own shapes
+        if (!packet.topic.startsWith('$') && config.mapper?.handle(client, packet, cb)) return
+        if (v.kind === 'deny') { cb(v.error); return }
+        unmapped.note(client.id, packet.topic) // PUBACKed, never stored: logged once per client and topic, counted
+        cb(null)
       },
       authorizeSubscribe (client, sub, cb) {
         cb(null, security.allowSubscribe(client, sub.topic) ? sub : null) // null: SUBACK 0x80 for this filter

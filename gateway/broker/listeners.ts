@@ -22,6 +22,7 @@ import { createServer as createTcpServer, type AddressInfo, type Server, type So
 import { createServer as createTlsServer, TLSSocket, type SecureContextOptions, type Server as TlsServer } from 'node:tls'
 import type { Client } from 'aedes'
 import type { Logger } from 'pino'
+import { listen } from '../listen.ts'
 import { Counter } from 'prom-client'
 import { isValidDeviceId } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
@@ -91,7 +92,7 @@ export class Listeners {
         server.maxConnections = config.maxConnections
         server.on('connection', onConnection)
         l.plain = server
-        await listen(server, config.mqttPort, config.host)
+        await listen(server, config.mqttPort, config.host, '--mqtt-port', 'another MQTT broker such as Mosquitto, or another gateway?')
       }
       if (config.tls) {
         const t = config.tls
@@ -111,7 +112,7 @@ export class Listeners {
           socket.destroy()
         })
         l.secure = server
-        await listen(server, t.port, config.host)
+        await listen(server, t.port, config.host, '--tls-port', 'another MQTT broker, or another gateway?')
       }
     } catch (err) {
       await l.close()
@@ -150,13 +151,6 @@ export class Listeners {
   async close (): Promise<void> {
     this.stopAccepting()
   }
-}
-
-function listen (server: Server, port: number, host: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => { server.off('error', reject); resolve() })
-  })
 }
 
 function tlsFailureReason (err: NodeJS.ErrnoException): string {

@@ -161,7 +161,9 @@ export class Security {
     this.aclDenied.inc({ action, rule })
     if (s.logged) return
     s.logged = true
-    this.log.warn({ clientId: client.id, address: s.address, action, rule, topic }, action === 'publish' ? 'publish refused by the topic rules; closing the connection (logged once per client)' : 'subscription refused by the topic rules (logged once per client)')
+    // a device publishing to another id's readings topic: its MQTT client id must equal the device id in the topic
+    const expected = rule === 'other_device' ? { expected: `devices/${client.id}/readings` } : {}
+    this.log.warn({ clientId: client.id, address: s.address, action, rule, topic, ...expected }, action === 'publish' ? 'publish refused by the topic rules; closing the connection (logged once per client)' : 'subscription refused by the topic rules (logged once per client)')
   }
 
   authorizePublish (client: Client, topic: string): { kind: 'allow' } | { kind: 'readings', deviceId: string } | { kind: 'deny', error: Error } {

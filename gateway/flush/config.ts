@@ -3,6 +3,7 @@
  * this one). Batching, concurrency, the upstream client and its retry policy.
  */
 import type { ConfigOf } from '../../protocol/index.ts'
+import type { ReceiptFormat } from './receipt-sender.ts'
 import type { UpstreamTls } from './upstream.ts'
 
 export const flushSchema = {
@@ -34,4 +35,6 @@ export type FlushConfig = ConfigOf<typeof flushSchema> & {
   gatewayId: string
   /** CA / client certificate for https upstreams, read from the files named by the flags (gateway/tls.ts). */
   upstreamTls?: UpstreamTls
+  /** The receipt encoding a device gets (the intake knows which devices publish JSON). */
+  receiptFormat?: ReceiptFormat
 }

@@ -1,6 +1,6 @@
 /**
  * The flusher: partition buffers -> CBOR batches -> ingest -> per-item acks (upstream
- * protocol v1, docs/upstream.md). One loop per partition, at most one batch in flight per
+ * protocols v1 and v2, docs/design.md section 6, docs/upstream.md, docs/protocol-v2.md). One loop per partition, at most one batch in flight per
  * partition (order), at most `maxInFlight` partitions sending at once. A batch closes at
  * batchMaxItems, batchMaxBytes or lingerMs after its first item, whichever comes first.
  *
@@ -48,7 +48,7 @@ export class Flusher {
     this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight, spread: config.upstreamSpread, tls: config.upstreamTls })
     const wire = new WireFormat(config.upstreamProtocol, config.gzip ? 'gzip' : config.compression)
     this.health = new UpstreamHealth(this.log, config.unreadyAfterMs)
-    const receipts = new ReceiptSender(publish, metrics, this.log)
+    const receipts = new ReceiptSender(publish, metrics, this.log, config.receiptFormat)
     this.deliverer = new Deliverer({ store, config, upstream: this.upstream, wire, health: this.health, receipts, metrics, log: this.log, closed: () => this.closed })
     this.oldestAge = new OldestAge(store, metrics)
     this.wakers = Array.from({ length: store.partitions }, () => null)

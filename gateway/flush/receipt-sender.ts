@@ -5,11 +5,13 @@
  * broker; beyond that receipts are dropped and counted.
  */
 import type { Logger } from 'pino'
-import { encodeReceipt, receiptsTopic } from '../../protocol/index.ts'
+import { encodeReceipt, encodeReceiptJson, receiptsTopic } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import { computeReceipts, type SettledItem } from './receipts.ts'
 
 export type Publisher = (topic: string, payload: Buffer) => Promise<void>
+/** The receipt encoding a device gets (JSON to a device that publishes JSON); CBOR when absent. */
+export type ReceiptFormat = (device: string) => 'cbor' | 'json'
 
 /** Receipt publishes waiting in the broker; beyond this, receipts are dropped (and counted). */
 const MAX_PENDING = 10_000
@@ -17,7 +19,7 @@ const MAX_PENDING = 10_000
 export class ReceiptSender {
   private pending = 0
 
-  constructor (private readonly publish: Publisher, private readonly metrics: Metrics, private readonly log: Logger) {}
+  constructor (private readonly publish: Publisher, private readonly metrics: Metrics, private readonly log: Logger, private readonly format?: ReceiptFormat) {}
 
   send (items: SettledItem[]): void {
     for (const [device, receipts] of computeReceipts(items)) {
@@ -27,7 +29,7 @@ export class ReceiptSender {
           continue
         }
         this.pending++
-        this.publish(receiptsTopic(device), encodeReceipt(r)).then(() => {
+        this.publish(receiptsTopic(device), this.format?.(device) === 'json' ? encodeReceiptJson(r) : encodeReceipt(r)).then(() => {
           this.metrics.receipts.inc()
         }, (err: Error) => {
           this.metrics.receiptsDropped.inc()

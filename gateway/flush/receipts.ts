@@ -1,5 +1,5 @@
 /**
- * Receipts (DESIGN.md section 6): after an acknowledged batch, one message per device and
+ * Receipts (docs/design.md section 6): after an acknowledged batch, one message per device and
  * boot in it, `{ boot, upTo, rejected }`. Items of a device sit in its partition in device
  * seq order and every batch starts at the partition head, so an item still waiting for a
  * retry is always in the batch: walking a device's items in order, `upTo` is the highest

@@ -1,6 +1,6 @@
 /**
  * Intake: everything between a PUBLISH on `devices/{id}/readings` and its PUBACK
- * (DESIGN.md section 4). Aedes 1.x writes the QoS 1 PUBACK right after `authorizePublish`
+ * (docs/design.md section 4). Aedes 1.x writes the QoS 1 PUBACK right after `authorizePublish`
  * calls back, so this is where the reading becomes durable:
  *
  *   acl -> decode + validate -> (wait for buffer space) -> dedup window -> append -> group
@@ -22,11 +22,14 @@ import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metr
 import { DedupWindow, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
 import { DedupCache } from './dedup-cache.ts'
+import { PayloadFormats, type PayloadFormat } from './formats.ts'
+import { ImplicitBoots, isImplicitBoot } from './implicit-boot.ts'
 
 export type { IntakeConfig } from './config.ts'
 
 type Callback = (err?: Error | null) => void
-type ClientQueue = { entries: Entry[], failed: Error | null }
+/** conn: which MQTT connection (a reboot is always a new one: implicit-boot.ts) */
+type ClientQueue = { entries: Entry[], failed: Error | null, conn: number }
 
 /**
  * One reading between PUBLISH and PUBACK. It is also what the store appends and tells when
@@ -38,6 +41,8 @@ class Entry {
   p = -1
   s = -1
   raw: Buffer = EMPTY
+  /** the PUBLISH's DUP flag: proof of a resend for a boot-less reading */
+  dup = false
   readonly t0 = performance.now()
   constructor (readonly intake: Intake, readonly q: ClientQueue, readonly cb: Callback) {}
 
@@ -57,6 +62,9 @@ export class Intake {
   private readonly cache: DedupCache
   private readonly loading = new Map<string, Promise<DedupWindow>>()
   private readonly blocked: Blocked[] = []
+  private readonly implicit: ImplicitBoots
+  private readonly formats: PayloadFormats
+  private conns = 0
   private readonly floorWaiters: FloorWaiter[][]
   private readonly partitions: number
   private readonly log: Logger
@@ -68,6 +76,8 @@ export class Intake {
     this.cache = new DedupCache(config.dedupCacheDevices)
     this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intake.labels(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions
+    this.implicit = new ImplicitBoots(config.dedupCacheDevices)
+    this.formats = new PayloadFormats(config.dedupCacheDevices)
     this.floorWaiters = Array.from({ length: this.partitions }, () => [])
     store.on('writeError', () => {
       // windows may hold seqs of the failed writes: forget them, the store has the truth
@@ -84,18 +94,28 @@ export class Intake {
     return n
   }
 
-  /** Handles one reading published by `client` on its own readings topic. */
-  handle (client: Client, device: string, packet: PublishPacket, cb: Callback): void {
+  /** The payload format the device last published in (its receipts use it). */
+  payloadFormat (device: string): PayloadFormat {
+    return this.formats.of(device)
+  }
+
+  /**
+   * Handles one reading published by `client` on its own readings topic, or on a mapped
+   * topic (`decode`: how that payload becomes a reading, gateway/mapping/).
+   */
+  handle (client: Client, device: string, packet: PublishPacket, cb: Callback, decode?: () => Reading): void {
     const c = client as WithQueue
     let q = c[QUEUE]
-    if (!q) { q = { entries: [], failed: null }; c[QUEUE] = q }
+    if (!q) { q = { entries: [], failed: null, conn: ++this.conns }; c[QUEUE] = q }
     if (q.failed) { cb(q.failed); return }
     const entry = new Entry(this, q, cb)
+    entry.dup = packet.dup
     q.entries.push(entry)
     const raw = packet.payload as Buffer
+    this.formats.note(device, raw)
     let reading: Reading
     try {
-      reading = decodeReading(raw, this.config.maxPayloadBytes)
+      reading = decode ? decode() : decodeReading(raw, this.config.maxPayloadBytes)
     } catch (err) {
       const reason = (err as Error).message
       this.outcome.invalid.inc()
@@ -150,6 +170,7 @@ export class Intake {
   }
 
   private dedup (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
+    if (reading.boot === null) this.implicitBoot(device, w, reading, raw, entry, q)
     const verdict = w.check(reading.boot, reading.seq!)
     if (verdict === 'new') {
       this.store.saveDedup(device, w)
@@ -168,6 +189,20 @@ export class Intake {
       this.log.warn({ device, seq: reading.seq, boot: reading.boot }, 'reading older than the dedup window dead-lettered')
       this.store.deadLetter({ kind: 'too-old', reason, at: Date.now(), raw, device }, (e) => this.finish(q, entry, e))
     }
+  }
+
+  /** A reading with seq and no boot gets the boot implicit-boot.ts decides (issue 15). */
+  private implicitBoot (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
+    const d = this.implicit.decide(device, q.conn, reading.seq!, raw, entry.dup, {
+      current: () => w.currentImplicit(isImplicitBoot),
+      highWater: (b) => w.highWater(b)
+    })
+    if (d.firstSeen) this.log.warn({ device }, 'device sends seq without boot: a seq that restarts on a new connection opens a new implicit boot (see docs/design.md)')
+    if (d.started) {
+      this.metrics.implicitBoots.inc()
+      this.log.info({ device, seq: reading.seq, boot: d.boot }, 'boot-less device restarted its seq on a new connection: new implicit boot')
+    }
+    reading.boot = d.boot
   }
 
   private append (device: string, r: Reading, entry: Entry): void {

@@ -1,5 +1,5 @@
 /**
- * Per-device anti-replay window (DESIGN.md section 4, step 3), as in IPsec/DTLS: per boot a
+ * Per-device anti-replay window (docs/design.md section 4, step 3), as in IPsec/DTLS: per boot a
  * high-water mark `hw` and a bitmap of the last W seqs at or below it. A seq above `hw` is
  * new; inside the window its bit decides; below the window it cannot be judged and is
  * reported as `tooOld` (the intake dead-letters it: never dropped silently).
@@ -64,6 +64,16 @@ export class DedupWindow {
     }
     this.set(w, seq)
     return 'new'
+  }
+
+  /** The newest boot that is `null` or gateway-assigned (intake/implicit-boot.ts), else null. */
+  currentImplicit (isImplicit: (b: Boot | null) => boolean): Boot | null {
+    return this.boots.find((b) => isImplicit(b.boot))?.boot ?? null
+  }
+
+  /** The highest seq seen in `boot`, or null if the window has no such boot. */
+  highWater (boot: Boot | null): number | null {
+    return this.boots.find((b) => b.boot === boot)?.hw ?? null
   }
 
   private set (w: BootWindow, seq: number): void {

@@ -1,5 +1,5 @@
 /**
- * The gateway's durable buffer: a partitioned log in LevelDB (DESIGN.md section 5).
+ * The gateway's durable buffer: a partitioned log in LevelDB (docs/design.md section 5).
  *
  * Invariants
  * - Every write goes through one serial writer. A write cycle gathers everything that
@@ -59,6 +59,7 @@ import { Quota } from './quota.ts'
 import { recover, type Recovered } from './recover.ts'
 import { Reopener } from './reopen.ts'
 import { CycleWriter } from './writer.ts'
+import { openError } from './open-error.ts'
 
 export { DedupWindow, DEDUP_WINDOW } from './dedup.ts'
 export type { StoreConfig } from './config.ts'
@@ -104,7 +105,6 @@ export class Store extends EventEmitter<StoreEvents> {
 
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
     const log = logger.child({ component: 'store' })
-    await mkdir(config.dataDir, { recursive: true })
     const db = new Level<string, Buffer>(config.dataDir, {
       keyEncoding: 'utf8',
       valueEncoding: 'buffer',
@@ -115,9 +115,10 @@ export class Store extends EventEmitter<StoreEvents> {
       compression: config.leveldbCompression
     })
     try {
+      await mkdir(config.dataDir, { recursive: true })
       await db.open()
     } catch (err) {
-      throw new StoreError(`cannot open the store at ${config.dataDir}: ${(err as Error).message} (is another gateway using this --data-dir?)`, { cause: err, retryable: false })
+      throw openError(config.dataDir, err)
     }
     try {
       const store = new Store(config, db, await recover(config, db, log), log)

@@ -1,5 +1,5 @@
 /**
- * The sink contract (DESIGN.md section 7). A sink stores validated items durably and owns
+ * The sink contract (docs/design.md section 7). A sink stores validated items durably and owns
  * dedup: the leveldb sink keeps its own per-partition floors and runs, a PostgreSQL sink
  * gets the same answers from the table's primary key (gateway, epoch, p, s) with
  * `INSERT ... ON CONFLICT DO NOTHING RETURNING p, s` plus a floors table, inside one

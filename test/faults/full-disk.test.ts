@@ -1,5 +1,5 @@
 /**
- * Full buffer and full disk (issue 5; DESIGN.md section 5 quota, section 4 step 5,
+ * Full buffer and full disk (issue 5; docs/design.md section 5 quota, section 4 step 5,
  * section 10 invariants 1 and 2). Real gateway and ingest CLIs, device-sim devices that
  * reconnect and resend whatever was not acknowledged, the uplink through a fault proxy.
  *

@@ -1,5 +1,5 @@
 /**
- * Hostile input at the process level (issue 5; DESIGN.md section 10 invariants 5 and 6):
+ * Hostile input at the process level (issue 5; docs/design.md section 10 invariants 5 and 6):
  * real gateway and ingest CLIs, raw sockets doing what no well-behaved client does, and a
  * well-behaved device publishing through all of it. Shown each time: the processes keep
  * serving, their RSS stays bounded, and the good device's readings are acknowledged

@@ -1,5 +1,5 @@
 /**
- * A long uplink partition (issue 5; DESIGN.md section 10 invariants 1, 5): the link from
+ * A long uplink partition (issue 5; docs/design.md section 10 invariants 1, 5): the link from
  * the gateway CLI to the ingest CLI is blackholed (requests vanish, nothing answers), then
  * reset (connections refused), while devices keep publishing until at least 100,000
  * readings are buffered; then the link heals and the backlog drains.
@@ -114,7 +114,7 @@ test('uplink partition: 100,000 readings buffered and drained with bounded gatew
   // the JS heap next to RSS: tells V8's lazy growth from memory that tracks the backlog
   let heapPeak = 0
   await waitFor(async () => {
-    heapPeak = Math.max(heapPeak, await metric('gateway_process_nodejs_heap_size_used_bytes') / 2 ** 20)
+    heapPeak = Math.max(heapPeak, await metric('gateway_nodejs_heap_size_used_bytes') / 2 ** 20)
     return await buffered() === 0
   }, { timeoutMs: 90_000, intervalMs: 200, what: 'backlog drained' })
   const drainS = (performance.now() - tHeal) / 1000

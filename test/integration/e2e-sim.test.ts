@@ -1,5 +1,5 @@
 /**
- * device-sim against the real gateway and ingest CLIs (DESIGN.md section 9 contracts):
+ * device-sim against the real gateway and ingest CLIs (docs/design.md section 9 contracts):
  * a clean run audits clean; churn and reboots separate never-acknowledged losses (allowed)
  * from acknowledged ones; a record deleted or duplicated on the ingest side is caught; and
  * `npm start -- --duration 15` exits 0 with a clean audit.

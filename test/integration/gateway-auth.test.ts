@@ -1,4 +1,4 @@
-/** --auth file, the ACL of DESIGN.md section 9, and CLI config errors. */
+/** --auth file, the ACL of docs/design.md section 9, and CLI config errors. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'

@@ -1,5 +1,5 @@
 /**
- * Startup recovery (issue 2, DESIGN.md section 5): unreadable entries are quarantined or
+ * Startup recovery (issue 2, docs/design.md section 5): unreadable entries are quarantined or
  * rebuilt and reported, never a crash loop.
  */
 import { test } from 'node:test'

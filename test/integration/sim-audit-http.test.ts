@@ -6,7 +6,7 @@ import { newBoot, type DeviceRecord } from '../../device-sim/record.ts'
 
 type Row = { gateway: string, epoch: string, p: number, s: number, seq: number, boot: number | string, ts: number, rx: number, values: Record<string, number> }
 
-/** A fake ingest query API (DESIGN.md section 7) with small pages and opaque cursors. */
+/** A fake ingest query API (docs/design.md section 7) with small pages and opaque cursors. */
 async function fakeIngest (t: { after: (fn: () => unknown) => void }, data: Map<string, Row[]>, opts: { pageSize?: number, buffered?: () => number, stats?: () => number } = {}) {
   const requests: string[] = []
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {

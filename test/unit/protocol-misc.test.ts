@@ -5,7 +5,7 @@ import { fnv1a32, partitionOf } from '../../protocol/hash.ts'
 import { DEVICE_ID_RE, isValidDeviceId, parseDeviceTopic, readingsTopic, receiptsTopic } from '../../protocol/topics.ts'
 import { ConfigError, DecodeError, GatewayError, StoreError, UpstreamError, ValidationError } from '../../protocol/errors.ts'
 
-// The partition hash places items on disk (DESIGN.md section 5): a store created by one
+// The partition hash places items on disk (docs/design.md section 5): a store created by one
 // build must be readable by the next, so these values are pinned, not recomputed.
 test('fnv1a32 matches the published FNV-1a 32-bit test vectors', () => {
   assert.equal(fnv1a32(''), 0x811c9dc5)

@@ -1,0 +1,29 @@
+/**
+ * Which devices publish JSON, so their receipts come back in JSON (issue 15: a device that
+ * speaks JSON should not need a CBOR decoder to read its receipts). The latest reading
+ * decides; bounded like the dedup cache (a forgotten device gets CBOR, the default).
+ */
+export type PayloadFormat = 'cbor' | 'json'
+
+export class PayloadFormats {
+  private readonly json = new Set<string>()
+
+  constructor (private readonly maxDevices: number) {}
+
+  /** Records the format of a reading's raw payload (first non-whitespace byte `{`: JSON). */
+  note (device: string, raw: Uint8Array): void {
+    let i = 0
+    while (i < raw.length && (raw[i] === 0x20 || raw[i] === 0x0a || raw[i] === 0x0d || raw[i] === 0x09)) i++
+    if (raw[i] === 0x7b) {
+      if (this.json.has(device)) return
+      if (this.json.size >= this.maxDevices) this.json.delete(this.json.values().next().value!)
+      this.json.add(device)
+    } else if (this.json.size > 0) {
+      this.json.delete(device)
+    }
+  }
+
+  of (device: string): PayloadFormat {
+    return this.json.has(device) ? 'json' : 'cbor'
+  }
+}
