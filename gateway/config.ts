@@ -1,5 +1,5 @@
 /**
- * Gateway configuration: one schema (DESIGN.md section 9), read from defaults, a JSON file
+ * Gateway configuration: one schema (docs/design.md section 9), read from defaults, a JSON file
  * (`--config`), `GATEWAY_*` env vars and `--kebab-case` flags, validated once at startup.
  * Each component declares the flags it reads in its own config.ts; this file joins them.
  */

@@ -163,7 +163,10 @@ export class Security {
     s.logged = true
     // a device publishing to another id's readings topic: its MQTT client id must equal the device id in the topic
     const expected = rule === 'other_device' ? { expected: `devices/${client.id}/readings` } : {}
-    this.log.warn({ clientId: client.id, address: s.address, action, rule, topic, ...expected }, action === 'publish' ? 'publish refused by the topic rules; closing the connection (logged once per client)' : 'subscription refused by the topic rules (logged once per client)')
+    const msg = rule === 'other_device'
+      ? 'publish to another device\'s readings refused (the MQTT client id must equal the device id in the topic); closing the connection (logged once per client)'
+      : action === 'publish' ? 'publish refused by the topic rules; closing the connection (logged once per client)' : 'subscription refused by the topic rules (logged once per client)'
+    this.log.warn({ clientId: client.id, address: s.address, action, rule, topic, ...expected }, msg)
   }
 
   authorizePublish (client: Client, topic: string): { kind: 'allow' } | { kind: 'readings', deviceId: string } | { kind: 'deny', error: Error } {
