@@ -89,7 +89,7 @@ export class Store extends EventEmitter<StoreEvents> {
     this.log = log
     this.quota = new Quota(config)
     for (const p of r.parts) this.quota.apply(p.items, p.bytes)
-    this.dlq = new DeadLetters(r)
+    this.dlq = new DeadLetters(r, config, db)
     this.evictions = new Evictions(r.evicted, db, r.parts, log)
     this.reopener = new Reopener(db, r.parts, this.quota, log, () => this.closed)
     const writer = new CycleWriter({ config, db, parts: r.parts, quota: this.quota, deadLetters: this.dlq, evictions: this.evictions, reopener: this.reopener, events: this, log })
@@ -209,6 +209,7 @@ export class Store extends EventEmitter<StoreEvents> {
   get items (): number { return this.quota.items }
   get bytes (): number { return this.quota.bytes }
   get dlqCount (): number { return this.dlq.count }
+  get dlqBytes (): number { return this.dlq.bytes }
   get full (): boolean { return !this.hasRoom(0) }
 
   partitionStats (): PartitionStats[] {
