@@ -6,8 +6,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { K } from '../../gateway/store/keys.ts'
-import { tempDir } from '../helpers/index.ts'
-import { connectDevice, publish, startGateway } from '../helpers/gateway.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
+import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 
 /** An invalid reading (no values) whose raw bytes carry `tag`. */
 const invalid = (tag: string): string => JSON.stringify({ seq: 1, tag, values: {} })
@@ -44,4 +44,30 @@ test('dead-letter quota by bytes: a record that does not fit drops the oldest', 
   assert.match(Buffer.from(last.raw).toString(), /"tag":"b10"/, 'the newest is kept')
 })
 
-void K
+test('a device idle past --dedup-idle-forget-ms loses its dedup state in memory and on disk; an active one keeps it', async (t) => {
+  const dataDir = await tempDir(t)
+  const gw = await startGateway(t, { dataDir, dedupIdleForgetMs: 2000 })
+  const idle = await connectDevice(t, gw.mqttPort, 'idle-1')
+  const active = await connectDevice(t, gw.mqttPort, 'active-1')
+  for (let i = 1; i <= 3; i++) await publish(idle, 'devices/idle-1/readings', reading(i))
+  await publish(active, 'devices/active-1/readings', reading(1))
+  await publish(idle, 'devices/idle-1/readings', reading(2))
+  assert.equal(gw.store.items, 4, 'a resend within the idle time is a duplicate')
+  // seenAt has a resolution of one second: idle means more than two full seconds later;
+  // meanwhile active-1 sends a new reading every 300 ms
+  const t0 = Math.floor(Date.now() / 1000)
+  let seq = 1
+  while (Math.floor(Date.now() / 1000) - t0 <= 2) {
+    await publish(active, 'devices/active-1/readings', reading(++seq))
+    await new Promise((r) => setTimeout(r, 300)) // pacing, not a wait for a condition
+  }
+  gw.store.sweepDedup()
+  await waitFor(async () => await gw.store.db.get(K.dedup('idle-1')) === undefined, { timeoutMs: 5000, what: 'the idle device\'s window deleted on disk' })
+  assert.ok(await gw.store.db.get(K.dedup('active-1')), 'the active device keeps its window on disk')
+  // the idle device's resend of seq 2 is taken as new: its state is gone from memory too
+  const before = gw.store.items
+  await publish(idle, 'devices/idle-1/readings', reading(2))
+  assert.equal(gw.store.items, before + 1)
+  await publish(active, 'devices/active-1/readings', reading(1))
+  assert.equal(gw.store.items, before + 1, 'the active device\'s resend is still a duplicate')
+})

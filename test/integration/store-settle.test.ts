@@ -14,7 +14,7 @@ import { tempDir } from '../helpers/index.ts'
 const log = pino({ level: 'silent' })
 
 async function openStore (t: { after: (fn: () => Promise<void>) => void }, over: Partial<StoreConfig> = {}): Promise<Store> {
-  const store = await Store.open({ dataDir: await tempDir(t as never, 'store-settle-'), partitions: 1, durability: 'process', maxBufferItems: 1_000_000, maxBufferBytes: 1 << 30, fullPolicy: 'block', maxDlqItems: 100_000, maxDlqBytes: 1 << 27, ...over }, log)
+  const store = await Store.open({ dataDir: await tempDir(t as never, 'store-settle-'), partitions: 1, durability: 'process', maxBufferItems: 1_000_000, maxBufferBytes: 1 << 30, fullPolicy: 'block', maxDlqItems: 100_000, maxDlqBytes: 1 << 27, dedupIdleForgetMs: 7 * 86_400_000, ...over }, log)
   t.after(() => store.close())
   return store
 }
