@@ -91,7 +91,11 @@ export class DeadLetters {
     return { encoded, dropOld, dropNew }
   }
 
-  /** Adds the planned records, drops and quarantined entries to a write batch. */
+  /**
+   * Adds the planned records, drops and quarantined entries to a write batch. Call it
+   * before the cycle's dedup windows are put: a quarantined window's delete must not hit
+   * the window that replaces it in the same batch.
+   */
   stage (b: Batch, plan: DlqPlan, quarantine: Quarantined[]): DlqStaged {
     let id = this.nextId
     let count = this.countValue

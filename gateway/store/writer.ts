@@ -87,13 +87,13 @@ export class CycleWriter implements GroupWriter<Cycle> {
         const y = d(x.p); y.items--; y.bytes -= x.size
         records.push({ kind: 'item', reason: x.reason, at: Date.now(), raw: x.raw, p: x.p, s: x.s })
       }
-      // idle windows go before this cycle's windows are written (never one of them)
+      // deletes of dedup windows (idle ones, quarantined unreadable ones) before this cycle's
+      // windows are put: a window saved in the cycle that quarantines its unreadable
+      // predecessor was deleted with it (issue 13)
       const forgotten = this.d.dedupSweep.wanted ? await this.d.dedupSweep.plan(c) : []
       for (const k of forgotten) b.del(k)
-      // windows before quarantine: the order of the original single-file writer (a window
-      // saved in the cycle that quarantines its unreadable predecessor is deleted with it)
-      for (const [dev, w] of c.devices) b.put(K.dedup(dev), w.encode())
       const dl = deadLetters.stage(b, records.length ? await deadLetters.plan(records) : NO_RECORDS, c.quarantine)
+      for (const [dev, w] of c.devices) b.put(K.dedup(dev), w.encode())
       for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
       for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
       for (const [p, x] of delta) {
