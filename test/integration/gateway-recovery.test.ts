@@ -11,6 +11,13 @@ import { tempDir, waitFor } from '../helpers/index.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { startFakeUpstream } from '../helpers/fake-upstream.ts'
 
+/** Opens the store's LevelDB of a closed gateway, runs `fn` (tampering), closes it. */
+async function withClosedStore (dir: string, fn: (db: Level<string, Buffer>) => Promise<unknown>): Promise<void> {
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
+  await db.open()
+  try { await fn(db) } finally { await db.close() }
+}
+
 test('a corrupt counter is rebuilt, a corrupt dedup window quarantined, a corrupt item dead-lettered', async (t) => {
   const dir = await tempDir(t)
   let gw = await startGateway(t, { dataDir: dir })
@@ -50,10 +57,7 @@ test('the window that replaces a quarantined one is on disk after a restart (iss
   const dir = await tempDir(t)
   let gw = await startGateway(t, { dataDir: dir })
   await gw.close()
-  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
-  await db.open()
-  await db.put(K.dedup('q-1'), Buffer.from('not cbor at all'))
-  await db.close()
+  await withClosedStore(dir, (db) => db.put(K.dedup('q-1'), Buffer.from('not cbor at all')))
   gw = await startGateway(t, { dataDir: dir })
   const c = await connectDevice(t, gw.mqttPort, 'q-1')
   // one reading: its window is saved in the cycle that quarantines the unreadable one
@@ -71,9 +75,8 @@ test('a store whose identity is unreadable is refused with a clear error, not gu
   const dir = await tempDir(t)
   const gw = await startGateway(t, { dataDir: dir })
   await gw.close()
-  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
-  await db.open()
-  await db.put(K.partitions, Buffer.from('eight'))
-  await db.close()
+  await withClosedStore(dir, async (db) => {
+    await db.put(K.partitions, Buffer.from('eight'))
+  })
   await assert.rejects(startGateway(t, { dataDir: dir }), /unreadable identity/)
 })
