@@ -9,9 +9,10 @@
  * some record of the scenario has the metric, so scenarios (intake, e2e, drain,
  * sim-capacity...) report what they measure. Each run is listed with its date, commit,
  * node, host and the exact command; `checks` records (targets) are listed per scenario.
+ * Notes in bench/notes/*.md are appended verbatim.
  * `--check` exits 1 if RESULTS.md is not up to date (for CI) instead of writing it.
  */
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fmtInt, fmtMs, fmtRatio, readAllRecords, RESULTS_DIR, table } from './lib/results.ts'
 import type { BenchRecord, Check } from './lib/types.ts'
@@ -169,9 +170,21 @@ function render (records: BenchRecord[], problems: string[]): string {
       out.push('')
     })
   }
+  for (const note of readNotes()) out.push(note.trimEnd(), '')
   if (problems.length) out.push('## Unreadable lines', '', ...problems.map((p) => `- ${p}`), '')
   if (scenarios.length === 0) out.push('No results yet: run a scenario, e.g. `node --import tsx bench/intake.ts`.', '')
   return out.join('\n')
+}
+
+/**
+ * bench/notes/*.md, verbatim, in name order: comparisons a change records (e.g. the same
+ * bench before and after it), written from records in results/ with their commands.
+ */
+function readNotes (): string[] {
+  const dir = join(RESULTS_DIR, '..', 'notes')
+  let names: string[] = []
+  try { names = readdirSync(dir).filter((n) => n.endsWith('.md')).sort() } catch { return [] }
+  return names.map((n) => readFileSync(join(dir, n), 'utf8'))
 }
 
 function firstTs (rs: BenchRecord[], runId: string): string {

@@ -49,6 +49,7 @@ export class Gateway {
     }
     store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
     store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
+    store.on('dlqDropped', (n) => metrics.dlqDropped.inc(n))
     const intake = new Intake(store, config, logger, metrics)
     const mapper = config.mappings.length ? new Mapper(config.mappings, intake, config.maxPayloadBytes, metrics.registry, logger) : null
     const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config), mapper }, intake, metrics, logger), store)
@@ -86,7 +87,7 @@ export class Gateway {
       gateway: this.config.gatewayId,
       epoch: this.store.epoch,
       buffered: { items: this.store.items, bytes: this.store.bytes },
-      dlq: { items: this.store.dlqCount },
+      dlq: { items: this.store.dlqCount, bytes: this.store.dlqBytes },
       evictedPending: this.store.pendingEvicted().length,
       partitions: this.store.partitionStats().map((s) => ({
         p: s.p, depth: s.depth, bytes: s.bytes, nextSeq: s.nextSeq, floor: s.head, oldestAgeMs: this.flusher.oldestAgeMs(s.p), inFlight: s.inFlight

@@ -39,26 +39,26 @@ export class ConfigError extends GatewayError {
   }
 }
 
-/** A storage operation failed; the reading it concerned was not acknowledged. */
+/**
+ * A storage operation failed; the readings it concerned were not acknowledged. A failed
+ * write covers a whole group commit (many partitions and seqs), so it names none.
+ */
 export class StoreError extends GatewayError {
   override name = 'StoreError'
-  readonly partition: number | undefined
-  readonly seq: number | undefined
-  constructor (message: string, opts: { cause?: unknown, partition?: number, seq?: number, retryable?: boolean } = {}) {
+  constructor (message: string, opts: { cause?: unknown, retryable?: boolean } = {}) {
     super(message, { cause: opts.cause, retryable: opts.retryable ?? true })
-    this.partition = opts.partition
-    this.seq = opts.seq
   }
 }
 
-/** An upstream HTTP exchange failed as a whole. `status` is 0 for network errors and timeouts. */
+/**
+ * An upstream HTTP exchange failed as a whole. `status` is 0 for network errors and
+ * timeouts (HTTP answers, with their Retry-After, are responses, not errors).
+ */
 export class UpstreamError extends GatewayError {
   override name = 'UpstreamError'
   readonly status: number
-  readonly retryAfterMs: number | undefined
-  constructor (message: string, opts: { status: number, cause?: unknown, retryAfterMs?: number, retryable?: boolean }) {
+  constructor (message: string, opts: { status: number, cause?: unknown, retryable?: boolean }) {
     super(message, { cause: opts.cause, retryable: opts.retryable ?? true })
     this.status = opts.status
-    this.retryAfterMs = opts.retryAfterMs
   }
 }

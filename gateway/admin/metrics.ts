@@ -14,6 +14,7 @@ export class Metrics {
   readonly commitOps: Histogram
   readonly commitSeconds: Histogram
   readonly evicted: Counter
+  readonly dlqDropped: Counter
   readonly oversize: Counter
   readonly blocked: Gauge
   readonly upstreamBatches: Counter<'outcome'>
@@ -39,6 +40,7 @@ export class Metrics {
     this.commitOps = new Histogram({ name: 'gateway_commit_batch_size', help: 'Operations per group-commit write', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096], registers })
     this.commitSeconds = new Histogram({ name: 'gateway_commit_seconds', help: 'Duration of one group-commit write', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers })
     this.evicted = new Counter({ name: 'gateway_evicted_items_total', help: 'Items evicted under fullPolicy=drop-oldest (reported upstream as evicted ranges)', registers })
+    this.dlqDropped = new Counter({ name: 'gateway_dlq_dropped_total', help: 'Dead-letter records dropped, oldest first, to keep the dead-letter store within maxDlqItems/maxDlqBytes', registers })
     this.oversize = new Counter({ name: 'gateway_oversize_packets_total', help: 'Connections closed for an MQTT packet above maxPacketBytes', registers })
     this.blocked = new Gauge({ name: 'gateway_intake_blocked_readings', help: 'Readings waiting for buffer space (fullPolicy=block)', registers })
     this.upstreamBatches = new Counter({ name: 'gateway_upstream_batches_total', help: 'Upstream batch requests by outcome', labelNames: ['outcome'], registers })

@@ -3,6 +3,7 @@
  * this one).
  */
 import type { ConfigOf } from '../../protocol/index.ts'
+import type { StoreConfig } from '../store/config.ts'
 
 export const intakeSchema = {
   ackMode: { type: 'enum', values: ['persisted', 'delivered'] as const, default: 'persisted', doc: 'persisted: PUBACK when on disk; delivered: PUBACK when the ingest stored it' },
@@ -11,4 +12,5 @@ export const intakeSchema = {
   dedupCacheDevices: { type: 'int', default: 100000, min: 16, doc: 'Dedup windows kept in memory (others reload from disk)' }
 } as const
 
-export type IntakeConfig = ConfigOf<typeof intakeSchema>
+/** The intake's flags, and the store's idle time after which a device's dedup state is forgotten. */
+export type IntakeConfig = ConfigOf<typeof intakeSchema> & Pick<StoreConfig, 'dedupIdleForgetMs'>

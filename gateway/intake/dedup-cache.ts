@@ -2,7 +2,8 @@
  * The intake's in-memory dedup windows: at most `maxDevices`, least recently used evicted
  * first (a hit moves the device to the young end; a Map keeps insertion order). A window
  * that a cycle not yet durable carries (`pending > 0`) is never evicted: its state is not
- * on disk yet, and reloading it would forget seqs.
+ * on disk yet, and reloading it would forget seqs. A window idle past dedupIdleForgetMs
+ * counts as absent (store/dedup-sweep.ts deletes it on disk).
  */
 import type { DedupWindow } from '../store/index.ts'
 
@@ -13,11 +14,15 @@ export class DedupCache {
 
   get size (): number { return this.windows.size }
 
-  /** The device's window, refreshed as most recently used; undefined when not cached. */
-  get (device: string): DedupWindow | undefined {
+  /**
+   * The device's window, refreshed as most recently used; undefined when not cached, or
+   * when the device was idle past `idleS` (the window is then forgotten).
+   */
+  get (device: string, nowS = 0, idleS = Infinity): DedupWindow | undefined {
     const w = this.windows.get(device)
     if (w !== undefined) {
       this.windows.delete(device)
+      if (w.pending === 0 && w.idleSince(nowS, idleS)) return undefined
       this.windows.set(device, w)
     }
     return w

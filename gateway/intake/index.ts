@@ -60,6 +60,8 @@ type WithQueue = Client & { [QUEUE]?: ClientQueue }
 
 export class Intake {
   private readonly cache: DedupCache
+  /** dedupIdleForgetMs in seconds */
+  private readonly idleS: number
   private readonly loading = new Map<string, Promise<DedupWindow>>()
   private readonly blocked: Blocked[] = []
   private readonly implicit: ImplicitBoots
@@ -74,6 +76,7 @@ export class Intake {
   constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics) {
     this.log = logger.child({ component: 'intake' })
     this.cache = new DedupCache(config.dedupCacheDevices)
+    this.idleS = Math.floor(config.dedupIdleForgetMs / 1000)
     this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intake.labels(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions
     this.implicit = new ImplicitBoots(config.dedupCacheDevices)
@@ -153,13 +156,16 @@ export class Intake {
       this.append(device, reading, entry)
       return
     }
-    const w = this.cache.get(device)
+    const nowS = Math.floor(Date.now() / 1000)
+    const w = this.cache.get(device, nowS, this.idleS)
     if (w) { this.dedup(device, w, reading, raw, entry, q); return }
     let p = this.loading.get(device)
     if (!p) {
       p = this.store.loadDedup(device).then((loaded) => {
         this.loading.delete(device)
-        const win = this.cache.get(device) ?? loaded ?? new DedupWindow()
+        // a device idle past dedupIdleForgetMs starts a new window (docs/store.md)
+        const fresh = loaded && !loaded.idleSince(nowS, this.idleS) ? loaded : null
+        const win = this.cache.get(device) ?? fresh ?? new DedupWindow()
         this.cache.set(device, win)
         return win
       }, (err: unknown) => { this.loading.delete(device); throw err })
@@ -173,6 +179,7 @@ export class Intake {
     if (reading.boot === null) this.implicitBoot(device, w, reading, raw, entry, q)
     const verdict = w.check(reading.boot, reading.seq!)
     if (verdict === 'new') {
+      w.seenAtS = Math.floor(Date.now() / 1000)
       this.store.saveDedup(device, w)
       this.append(device, reading, entry)
     } else if (verdict === 'duplicate') {

@@ -15,7 +15,10 @@ export const storeSchema = {
   leveldbCompression: { type: 'bool', default: true, doc: 'Snappy-compress LevelDB tables' },
   maxBufferItems: { type: 'int', default: 10_000_000, min: 1, doc: 'Buffer quota in items' },
   maxBufferBytes: { type: 'int', default: 2 * 1024 ** 3, min: 1024, doc: 'Buffer quota in bytes' },
-  fullPolicy: { type: 'enum', values: ['block', 'drop-oldest'] as const, default: 'block', doc: 'When the buffer is full: stop acknowledging, or evict the oldest items (reported upstream)' }
+  fullPolicy: { type: 'enum', values: ['block', 'drop-oldest'] as const, default: 'block', doc: 'When the buffer is full: stop acknowledging, or evict the oldest items (reported upstream)' },
+  maxDlqItems: { type: 'int', default: 100_000, min: 1, doc: 'Dead-letter store quota in records; past it the oldest records are dropped (counted and logged)' },
+  maxDlqBytes: { type: 'int', default: 128 * 1024 ** 2, min: 1024, doc: 'Dead-letter store quota in bytes (record plus key); past it the oldest records are dropped' },
+  dedupIdleForgetMs: { type: 'int', default: 7 * 24 * 3600 * 1000, min: 1000, doc: 'A device that sent no new reading for this long loses its dedup state (memory and disk); its next readings are taken as new (docs/store.md)' }
 } as const
 
 export type StoreConfig = ConfigOf<typeof storeSchema>

@@ -56,6 +56,10 @@ export type StoreEvents = {
   appended: [partitions: Set<number>]
   space: []
   evicted: [ranges: EvictedRange[], items: number]
+  /** dead-letter records dropped by the quota (maxDlqItems/maxDlqBytes) */
+  dlqDropped: [records: number]
+  /** dedup windows of idle devices deleted from disk (dedupIdleForgetMs) */
+  dedupForgotten: [devices: number]
   writeError: [err: Error]
   cycle: [info: { ops: number, items: number, ms: number }]
   floor: [p: number, floor: number]

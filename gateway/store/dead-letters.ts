@@ -5,12 +5,17 @@
  * quarantined entry (`q!` keys) is a store entry that could not be read at all (e.g. a
  * corrupt dedup window), moved aside so startup never crash-loops on it.
  *
- * `m!dlq` holds [nextId, count] and is written in the same batch as the records it counts;
- * recovery recounts when it is unreadable (recover.ts).
+ * `m!dlq` holds [nextId, count, bytes] and is written in the same batch as the records it
+ * counts; recovery recounts when it is unreadable or from an older layout (recover.ts).
+ *
+ * Quota (`maxDlqItems`/`maxDlqBytes`, bytes = record plus key): a cycle whose records
+ * would pass it drops the oldest records (lowest ids; new ones too if they alone do not
+ * fit) in the same batch: counted (`gateway_dlq_dropped_total`) and logged, never silent.
  */
 import { decodeUntrusted, encodeCbor } from '../../protocol/index.ts'
+import type { StoreConfig } from './config.ts'
 import type { Batch, Db } from './db.ts'
-import { K } from './keys.ts'
+import { K, seqOfItemKey } from './keys.ts'
 
 export type DlqRecord = {
   kind: 'payload' | 'item' | 'too-old'
@@ -25,39 +30,99 @@ export type DlqRecord = {
 
 export type Quarantined = { key: string, raw: Buffer, reason: string }
 
-/** Ids and the count of the dead-letter store and the quarantine. */
+/** Bytes a record costs against maxDlqBytes besides its value: its key. */
+const KEY_BYTES = K.dlq(0).length
+
+/** What one cycle writes: encoded new records, and what the quota drops. */
+export type DlqPlan = {
+  encoded: Buffer[]
+  /** existing records dropped (oldest first) */
+  dropOld: { key: string, size: number }[]
+  /** new records dropped (the first `dropNew` of `encoded`) */
+  dropNew: number
+}
+
+export type DlqStaged = { nextId: number, count: number, bytes: number, quarantineNext: number, dropped: number, droppedIds: [number, number] | null }
+
+/** Ids, count, bytes and quota of the dead-letter store, and the quarantine's ids. */
 export class DeadLetters {
   private nextId: number
   private countValue: number
+  private bytesValue: number
   private quarantineNext: number
 
-  constructor (r: { dlq: [nextId: number, count: number], quarantineNext: number }) {
+  constructor (r: { dlq: [nextId: number, count: number, bytes: number], quarantineNext: number }, private readonly limits: Pick<StoreConfig, 'maxDlqItems' | 'maxDlqBytes'>, private readonly db: Db) {
     this.nextId = r.dlq[0]
     this.countValue = r.dlq[1]
+    this.bytesValue = r.dlq[2]
     this.quarantineNext = r.quarantineNext
   }
 
   get count (): number { return this.countValue }
+  get bytes (): number { return this.bytesValue }
+
+  /** Encodes the cycle's records and picks, oldest first, what the quota drops. */
+  async plan (records: DlqRecord[]): Promise<DlqPlan> {
+    const encoded = records.map(encodeDlqRecord)
+    let items = this.countValue + encoded.length
+    let bytes = this.bytesValue
+    for (const e of encoded) bytes += e.length + KEY_BYTES
+    const { maxDlqItems, maxDlqBytes } = this.limits
+    const over = (): boolean => items > maxDlqItems || bytes > maxDlqBytes
+    const dropOld: { key: string, size: number }[] = []
+    let after: string | undefined
+    while (over()) {
+      const limit = Math.min(Math.max(items - maxDlqItems, 0) + 64, 4096)
+      const range = after === undefined ? K.range('x!') : { gt: after, lt: K.range('x!').lt }
+      const chunk = await this.db.iterator({ ...range, limit }).all()
+      for (const [k, v] of chunk) {
+        dropOld.push({ key: k, size: v.length + KEY_BYTES })
+        items--; bytes -= v.length + KEY_BYTES
+        if (!over()) break
+      }
+      if (chunk.length < limit) break
+      after = chunk[chunk.length - 1]![0]
+    }
+    let dropNew = 0
+    while (over() && dropNew < encoded.length) {
+      items--; bytes -= encoded[dropNew]!.length + KEY_BYTES
+      dropNew++
+    }
+    return { encoded, dropOld, dropNew }
+  }
 
   /**
-   * Adds the records and quarantined entries to a write batch; returns what `committed`
-   * applies once the batch is durable.
+   * Adds the planned records, drops and quarantined entries to a write batch. Call it
+   * before the cycle's dedup windows are put: a quarantined window's delete must not hit
+   * the window that replaces it in the same batch.
    */
-  stage (b: Batch, records: DlqRecord[], quarantine: Quarantined[]): { nextId: number, added: number, quarantineNext: number } {
+  stage (b: Batch, plan: DlqPlan, quarantine: Quarantined[]): DlqStaged {
     let id = this.nextId
-    for (const r of records) b.put(K.dlq(id++), encodeDlqRecord(r))
-    if (records.length) b.put(K.dlqMeta, encodeCbor([id, this.countValue + records.length]))
+    let count = this.countValue
+    let bytes = this.bytesValue
+    for (const d of plan.dropOld) { b.del(d.key); count--; bytes -= d.size }
+    for (let i = 0; i < plan.encoded.length; i++) {
+      const e = plan.encoded[i]!
+      if (i < plan.dropNew) { id++; continue } // dropped before it was written: its id is skipped
+      b.put(K.dlq(id++), e)
+      count++; bytes += e.length + KEY_BYTES
+    }
+    if (plan.encoded.length || plan.dropOld.length) b.put(K.dlqMeta, encodeCbor([id, count, bytes]))
     let qId = this.quarantineNext
     for (const q of quarantine) {
       b.del(q.key)
       b.put(K.quarantine(qId++), encodeCbor({ key: q.key, reason: q.reason, raw: q.raw }))
     }
-    return { nextId: id, added: records.length, quarantineNext: qId }
+    const dropped = plan.dropOld.length + plan.dropNew
+    const firstDropped = plan.dropOld.length ? seqOfItemKey(plan.dropOld[0]!.key) : this.nextId
+    const lastDropped = plan.dropNew ? this.nextId + plan.dropNew - 1 : plan.dropOld.length ? seqOfItemKey(plan.dropOld[plan.dropOld.length - 1]!.key) : -1
+    return { nextId: id, count, bytes, quarantineNext: qId, dropped, droppedIds: dropped ? [firstDropped, lastDropped] : null }
   }
 
-  committed (s: { nextId: number, added: number, quarantineNext: number }): void {
+  committed (s: DlqStaged): void {
     this.nextId = s.nextId
-    this.countValue += s.added
+    this.countValue = s.count
+    this.bytesValue = s.bytes
     this.quarantineNext = s.quarantineNext
   }
 }
@@ -65,6 +130,9 @@ export class DeadLetters {
 function encodeDlqRecord (r: DlqRecord): Buffer {
   return encodeCbor({ ...r, at: r.at > 0xffffffff ? BigInt(r.at) : r.at, raw: Buffer.from(r.raw) })
 }
+
+/** The bytes a stored record counts against the quota (recovery recounts with this). */
+export const dlqRecordBytes = (value: Uint8Array): number => value.length + KEY_BYTES
 
 /** Dead-letter records, oldest first (bounded). */
 export async function readDeadLetters (db: Db, limit: number): Promise<DlqRecord[]> {

@@ -12,7 +12,9 @@
  * written compactly as [boot, hw, low] (every seq from max(low, hw - W + 1) to hw seen,
  * ~20 bytes); only while a gap is inside the window is the bitmap written
  * ([boot, hw, bitmap, low, gapMax], ~150 bytes).
- * Encoded state: CBOR [1, W, [window, ...]] newest boot first.
+ * Encoded state: CBOR [1, W, [window, ...], seenAtS] newest boot first; seenAtS (seconds
+ * since the epoch of the last new reading, for `dedupIdleForgetMs`) is absent in windows
+ * written before it existed, which are then never forgotten.
  */
 import { decodeUntrusted, encodeCbor, wireUint, type Boot } from '../../protocol/index.ts'
 
@@ -28,6 +30,8 @@ export class DedupWindow {
   private boots: BootWindow[] = []
   /** Cycles not yet durable that carry this state; the cache may evict it only at 0. */
   pending = 0
+  /** When the device last sent a new reading (s since the epoch; 0 unknown). */
+  seenAtS = 0
 
   constructor (readonly window = DEDUP_WINDOW) {}
 
@@ -86,18 +90,28 @@ export class DedupWindow {
     w.bits[i >> 3]! &= ~(1 << (i & 7))
   }
 
+  /** True when the device sent nothing new for longer than `idleS` (never for an unknown time). */
+  idleSince (nowS: number, idleS: number): boolean {
+    return this.seenAtS > 0 && nowS - this.seenAtS > idleS
+  }
+
   encode (): Buffer {
-    return encodeCbor([1, this.window, this.boots.map((b) => {
+    const boots = this.boots.map((b) => {
       const start = Math.max(b.low, b.hw - this.window + 1)
       if (b.gapMax < start) return [b.boot, wireUint(b.hw), wireUint(start)]
       return [b.boot, wireUint(b.hw), Buffer.from(b.bits), wireUint(b.low), b.gapMax < 0 ? -1 : wireUint(b.gapMax)]
-    })])
+    })
+    return encodeCbor(this.seenAtS > 0 ? [1, this.window, boots, this.seenAtS] : [1, this.window, boots])
   }
 
   static decode (buf: Uint8Array): DedupWindow {
     const raw = decodeUntrusted(buf, { maxDepth: 4 }) as unknown
     if (!Array.isArray(raw) || raw[0] !== 1 || typeof raw[1] !== 'number' || !Array.isArray(raw[2])) throw new Error('dedup state: unknown layout')
     const d = new DedupWindow(raw[1])
+    if (raw.length > 3) {
+      if (!Number.isSafeInteger(raw[3]) || (raw[3] as number) < 0) throw new Error('dedup state: bad seenAt')
+      d.seenAtS = raw[3] as number
+    }
     for (const b of raw[2] as unknown[]) {
       if (!Array.isArray(b) || typeof b[1] !== 'number') throw new Error('dedup state: bad boot window')
       if (b.length === 3 && typeof b[2] === 'number' && b[2] <= b[1] && b[1] - b[2] < d.window) {

@@ -39,6 +39,7 @@
  *   dead-letters.ts   dead-letter records and quarantine
  *   flush-side.ts     reads, hold/release, settle and the floor
  *   dedup-persist.ts  dedup windows on disk
+ *   dedup-sweep.ts    forgetting the windows of idle devices on disk
  *   recover.ts        startup recovery
  */
 import { EventEmitter } from 'node:events'
@@ -52,6 +53,7 @@ import type { Db } from './db.ts'
 import { DeadLetters, readDeadLetters, type DlqRecord } from './dead-letters.ts'
 import type { DedupWindow } from './dedup.ts'
 import { DedupPersistence } from './dedup-persist.ts'
+import { DedupSweep } from './dedup-sweep.ts'
 import { Evictions } from './evict.ts'
 import { FlushSide, type ReadBatch } from './flush-side.ts'
 import { ITEM_OVERHEAD, type Partition } from './partition.ts'
@@ -83,6 +85,7 @@ export class Store extends EventEmitter<StoreEvents> {
   private readonly gc: GroupCommit<Cycle>
   private readonly flushSide: FlushSide
   private readonly dedup: DedupPersistence
+  private readonly dedupSweep: DedupSweep
   private closed = false
 
   private constructor (readonly config: StoreConfig, db: Db, r: Recovered, log: Logger) {
@@ -94,10 +97,11 @@ export class Store extends EventEmitter<StoreEvents> {
     this.log = log
     this.quota = new Quota(config)
     for (const p of r.parts) this.quota.apply(p.items, p.bytes)
-    this.dlq = new DeadLetters(r)
+    this.dlq = new DeadLetters(r, config, db)
     this.evictions = new Evictions(r.evicted, db, r.parts, log)
     this.reopener = new Reopener(db, r.parts, this.quota, log, () => this.closed)
-    const writer = new CycleWriter({ config, db, parts: r.parts, quota: this.quota, deadLetters: this.dlq, evictions: this.evictions, reopener: this.reopener, events: this, log })
+    this.dedupSweep = new DedupSweep(db, config.dedupIdleForgetMs, log, () => this.gc.schedule())
+    const writer = new CycleWriter({ config, db, parts: r.parts, quota: this.quota, deadLetters: this.dlq, evictions: this.evictions, reopener: this.reopener, dedupSweep: this.dedupSweep, events: this, log })
     this.gc = new GroupCommit(writer)
     this.flushSide = new FlushSide({ config, db, parts: r.parts, quota: this.quota, evictions: this.evictions, gc: this.gc, events: this, log })
     this.dedup = new DedupPersistence(db, this.gc, log)
@@ -151,6 +155,12 @@ export class Store extends EventEmitter<StoreEvents> {
   append (a: Append): void {
     this.gc.current.appends.push(a)
     this.quota.reserve(a.raw.length + ITEM_OVERHEAD)
+    this.gc.schedule()
+  }
+
+  /** Starts a sweep of idle dedup windows on disk now (it also runs on a timer). */
+  sweepDedup (): void {
+    this.dedupSweep.wanted = true
     this.gc.schedule()
   }
 
@@ -222,6 +232,7 @@ export class Store extends EventEmitter<StoreEvents> {
   get items (): number { return this.quota.items }
   get bytes (): number { return this.quota.bytes }
   get dlqCount (): number { return this.dlq.count }
+  get dlqBytes (): number { return this.dlq.bytes }
   get full (): boolean { return !this.hasRoom(0) }
 
   partitionStats (): PartitionStats[] {
@@ -236,6 +247,7 @@ export class Store extends EventEmitter<StoreEvents> {
   /** Waits for every submitted write, then closes LevelDB. Idempotent. */
   async close (): Promise<void> {
     if (this.closed) return
+    this.dedupSweep.stop()
     await this.gc.close(cycleAwaited)
     this.closed = true
     await this.db.close()

@@ -6,12 +6,13 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { ConfigError, decodeUntrusted, encodeCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
+import { dlqRecordBytes } from './dead-letters.ts'
 import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
 import type { StoreConfig } from './config.ts'
 import type { Db } from './db.ts'
 import { ITEM_OVERHEAD, Partition } from './partition.ts'
 
-export type Recovered = { epoch: string, parts: Partition[], dlq: [nextId: number, count: number], evicted: EvictedRange[], quarantineNext: number }
+export type Recovered = { epoch: string, parts: Partition[], dlq: [nextId: number, count: number, bytes: number], evicted: EvictedRange[], quarantineNext: number }
 
 /** A partition counter [nextSeq, items, bytes], or null when it cannot be read. */
 export function readCounter (buf: Uint8Array | undefined): [number, number, number] | null {
@@ -66,18 +67,21 @@ export async function recover (config: StoreConfig, db: Db, log: Logger): Promis
     }
     parts.push(new Partition(p, { ...counter, head: first.length ? seqOfItemKey(first[0]!) : counter.next }))
   }
-  let dlq: [number, number] = [0, 0]
+  // m!dlq: [nextId, count, bytes]; [nextId, count] before the dead-letter quota (recounted)
+  let dlq: [number, number, number] = [0, 0, 0]
   const dlqBuf = await db.get(K.dlqMeta)
   let dlqOk = dlqBuf === undefined
   if (dlqBuf) {
     try {
       const d = decodeUntrusted(dlqBuf, { maxDepth: 2 })
-      if (Array.isArray(d) && d.length === 2 && d.every((x) => Number.isSafeInteger(x) && x >= 0)) { dlq = d as [number, number]; dlqOk = true }
+      if (Array.isArray(d) && d.length === 3 && d.every((x) => Number.isSafeInteger(x) && x >= 0)) { dlq = d as [number, number, number]; dlqOk = true }
+      else if (Array.isArray(d) && d.length === 2 && Number.isSafeInteger(d[0]) && d[0] >= 0) dlq[0] = d[0] as number
     } catch {}
   }
   if (!dlqOk) {
-    log.warn('dead-letter counter unreadable; recounting')
-    for await (const _ of db.keys(K.range('x!'))) dlq[1]++
+    log.warn('dead-letter counter unreadable or without bytes; recounting')
+    dlq[1] = 0
+    for await (const v of db.values(K.range('x!'))) { dlq[1]++; dlq[2] += dlqRecordBytes(v) }
   }
   const lastDlq = await db.keys({ ...K.range('x!'), limit: 1, reverse: true }).all()
   if (lastDlq.length) dlq[0] = Math.max(dlq[0], seqOfItemKey(lastDlq[0]!) + 1)

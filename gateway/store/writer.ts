@@ -12,12 +12,13 @@ import { encodeCbor, StoreError, type EvictedRange, type GroupWriter } from '../
 import type { StoreConfig } from './config.ts'
 import { appendedBytes, cycleEmpty, newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'
-import type { DeadLetters, DlqRecord } from './dead-letters.ts'
+import type { DeadLetters, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
 import type { Evictions } from './evict.ts'
 import { K } from './keys.ts'
 import { ITEM_OVERHEAD, type Partition } from './partition.ts'
 import type { Quota } from './quota.ts'
 import type { Reopener } from './reopen.ts'
+import type { DedupSweep } from './dedup-sweep.ts'
 
 type Deps = {
   config: StoreConfig
@@ -27,12 +28,15 @@ type Deps = {
   deadLetters: DeadLetters
   evictions: Evictions
   reopener: Reopener
+  dedupSweep: DedupSweep
   events: EventEmitter<StoreEvents>
   log: Logger
 }
 
+const NO_RECORDS: DlqPlan = { encoded: [], dropOld: [], dropNew: 0 }
+
 /** What a written cycle changes in memory, kept from `write` to `settle`. */
-type Result = { t0: number, evictedRanges: EvictedRange[], evictedCount: number }
+type Result = { t0: number, evictedRanges: EvictedRange[], evictedCount: number, dlqDropped: number, dlqDroppedIds: [number, number] | null, dedupForgotten: number }
 
 export class CycleWriter implements GroupWriter<Cycle> {
   private readonly results = new WeakMap<Cycle, Result>()
@@ -41,7 +45,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
 
   create = newCycle
 
-  empty = (c: Cycle): boolean => cycleEmpty(c) && !this.d.evictions.wanted
+  empty = (c: Cycle): boolean => cycleEmpty(c) && !this.d.evictions.wanted && !this.d.dedupSweep.wanted
 
   recover = (): Promise<boolean> => this.d.reopener.recover()
 
@@ -56,6 +60,8 @@ export class CycleWriter implements GroupWriter<Cycle> {
     const appended = appendedBytes(c)
     let evictedRanges: EvictedRange[] = []
     let evictedCount = 0
+    let dedupForgotten = 0
+    let dlqResult: DlqStaged = { nextId: 0, count: 0, bytes: 0, quarantineNext: 0, dropped: 0, droppedIds: null }
     const delta = new Map<number, { items: number, bytes: number }>()
     const d = (p: number): { items: number, bytes: number } => {
       let x = delta.get(p)
@@ -84,10 +90,13 @@ export class CycleWriter implements GroupWriter<Cycle> {
         const y = d(x.p); y.items--; y.bytes -= x.size
         records.push({ kind: 'item', reason: x.reason, at: Date.now(), raw: x.raw, p: x.p, s: x.s })
       }
-      // windows before quarantine: the order of the original single-file writer (a window
-      // saved in the cycle that quarantines its unreadable predecessor is deleted with it)
+      // deletes of dedup windows (idle ones, quarantined unreadable ones) before this cycle's
+      // windows are put: a window saved in the cycle that quarantines its unreadable
+      // predecessor was deleted with it (issue 13)
+      const forgotten = this.d.dedupSweep.wanted ? await this.d.dedupSweep.plan(c) : []
+      for (const k of forgotten) b.del(k)
+      const dl = deadLetters.stage(b, records.length ? await deadLetters.plan(records) : NO_RECORDS, c.quarantine)
       for (const [dev, w] of c.devices) b.put(K.dedup(dev), w.encode())
-      const dl = deadLetters.stage(b, records, c.quarantine)
       for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
       for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
       for (const [p, x] of delta) {
@@ -109,6 +118,8 @@ export class CycleWriter implements GroupWriter<Cycle> {
       for (const x of c.deletes) parts[x.p]!.removed(x.s)
       for (const x of c.deadItems) parts[x.p]!.removed(x.s)
       deadLetters.committed(dl)
+      dlqResult = dl
+      dedupForgotten = forgotten.length
       evictions.forgotten(c.evictedDone)
     } catch (e) {
       // the evicted ranges were merged into memory before the write: take them back
@@ -118,7 +129,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       this.release(c)
       evictions.planning.clear()
     }
-    this.results.set(c, { t0, evictedRanges, evictedCount })
+    this.results.set(c, { t0, evictedRanges, evictedCount, dlqDropped: dlqResult.dropped, dlqDroppedIds: dlqResult.droppedIds, dedupForgotten })
   }
 
   /** The cycle is written or failed: its deletes are no longer pending, its reservation ends. */
@@ -151,6 +162,12 @@ export class CycleWriter implements GroupWriter<Cycle> {
     const appendedItems = c.appends.length
     events.emit('cycle', { ops: c.waiters.length + appendedItems, items: appendedItems, ms: performance.now() - r.t0 })
     if (r.evictedCount) events.emit('evicted', r.evictedRanges, r.evictedCount)
+    if (r.dedupForgotten) events.emit('dedupForgotten', r.dedupForgotten)
+    if (r.dlqDropped) {
+      const { maxDlqItems, maxDlqBytes } = this.d.config
+      this.d.log.warn({ records: r.dlqDropped, ids: r.dlqDroppedIds, maxDlqItems, maxDlqBytes }, 'dead-letter store full: dropped the oldest records')
+      events.emit('dlqDropped', r.dlqDropped)
+    }
     // appends and waiters were queued in arrival order within each list; the intake orders
     // per client itself, so the two lists need no interleaving
     for (const a of c.appends) a.settled(null)

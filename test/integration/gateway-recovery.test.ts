@@ -11,6 +11,13 @@ import { tempDir, waitFor } from '../helpers/index.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { startFakeUpstream } from '../helpers/fake-upstream.ts'
 
+/** Opens the store's LevelDB of a closed gateway, runs `fn` (tampering), closes it. */
+async function withClosedStore (dir: string, fn: (db: Level<string, Buffer>) => Promise<unknown>): Promise<void> {
+  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
+  await db.open()
+  try { await fn(db) } finally { await db.close() }
+}
+
 test('a corrupt counter is rebuilt, a corrupt dedup window quarantined, a corrupt item dead-lettered', async (t) => {
   const dir = await tempDir(t)
   let gw = await startGateway(t, { dataDir: dir })
@@ -44,13 +51,32 @@ test('a corrupt counter is rebuilt, a corrupt dedup window quarantined, a corrup
   assert.equal(q.length, 1, 'the unreadable dedup window is kept in quarantine')
 })
 
+test('the window that replaces a quarantined one is on disk after a restart (issue 13)', async (t) => {
+  // the quarantine of an unreadable window and the new window were written in one batch,
+  // the delete after the put: the new window was lost and a resend after a restart stored twice
+  const dir = await tempDir(t)
+  let gw = await startGateway(t, { dataDir: dir })
+  await gw.close()
+  await withClosedStore(dir, (db) => db.put(K.dedup('q-1'), Buffer.from('not cbor at all')))
+  gw = await startGateway(t, { dataDir: dir })
+  const c = await connectDevice(t, gw.mqttPort, 'q-1')
+  // one reading: its window is saved in the cycle that quarantines the unreadable one
+  await publish(c, 'devices/q-1/readings', reading(1))
+  await c.endAsync()
+  await gw.close()
+  gw = await startGateway(t, { dataDir: dir })
+  assert.ok(await gw.store.db.get(K.dedup('q-1')), 'the new window is on disk')
+  const c2 = await connectDevice(t, gw.mqttPort, 'q-1')
+  await publish(c2, 'devices/q-1/readings', reading(1))
+  assert.equal(gw.store.items, 1, 'the resend is a duplicate')
+})
+
 test('a store whose identity is unreadable is refused with a clear error, not guessed', async (t) => {
   const dir = await tempDir(t)
   const gw = await startGateway(t, { dataDir: dir })
   await gw.close()
-  const db = new Level<string, Buffer>(dir, { keyEncoding: 'utf8', valueEncoding: 'buffer' })
-  await db.open()
-  await db.put(K.partitions, Buffer.from('eight'))
-  await db.close()
+  await withClosedStore(dir, async (db) => {
+    await db.put(K.partitions, Buffer.from('eight'))
+  })
   await assert.rejects(startGateway(t, { dataDir: dir }), /unreadable identity/)
 })
