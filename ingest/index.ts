@@ -13,7 +13,6 @@ import { resolvePostgresUrl, resolveTokens, withDefaults, type IngestConfig, typ
 import { createMetrics, type IngestMetrics } from './metrics.ts'
 import { createIngestServer, hashSecret } from './server.ts'
 import { LevelDbSink } from './sinks/leveldb.ts'
-import { PostgresSink } from './sinks/postgres.ts'
 import type { Sink } from './sinks/types.ts'
 
 export type { IngestConfig, IngestOptions } from './config.ts'
@@ -39,7 +38,8 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   let sink: Sink | undefined
   const metrics = createMetrics(() => sink)
   sink = postgresUrl !== undefined
-    ? await PostgresSink.open({
+    // loaded only for this sink: the leveldb ingest starts without pg and its modules
+    ? await (await import('./sinks/postgres.ts')).PostgresSink.open({
       url: postgresUrl,
       poolMax: config.postgresPoolMax,
       onState: (state, err) => { log.child({ component: 'postgres' })[state === 'up' ? 'info' : 'warn']({ state, err }, state === 'up' ? 'PostgreSQL reachable again.' : 'PostgreSQL unreachable: answering retry, reconnecting.') },
