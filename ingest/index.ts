@@ -14,7 +14,6 @@ import { createMetrics, type IngestMetrics } from './metrics.ts'
 import { ReadAuth } from './read-auth.ts'
 import { createIngestServer, hashSecret } from './server.ts'
 import { LevelDbSink } from './sinks/leveldb.ts'
-import { PostgresSink } from './sinks/postgres.ts'
 import type { Sink } from './sinks/types.ts'
 import { ingestTlsConfig, loadContext, reloadTls } from './tls.ts'
 
@@ -49,7 +48,8 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   let sink: Sink | undefined
   const metrics = createMetrics(() => sink)
   sink = postgresUrl !== undefined
-    ? await PostgresSink.open({
+    // loaded only for this sink: the leveldb ingest starts without pg and its modules
+    ? await (await import('./sinks/postgres.ts')).PostgresSink.open({
       url: postgresUrl,
       poolMax: config.postgresPoolMax,
       onState: (state, err) => { log.child({ component: 'postgres' })[state === 'up' ? 'info' : 'warn']({ state, err }, state === 'up' ? 'PostgreSQL reachable again.' : 'PostgreSQL unreachable: answering retry, reconnecting.') },
