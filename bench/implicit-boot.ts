@@ -11,11 +11,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import mqtt, { type MqttClient } from 'mqtt'
-import { createIngest } from '../ingest/index.ts'
+import { freePort } from './lib/procs.ts'
 
 const arg = (name: string, dflt: number): number => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? Number(process.argv[i + 1]) : dflt }
 const DEVICES = arg('devices', 10)
@@ -24,17 +23,14 @@ const INTERVAL_MS = arg('interval-ms', 20)
 const ROOT = resolve(import.meta.dirname, '..')
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const p = (s.address() as { port: number }).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return p
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-implicit-boot-'))
-const ingest = await createIngest({ port: 0, host: '127.0.0.1', token: ['gw1:secret'], dataDir: join(dir, 'ingest') })
-const url = `http://127.0.0.1:${ingest.port}`
+// the ingest as its own process: bench/ imports protocol/ only (docs/layout.md)
+const ingestPort = await freePort()
+const ingest = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'ingest/main.ts'), '--port', String(ingestPort), '--token', 'gw1:secret', '--data-dir', join(dir, 'ingest')],
+  { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } })
+await new Promise<void>((res) => { ingest.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('"ready"')) res() }) })
+const url = `http://127.0.0.1:${ingestPort}`
 const mqttPort = await freePort()
 
 function startGateway (): Promise<ChildProcess> {
@@ -98,7 +94,8 @@ for (const d of devs) {
   t.boots += boots.size
 }
 gw.kill('SIGKILL')
-await ingest.close()
+ingest.kill('SIGTERM')
+await new Promise((r) => ingest.once('exit', r))
 rmSync(dir, { recursive: true, force: true })
 console.log(JSON.stringify({ devices: DEVICES, kills: KILLS, intervalMs: INTERVAL_MS, totals }, null, 1))
 for (const [k, t] of Object.entries(totals)) console.log(`${k}: acked ${t.acked}, stored ${t.stored}, duplicates ${t.duplicates} (${(100 * t.duplicates / Math.max(1, t.acked)).toFixed(2)}% of acked), lost ${t.lost}, boots seen ${t.boots} over ${DEVICES} devices`)

@@ -22,11 +22,12 @@ import { randomUUID } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
-import { hashPassword } from '../gateway/broker/auth.ts'
 import { encodeCbor } from '../protocol/index.ts'
+import { execFileSync } from 'node:child_process'
 import { helpText, num, parseFlags, type FlagSpec } from './lib/args.ts'
 import { Histogram } from '../protocol/index.ts'
 import { Cleanup } from './lib/procs.ts'
+import { timedConnect } from './lib/mqtt-timing.ts'
 import { appendRecord, gitSha, hostInfo } from './lib/results.ts'
 import { ROOT } from './lib/systems.ts'
 
@@ -38,14 +39,12 @@ const FLAGS: FlagSpec = {
   'storm-port': { type: 'number', doc: 'internal: run as the storm process against this port' }
 }
 
-const connectOnce = (port: number, opts: mqtt.IClientOptions): Promise<number> => new Promise((resolve) => {
-  const t0 = performance.now()
-  const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 30_000, ...opts })
-  const done = (): void => { c.end(true); resolve(performance.now() - t0) }
-  c.once('connect', done)
-  c.once('error', done)
-  c.once('close', done)
-})
+const connectOnce = timedConnect
+
+/** The gateway's own hash (bench/ imports protocol only): `gateway --hash-password`, password on stdin. */
+function hashPassword (password: string): string {
+  return execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'), '--hash-password'], { input: password, cwd: ROOT, encoding: 'utf8' }).trim()
+}
 
 async function stormProcess (port: number, n: number): Promise<void> {
   let attempts = 0
@@ -68,7 +67,7 @@ async function main (): Promise<void> {
   const cleanup = new Cleanup()
   const dir = cleanup.tempDir('bench-login-')
   const authFile = join(dir, 'auth.json')
-  writeFileSync(authFile, JSON.stringify({ devices: { 'sensor-1': await hashPassword('s1-pass'), good: await hashPassword('good-pass') }, apps: {} }), { mode: 0o600 })
+  writeFileSync(authFile, JSON.stringify({ devices: { 'sensor-1': hashPassword('s1-pass'), good: hashPassword('good-pass') }, apps: {} }), { mode: 0o600 })
   const noBackoff = ['--login-backoff-base-ms', '0']
   const rows: Row[] = [
     { system: 'quiet', args: [], storm: false },

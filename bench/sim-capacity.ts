@@ -13,12 +13,12 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
+import { freePort } from './lib/procs.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = resolve(HERE, '..')
@@ -33,13 +33,6 @@ const FLAGS: FlagSpec = {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const p = (s.address() as { port: number }).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return p
-}
 
 async function startBroker (kind: string, dir: string): Promise<{ url: string, proc: ChildProcess, version: string }> {
   const port = await freePort()

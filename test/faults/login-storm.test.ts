@@ -12,6 +12,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { hashPassword } from '../../gateway/broker/auth.ts'
+import { timedConnect } from '../../bench/lib/mqtt-timing.ts'
 import { spawnCli, tempDir } from '../helpers/index.ts'
 import { reading } from '../helpers/gateway.ts'
 
@@ -24,14 +25,7 @@ async function gateway (t: Parameters<typeof tempDir>[0], extra: string[]): Prom
 }
 
 /** Time from connect to the CONNACK refusal (or close). */
-const refusal = (port: number, opts: mqtt.IClientOptions): Promise<number> => new Promise((resolve) => {
-  const t0 = performance.now()
-  const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 30_000, ...opts })
-  const done = (): void => { c.end(true); resolve(performance.now() - t0) }
-  c.once('connect', done)
-  c.once('error', done)
-  c.once('close', done)
-})
+const refusal = timedConnect
 
 test('60 concurrent wrong-password CONNECTs: a good device keeps its PUBACK p99 under 1 s', { timeout: 120_000 }, async (t) => {
   // back-off off: this measures the scrypt gate alone (from one address the back-off would also stop the storm)
