@@ -11,6 +11,9 @@ export const gatewaySchema = {
   mqttPort: { type: 'int', default: 1883, min: 0, max: 65535, doc: 'MQTT TCP port (0 = pick a free port)' },
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
+  adminToken: { type: 'string', default: '', doc: 'Token the admin page and API need (required when --admin-host is not loopback)' },
+  adminTokenFile: { type: 'string', doc: 'File holding the admin token (instead of --admin-token)' },
+  deviceStatsMax: { type: 'int', default: 10000, min: 0, max: 1_000_000, doc: 'Devices the admin page tracks (least recently seen forgotten first)' },
   upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order' },
   token: { type: 'string', default: '', doc: 'Bearer token for the ingest' },
   partitions: { type: 'int', default: 8, min: 1, max: 1024, doc: 'Partitions of a new store (fixed at creation)' },
@@ -52,6 +55,12 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
     try { url = new URL(u) } catch { throw new ConfigError('upstream', `${JSON.stringify(u)} is not a URL`) }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('upstream', `${u}: only http and https are supported`)
   }
+  if (!isLoopback(c.adminHost) && !c.adminToken && !c.adminTokenFile) throw new ConfigError('adminToken', `--admin-host ${c.adminHost} is not loopback: set --admin-token or --admin-token-file`)
   if (c.upstream.length > 0 && !c.token) throw new ConfigError('token', '--upstream needs --token (the bearer token the ingest maps to this gateway id)')
   return c
+}
+
+/** True for addresses only this machine can reach. */
+export function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 }

@@ -9,11 +9,13 @@ import { readFile } from 'node:fs/promises'
 import { pino } from 'pino'
 import { configFileArg, ConfigError, helpText } from '../protocol/index.ts'
 import { hashPassword } from './broker/auth.ts'
+import { dlqMain } from './cli/dlq.ts'
 import { gatewaySchema, parseGatewayConfig } from './config.ts'
 import { Gateway } from './index.ts'
 
 async function main (): Promise<void> {
   const argv = process.argv.slice(2)
+  if (argv[0] === 'dlq') { process.exitCode = await dlqMain(argv.slice(1)); return }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`usage: gateway [flags]\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n`)
     return

@@ -61,6 +61,11 @@ const MAX_RETRY_AFTER_MS = 10 * 60_000
 /** Receipt publishes waiting in the broker; beyond this, receipts are dropped (and counted). */
 const MAX_RECEIPTS_PENDING = 10_000
 
+/** The device of a buffered item, or '?' when the item cannot be read (it may be the poison). */
+function deviceOf (raw: Buffer): string {
+  try { return String((decodeTrusted(raw) as BatchItem)[2]) } catch { return '?' }
+}
+
 export class Flusher {
   private readonly upstream: Upstream
   private readonly log: Logger
@@ -255,6 +260,7 @@ export class Flusher {
           const reason = `upstream answered ${status} for this item alone: ${message}`
           this.log.error({ partition: p, seq: seqs[0], status, message }, 'poison item dead-lettered')
           this.metrics.upstreamItems.inc({ code: 'rejected' })
+          this.metrics.devices.deadLetter(deviceOf(raws[0]!))
           await this.store.settle(p, [], [{ s: seqs[0]!, raw: raws[0]!, reason }])
           return DONE
         }
@@ -292,7 +298,10 @@ export class Flusher {
       const [code, reason] = bySeq.get(s) ?? [AckCode.Retry, undefined]
       byCode.set(code as AckCode, (byCode.get(code as AckCode) ?? 0) + 1)
       if (code === AckCode.Stored || code === AckCode.Duplicate) deletes.push({ s, size: raws[i]!.length })
-      else if (code === AckCode.Rejected) dead.push({ s, raw: raws[i]!, reason: `rejected by the ingest: ${reason ?? 'no reason given'}` })
+      else if (code === AckCode.Rejected) {
+        dead.push({ s, raw: raws[i]!, reason: `rejected by the ingest: ${reason ?? 'no reason given'}` })
+        this.metrics.devices.deadLetter(deviceOf(raws[i]!))
+      }
       else retries++
       if (this.config.receipts) {
         const item = decodeTrusted(raws[i]!) as BatchItem

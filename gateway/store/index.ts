@@ -82,11 +82,13 @@ type Cycle = {
   deadItems: { p: number, s: number, size: number, raw: Buffer, reason: string }[]
   evictedDone: EvictedRange[]
   quarantine: { key: string, raw: Buffer, reason: string }[]
+  /** dead-letter record ids to delete (purged, or replayed by appends of this same cycle) */
+  dlqDrops: number[]
   waiters: Waiter[]
 }
 
 
-const newCycle = (): Cycle => ({ appends: [], dlq: [], devices: new Map(), deletes: [], deadItems: [], evictedDone: [], quarantine: [], waiters: [] })
+const newCycle = (): Cycle => ({ appends: [], dlq: [], devices: new Map(), deletes: [], deadItems: [], evictedDone: [], quarantine: [], dlqDrops: [], waiters: [] })
 
 export type StoreEvents = {
   appended: [partitions: Set<number>]
@@ -195,6 +197,15 @@ export class Store extends EventEmitter<StoreEvents> {
     this.join(cb)
   }
 
+  /**
+   * Deletes dead-letter records (existing ids, each once) in the current cycle: appends
+   * made in the same synchronous turn land in the same atomic batch (dlq replay).
+   */
+  dropDeadLetters (ids: number[], cb: Waiter): void {
+    for (const id of ids) this.current.dlqDrops.push(id)
+    this.join(cb)
+  }
+
   /** Runs `cb` once everything submitted so far is durable. */
   sync (cb: Waiter): void {
     this.join(cb)
@@ -275,7 +286,8 @@ export class Store extends EventEmitter<StoreEvents> {
         b.del(K.item(x.p, x.s))
         const y = d(x.p); y.items--; y.bytes -= x.size
       }
-      let dlqAdded = c.dlq.length
+      let dlqAdded = c.dlq.length - c.dlqDrops.length
+      for (const id of c.dlqDrops) b.del(K.dlq(id))
       for (const x of c.deadItems) {
         b.del(K.item(x.p, x.s))
         const y = d(x.p); y.items--; y.bytes -= x.size
@@ -284,7 +296,7 @@ export class Store extends EventEmitter<StoreEvents> {
       }
       let dlqId = this.dlqNext
       for (const r of c.dlq) b.put(K.dlq(dlqId++), encodeCbor({ ...r, at: r.at > 0xffffffff ? BigInt(r.at) : r.at, raw: Buffer.from(r.raw) }))
-      if (c.dlq.length) b.put(K.dlqMeta, encodeCbor([dlqId, this.dlqCountValue + dlqAdded]))
+      if (c.dlq.length || c.dlqDrops.length) b.put(K.dlqMeta, encodeCbor([dlqId, this.dlqCountValue + dlqAdded]))
       for (const [dev, w] of c.devices) b.put(K.dedup(dev), w.encode())
       let qId = this.quarantineNext
       for (const q of c.quarantine) {
