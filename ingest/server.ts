@@ -16,6 +16,7 @@ import type { IngestConfig } from './config.ts'
 import { decodeContent, decodeEnvelope, readBody, validateItems, type ValidatedItems } from './decode.ts'
 import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
+import { isPagePath, RecentReadings, servePage } from './page/index.ts'
 import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
 import type { Sink } from './sinks/types.ts'
 
@@ -27,6 +28,8 @@ export type ServerDeps = {
   chaos: Chaos
   metrics: IngestMetrics
   log: Logger
+  /** latest reading per device, for the page at / (made by createIngestServer if absent) */
+  recent?: RecentReadings
 }
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
@@ -133,6 +136,7 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
     items.results[items.valid[i]!.index] = [p, s, outcomes[i] === 'stored' ? AckCode.Stored : AckCode.Duplicate]
   }
   ctx.results = items.results as ItemResult[]
+  deps.recent?.record(batch.gateway, items.valid.map((v) => v.item), outcomes)
   const m = deps.metrics
   for (const r of ctx.results) m.items.inc({ code: AckCodeName[r[2]] })
   m.batchItems.observe(ctx.results.length)
@@ -190,6 +194,7 @@ export type IngestServer = {
 
 export function createIngestServer (deps: ServerDeps): IngestServer {
   const { config, metrics, log } = deps
+  deps.recent ??= new RecentReadings()
   let inFlight = 0
   let batchesInFlight = 0
   let stopping = false
@@ -227,6 +232,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       res.end(text)
       return 'metrics'
     }
+    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent! }); return 'page' }
     if (path === '/v1/stats') { sendJson(res, 200, await queryStats(deps.sink)); return 'stats' }
     const device = matchReadings(path)
     if (device !== null) {
