@@ -1,7 +1,8 @@
 /**
  * Admin API of the dead-letter tools (the same operations as `gateway dlq ...`):
  *
- *   GET  /dlq?device=&reason=&kind=&since=&until=&id=&limit=&after=   list (JSON, paged by id)
+ *   GET  /dlq?device=&reason=&kind=&since=&until=&id=&limit=&after=&order=   list (JSON, paged by id;
+ *                                                       order=oldest (default) or newest)
  *   GET  /dlq/summary                                                   counts by kind and reason
  *   GET  /dlq/{id}                                                      one record, raw bytes in base64
  *   GET  /dlq/export?filters                                            JSON lines (application/x-ndjson)
@@ -69,8 +70,10 @@ export async function dlqRoute (req: IncomingMessage, res: ServerResponse, url: 
   }
   if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpProblem(405, 'method_not_allowed', 'use GET or POST')
   if (path === '/dlq') {
-    const filter = parseFilter(pick(q, ['limit', 'after']))
-    json(res, 200, await dlq.list(filter, { limit: intParam(url.searchParams.get('limit'), 'limit'), afterId: intParam(url.searchParams.get('after'), 'after') }))
+    const filter = parseFilter(pick(q, ['limit', 'after', 'order']))
+    const order = url.searchParams.get('order') ?? 'oldest'
+    if (order !== 'oldest' && order !== 'newest') throw new ValidationError('order', 'must be oldest or newest')
+    json(res, 200, await dlq.list(filter, { limit: intParam(url.searchParams.get('limit'), 'limit'), afterId: intParam(url.searchParams.get('after'), 'after'), newest: order === 'newest' }))
     return true
   }
   if (path === '/dlq/summary') { json(res, 200, { total: dlq.count, ...await dlq.summary() }); return true }

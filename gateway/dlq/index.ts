@@ -65,10 +65,11 @@ export class DeadLetters {
     return this.store
   }
 
-  async list (filter: DlqFilter, page: { afterId?: number, limit?: number } = {}): Promise<{ total: number, items: DeadLetterView[], next: number | null }> {
+  /** A page of records, oldest first (or `newest` first); `next` is the `afterId` of the next page. */
+  async list (filter: DlqFilter, page: { afterId?: number, limit?: number, newest?: boolean } = {}): Promise<{ total: number, items: DeadLetterView[], next: number | null }> {
     const limit = Math.max(1, Math.min(page.limit ?? 100, 1000))
     const items: DeadLetterView[] = []
-    for await (const r of scanDeadLetters(this.store.db, filter, { afterId: page.afterId, limit: limit + 1 })) items.push(view(r, false))
+    for await (const r of scanDeadLetters(this.store.db, filter, { afterId: page.afterId, limit: limit + 1, newest: page.newest })) items.push(view(r, false))
     const more = items.length > limit
     if (more) items.length = limit
     this.done('list', items.length, { filter })

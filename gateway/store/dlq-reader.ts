@@ -94,14 +94,20 @@ export function matcher (filter: DlqFilter): (r: DeadLetter) => boolean {
   }
 }
 
-/** Records matching `filter` with an id above `afterId`, oldest first, at most `limit`. */
-export async function * scanDeadLetters (db: Db, filter: DlqFilter = {}, opts: { afterId?: number, limit?: number } = {}): AsyncGenerator<DeadLetter> {
+/**
+ * Records matching `filter`, at most `limit`: oldest first with ids above `afterId`, or with
+ * `newest`, newest first with ids below `afterId`.
+ */
+export async function * scanDeadLetters (db: Db, filter: DlqFilter = {}, opts: { afterId?: number, limit?: number, newest?: boolean } = {}): AsyncGenerator<DeadLetter> {
   const match = matcher(filter)
   const limit = opts.limit ?? Infinity
   let n = 0
   if (limit <= 0) return
-  const range = opts.afterId === undefined ? K.range('x!') : { gt: K.dlq(opts.afterId), lt: K.range('x!').lt }
-  for await (const [k, v] of db.iterator(range)) {
+  const all = K.range('x!')
+  const range = opts.afterId === undefined
+    ? all
+    : opts.newest ? { gt: all.gt, lt: K.dlq(opts.afterId) } : { gt: K.dlq(opts.afterId), lt: all.lt }
+  for await (const [k, v] of db.iterator({ ...range, reverse: opts.newest === true })) {
     const r = decodeDeadLetter(idOfKey(k), v)
     if (!match(r)) continue
     yield r

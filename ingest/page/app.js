@@ -47,7 +47,7 @@ function render (d) {
   setValue('v-duplicates', total.duplicates, fmt(total.duplicates))
   setValue('v-rejected', total.rejected, fmt(total.rejected))
   setValue('v-evicted', total.evicted, fmt(total.evicted))
-  setValue('v-latency', p99 ?? '', `${fmt(p50)} / ${fmt(p99)} ms`)
+  setValue('v-latency', p99 ?? '', `${fmt(p50)} / ${fmt(p99)}`)
   const gws = Object.keys(d.stats.gateways).sort()
   setValue('v-gateways', gws.length, String(gws.length))
   setText('totals', `stored ${int(d.stats.stored)} · duplicates ${int(d.stats.duplicates)} · rejected ${int(d.stats.rejected)} · evicted ${int(d.stats.evicted)}`)

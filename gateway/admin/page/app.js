@@ -58,7 +58,7 @@ function render (s) {
   banner.hidden = s.banner.length === 0
   $('banner-reasons').replaceChildren(...s.banner.map((r) => { const li = document.createElement('li'); li.textContent = r; return li }))
   setValue('v-in', s.inPerS, fmt(s.inPerS))
-  setValue('v-puback', s.p99Ms, `${fmt(s.p50Ms)} / ${fmt(s.p99Ms)} ms`)
+  setValue('v-puback', s.p99Ms, `${fmt(s.p50Ms)} / ${fmt(s.p99Ms)}`)
   setValue('v-uploaded', s.uploadedPerS, fmt(s.uploadedPerS))
   setValue('v-buffered', s.buffered)
   const oldest = oldestOf(s)
@@ -108,10 +108,10 @@ function renderDlq (s) {
   if (d.items !== dlqSeen || s.t - dlqFetched > 10_000) {
     dlqSeen = d.items
     dlqFetched = s.t
-    fetch('/dlq?limit=15').then((r) => r.ok ? r.json() : null).then((r) => {
+    fetch('/dlq?limit=15&order=newest').then((r) => r.ok ? r.json() : null).then((r) => {
       if (!r) return
       const tbody = $('dlq-table').tBodies[0]
-      tbody.replaceChildren(...r.items.slice().reverse().map((x) => {
+      tbody.replaceChildren(...r.items.map((x) => {
         const tr = document.createElement('tr')
         for (const [v, cls] of [[String(x.id), 'num'], [new Date(x.atMs).toLocaleString()], [x.kind], [x.device ?? '?'], [x.reason, 'wrap']]) {
           const td = document.createElement('td')
