@@ -2,7 +2,7 @@
  * Server-sent events for the admin page: `GET /events` answers `event: history` (the last
  * 5 minutes of samples) and then one `data:` line per sample, each serialised once for all
  * viewers. Bounded: at most MAX_CLIENTS streams; a viewer that does not read (more than
- * MAX_BUFFERED bytes waiting in its socket) is disconnected rather than buffered for.
+ * MAX_BUFFERED bytes waiting in its socket beyond the history it was sent) is disconnected rather than buffered for.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { LiveSampler, Sample } from './live.ts'
@@ -11,7 +11,8 @@ const MAX_CLIENTS = 32
 const MAX_BUFFERED = 256 * 1024
 
 export class SseHub {
-  private readonly clients = new Set<ServerResponse>()
+  /** each stream and how many bytes may wait in its socket (its history frame + MAX_BUFFERED) */
+  private readonly clients = new Map<ServerResponse, number>()
   private readonly unsubscribe: () => void
 
   constructor (private readonly sampler: LiveSampler) {
@@ -27,8 +28,9 @@ export class SseHub {
       return
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' })
-    res.write(`retry: 2000\nevent: history\ndata: ${JSON.stringify(this.sampler.recent())}\n\n`)
-    this.clients.add(res)
+    const history = `retry: 2000\nevent: history\ndata: ${JSON.stringify(this.sampler.recent())}\n\n`
+    res.write(history)
+    this.clients.set(res, Buffer.byteLength(history) + MAX_BUFFERED)
     const drop = (): void => { this.clients.delete(res) }
     req.on('close', drop)
     res.on('error', drop)
@@ -37,15 +39,15 @@ export class SseHub {
   private broadcast (s: Sample): void {
     if (this.clients.size === 0) return
     const frame = `data: ${JSON.stringify(s)}\n\n`
-    for (const res of this.clients) {
-      if (res.writableLength > MAX_BUFFERED) { this.clients.delete(res); res.destroy(); continue }
+    for (const [res, limit] of this.clients) {
+      if (res.writableLength > limit) { this.clients.delete(res); res.destroy(); continue }
       res.write(frame)
     }
   }
 
   close (): void {
     this.unsubscribe()
-    for (const res of this.clients) res.destroy()
+    for (const res of this.clients.keys()) res.destroy()
     this.clients.clear()
   }
 }

@@ -72,7 +72,7 @@ export async function servePage (req: IncomingMessage, res: ServerResponse, url:
     etag: a.etag,
     'cache-control': 'no-cache',
     'x-content-type-options': 'nosniff',
-    ...(url.pathname === '/' ? { 'content-security-policy': "default-src 'self'; style-src 'self'; frame-ancestors 'none'", 'x-frame-options': 'DENY' } : {})
+    ...(url.pathname === '/' ? { 'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'", 'x-frame-options': 'DENY' } : {})
   }
   if (req.headers['if-none-match'] === a.etag) { res.writeHead(304, headers); res.end(); return }
   res.writeHead(200, { ...headers, 'content-length': a.body.length })
