@@ -17,7 +17,7 @@ async function main (): Promise<void> {
   const argv = process.argv.slice(2)
   if (argv[0] === 'dlq') { process.exitCode = await dlqMain(argv.slice(1)); return }
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: gateway [flags]\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n`)
+    process.stdout.write(`usage: gateway [flags]\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n\n  gateway dlq --help\n      the dead-letter tools (list, show, export, replay, purge)\n`)
     return
   }
   if (argv[0] === '--hash-password') {
