@@ -14,7 +14,7 @@ import { readDeadLetter, reasonSummary, scanDeadLetters, type DeadLetter, type D
 import type { Level } from 'level'
 import type { Store } from '../store/index.ts'
 import { isEmptyFilter } from './filter.ts'
-import { revalidate, view, type DeadLetterView } from './replay.ts'
+import { revalidate, view, type DeadLetterView, type Requeue } from './replay.ts'
 
 export { parseFilter, parseTime, isEmptyFilter, FILTER_KEYS } from './filter.ts'
 export { view, revalidate, type DeadLetterView } from './replay.ts'
@@ -103,7 +103,7 @@ export class DeadLetters {
   replay (filter: DlqFilter, opts: { dryRun?: boolean } = {}): Promise<ReplayResult> {
     return this.serial(async () => {
       const res: ReplayResult = { matched: 0, replayed: 0, invalid: [], invalidCount: 0, bufferFull: false, dryRun: opts.dryRun === true }
-      let chunk: { rec: DeadLetter, item: NonNullable<ReturnType<typeof revalidate> & { ok: true }>['item'] }[] = []
+      let chunk: { rec: DeadLetter, item: Requeue }[] = []
       const flush = async (): Promise<void> => {
         if (chunk.length === 0 || res.bufferFull) return
         if (!res.dryRun) {
@@ -158,7 +158,7 @@ export class DeadLetters {
    * Appends the items and drops their records in one synchronous turn (one cycle, one
    * atomic batch); returns how many fit the buffer quota.
    */
-  private requeue (chunk: { rec: DeadLetter, item: { device: string, seq: number | null, boot: number | string | null, ts: number | null, rx: number, values: Record<string, number | boolean | string> } }[]): Promise<number> {
+  private requeue (chunk: { rec: DeadLetter, item: Requeue }[]): Promise<number> {
     const store = this.writer
     return new Promise((resolve, reject) => {
       const ids: number[] = []
