@@ -79,6 +79,7 @@ async function main (): Promise<void> {
     if (page) await page.close()
   }
   for (const fn of afters) await fn()
+  if (lg.exit) throw new Error(`the load generator exited during the windows (${lg.exit.code ?? lg.exit.signal}): ${lg.stderrTail.slice(-5).join(' | ')} ${lg.tail.filter((l) => !l.includes('"tick"')).slice(-3).join(' | ').slice(0, 2000)}`)
   await lg.stop('SIGKILL')
   const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
   const pct = (s: 'closed' | 'open'): { gateway: number, ingest: number, loadgen: number } => {

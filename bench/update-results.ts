@@ -63,7 +63,12 @@ const COLUMNS: Column[] = [
   metric('jsonBytes', 'JSON bytes', fmtInt),
   { head: 'CBOR/JSON', get: (r) => numOrNull(r.ratio) === null ? null : `${(100 * (r.ratio as number)).toFixed(1)}%` },
   metric('cborGzipBytes', 'CBOR gzip', fmtInt),
-  metric('jsonGzipBytes', 'JSON gzip', fmtInt)
+  metric('jsonGzipBytes', 'JSON gzip', fmtInt),
+  // admin-cost
+  metric('sampleUs', 'sample us/s', (n) => n.toFixed(1)),
+  metric('frameUs', 'SSE frame us', (n) => n.toFixed(1)),
+  metric('devicesQueryUs', 'devices query us', (n) => n.toFixed(1)),
+  metric('viewerCorePct', 'viewer % of a core', (n) => n.toFixed(3))
 ]
 
 const paramsKey = (p: BenchRecord['params']): string => JSON.stringify(Object.keys(p).sort().map((k) => [k, p[k]]))
