@@ -9,9 +9,17 @@ import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } fr
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Level } from 'level'
+import { helpText, num, parseFlags, type FlagSpec } from './lib/args.ts'
 
-const i = process.argv.indexOf('--seconds')
-const seconds = i > 0 ? Number(process.argv[i + 1]) : 8
+const FLAGS: FlagSpec = {
+  seconds: { type: 'number', default: 8, doc: 'duration of each loop' }
+}
+const f = parseFlags(process.argv.slice(2), FLAGS)
+if (f.get('help')) {
+  process.stdout.write(`usage: node --import tsx bench/fsync-latency.ts [flags]\n${helpText(FLAGS)}\n`)
+  process.exit(0)
+}
+const seconds = num(f, 'seconds')
 const dir = mkdtempSync(join(tmpdir(), 'bench-fsync-'))
 
 function summary (name: string, lat: number[]): string {

@@ -25,7 +25,7 @@
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { encodeCbor, readingsTopic, wireUint } from '../protocol/index.ts'
-import { Histogram } from './lib/histogram.ts'
+import { Histogram } from '../protocol/index.ts'
 import { connectPacket, DISCONNECT, FrameSplitter, PacketType, PINGREQ, publishQos1, topicField } from './lib/mqtt-wire.ts'
 import { helpText, num, parseFlags, str, bool, type FlagSpec } from './lib/args.ts'
 import type { LoadResult } from './lib/types.ts'

@@ -5,8 +5,8 @@
  *
  * The broker (Mosquitto, /usr/sbin/mosquitto, on a free port with a temp config; or Aedes
  * with --broker aedes) runs in its own process pinned to core 1; each device count runs in
- * a fresh simulator process pinned to core 0 (taskset). After every device connected and
- * a warm-up, the child measures a window: readings generated and acknowledged per second,
+ * a fresh simulator process (device-sim/capacity-probe.ts: bench/ does not import the
+ * simulator) pinned to core 0 (taskset). After every device connected and a warm-up, it measures a window: readings generated and acknowledged per second,
  * pacing error against the target, tick lateness, CPU and RSS. A point passes when every
  * device is connected and both rates are within 1% of the target. One JSON line a point,
  * to stdout and bench/results/sim-capacity.jsonl.
@@ -18,58 +18,20 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { createSimulation, simConfig } from '../device-sim/index.ts'
+import { helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = resolve(HERE, '..')
 
-function arg (name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1]! : def
+const FLAGS: FlagSpec = {
+  devices: { type: 'string', default: '1000,2500,5000,10000', doc: 'device counts, comma list (one simulator process each)' },
+  broker: { type: 'string', default: 'mosquitto', doc: 'mosquitto or aedes' },
+  'window-s': { type: 'number', default: 20, doc: 'measured window per point' },
+  'warmup-s': { type: 'number', default: 5, doc: 'load before the window' },
+  rate: { type: 'number', default: 1, doc: 'readings/s per device' }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-async function child (): Promise<void> {
-  const n = Number(arg('child', '0'))
-  const broker = arg('url', '')
-  const windowS = Number(arg('window-s', '20'))
-  const warmupS = Number(arg('warmup-s', '5'))
-  const rate = Number(arg('rate', '1'))
-  const sim = createSimulation(simConfig({ broker, devices: n, rate, receipts: false, connectRate: 2000, idPrefix: `cap${n}-`, progress: 'off', stopGraceMs: 2000, keepaliveS: 120 }))
-  const t0 = Date.now()
-  await sim.start()
-  await sim.waitConnected(180_000)
-  const connectS = (Date.now() - t0) / 1000
-  await sleep(warmupS * 1000)
-  sim.resetLateness()
-  const s0 = sim.snapshot(); const c0 = process.cpuUsage(); const w0 = performance.now()
-  await sleep(windowS * 1000)
-  const s1 = sim.snapshot(); const c1 = process.cpuUsage(c0); const secs = (performance.now() - w0) / 1000
-  const target = n * rate
-  const genRate = (s1.generated - s0.generated) / secs
-  const ackRate = (s1.acked - s0.acked) / secs
-  const result = {
-    devices: n,
-    online: s1.online,
-    connectS: Math.round(connectS * 10) / 10,
-    targetRate: target,
-    generatedRate: Math.round(genRate * 10) / 10,
-    ackedRate: Math.round(ackRate * 10) / 10,
-    pacingErrorPct: Math.round(1000 * (genRate - target) / target) / 10,
-    ackedErrorPct: Math.round(1000 * (ackRate - target) / target) / 10,
-    lateMs: { mean: Math.round(s1.lateness.meanMs * 10) / 10, p99: s1.lateness.p99Ms, max: Math.round(s1.lateness.maxMs) },
-    pubackMs: sim.stats.pubackMs.summary(),
-    unackedAtEnd: s1.unacked,
-    skipped: s1.skipped - s0.skipped,
-    cpuPct: Math.round(100 * (c1.user + c1.system) / 1e6 / secs),
-    rssMiB: Math.round(process.memoryUsage().rss / 1048576),
-    heapMiB: Math.round(process.memoryUsage().heapUsed / 1048576)
-  }
-  process.stdout.write(JSON.stringify({ msg: 'result', result }) + '\n')
-  await sim.stop()
-  process.exit(0)
-}
 
 async function freePort (): Promise<number> {
   const s = createServer()
@@ -106,19 +68,21 @@ async function startBroker (kind: string, dir: string): Promise<{ url: string, p
   return { url: `mqtt://127.0.0.1:${port}`, proc, version }
 }
 
-async function parent (): Promise<void> {
-  const counts = arg('devices', '1000,2500,5000,10000').split(',').map(Number)
-  const brokerKind = arg('broker', 'mosquitto')
-  const windowS = arg('window-s', '20')
-  const warmupS = arg('warmup-s', '5')
-  const rate = arg('rate', '1')
+async function main (): Promise<void> {
+  const f = parseFlags(process.argv.slice(2), FLAGS)
+  if (f.get('help')) { process.stdout.write(`usage: node --import tsx bench/sim-capacity.ts [flags]\n${helpText(FLAGS)}\n`); return }
+  const counts = str(f, 'devices')!.split(',').map(Number)
+  const brokerKind = str(f, 'broker')!
+  const windowS = String(num(f, 'window-s'))
+  const warmupS = String(num(f, 'warmup-s'))
+  const rate = String(num(f, 'rate'))
   const dir = await mkdtemp(join(tmpdir(), 'sim-capacity-'))
   const broker = await startBroker(brokerKind, dir)
   const sha = (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).toString().trim() } catch { return 'unknown' } })()
   await mkdir(join(HERE, 'results'), { recursive: true })
   try {
     for (const n of counts) {
-      const proc = spawn('taskset', ['-c', '0', process.execPath, '--import', 'tsx', fileURLToPath(import.meta.url), '--child', String(n), '--url', broker.url, '--window-s', windowS, '--warmup-s', warmupS, '--rate', rate], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+      const proc = spawn('taskset', ['-c', '0', process.execPath, '--import', 'tsx', join(ROOT, 'device-sim', 'capacity-probe.ts'), '--devices', String(n), '--url', broker.url, '--window-s', windowS, '--warmup-s', warmupS, '--rate', rate], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
       let result: Record<string, unknown> | undefined
       createInterface({ input: proc.stdout! }).on('line', (l) => { try { const o = JSON.parse(l) as { msg?: string, result?: Record<string, unknown> }; if (o.msg === 'result') result = o.result } catch {} })
       await new Promise((r) => proc.on('exit', r))
@@ -134,5 +98,4 @@ async function parent (): Promise<void> {
   }
 }
 
-if (process.argv.includes('--child')) await child()
-else await parent()
+await main()

@@ -58,12 +58,10 @@ const COLUMNS: Column[] = [
   metric('drainS', 'drain s', (n) => n.toFixed(1)),
   metric('fillPerSec', 'fill/s', fmtInt),
   { head: 'RSS while draining: first/median/max/last MB', get: (r) => numOrNull(r.drainRssFirstMb) === null ? null : `${String(r.drainRssFirstMb)}/${String(r.drainRssMedianMb)}/${String(r.drainRssMaxMb)}/${String(r.drainRssLastMb)}` },
-  // cbor-size
-  metric('cborBytes', 'CBOR bytes', fmtInt),
-  metric('jsonBytes', 'JSON bytes', fmtInt),
-  { head: 'CBOR/JSON', get: (r) => numOrNull(r.ratio) === null ? null : `${(100 * (r.ratio as number)).toFixed(1)}%` },
-  metric('cborGzipBytes', 'CBOR gzip', fmtInt),
-  metric('jsonGzipBytes', 'JSON gzip', fmtInt),
+  // cbor-size (wire formats)
+  metric('bytesPerReading', 'bytes/reading', (n) => n.toFixed(1)),
+  metric('encodeUsPerReading', 'encode us/reading', (n) => n.toFixed(2)),
+  metric('decodeUsPerReading', 'decode us/reading', (n) => n.toFixed(2)),
   // admin-cost
   metric('sampleUs', 'sample us/s', (n) => n.toFixed(1)),
   metric('frameUs', 'SSE frame us', (n) => n.toFixed(1)),

@@ -221,7 +221,7 @@ export class Device {
     if (i < this.sent) this.sent--
     this.boot.acked.add(seq)
     stats.counters.acked++
-    stats.pubackMs.record(this.ctx.clock.now() - sentAt)
+    stats.pubackMs.recordMs(this.ctx.clock.now() - sentAt)
     this.pump()
   }
 }

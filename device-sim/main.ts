@@ -42,7 +42,7 @@ async function main (): Promise<number> {
 
   await sim.start()
   log.info({ devices: config.devices, broker: config.broker, rate: config.rate, boot: sim.devices[0]?.currentBoot }, 'ready')
-  sim.waitConnected(120_000).then(() => log.info({ devices: config.devices }, 'all devices connected'), (err: Error) => log.warn({ err: err.message }, 'not every device connected'))
+  sim.waitConnected(120_000).then(() => log.info({ devices: config.devices }, 'all devices connected'), (err: Error) => log.warn({ err }, 'not every device connected'))
   const progress = startProgress({ snapshot: sim.snapshot, mode: config.progress, intervalS: config.progressIntervalS, log: (f, m) => log.info(f, m) })
 
   await sim.done
@@ -72,7 +72,7 @@ async function main (): Promise<number> {
       log.info({ ok: audit.ok, totals: audit.totals, failedDevices: audit.failedDevices, drained: drain.settled }, 'audit')
       code = audit.ok ? 0 : 1
     } catch (err) {
-      log.error({ err: (err as Error).message }, 'audit could not run')
+      log.error({ err }, 'audit could not run')
       code = 2
     }
   }

@@ -49,5 +49,5 @@ export function handleReceipt (payload: Uint8Array, boots: readonly BootRecord[]
   try { r = decodeReceipt(payload) } catch { stats.counters.receiptErrors++; return }
   stats.counters.receipts++
   const ms = applyReceipt(r, boots, current, times, now)
-  if (ms !== undefined) stats.receiptMs.record(ms)
+  if (ms !== undefined) stats.receiptMs.recordMs(ms)
 }

@@ -6,6 +6,7 @@
  *
  * The clock is injectable so pacing is tested with a fake clock and no sleeps.
  */
+import { Histogram } from '../protocol/index.ts'
 
 export type Clock = {
   now: () => number
@@ -41,11 +42,8 @@ export class Scheduler {
   private timer: unknown = null
   private timerAt = Infinity
   private running = false
-  // lateness histogram: 1 ms buckets up to 1 s, then one overflow bucket
-  private readonly late = new Uint32Array(1002)
-  private lateSum = 0
-  private lateMax = 0
-  private ticks = 0
+  /** tick lateness (the latency histogram shared with bench/) */
+  private readonly late = new Histogram()
 
   constructor (capacity: number, onTick: TickFn, clock: Clock = realClock) {
     this.clock = clock
@@ -92,19 +90,13 @@ export class Scheduler {
   }
 
   lateness (): LatenessStats {
-    let p99 = 0
-    const target = this.ticks * 0.99
-    let acc = 0
-    for (let i = 0; i < this.late.length; i++) { acc += this.late[i]!; if (acc >= target) { p99 = i; break } }
-    return { ticks: this.ticks, meanMs: this.ticks ? this.lateSum / this.ticks : 0, maxMs: this.lateMax, p99Ms: p99 }
+    const h = this.late
+    return { ticks: h.count, meanMs: h.count ? h.sumUs / h.count / 1000 : 0, maxMs: h.maxUs / 1000, p99Ms: h.quantileMs(0.99) }
   }
 
   /** Starts a new measurement window for `lateness()`. */
   resetLateness (): void {
-    this.late.fill(0)
-    this.lateSum = 0
-    this.lateMax = 0
-    this.ticks = 0
+    this.late.reset()
   }
 
   /** Runs every tick due at or before now. Public so a fake clock can drive it. */
@@ -122,11 +114,7 @@ export class Scheduler {
       this.k[slot] = k + 1
       this.due[slot] = this.start[slot]! + (k + 1) * this.period[slot]!
       this.siftDown(0)
-      const lateMs = now - due
-      this.ticks++
-      this.lateSum += lateMs
-      if (lateMs > this.lateMax) this.lateMax = lateMs
-      this.late[Math.min(1001, Math.floor(lateMs))]!++
+      this.late.recordMs(now - due)
       this.onTick(slot, due, k)
     }
     this.arm()

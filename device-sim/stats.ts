@@ -1,43 +1,7 @@
 /** Counters and a log-bucket histogram shared by every device of a simulation. */
+import { Histogram } from '../protocol/index.ts'
 
-/** Histogram of non-negative values (ms) in ~4% wide log buckets; O(1) memory. */
-export class Histogram {
-  private static readonly PER_OCTAVE = 16
-  private readonly buckets = new Float64Array(16 * 32 + 1)
-  count = 0
-  sum = 0
-  max = 0
-
-  record (v: number): void {
-    if (!(v >= 0)) v = 0
-    this.count++
-    this.sum += v
-    if (v > this.max) this.max = v
-    this.buckets[this.index(v)]!++
-  }
-
-  private index (v: number): number {
-    if (v < 1) return 0
-    return Math.min(this.buckets.length - 1, 1 + Math.floor(Math.log2(v) * Histogram.PER_OCTAVE))
-  }
-
-  /** Upper bound of the bucket holding quantile q (0..1). */
-  quantile (q: number): number {
-    if (this.count === 0) return 0
-    const target = Math.max(1, Math.ceil(this.count * q))
-    let acc = 0
-    for (let i = 0; i < this.buckets.length; i++) {
-      acc += this.buckets[i]!
-      if (acc >= target) return i === 0 ? 1 : Math.min(this.max, 2 ** (i / Histogram.PER_OCTAVE))
-    }
-    return this.max
-  }
-
-  summary (): { count: number, meanMs: number, p50Ms: number, p95Ms: number, p99Ms: number, maxMs: number } {
-    const r = (x: number): number => Math.round(x * 10) / 10
-    return { count: this.count, meanMs: r(this.count ? this.sum / this.count : 0), p50Ms: r(this.quantile(0.5)), p95Ms: r(this.quantile(0.95)), p99Ms: r(this.quantile(0.99)), maxMs: r(this.max) }
-  }
-}
+export { Histogram }
 
 export type Counters = {
   /** Readings sampled (a seq was assigned). */

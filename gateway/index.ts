@@ -40,50 +40,15 @@ export class Gateway {
     const adminToken = config.adminTokenFile ? (await readFile(config.adminTokenFile, 'utf8')).trim() : config.adminToken
     if (config.adminTokenFile && !adminToken) throw new ConfigError('adminTokenFile', `${config.adminTokenFile} is empty`)
     const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
-    const store = await Store.open({
-      dataDir: config.dataDir,
-      partitions: config.partitions,
-      durability: config.durability,
-      maxBufferItems: config.maxBufferItems,
-      maxBufferBytes: config.maxBufferBytes,
-      fullPolicy: config.fullPolicy
-    }, logger)
+    const store = await Store.open(config, logger)
     const closeOnError = async <T>(fn: () => Promise<T>, ...cleanup: Array<{ close: () => Promise<void> }>): Promise<T> => {
       try { return await fn() } catch (err) { for (const c of cleanup) await c.close().catch(() => {}); throw err }
     }
     store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
     store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
-    const intake = new Intake(store, {
-      maxPayloadBytes: config.maxPayloadBytes,
-      ackMode: config.ackMode,
-      maxBlockedReadings: config.maxBlockedReadings,
-      dedupCacheDevices: config.dedupCacheDevices
-    }, logger, metrics)
-    const broker = await closeOnError(() => Broker.create({
-      host: config.host,
-      mqttPort: config.mqttPort,
-      maxPacketBytes: config.maxPacketBytes,
-      maxConnections: config.maxConnections,
-      connectTimeoutMs: config.connectTimeoutMs,
-      drainTimeoutMs: config.drainTimeoutMs,
-      auth
-    }, intake, metrics, logger), store)
-    const flusher = new Flusher(store, {
-      gatewayId: config.gatewayId,
-      upstream: config.upstream,
-      token: config.token,
-      batchMaxItems: config.batchMaxItems,
-      batchMaxBytes: config.batchMaxBytes,
-      lingerMs: config.lingerMs,
-      maxInFlight: config.maxInFlight,
-      requestTimeoutMs: config.requestTimeoutMs,
-      gzip: config.gzip,
-      retryBaseMs: config.retryBaseMs,
-      retryMaxMs: config.retryMaxMs,
-      authRetryMs: config.authRetryMs,
-      unreadyAfterMs: config.unreadyAfterMs,
-      receipts: config.receipts
-    }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
+    const intake = new Intake(store, config, logger, metrics)
+    const broker = await closeOnError(() => Broker.create({ ...config, auth }, intake, metrics, logger), store)
+    const flusher = new Flusher(store, config, (topic, payload) => broker.publish(topic, payload), metrics, logger)
     let gw: Gateway | undefined
     const dlq = new DeadLetters(store, { maxPayloadBytes: config.maxPayloadBytes, via: 'admin' }, logger, (action, n) => {
       metrics.dlqActions.inc({ action })

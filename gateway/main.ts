@@ -44,7 +44,7 @@ async function main (): Promise<void> {
   try {
     gw = await Gateway.create(config, log, { defaultMetrics: true })
   } catch (err) {
-    log.fatal({ err: (err as Error).message, field: (err as ConfigError).field }, 'gateway failed to start')
+    log.fatal({ err, field: (err as ConfigError).field }, 'gateway failed to start')
     process.stderr.write(`gateway: ${(err as Error).message}\n`)
     process.exitCode = err instanceof ConfigError ? 2 : 1
     return
@@ -59,7 +59,7 @@ async function main (): Promise<void> {
     log.info({ signal }, 'shutting down')
     const t = setTimeout(() => { log.error('graceful shutdown timed out; exiting'); process.exit(1) }, config.shutdownTimeoutMs)
     t.unref()
-    gw.close().then(() => { log.flush(); process.exitCode = 0 }, (err: Error) => { log.error({ err: err.message }, 'shutdown failed'); process.exitCode = 1 })
+    gw.close().then(() => { log.flush(); process.exitCode = 0 }, (err: Error) => { log.error({ err }, 'shutdown failed'); process.exitCode = 1 })
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))

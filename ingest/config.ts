@@ -12,10 +12,13 @@ export const schema = {
   host: { type: 'string', default: '127.0.0.1', doc: 'address to listen on (0.0.0.0 or :: to accept remote gateways)' },
   dataDir: { type: 'string', default: './data/ingest', doc: 'LevelDB directory of the leveldb sink' },
   sink: { type: 'enum', values: ['leveldb', 'postgres'] as const, default: 'leveldb', doc: 'where readings are stored' },
-  postgresUrl: { type: 'string', doc: 'PostgreSQL connection URL (sink postgres)' },
+  postgresUrl: { type: 'string', doc: 'PostgreSQL connection URL (sink postgres; else DATABASE_URL or --postgres-url-file)' },
+  postgresUrlFile: { type: 'string', doc: 'file holding the PostgreSQL connection URL (keeps the password off the command line)' },
+  postgresPoolMax: { type: 'int', default: 10, min: 1, max: 1000, doc: 'PostgreSQL connections per ingest process' },
   token: { type: 'list', doc: 'GATEWAY_ID:SECRET accepted as "authorization: Bearer SECRET" for that gateway; repeatable' },
   tokensFile: { type: 'string', doc: 'JSON file { "gatewayId": "secret", ... }, merged with --token' },
   maxBodyBytes: { type: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'largest request body, after gzip decompression' },
+  protocols: { type: 'list', default: ['1', '2'], doc: 'upstream protocol versions served: 1 (/v1/batches) and 2 (/v2/batches, columnar); "1" alone behaves as an ingest that predates v2' },
   maxItems: { type: 'int', default: 10000, min: 1, max: 1_000_000, doc: 'most items in one batch (413 above)' },
   maxConcurrentRequests: { type: 'int', default: 64, min: 1, max: 100_000, doc: 'batches processed at once; more get 503 + Retry-After' },
   requestTimeoutMs: { type: 'int', default: 30_000, min: 1000, max: 600_000, doc: 'time to receive headers and body of a request (slow clients are cut off)' },
@@ -84,10 +87,26 @@ export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFi
   return out
 }
 
-export function checkSink (cfg: Pick<IngestConfig, 'sink' | 'postgresUrl'>): void {
-  if (cfg.sink === 'postgres') {
-    throw new ConfigError('sink', `postgres is not built yet${cfg.postgresUrl ? '' : ' (it will need --postgres-url)'}; use --sink leveldb`)
+/**
+ * The PostgreSQL URL of sink postgres: --postgres-url, else --postgres-url-file, else the
+ * DATABASE_URL environment variable; undefined for sink leveldb.
+ */
+export async function resolvePostgresUrl (cfg: Pick<IngestConfig, 'sink' | 'postgresUrl' | 'postgresUrlFile'>, env: Record<string, string | undefined>): Promise<string | undefined> {
+  if (cfg.sink !== 'postgres') return undefined
+  let url = cfg.postgresUrl
+  if (url === undefined && cfg.postgresUrlFile !== undefined) {
+    try { url = (await readFile(cfg.postgresUrlFile, 'utf8')).trim() } catch (err) { throw new ConfigError('postgresUrlFile', `cannot read ${cfg.postgresUrlFile}: ${(err as Error).message}`) }
   }
+  url ??= env.DATABASE_URL
+  if (!url) throw new ConfigError('postgresUrl', 'sink postgres needs --postgres-url, --postgres-url-file or DATABASE_URL')
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new ConfigError('postgresUrl', 'must be a postgres:// or postgresql:// URL')
+  return url
+}
+
+/** `protocols` lists versions this ingest serves: 1 always, 2 optionally. */
+export function checkProtocols (cfg: Pick<IngestConfig, 'protocols'>): void {
+  for (const v of cfg.protocols) if (v !== '1' && v !== '2') throw new ConfigError('protocols', `unknown protocol version ${JSON.stringify(v)} (1 or 2)`)
+  if (!cfg.protocols.includes('1')) throw new ConfigError('protocols', 'must include 1 (gateways that predate v2 speak only v1)')
 }
 
 export function usage (): string {

@@ -10,14 +10,21 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { promisify } from 'node:util'
-import { gunzip } from 'node:zlib'
+import { brotliDecompress, gunzip, inflate, inflateRaw } from 'node:zlib'
 import {
-  AckCode, DecodeError, ValidationError, decodeBatch, itemKey, validateItem,
+  AckCode, DecodeError, ValidationError, decodeBatch, decodeBatchV2, itemKey, validateItem,
   type BatchItem, type ItemResult, type RawBatchRequest
 } from '../protocol/index.ts'
 import { HttpError } from './errors.ts'
 
-const gunzipAsync = promisify(gunzip)
+const decompressors = {
+  gzip: promisify(gunzip),
+  'x-gzip': promisify(gunzip),
+  br: promisify(brotliDecompress),
+  // HTTP's deflate is the zlib format; some clients send raw deflate, so that is tried second
+  deflate: promisify(inflate),
+  'deflate-raw': promisify(inflateRaw)
+} as const
 
 const tooLarge = (what: string, max: number): HttpError =>
   new HttpError(413, 'body_too_large', `${what} exceeds maxBodyBytes ${max}`, { field: 'body', closeConnection: true })
@@ -58,23 +65,34 @@ export function readBody (req: IncomingMessage, maxBytes: number): Promise<Buffe
   })
 }
 
-/** Decompresses per content-encoding (identity or gzip), at most maxBytes of output. */
+/** Decompresses per content-encoding (identity, gzip, deflate, br), at most maxBytes of output. */
 export async function decodeContent (body: Buffer, encoding: string | undefined, maxBytes: number): Promise<Buffer> {
   const enc = (encoding ?? 'identity').trim().toLowerCase()
   if (enc === 'identity' || enc === '') return body
-  if (enc !== 'gzip' && enc !== 'x-gzip') throw new HttpError(415, 'unsupported_encoding', `content-encoding ${JSON.stringify(enc.slice(0, 40))} not supported (identity or gzip)`, { field: 'content-encoding' })
+  const fn = Object.hasOwn(decompressors, enc) ? decompressors[enc as keyof typeof decompressors] : undefined
+  if (!fn) throw new HttpError(415, 'unsupported_encoding', `content-encoding ${JSON.stringify(enc.slice(0, 40))} not supported (identity, gzip, deflate or br)`, { field: 'content-encoding' })
   try {
-    return await gunzipAsync(body, { maxOutputLength: maxBytes })
+    return await fn(body, { maxOutputLength: maxBytes })
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge('decompressed body', maxBytes)
-    throw new HttpError(400, 'bad_gzip', `body is not valid gzip: ${(err as Error).message}`, { field: 'body', cause: err })
+    if (enc === 'deflate') return await decodeContent(body, 'deflate-raw', maxBytes)
+    throw new HttpError(400, `bad_${enc === 'x-gzip' ? 'gzip' : enc.replace('-', '_')}`, `body is not valid ${enc}: ${(err as Error).message}`, { field: 'body', cause: err })
   }
 }
 
 /** Envelope errors as HTTP answers: too many items is 413 (split), anything else 400. */
 export function decodeEnvelope (body: Buffer, maxItems: number): RawBatchRequest {
+  return httpErrors(() => decodeBatch(body, { maxItems }))
+}
+
+/** The same for a protocol v2 (columnar) body: items come out in the v1 shape. */
+export function decodeEnvelopeV2 (body: Buffer, maxItems: number): RawBatchRequest {
+  return httpErrors(() => decodeBatchV2(body, { maxItems }))
+}
+
+function httpErrors (decode: () => RawBatchRequest): RawBatchRequest {
   try {
-    return decodeBatch(body, { maxItems })
+    return decode()
   } catch (err) {
     // protocol/ has no typed limit error yet: it reports these two limits by message.
     if (err instanceof ValidationError && err.field === 'items' && err.message.includes('exceeds the limit')) {

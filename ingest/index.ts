@@ -9,10 +9,11 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { pino, type Logger } from 'pino'
 import { Chaos } from './chaos.ts'
-import { checkSink, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
+import { checkProtocols, resolvePostgresUrl, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
 import { createMetrics, type IngestMetrics } from './metrics.ts'
 import { createIngestServer, hashSecret } from './server.ts'
 import { LevelDbSink } from './sinks/leveldb.ts'
+import { PostgresSink } from './sinks/postgres.ts'
 import type { Sink } from './sinks/types.ts'
 
 export type { IngestConfig, IngestOptions } from './config.ts'
@@ -32,15 +33,23 @@ export type Ingest = {
 export async function createIngest (options: IngestOptions = {}, deps: { logger?: Logger } = {}): Promise<Ingest> {
   const config = withDefaults(options)
   const log = deps.logger ?? pino({ level: 'silent' })
-  checkSink(config)
+  checkProtocols(config)
+  const postgresUrl = await resolvePostgresUrl(config, process.env)
   const secrets = await resolveTokens(config)
   const tokens = new Map([...secrets].map(([secret, gw]) => [hashSecret(secret), gw]))
   let sink: Sink | undefined
   const metrics = createMetrics(() => sink)
-  sink = await LevelDbSink.open({
-    dataDir: config.dataDir,
-    onCommit: (requests, _ops, seconds) => { metrics.commitRequests.observe(requests); metrics.commitSeconds.observe(seconds) }
-  })
+  sink = postgresUrl !== undefined
+    ? await PostgresSink.open({
+      url: postgresUrl,
+      poolMax: config.postgresPoolMax,
+      onState: (state, err) => { log.child({ component: 'postgres' })[state === 'up' ? 'info' : 'warn']({ state, err }, state === 'up' ? 'PostgreSQL reachable again.' : 'PostgreSQL unreachable: answering retry, reconnecting.') },
+      onCommit: (seconds) => { metrics.commitRequests.observe(1); metrics.commitSeconds.observe(seconds) }
+    })
+    : await LevelDbSink.open({
+      dataDir: config.dataDir,
+      onCommit: (requests, _ops, seconds) => { metrics.commitRequests.observe(requests); metrics.commitSeconds.observe(seconds) }
+    })
   const openSink = sink
   const chaosSeed = config.chaosSeed ?? randomInt(0, 0xffffffff)
   const chaos = new Chaos({

@@ -11,7 +11,7 @@ export function createMetrics (sink: () => Sink | undefined) {
     registry,
     requests: new Counter({ name: 'ingest_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, registers: [registry] }),
     requestSeconds: new Histogram({ name: 'ingest_http_request_duration_seconds', help: 'HTTP request duration, body read to answer', labelNames: ['route'] as const, buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
-    receivedBytes: new Counter({ name: 'ingest_received_bytes_total', help: 'Batch body bytes received, as sent (compressed or not)', labelNames: ['encoding'] as const, registers: [registry] }),
+    receivedBytes: new Counter({ name: 'ingest_received_bytes_total', help: 'Batch body bytes received, as sent (compressed or not), by content-encoding and protocol version', labelNames: ['encoding', 'version'] as const, registers: [registry] }),
     items: new Counter({ name: 'ingest_items_total', help: 'Batch items answered, by result code', labelNames: ['code'] as const, registers: [registry] }),
     batchItems: new Histogram({ name: 'ingest_batch_items', help: 'Items per accepted batch', buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers: [registry] }),
     evictedRanges: new Counter({ name: 'ingest_evicted_ranges_received_total', help: 'Evicted ranges received from gateways (repeats included; see ingest_store_items{kind="evicted"})', registers: [registry] }),

@@ -10,10 +10,10 @@ import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { AckCode, AckCodeName, encodeResponse, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
+import { AckCode, AckCodeName, encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
 import type { Chaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
-import { decodeContent, decodeEnvelope, readBody, validateItems, type ValidatedItems } from './decode.ts'
+import { decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
 import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
 import { isPagePath, RecentReadings, servePage } from './page/index.ts'
@@ -37,6 +37,8 @@ export const hashSecret = (secret: string): string => createHash('sha256').updat
 type BatchCtx = {
   req: IncomingMessage
   res: ServerResponse
+  /** upstream protocol of the route: 1 (`/v1/batches`) or 2 (`/v2/batches`, columnar) */
+  version: 1 | 2
   gateway: string
   raw: Buffer
   body: Buffer
@@ -66,7 +68,8 @@ function checkMediaType (ctx: BatchCtx): void {
 
 async function readRequestBody (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   ctx.raw = await readBody(ctx.req, deps.config.maxBodyBytes)
-  deps.metrics.receivedBytes.inc({ encoding: ctx.req.headers['content-encoding'] ? 'gzip' : 'identity' }, ctx.raw.length)
+  const enc = (ctx.req.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
+  deps.metrics.receivedBytes.inc({ encoding: ['gzip', 'deflate', 'br'].includes(enc) ? enc : 'identity', version: String(ctx.version) }, ctx.raw.length)
 }
 
 async function decompress (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
@@ -74,7 +77,7 @@ async function decompress (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
 }
 
 function decode (ctx: BatchCtx, deps: ServerDeps): void {
-  ctx.batch = decodeEnvelope(ctx.body, deps.config.maxItems)
+  ctx.batch = ctx.version === 2 ? decodeEnvelopeV2(ctx.body, deps.config.maxItems) : decodeEnvelope(ctx.body, deps.config.maxItems)
 }
 
 function authorizeGateway (ctx: BatchCtx): void {
@@ -127,13 +130,18 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   } catch (err) {
     if (err instanceof StoreError) {
       deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'Sink write failed.')
-      throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
-    }
-    throw err
+      if (!err.retryable) throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
+      // Transient (e.g. the database restarting): nothing was stored; every item is answered retry.
+      outcomes = items.valid.map(() => 'retry' as const)
+    } else throw err
   }
   for (let i = 0; i < items.valid.length; i++) {
     const [p, s] = items.valid[i]!.item
-    items.results[items.valid[i]!.index] = [p, s, outcomes[i] === 'stored' ? AckCode.Stored : AckCode.Duplicate]
+    const o = outcomes[i]
+    items.results[items.valid[i]!.index] = o === 'stored' ? [p, s, AckCode.Stored]
+      : o === 'duplicate' ? [p, s, AckCode.Duplicate]
+        : o === 'rejected' ? [p, s, AckCode.Rejected, 'the sink cannot store this item (text with U+0000 or an unpaired surrogate)']
+          : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
   }
   ctx.results = items.results as ItemResult[]
   deps.recent?.record(batch.gateway, items.valid.map((v) => v.item), outcomes)
@@ -159,7 +167,8 @@ function dropAfterCommit (ctx: BatchCtx, deps: ServerDeps): void {
 
 function respond (ctx: BatchCtx): void {
   if (ctx.dropped) return
-  const body = encodeResponse({ batch: ctx.batch.batch, results: ctx.results })
+  const res = { batch: ctx.batch.batch, results: ctx.results }
+  const body = ctx.version === 2 ? encodeResponseV2(res) : encodeResponse(res)
   ctx.res.writeHead(200, { 'content-type': 'application/cbor', 'content-length': body.length })
   ctx.res.end(body)
 }
@@ -199,8 +208,13 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
   let batchesInFlight = 0
   let stopping = false
   const active = new Set<ServerResponse>()
+  // protocol negotiation (docs/protocol-v2.md): every answer names the versions and body
+  // encodings this ingest takes, so a gateway upgrades (or falls back) on its next batch
+  const speaksV2 = config.protocols.includes('2')
+  const capabilities = { protocols: speaksV2 ? [1, 2] : [1], encodings: ['identity', 'gzip', 'deflate', 'br'] }
+  const advertise = speaksV2 ? { [PROTOCOLS_HEADER]: '1, 2', [ENCODINGS_HEADER]: capabilities.encodings.join(', ') } : {}
 
-  async function handleBatch (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handleBatch (req: IncomingMessage, res: ServerResponse, version: 1 | 2): Promise<void> {
     if (batchesInFlight >= config.maxConcurrentRequests) {
       metrics.rejectedBatches.inc({ reason: 'busy' })
       throw new HttpError(503, 'busy', `more than ${config.maxConcurrentRequests} batches in progress`, { headers: { 'retry-after': '1' }, closeConnection: true })
@@ -208,7 +222,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     batchesInFlight++
     metrics.inFlight.inc()
     try {
-      const ctx = { req, res, dropped: false } as BatchCtx
+      const ctx = { req, res, version, dropped: false } as BatchCtx
       for (const step of batchSteps) await step(ctx, deps)
       log.debug({ gateway: ctx.gateway, batch: ctx.batch.batch, items: ctx.results.length }, 'Batch answered.')
     } finally {
@@ -219,13 +233,16 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
 
   async function route (req: IncomingMessage, res: ServerResponse, url: URL): Promise<string> {
     const path = url.pathname
-    if (path === '/v1/batches') {
+    const version = path === '/v1/batches' ? 1 : path === '/v2/batches' && speaksV2 ? 2 : 0
+    if (version !== 0) {
       if (req.method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'use POST', { headers: { allow: 'POST' } })
-      await handleBatch(req, res)
+      await handleBatch(req, res, version)
       return 'batches'
     }
+    if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
+    if (path === '/readyz') { const ok = deps.sink.ready?.() ?? true; sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
     if (path === '/metrics') {
       const text = await metrics.registry.metrics()
       res.writeHead(200, { 'content-type': metrics.registry.contentType })
@@ -247,15 +264,17 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     inFlight++
     active.add(res)
     if (stopping) res.setHeader('connection', 'close')
+    for (const [k, v] of Object.entries(advertise)) res.setHeader(k, v)
     let routeName = 'other'
     try {
       const url = new URL(req.url ?? '/', 'http://ingest')
-      routeName = url.pathname === '/v1/batches' ? 'batches' : matchReadings(url.pathname) !== null ? 'readings' : url.pathname.slice(0, 40)
+      routeName = url.pathname === '/v1/batches' || url.pathname === '/v2/batches' ? 'batches' : matchReadings(url.pathname) !== null ? 'readings' : url.pathname.slice(0, 40)
       routeName = await route(req, res, url)
     } catch (e) {
       let err: HttpError
       if (e instanceof HttpError) err = e
       else if (e instanceof ValidationError) err = new HttpError(400, 'invalid_query', e.message, { field: e.field })
+      else if (e instanceof StoreError) err = new HttpError(503, 'store_unavailable', e.message, { headers: { 'retry-after': '1' } })
       else {
         log.error({ err: e, url: req.url }, 'Request failed unexpectedly.')
         err = new HttpError(500, 'internal', 'internal error')
@@ -268,7 +287,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

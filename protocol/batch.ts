@@ -77,13 +77,14 @@ function isUint (v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
 }
 
-function text (obj: Record<string, unknown>, k: string, max = 256): string {
+/** A text field of the envelope, 1..max characters. */
+export function envelopeText (obj: Record<string, unknown>, k: string, max = 256): string {
   const v = obj[k]
   if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new ValidationError(k, `must be text of 1..${max} characters`)
   return v
 }
 
-function uintTuples (v: unknown, field: string, width: number): number[][] {
+export function uintTuples (v: unknown, field: string, width: number): number[][] {
   if (!Array.isArray(v)) throw new ValidationError(field, 'must be an array')
   return v.map((t, i) => {
     if (!Array.isArray(t) || t.length !== width || !t.every(isUint)) throw new ValidationError(`${field}[${i}]`, `must be an array of ${width} unsigned integers`)
@@ -100,9 +101,9 @@ export function decodeBatch (body: Uint8Array, opts: { maxItems: number }): RawB
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Uint8Array) throw new DecodeError('batch must be a CBOR map')
   const obj = raw as Record<string, unknown>
   if (obj.v !== PROTOCOL_VERSION) throw new ValidationError('v', `unsupported protocol version ${describe(obj.v)}; this ingest speaks ${PROTOCOL_VERSION}`)
-  const gateway = text(obj, 'gateway', 64)
-  const epoch = text(obj, 'epoch', 64)
-  const batch = text(obj, 'batch', 128)
+  const gateway = envelopeText(obj, 'gateway', 64)
+  const epoch = envelopeText(obj, 'epoch', 64)
+  const batch = envelopeText(obj, 'batch', 128)
   if (!Array.isArray(obj.items)) throw new ValidationError('items', 'must be an array')
   if (obj.items.length > opts.maxItems) throw new ValidationError('items', `${obj.items.length} items exceeds the limit of ${opts.maxItems}`)
   const floors = uintTuples(obj.floors ?? [], 'floors', 2) as Floor[]

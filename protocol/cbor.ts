@@ -129,7 +129,12 @@ export function cborHead (major: number, n: number): Buffer {
 
 const trustedDecoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsNumber: true } as ConstructorParameters<typeof Decoder>[0])
 
-/** Decodes CBOR this process wrote itself (already scanned when it was read back). */
+/**
+ * Decodes CBOR this process wrote itself, without the untrusted path's limits. Not a
+ * validation: a store entry corrupted on disk can still reach it (the flusher's oldest-age
+ * refresh reads items that no scan has seen), so it throws on bad bytes and callers must
+ * catch. The flusher's batch reads run `scanCbor` on each item before decoding it.
+ */
 export function decodeTrusted (buf: Uint8Array): unknown {
   return trustedDecoder.decode(buf)
 }

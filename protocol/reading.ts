@@ -86,6 +86,9 @@ export function validateValues (v: unknown, field: string): Values {
   if (keys.length > READING_LIMITS.maxValues) throw new ValidationError(field, `has ${keys.length} entries, at most ${READING_LIMITS.maxValues}`)
   for (const k of keys) {
     if (!VALUE_NAME_RE.test(k)) throw new ValidationError(`${field}.${k.slice(0, 80)}`, 'name must match ^[A-Za-z0-9_.:-]{1,64}$')
+    // cbor-x renames a decoded "__proto__" key to "__proto_" (prototype pollution guard), so
+    // either name would reach the ingest changed or not at all: refused, never altered
+    if (k === '__proto__' || k === '__proto_') throw new ValidationError(`${field}.${k}`, 'the names __proto__ and __proto_ are reserved')
     const x = src[k]
     if (typeof x === 'number') {
       if (!Number.isFinite(x)) throw new ValidationError(`${field}.${k}`, 'number must be finite')

@@ -9,6 +9,10 @@
  * Data lives under `--data-dir` (./data): ingest/, gateway/, logs/, last-report.json. A
  * second run keeps the old data and still audits correctly: every run starts new boots
  * (wall-clock ms), and the audit only looks at this run's boots. `--fresh` wipes the dir.
+ *
+ * `--sink postgres` stores into PostgreSQL: the server at `--postgres-url` (or
+ * DATABASE_URL), else a throwaway one started here with its cluster in `{data-dir}/postgres`
+ * (Debian's postgresql package; see scripts/throwaway-postgres.ts) and stopped at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -18,6 +22,7 @@ import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { configFileArg, helpText, parseConfig, type ConfigOf } from '../protocol/index.ts'
+import { ThrowawayPostgres } from './throwaway-postgres.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, simConfig, startProgress, waitForDrain, writeReport } from '../device-sim/index.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
@@ -30,6 +35,8 @@ const schema = {
   payload: { type: 'enum', values: ['cbor', 'json'], default: 'cbor', doc: 'payload encoding' },
   dataDir: { type: 'string', default: './data', doc: 'where ingest/, gateway/, logs/ and last-report.json live' },
   fresh: { type: 'bool', default: false, doc: 'wipe --data-dir first' },
+  sink: { type: 'enum', values: ['leveldb', 'postgres'], default: 'leveldb', doc: 'ingest sink; postgres without --postgres-url or DATABASE_URL starts a throwaway server' },
+  postgresUrl: { type: 'string', doc: 'PostgreSQL URL for --sink postgres (default: DATABASE_URL, else a throwaway server)' },
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'gateway id' },
   mqttPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway MQTT port (0 = a free port)' },
   adminPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway admin port (0 = a free port)' },
@@ -95,6 +102,7 @@ async function main (): Promise<number> {
   const token = randomBytes(18).toString('base64url')
 
   const procs: Proc[] = []
+  let pgServer: ThrowawayPostgres | undefined
   let sim: ReturnType<typeof createSimulation> | undefined
   let signals = 0
   let interrupted = false
@@ -108,7 +116,18 @@ async function main (): Promise<number> {
   process.on('SIGTERM', onSignal)
 
   try {
-    const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`], join(dataDir, 'logs', 'ingest.log'))
+    const sinkArgs: string[] = []
+    if (c.sink === 'postgres') {
+      let url = c.postgresUrl ?? process.env.DATABASE_URL
+      if (url === undefined) {
+        await mkdir(join(dataDir, 'postgres'), { recursive: true })
+        pgServer = await ThrowawayPostgres.start({ dir: join(dataDir, 'postgres') })
+        url = pgServer.url()
+        say(`postgres ${url}  (throwaway server, cluster in ${join(dataDir, 'postgres')}; psql ${url})`)
+      }
+      sinkArgs.push('--sink', 'postgres', '--postgres-url', url)
+    }
+    const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs], join(dataDir, 'logs', 'ingest.log'))
     procs.push(ingest)
     const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
     const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), '--upstream', ingestUrl, '--token', token], join(dataDir, 'logs', 'gateway.log'))
@@ -170,6 +189,7 @@ async function main (): Promise<number> {
   } finally {
     await sim?.stop()
     for (const p of procs.reverse()) await stopChild(p)
+    await pgServer?.stop()
   }
 }
 

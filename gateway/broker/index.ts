@@ -19,18 +19,11 @@ import type { Logger } from 'pino'
 import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Intake } from '../intake/index.ts'
-import type { AuthFile, Principal } from './auth.ts'
+import type { Principal } from './auth.ts'
+import type { BrokerConfig } from './config.ts'
 import { installPacketGuard } from './guard.ts'
 
-export type BrokerConfig = {
-  host: string
-  mqttPort: number
-  maxPacketBytes: number
-  maxConnections: number
-  connectTimeoutMs: number
-  drainTimeoutMs: number
-  auth: AuthFile | null
-}
+export type { BrokerConfig } from './config.ts'
 
 const PRINCIPAL = Symbol('principal')
 const EMPTY_PERSISTENT_ID = Symbol('emptyPersistentId')
@@ -108,8 +101,8 @@ export class Broker {
         cb(null, sub)
       }
     })
-    aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'))
-    aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'))
+    aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
+    aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
     const server = createServer({ noDelay: true })
     server.maxConnections = config.maxConnections

@@ -1,9 +1,13 @@
-/** Exponential backoff with full jitter (AWS architecture blog), bounded. */
+/**
+ * Exponential backoff with "equal jitter" (AWS architecture blog, "Exponential Backoff And
+ * Jitter"): half the capped delay is fixed, half random, so a retry never comes sooner than
+ * half its step while clients still spread out. Bounded by `maxMs`.
+ */
 export class Backoff {
   private attempt = 0
   constructor (private readonly baseMs: number, private readonly maxMs: number, private readonly random: () => number = Math.random) {}
 
-  /** The next delay: uniform in [base/2, min(max, base * 2^attempt)]. */
+  /** The next delay: uniform in [cap/2, cap], cap = min(max, base * 2^attempt), attempt from 0. */
   next (): number {
     const cap = Math.min(this.maxMs, this.baseMs * 2 ** this.attempt)
     this.attempt = Math.min(this.attempt + 1, 30)

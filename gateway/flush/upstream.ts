@@ -1,26 +1,29 @@
 /**
- * HTTP client for upstream protocol v1: keep-alive, optional gzip, timeouts, and failover
+ * HTTP client for the upstream protocols (v1, v2: wire.ts picks): keep-alive, compression, timeouts, and failover
  * across several `--upstream` URLs (on a connection error, timeout or 5xx the next request
  * goes to the next URL; the answer of any of them counts, since they share one store).
+ * With `spread`, partition p starts at URL p mod N instead of all at the current one, so
+ * several stateless ingest processes share the load; a URL that failed is skipped for
+ * FAILED_URL_PAUSE_MS and its partitions move to the next one (docs/postgres.md).
  */
 import http from 'node:http'
 import https from 'node:https'
-import { gzip as gzipCb } from 'node:zlib'
-import { promisify } from 'node:util'
 import { UpstreamError } from '../../protocol/index.ts'
+import { compress, type Wire } from './wire.ts'
 
-const gzip = promisify(gzipCb)
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+const FAILED_URL_PAUSE_MS = 2000
 
 export type UpstreamConfig = {
   urls: string[]
   token: string
   timeoutMs: number
-  gzip: boolean
   maxSockets: number
+  /** Spread partitions over the URLs (else: all on one, the others standby). */
+  spread?: boolean
 }
 
-export type UpstreamResponse = { status: number, body: Buffer, retryAfterMs: number | undefined, url: string }
+export type UpstreamResponse = { status: number, body: Buffer, retryAfterMs: number | undefined, url: string, headers: http.IncomingHttpHeaders }
 
 export function parseRetryAfter (v: string | string[] | undefined, now = Date.now()): number | undefined {
   if (typeof v !== 'string' || v === '') return undefined
@@ -34,33 +37,51 @@ export class Upstream {
   private readonly httpAgent: http.Agent
   private readonly httpsAgent: https.Agent
   private readonly urls: URL[]
+  private readonly pausedUntil: number[]
+  /** URL index each partition used last (spread mode). */
+  private readonly lastPick = new Map<number, number>()
 
   constructor (private readonly config: UpstreamConfig) {
-    this.urls = config.urls.map((u) => new URL('v1/batches', u.endsWith('/') ? u : u + '/'))
+    this.urls = config.urls.map((u) => new URL(u.endsWith('/') ? u : u + '/'))
+    this.pausedUntil = this.urls.map(() => 0)
     this.httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxSockets })
     this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets })
   }
 
   get url (): string {
     const u = this.urls[this.index]
-    return u ? u.origin + u.pathname : ''
+    return u ? u.href : ''
   }
 
-  /** Moves to the next URL (after a failure of the current one). */
-  failover (): void {
-    this.index = (this.index + 1) % this.urls.length
+  /** Moves to the next URL (after a failure of the current one, or of partition p's in spread mode). */
+  failover (p = 0): void {
+    if (!this.config.spread) { this.index = (this.index + 1) % this.urls.length; return }
+    const i = this.lastPick.get(p)
+    if (i !== undefined) this.pausedUntil[i] = performance.now() + FAILED_URL_PAUSE_MS
   }
 
-  async send (body: Buffer): Promise<UpstreamResponse & { sentBytes: number }> {
-    const url = this.urls[this.index]!
-    const payload = this.config.gzip ? await gzip(body) : body
+  /** The base URL partition p's next request goes to. */
+  pick (p: number): string {
+    if (!this.config.spread) return this.urls[this.index]!.href
+    const n = this.urls.length
+    const now = performance.now()
+    let i = p % n
+    for (let k = 0; k < n; k++) if (this.pausedUntil[(p + k) % n]! <= now) { i = (p + k) % n; break }
+    this.lastPick.set(p, i)
+    return this.urls[i]!.href
+  }
+
+  /** POSTs a batch body to `base`'s `v{version}/batches` (base from `pick`), compressed as `wire` says. */
+  async send (body: Buffer, wire: Wire, base: string): Promise<UpstreamResponse & { sentBytes: number }> {
+    const url = new URL(`v${wire.version}/batches`, base)
+    const payload = await compress(body, wire.encoding)
     const headers: http.OutgoingHttpHeaders = {
       'content-type': 'application/cbor',
       accept: 'application/cbor',
       authorization: `Bearer ${this.config.token}`,
       'content-length': payload.length
     }
-    if (this.config.gzip) headers['content-encoding'] = 'gzip'
+    if (wire.encoding !== 'identity') headers['content-encoding'] = wire.encoding
     const mod = url.protocol === 'https:' ? https : http
     return await new Promise((resolve, reject) => {
       const req = mod.request(url, { method: 'POST', headers, agent: url.protocol === 'https:' ? this.httpsAgent : this.httpAgent, timeout: this.config.timeoutMs }, (res) => {
@@ -71,7 +92,7 @@ export class Upstream {
           if (n > MAX_RESPONSE_BYTES) { req.destroy(new UpstreamError(`response larger than ${MAX_RESPONSE_BYTES} bytes`, { status: 0 })); return }
           chunks.push(c)
         })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), retryAfterMs: parseRetryAfter(res.headers['retry-after']), url: url.origin, sentBytes: payload.length }))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), retryAfterMs: parseRetryAfter(res.headers['retry-after']), url: base, headers: res.headers, sentBytes: payload.length }))
         res.on('error', (err) => reject(new UpstreamError(`response from ${url.origin} broke off: ${err.message}`, { status: 0, cause: err })))
       })
       req.on('timeout', () => req.destroy(new UpstreamError(`no response from ${url.origin} within ${this.config.timeoutMs} ms`, { status: 0 })))

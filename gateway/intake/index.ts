@@ -20,15 +20,10 @@ import type { Logger } from 'pino'
 import { decodeReading, encodeItemFast, partitionOf, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metrics.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
+import type { IntakeConfig } from './config.ts'
+import { DedupCache } from './dedup-cache.ts'
 
-export type IntakeConfig = {
-  maxPayloadBytes: number
-  ackMode: 'persisted' | 'delivered'
-  /** readings waiting for space (fullPolicy=block) before further publishers are disconnected */
-  maxBlockedReadings: number
-  /** dedup windows kept in memory; others are reloaded from the store on use */
-  dedupCacheDevices: number
-}
+export type { IntakeConfig } from './config.ts'
 
 type Callback = (err?: Error | null) => void
 type ClientQueue = { entries: Entry[], failed: Error | null }
@@ -59,7 +54,7 @@ const QUEUE = Symbol('intakeQueue')
 type WithQueue = Client & { [QUEUE]?: ClientQueue }
 
 export class Intake {
-  private readonly cache = new Map<string, DedupWindow>()
+  private readonly cache: DedupCache
   private readonly loading = new Map<string, Promise<DedupWindow>>()
   private readonly blocked: Blocked[] = []
   private readonly floorWaiters: FloorWaiter[][]
@@ -70,12 +65,13 @@ export class Intake {
 
   constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics) {
     this.log = logger.child({ component: 'intake' })
+    this.cache = new DedupCache(config.dedupCacheDevices)
     this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intake.labels(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions
     this.floorWaiters = Array.from({ length: this.partitions }, () => [])
     store.on('writeError', () => {
       // windows may hold seqs of the failed writes: forget them, the store has the truth
-      for (const [dev, w] of this.cache) if (w.pending === 0) this.cache.delete(dev)
+      this.cache.dropUnpinned()
     })
     store.on('space', () => this.admitBlocked())
     store.on('floor', (p: number, floor: number) => this.releaseFloor(p, floor))
@@ -146,22 +142,13 @@ export class Intake {
       p = this.store.loadDedup(device).then((loaded) => {
         this.loading.delete(device)
         const win = this.cache.get(device) ?? loaded ?? new DedupWindow()
-        this.remember(device, win)
+        this.cache.set(device, win)
         return win
       }, (err: unknown) => { this.loading.delete(device); throw err })
       this.loading.set(device, p)
     }
     // continuations run in registration order: per-device arrival order is kept
     p.then((win) => this.dedup(device, win, reading, raw, entry, q), (err: Error) => this.finish(q, entry, err))
-  }
-
-  private remember (device: string, w: DedupWindow): void {
-    this.cache.set(device, w)
-    if (this.cache.size <= this.config.dedupCacheDevices) return
-    for (const [dev, win] of this.cache) {
-      if (this.cache.size <= this.config.dedupCacheDevices * 0.9) break
-      if (win.pending === 0) this.cache.delete(dev)
-    }
   }
 
   private dedup (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {

@@ -4,34 +4,12 @@
  * an unreadable counter is rebuilt by counting its partition with a bounded iterator.
  */
 import { randomBytes } from 'node:crypto'
-import type { Level } from 'level'
 import type { Logger } from 'pino'
 import { ConfigError, decodeUntrusted, encodeCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
 import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
-import type { StoreConfig } from './index.ts'
-
-/** Bytes an item costs against `maxBufferBytes`: value plus key. */
-export const ITEM_OVERHEAD = 24
-
-export type Partition = {
-  next: number
-  items: number
-  bytes: number
-  /** lowest seq that may still be held (reads start here) */
-  head: number
-  /** highest seq of the batch the flusher holds; -1 none; Infinity while it reads */
-  inFlightTo: number
-  /** one past the highest seq written durably */
-  committedNext: number
-  /**
-   * Seqs whose delete or dead-lettering is queued but not yet durable: the flusher has its
-   * answer for them, so reads skip them and eviction leaves them alone, while the floor
-   * (head) stays below them until the write lands.
-   */
-  pendingDel: Set<number>
-  /** pendingDel entries written while a read was under way: dropped when it ends (its snapshot still has them) */
-  forgetAfterRead: number[]
-}
+import type { StoreConfig } from './config.ts'
+import type { Db } from './db.ts'
+import { ITEM_OVERHEAD, Partition } from './partition.ts'
 
 export type Recovered = { epoch: string, parts: Partition[], dlq: [nextId: number, count: number], evicted: EvictedRange[], quarantineNext: number }
 
@@ -45,7 +23,7 @@ export function readCounter (buf: Uint8Array | undefined): [number, number, numb
   return null
 }
 
-export async function recover (config: StoreConfig, db: Level<string, Buffer>, log: Logger): Promise<Recovered> {
+export async function recover (config: StoreConfig, db: Db, log: Logger): Promise<Recovered> {
   const epochBuf = await db.get(K.epoch)
   let epoch: string
   let partitions: number
@@ -71,24 +49,22 @@ export async function recover (config: StoreConfig, db: Level<string, Buffer>, l
     const first = await db.keys({ ...range, limit: 1 }).all()
     const last = await db.keys({ ...range, limit: 1, reverse: true }).all()
     const lastSeq = last.length ? seqOfItemKey(last[0]!) : -1
-    let state: Partition | null = null
+    let counter: { next: number, items: number, bytes: number } | null = null
     const buf = await db.get(K.counter(p))
     if (buf !== undefined) {
       const c = readCounter(buf)
-      if (c) state = { next: Math.max(c[0], lastSeq + 1), items: c[1], bytes: c[2], head: 0, inFlightTo: -1, committedNext: 0, pendingDel: new Set(), forgetAfterRead: [] }
+      if (c) counter = { next: Math.max(c[0], lastSeq + 1), items: c[1], bytes: c[2] }
       else log.warn({ partition: p }, 'partition counter unreadable; rebuilding it from the items')
     }
-    if (!state) {
+    if (!counter) {
       // no counter (new store) or an unreadable one: count the partition with a bounded iterator
       let items = 0
       let bytes = 0
       for await (const [, v] of db.iterator(range)) { items++; bytes += v.length + ITEM_OVERHEAD }
-      state = { next: lastSeq + 1, items, bytes, head: 0, inFlightTo: -1, committedNext: 0, pendingDel: new Set(), forgetAfterRead: [] }
-      if (buf !== undefined) await db.put(K.counter(p), encodeCbor([state.next, items, bytes]), { sync: true })
+      counter = { next: lastSeq + 1, items, bytes }
+      if (buf !== undefined) await db.put(K.counter(p), encodeCbor([counter.next, items, bytes]), { sync: true })
     }
-    state.head = first.length ? seqOfItemKey(first[0]!) : state.next
-    state.committedNext = state.next
-    parts.push(state)
+    parts.push(new Partition(p, { ...counter, head: first.length ? seqOfItemKey(first[0]!) : counter.next }))
   }
   let dlq: [number, number] = [0, 0]
   const dlqBuf = await db.get(K.dlqMeta)

@@ -6,6 +6,7 @@
  *                                            -> reading JSON [p, s, seq, boot, ts, rx, values]
  *   d!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> dedup JSON { floor, runs }
  *   e!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> evicted JSON { runs }
+ *   n!{device}!{bootKey}!{seq:14 hex}         -> '' (natural key of a stored reading with a seq)
  *   s!stats                                   -> stats JSON (global and per gateway)
  *   m!format                                  -> layout version
  *
@@ -23,7 +24,8 @@ import type { Boot, Values } from '../../protocol/index.ts'
 import type { StoredReading } from './types.ts'
 import { ValidationError } from '../../protocol/index.ts'
 
-export const FORMAT_VERSION = '1'
+/** 1: readings, dedup, evicted, stats. 2: plus the natural-key index n! (built from r! on open). */
+export const FORMAT_VERSION = '2'
 export const META_FORMAT_KEY = 'm!format'
 export const STATS_KEY = 's!stats'
 
@@ -49,6 +51,16 @@ export const prefixEnd = (prefix: string): string => prefix.slice(0, -1) + '"'
 
 export function readingKey (device: string, boot: Boot | null, seq: number | null, rx: number, gwHex: string, epochHex: string, p: number, s: number): string {
   return `r!${device}!${bootKey(boot)}!${seqKey(seq, rx)}!${gwHex}!${epochHex}!${u4(p)}!${u14(s)}`
+}
+
+/** Natural key of a reading with a device seq: a second copy through any gateway or epoch has the same one. */
+export const naturalKey = (device: string, boot: Boot | null, seq: number): string => `n!${device}!${bootKey(boot)}!${u14(seq)}`
+
+/** The natural key of a stored reading's key, or null when it has no seq (layout 1 -> 2 upgrade). */
+export function naturalKeyOfReadingKey (key: string): string | null {
+  const parts = key.split('!')
+  const sk = parts[3]
+  return sk !== undefined && sk.startsWith('0') ? `n!${parts[1]}!${parts[2]}!${sk.slice(1)}` : null
 }
 
 export const partitionSuffix = (gwHex: string, epochHex: string, p: number): string => `${gwHex}!${epochHex}!${u4(p)}`

@@ -16,6 +16,10 @@
  *   gateway's floors advance, so it is bounded by what the gateway still holds, not by
  *   everything ever stored. Readings themselves are kept forever (query API).
  * - Evicted ranges are merged per partition; a range reported again adds nothing.
+ * - Natural key: a reading with a device seq is also identified by (device, boot, seq), kept
+ *   as an n! key written in the same batch as the reading. A copy through another gateway or
+ *   epoch finds it (read before the apply step, plus `natural` below for copies not yet
+ *   durable or written after that read began) and is answered duplicate, not stored.
  *
  * Crash behaviour: LevelDB's log makes each batch all-or-nothing, so after kill -9 or power
  * loss the store holds exactly the acknowledged batches (plus possibly a last batch whose
@@ -30,7 +34,7 @@ import { PartitionDedup, RunSet, type DedupSnapshot, type Run } from '../dedup.t
 import { GroupCommitter, type Op } from './group-commit.ts'
 import {
   bootPrefix, decodeCursor, decodeReading, encodeReadingValue, dedupKey, devicePrefix, encodeCursor, evictedKey, FORMAT_VERSION, hex,
-  META_FORMAT_KEY, partitionSuffix, prefixEnd, readingKey, STATS_KEY, seqKey
+  META_FORMAT_KEY, naturalKey, naturalKeyOfReadingKey, partitionSuffix, prefixEnd, readingKey, STATS_KEY, seqKey
 } from './leveldb-keys.ts'
 import { zeroCounts, type Counts, type DedupState, type DevicePage, type DeviceQuery, type ItemOutcome, type Sink, type Stats, type StoreRequest } from './types.ts'
 
@@ -64,6 +68,15 @@ export class LevelDbSink implements Sink {
   private generation = 0
   private recovering: Promise<void> | null = null
   private closing: Promise<void> | null = null
+  /**
+   * Natural keys applied recently: 0 while their write is not durable, else the number of
+   * the completion that made them durable. A request's disk read of n! keys may miss
+   * writes completed after it began, so an entry is kept until every read in progress
+   * began after its completion (`readers` holds each read's starting completion number).
+   */
+  private readonly natural = new Map<string, number>()
+  private completions = 0
+  private readonly readers = new Set<{ from: number }>()
 
   private constructor (db: Level<string, string>, opts: LevelDbSinkOptions) {
     this.db = db
@@ -100,6 +113,7 @@ export class LevelDbSink implements Sink {
     try {
       const format = await db.get(META_FORMAT_KEY)
       if (format === undefined) await db.put(META_FORMAT_KEY, FORMAT_VERSION, { sync: true })
+      else if (format === '1') await upgradeFrom1(db)
       else if (format !== FORMAT_VERSION) throw new StoreError(`${opts.dataDir} has ingest layout ${format}; this build reads ${FORMAT_VERSION}`, { retryable: false })
       await sink.loadStats()
     } catch (err) {
@@ -122,6 +136,7 @@ export class LevelDbSink implements Sink {
     this.evicted.clear()
     this.loading.clear()
     this.live = cloneStats(this.durable)
+    for (const [k, v] of this.natural) if (v === 0) this.natural.delete(k)
     // Counters on disk are `durable` already; reloading guards against a partly applied write.
     this.recovering = this.loadStats().catch(() => {}).finally(() => { this.recovering = null })
   }
@@ -156,37 +171,69 @@ export class LevelDbSink implements Sink {
     const suffixes = new Map<number, string>()
     for (const p of parts) suffixes.set(p, partitionSuffix(gwHex, epHex, p))
 
-    // Load every partition this request touches, then apply it in one synchronous turn.
-    for (;;) {
-      if (this.recovering) await this.recovering
-      const gen = this.generation
-      const loads: Promise<void>[] = []
-      for (const [p, sfx] of suffixes) { const l = this.load(sfx, evictedParts.has(p)); if (l) loads.push(l) }
-      try {
-        await Promise.all(loads)
-      } catch (err) {
-        throw new StoreError(`cannot read dedup state: ${(err as Error).message}`, { cause: err })
+    const natKeys = req.items.map((it) => it[3] === null ? null : naturalKey(it[2], it[4], it[3]))
+    const natLookup = natKeys.filter((k): k is string => k !== null)
+    const reader = { from: 0 }
+    let onDisk: Set<string>
+    try {
+      // Load every partition this request touches and look up its natural keys, then apply
+      // it in one synchronous turn.
+      for (;;) {
+        if (this.recovering) await this.recovering
+        const gen = this.generation
+        reader.from = this.completions
+        this.readers.add(reader)
+        const loads: Promise<void>[] = []
+        for (const [p, sfx] of suffixes) { const l = this.load(sfx, evictedParts.has(p)); if (l) loads.push(l) }
+        let found: (string | undefined)[]
+        try {
+          [found] = await Promise.all([natLookup.length > 0 ? this.db.getMany(natLookup) : [], ...loads])
+        } catch (err) {
+          throw new StoreError(`cannot read dedup state: ${(err as Error).message}`, { cause: err })
+        }
+        onDisk = new Set(natLookup.filter((_, i) => found[i] !== undefined))
+        if (gen === this.generation && !this.recovering) break
       }
-      if (gen === this.generation && !this.recovering) break
+      if (this.closing) throw new StoreError('sink is closing', { retryable: true })
+      return this.apply(req, suffixes, evictedParts, gwHex, epHex, natKeys, onDisk)
+    } finally {
+      this.readers.delete(reader)
+      this.pruneNatural()
     }
-    if (this.closing) throw new StoreError('sink is closing', { retryable: true })
-    return this.apply(req, suffixes, evictedParts, gwHex, epHex)
   }
 
-  private apply (req: StoreRequest, suffixes: Map<number, string>, evictedParts: Set<number>, gwHex: string, epHex: string): Promise<ItemOutcome[]> {
+  /** Forgets natural keys that every read in progress would find on disk. */
+  private pruneNatural (): void {
+    let oldest = this.completions
+    for (const r of this.readers) oldest = Math.min(oldest, r.from)
+    for (const [k, v] of this.natural) {
+      if (v === 0) continue
+      if (v > oldest) break // completion numbers grow in insertion order
+      this.natural.delete(k)
+    }
+  }
+
+  private apply (req: StoreRequest, suffixes: Map<number, string>, evictedParts: Set<number>, gwHex: string, epHex: string, natKeys: (string | null)[], natOnDisk: Set<string>): Promise<ItemOutcome[]> {
     const ops: Op[] = []
     const touched = new Set<string>()
     const outcomes: ItemOutcome[] = new Array(req.items.length)
+    const newNat: string[] = []
     let stored = 0
     let duplicates = 0
     for (let i = 0; i < req.items.length; i++) {
       const [p, s, device, seq, boot, ts, rx, values] = req.items[i]!
       const sfx = suffixes.get(p)!
-      const verdict = this.dedup.get(sfx)!.check(s)
+      let verdict = this.dedup.get(sfx)!.check(s)
+      const nk = natKeys[i]!
+      if (verdict === 'stored' && nk !== null && (this.natural.has(nk) || natOnDisk.has(nk))) {
+        verdict = 'duplicate'
+        touched.add(sfx) // s is recorded as seen: its retransmits are duplicates by the transport key too
+      }
       outcomes[i] = verdict
       if (verdict === 'duplicate') { duplicates++; continue }
       stored++
       touched.add(sfx)
+      if (nk !== null) { this.natural.set(nk, 0); newNat.push(nk); ops.push({ type: 'put', key: nk, value: '' }) }
       ops.push({ type: 'put', key: readingKey(device, boot, seq, rx, gwHex, epHex, p, s), value: encodeReadingValue(p, s, seq, boot, ts, rx, values) })
     }
     for (const [p, floor] of req.floors) {
@@ -210,7 +257,12 @@ export class LevelDbSink implements Sink {
       c.rejected += req.rejected
       c.evicted += evictedNew
     }
-    return this.committer.submit(ops).then(() => outcomes, (err: unknown) => {
+    return this.committer.submit(ops).then(() => {
+      const n = ++this.completions
+      for (const k of newNat) if (this.natural.get(k) === 0) { this.natural.delete(k); this.natural.set(k, n) }
+      this.pruneNatural()
+      return outcomes
+    }, (err: unknown) => {
       throw new StoreError(`LevelDB write failed: ${(err as Error).message}`, { cause: err, retryable: true })
     })
   }
@@ -249,4 +301,18 @@ export class LevelDbSink implements Sink {
     })()
     return this.closing
   }
+}
+
+/** Layout 1 -> 2: builds the natural-key index from the stored readings (idempotent; the format is bumped last). */
+async function upgradeFrom1 (db: Level<string, string>): Promise<void> {
+  let batch = db.batch()
+  let n = 0
+  for await (const key of db.keys({ gte: 'r!', lt: 'r"' })) {
+    const nk = naturalKeyOfReadingKey(key)
+    if (nk === null) continue
+    batch.put(nk, '')
+    if (++n % 10_000 === 0) { await batch.write({ sync: true }); batch = db.batch() }
+  }
+  batch.put(META_FORMAT_KEY, FORMAT_VERSION)
+  await batch.write({ sync: true })
 }

@@ -20,7 +20,8 @@ export type StoreRequest = {
   rejected: number
 }
 
-export type ItemOutcome = 'stored' | 'duplicate'
+/** `rejected`: the sink cannot hold this item at all (postgres: text with U+0000); counted as rejected. */
+export type ItemOutcome = 'stored' | 'duplicate' | 'rejected'
 
 export type StoredReading = {
   gateway: string
@@ -67,6 +68,8 @@ export interface Sink {
   close (): Promise<void>
   /** Size of the sink's own dedup state, if it keeps one (for metrics and tests). */
   dedupState?(): DedupState
+  /** False while the sink cannot store (e.g. its database is unreachable): /readyz answers 503. */
+  ready?(): boolean
 }
 
 /** seqs: tracked seqs at or above the floors; runs: how many [from, to] runs hold them. */

@@ -42,7 +42,11 @@ test('exactly once through gateway kill -9 mid-flush, ingest kill -9, and 5% ret
   const mark = (await stats()).stored
   await waitFor(async () => (await stats()).stored > mark + 300, { timeoutMs: 20_000, what: 'flushing after the gateway restart' })
   await ingest.kill('SIGKILL')
-  await new Promise((r) => setTimeout(r, 300)) // let the gateway see the ingest gone
+  // let the gateway see the ingest gone (its next request fails) before the ingest returns
+  await waitFor(async () => {
+    const st = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json() as { upstream: { state: string } }
+    return st.upstream.state === 'unreachable' || st.upstream.state === 'retrying'
+  }, { timeoutMs: 10_000, what: 'the gateway noticed the ingest gone' })
   ingest = await spawnCli(t, 'ingest/main.ts', ingestArgs(ingestPort))
 
   await sim.done

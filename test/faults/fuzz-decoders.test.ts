@@ -25,6 +25,7 @@ import { encodeCbor, wireUint } from '../../protocol/cbor.ts'
 import { DecodeError, ValidationError } from '../../protocol/errors.ts'
 import { decodeReading, READING_LIMITS, VALUE_NAME_RE, type Reading } from '../../protocol/reading.ts'
 import { DEVICE_ID_RE } from '../../protocol/topics.ts'
+import { mulberry32 } from '../../protocol/random.ts'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed2024) >>> 0
 const CASES = Number(process.env.FUZZ_CASES ?? 100_000)
@@ -38,15 +39,9 @@ type Report = { target: Target, cases: number, ms: number, ok: number, decodeErr
 
 // ---------------------------------------------------------------- seeded randomness
 class Rng {
-  private s: number
-  constructor (seed: number) { this.s = seed >>> 0 || 1 }
-  /** mulberry32 */
-  next (): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0)
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  /** protocol's mulberry32: the same sequence per seed as before */
+  readonly next: () => number
+  constructor (seed: number) { this.next = mulberry32(seed >>> 0 || 1) }
   int (n: number): number { return Math.floor(this.next() * n) }
   bool (p = 0.5): boolean { return this.next() < p }
   pick<T> (a: readonly T[]): T { return a[this.int(a.length)]! }

@@ -237,7 +237,7 @@ async function deafFlood (t: TestContext, port: number, id: string, opts: { subs
 test('a device that never reads its PUBACKs: memory stays bounded and other devices are unaffected', async (t) => {
   const s = await startStack(t)
   const rss = sampleRss(t, s.gw.proc.pid!)
-  await sleep(300)
+  await waitFor(() => rss.samples().length >= 3, { timeoutMs: 5000, what: 'three RSS samples before the load' })
   const rssBefore = rss.last()
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-3'), 'good-3')
   const deaf = await deafFlood(t, s.mqttPort, 'deaf-1', { subscribe: false, ms: 2000 })
@@ -270,7 +270,7 @@ test('a subscriber that never reads is cut off (drain timeout); other devices an
 test('2,000 quick connects and disconnects: no leaked clients, bounded memory, a good device unaffected', async (t) => {
   const s = await startStack(t)
   const rss = sampleRss(t, s.gw.proc.pid!)
-  await sleep(300)
+  await waitFor(() => rss.samples().length >= 3, { timeoutMs: 5000, what: 'three RSS samples before the load' })
   const rssBefore = rss.last()
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-4'), 'good-4')
   const N = 2000

@@ -235,5 +235,6 @@ test('gateway and ingest kill -9 together and apart (8 kills, seeded); every ack
   }
   await sleep(800)
   await finish(t, s, sim, t0)
-  assert.ok(s.gwKills >= 2 && s.ingestKills >= 2, `gateway kills ${s.gwKills}, ingest kills ${s.ingestKills}`)
+  assert.equal(s.gwKills + s.ingestKills, 8, `8 kills in all (gateway ${s.gwKills}, ingest ${s.ingestKills})`)
+  assert.ok(s.gwKills >= 2 && s.ingestKills >= 2, `both were killed more than once: gateway kills ${s.gwKills}, ingest kills ${s.ingestKills}`)
 })

@@ -1,5 +1,6 @@
 /** Shared test helpers: bounded waits, temp dirs, and child processes of the real CLIs. */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -24,6 +25,12 @@ export async function waitFor<T> (fn: () => T | Promise<T>, opts: { timeoutMs?: 
   }
 }
 
+function childPids (pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number)
+  } catch { return [] }
+}
+
 /** A temp dir removed after the test. */
 export async function tempDir (t: TestContext | { after: (fn: () => unknown) => void }, prefix = 'gw-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix))
@@ -46,8 +53,15 @@ export type Child = {
  * Spawns `node --import tsx <entry> ...args` and resolves when it logs `ready`. The child
  * is SIGKILLed after the test unless it already exited.
  */
-export async function spawnCli (t: { after: (fn: () => unknown) => void }, entry: string, args: string[], opts: { env?: Record<string, string>, readyTimeoutMs?: number } = {}): Promise<Child> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], {
+/**
+ * Starts a CLI and waits for its `ready` line. `wrap` runs it under another program (e.g.
+ * `['strace', '-f', ...]`); kill then signals the wrapped node process too (a tracer that
+ * dies leaves its tracee running).
+ */
+export async function spawnCli (t: { after: (fn: () => unknown) => void }, entry: string, args: string[], opts: { env?: Record<string, string>, readyTimeoutMs?: number, wrap?: string[] } = {}): Promise<Child> {
+  const argv = [process.execPath, '--import', 'tsx', join(ROOT, entry), ...args]
+  const cmd = opts.wrap?.length ? [...opts.wrap, ...argv] : argv
+  const proc = spawn(cmd[0]!, cmd.slice(1), {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -70,6 +84,9 @@ export async function spawnCli (t: { after: (fn: () => unknown) => void }, entry
   })
   const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
     if (exitInfo) return
+    if (opts.wrap?.length) {
+      for (const pid of childPids(proc.pid!)) { try { process.kill(pid, signal) } catch {} }
+    }
     proc.kill(signal)
     await exited
   }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { test } from 'node:test'
+import { Level } from 'level'
 import { LevelDbSink } from '../../ingest/sinks/leveldb.ts'
 import { tempDir } from '../helpers/index.ts'
 import { item, req, runSinkContract } from './sink-contract.ts'
@@ -34,4 +35,19 @@ test('leveldb: a store opened twice is refused (LevelDB lock), with the path in 
   const sink = await LevelDbSink.open({ dataDir: dir })
   t.after(() => sink.close())
   await assert.rejects(LevelDbSink.open({ dataDir: dir }), (err: Error) => err.name === 'StoreError' && err.message.includes(dir))
+})
+
+test('leveldb: a layout-1 store gets its natural-key index on open (a copy through another gateway is then a duplicate)', async (t) => {
+  const dir = join(await tempDir(t, 'ingest-sink-'), 'db')
+  const first = await LevelDbSink.open({ dataDir: dir })
+  await first.storeBatch(req([item(0, 1, { seq: 5 }), item(0, 2, { seq: null })]))
+  await first.close()
+  // Turn it back into layout 1: no n! keys, format marker '1'.
+  const db = new Level<string, string>(dir)
+  for await (const k of db.keys({ gte: 'n!', lt: 'n"' })) await db.del(k)
+  await db.put('m!format', '1')
+  await db.close()
+  const again = await LevelDbSink.open({ dataDir: dir })
+  t.after(() => again.close())
+  assert.deepEqual(await again.storeBatch(req([item(3, 9, { seq: 5 }), item(3, 10, { seq: 6 })], { gateway: 'gw2' })), ['duplicate', 'stored'])
 })

@@ -57,13 +57,55 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     assert.deepEqual(readings[0], { gateway: 'gw1', epoch: 'ep1', p: 0, s: 1, seq: 1, boot: 1, ts: RX - 5, rx: RX + 1, values: { t: 0.1, ok: true, tag: 'x1' } })
   })
 
-  test(`${name}: the dedup key is (gateway, epoch, p, s)`, async (t) => {
+  test(`${name}: the transport dedup key is (gateway, epoch, p, s)`, async (t) => {
     const { sink } = await openSink(t, factory)
-    assert.deepEqual(await sink.storeBatch(req([item(0, 1)])), ['stored'])
-    assert.deepEqual(await sink.storeBatch(req([item(1, 1)])), ['stored'], 'other partition')
-    assert.deepEqual(await sink.storeBatch(req([item(0, 1)], { epoch: 'ep2' })), ['stored'], 'other epoch')
-    assert.deepEqual(await sink.storeBatch(req([item(0, 1)], { gateway: 'gw2' })), ['stored'], 'other gateway')
-    assert.deepEqual(await sink.storeBatch(req([item(0, 1)], { gateway: 'gw2' })), ['duplicate'])
+    // Without a device seq only the transport key identifies an item.
+    const i01 = item(0, 1, { seq: null })
+    assert.deepEqual(await sink.storeBatch(req([i01])), ['stored'])
+    assert.deepEqual(await sink.storeBatch(req([item(1, 1, { seq: null })])), ['stored'], 'other partition')
+    assert.deepEqual(await sink.storeBatch(req([i01], { epoch: 'ep2' })), ['stored'], 'other epoch')
+    assert.deepEqual(await sink.storeBatch(req([i01], { gateway: 'gw2' })), ['stored'], 'other gateway')
+    assert.deepEqual(await sink.storeBatch(req([i01], { gateway: 'gw2' })), ['duplicate'])
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1, { seq: 77 })])), ['duplicate'], 'same transport key, whatever the payload')
+  })
+
+  test(`${name}: the natural key (device, boot, seq) dedups across gateways and epochs`, async (t) => {
+    const { sink, reopen } = await openSink(t, factory)
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1, { seq: 5 }), item(0, 2, { seq: 6, boot: null })])), ['stored', 'stored'])
+    // The device failed over: gateway 2 resends what gateway 1 already delivered.
+    assert.deepEqual(await sink.storeBatch(req([item(3, 40, { seq: 5 }), item(3, 41, { seq: 6, boot: null }), item(3, 42, { seq: 7 })], { gateway: 'gw2' })), ['duplicate', 'duplicate', 'stored'])
+    assert.deepEqual(await sink.storeBatch(req([item(0, 9, { seq: 7 })], { epoch: 'ep-new' })), ['duplicate'], 'a new epoch of gateway 1')
+    assert.deepEqual(await sink.storeBatch(req([item(3, 40, { seq: 5 })], { gateway: 'gw2' })), ['duplicate'], 'the retransmit of the refused copy')
+    assert.deepEqual(await sink.storeBatch(req([
+      item(0, 3, { seq: 5, boot: 2 }), // another boot
+      item(0, 4, { seq: 5, boot: '1' }), // text boot "1" is not numeric boot 1
+      item(0, 5, { seq: 5, device: 'dev2' }), // another device
+      item(0, 6, { seq: 8 }), item(0, 7, { seq: 8 }) // twice in one request, different s
+    ])), ['stored', 'stored', 'stored', 'stored', 'duplicate'])
+    assert.deepEqual(await sink.storeBatch(req([item(5, 1, { seq: null, rx: RX + 2 })], { gateway: 'gw3' })), ['stored'], 'no seq: no natural key')
+    const { readings } = await allReadings(sink, 'dev1', 100)
+    assert.deepEqual(readings.map((r) => [r.boot, r.seq, r.gateway, r.s]), [
+      [null, 6, 'gw1', 2], [1, 5, 'gw1', 1], [1, 7, 'gw2', 42], [1, 8, 'gw1', 6], [1, null, 'gw3', 1], [2, 5, 'gw1', 3], ['1', 5, 'gw1', 4]
+    ], 'one copy of each reading, the first one stored')
+    const st = await sink.stats()
+    assert.equal(st.stored, 8)
+    assert.deepEqual(st.gateways.gw2, { stored: 1, duplicates: 3, rejected: 0, evicted: 0 })
+    await sink.close()
+    const again = await reopen()
+    assert.deepEqual(await again.storeBatch(req([item(6, 1, { seq: 8 }), item(6, 2, { seq: 6, boot: null })], { gateway: 'gw4' })), ['duplicate', 'duplicate'], 'after a restart')
+  })
+
+  test(`${name}: concurrent copies of a reading through several gateways store it exactly once`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    const items = Array.from({ length: 40 }, (_, i) => item(i % 3, 100 + i, { seq: i, device: `d${i % 5}` }))
+    const results = await Promise.all(Array.from({ length: 6 }, (_, g) => sink.storeBatch(req(items, { gateway: `gw${g}` }))))
+    for (let i = 0; i < items.length; i++) {
+      assert.equal(results.filter((r) => r[i] === 'stored').length, 1, `item ${i} stored exactly once`)
+    }
+    let n = 0
+    for (let d = 0; d < 5; d++) n += (await allReadings(sink, `d${d}`, 1000)).readings.length
+    assert.equal(n, 40)
+    assert.equal((await sink.stats()).duplicates, 5 * 40)
   })
 
   test(`${name}: floors: an item below the recorded floor is a duplicate and not stored; the floor never goes down`, async (t) => {
@@ -104,7 +146,7 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     assert.deepEqual(await sink.stats(), { stored: 0, duplicates: 0, rejected: 0, evicted: 0, gateways: {} })
     await sink.storeBatch(req([item(0, 1), item(0, 2)], { rejected: 3 }))
     await sink.storeBatch(req([item(0, 2)]))
-    await sink.storeBatch(req([item(0, 1)], { gateway: 'gw2', rejected: 1 }))
+    await sink.storeBatch(req([item(0, 1, { device: 'dev2' })], { gateway: 'gw2', rejected: 1 }))
     assert.deepEqual(await sink.stats(), {
       stored: 3,
       duplicates: 1,

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { DedupWindow } from '../../gateway/store/dedup.ts'
+import { DedupCache } from '../../gateway/intake/dedup-cache.ts'
 
 test('new seqs are new once, repeats are duplicates, in order and out of order', () => {
   const w = new DedupWindow(64)
@@ -80,4 +81,17 @@ test('a window without gaps is written compactly; one with a gap in the window k
   const fd2 = DedupWindow.decode(fd.encode())
   assert.equal(fd2.check('b', 499), 'duplicate')
   assert.equal(fd2.check('b', 498), 'new')
+})
+
+test('dedup cache is LRU: a device read since goes last, a pinned window is never evicted (issue 13)', () => {
+  const cache = new DedupCache(10)
+  const ws = Array.from({ length: 11 }, () => new DedupWindow())
+  for (let i = 0; i < 10; i++) cache.set(`d${i}`, ws[i]!)
+  assert.ok(cache.get('d0'), 'd0 is used again: now the most recent')
+  ws[1]!.pending = 1 // a write carrying d1's window is not durable yet
+  cache.set('d10', ws[10]!) // over the bound: evicts least recently used down to 9
+  assert.equal(cache.has('d0'), true, 'FIFO would have evicted d0, the first inserted')
+  assert.equal(cache.has('d1'), true, 'pinned by a pending write')
+  assert.equal(cache.has('d2'), false, 'least recently used and unpinned')
+  assert.equal(cache.size, 9)
 })

@@ -251,13 +251,11 @@ test('JSON __proto__ keys cannot pollute prototypes', () => {
   rejects(json('{"__proto__":{"polluted":1},"values":{"a":1}}'), ValidationError, '__proto__')
   rejects(json('{"values":{"__proto__":{"polluted":1}}}'), ValidationError, 'values.__proto__')
   rejects(json('{"values":{"a":1,"constructor":{"prototype":{"polluted":1}}}}'), ValidationError, 'values.constructor')
-  // a plain number under the name __proto__ is data: kept as an own entry, never a prototype
-  const r = decodeReading(json('{"values":{"__proto__":5,"a":1}}'), MAX)
-  assert.equal(Object.getOwnPropertyDescriptor(r.values, '__proto__')?.value, 5)
-  assert.equal(Object.getPrototypeOf(r.values) === Object.prototype || Object.getPrototypeOf(r.values) === null, true)
-  // CBOR: the same key never reaches a prototype either
-  const c = decodeReading(Buffer.concat([hex('a1'), enc('values'), hex('a2'), enc('__proto__'), hex('05'), enc('a'), hex('01')]), MAX)
-  assert.notEqual(Object.getPrototypeOf(c.values), 5)
+  // a plain number under the name __proto__ is refused with a reason: cbor-x (the upstream
+  // decoder too) renames the key to __proto_, so keeping it would alter the reading later
+  rejects(json('{"values":{"__proto__":5,"a":1}}'), ValidationError, 'values.__proto__')
+  // CBOR: the same key never reaches a prototype, and its renamed form is refused as well
+  rejects(Buffer.concat([hex('a1'), enc('values'), hex('a2'), enc('__proto__'), hex('05'), enc('a'), hex('01')]), ValidationError, 'values.__proto_')
   rejects(Buffer.concat([hex('a2'), enc('__proto__'), enc({ seq: 1 }), enc('values'), ONE]), ValidationError, /__proto__?/)
   assert.equal(({} as Record<string, unknown>).polluted, undefined)
   assert.deepEqual(Object.getOwnPropertyNames(Object.prototype).sort(), before)

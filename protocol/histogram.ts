@@ -1,5 +1,7 @@
 /**
- * A log-bucket latency histogram in the spirit of HdrHistogram: values are integer
+ * The latency histogram of the load generators and the device simulator (one
+ * implementation: bench/ and device-sim/ may not import each other, both import protocol/;
+ * pure arithmetic, no I/O). A log-bucket latency histogram in the spirit of HdrHistogram: values are integer
  * microseconds, every power-of-two octave is split into 2^SUB_BITS linear sub-buckets, so
  * any recorded value is reported within 1/2^SUB_BITS (0.8 %) of its true value, with a
  * fixed ~3,000-slot array however many samples are recorded. Samples are never stored.
@@ -19,6 +21,7 @@ export type Percentiles = {
   meanMs: number
   p50Ms: number
   p90Ms: number
+  p95Ms: number
   p99Ms: number
   p999Ms: number
   maxMs: number
@@ -98,6 +101,7 @@ export class Histogram {
       meanMs: this.count ? r3(this.sumUs / this.count / 1000) : 0,
       p50Ms: r3(this.quantileMs(0.5)),
       p90Ms: r3(this.quantileMs(0.9)),
+      p95Ms: r3(this.quantileMs(0.95)),
       p99Ms: r3(this.quantileMs(0.99)),
       p999Ms: r3(this.quantileMs(0.999)),
       maxMs: r3(this.maxUs / 1000)

@@ -1,0 +1,64 @@
+/**
+ * One group-commit cycle of the store: everything that arrived since the previous write,
+ * written as ONE LevelDB batch together with the partition counters it changes (writer.ts).
+ */
+import type { EvictedRange } from '../../protocol/index.ts'
+import type { DedupWindow } from './dedup.ts'
+import type { DlqRecord, Quarantined } from './dead-letters.ts'
+import { ITEM_OVERHEAD } from './partition.ts'
+
+/** Told once its cycle is durable (null) or failed. An object form avoids a closure per reading. */
+export type Waiter = ((err: Error | null) => void) | { settled: (err: Error | null) => void }
+
+/** An item to append: the intake's per-reading entry carries p, s and its wire bytes itself. */
+export type Append = { p: number, s: number, raw: Buffer, settled: (err: Error | null) => void }
+
+/** An item leaving the store; `size` counts ITEM_OVERHEAD. */
+export type Removal = { p: number, s: number, size: number }
+
+export type DeadItem = Removal & { raw: Buffer, reason: string }
+
+export type Cycle = {
+  appends: Append[]
+  dlq: DlqRecord[]
+  devices: Map<string, DedupWindow>
+  deletes: Removal[]
+  deadItems: DeadItem[]
+  evictedDone: EvictedRange[]
+  quarantine: Quarantined[]
+  /** dead-letter record ids to delete (purged, or replayed by appends of this same cycle) */
+  dlqDrops: number[]
+  waiters: Waiter[]
+}
+
+export const newCycle = (): Cycle => ({ appends: [], dlq: [], devices: new Map(), deletes: [], deadItems: [], evictedDone: [], quarantine: [], dlqDrops: [], waiters: [] })
+
+export function cycleEmpty (c: Cycle): boolean {
+  return c.waiters.length === 0 && c.appends.length === 0 && c.devices.size === 0 && c.deletes.length === 0 &&
+    c.deadItems.length === 0 && c.evictedDone.length === 0 && c.quarantine.length === 0 && c.dlqDrops.length === 0
+}
+
+/** Someone waits on this cycle (close writes it before closing). */
+export function cycleAwaited (c: Cycle): boolean {
+  return c.waiters.length > 0 || c.appends.length > 0
+}
+
+export function appendedBytes (c: Cycle): number {
+  let n = 0
+  for (const a of c.appends) n += a.raw.length + ITEM_OVERHEAD
+  return n
+}
+
+export function tell (w: Waiter, err: Error | null): void {
+  if (typeof w === 'function') w(err)
+  else w.settled(err)
+}
+
+export type StoreEvents = {
+  appended: [partitions: Set<number>]
+  space: []
+  evicted: [ranges: EvictedRange[], items: number]
+  writeError: [err: Error]
+  cycle: [info: { ops: number, items: number, ms: number }]
+  floor: [p: number, floor: number]
+}

@@ -1,0 +1,160 @@
+/**
+ * The store's side of group commit (protocol/group-commit.ts runs the cycles): turns one
+ * cycle into ONE LevelDB batch (items, deletes, dead letters, dedup windows, quarantine,
+ * evicted ranges and the counters of every partition it touches), writes it with
+ * `sync: true` under `durability=power`, and only then applies it to memory and tells the
+ * waiters. A failed batch fails its waiters and the cycle gathering behind it, whose dedup
+ * decisions may rest on the failed one: nothing is acknowledged that is not stored.
+ */
+import type { EventEmitter } from 'node:events'
+import type { Logger } from 'pino'
+import { encodeCbor, StoreError, type EvictedRange, type GroupWriter } from '../../protocol/index.ts'
+import type { StoreConfig } from './config.ts'
+import { appendedBytes, cycleEmpty, newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
+import type { Db } from './db.ts'
+import type { DeadLetters, DlqRecord } from './dead-letters.ts'
+import type { Evictions } from './evict.ts'
+import { K } from './keys.ts'
+import { ITEM_OVERHEAD, type Partition } from './partition.ts'
+import type { Quota } from './quota.ts'
+import type { Reopener } from './reopen.ts'
+
+type Deps = {
+  config: StoreConfig
+  db: Db
+  parts: Partition[]
+  quota: Quota
+  deadLetters: DeadLetters
+  evictions: Evictions
+  reopener: Reopener
+  events: EventEmitter<StoreEvents>
+  log: Logger
+}
+
+/** What a written cycle changes in memory, kept from `write` to `settle`. */
+type Result = { t0: number, evictedRanges: EvictedRange[], evictedCount: number }
+
+export class CycleWriter implements GroupWriter<Cycle> {
+  private readonly results = new WeakMap<Cycle, Result>()
+
+  constructor (private readonly d: Deps) {}
+
+  create = newCycle
+
+  empty = (c: Cycle): boolean => cycleEmpty(c) && !this.d.evictions.wanted
+
+  recover = (): Promise<boolean> => this.d.reopener.recover()
+
+  write = async (c: Cycle): Promise<void> => {
+    const { config, db, parts, quota, deadLetters, evictions } = this.d
+    const t0 = performance.now()
+    this.d.evictions.wanted = false
+    const appendedItems = c.appends.length
+    const appended = appendedBytes(c)
+    let evictedRanges: EvictedRange[] = []
+    let evictedCount = 0
+    const delta = new Map<number, { items: number, bytes: number }>()
+    const d = (p: number): { items: number, bytes: number } => {
+      let x = delta.get(p)
+      if (!x) { x = { items: 0, bytes: 0 }; delta.set(p, x) }
+      return x
+    }
+    try {
+      if (config.fullPolicy === 'drop-oldest') {
+        const ev = await evictions.plan(c, quota.items + appendedItems, quota.bytes + appended, config)
+        evictedRanges = ev.ranges
+        evictedCount = ev.deletes.length
+        for (const x of ev.deletes) c.deletes.push(x)
+      }
+      const b = db.batch()
+      for (const a of c.appends) {
+        b.put(K.item(a.p, a.s), a.raw)
+        const x = d(a.p); x.items++; x.bytes += a.raw.length + ITEM_OVERHEAD
+      }
+      for (const x of c.deletes) {
+        b.del(K.item(x.p, x.s))
+        const y = d(x.p); y.items--; y.bytes -= x.size
+      }
+      const records: DlqRecord[] = c.dlq
+      for (const x of c.deadItems) {
+        b.del(K.item(x.p, x.s))
+        const y = d(x.p); y.items--; y.bytes -= x.size
+        records.push({ kind: 'item', reason: x.reason, at: Date.now(), raw: x.raw, p: x.p, s: x.s })
+      }
+      // windows before quarantine: the order of the original single-file writer (a window
+      // saved in the cycle that quarantines its unreadable predecessor is deleted with it)
+      for (const [dev, w] of c.devices) b.put(K.dedup(dev), w.encode())
+      const dl = deadLetters.stage(b, records, c.quarantine, c.dlqDrops)
+      for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
+      for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
+      for (const [p, x] of delta) {
+        const s = parts[p]!
+        b.put(K.counter(p), encodeCbor([s.next, s.items + x.items, s.bytes + x.bytes]))
+      }
+      await b.write({ sync: config.durability === 'power' })
+      // durable: apply to memory
+      for (const [p, x] of delta) {
+        parts[p]!.applyDelta(x.items, x.bytes)
+        quota.apply(x.items, x.bytes)
+      }
+      for (const a of c.appends) parts[a.p]!.committed(a.s)
+      for (const x of c.deletes) parts[x.p]!.removed(x.s)
+      for (const x of c.deadItems) parts[x.p]!.removed(x.s)
+      deadLetters.committed(dl)
+      evictions.forgotten(c.evictedDone)
+    } catch (e) {
+      // the evicted ranges were merged into memory before the write: take them back
+      evictions.rollback(evictedRanges)
+      throw e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error).message}`, { cause: e })
+    } finally {
+      this.release(c)
+      evictions.planning.clear()
+    }
+    this.results.set(c, { t0, evictedRanges, evictedCount })
+  }
+
+  /** The cycle is written or failed: its deletes are no longer pending, its reservation ends. */
+  private release (c: Cycle): void {
+    for (const x of c.deletes) this.d.parts[x.p]!.settled(x.s)
+    for (const x of c.deadItems) this.d.parts[x.p]!.settled(x.s)
+    this.d.quota.unreserve(c.appends.length, appendedBytes(c))
+    for (const w of c.devices.values()) w.pending--
+  }
+
+  settle = (c: Cycle, err: Error | null, behind: Cycle | null): void => {
+    const { events, parts } = this.d
+    if (err) {
+      // the cycle gathering behind this one may hold dedup decisions that relied on it
+      if (behind) this.release(behind)
+      const failedBehind = behind ? behind.waiters.length + behind.appends.length : 0
+      this.d.log.error({ err, items: c.appends.length, failedBehind }, 'store write failed; nothing in it is acknowledged')
+      this.d.reopener.failed(err)
+      events.emit('writeError', err)
+      for (const a of c.appends) a.settled(err)
+      for (const w of c.waiters) tell(w, err)
+      if (behind) {
+        for (const a of behind.appends) a.settled(err)
+        for (const w of behind.waiters) tell(w, err)
+      }
+      return
+    }
+    const r = this.results.get(c)!
+    this.d.reopener.succeeded()
+    const appendedItems = c.appends.length
+    events.emit('cycle', { ops: c.waiters.length + appendedItems, items: appendedItems, ms: performance.now() - r.t0 })
+    if (r.evictedCount) events.emit('evicted', r.evictedRanges, r.evictedCount)
+    // appends and waiters were queued in arrival order within each list; the intake orders
+    // per client itself, so the two lists need no interleaving
+    for (const a of c.appends) a.settled(null)
+    for (const w of c.waiters) tell(w, null)
+    if (appendedItems) {
+      const ps = new Set<number>()
+      for (const a of c.appends) ps.add(a.p)
+      events.emit('appended', ps)
+    }
+    if (c.deletes.length || c.deadItems.length) {
+      events.emit('space')
+      for (const p of new Set([...c.deletes.map((x) => x.p), ...c.deadItems.map((x) => x.p)])) events.emit('floor', p, parts[p]!.head)
+    }
+  }
+}

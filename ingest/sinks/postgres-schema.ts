@@ -1,0 +1,120 @@
+/**
+ * Schema of the postgres sink, created and migrated at startup (docs/postgres.md).
+ *
+ * Migrations are numbered and applied in order, each in its own transaction together with
+ * its `schema_migrations` row, so a crash mid-migration leaves the previous version. Every
+ * ingest process runs `migrate` when it starts; `pg_advisory_lock` makes concurrent
+ * starts take turns, and the second one finds nothing to do. A database migrated by a
+ * newer build (a version this build does not know) is refused rather than written to.
+ *
+ * readings: one row per stored reading.
+ *   time      timestamptz  device time (`ts`) if it sent one, else gateway receive time
+ *   rx, ts    bigint       gateway receive / device time, ms since the Unix epoch (exact)
+ *   gateway, epoch, p, s  the gateway's id for the item (upstream protocol v1)
+ *   device, boot (jsonb: number, string or SQL NULL), seq, values (jsonb)
+ *   boot_key  text         sort key of boot: '0' none, '1'+14 hex numeric, '2'+hex(utf8) text
+ *   pos       bigint       seq, or 2^53 + rx for a reading without seq (they follow, by rx)
+ * Keys (each includes `device`, so Citus can distribute the table by device):
+ *   PRIMARY KEY (device, gateway, epoch, p, s): the transport key. A gateway seq names one
+ *     reading of one device, so this is as unique as (gateway, epoch, p, s) alone.
+ *   UNIQUE (device, boot_key, seq) WHERE seq IS NOT NULL: the natural key; a reading
+ *     resent through another gateway or epoch conflicts here. A missing boot is the value
+ *     '0', not NULL, so readings without a boot are deduplicated like the others.
+ * ingest_floors, ingest_evicted, ingest_counters: dedup floors, evicted ranges (merged
+ *   runs) and per-gateway counters (sharded rows, summed by /v1/stats) of the ingest.
+ */
+import type pg from 'pg'
+import { StoreError } from '../../protocol/index.ts'
+
+/** Key of the advisory lock held while migrating (any constant unique to this app). */
+export const MIGRATION_LOCK_KEY = 7_264_912_001
+
+/** 2^53: pos of a seq-less reading is this plus its rx. */
+export const SEQLESS_POS_BASE = 9007199254740992n
+
+export type Migration = { version: number, name: string, sql: string }
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'readings, floors, evicted ranges, counters',
+    sql: `
+      CREATE TABLE readings (
+        time timestamptz NOT NULL,
+        rx bigint NOT NULL,
+        ts bigint,
+        gateway text COLLATE "C" NOT NULL,
+        epoch text COLLATE "C" NOT NULL,
+        p integer NOT NULL,
+        s bigint NOT NULL,
+        device text COLLATE "C" NOT NULL,
+        boot jsonb,
+        seq bigint,
+        values jsonb NOT NULL,
+        boot_key text COLLATE "C" NOT NULL,
+        pos bigint GENERATED ALWAYS AS (coalesce(seq, ${SEQLESS_POS_BASE} + rx)) STORED,
+        PRIMARY KEY (device, gateway, epoch, p, s)
+      );
+      CREATE UNIQUE INDEX readings_natural_key ON readings (device, boot_key, seq) WHERE seq IS NOT NULL;
+      CREATE INDEX readings_device_order ON readings (device, boot_key, pos, gateway, epoch, p, s);
+      CREATE INDEX readings_device_time ON readings (device, time);
+      CREATE INDEX readings_time ON readings USING brin (time);
+      CREATE TABLE ingest_floors (
+        gateway text COLLATE "C" NOT NULL,
+        epoch text COLLATE "C" NOT NULL,
+        p integer NOT NULL,
+        floor bigint NOT NULL,
+        PRIMARY KEY (gateway, epoch, p)
+      );
+      CREATE TABLE ingest_evicted (
+        gateway text COLLATE "C" NOT NULL,
+        epoch text COLLATE "C" NOT NULL,
+        p integer NOT NULL,
+        runs jsonb NOT NULL,
+        PRIMARY KEY (gateway, epoch, p)
+      );
+      CREATE TABLE ingest_counters (
+        gateway text COLLATE "C" NOT NULL,
+        shard smallint NOT NULL,
+        stored bigint NOT NULL DEFAULT 0,
+        duplicates bigint NOT NULL DEFAULT 0,
+        rejected bigint NOT NULL DEFAULT 0,
+        evicted bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (gateway, shard)
+      );`
+  }
+]
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
+
+/** Brings the database to SCHEMA_VERSION; returns the versions it applied. */
+export async function migrate (client: pg.ClientBase): Promise<number[]> {
+  await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY])
+  try {
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations')
+    const have = new Set(rows.map((r) => r.version))
+    const newest = Math.max(0, ...have)
+    if (newest > SCHEMA_VERSION) {
+      throw new StoreError(`the database schema is at version ${newest}; this build knows up to ${SCHEMA_VERSION}`, { retryable: false })
+    }
+    const applied: number[] = []
+    for (const m of MIGRATIONS) {
+      if (have.has(m.version)) continue
+      await client.query('BEGIN')
+      try {
+        await client.query(m.sql)
+        await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name])
+        await client.query('COMMIT')
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {})
+        throw err
+      }
+      applied.push(m.version)
+    }
+    return applied
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch(() => {})
+  }
+}

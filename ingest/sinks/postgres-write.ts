@@ -1,0 +1,149 @@
+/**
+ * Write path of the postgres sink: one request is one statement (one transaction).
+ *
+ * The statement inserts the items with a multi-row `INSERT ... SELECT FROM unnest(...)
+ * ON CONFLICT DO NOTHING RETURNING p, s`, so the database decides what is a duplicate:
+ * a conflict on the primary key (same gateway, epoch, p, s) or on the natural key (same
+ * device, boot, seq through another gateway or epoch), or an item below the partition's
+ * recorded floor (filtered by the join), is not returned and is answered `duplicate`. In
+ * the same statement the floors advance with GREATEST (never down) and the counters of
+ * the gateway grow; the items are checked against the floors recorded before this request,
+ * as the leveldb sink does (dedup.ts).
+ *
+ * Concurrency: any number of ingest processes may run this at once. Two copies of an item
+ * in concurrent transactions: the second INSERT waits for the first transaction and then
+ * skips the row, so exactly one gets `stored`, and the other's `duplicate` is only sent
+ * after the first committed. Counter rows are sharded (random shard per request) so
+ * requests of one gateway do not queue behind one row lock. A deadlock or serialization
+ * failure is retried here; any other failure leaves nothing stored (one transaction) and
+ * is thrown as a retryable or permanent StoreError.
+ *
+ * Evicted ranges (rare) are merged per partition under `SELECT ... FOR UPDATE` in the same
+ * transaction, so a range reported twice, or by two processes at once, counts once.
+ */
+import type pg from 'pg'
+import { StoreError, type BatchItem, type EvictedRange, type Floor } from '../../protocol/index.ts'
+import { RunSet, type Run } from '../dedup.ts'
+import { bootKey } from './leveldb-keys.ts'
+import { isRetryableInPlace, isTransient } from './postgres-pool.ts'
+import type { ItemOutcome, StoreRequest } from './types.ts'
+
+export const COUNTER_SHARDS = 8
+const MAX_ATTEMPTS = 5
+
+export const INSERT_SQL = `
+WITH u AS (
+  SELECT * FROM unnest($3::int[], $4::bigint[], $5::text[], $6::bigint[], $7::jsonb[], $8::text[], $9::bigint[], $10::bigint[], $11::jsonb[])
+    WITH ORDINALITY AS u(p, s, device, seq, boot, boot_key, ts, rx, vals, ord)
+), ins AS (
+  INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key)
+  SELECT to_timestamp(coalesce(u.ts, u.rx)::float8 / 1000), u.rx, u.ts, $1, $2, u.p, u.s, u.device, u.boot, u.seq, u.vals, u.boot_key
+  FROM u LEFT JOIN ingest_floors f ON f.gateway = $1 AND f.epoch = $2 AND f.p = u.p
+  WHERE f.floor IS NULL OR u.s >= f.floor
+  ORDER BY u.ord
+  ON CONFLICT DO NOTHING
+  RETURNING p, s
+), fl AS (
+  INSERT INTO ingest_floors AS f (gateway, epoch, p, floor)
+  SELECT $1, $2, x.fp, x.fs FROM unnest($12::int[], $13::bigint[]) AS x(fp, fs) ORDER BY x.fp
+  ON CONFLICT (gateway, epoch, p) DO UPDATE SET floor = GREATEST(f.floor, EXCLUDED.floor)
+  WHERE f.floor < EXCLUDED.floor
+), cnt AS (
+  INSERT INTO ingest_counters AS c (gateway, shard, stored, duplicates, rejected, evicted)
+  SELECT $1, $14, k.n, $15 - k.n, $16, $17 FROM (SELECT count(*) AS n FROM ins) k
+  ON CONFLICT (gateway, shard) DO UPDATE SET stored = c.stored + EXCLUDED.stored, duplicates = c.duplicates + EXCLUDED.duplicates,
+    rejected = c.rejected + EXCLUDED.rejected, evicted = c.evicted + EXCLUDED.evicted
+)
+SELECT p, s FROM ins`
+
+/** The statement's parameters for one request (evictedNew: seqs newly recorded as evicted). */
+export function insertParams (req: StoreRequest, evictedNew: number, shard: number): unknown[] {
+  const n = req.items.length
+  const p = new Array<number>(n)
+  const s = new Array<number>(n)
+  const device = new Array<string>(n)
+  const seq = new Array<number | null>(n)
+  const boot = new Array<string | null>(n)
+  const bk = new Array<string>(n)
+  const ts = new Array<number | null>(n)
+  const rx = new Array<number>(n)
+  const vals = new Array<string>(n)
+  for (let i = 0; i < n; i++) {
+    const it: BatchItem = req.items[i]!
+    p[i] = it[0]; s[i] = it[1]; device[i] = it[2]; seq[i] = it[3]
+    boot[i] = it[4] === null ? null : JSON.stringify(it[4])
+    bk[i] = bootKey(it[4]); ts[i] = it[5]; rx[i] = it[6]
+    vals[i] = JSON.stringify(it[7])
+  }
+  const floors = maxFloors(req.floors)
+  return [req.gateway, req.epoch, p, s, device, seq, boot, bk, ts, rx, vals,
+    floors.map(([fp]) => fp), floors.map(([, fs]) => fs), shard, n, req.rejected, evictedNew]
+}
+
+/** One floor per partition (the highest), sorted by p: one row to lock, in a fixed order. */
+function maxFloors (floors: readonly Floor[]): Floor[] {
+  const m = new Map<number, number>()
+  for (const [p, s] of floors) m.set(p, Math.max(s, m.get(p) ?? 0))
+  return [...m].sort((a, b) => a[0] - b[0])
+}
+
+/** Maps the returned (p, s) rows onto the items, in order: the first copy is the stored one. */
+export function outcomesOf (items: readonly BatchItem[], rows: readonly { p: number, s: string | number }[]): ItemOutcome[] {
+  const stored = new Map<string, number>()
+  for (const r of rows) { const k = `${r.p}:${r.s}`; stored.set(k, (stored.get(k) ?? 0) + 1) }
+  return items.map((it) => {
+    const k = `${it[0]}:${it[1]}`
+    const left = stored.get(k) ?? 0
+    if (left === 0) return 'duplicate'
+    stored.set(k, left - 1)
+    return 'stored'
+  })
+}
+
+/** Merges evicted ranges into ingest_evicted; returns how many seqs were new. In a transaction. */
+async function recordEvicted (c: pg.ClientBase, gateway: string, epoch: string, evicted: readonly EvictedRange[]): Promise<number> {
+  const byP = new Map<number, EvictedRange[]>()
+  for (const r of evicted) { const l = byP.get(r[0]) ?? []; l.push(r); byP.set(r[0], l) }
+  let added = 0
+  for (const p of [...byP.keys()].sort((a, b) => a - b)) {
+    await c.query(`INSERT INTO ingest_evicted (gateway, epoch, p, runs) VALUES ($1, $2, $3, '[]') ON CONFLICT DO NOTHING`, [gateway, epoch, p])
+    const { rows } = await c.query<{ runs: Run[] }>('SELECT runs FROM ingest_evicted WHERE gateway = $1 AND epoch = $2 AND p = $3 FOR UPDATE', [gateway, epoch, p])
+    const set = new RunSet(rows[0]?.runs ?? [])
+    let n = 0
+    for (const [, from, to] of byP.get(p)!) n += set.addRange(from, to)
+    if (n > 0) await c.query('UPDATE ingest_evicted SET runs = $4 WHERE gateway = $1 AND epoch = $2 AND p = $3', [gateway, epoch, p, JSON.stringify(set.toJSON())])
+    added += n
+  }
+  return added
+}
+
+async function attempt (c: pg.ClientBase, req: StoreRequest): Promise<ItemOutcome[]> {
+  const shard = Math.floor(Math.random() * COUNTER_SHARDS)
+  if (req.evicted.length === 0) {
+    const { rows } = await c.query<{ p: number, s: string }>(INSERT_SQL, insertParams(req, 0, shard))
+    return outcomesOf(req.items, rows)
+  }
+  await c.query('BEGIN')
+  try {
+    const added = await recordEvicted(c, req.gateway, req.epoch, req.evicted)
+    const { rows } = await c.query<{ p: number, s: string }>(INSERT_SQL, insertParams(req, added, shard))
+    await c.query('COMMIT')
+    return outcomesOf(req.items, rows)
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {})
+    throw err
+  }
+}
+
+/** Stores one request; resolves after COMMIT. Throws StoreError (retryable when transient). */
+export async function writeRequest (c: pg.ClientBase, req: StoreRequest): Promise<ItemOutcome[]> {
+  for (let i = 1; ; i++) {
+    try {
+      return await attempt(c, req)
+    } catch (err) {
+      if (isRetryableInPlace(err) && i < MAX_ATTEMPTS) continue
+      if (err instanceof StoreError) throw err
+      throw new StoreError(`PostgreSQL write failed: ${(err as Error).message}`, { cause: err, retryable: isTransient(err) })
+    }
+  }
+}
