@@ -81,7 +81,12 @@ const COLUMNS: Column[] = [
   { head: 'crashed', get: (r) => r.scenario !== 'fuzz' ? null : r.crashed ? `yes: ${String(r.crashed).slice(0, 60)}` : 'no' },
   { head: '/readyz 200', get: (r) => numOrNull(r.readyzTotal) === null ? null : `${String(r.readyzOk)}/${String(r.readyzTotal)}` },
   metric('idleP99Ms', 'p99 ms before fuzzing', fmtMs),
-  metric('worstSecondP99Ms', 'worst 1 s p99 ms', fmtMs)
+  metric('worstSecondP99Ms', 'worst 1 s p99 ms', fmtMs),
+  // admin-cost
+  metric('sampleUs', 'sample us/s', (n) => n.toFixed(1)),
+  metric('frameUs', 'SSE frame us', (n) => n.toFixed(1)),
+  metric('devicesQueryUs', 'devices query us', (n) => n.toFixed(1)),
+  metric('viewerCorePct', 'viewer % of a core', (n) => n.toFixed(3))
 ]
 
 const paramsKey = (p: BenchRecord['params']): string => JSON.stringify(Object.keys(p).sort().map((k) => [k, p[k]]))

@@ -19,6 +19,9 @@ export const gatewaySchema = {
   ...brokerSchema,
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
+  adminToken: { type: 'string', default: '', doc: 'Token the admin page and API need (required when --admin-host is not loopback)' },
+  adminTokenFile: { type: 'string', doc: 'File holding the admin token (instead of --admin-token)' },
+  deviceStatsMax: { type: 'int', default: 10000, min: 0, max: 1_000_000, doc: 'Devices the admin page tracks (least recently seen forgotten first)' },
   ...intakeSchema,
   ...flushSchema,
   shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget' },
@@ -43,5 +46,11 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('upstream', `${u}: only http and https are supported`)
   }
   checkTlsConfig(c)
+  if (!isLoopback(c.adminHost) && !c.adminToken && !c.adminTokenFile) throw new ConfigError('adminToken', `--admin-host ${c.adminHost} is not loopback: set --admin-token or --admin-token-file`)
   return c
+}
+
+/** True for addresses only this machine can reach. */
+export function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 }

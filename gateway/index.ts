@@ -5,12 +5,14 @@
  */
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
+import { ConfigError } from '../protocol/index.ts'
 import { Admin } from './admin/index.ts'
 import { Metrics } from './admin/metrics.ts'
 import { AuthFile } from './broker/auth.ts'
 import { Broker } from './broker/index.ts'
 import { pickLimits } from './broker/limits-config.ts'
 import type { GatewayConfig } from './config.ts'
+import { DeadLetters } from './dlq/index.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Mapper } from './mapping/index.ts'
@@ -39,7 +41,9 @@ export class Gateway {
   get adminPort (): number { return this.admin.port }
 
   static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Gateway> {
-    const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics })
+    const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics, deviceStatsMax: config.deviceStatsMax })
+    const adminToken = config.adminTokenFile ? (await readFile(config.adminTokenFile, 'utf8')).trim() : config.adminToken
+    if (config.adminTokenFile && !adminToken) throw new ConfigError('adminTokenFile', `${config.adminTokenFile} is empty`)
     const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
     const token = await resolveToken(config)
     const upstreamTls = await loadUpstreamTls(config)
@@ -55,10 +59,15 @@ export class Gateway {
     const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config), mapper }, intake, metrics, logger), store)
     const flusher = new Flusher(store, { ...config, token, upstreamTls, receiptFormat: (device) => intake.payloadFormat(device) }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
     let gw: Gateway | undefined
+    const dlq = new DeadLetters(store, { maxPayloadBytes: config.maxPayloadBytes, via: 'admin' }, logger, (action, n) => {
+      metrics.dlqActions.inc({ action })
+      metrics.dlqActionItems.inc({ action }, n)
+    })
     const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {
       ready: () => gw!.readiness(),
-      status: () => gw!.status()
-    }, logger), broker, store)
+      status: () => gw!.status(),
+      dlq
+    }, logger, { token: adminToken }), broker, store)
     metrics.gauge('gateway_buffer_items', 'Items buffered per partition', ['partition'], (g) => {
       for (const s of store.partitionStats()) g.set({ partition: String(s.p) }, s.depth)
     })
@@ -87,6 +96,7 @@ export class Gateway {
       gateway: this.config.gatewayId,
       epoch: this.store.epoch,
       buffered: { items: this.store.items, bytes: this.store.bytes },
+      bufferFull: this.config.fullPolicy === 'block' && this.store.full,
       dlq: { items: this.store.dlqCount, bytes: this.store.dlqBytes },
       evictedPending: this.store.pendingEvicted().length,
       partitions: this.store.partitionStats().map((s) => ({

@@ -17,6 +17,7 @@ import type { IngestConfig } from './config.ts'
 import { decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
 import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
+import { isPagePath, RecentReadings, servePage } from './page/index.ts'
 import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
 import type { ReadAuth } from './read-auth.ts'
 import type { Sink } from './sinks/types.ts'
@@ -34,6 +35,8 @@ export type ServerDeps = {
   readAuth: ReadAuth
   /** HTTPS (tls.ts), or null for HTTP. */
   tls: TlsSetup | null
+  /** latest reading per device, for the page at / (made by createIngestServer if absent) */
+  recent?: RecentReadings
 }
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
@@ -169,6 +172,7 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
           : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
   }
   ctx.results = items.results as ItemResult[]
+  deps.recent?.record(batch.gateway, items.valid.map((v) => v.item), outcomes)
   const m = deps.metrics
   for (const r of ctx.results) m.items.inc({ code: AckCodeName[r[2]] })
   m.batchItems.observe(ctx.results.length)
@@ -227,6 +231,7 @@ export type IngestServer = {
 
 export function createIngestServer (deps: ServerDeps): IngestServer {
   const { config, metrics, log } = deps
+  deps.recent ??= new RecentReadings()
   let inFlight = 0
   let batchesInFlight = 0
   let stopping = false
@@ -274,6 +279,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       res.end(text)
       return 'metrics'
     }
+    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent! }); return 'page' }
     if (path === '/v1/stats') {
       const scope = readAuth.scope(req)
       sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), scope))

@@ -145,6 +145,7 @@ async function main (): Promise<number> {
     const adminUrl = `http://127.0.0.1:${String(gateway.ready.adminPort)}`
     say(`ingest   ${ingestUrl}  (query: ${ingestUrl}/v1/stats, ${ingestUrl}/v1/devices/${c.idPrefix}0000/readings)`)
     say(`gateway  mqtt ${brokerUrl}  admin ${adminUrl}/status  ${adminUrl}/metrics`)
+    say(`pages    gateway ${adminUrl}/  ingest ${ingestUrl}/  (open in a browser)`)
     say(`data     ${dataDir}  (logs in ${join(dataDir, 'logs')})`)
     if (interrupted) return 130
 
@@ -159,7 +160,8 @@ async function main (): Promise<number> {
       const s = st as { stored?: number, duplicates?: number, rejected?: number, evicted?: number } | null
       return [
         `gateway backlog ${g?.buffered?.items ?? '?'} items  upstream ${g?.upstream?.state ?? '?'}  clients ${g?.clients?.connected ?? '?'}`,
-        `ingest  acks: stored ${s?.stored ?? '?'}  duplicate ${s?.duplicates ?? '?'}  rejected ${s?.rejected ?? '?'}  evicted ${s?.evicted ?? '?'}`
+        `ingest  acks: stored ${s?.stored ?? '?'}  duplicate ${s?.duplicates ?? '?'}  rejected ${s?.rejected ?? '?'}  evicted ${s?.evicted ?? '?'}`,
+        `page    ${adminUrl}/  (ingest ${ingestUrl}/)`
       ]
     }
     const progress = startProgress({

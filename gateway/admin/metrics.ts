@@ -3,6 +3,7 @@
  * Names start `gateway_`, counters end `_total`, durations are histograms in seconds.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { DeviceStats } from './devices.ts'
 
 export const INTAKE_OUTCOMES = ['stored', 'duplicate', 'invalid', 'too_old', 'acl_denied', 'store_failed', 'blocked_disconnect'] as const
 export type IntakeOutcome = (typeof INTAKE_OUTCOMES)[number]
@@ -26,8 +27,13 @@ export class Metrics {
   readonly receiptsDropped: Counter
   readonly oldestAge: Gauge
   readonly implicitBoots: Counter
+  readonly dlqActions: Counter<'action'>
+  readonly dlqActionItems: Counter<'action'>
+  /** per-device figures for the admin page (bounded; not exported to Prometheus: unbounded labels) */
+  readonly devices: DeviceStats
 
-  constructor (opts: { defaultMetrics?: boolean } = {}) {
+  constructor (opts: { defaultMetrics?: boolean, deviceStatsMax?: number } = {}) {
+    this.devices = new DeviceStats(opts.deviceStatsMax ?? 10_000)
     const registers = [this.registry]
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_' })
     this.intake = new Counter({ name: 'gateway_intake_readings_total', help: 'Readings received on devices/+/readings by outcome', labelNames: ['outcome'], registers })
@@ -52,6 +58,8 @@ export class Metrics {
     this.receiptsDropped = new Counter({ name: 'gateway_receipts_dropped_total', help: 'Receipts not published (broker backlog over its bound, or publish failed); receipts are best effort', registers })
     this.implicitBoots = new Counter({ name: 'gateway_intake_implicit_boots_total', help: 'New implicit boots started for devices that send seq without boot and restarted their seq on a new connection', registers })
     this.oldestAge = new Gauge({ name: 'gateway_oldest_unacked_age_seconds', help: 'Age of the oldest buffered item not yet acknowledged upstream', registers })
+    this.dlqActions = new Counter({ name: 'gateway_dlq_actions_total', help: 'Dead-letter actions (list, show, export, replay, purge) through the admin API', labelNames: ['action'], registers })
+    this.dlqActionItems = new Counter({ name: 'gateway_dlq_action_items_total', help: 'Dead-letter records replayed or purged (or listed/exported)', labelNames: ['action'], registers })
   }
 
   /** A gauge whose value is read at scrape time. */

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import { AckCodeName } from '../../protocol/index.ts'
+import { AckCodeName, decodeTrusted, type BatchItem } from '../../protocol/index.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { Store } from '../store/index.ts'
 import { mapAcks, type AckResult } from './ack-mapper.ts'
@@ -92,6 +92,7 @@ export class Deliverer {
           const reason = `upstream answered ${status} for this item alone: ${message}`
           log.error({ partition: p, seq: seqs[0], status, message }, 'poison item dead-lettered')
           metrics.upstreamItems.inc({ code: 'rejected' })
+          metrics.devices.deadLetter(deviceOf(raws[0]!))
           await store.settle(p, [], [{ s: seqs[0]!, raw: raws[0]!, reason }])
           return DONE
         }
@@ -123,6 +124,7 @@ export class Deliverer {
     const { store, config, metrics, log } = this.d
     const m = mapAcks(p, seqs, raws, results, config.receipts)
     for (const [code, n] of m.byCode) metrics.upstreamItems.inc({ code: AckCodeName[code] }, n)
+    for (const d of m.dead) metrics.devices.deadLetter(deviceOf(d.raw))
     // Not awaited: the answer is in, so the batch is no longer in flight and the next batch
     // of this partition may go while these deletes wait for their group commit (the store
     // skips them when reading and keeps the floor below them until they are durable). A
@@ -149,4 +151,9 @@ function errorMessage (body: Buffer): string {
   } catch {
     return body.subarray(0, 200).toString('utf8')
   }
+}
+
+/** The device of a buffered item (the admin page's devices table), '?' when unreadable (it may be the poison). */
+function deviceOf (raw: Buffer): string {
+  try { return String((decodeTrusted(raw) as BatchItem)[2]) } catch { return '?' }
 }

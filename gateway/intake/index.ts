@@ -122,10 +122,12 @@ export class Intake {
     } catch (err) {
       const reason = (err as Error).message
       this.outcome.invalid.inc()
+      this.metrics.devices.deadLetter(device)
       this.log.warn({ device, reason, bytes: raw.length }, 'invalid reading dead-lettered')
       this.store.deadLetter({ kind: 'payload', reason, at: Date.now(), raw, device, topic: packet.topic }, (e) => this.finish(q, entry, e))
       return
     }
+    this.metrics.devices.reading(device, reading.seq)
     if (this.blocked.length > 0 || !this.store.hasRoom(raw.length + 64)) {
       if (this.blocked.length >= this.config.maxBlockedReadings) {
         this.outcome.blocked_disconnect.inc()
@@ -184,6 +186,7 @@ export class Intake {
       this.append(device, reading, entry)
     } else if (verdict === 'duplicate') {
       this.outcome.duplicate.inc()
+      this.metrics.devices.duplicate(device)
       // acknowledge only once the original is durable (it may sit in the cycle being written)
       this.store.sync((err) => {
         if (err || this.config.ackMode === 'persisted') { this.finish(q, entry, err); return }
@@ -192,6 +195,7 @@ export class Intake {
       })
     } else {
       this.outcome.too_old.inc()
+      this.metrics.devices.deadLetter(device)
       const reason = `seq ${reading.seq} is older than the dedup window of boot ${JSON.stringify(reading.boot)}: cannot tell whether it is a duplicate`
       this.log.warn({ device, seq: reading.seq, boot: reading.boot }, 'reading older than the dedup window dead-lettered')
       this.store.deadLetter({ kind: 'too-old', reason, at: Date.now(), raw, device }, (e) => this.finish(q, entry, e))

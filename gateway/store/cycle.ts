@@ -26,14 +26,16 @@ export type Cycle = {
   deadItems: DeadItem[]
   evictedDone: EvictedRange[]
   quarantine: Quarantined[]
+  /** dead-letter record ids to delete (purged, or replayed by appends of this same cycle) */
+  dlqDrops: number[]
   waiters: Waiter[]
 }
 
-export const newCycle = (): Cycle => ({ appends: [], dlq: [], devices: new Map(), deletes: [], deadItems: [], evictedDone: [], quarantine: [], waiters: [] })
+export const newCycle = (): Cycle => ({ appends: [], dlq: [], devices: new Map(), deletes: [], deadItems: [], evictedDone: [], quarantine: [], dlqDrops: [], waiters: [] })
 
 export function cycleEmpty (c: Cycle): boolean {
   return c.waiters.length === 0 && c.appends.length === 0 && c.devices.size === 0 && c.deletes.length === 0 &&
-    c.deadItems.length === 0 && c.evictedDone.length === 0 && c.quarantine.length === 0
+    c.deadItems.length === 0 && c.evictedDone.length === 0 && c.quarantine.length === 0 && c.dlqDrops.length === 0
 }
 
 /** Someone waits on this cycle (close writes it before closing). */

@@ -40,6 +40,8 @@ export type DlqPlan = {
   dropOld: { key: string, size: number }[]
   /** new records dropped (the first `dropNew` of `encoded`) */
   dropNew: number
+  /** existing records removed by the dead-letter tools (replayed or purged) */
+  removed: { key: string, size: number }[]
 }
 
 export type DlqStaged = { nextId: number, count: number, bytes: number, quarantineNext: number, dropped: number, droppedIds: [number, number] | null }
@@ -61,11 +63,22 @@ export class DeadLetters {
   get count (): number { return this.countValue }
   get bytes (): number { return this.bytesValue }
 
-  /** Encodes the cycle's records and picks, oldest first, what the quota drops. */
-  async plan (records: DlqRecord[]): Promise<DlqPlan> {
+  /**
+   * Encodes the cycle's records and picks, oldest first, what the quota drops; `drops` are
+   * ids the dead-letter tools remove (their sizes are read so the byte count stays exact).
+   */
+  async plan (records: DlqRecord[], drops: readonly number[] = []): Promise<DlqPlan> {
     const encoded = records.map(encodeDlqRecord)
-    let items = this.countValue + encoded.length
+    const removed: { key: string, size: number }[] = []
+    if (drops.length) {
+      const keys = [...new Set(drops)].map((id) => K.dlq(id))
+      const values = await this.db.getMany(keys)
+      keys.forEach((k, i) => { const v = values[i]; if (v !== undefined) removed.push({ key: k, size: v.length + KEY_BYTES }) })
+    }
+    const gone = new Set(removed.map((r) => r.key))
+    let items = this.countValue + encoded.length - removed.length
     let bytes = this.bytesValue
+    for (const r of removed) bytes -= r.size
     for (const e of encoded) bytes += e.length + KEY_BYTES
     const { maxDlqItems, maxDlqBytes } = this.limits
     const over = (): boolean => items > maxDlqItems || bytes > maxDlqBytes
@@ -76,6 +89,7 @@ export class DeadLetters {
       const range = after === undefined ? K.range('x!') : { gt: after, lt: K.range('x!').lt }
       const chunk = await this.db.iterator({ ...range, limit }).all()
       for (const [k, v] of chunk) {
+        if (gone.has(k)) continue
         dropOld.push({ key: k, size: v.length + KEY_BYTES })
         items--; bytes -= v.length + KEY_BYTES
         if (!over()) break
@@ -88,7 +102,7 @@ export class DeadLetters {
       items--; bytes -= encoded[dropNew]!.length + KEY_BYTES
       dropNew++
     }
-    return { encoded, dropOld, dropNew }
+    return { encoded, dropOld, dropNew, removed }
   }
 
   /**
@@ -100,6 +114,7 @@ export class DeadLetters {
     let id = this.nextId
     let count = this.countValue
     let bytes = this.bytesValue
+    for (const d of plan.removed) { b.del(d.key); count--; bytes -= d.size }
     for (const d of plan.dropOld) { b.del(d.key); count--; bytes -= d.size }
     for (let i = 0; i < plan.encoded.length; i++) {
       const e = plan.encoded[i]!
@@ -107,7 +122,7 @@ export class DeadLetters {
       b.put(K.dlq(id++), e)
       count++; bytes += e.length + KEY_BYTES
     }
-    if (plan.encoded.length || plan.dropOld.length) b.put(K.dlqMeta, encodeCbor([id, count, bytes]))
+    if (plan.encoded.length || plan.dropOld.length || plan.removed.length) b.put(K.dlqMeta, encodeCbor([id, count, bytes]))
     let qId = this.quarantineNext
     for (const q of quarantine) {
       b.del(q.key)

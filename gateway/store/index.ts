@@ -178,6 +178,15 @@ export class Store extends EventEmitter<StoreEvents> {
     this.sync(cb)
   }
 
+  /**
+   * Deletes dead-letter records (existing ids, each once) in the current cycle: appends
+   * made in the same synchronous turn land in the same atomic batch (dlq replay).
+   */
+  dropDeadLetters (ids: number[], cb: Waiter): void {
+    for (const id of ids) this.gc.current.dlqDrops.push(id)
+    this.sync(cb)
+  }
+
   /** Runs `cb` once everything submitted so far is durable. */
   sync (cb: Waiter): void {
     this.gc.current.waiters.push(cb)

@@ -33,7 +33,7 @@ type Deps = {
   log: Logger
 }
 
-const NO_RECORDS: DlqPlan = { encoded: [], dropOld: [], dropNew: 0 }
+const NO_RECORDS: DlqPlan = { encoded: [], dropOld: [], dropNew: 0, removed: [] }
 
 /** What a written cycle changes in memory, kept from `write` to `settle`. */
 type Result = { t0: number, evictedRanges: EvictedRange[], evictedCount: number, dlqDropped: number, dlqDroppedIds: [number, number] | null, dedupForgotten: number }
@@ -95,7 +95,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       // predecessor was deleted with it (issue 13)
       const forgotten = this.d.dedupSweep.wanted ? await this.d.dedupSweep.plan(c) : []
       for (const k of forgotten) b.del(k)
-      const dl = deadLetters.stage(b, records.length ? await deadLetters.plan(records) : NO_RECORDS, c.quarantine)
+      const dl = deadLetters.stage(b, records.length || c.dlqDrops.length ? await deadLetters.plan(records, c.dlqDrops) : NO_RECORDS, c.quarantine)
       for (const [dev, w] of c.devices) b.put(K.dedup(dev), w.encode())
       for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
       for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
@@ -107,7 +107,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       // power cut only makes the gateway resend items the ingest answers `duplicate`, and the
       // next synced cycle makes it durable anyway (LevelDB's log is written in order).
       const onlyDeletes = appendedItems === 0 && c.devices.size === 0 && records.length === 0 && c.quarantine.length === 0 &&
-        c.evictedDone.length === 0 && evictedRanges.length === 0
+        c.evictedDone.length === 0 && evictedRanges.length === 0 && c.dlqDrops.length === 0
       await b.write({ sync: config.durability === 'power' && !onlyDeletes })
       // durable: apply to memory
       for (const [p, x] of delta) {

@@ -1,0 +1,207 @@
+// The gateway admin page: live samples over server-sent events (/events, one a second,
+// the last 5 minutes first), the devices table from /devices, the latest dead letters from
+// /dlq. Plain browser JavaScript, no framework; everything the server sends is inserted as
+// text, never as HTML.
+import { ago, bars, fmt, fmtMs, lineChart, setText } from './chart.js'
+
+const HISTORY = 300
+const samples = []
+const $ = (id) => document.getElementById(id)
+const int = (v) => (v === null || v === undefined) ? '–' : Number(v).toLocaleString('en-US')
+
+const charts = {
+  rates: lineChart($('c-rates'), { series: [{ name: 'in', color: '#2563eb' }, { name: 'uploaded', color: '#1f8a4c' }, { name: 'rejected', color: '#b3261e' }] }),
+  puback: lineChart($('c-puback'), { series: [{ name: 'p50', color: '#2563eb' }, { name: 'p99', color: '#b26a00' }], format: (v) => fmt(v) }),
+  buffer: lineChart($('c-buffer'), { series: [{ name: 'buffered', color: '#7c3aed' }] }),
+  age: lineChart($('c-age'), { series: [{ name: 'oldest', color: '#b26a00' }] }),
+  clients: lineChart($('c-clients'), { series: [{ name: 'connected', color: '#0e7490' }] })
+}
+
+function setValue (id, value, text) {
+  const e = $(id)
+  if (!e) return
+  e.dataset.value = value === null || value === undefined ? '' : String(value)
+  const t = text ?? int(value)
+  if (e.textContent !== t) e.textContent = t
+}
+
+function oldestOf (s) {
+  let max = null
+  for (const [, age] of s.partitions) if (age !== null && (max === null || age > max)) max = age
+  return max
+}
+
+function col (f) { return samples.map(f) }
+
+function renderCharts () {
+  const ts = col((s) => s.t)
+  charts.rates.update(ts, [col((s) => s.inPerS), col((s) => s.uploadedPerS), col((s) => s.rejectedPerS)])
+  charts.puback.update(ts, [col((s) => s.p50Ms), col((s) => s.p99Ms)])
+  charts.buffer.update(ts, [col((s) => s.buffered)])
+  charts.age.update(ts, [col((s) => { const a = oldestOf(s); return a === null ? 0 : a / 1000 })])
+  charts.clients.update(ts, [col((s) => s.clients)])
+}
+
+function stateClass (state) {
+  return state === 'ok' ? 'state-ok' : state === 'idle' ? '' : state === 'retrying' ? 'state-warn' : 'state-bad'
+}
+
+function render (s) {
+  document.title = `${s.ready ? '' : '⚠ '}Gateway ${s.gateway}`
+  setText('title', `Gateway ${s.gateway}`)
+  setText('epoch', `epoch ${s.epoch}`)
+  setText('updated', `updated ${new Date(s.t).toLocaleTimeString()}`)
+  const pill = $('ready-pill')
+  pill.textContent = s.ready ? 'ready' : 'not ready'
+  pill.className = 'pill ' + (s.ready ? 'ok' : 'bad')
+  const banner = $('banner')
+  banner.hidden = s.banner.length === 0
+  $('banner-reasons').replaceChildren(...s.banner.map((r) => { const li = document.createElement('li'); li.textContent = r; return li }))
+  setValue('v-in', s.inPerS, fmt(s.inPerS))
+  setValue('v-puback', s.p99Ms, `${fmt(s.p50Ms)} / ${fmt(s.p99Ms)}`)
+  setValue('v-uploaded', s.uploadedPerS, fmt(s.uploadedPerS))
+  setValue('v-buffered', s.buffered)
+  const oldest = oldestOf(s)
+  setValue('v-oldest', oldest, fmtMs(oldest))
+  setValue('v-dlq', s.dlq.items)
+  setValue('v-clients', s.clients)
+  setValue('v-upstream', s.upstream.state, s.upstream.state)
+  $('v-upstream').className = 'v ' + stateClass(s.upstream.state)
+  setText('up-state', s.upstream.state)
+  $('up-state').className = stateClass(s.upstream.state)
+  setText('up-url', s.upstream.url || '(none configured)')
+  setText('up-ok', s.upstream.lastOkAt ? `${new Date(s.upstream.lastOkAt).toLocaleTimeString()} (${ago(s.upstream.lastOkAt, s.t)})` : 'never')
+  setText('up-error', s.upstream.lastError ?? '–')
+  renderPartitions(s)
+  renderDlq(s)
+}
+
+function renderPartitions (s) {
+  const tbody = $('partitions').tBodies[0]
+  const max = Math.max(1, ...s.partitions.map(([d]) => d))
+  if (tbody.rows.length !== s.partitions.length) {
+    tbody.replaceChildren(...s.partitions.map((_, p) => {
+      const tr = document.createElement('tr')
+      tr.innerHTML = '<td></td><td class="num"></td><td class="bar"><span class="bar-track"><span class="bar-fill"></span></span></td><td class="num"></td>'
+      tr.cells[0].textContent = String(p)
+      return tr
+    }))
+  }
+  s.partitions.forEach(([depth, age], p) => {
+    const tr = tbody.rows[p]
+    tr.cells[1].textContent = int(depth)
+    tr.querySelector('.bar-fill').style.width = `${(100 * depth / max).toFixed(1)}%`
+    tr.cells[3].textContent = fmtMs(age)
+  })
+}
+
+let dlqSeen = -1
+let dlqFetched = 0
+function renderDlq (s) {
+  const d = s.dlq
+  setText('dlq-sub', `${int(d.items)} stored`)
+  bars($('dlq-bars'), [
+    { label: 'invalid payload', value: d.invalid, title: 'dead-lettered at intake since the gateway started: payload failed validation', warn: true },
+    { label: 'too old', value: d.tooOld, title: 'seq below the dedup window since the gateway started', warn: true },
+    { label: 'rejected upstream', value: d.rejected, title: 'items the ingest answered rejected since the gateway started', warn: true }
+  ])
+  if (d.items !== dlqSeen || s.t - dlqFetched > 10_000) {
+    dlqSeen = d.items
+    dlqFetched = s.t
+    fetch('/dlq?limit=15&order=newest').then((r) => r.ok ? r.json() : null).then((r) => {
+      if (!r) return
+      const tbody = $('dlq-table').tBodies[0]
+      tbody.replaceChildren(...r.items.map((x) => {
+        const tr = document.createElement('tr')
+        for (const [v, cls] of [[String(x.id), 'num'], [new Date(x.atMs).toLocaleString()], [x.kind], [x.device ?? '?'], [x.reason, 'wrap']]) {
+          const td = document.createElement('td')
+          td.textContent = v
+          if (cls) td.className = cls
+          tr.appendChild(td)
+        }
+        return tr
+      }))
+    }).catch(() => {})
+  }
+}
+
+function cmds () {
+  const admin = location.origin
+  $('dlq-cmds').textContent = [
+    `gateway dlq list   --admin ${admin} --reason 'rejected'`,
+    `gateway dlq show   --admin ${admin} ID`,
+    `gateway dlq export --admin ${admin} --since 24h --out dead-letters.jsonl`,
+    `gateway dlq replay --admin ${admin} --kind item --dry-run`,
+    `gateway dlq purge  --admin ${admin} --device 'sensor-*' --until 7d`,
+    '# on a stopped gateway: --data-dir DIR instead of --admin URL'
+  ].join('\n')
+}
+
+// ---- devices table -------------------------------------------------------------------
+let devTimer = null
+let devQuery = ''
+async function loadDevices () {
+  clearTimeout(devTimer)
+  try {
+    const r = await fetch(`/devices?limit=50&q=${encodeURIComponent(devQuery)}`)
+    if (r.ok) {
+      const d = await r.json()
+      setText('dev-sub', `${int(d.matched)} shown${d.matched > d.devices.length ? ` (first ${d.devices.length})` : ''} of ${int(d.tracked)} tracked${d.forgotten ? `, ${int(d.forgotten)} forgotten (table bound)` : ''}`)
+      const now = Date.now()
+      $('devices').tBodies[0].replaceChildren(...d.devices.map((x) => {
+        const tr = document.createElement('tr')
+        tr.dataset.device = x.device
+        for (const [v, cls] of [[x.device], [ago(x.lastSeen, now)], [x.lastSeq === null ? '–' : int(x.lastSeq), 'num'], [fmt(x.readingsPerS), 'num'], [int(x.readings), 'num'], [int(x.duplicates), 'num'], [int(x.deadLetters), 'num']]) {
+          const td = document.createElement('td')
+          td.textContent = v
+          if (cls) td.className = cls
+          tr.appendChild(td)
+        }
+        return tr
+      }))
+    }
+  } catch {}
+  devTimer = setTimeout(loadDevices, 2000)
+}
+let debounce = null
+$('dev-search').addEventListener('input', (e) => {
+  devQuery = e.target.value.trim()
+  clearTimeout(debounce)
+  debounce = setTimeout(loadDevices, 150)
+})
+
+// ---- live samples --------------------------------------------------------------------
+let pending = false
+function schedule () {
+  if (pending) return
+  pending = true
+  requestAnimationFrame(() => {
+    pending = false
+    const s = samples[samples.length - 1]
+    if (!s) return
+    render(s)
+    renderCharts()
+  })
+}
+
+function connect () {
+  const es = new EventSource('/events')
+  es.addEventListener('history', (e) => {
+    samples.length = 0
+    samples.push(...JSON.parse(e.data))
+    schedule()
+  })
+  es.onmessage = (e) => {
+    samples.push(JSON.parse(e.data))
+    if (samples.length > HISTORY) samples.shift()
+    schedule()
+  }
+  es.onerror = () => {
+    setText('updated', 'connection lost: retrying…')
+    $('ready-pill').className = 'pill warn'
+  }
+}
+
+cmds()
+connect()
+loadDevices()

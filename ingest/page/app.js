@@ -1,0 +1,96 @@
+// The ingest page: polls /ui/live once a second; rates are differences of the sink's
+// counts between two polls, batch p50/p99 come from the latency histogram's buckets added
+// in between. Everything the server sends is inserted as text, never as HTML.
+import { ago, fmt, lineChart, quantileMs, setText } from './chart.js'
+
+const HISTORY = 300
+const KINDS = ['stored', 'duplicates', 'rejected', 'evicted']
+const $ = (id) => document.getElementById(id)
+const int = (v) => Number(v).toLocaleString('en-US')
+const samples = []
+let prev = null
+let query = ''
+
+const charts = {
+  items: lineChart($('c-items'), { series: [{ name: 'stored', color: '#1f8a4c' }, { name: 'duplicate', color: '#2563eb' }, { name: 'rejected', color: '#b3261e' }, { name: 'evicted', color: '#b26a00' }] }),
+  latency: lineChart($('c-latency'), { series: [{ name: 'p50', color: '#2563eb' }, { name: 'p99', color: '#b26a00' }] })
+}
+
+function rate (cur, old, dt) { return old === undefined ? 0 : Math.max(0, (cur - old) / dt) }
+
+function setValue (id, value, text) {
+  const e = $(id)
+  e.dataset.value = String(value)
+  e.textContent = text
+}
+
+function cell (tr, text, cls) {
+  const td = document.createElement('td')
+  td.textContent = text
+  if (cls) td.className = cls
+  tr.appendChild(td)
+}
+
+function render (d) {
+  const dt = prev ? Math.max((d.t - prev.t) / 1000, 0.001) : 1
+  const total = {}
+  for (const k of KINDS) total[k] = prev ? rate(d.stats[k], prev.stats[k], dt) : 0
+  const buckets = d.batchSeconds.map(([le, c], i) => [le === null ? Infinity : le, c - (prev?.batchSeconds[i]?.[1] ?? c)])
+  const p50 = prev ? quantileMs(0.5, buckets) : null
+  const p99 = prev ? quantileMs(0.99, buckets) : null
+  samples.push({ t: d.t, ...total, p50, p99 })
+  if (samples.length > HISTORY) samples.shift()
+  const ts = samples.map((s) => s.t)
+  charts.items.update(ts, KINDS.map((k) => samples.map((s) => s[k])))
+  charts.latency.update(ts, [samples.map((s) => s.p50), samples.map((s) => s.p99)])
+  setValue('v-stored', total.stored, fmt(total.stored))
+  setValue('v-duplicates', total.duplicates, fmt(total.duplicates))
+  setValue('v-rejected', total.rejected, fmt(total.rejected))
+  setValue('v-evicted', total.evicted, fmt(total.evicted))
+  setValue('v-latency', p99 ?? '', `${fmt(p50)} / ${fmt(p99)}`)
+  const gws = Object.keys(d.stats.gateways).sort()
+  setValue('v-gateways', gws.length, String(gws.length))
+  setText('totals', `stored ${int(d.stats.stored)} · duplicates ${int(d.stats.duplicates)} · rejected ${int(d.stats.rejected)} · evicted ${int(d.stats.evicted)}`)
+  setText('updated', `updated ${new Date(d.t).toLocaleTimeString()}`)
+  $('live-pill').textContent = 'live'
+  $('live-pill').className = 'pill ok'
+  $('gateways').tBodies[0].replaceChildren(...gws.map((g) => {
+    const cur = d.stats.gateways[g]
+    const old = prev?.stats.gateways[g]
+    const tr = document.createElement('tr')
+    tr.dataset.gateway = g
+    cell(tr, g)
+    for (const k of KINDS) cell(tr, fmt(prev ? rate(cur[k], old?.[k] ?? cur[k], dt) : 0), 'num')
+    for (const k of KINDS) cell(tr, int(cur[k]), 'num')
+    return tr
+  }))
+  setText('latest-sub', `${int(d.readings.length)} shown of ${int(d.tracked)} devices seen since the ingest started`)
+  const now = Date.now()
+  $('latest').tBodies[0].replaceChildren(...d.readings.map((r) => {
+    const tr = document.createElement('tr')
+    tr.dataset.device = r.device
+    cell(tr, r.device)
+    cell(tr, r.gateway)
+    cell(tr, ago(r.storedAt, now))
+    cell(tr, r.seq === null ? '–' : int(r.seq), 'num')
+    cell(tr, r.boot === null ? '–' : String(r.boot))
+    cell(tr, Object.entries(r.values).map(([k, v]) => `${k}=${typeof v === 'number' ? fmt(v, 4) : String(v)}`).join('  '), 'values')
+    return tr
+  }))
+  prev = d
+}
+
+async function poll () {
+  try {
+    const r = await fetch(`/ui/live?limit=50&q=${encodeURIComponent(query)}`)
+    if (r.ok) render(await r.json())
+    else throw new Error(String(r.status))
+  } catch {
+    setText('updated', 'connection lost: retrying…')
+    $('live-pill').className = 'pill warn'
+  }
+  setTimeout(poll, 1000)
+}
+
+$('dev-search').addEventListener('input', (e) => { query = e.target.value.trim() })
+poll()

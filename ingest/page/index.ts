@@ -1,0 +1,80 @@
+/**
+ * The ingest's page at `/`: per gateway stored / duplicate / rejected / evicted rates,
+ * batch latency and the latest reading of each device. `GET /ui/live` is its data (the
+ * sink's counts, the batch latency histogram's cumulative buckets, the latest readings);
+ * the page polls it once a second and computes rates and quantiles from the differences.
+ * Files: index.html, app.js, style.css here, chart.js and base.css from web/ (shared with
+ * the gateway's page); read once, served from memory.
+ */
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IngestMetrics } from '../metrics.ts'
+import type { Sink } from '../sinks/types.ts'
+import { RecentReadings } from './recent.ts'
+
+export { RecentReadings } from './recent.ts'
+
+type Asset = { body: Buffer, type: string, etag: string }
+const here = (f: string): URL => new URL(f, import.meta.url)
+function load (url: URL, type: string): Asset {
+  const body = readFileSync(url)
+  return { body, type, etag: '"' + createHash('sha1').update(body).digest('base64url').slice(0, 16) + '"' }
+}
+let assets: Map<string, Asset> | null = null
+function all (): Map<string, Asset> {
+  assets ??= new Map([
+    ['/', load(here('./index.html'), 'text/html; charset=utf-8')],
+    ['/assets/app.js', load(here('./app.js'), 'text/javascript; charset=utf-8')],
+    ['/assets/style.css', load(here('./style.css'), 'text/css; charset=utf-8')],
+    ['/assets/chart.js', load(here('../../web/chart.js'), 'text/javascript; charset=utf-8')],
+    ['/assets/base.css', load(here('../../web/base.css'), 'text/css; charset=utf-8')]
+  ])
+  return assets
+}
+
+export function isPagePath (path: string): boolean {
+  return path === '/' || path === '/ui/live' || path.startsWith('/assets/')
+}
+
+async function batchBuckets (metrics: IngestMetrics): Promise<[number, number][]> {
+  const out: [number, number][] = []
+  for (const v of (await metrics.requestSeconds.get()).values) {
+    const labels = v.labels as Record<string, string | number | undefined>
+    if (!v.metricName?.endsWith('_bucket') || labels.route !== 'batches') continue
+    out.push([labels.le === '+Inf' ? Infinity : Number(labels.le), v.value])
+  }
+  return out
+}
+
+/** Serves the page, its assets and /ui/live. */
+export async function servePage (req: IncomingMessage, res: ServerResponse, url: URL, deps: { sink: Sink, metrics: IngestMetrics, recent: RecentReadings }): Promise<void> {
+  if (url.pathname === '/ui/live') {
+    const body = JSON.stringify({
+      t: Date.now(),
+      stats: await deps.sink.stats(),
+      // JSON has no Infinity: the +Inf bucket is sent as null
+      batchSeconds: (await batchBuckets(deps.metrics)).map(([le, c]) => [Number.isFinite(le) ? le : null, c]),
+      ...deps.recent.latest(Number(url.searchParams.get('limit') ?? 50) || 50, url.searchParams.get('q') ?? '')
+    })
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
+    res.end(body)
+    return
+  }
+  const a = all().get(url.pathname)
+  if (!a) {
+    res.writeHead(404, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ error: 'not_found', message: `no route ${url.pathname.slice(0, 100)}` }))
+    return
+  }
+  const headers = {
+    'content-type': a.type,
+    etag: a.etag,
+    'cache-control': 'no-cache',
+    'x-content-type-options': 'nosniff',
+    ...(url.pathname === '/' ? { 'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'", 'x-frame-options': 'DENY' } : {})
+  }
+  if (req.headers['if-none-match'] === a.etag) { res.writeHead(304, headers); res.end(); return }
+  res.writeHead(200, { ...headers, 'content-length': a.body.length })
+  res.end(req.method === 'HEAD' ? undefined : a.body)
+}

@@ -1,0 +1,92 @@
+/**
+ * The operator pages in headless Chromium (issue 12): the gateway's page loads without
+ * console errors, its numbers match /status within one refresh, a chart moves while the
+ * simulator runs, the devices table finds a device, the unready banner appears when the
+ * upstream refuses the token; the ingest's page loads and shows the gateway and the latest
+ * readings. Needs /usr/bin/chromium (fails, never skips, without it).
+ */
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { createSimulation, simConfig } from '../../device-sim/index.ts'
+import { pageBytes } from '../../gateway/admin/page/index.ts'
+import { createIngest } from '../../ingest/index.ts'
+import { launchBrowser, openPage } from '../helpers/browser.ts'
+import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
+
+type Status = { buffered: { items: number }, dlq: { items: number }, clients: { connected: number } }
+
+test('operator pages: gateway page live and consistent with /status, banner, devices; ingest page', async (t) => {
+  assert.ok(pageBytes() < 100 * 1024, `page and assets ${pageBytes()} bytes`)
+  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'pages-ingest-'), token: ['gw1:right', 'gw2:other'] })
+  t.after(() => ingest.close())
+  const ingestUrl = `http://127.0.0.1:${ingest.port}`
+  const gw = await startGateway(t, { gatewayId: 'gw1', upstream: [ingestUrl], token: 'right', lingerMs: 100 })
+  const base = `http://127.0.0.1:${gw.adminPort}`
+  const ctx = await launchBrowser(t)
+  const { page, errors } = await openPage(ctx, base + '/')
+  await page.waitForSelector('#ready-pill.ok', { timeout: 10_000 })
+
+  // a device that sent one invalid payload: the dead-letter count is non-zero
+  const bad = await connectDevice(t, gw.mqttPort, 'odd-device-42')
+  await publish(bad, 'devices/odd-device-42/readings', '{"values":{}}')
+  await publish(bad, 'devices/odd-device-42/readings', reading(1))
+
+  const sim = createSimulation(simConfig({ broker: `mqtt://127.0.0.1:${gw.mqttPort}`, devices: 8, rate: 25, duration: 6, idPrefix: 'page-', progress: 'off' }))
+  t.after(() => sim.stop())
+  await sim.start()
+  await sim.waitConnected(15_000)
+
+  // a chart moves: the readings line gets a non-zero value and its path changes
+  const inValue = (): Promise<number> => page.$eval('#v-in', (e) => Number(e.getAttribute('data-value')))
+  await waitFor(async () => await inValue() > 0, { timeoutMs: 15_000, what: 'readings in/s above 0 on the page' })
+  const path = (): Promise<string | null> => page.$eval('#c-rates path[data-series="0"]', (e) => e.getAttribute('d'))
+  const d1 = await path()
+  await waitFor(async () => { const d2 = await path(); return d2 !== null && d2 !== d1 && d2.length > 20 }, { timeoutMs: 5000, what: 'the rates chart redrawn with new points' })
+
+  // the devices table finds a device
+  await page.fill('#dev-search', 'odd-device')
+  await page.waitForSelector('#devices tr[data-device="odd-device-42"]', { timeout: 5000 })
+  const rows = await page.$$eval('#devices tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-device')))
+  assert.deepEqual(rows, ['odd-device-42'])
+  const deadCell = await page.$eval('#devices tr[data-device="odd-device-42"] td:last-child', (e) => e.textContent)
+  assert.equal(deadCell, '1')
+  await page.fill('#dev-search', 'page-')
+  await page.waitForSelector('#devices tr[data-device^="page-"]', { timeout: 5000 })
+
+  await sim.done
+  await sim.stop()
+  // the numbers match /status within one refresh (1 s)
+  for (const [id, pick] of [['v-dlq', (s: Status) => s.dlq.items], ['v-buffered', (s: Status) => s.buffered.items], ['v-clients', (s: Status) => s.clients.connected]] as const) {
+    await waitFor(async () => {
+      const before = pick(await (await fetch(base + '/status')).json() as Status)
+      await new Promise((r) => setTimeout(r, 1200))
+      const shown = Number(await page.$eval(`#${id}`, (e) => e.getAttribute('data-value')))
+      const after = pick(await (await fetch(base + '/status')).json() as Status)
+      return shown === before || shown === after
+    }, { timeoutMs: 15_000, what: `#${id} matches /status` })
+  }
+  assert.equal(await page.$eval('#v-dlq', (e) => e.getAttribute('data-value')), '1')
+  assert.equal(await page.isHidden('#banner'), true)
+
+  // the ingest's page
+  const ip = await openPage(ctx, ingestUrl + '/')
+  await ip.page.waitForSelector('#gateways tr[data-gateway="gw1"]', { timeout: 10_000 })
+  await ip.page.waitForSelector('#latest tr[data-device^="page-"]', { timeout: 10_000 })
+  const storedTotal = await ip.page.$eval('#gateways tr[data-gateway="gw1"] td:nth-child(6)', (e) => Number(e.textContent!.replace(/,/g, '')))
+  assert.ok(storedTotal > 0)
+
+  // a gateway whose upstream refuses its token: the banner says so
+  const wrong = await startGateway(t, { gatewayId: 'gw2', upstream: [ingestUrl], token: 'not-the-token', lingerMs: 50 })
+  const dev = await connectDevice(t, wrong.mqttPort, 'lonely')
+  await publish(dev, 'devices/lonely/readings', reading(1))
+  const w = await openPage(ctx, `http://127.0.0.1:${wrong.adminPort}/`)
+  await w.page.waitForSelector('#banner:not([hidden])', { timeout: 15_000 })
+  const text = await w.page.$eval('#banner', (e) => e.textContent ?? '')
+  assert.match(text, /refused our token \(401\)/)
+  assert.equal(await w.page.$eval('#ready-pill', (e) => e.textContent), 'not ready')
+
+  assert.deepEqual(errors, [], 'no console errors on the gateway page')
+  assert.deepEqual(ip.errors, [], 'no console errors on the ingest page')
+  assert.deepEqual(w.errors, [], 'no console errors on the unready page')
+})
