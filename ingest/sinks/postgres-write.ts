@@ -4,7 +4,7 @@
  * The statement inserts the items with a multi-row `INSERT ... SELECT FROM unnest(...)
  * ON CONFLICT DO NOTHING RETURNING p, s`, so the database decides what is a duplicate:
  * a conflict on the primary key (same gateway, epoch, p, s) or on the natural key (same
- * device, boot, seq through another gateway or epoch), or an item below the partition's
+ * fleet, device, boot, seq through another gateway or epoch), or an item below the partition's
  * recorded floor (filtered by the join), is not returned and is answered `duplicate`. In
  * the same statement the floors advance with GREATEST (never down) and the counters of
  * the gateway grow; the items are checked against the floors recorded before this request,
@@ -26,7 +26,7 @@ import { StoreError, type BatchItem, type EvictedRange, type Floor } from '../..
 import { RunSet, type Run } from '../dedup.ts'
 import { bootKey } from './leveldb-keys.ts'
 import { isRetryableInPlace, isTransient } from './postgres-pool.ts'
-import type { ItemOutcome, StoreRequest } from './types.ts'
+import { DEFAULT_FLEET, type ItemOutcome, type StoreRequest } from './types.ts'
 
 export const COUNTER_SHARDS = 8
 const MAX_ATTEMPTS = 5
@@ -36,8 +36,8 @@ WITH u AS (
   SELECT * FROM unnest($3::int[], $4::bigint[], $5::text[], $6::bigint[], $7::jsonb[], $8::text[], $9::bigint[], $10::bigint[], $11::jsonb[])
     WITH ORDINALITY AS u(p, s, device, seq, boot, boot_key, ts, rx, vals, ord)
 ), ins AS (
-  INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key)
-  SELECT to_timestamp(coalesce(u.ts, u.rx)::float8 / 1000), u.rx, u.ts, $1, $2, u.p, u.s, u.device, u.boot, u.seq, u.vals, u.boot_key
+  INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key, fleet)
+  SELECT to_timestamp(coalesce(u.ts, u.rx)::float8 / 1000), u.rx, u.ts, $1, $2, u.p, u.s, u.device, u.boot, u.seq, u.vals, u.boot_key, $18
   FROM u LEFT JOIN ingest_floors f ON f.gateway = $1 AND f.epoch = $2 AND f.p = u.p
   WHERE f.floor IS NULL OR u.s >= f.floor
   ORDER BY u.ord
@@ -77,7 +77,7 @@ export function insertParams (req: StoreRequest, evictedNew: number, shard: numb
   }
   const floors = maxFloors(req.floors)
   return [req.gateway, req.epoch, p, s, device, seq, boot, bk, ts, rx, vals,
-    floors.map(([fp]) => fp), floors.map(([, fs]) => fs), shard, n, req.rejected, evictedNew]
+    floors.map(([fp]) => fp), floors.map(([, fs]) => fs), shard, n, req.rejected, evictedNew, req.fleet ?? DEFAULT_FLEET]
 }
 
 /** One floor per partition (the highest), sorted by p: one row to lock, in a fixed order. */
