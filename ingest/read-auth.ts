@@ -26,9 +26,10 @@ import { ConfigError } from '../protocol/index.ts'
 import type { IngestConfig } from './config.ts'
 import { HttpError } from './errors.ts'
 import { hashSecret } from './server.ts'
-import type { Counts, Stats } from './sinks/types.ts'
+import { DEFAULT_FLEET, type Counts, type Stats } from './sinks/types.ts'
 
-export const DEFAULT_FLEET = 'default'
+// The sinks key readings by fleet (natural key), so they and this file share the constant.
+export { DEFAULT_FLEET }
 export const ALL_FLEETS = '*'
 const FLEET_RE = /^[A-Za-z0-9._-]{1,64}$/
 

@@ -6,7 +6,8 @@
  *                                            -> reading JSON [p, s, seq, boot, ts, rx, values]
  *   d!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> dedup JSON { floor, runs }
  *   e!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> evicted JSON { runs }
- *   n!{device}!{bootKey}!{seq:14 hex}         -> '' (natural key of a stored reading with a seq)
+ *   n!{hex(fleet)}!{device}!{bootKey}!{seq:14 hex}
+ *                                            -> '' (natural key of a stored reading with a seq)
  *   s!stats                                   -> stats JSON (global and per gateway)
  *   m!format                                  -> layout version
  *
@@ -16,16 +17,24 @@
  *   text sorts before its extensions, as bytes do).
  * seqKey: `0{seq:14 hex}` with a device seq, `1{rx:14 hex}` without: within a boot, readings
  *   without a seq follow the seq'd ones, ordered by gateway receive time.
- * Device ids match ^[A-Za-z0-9._-]{1,64}$ (no `!`); gateway ids and epochs are free text,
- * so they are hex-encoded to keep the key unambiguous. 14 hex digits hold any integer
+ * The natural key is per fleet (types.ts StoreRequest.fleet, undefined = `default`): the same
+ * (device, boot, seq) from gateways of two fleets are two readings, from two gateways of one
+ * fleet one reading (a device failing over). Layouts 1 and 2 had no fleet in it; their
+ * readings are indexed under fleet `default` on upgrade (leveldb.ts `upgradeNaturalKeys`).
+ * Device ids match ^[A-Za-z0-9._-]{1,64}$ (no `!`); gateway ids, epochs and fleets are
+ * free text to the sink, so they are hex-encoded to keep the key unambiguous. 14 hex digits hold any integer
  * below 2^53.
  */
 import type { Boot, Values } from '../../protocol/index.ts'
 import type { StoredReading } from './types.ts'
 import { ValidationError } from '../../protocol/index.ts'
 
-/** 1: readings, dedup, evicted, stats. 2: plus the natural-key index n! (built from r! on open). */
-export const FORMAT_VERSION = '2'
+/**
+ * 1: readings, dedup, evicted, stats. 2: plus the natural-key index n!{device}!... (built
+ * from r! on open). 3: the n! key starts with the fleet (layout 2's keys are rewritten under
+ * fleet `default` on open, layout 1's built from r! the same way).
+ */
+export const FORMAT_VERSION = '3'
 export const META_FORMAT_KEY = 'm!format'
 export const STATS_KEY = 's!stats'
 
@@ -53,14 +62,23 @@ export function readingKey (device: string, boot: Boot | null, seq: number | nul
   return `r!${device}!${bootKey(boot)}!${seqKey(seq, rx)}!${gwHex}!${epochHex}!${u4(p)}!${u14(s)}`
 }
 
-/** Natural key of a reading with a device seq: a second copy through any gateway or epoch has the same one. */
-export const naturalKey = (device: string, boot: Boot | null, seq: number): string => `n!${device}!${bootKey(boot)}!${u14(seq)}`
+/**
+ * Natural key of a reading with a device seq: a second copy through any gateway or epoch of
+ * the same fleet has the same one; a copy from another fleet does not.
+ */
+export const naturalKey = (fleet: string, device: string, boot: Boot | null, seq: number): string => `n!${hex(fleet)}!${device}!${bootKey(boot)}!${u14(seq)}`
 
-/** The natural key of a stored reading's key, or null when it has no seq (layout 1 -> 2 upgrade). */
-export function naturalKeyOfReadingKey (key: string): string | null {
+/** The natural key, under `fleet`, of a stored reading's key, or null when it has no seq (layout 1 -> 3 upgrade). */
+export function naturalKeyOfReadingKey (key: string, fleet: string): string | null {
   const parts = key.split('!')
   const sk = parts[3]
-  return sk !== undefined && sk.startsWith('0') ? `n!${parts[1]}!${parts[2]}!${sk.slice(1)}` : null
+  return sk !== undefined && sk.startsWith('0') ? `n!${hex(fleet)}!${parts[1]}!${parts[2]}!${sk.slice(1)}` : null
+}
+
+/** A layout-2 natural key (`n!{device}!{bootKey}!{seq}`, no fleet) under `fleet`, or null if `key` is not one (layout 2 -> 3 upgrade). */
+export function naturalKeyOfLayout2 (key: string, fleet: string): string | null {
+  const parts = key.split('!')
+  return parts.length === 4 && parts[0] === 'n' ? `n!${hex(fleet)}!${parts.slice(1).join('!')}` : null
 }
 
 export const partitionSuffix = (gwHex: string, epochHex: string, p: number): string => `${gwHex}!${epochHex}!${u4(p)}`

@@ -16,14 +16,17 @@
  *   gateway's floors advance, so it is bounded by what the gateway still holds, not by
  *   everything ever stored. Readings themselves are kept forever (query API).
  * - Evicted ranges are merged per partition; a range reported again adds nothing.
- * - Natural key: a reading with a device seq is also identified by (device, boot, seq), kept
- *   as an n! key written in the same batch as the reading. A copy through another gateway or
- *   epoch finds it (read before the apply step, plus `natural` below for copies not yet
+ * - Natural key: a reading with a device seq is also identified by (fleet, device, boot, seq),
+ *   kept as an n! key written in the same batch as the reading. A copy through another
+ *   gateway or epoch of the same fleet finds it (read before the apply step, plus `natural` below for copies not yet
  *   durable or written after that read began) and is answered duplicate, not stored.
  * - Memory: the dedup state of at most `maxEpochsPerGateway` epochs per gateway is kept in
  *   memory (leveldb-epochs.ts); older epochs reload from disk when they come back.
  * - Queries walk the device's key range with an iterator and stop at `limit` readings,
  *   `maxBytes` of values, or QUERY_SCAN_LIMIT keys skipped for other gateways (fleets).
+ *
+ * - Layout upgrades (leveldb-upgrade.ts) run on open before anything else; each is
+ *   idempotent and bumps the format marker last.
  *
  * Crash behaviour: LevelDB's log makes each batch all-or-nothing, so after kill -9 or power
  * loss the store holds exactly the acknowledged batches (plus possibly a last batch whose
@@ -39,9 +42,10 @@ import { GroupCommitter, type Op } from './group-commit.ts'
 import { EpochLru } from './leveldb-epochs.ts'
 import {
   bootPrefix, decodeCursor, decodeReading, encodeReadingValue, dedupKey, devicePrefix, encodeCursor, evictedKey, FORMAT_VERSION, gatewayHexOfKey, hex,
-  META_FORMAT_KEY, naturalKey, naturalKeyOfReadingKey, partitionSuffix, prefixEnd, readingKey, STATS_KEY, seqKey
+  META_FORMAT_KEY, naturalKey, partitionSuffix, prefixEnd, readingKey, STATS_KEY, seqKey
 } from './leveldb-keys.ts'
-import { zeroCounts, type Counts, type DedupState, type DevicePage, type DeviceQuery, type ItemOutcome, type Sink, type Stats, type StoredReading, type StoreRequest } from './types.ts'
+import { upgradeLayout } from './leveldb-upgrade.ts'
+import { DEFAULT_FLEET, zeroCounts, type Counts, type DedupState, type DevicePage, type DeviceQuery, type ItemOutcome, type Sink, type Stats, type StoredReading, type StoreRequest } from './types.ts'
 
 export type LevelDbSinkOptions = {
   dataDir: string
@@ -131,7 +135,7 @@ export class LevelDbSink implements Sink {
     try {
       const format = await db.get(META_FORMAT_KEY)
       if (format === undefined) await db.put(META_FORMAT_KEY, FORMAT_VERSION, { sync: true })
-      else if (format === '1') await upgradeFrom1(db)
+      else if (format === '1' || format === '2') await upgradeLayout(db, format)
       else if (format !== FORMAT_VERSION) throw new StoreError(`${opts.dataDir} has ingest layout ${format}; this build reads ${FORMAT_VERSION}`, { retryable: false })
       await sink.loadStats()
     } catch (err) {
@@ -203,7 +207,8 @@ export class LevelDbSink implements Sink {
     const suffixes = new Map<number, string>()
     for (const p of parts) suffixes.set(p, partitionSuffix(gwHex, epHex, p))
 
-    const natKeys = req.items.map((it) => it[3] === null ? null : naturalKey(it[2], it[4], it[3]))
+    const fleet = req.fleet ?? DEFAULT_FLEET
+    const natKeys = req.items.map((it) => it[3] === null ? null : naturalKey(fleet, it[2], it[4], it[3]))
     const natLookup = natKeys.filter((k): k is string => k !== null)
     const reader = { from: 0 }
     let onDisk: Set<string>
@@ -358,18 +363,4 @@ export class LevelDbSink implements Sink {
     })()
     return this.closing
   }
-}
-
-/** Layout 1 -> 2: builds the natural-key index from the stored readings (idempotent; the format is bumped last). */
-async function upgradeFrom1 (db: Level<string, string>): Promise<void> {
-  let batch = db.batch()
-  let n = 0
-  for await (const key of db.keys({ gte: 'r!', lt: 'r"' })) {
-    const nk = naturalKeyOfReadingKey(key)
-    if (nk === null) continue
-    batch.put(nk, '')
-    if (++n % 10_000 === 0) { await batch.write({ sync: true }); batch = db.batch() }
-  }
-  batch.put(META_FORMAT_KEY, FORMAT_VERSION)
-  await batch.write({ sync: true })
 }

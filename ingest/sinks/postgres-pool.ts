@@ -27,14 +27,20 @@ export type PgHealthState = 'up' | 'down' | 'closed'
 /** SQLSTATE classes and codes after which the same statement may succeed later. */
 const TRANSIENT_SQLSTATE = /^(08|53|57P0|58|40001|40P01|55P03|25006)/
 
-/** A connection-level failure (the server went away or cannot be reached). */
-export function isConnectionError (err: unknown): boolean {
-  const e = err as { code?: unknown, message?: unknown }
+/**
+ * A connection-level failure (the server went away or cannot be reached), also when wrapped
+ * in a StoreError: the write path wraps the driver's error (`cause`) before withClient sees
+ * it, and a 57P01 seen only through the wrapper left the pool `up` after a postmaster
+ * kill -9 (flaky "the database going away" test).
+ */
+export function isConnectionError (err: unknown, depth = 0): boolean {
+  const e = err as { code?: unknown, message?: unknown, cause?: unknown }
   const code = typeof e?.code === 'string' ? e.code : ''
   if (/^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|EAI_AGAIN)$/.test(code)) return true
   if (/^(08|57P0)/.test(code)) return true // connection exception; admin/crash shutdown
   const msg = typeof e?.message === 'string' ? e.message : ''
-  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(msg)
+  if (/Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(msg)) return true
+  return e?.cause !== undefined && depth < 4 && isConnectionError(e.cause, depth + 1)
 }
 
 export function isTransient (err: unknown): boolean {

@@ -11,15 +11,20 @@
  *   time      timestamptz  device time (`ts`) if it sent one, else gateway receive time
  *   rx, ts    bigint       gateway receive / device time, ms since the Unix epoch (exact)
  *   gateway, epoch, p, s  the gateway's id for the item (upstream protocol v1)
+ *   fleet     text         the gateway's fleet when it stored the reading (read-auth.ts)
  *   device, boot (jsonb: number, string or SQL NULL), seq, values (jsonb)
  *   boot_key  text         sort key of boot: '0' none, '1'+14 hex numeric, '2'+hex(utf8) text
  *   pos       bigint       seq, or 2^53 + rx for a reading without seq (they follow, by rx)
  * Keys (each includes `device`, so Citus can distribute the table by device):
  *   PRIMARY KEY (device, gateway, epoch, p, s): the transport key. A gateway seq names one
  *     reading of one device, so this is as unique as (gateway, epoch, p, s) alone.
- *   UNIQUE (device, boot_key, seq) WHERE seq IS NOT NULL: the natural key; a reading
- *     resent through another gateway or epoch conflicts here. A missing boot is the value
- *     '0', not NULL, so readings without a boot are deduplicated like the others.
+ *   UNIQUE (device, fleet, boot_key, seq) WHERE seq IS NOT NULL: the natural key; a
+ *     reading resent through another gateway or epoch of the same fleet conflicts here, the
+ *     same (device, boot, seq) from another fleet does not (one fleet cannot pre-empt
+ *     another's readings). A missing boot is the value '0', not NULL, so readings without a
+ *     boot are deduplicated like the others.
+ * Migration 2 added `fleet` (rows stored before it are fleet 'default', the fleet of every
+ *   gateway before fleets existed) and replaced the natural key (device, boot_key, seq).
  * ingest_floors, ingest_evicted, ingest_counters: dedup floors, evicted ranges (merged
  *   runs) and per-gateway counters (sharded rows, summed by /v1/stats) of the ingest.
  */
@@ -82,6 +87,17 @@ export const MIGRATIONS: readonly Migration[] = [
         evicted bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (gateway, shard)
       );`
+  },
+  {
+    version: 2,
+    name: 'natural key per fleet',
+    // The default only fills the rows already stored; the write path always names the fleet.
+    // Building the index holds a write lock on readings (ingest requests wait, then go on).
+    sql: `
+      ALTER TABLE readings ADD COLUMN fleet text COLLATE "C" NOT NULL DEFAULT 'default';
+      ALTER TABLE readings ALTER COLUMN fleet DROP DEFAULT;
+      CREATE UNIQUE INDEX readings_natural_key_fleet ON readings (device, fleet, boot_key, seq) WHERE seq IS NOT NULL;
+      DROP INDEX readings_natural_key;`
   }
 ]
 

@@ -4,7 +4,7 @@
  * The statement inserts the items with a multi-row `INSERT ... SELECT FROM jsonb_array_elements(...)
  * ON CONFLICT DO NOTHING RETURNING p, s`, so the database decides what is a duplicate:
  * a conflict on the primary key (same gateway, epoch, p, s) or on the natural key (same
- * device, boot, seq through another gateway or epoch), or an item below the partition's
+ * fleet, device, boot, seq through another gateway or epoch), or an item below the partition's
  * recorded floor (filtered by the join), is not returned and is answered `duplicate`. In
  * the same statement the floors advance with GREATEST (never down) and the counters of
  * the gateway grow; the items are checked against the floors recorded before this request,
@@ -26,7 +26,7 @@ import { StoreError, type BatchItem, type EvictedRange, type Floor } from '../..
 import { RunSet, type Run } from '../dedup.ts'
 import { bootKey } from './leveldb-keys.ts'
 import { isRetryableInPlace, isTransient } from './postgres-pool.ts'
-import type { ItemOutcome, StoreRequest } from './types.ts'
+import { DEFAULT_FLEET, type ItemOutcome, type StoreRequest } from './types.ts'
 
 export const COUNTER_SHARDS = 8
 const MAX_ATTEMPTS = 5
@@ -38,8 +38,8 @@ WITH u AS (
     (e->>5)::bigint AS ts, (e->>6)::bigint AS rx, e->7 AS vals, ord
   FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, ord)
 ), ins AS (
-  INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key)
-  SELECT to_timestamp(coalesce(u.ts, u.rx)::float8 / 1000), u.rx, u.ts, $1, $2, u.p, u.s, u.device, u.boot, u.seq, u.vals, u.boot_key
+  INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key, fleet)
+  SELECT to_timestamp(coalesce(u.ts, u.rx)::float8 / 1000), u.rx, u.ts, $1, $2, u.p, u.s, u.device, u.boot, u.seq, u.vals, u.boot_key, $10
   FROM u LEFT JOIN ingest_floors f ON f.gateway = $1 AND f.epoch = $2 AND f.p = u.p
   WHERE f.floor IS NULL OR u.s >= f.floor
   ORDER BY u.ord
@@ -67,7 +67,7 @@ SELECT p, s FROM ins`
 export function insertParams (req: StoreRequest, evictedNew: number, shard: number): unknown[] {
   const rows = req.items.map((it) => [it[0], it[1], it[2], it[3], it[4], it[5], it[6], it[7], bootKey(it[4])])
   const floors = maxFloors(req.floors)
-  return [req.gateway, req.epoch, JSON.stringify(rows), floors.map(([fp]) => fp), floors.map(([, fs]) => fs), shard, req.items.length, req.rejected, evictedNew]
+  return [req.gateway, req.epoch, JSON.stringify(rows), floors.map(([fp]) => fp), floors.map(([, fs]) => fs), shard, req.items.length, req.rejected, evictedNew, req.fleet ?? DEFAULT_FLEET]
 }
 
 /** One floor per partition (the highest), sorted by p: one row to lock, in a fixed order. */

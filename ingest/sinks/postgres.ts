@@ -80,7 +80,7 @@ export class PostgresSink implements Sink {
 
   async storeBatch (req: StoreRequest): Promise<ItemOutcome[]> {
     if (this.closing) throw new StoreError('sink is closing', { retryable: true })
-    const epochOk = !unstorableText(req.epoch) && !unstorableText(req.gateway)
+    const epochOk = !unstorableText(req.epoch) && !unstorableText(req.gateway) && !unstorableText(req.fleet ?? '')
     const keep = req.items.map((it) => epochOk && storable(it))
     const items = req.items.filter((_, i) => keep[i])
     const sub: StoreRequest = { ...req, items, rejected: req.rejected + (req.items.length - items.length) }

@@ -7,12 +7,16 @@
  */
 import type { BatchItem, Boot, EvictedRange, Floor, Values } from '../../protocol/index.ts'
 
+/** The fleet of a request without one (read-auth.ts: a `--token` gateway's fleet). */
+export const DEFAULT_FLEET = 'default'
+
 export type StoreRequest = {
   gateway: string
   /**
-   * The gateway's fleet (read-auth.ts). Readings are scoped by fleet: a natural-key dedup
-   * on (device, boot, seq) across gateways MUST include it, or a gateway of one fleet could
-   * pre-empt another fleet's readings by sending their keys first.
+   * The gateway's fleet (read-auth.ts); undefined = DEFAULT_FLEET. Readings are scoped by
+   * fleet: the natural key is (fleet, device, boot, seq), so a gateway of one fleet cannot
+   * pre-empt another fleet's readings by sending their keys first, while two gateways of
+   * one fleet still store a failed-over device's reading once.
    */
   fleet?: string
   epoch: string

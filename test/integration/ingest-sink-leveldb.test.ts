@@ -51,3 +51,34 @@ test('leveldb: a layout-1 store gets its natural-key index on open (a copy throu
   t.after(() => again.close())
   assert.deepEqual(await again.storeBatch(req([item(3, 9, { seq: 5 }), item(3, 10, { seq: 6 })], { gateway: 'gw2' })), ['duplicate', 'stored'])
 })
+
+test('leveldb: a layout-2 store (natural key without fleet) is upgraded on open: its readings count as fleet default', async (t) => {
+  const dir = join(await tempDir(t, 'ingest-sink-'), 'db')
+  const first = await LevelDbSink.open({ dataDir: dir })
+  await first.storeBatch(req([item(0, 1, { seq: 5 }), item(0, 2, { seq: null }), item(0, 3, { seq: 6, boot: 'b' })]))
+  await first.close()
+  // Turn it back into layout 2: n!{device}!{bootKey}!{seq}, format marker '2'.
+  const db = new Level<string, string>(dir)
+  const old: string[] = []
+  for await (const k of db.keys({ gte: 'n!', lt: 'n"' })) {
+    const parts = k.split('!')
+    assert.equal(parts.length, 5, `layout 3 n! key ${k}`)
+    await db.batch([{ type: 'del', key: k }, { type: 'put', key: ['n', ...parts.slice(2)].join('!'), value: '' }])
+    old.push(k)
+  }
+  assert.equal(old.length, 2)
+  await db.put('m!format', '2')
+  await db.close()
+  const again = await LevelDbSink.open({ dataDir: dir })
+  assert.deepEqual(await again.storeBatch(req([item(3, 9, { seq: 5 }), item(3, 10, { seq: 6, boot: 'b' }), item(3, 11, { seq: 7 })], { gateway: 'gw2' })),
+    ['duplicate', 'duplicate', 'stored'], 'fleet default finds the old keys')
+  assert.deepEqual(await again.storeBatch(req([item(3, 9, { seq: 5 })], { gateway: 'gw3', fleet: 'north' })), ['stored'], 'another fleet does not')
+  await again.close()
+  const check = new Level<string, string>(dir)
+  t.after(() => check.close())
+  assert.equal(await check.get('m!format'), '3')
+  const keys: string[] = []
+  for await (const k of check.keys({ gte: 'n!', lt: 'n"' })) keys.push(k)
+  assert.ok(keys.every((k) => k.split('!').length === 5), `no layout-2 key left: ${keys.join(' ')}`)
+  for (const k of old) assert.ok(keys.includes(k), `${k} rebuilt under fleet default`)
+})

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pg from 'pg'
 import { PostgresSink } from '../../ingest/sinks/postgres.ts'
+import { queryDevice } from '../../ingest/sinks/postgres-query.ts'
+import { MIGRATIONS } from '../../ingest/sinks/postgres-schema.ts'
 import { waitFor } from '../helpers/index.ts'
 import { freshDatabase, ownPostgres } from '../helpers/postgres.ts'
 import { item, req, runSinkContract } from './sink-contract.ts'
@@ -21,7 +23,7 @@ test('postgres: several processes migrating one empty database at once: one sche
   const c = new pg.Client({ connectionString: url })
   await c.connect()
   try {
-    assert.deepEqual((await c.query('SELECT version FROM schema_migrations')).rows, [{ version: 1 }])
+    assert.deepEqual((await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows, [{ version: 1 }, { version: 2 }])
   } finally { await c.end() }
 })
 
@@ -49,4 +51,53 @@ test('postgres: the database going away: retryable errors and unready, then read
   await srv.restart()
   await waitFor(() => sink.ready(), { timeoutMs: 20_000, what: 'the sink reconnects' })
   assert.deepEqual(await sink.storeBatch(req([item(0, 1), item(0, 2)])), ['duplicate', 'stored'])
+})
+
+test('postgres: migration 2 puts existing readings in fleet default and keys the natural key by fleet; every unique key holds device', async (t) => {
+  const url = await freshDatabase()
+  const c = new pg.Client({ connectionString: url })
+  await c.connect()
+  t.after(() => c.end())
+  // A database at schema version 1 with one reading stored by it.
+  await c.query('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
+  await c.query(MIGRATIONS[0]!.sql)
+  await c.query(`INSERT INTO schema_migrations (version, name) VALUES (1, 'v1')`)
+  await c.query(`INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key)
+    VALUES (now(), 1, NULL, 'gw1', 'ep1', 0, 1, 'dev1', '1', 5, '{}', '1' || lpad('1', 14, '0'))`)
+  const sink = await PostgresSink.open({ url, poolMax: 2 })
+  t.after(() => sink.close())
+  assert.deepEqual((await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows, [{ version: 1 }, { version: 2 }])
+  assert.deepEqual((await c.query('SELECT fleet FROM readings')).rows, [{ fleet: 'default' }])
+  assert.deepEqual(await sink.storeBatch(req([item(3, 9, { seq: 5 })], { gateway: 'gw2' })), ['duplicate'], 'fleet default: a copy')
+  assert.deepEqual(await sink.storeBatch(req([item(3, 9, { seq: 5 })], { gateway: 'gw3', fleet: 'north' })), ['stored'], 'another fleet')
+  const { rows } = await c.query<{ name: string, cols: string[] }>(`
+    SELECT i.indexrelid::regclass::text AS name, array_agg(a.attname::text ORDER BY a.attname) AS cols
+    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+    WHERE i.indrelid = 'readings'::regclass AND i.indisunique GROUP BY 1 ORDER BY 1`)
+  assert.deepEqual(rows.map((r) => r.name), ['readings_natural_key_fleet', 'readings_pkey'])
+  for (const r of rows) assert.ok(r.cols.includes('device'), `${r.name} (${r.cols.join(', ')}) includes device (Citus)`)
+  assert.ok(rows[0]!.cols.includes('fleet'))
+})
+
+test('postgres: a query filtered by gateways looks at a bounded number of rows a page; cursors still deliver every reading once', async (t) => {
+  const url = await freshDatabase()
+  const sink = await PostgresSink.open({ url, poolMax: 2 })
+  t.after(() => sink.close())
+  // gwA's readings are far apart in the device's order, between runs of gwB's.
+  await sink.storeBatch(req(Array.from({ length: 30 }, (_, i) => item(0, i + 1)), { gateway: 'gwB' }))
+  await sink.storeBatch(req([item(0, 100, { seq: 3 }), item(0, 101, { seq: 17 }), item(0, 102, { seq: 31 })], { gateway: 'gwA', fleet: 'a' }))
+  const c = new pg.Client({ connectionString: url })
+  await c.connect()
+  t.after(() => c.end())
+  const got: number[] = []
+  let cursor: string | undefined
+  let pages = 0
+  for (; pages < 100; pages++) {
+    const page = await queryDevice(c, { device: 'dev1', gateways: ['gwA'], limit: 10, ...(cursor === undefined ? {} : { cursor }) }, 4)
+    got.push(...page.readings.map((r) => r.s))
+    if (page.next === null) break
+    cursor = page.next
+  }
+  assert.deepEqual(got, [100, 101, 102])
+  assert.ok(pages >= 33 / 4 - 1, `pages ${pages + 1}: each looked at no more than 4 rows`)
 })

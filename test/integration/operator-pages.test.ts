@@ -47,8 +47,10 @@ test('operator pages: gateway page live and consistent with /status, banner, dev
   // the devices table finds a device
   await page.fill('#dev-search', 'odd-device')
   await page.waitForSelector('#devices tr[data-device="odd-device-42"]', { timeout: 5000 })
-  const rows = await page.$$eval('#devices tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-device')))
-  assert.deepEqual(rows, ['odd-device-42'])
+  // the filter applies on the next render: wait for the other rows to go
+  const rows = (): Promise<(string | null)[]> => page.$$eval('#devices tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-device')))
+  await waitFor(async () => (await rows()).length === 1, { timeoutMs: 5000, what: 'the devices table filtered to one row' })
+  assert.deepEqual(await rows(), ['odd-device-42'])
   const deadCell = await page.$eval('#devices tr[data-device="odd-device-42"] td:last-child', (e) => e.textContent)
   assert.equal(deadCell, '1')
   await page.fill('#dev-search', 'page-')

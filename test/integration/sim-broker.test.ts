@@ -16,6 +16,8 @@ test('every reading sent is acknowledged and stored exactly once; receipts give 
   await sim.waitConnected(10_000)
   await sim.done
   await waitFor(() => sim.snapshot().acked === 600, { timeoutMs: 10_000, what: 'all acked' })
+  // receipts are published after the upload, best effort: give the last ones time to arrive
+  await waitFor(() => sim.stats.counters.receipts >= 600 - 20, { timeoutMs: 10_000, what: 'receipts for (nearly) every reading' })
   await sim.stop()
   const snap = sim.snapshot()
   assert.equal(snap.generated, 600)

@@ -95,6 +95,29 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     assert.deepEqual(await again.storeBatch(req([item(6, 1, { seq: 8 }), item(6, 2, { seq: 6, boot: null })], { gateway: 'gw4' })), ['duplicate', 'duplicate'], 'after a restart')
   })
 
+  test(`${name}: the natural key is per fleet: the same (device, boot, seq) from two fleets is stored by each, within a fleet once`, async (t) => {
+    const { sink, reopen } = await openSink(t, factory)
+    const copy = (p: number, s: number): BatchItem => item(p, s, { seq: 5 })
+    assert.deepEqual(await sink.storeBatch(req([copy(0, 1)], { gateway: 'gwA1', fleet: 'a' })), ['stored'])
+    assert.deepEqual(await sink.storeBatch(req([copy(0, 1)], { gateway: 'gwB1', fleet: 'b' })), ['stored'], 'another fleet: not a duplicate')
+    assert.deepEqual(await sink.storeBatch(req([copy(2, 7)], { gateway: 'gwA2', fleet: 'a' })), ['duplicate'], 'another gateway of fleet a')
+    assert.deepEqual(await sink.storeBatch(req([copy(2, 7)], { gateway: 'gwB2', fleet: 'b' })), ['duplicate'], 'another gateway of fleet b')
+    assert.deepEqual(await sink.storeBatch(req([copy(0, 1)], { gateway: 'gwD1' })), ['stored'], 'no fleet (default)')
+    assert.deepEqual(await sink.storeBatch(req([copy(4, 2)], { gateway: 'gwD2', fleet: 'default' })), ['duplicate'], 'no fleet is fleet default')
+    // Concurrent copies: two fleets, three gateways each: each fleet stores each reading once.
+    const items = Array.from({ length: 20 }, (_, i) => item(i % 2, 100 + i, { seq: 1000 + i, device: `f${i % 3}` }))
+    const results = await Promise.all(['x', 'y'].flatMap((f) => [1, 2, 3].map((g) => sink.storeBatch(req(items, { gateway: `gw-${f}${g}`, fleet: f })))))
+    for (let i = 0; i < items.length; i++) {
+      assert.equal(results.filter((r) => r[i] === 'stored').length, 2, `item ${i}: stored once per fleet`)
+    }
+    const { readings } = await allReadings(sink, 'dev1', 100)
+    assert.deepEqual(readings.map((r) => r.gateway).sort(), ['gwA1', 'gwB1', 'gwD1'])
+    await sink.close()
+    const again = await reopen()
+    assert.deepEqual(await again.storeBatch(req([copy(6, 1)], { gateway: 'gwB3', fleet: 'b' })), ['duplicate'], 'after a restart, fleet b')
+    assert.deepEqual(await again.storeBatch(req([copy(6, 1)], { gateway: 'gwC1', fleet: 'c' })), ['stored'], 'after a restart, a new fleet')
+  })
+
   test(`${name}: concurrent copies of a reading through several gateways store it exactly once`, async (t) => {
     const { sink } = await openSink(t, factory)
     const items = Array.from({ length: 40 }, (_, i) => item(i % 3, 100 + i, { seq: i, device: `d${i % 5}` }))
