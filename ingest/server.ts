@@ -270,7 +270,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
-    if (path === '/readyz') { const ok = deps.sink.ready?.() ?? true; sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
+    if (path === '/readyz') { const ok = await (deps.sink.ready?.() ?? true); sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
     const { readAuth } = deps
     if (path === '/metrics') {
       readAuth.requireAllFleets(readAuth.scope(req), '/metrics')

@@ -75,8 +75,21 @@ export class PostgresSink implements Sink {
     return new PostgresSink(pool, opts)
   }
 
-  /** False while the database is unreachable (reported on /readyz). */
-  ready (): boolean { return this.pool.health === 'up' }
+  /**
+   * False while the database is unreachable (reported on /readyz). Asked, it checks with a
+   * `SELECT 1` too: an ingest that has sent nothing since the database went away would
+   * otherwise still call itself ready to a load balancer (a failed check marks the pool
+   * down and starts its reconnect probe).
+   */
+  async ready (): Promise<boolean> {
+    if (this.pool.health !== 'up') return false
+    try {
+      await this.pool.withClient((c) => c.query('SELECT 1'))
+      return true
+    } catch {
+      return false
+    }
+  }
 
   async storeBatch (req: StoreRequest): Promise<ItemOutcome[]> {
     if (this.closing) throw new StoreError('sink is closing', { retryable: true })

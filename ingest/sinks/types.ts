@@ -87,7 +87,7 @@ export interface Sink {
   /** Size of the sink's own dedup state, if it keeps one (for metrics and tests). */
   dedupState?(): DedupState
   /** False while the sink cannot store (e.g. its database is unreachable): /readyz answers 503. */
-  ready?(): boolean
+  ready?(): boolean | Promise<boolean>
 }
 
 /**
