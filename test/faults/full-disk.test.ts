@@ -69,6 +69,10 @@ test('full buffer, --full-policy block: acknowledging stops at the quota without
   }, 50)
   t.after(() => clearInterval(watch))
   await waitFor(async () => (await status(s.admin)).buffered.items === QUOTA, { timeoutMs: 15_000, what: 'buffer at its quota' })
+  // the PUBACKs of the last group commit (durable, so counted in buffered) may still be on
+  // their way to the devices: wait until the acknowledged count holds still for 300 ms
+  let last = -1
+  await waitFor(() => { const a = sim.stats.counters.acked; const still = a === last; last = a; return still }, { timeoutMs: 10_000, intervalMs: 300, what: 'the last PUBACKs before the quota arrived' })
   const ackedAtFull = sim.stats.counters.acked
   await sleep(1500) // devices keep publishing against a full buffer
   const ackedAfter = sim.stats.counters.acked
