@@ -24,7 +24,8 @@ export type MappedAcks = {
   settled: SettledItem[]
 }
 
-export function mapAcks (p: number, seqs: readonly number[], raws: readonly Buffer[], results: readonly AckResult[], withReceipts: boolean): MappedAcks {
+/** `items`: the batch already decoded (protocol v2 decodes it to send it), else decoded here for receipts. */
+export function mapAcks (p: number, seqs: readonly number[], raws: readonly Buffer[], results: readonly AckResult[], withReceipts: boolean, items?: readonly BatchItem[]): MappedAcks {
   const bySeq = new Map<number, [number, string | undefined]>()
   for (const r of results) if (r[0] === p) bySeq.set(r[1], [r[2], r[3]])
   const out: MappedAcks = { deletes: [], dead: [], retries: 0, byCode: new Map(), settled: [] }
@@ -37,7 +38,7 @@ export function mapAcks (p: number, seqs: readonly number[], raws: readonly Buff
     else out.retries++
     if (withReceipts) {
       // the store's own bytes, scanned by readBatch before they were sent
-      const item = decodeTrusted(raws[i]!) as BatchItem
+      const item = items?.[i] ?? decodeTrusted(raws[i]!) as BatchItem
       out.settled.push({ device: item[2], seq: item[3], boot: item[4], code: code as AckCode })
     }
   }

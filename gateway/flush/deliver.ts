@@ -43,7 +43,7 @@ export class Deliverer {
     const batchId = randomBytes(8).toString('hex')
     const url = upstream.pick(p)
     const wire = wires.choose(url)
-    const body = wires.encode(wire, { gateway: config.gatewayId, epoch: store.epoch, batch: batchId, floors: [[p, store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
+    const { body, items } = wires.encode(wire, { gateway: config.gatewayId, epoch: store.epoch, batch: batchId, floors: [[p, store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
     const t0 = performance.now()
     let res: UpstreamResponse & { sentBytes: number }
     try {
@@ -80,7 +80,7 @@ export class Deliverer {
         }
         health.ok(upstream.url)
         metrics.upstreamBatches.inc({ outcome: 'ok' })
-        const outcome = this.settle(p, seqs, raws, decoded.results)
+        const outcome = this.settle(p, seqs, raws, decoded.results, items)
         if (evicted.length) await store.evictedReported(evicted)
         return outcome
       }
@@ -120,9 +120,9 @@ export class Deliverer {
     }
   }
 
-  private settle (p: number, seqs: number[], raws: Buffer[], results: AckResult[]): Outcome {
+  private settle (p: number, seqs: number[], raws: Buffer[], results: AckResult[], items?: BatchItem[]): Outcome {
     const { store, config, metrics, log } = this.d
-    const m = mapAcks(p, seqs, raws, results, config.receipts)
+    const m = mapAcks(p, seqs, raws, results, config.receipts, items)
     for (const [code, n] of m.byCode) metrics.upstreamItems.inc({ code: AckCodeName[code] }, n)
     for (const d of m.dead) metrics.devices.deadLetter(deviceOf(d.raw))
     // Not awaited: the answer is in, so the batch is no longer in flight and the next batch

@@ -70,10 +70,14 @@ export class WireFormat {
     return true
   }
 
-  /** The request body before compression. `raws` are the stored v1 item bytes. */
-  encode (wire: Wire, env: Omit<BatchEnvelope, 'v'>, raws: readonly Buffer[]): Buffer {
-    if (wire.version === 1) return encodeBatchRaw(env, raws)
-    return encodeBatchV2(env, raws.map((r) => decodeTrusted(r) as BatchItem))
+  /**
+   * The request body before compression. `raws` are the stored v1 item bytes; v2 needs them
+   * decoded, and returns the decoded items so the ack mapper does not decode them again.
+   */
+  encode (wire: Wire, env: Omit<BatchEnvelope, 'v'>, raws: readonly Buffer[]): { body: Buffer, items?: BatchItem[] } {
+    if (wire.version === 1) return { body: encodeBatchRaw(env, raws) }
+    const items = raws.map((r) => decodeTrusted(r) as BatchItem)
+    return { body: encodeBatchV2(env, items), items }
   }
 
   decodeResponse (wire: Wire, body: Buffer): BatchResponse {
