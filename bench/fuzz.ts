@@ -94,6 +94,7 @@ type Outcome = {
   readyzTotal: number
   readyzNot200: number
   readyzTimeouts: number
+  readyzReasons: Record<string, number>
   opened: number
   skipped: number
   byKind: Record<string, number>
@@ -130,6 +131,7 @@ async function fuzz (target: Target): Promise<Outcome> {
   let readyzTotal = 0
   let readyzNot200 = 0 // answered, not 200
   let readyzTimeouts = 0 // no answer within 2 s (the gateway's loop, or this process's, too busy)
+  const readyzReasons: Record<string, number> = {} // body of each non-200 answer -> count
   let crashed: string | null = null
   const timeline: Outcome['timeline'] = []
   const t0 = Date.now()
@@ -160,7 +162,12 @@ async function fuzz (target: Target): Promise<Outcome> {
     if (target.proc.exit && !crashed) crashed = `exited ${String(target.proc.exit.code ?? target.proc.exit.signal)}: ${target.proc.describeTail()}`
     if (!target.admin || crashed) return
     readyzTotal++
-    fetch(`${target.admin}/readyz`, { signal: AbortSignal.timeout(2000) }).then((r) => { if (r.status === 200) readyzOk++; else readyzNot200++; void r.body?.cancel() }, () => { readyzTimeouts++ })
+    fetch(`${target.admin}/readyz`, { signal: AbortSignal.timeout(2000) }).then(async (r) => {
+      const body = await r.text().catch(() => '')
+      if (r.status === 200) { readyzOk++; return }
+      readyzNot200++
+      readyzReasons[body] = (readyzReasons[body] ?? 0) + 1
+    }, () => { readyzTimeouts++ })
   }, 1000)
   let lastTick = 0
   const sampler = setInterval(() => {
@@ -188,7 +195,7 @@ async function fuzz (target: Target): Promise<Outcome> {
   const peak = rss.stop()
   await good.stop('SIGTERM', 3000)
   await sleep(100)
-  return { peakRssMb: peak / 1024, crashed, readyzOk, readyzTotal, readyzNot200, readyzTimeouts, opened, skipped, byKind, good: done, idleP99Ms, worstTickP99Ms: Math.max(0, ...ticks.map((x) => x.p99Ms)), timeline, gauges }
+  return { peakRssMb: peak / 1024, crashed, readyzOk, readyzTotal, readyzNot200, readyzTimeouts, readyzReasons, opened, skipped, byKind, good: done, idleP99Ms, worstTickP99Ms: Math.max(0, ...ticks.map((x) => x.p99Ms)), timeline, gauges }
 }
 
 const results: Array<{ target: Target, o: Outcome }> = []
@@ -218,6 +225,7 @@ for (const name of systems) {
     readyzTotal: target.admin ? o.readyzTotal : null,
     readyzNot200: target.admin ? o.readyzNot200 : null,
     readyzTimeouts: target.admin ? o.readyzTimeouts : null,
+    readyzReasons: target.admin ? o.readyzReasons : null,
     connsPerSec: Math.round(o.opened / durationS),
     opened: o.opened,
     skipped: o.skipped,
@@ -245,6 +253,7 @@ if (gw) {
     { name: 'good device PUBACK p99', target: '< 100 ms', value: o.good ? `${fmtMs(o.good.p99Ms)} ms (${o.good.acked}/${o.good.sent} acked)` : 'no result', pass: o.good !== null && o.good.p99Ms < 100 && o.good.unacked === 0 }
   ]
   if (bool(f, 'write')) appendRecord('fuzz.jsonl', { scenario: 'fuzz', kind: 'checks', runId, ts: new Date().toISOString(), ...base, system: 'gateway', params, checks, command: `node --import tsx bench/fuzz.ts ${process.argv.slice(2).join(' ')}`.trim() })
+  for (const [body, count] of Object.entries(o.readyzReasons)) process.stdout.write(`/readyz not 200 x${count}: ${body}\n`)
   process.stdout.write(table(['check', 'target', 'value', 'pass'], checks.map((c) => [c.name, c.target, c.value, c.pass ? 'yes' : 'NO']), false) + '\n')
 }
 process.stdout.write(table(['system', 'peak RSS MB', 'crashed', 'readyz', 'conns', 'idle p99 ms', 'good p99 ms', 'good max ms', 'acked/sent'], results.map(({ target, o }) => [

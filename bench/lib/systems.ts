@@ -108,6 +108,9 @@ export function compiledGateway (cleanup: Cleanup, rev?: string): Promise<string
       const r = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', project, '--outDir', out, '--sourceMap', 'false'], { cwd, encoding: 'utf8' })
       const main = join(out, 'gateway', 'main.js')
       if (!exists(main)) throw new Error(`tsc build of the gateway${rev ? ` at ${rev}` : ''} failed: ${(r.stdout + r.stderr).slice(0, 500)}`)
+      // the page files, as `npm run build` does (this checkout's copies, also for a `rev`)
+      const c = spawnSync(process.execPath, [join(ROOT, 'scripts/copy-assets.mjs'), out], { cwd: ROOT, encoding: 'utf8' })
+      if (c.status !== 0) throw new Error(`copy-assets into ${out} failed: ${c.stderr}`)
       symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
       writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module', private: true }))
       return main

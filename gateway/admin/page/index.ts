@@ -17,23 +17,30 @@ function load (url: URL, type: string): Asset {
   return { body, type, etag: '"' + createHash('sha1').update(body).digest('base64url').slice(0, 16) + '"' }
 }
 
+/** URL path -> [file, content type]; only these paths touch the files. */
+const FILES = new Map<string, [string, string]>([
+  ['/', ['./index.html', 'text/html; charset=utf-8']],
+  ['/assets/app.js', ['./app.js', 'text/javascript; charset=utf-8']],
+  ['/assets/style.css', ['./style.css', 'text/css; charset=utf-8']],
+  ['/assets/chart.js', ['../../../web/chart.js', 'text/javascript; charset=utf-8']],
+  ['/assets/base.css', ['../../../web/base.css', 'text/css; charset=utf-8']]
+])
+
 let assets: Map<string, Asset> | null = null
 
 function all (): Map<string, Asset> {
-  assets ??= new Map([
-    ['/', load(here('./index.html'), 'text/html; charset=utf-8')],
-    ['/assets/app.js', load(here('./app.js'), 'text/javascript; charset=utf-8')],
-    ['/assets/style.css', load(here('./style.css'), 'text/css; charset=utf-8')],
-    ['/assets/chart.js', load(here('../../../web/chart.js'), 'text/javascript; charset=utf-8')],
-    ['/assets/base.css', load(here('../../../web/base.css'), 'text/css; charset=utf-8')]
-  ])
+  assets ??= new Map([...FILES].map(([path, [file, type]]) => [path, load(here(file), type)]))
   return assets
 }
 
-/** Serves a page file; false when `path` is not one. */
+/**
+ * Serves a page file; false when `path` is not one. Any other route (the probes, /metrics)
+ * never reads the files, so a build without them (a `tsc` run without `npm run build`'s
+ * copy step) still answers /readyz; the page itself then fails with the missing file's name.
+ */
 export function servePage (req: IncomingMessage, res: ServerResponse, path: string): boolean {
-  const a = all().get(path)
-  if (!a) return false
+  if (!FILES.has(path)) return false
+  const a = all().get(path)!
   const headers = {
     'content-type': a.type,
     etag: a.etag,
