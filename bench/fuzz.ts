@@ -11,6 +11,9 @@
  *
  *   node --import tsx bench/fuzz.ts [--duration-s 180] [--rate 600] [--systems gateway,aedes] [--seed N]
  *
+ * The gateway runs as installed (bin/gateway): compiled, with bin/node-options and
+ * MALLOC_ARENA_MAX=2, and no flags but its data dir, ports and upstream.
+ *
  * Goal (issue 9): gateway peak RSS < 150 MB, no crash, /readyz 200 throughout, good device
  * p99 < 100 ms. Bare Aedes runs with --max-old-space-size (`--aedes-heap-mb`) so that it
  * dies at V8's heap limit instead of taking the shared machine's memory. Records go to
@@ -24,7 +27,7 @@ import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.
 import { FUZZ_KINDS, fuzzSession, type FuzzKind } from './lib/mqtt-hostile.ts'
 import { Cleanup, RssSampler, type Proc } from './lib/procs.ts'
 import { appendRecord, fmtMs, gitSha, hostInfo, table } from './lib/results.ts'
-import { commandLine, compiledBuild, ROOT } from './lib/systems.ts'
+import { commandLine, compiledBuild, launcherOptions, ROOT } from './lib/systems.ts'
 import type { BenchRecord, Check } from './lib/types.ts'
 
 const FLAGS: FlagSpec = {
@@ -35,6 +38,7 @@ const FLAGS: FlagSpec = {
   systems: { type: 'string', default: 'gateway,aedes', doc: 'comma list of gateway, aedes' },
   'aedes-heap-mb': { type: 'number', default: 1024, doc: 'bare Aedes: --max-old-space-size (it dies there instead of taking the machine)' },
   'gateway-node-args': { type: 'string', doc: 'extra node flags for the gateway, space-separated (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")' },
+  launcher: { type: 'bool', default: true, doc: 'run the gateway as bin/gateway does: its V8 options (bin/node-options) and MALLOC_ARENA_MAX (--no-launcher: node with no options)' },
   compiled: { type: 'bool', default: true, doc: 'run the gateway as a Pi does: tsc-compiled JavaScript, no tsx loader (--no-compiled: gateway/main.ts through tsx)' },
   'idle-s': { type: 'number', default: 10, doc: 'before fuzzing, the good device alone: its latency on this machine without the fuzzer (the noise floor of a shared box)' },
   write: { type: 'bool', default: true, doc: 'append records to bench/results/fuzz.jsonl' }
@@ -63,18 +67,19 @@ async function startGateway (): Promise<Target> {
   const ir = await ingest.waitFor((l) => l.msg === 'ready' && typeof l.port === 'number', 30_000, 'ingest ready')
   // default flags: only where its data goes, its ports, and its upstream (for /readyz)
   const args = ['--data-dir', join(dir, 'gateway'), '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${String(ir.port)}`, '--token', 'fuzz-secret']
-  const nodeArgs = (str(f, 'gateway-node-args') ?? '').split(' ').filter(Boolean)
+  const launcher = bool(f, 'launcher') ? launcherOptions() : { nodeArgs: [], env: {} }
+  const nodeArgs = [...launcher.nodeArgs, ...(str(f, 'gateway-node-args') ?? '').split(' ').filter(Boolean)]
   const compiled = bool(f, 'compiled')
   const entry = compiled ? join(await compiledBuild(cleanup), 'gateway', 'main.js') : 'gateway/main.ts'
   const argv = compiled ? [process.execPath, ...nodeArgs, entry, ...args] : nodeArgv(entry, args, nodeArgs)
-  const proc = cleanup.spawn('gateway', argv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'warn' } })
+  const proc = cleanup.spawn('gateway', argv, { cwd: ROOT, env: { ...process.env, ...launcher.env, LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'warn' } })
   const r = await proc.waitFor((l) => l.msg === 'ready' && typeof l.mqttPort === 'number', 30_000, 'gateway ready')
   return {
     name: 'gateway',
     proc,
     port: r.mqttPort as number,
     admin: `http://127.0.0.1:${String(r.adminPort)}`,
-    command: commandLine(argv).replace(process.execPath, 'node').replaceAll(dir, '$TMP').replace(entry, compiled ? '$BUILD/gateway/main.js' : entry) + (compiled ? '  # $BUILD = tsc -p tsconfig.build.json --outDir $BUILD' : ''),
+    command: Object.entries(launcher.env).map(([k, v]) => `${k}=${v} `).join('') + commandLine(argv).replace(process.execPath, 'node').replaceAll(dir, '$TMP').replace(entry, compiled ? '$BUILD/gateway/main.js' : entry) + (compiled ? '  # $BUILD = tsc -p tsconfig.build.json --outDir $BUILD' : ''),
     version: `gateway@${gitSha()}`,
     stop: async () => { await proc.stop('SIGTERM', 10_000); await ingest.stop('SIGTERM', 5000); cleanup.removeDir(dir) }
   }
@@ -189,6 +194,7 @@ async function fuzz (target: Target): Promise<Outcome> {
       if (m) gauges[m[1]!] = Number(m[2])
     }
   }
+  if (Object.keys(gauges).length > 0) process.stderr.write(`${target.name} at the end: ${JSON.stringify(gauges)}\n`)
   clearInterval(poll)
   clearInterval(sampler)
   if (target.proc.exit && !crashed) crashed = `exited ${String(target.proc.exit.code ?? target.proc.exit.signal)}`

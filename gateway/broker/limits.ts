@@ -59,6 +59,7 @@ export class Limits {
   private readonly expired: Counter
   private readonly skipped: Counter
   private readonly logged = new Set<string>()
+  private readonly hitsByLimit = new Map<LimitName, { inc: () => void }>()
   private readonly buckets = new WeakMap<object, Bucket>()
   private readonly subs = new WeakMap<object, Set<string>>()
   private sweepTimer: NodeJS.Timeout | null = null
@@ -250,7 +251,11 @@ export class Limits {
   }
 
   private hit (limit: LimitName, who: string, fields: Record<string, unknown>): void {
-    this.hits.inc({ limit })
+    // the counter's child per limit, bound once: a hostile fan-out hits a limit per
+    // session per message, and prom-client hashes the label set on every inc({ limit })
+    let c = this.hitsByLimit.get(limit)
+    if (!c) { c = this.hits.labels({ limit }); this.hitsByLimit.set(limit, c) }
+    c.inc()
     const key = `${limit}\u0000${who}`
     if (this.logged.has(key)) return
     if (this.logged.size >= MAX_REMEMBERED_OFFENDERS) this.logged.clear()
