@@ -59,7 +59,8 @@ export class Limits {
   private readonly expired: Counter
   private readonly skipped: Counter
   private readonly logged = new Set<string>()
-  private readonly hitsByLimit = new Map<LimitName, { inc: () => void }>()
+  /** limit hits not yet added to `hits` (added when /metrics is read) */
+  private readonly pendingHits = new Map<LimitName, number>()
   private readonly buckets = new WeakMap<object, Bucket>()
   private readonly subs = new WeakMap<object, Set<string>>()
   private sweepTimer: NodeJS.Timeout | null = null
@@ -68,7 +69,16 @@ export class Limits {
   constructor (readonly config: BrokerLimits, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'limits' })
     const registers = [metrics.registry]
-    this.hits = new Counter({ name: 'gateway_mqtt_limit_exceeded_total', help: 'MQTT limit hits by limit (a refused packet, a message not queued or retained, a session evicted, a publish slowed)', labelNames: ['limit'], registers })
+    // counted in plain numbers and handed to prom-client on a scrape: a hostile fan-out
+    // hits a limit once per session per message, and prom-client hashes the labels per inc
+    const pending = this.pendingHits
+    this.hits = new Counter({
+      name: 'gateway_mqtt_limit_exceeded_total',
+      help: 'MQTT limit hits by limit (a refused packet, a message not queued or retained, a session evicted, a publish slowed)',
+      labelNames: ['limit'],
+      registers,
+      collect () { for (const [limit, n] of pending) { if (n > 0) this.inc({ limit }, n); pending.set(limit, 0) } }
+    })
     this.offenders = new Counter({ name: 'gateway_mqtt_limit_offenders_total', help: 'Distinct offenders logged per limit (one warn line each)', labelNames: ['limit'], registers })
     this.expired = new Counter({ name: 'gateway_mqtt_sessions_expired_total', help: 'Persistent sessions removed after sessionExpirySec offline', registers })
     this.skipped = new Counter({ name: 'gateway_mqtt_deliveries_skipped_total', help: 'Deliveries not written because the client had already gone (issue 9: writes to closed sockets leaked)', registers })
@@ -251,11 +261,7 @@ export class Limits {
   }
 
   private hit (limit: LimitName, who: string, fields: Record<string, unknown>): void {
-    // the counter's child per limit, bound once: a hostile fan-out hits a limit per
-    // session per message, and prom-client hashes the label set on every inc({ limit })
-    let c = this.hitsByLimit.get(limit)
-    if (!c) { c = this.hits.labels({ limit }); this.hitsByLimit.set(limit, c) }
-    c.inc()
+    this.pendingHits.set(limit, (this.pendingHits.get(limit) ?? 0) + 1)
     const key = `${limit}\u0000${who}`
     if (this.logged.has(key)) return
     if (this.logged.size >= MAX_REMEMBERED_OFFENDERS) this.logged.clear()
