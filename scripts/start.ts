@@ -16,7 +16,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, readFileSync } from 'node:fs'
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -54,11 +54,16 @@ const say = (s: string): void => { process.stderr.write(s + '\n') }
 /** Signals this close together are one Ctrl-C (the terminal's and npm's forwarded copy). */
 const SIGNAL_COALESCE_MS = 500
 
-async function spawnCli (name: string, entry: string, args: string[], logFile: string): Promise<Proc> {
+/** The V8 options bin/gateway runs the installed gateway with (bin/node-options): the demo's gateway gets them too. */
+function gatewayNodeOptions (): string[] {
+  return readFileSync(join(ROOT, 'bin', 'node-options'), 'utf8').split('\n').filter((l) => !l.startsWith('#')).join(' ').split(/\s+/).filter(Boolean)
+}
+
+async function spawnCli (name: string, entry: string, args: string[], logFile: string, nodeArgs: string[] = []): Promise<Proc> {
   // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
   // this script, which stops the devices, lets the gateway drain and audits before it
   // stops the children (issue 15: they died with the SIGINT and the audit failed)
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env }, detached: true })
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env }, detached: true })
   children.push(proc)
   const log = createWriteStream(logFile, { flags: 'a' })
   proc.stderr!.pipe(log)
@@ -139,7 +144,7 @@ async function main (): Promise<number> {
     const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs], join(dataDir, 'logs', 'ingest.log'))
     procs.push(ingest)
     const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
-    const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), '--upstream', ingestUrl, '--token', token], join(dataDir, 'logs', 'gateway.log'))
+    const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), '--upstream', ingestUrl, '--token', token], join(dataDir, 'logs', 'gateway.log'), gatewayNodeOptions())
     procs.push(gateway)
     const brokerUrl = `mqtt://127.0.0.1:${String(gateway.ready.mqttPort)}`
     const adminUrl = `http://127.0.0.1:${String(gateway.ready.adminPort)}`
