@@ -39,7 +39,7 @@ export const LIMITS = [
 ] as const
 export type LimitName = (typeof LIMITS)[number]
 
-/** Offenders remembered for "log once"; past this the memory is reset (and they may be logged again). */
+/** Offenders remembered for "log once", per limit; past this that limit's memory is reset (and they may be logged again). */
 const MAX_REMEMBERED_OFFENDERS = 10_000
 
 type Deliver = (packet: unknown, cb: () => void) => void
@@ -58,7 +58,7 @@ export class Limits {
   private readonly offenders: Counter<'limit'>
   private readonly expired: Counter
   private readonly skipped: Counter
-  private readonly logged = new Set<string>()
+  private readonly logged = new Map<LimitName, Set<string>>()
   /** limit hits not yet added to `hits` (added when /metrics is read) */
   private readonly pendingHits = new Map<LimitName, number>()
   private readonly buckets = new WeakMap<object, Bucket>()
@@ -262,10 +262,11 @@ export class Limits {
 
   private hit (limit: LimitName, who: string, fields: Record<string, unknown>): void {
     this.pendingHits.set(limit, (this.pendingHits.get(limit) ?? 0) + 1)
-    const key = `${limit}\u0000${who}`
-    if (this.logged.has(key)) return
-    if (this.logged.size >= MAX_REMEMBERED_OFFENDERS) this.logged.clear()
-    this.logged.add(key)
+    let seen = this.logged.get(limit) // per limit, so the hot path builds no key string
+    if (!seen) { seen = new Set(); this.logged.set(limit, seen) }
+    if (seen.has(who)) return
+    if (seen.size >= MAX_REMEMBERED_OFFENDERS) seen.clear()
+    seen.add(who)
     this.offenders.inc({ limit })
     this.log.warn({ limit, clientId: who, ...fields }, 'client over an MQTT limit')
   }
