@@ -15,7 +15,7 @@ export const brokerLimitsSchema = {
   maxQos: { type: 'int', default: 2, min: 0, max: 2, doc: 'Highest QoS served: subscriptions are granted at most this, a PUBLISH above it closes the connection (Mosquitto max_qos)' },
   maxInflightInbound: { type: 'int', default: 100, min: 1, max: 65535, doc: 'Inbound QoS 2 messages per client awaiting PUBREL; one more closes the connection' },
   maxQueuedMessages: { type: 'int', default: 1000, min: 0, max: 1_000_000, doc: 'Messages queued for one persistent (clean=false) session, offline or unacknowledged; newer ones are dropped for it (Mosquitto max_queued_messages)' },
-  maxQueuedBytesTotal: { type: 'int', default: 16 * 1024 * 1024, min: 0, max: 16 * 1024 ** 3, doc: 'Bytes queued for all persistent sessions together (payload + 256 a message); beyond it messages are not queued' },
+  maxQueuedBytesTotal: { type: 'int', default: 8 * 1024 * 1024, min: 0, max: 16 * 1024 ** 3, doc: 'Bytes queued for all persistent sessions together (payload + 256 a message); beyond it messages are not queued' },
   maxSessions: { type: 'int', default: 1000, min: 1, max: 10_000_000, doc: 'Persistent sessions kept; beyond it the longest-offline session is removed' },
   sessionExpirySec: { type: 'int', default: 7200, min: 1, max: 366 * 86400, doc: 'A persistent session offline this long is removed (subscriptions, queued messages, QoS 2 state)' },
   maxSubscriptions: { type: 'int', default: 100, min: 1, max: 1_000_000, doc: 'Topic filters one client may hold; more are refused with SUBACK 0x80' },
