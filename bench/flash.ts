@@ -152,6 +152,7 @@ async function main (): Promise<void> {
       const lgArgv = pinned(pin ? 0 : null, [process.execPath, '--import', 'tsx', 'bench/loadgen.ts', '--port', String(ready.mqttPort), '--connections', String(devices),
         '--rate', String(c.rate), '--duration-s', String(durationS), '--warmup-s', String(warmupS), '--id-prefix', `flash${prefix++}-`])
       const lg = cleanup.spawn('loadgen', lgArgv, { cwd: ROOT, echo })
+      const refused0 = up.refused()
       type Snap = { wb: number | null, sectors: number, logLen: number, t: number }
       const snap = (): Snap => ({ wb: writeBytes(gw.pid), sectors: dev ? dev.sectors() : 0, logLen: readLog(dir).length, t: performance.now() })
       let s0: Snap | null = null
@@ -161,6 +162,8 @@ async function main (): Promise<void> {
         if (o?.type === 'phase' && o.phase === 'drain') s1 = snap()
       })
       const load = await lg.waitFor((o) => o.type === 'result', (durationS + warmupS + 120) * 1000, 'loadgen result') as unknown as LoadResult
+      const upstreamRefused = up.refused() - refused0
+      if (c.upstream === 'healthy' && upstreamRefused > 0) throw new Error(`${sys.name}, ${c.mode} ${c.rate}/s: the instant-ack upstream refused ${upstreamRefused} requests, so this is not a healthy-upstream case`)
       const peakRssMb = Math.round(rss.stop() / 102.4) / 10
       const logText = readLog(dir)
       await lg.stop('SIGTERM', 3000)
