@@ -2,17 +2,12 @@
  * The CLI's root logger: pino JSON on stdout, or with LOG_FORMAT=pretty human-readable
  * lines (pino-pretty, synchronous, so nothing is lost at exit) for a terminal.
  */
-import { createRequire } from 'node:module'
 import { pino, type Logger, type LoggerOptions } from 'pino'
-import type PinoPretty from 'pino-pretty'
-
-// loaded only for LOG_FORMAT=pretty: it and its dependencies are ~2 MB of resident memory
-// a JSON-logging service never uses
-const loadPretty = (): typeof PinoPretty => createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty
+import pretty from 'pino-pretty'
 
 export function createLogger (opts: LoggerOptions, env: NodeJS.ProcessEnv = process.env): Logger {
   const options: LoggerOptions = { level: env.LOG_LEVEL ?? 'info', ...opts }
-  if (env.LOG_FORMAT === 'pretty') return pino(options, loadPretty()({ sync: true, destination: 1, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }))
+  if (env.LOG_FORMAT === 'pretty') return pino(options, pretty({ sync: true, destination: 1, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }))
   if (env.LOG_FORMAT !== undefined && env.LOG_FORMAT !== 'json') process.stderr.write(`LOG_FORMAT=${env.LOG_FORMAT} is not json or pretty: using json\n`)
   return pino(options)
 }
