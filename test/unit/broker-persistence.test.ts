@@ -109,3 +109,23 @@ test('sessions: an offline one expires with its queue and subscriptions; past ma
   p.clientConnected({ id: 'e', clean: true })
   assert.equal(p.sessionCount, 2, 'a clean session is not kept')
 })
+
+test('inbound QoS 2: stored until PUBREL deletes it, "not stored" is one stackless rejection, cleanIncoming forgets it', async () => {
+  const { p } = make()
+  const c = { id: 'q2' }
+  const pkt = { cmd: 'publish', topic: 't', payload: Buffer.from('x'), qos: 2, messageId: 7 }
+  const miss1 = await p.incomingGetPacket(c, pkt).then(() => null, (e: Error) => e)
+  const miss2 = await p.incomingGetPacket(c, { ...pkt, messageId: 8 }).then(() => null, (e: Error) => e)
+  assert.ok(miss1 instanceof Error && miss1.message === 'no such packet')
+  assert.equal(miss1, miss2, 'the same error object: no stack built per new QoS 2 PUBLISH')
+  await p.incomingStorePacket(c, pkt)
+  const got = await p.incomingGetPacket(c, pkt)
+  assert.equal(got.messageId, 7)
+  assert.equal(got.topic, 't')
+  await p.incomingDelPacket(c, pkt)
+  await assert.rejects(p.incomingDelPacket(c, pkt), /no such packet/)
+  await assert.rejects(p.incomingGetPacket(c, pkt), /no such packet/)
+  await p.incomingStorePacket(c, pkt)
+  await p.cleanIncoming(c)
+  await assert.rejects(p.incomingGetPacket(c, pkt), /no such packet/)
+})
