@@ -77,7 +77,7 @@ export class Intake {
     this.log = logger.child({ component: 'intake' })
     this.cache = new DedupCache(config.dedupCacheDevices)
     this.idleS = Math.floor(config.dedupIdleForgetMs / 1000)
-    this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intake.labels(o)])) as Record<IntakeOutcome, { inc: () => void }>
+    this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intakeOutcome(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions
     this.implicit = new ImplicitBoots(config.dedupCacheDevices)
     this.formats = new PayloadFormats(config.dedupCacheDevices)

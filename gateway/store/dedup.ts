@@ -32,6 +32,8 @@ export class DedupWindow {
   pending = 0
   /** When the device last sent a new reading (s since the epoch; 0 unknown). */
   seenAtS = 0
+  /** The intake cache's last move of this window to its young end (s; not stored). */
+  cacheTouchedS = -1
 
   constructor (readonly window = DEDUP_WINDOW) {}
 

@@ -95,3 +95,20 @@ test('dedup cache is LRU: a device read since goes last, a pinned window is neve
   assert.equal(cache.has('d2'), false, 'least recently used and unpinned')
   assert.equal(cache.size, 9)
 })
+
+test('dedup cache refreshes a window at most once a second: reads in the same second keep the order, a later second moves it again', () => {
+  const cache = new DedupCache(10)
+  const ws = Array.from({ length: 11 }, () => new DedupWindow())
+  for (let i = 0; i < 10; i++) cache.set(`d${i}`, ws[i]!)
+  const order = (): string[] => [...(cache as unknown as { windows: Map<string, DedupWindow> }).windows.keys()] // oldest first
+  cache.get('d0', 100)
+  cache.get('d1', 100)
+  cache.get('d0', 100) // same second: not moved again, so d1 stays the youngest
+  cache.get('d2', 101)
+  cache.get('d2', 101)
+  cache.set('d10', ws[10]!) // evicts the two least recently used: d3 and d4
+  assert.deepEqual(order(), ['d5', 'd6', 'd7', 'd8', 'd9', 'd0', 'd1', 'd2', 'd10'])
+  assert.equal(cache.has('d3'), false)
+  assert.equal(cache.has('d4'), false)
+  assert.equal(cache.size, 9)
+})
