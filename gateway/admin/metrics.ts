@@ -3,6 +3,7 @@
  * Names start `gateway_`, counters end `_total`, durations are histograms in seconds.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { HotCounter, type HotCell } from './hot-counter.ts'
 import { DeviceStats } from './devices.ts'
 
 export const INTAKE_OUTCOMES = ['stored', 'duplicate', 'invalid', 'too_old', 'acl_denied', 'store_failed', 'blocked_disconnect'] as const
@@ -32,30 +33,17 @@ export class Metrics {
   /** per-device figures for the admin page (bounded; not exported to Prometheus: unbounded labels) */
   readonly devices: DeviceStats
 
-  private readonly pendingIntake = new Map<string, { count: number }>()
+  private readonly intakeHot: HotCounter<'outcome'>
 
-  /** A counter of one intake outcome for the hot path: `inc()` adds to a plain number. */
-  intakeOutcome (outcome: IntakeOutcome): { inc: () => void } {
-    let n = this.pendingIntake.get(outcome)
-    if (!n) { n = { count: 0 }; this.pendingIntake.set(outcome, n) }
-    const cell = n
-    return { inc: () => { cell.count++ } }
-  }
+  /** A counter of one intake outcome for the hot path (hot-counter.ts). */
+  intakeOutcome (outcome: IntakeOutcome): HotCell { return this.intakeHot.cell(outcome) }
 
   constructor (opts: { defaultMetrics?: boolean, deviceStatsMax?: number } = {}) {
     this.devices = new DeviceStats(opts.deviceStatsMax ?? 10_000)
     const registers = [this.registry]
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_' })
-    // the intake's per-reading counts are plain numbers, added to the counter when it is
-    // read (a scrape, /status, the live sampler): prom-client hashes the label set on every inc
-    const pending = this.pendingIntake
-    this.intake = new Counter({
-      name: 'gateway_intake_readings_total',
-      help: 'Readings received on devices/+/readings by outcome',
-      labelNames: ['outcome'],
-      registers,
-      collect () { for (const [outcome, n] of pending) { if (n.count > 0) { this.inc({ outcome }, n.count); n.count = 0 } } }
-    })
+    this.intakeHot = new HotCounter({ name: 'gateway_intake_readings_total', help: 'Readings received on devices/+/readings by outcome', label: 'outcome', registers })
+    this.intake = this.intakeHot.counter
     this.pubackLatency = new Histogram({
       name: 'gateway_puback_latency_seconds',
       help: 'Time from a PUBLISH reaching intake to the release of its PUBACK (durable write, or ingest ack in delivered mode)',

@@ -28,6 +28,7 @@
 import type { Aedes, AedesOptions, Client, Subscription } from 'aedes'
 import { Counter, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
+import { HotCounter, type HotCell } from '../admin/hot-counter.ts'
 import type { Metrics } from '../admin/metrics.ts'
 import type { BrokerLimits } from './limits-config.ts'
 import { BoundedPersistence, type PersistenceLimit } from './persistence.ts'
@@ -68,8 +69,8 @@ export class Limits {
   private readonly expired: Counter
   private readonly skipped: Counter
   private readonly logged = new Map<LimitName, Set<string>>()
-  /** limit hits not yet added to `hits` (added when /metrics is read) */
-  private readonly pendingHits = new Map<LimitName, number>()
+  /** per limit, the cell of `gateway_mqtt_limit_exceeded_total` (plain numbers, hot-counter.ts) */
+  private readonly hitCells: Record<LimitName, HotCell>
   private readonly buckets = new WeakMap<object, Bucket>()
   private readonly subs = new WeakMap<object, Set<string>>()
   private sweepTimer: NodeJS.Timeout | null = null
@@ -78,16 +79,10 @@ export class Limits {
   constructor (readonly config: BrokerLimits, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'limits' })
     const registers = [metrics.registry]
-    // counted in plain numbers and handed to prom-client on a scrape: a hostile fan-out
-    // hits a limit once per session per message, and prom-client hashes the labels per inc
-    const pending = this.pendingHits
-    this.hits = new Counter({
-      name: 'gateway_mqtt_limit_exceeded_total',
-      help: 'MQTT limit hits by limit (a refused packet, a message not queued or retained, a session evicted, a publish slowed)',
-      labelNames: ['limit'],
-      registers,
-      collect () { for (const [limit, n] of pending) { if (n > 0) this.inc({ limit }, n); pending.set(limit, 0) } }
-    })
+    // a hostile fan-out hits a limit once per session per message: plain-number cells
+    const hot = new HotCounter({ name: 'gateway_mqtt_limit_exceeded_total', help: 'MQTT limit hits by limit (a refused packet, a message not queued or retained, a session evicted, a publish slowed)', label: 'limit', registers })
+    this.hits = hot.counter
+    this.hitCells = Object.fromEntries(LIMITS.map((l) => [l, hot.cell(l)])) as Record<LimitName, HotCell>
     this.offenders = new Counter({ name: 'gateway_mqtt_limit_offenders_total', help: 'Distinct offenders logged per limit (one warn line each)', labelNames: ['limit'], registers })
     this.expired = new Counter({ name: 'gateway_mqtt_sessions_expired_total', help: 'Persistent sessions removed after sessionExpirySec offline', registers })
     this.skipped = new Counter({ name: 'gateway_mqtt_deliveries_skipped_total', help: 'Deliveries not written because the client had already gone (issue 9: writes to closed sockets leaked)', registers })
@@ -270,7 +265,7 @@ export class Limits {
   }
 
   private hit (limit: LimitName, whoRaw: string, fields: Record<string, unknown>): void {
-    this.pendingHits.set(limit, (this.pendingHits.get(limit) ?? 0) + 1)
+    this.hitCells[limit].inc()
     const who = shortId(whoRaw)
     let seen = this.logged.get(limit) // per limit, so the hot path builds no key string
     if (!seen) { seen = new Set(); this.logged.set(limit, seen) }
