@@ -55,6 +55,19 @@ export function isRetryableInPlace (err: unknown): boolean {
   return code === '40P01' || code === '40001'
 }
 
+/**
+ * pg-pool takes its own 'error' listener off a client while the client is checked out. A
+ * backend that dies between two queries of a checkout (postmaster kill -9 while the write
+ * path is between statements, pg_terminate_backend) then emits an 'error' nobody listens
+ * to, and that kills the process: an ingest crashed this way in the postmaster-crash fault
+ * test on a loaded machine. This listener holds the error for the checkout; the returned
+ * function takes it off again before the client goes back to the pool.
+ */
+export function watchCheckedOut (client: pg.PoolClient, onError: (err: Error) => void): () => void {
+  client.on('error', onError)
+  return () => { client.removeListener('error', onError) }
+}
+
 export class PgPool {
   readonly pool: pg.Pool
   private state: PgHealthState = 'up'
@@ -95,12 +108,14 @@ export class PgPool {
       throw new StoreError(`cannot connect to PostgreSQL: ${(err as Error).message}`, { cause: err, retryable: true })
     }
     let broken: unknown
+    const unwatch = watchCheckedOut(client, (err) => { broken ??= err; this.markDown(err) })
     try {
       return await fn(client)
     } catch (err) {
-      if (isConnectionError(err)) { broken = err; this.markDown(err) }
+      if (isConnectionError(err)) { broken ??= err; this.markDown(err) }
       throw err
     } finally {
+      unwatch()
       // A client whose connection broke (or whose transaction state is unknown) is destroyed.
       client.release(broken === undefined ? undefined : (broken instanceof Error ? broken : true))
     }

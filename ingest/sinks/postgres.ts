@@ -19,7 +19,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { StoreError, type BatchItem } from '../../protocol/index.ts'
-import { isTransient, PgPool, type PgHealthState } from './postgres-pool.ts'
+import { isConnectionError, isTransient, PgPool, watchCheckedOut, type PgHealthState } from './postgres-pool.ts'
 import { queryDevice, queryStats } from './postgres-query.ts'
 import { migrate } from './postgres-schema.ts'
 import { writeRequest } from './postgres-write.ts'
@@ -61,7 +61,14 @@ export class PostgresSink implements Sink {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       try {
         const c = await pool.pool.connect()
-        try { await migrate(c) } finally { c.release() }
+        let broken: Error | undefined
+        const unwatch = watchCheckedOut(c, (err) => { broken ??= err })
+        try {
+          await migrate(c)
+        } catch (err) {
+          if (isConnectionError(err)) broken ??= err as Error
+          throw err
+        } finally { unwatch(); c.release(broken) }
         break
       } catch (err) {
         if (!isTransient(err) || Date.now() + delay > deadline) {

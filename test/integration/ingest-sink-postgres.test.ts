@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pg from 'pg'
 import { PostgresSink } from '../../ingest/sinks/postgres.ts'
+import { PgPool } from '../../ingest/sinks/postgres-pool.ts'
 import { queryDevice } from '../../ingest/sinks/postgres-query.ts'
 import { MIGRATIONS } from '../../ingest/sinks/postgres-schema.ts'
 import { waitFor } from '../helpers/index.ts'
@@ -51,6 +52,28 @@ test('postgres: the database going away: retryable errors and unready, then read
   await srv.restart()
   await waitFor(() => sink.ready(), { timeoutMs: 20_000, what: 'the sink reconnects' })
   assert.deepEqual(await sink.storeBatch(req([item(0, 1), item(0, 2)])), ['duplicate', 'stored'])
+})
+
+test('postgres: a backend that dies between two queries of a checkout marks the pool down instead of crashing the process', async (t) => {
+  // pg-pool takes its error listener off a checked-out client: before the fix, the
+  // client's 'error' here went unheard and killed the process (an ingest crashed so when
+  // the postmaster was killed -9 while the write path was between statements).
+  const url = await freshDatabase()
+  const pool = new PgPool({ url, max: 2, connectTimeoutMs: 2000 })
+  t.after(() => pool.close())
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  t.after(() => admin.end())
+  await assert.rejects(pool.withClient(async (c) => {
+    const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
+    assert.equal((await admin.query('SELECT pg_terminate_backend($1) AS ok', [pid])).rows[0].ok, true)
+    // the backend's FATAL arrives while no query is active: pg emits 'error' on the client
+    await waitFor(() => pool.health === 'down', { timeoutMs: 5000, what: 'the pool noticed the dead backend' })
+    await c.query('SELECT 1')
+  }), (err: Error) => /not queryable|terminat|Connection/i.test(err.message))
+  assert.equal(pool.health, 'down')
+  await waitFor(() => pool.health === 'up', { timeoutMs: 10_000, what: 'the probe brings the pool back' })
+  assert.deepEqual((await pool.withClient((c) => c.query('SELECT 1 AS one'))).rows, [{ one: 1 }], 'the broken client was not handed out again')
 })
 
 test('postgres: migration 2 puts existing readings in fleet default and keys the natural key by fleet; every unique key holds device', async (t) => {
