@@ -34,23 +34,30 @@ export function wireUint (n: number): number | bigint {
 
 export type ScanLimits = { maxDepth: number, maxItems?: number }
 
+let scanStack = new Float64Array(16)
+
 /** Checks that `buf` holds exactly one well-formed CBOR item within the limits. */
 export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
   const len = buf.length
   const maxItems = limits.maxItems ?? Infinity
   // items still expected per open container; -1 = indefinite array/map; -12/-13 = indefinite
-  // byte/text string, whose chunks must be definite strings of the same type
-  const stack: number[] = [1]
+  // byte/text string, whose chunks must be definite strings of the same type. One stack
+  // for every call (it runs once per reading; never re-entered): `sp` is its top.
+  const need = Math.min(limits.maxDepth, len) + 3
+  if (scanStack.length < need) scanStack = new Float64Array(need)
+  const stack = scanStack
+  let sp = 0
+  stack[0] = 1
   let pos = 0
   let items = 0
-  while (stack.length > 0) {
-    const top = stack.length - 1
-    if (stack[top] === 0) { stack.pop(); continue }
+  while (sp >= 0) {
+    const top = sp
+    if (stack[top] === 0) { sp--; continue }
     if (pos >= len) throw new DecodeError(`truncated CBOR: item expected at byte ${pos}`)
     const ib = buf[pos++]!
     if (ib === 0xff) {
       if (stack[top] !== -1 && stack[top]! > -10) throw new DecodeError(`unexpected CBOR break at byte ${pos - 1}`)
-      stack.pop()
+      sp--
       continue
     }
     if (stack[top]! > 0) stack[top]!--
@@ -81,26 +88,26 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
     const remaining = len - pos
     switch (major) {
       case 2: case 3:
-        if (indefinite) stack.push(-10 - major)
+        if (indefinite) stack[++sp] = -10 - major
         else if (arg > remaining) throw new DecodeError(`CBOR string declares ${arg} bytes, only ${remaining} left`)
         else pos += arg
         break
       case 4:
-        if (indefinite) stack.push(-1)
+        if (indefinite) stack[++sp] = -1
         else if (arg > remaining) throw new DecodeError(`CBOR array declares ${arg} items, only ${remaining} bytes left`)
-        else if (arg > 0) stack.push(arg)
+        else if (arg > 0) stack[++sp] = arg
         break
       case 5:
-        if (indefinite) stack.push(-1)
+        if (indefinite) stack[++sp] = -1
         else if (arg * 2 > remaining) throw new DecodeError(`CBOR map declares ${arg} pairs, only ${remaining} bytes left`)
-        else if (arg > 0) stack.push(arg * 2)
+        else if (arg > 0) stack[++sp] = arg * 2
         break
       case 6:
-        stack.push(1)
+        stack[++sp] = 1
         break
       default: // 0, 1: integers; 7: simple values and floats, argument already skipped
     }
-    if (stack.length - 1 > limits.maxDepth) throw new DecodeError(`CBOR nesting deeper than ${limits.maxDepth}`)
+    if (sp > limits.maxDepth) throw new DecodeError(`CBOR nesting deeper than ${limits.maxDepth}`)
   }
   if (pos !== len) throw new DecodeError(`${len - pos} trailing bytes after the CBOR item`)
 }

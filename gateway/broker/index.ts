@@ -13,6 +13,8 @@
  * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK.
  */
 import type { Socket } from 'node:net'
+// before Aedes: mqtt-packet creates its debug functions when it loads
+import './quiet-debug.ts'
 import { Aedes, type AuthenticateError, type Client } from 'aedes'
 import type { Logger } from 'pino'
 import type { Metrics } from '../admin/metrics.ts'
