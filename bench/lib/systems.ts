@@ -12,6 +12,7 @@
  *   gateway-*-bin    the compiled gateway with the node options and environment of the
  *                    installed launcher, bin/gateway (bin/node-options, MALLOC_ARENA_MAX)
  *   gateway-*-js@REV the compiled gateway of git revision REV: a baseline in the same run
+ *   (-bin@REV: the same with this checkout's launcher options)
  *
  * The gateway's upstream is an unreachable port (with a dummy token), so it only buffers; its quota is raised so
  * a run never fills it. Each start gets a fresh temp dir, removed at stop.
@@ -224,7 +225,8 @@ function readConf (path: string): string {
 
 /**
  * `gateway` stands for both durabilities under tsx, `gateway-js` for both compiled;
- * `gateway-power-js@REV` is the compiled gateway of git revision REV (a baseline).
+ * `gateway-power-js@REV` is the compiled gateway of git revision REV (a baseline), `-bin@REV`
+ * the same under the launcher's options.
  */
 export function resolveSystems (list: string): System[] {
   const names: string[] = []
@@ -232,9 +234,9 @@ export function resolveSystems (list: string): System[] {
     if (n === 'gateway') names.push('gateway-power', 'gateway-process')
     else if (n === 'gateway-js') names.push('gateway-power-js', 'gateway-process-js')
     else if (SYSTEMS[n]) names.push(n)
-    else if (/^gateway-(power|process)-js@[\w.^~/-]+$/.test(n)) {
+    else if (/^gateway-(power|process)-(js|bin)@[\w.^~/-]+$/.test(n)) {
       const [base, rev] = n.split('@') as [string, string]
-      SYSTEMS[n] = gateway(base.includes('power') ? 'power' : 'process', true, rev)
+      SYSTEMS[n] = gateway(base.includes('power') ? 'power' : 'process', true, rev, base.endsWith('-bin'))
       names.push(n)
     }
     else throw new Error(`unknown system ${n} (known: gateway, ${Object.keys(SYSTEMS).join(', ')})`)
