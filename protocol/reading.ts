@@ -68,7 +68,9 @@ export function validateReading (raw: unknown): Reading {
     throw new ValidationError('payload', 'must be a map/object')
   }
   const obj = raw as Record<string, unknown>
-  for (const k of Object.keys(obj)) {
+  // for-in, not Object.keys: no array per reading (a plain decoded object has no inherited
+  // enumerable keys)
+  for (const k in obj) {
     if (!KNOWN_FIELDS.has(k)) throw new ValidationError(k, 'unknown field (allowed: seq, boot, ts, values)')
   }
   const seq = obj.seq ?? null
@@ -91,10 +93,10 @@ export function validateValues (v: unknown, field: string): Values {
   if (v === undefined || v === null) throw new ValidationError(field, 'required')
   if (typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) throw new ValidationError(field, 'must be a map of name -> number, boolean or text')
   const src = v as Record<string, unknown>
-  const keys = Object.keys(src)
-  if (keys.length === 0) throw new ValidationError(field, 'must have at least one entry')
-  if (keys.length > READING_LIMITS.maxValues) throw new ValidationError(field, `has ${keys.length} entries, at most ${READING_LIMITS.maxValues}`)
-  for (const k of keys) {
+  let n = 0
+  for (const _ in src) if (++n > READING_LIMITS.maxValues) throw new ValidationError(field, `has ${Object.keys(src).length} entries, at most ${READING_LIMITS.maxValues}`)
+  if (n === 0) throw new ValidationError(field, 'must have at least one entry')
+  for (const k in src) {
     if (!VALUE_NAME_RE.test(k)) throw new ValidationError(`${field}.${k.slice(0, 80)}`, 'name must match ^[A-Za-z0-9_.:-]{1,64}$')
     // cbor-x renames a decoded "__proto__" key to "__proto_" (prototype pollution guard), so
     // either name would reach the ingest changed or not at all: refused, never altered

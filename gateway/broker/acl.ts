@@ -53,6 +53,19 @@ export function publishVerdict (who: Who, topic: string): PublishVerdict {
   return { kind: 'allow' }
 }
 
+export type OwnReadings = { topic: string, verdict: { kind: 'readings', deviceId: string } }
+
+/**
+ * The verdict `publishVerdict` gives `who` on its own readings topic, worked out once per
+ * connection: a reading then costs one string comparison instead of a topic parse and
+ * three objects. Null when that topic is not the client's to publish readings on.
+ */
+export function ownReadings (who: Who): OwnReadings | null {
+  const topic = `devices/${who.clientId}/readings`
+  const verdict = publishVerdict(who, topic)
+  return verdict.kind === 'readings' ? { topic, verdict } : null
+}
+
 /** May this client subscribe to wildcards and to other devices' topics? */
 export function privileged (who: Who, policy: WildcardPolicy): boolean {
   switch (who.principal.role) {

@@ -22,7 +22,7 @@ import type { Aedes, Client } from 'aedes'
 import { Counter, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
 import type { Metrics } from '../admin/metrics.ts'
-import { publishVerdict, subscribeDenial, PUBLISH_DENIALS, SUBSCRIBE_DENIALS, type Principal, type PublishDenial, type WildcardPolicy, type Who } from './acl.ts'
+import { ownReadings, publishVerdict, subscribeDenial, PUBLISH_DENIALS, SUBSCRIBE_DENIALS, type OwnReadings, type Principal, type PublishDenial, type WildcardPolicy, type Who } from './acl.ts'
 import { AddressTable, addressKey, NetworkList, plainAddress } from './addresses.ts'
 import type { AuthFile } from './auth.ts'
 import { ConnectRate, Gate, GateFullError, LoginBackoff } from './login-guard.ts'
@@ -46,7 +46,7 @@ export type ConnectRefusal = (typeof CONNECT_REFUSALS)[number]
 
 export type AuthVerdict = { ok: true } | { ok: false, returnCode: 2 | 3 | 4 | 5, message: string }
 
-type ClientState = Who & { key: string, address: string, logged: boolean }
+type ClientState = Who & { key: string, address: string, logged: boolean, own: OwnReadings | null }
 
 const remote = (client: Client): string | undefined => (client.conn as Partial<Socket>).remoteAddress
 
@@ -146,7 +146,8 @@ export class Security {
       this.refuse('takeover', { ...fields, holder: prior.address }, key, 'client id in use by another principal; takeover refused')
       return { ok: false, returnCode: 2, message: 'client id in use' }
     }
-    this.state.set(client, { principal, clientId: client.id, local: this.local.has(address), key, address, logged: false })
+    const who: Who = { principal, clientId: client.id, local: this.local.has(address) }
+    this.state.set(client, { ...who, key, address, logged: false, own: ownReadings(who) })
     return { ok: true }
   }
 
@@ -154,7 +155,7 @@ export class Security {
 
   private who (client: Client): ClientState {
     // a client without state did not pass authenticate (cannot publish): treat as a remote anonymous
-    return this.state.get(client) ?? { principal: { role: 'anonymous' }, clientId: client.id, local: false, key: 'unknown', address: 'unknown', logged: false }
+    return this.state.get(client) ?? { principal: { role: 'anonymous' }, clientId: client.id, local: false, key: 'unknown', address: 'unknown', logged: false, own: null }
   }
 
   private denied (client: Client, s: ClientState, action: 'publish' | 'subscribe', rule: string, topic: string): void {
@@ -171,6 +172,7 @@ export class Security {
 
   authorizePublish (client: Client, topic: string): { kind: 'allow' } | { kind: 'readings', deviceId: string } | { kind: 'deny', error: Error } {
     const s = this.who(client)
+    if (s.own !== null && topic === s.own.topic) return s.own.verdict
     const v = publishVerdict(s, topic)
     if (v.kind !== 'deny') return v
     if (v.rule === ('other_device' satisfies PublishDenial)) this.metrics.intake.inc({ outcome: 'acl_denied' })

@@ -1,7 +1,7 @@
 /** Topic rules, address keys, login back-off, connect rate and the scrypt gate (no sockets). */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { publishVerdict, subscribeDenial, type Who } from '../../gateway/broker/acl.ts'
+import { ownReadings, publishVerdict, subscribeDenial, type Who } from '../../gateway/broker/acl.ts'
 import { AddressTable, addressKey, NetworkList } from '../../gateway/broker/addresses.ts'
 import { ConnectRate, Gate, GateFullError, LoginBackoff } from '../../gateway/broker/login-guard.ts'
 import { isLoopbackHost } from '../../gateway/broker/security-config.ts'
@@ -25,6 +25,26 @@ test('publish rules: no $-topics for anyone; readings only by their own client i
   assert.equal(publishVerdict(device, 'site/lights').kind, 'deny', 'devices publish only their readings')
   assert.equal(publishVerdict(anonFar, 'site/lights').kind, 'allow')
   assert.equal(publishVerdict(app, 'site/lights').kind, 'allow')
+})
+
+test('the per-connection readings fast path gives publishVerdict\'s answer for every topic', () => {
+  const ids = ['s1', 'sensor-0042', 'a/b', 'x+', 'y#', '$sys', '', 'devices', 'é-unicode', 'a'.repeat(200)]
+  const principals: Who['principal'][] = [{ role: 'anonymous' }, { role: 'device', name: 's1' }, { role: 'app', name: 'dash' }]
+  let fast = 0
+  for (const id of ids) {
+    for (const principal of principals) {
+      const who: Who = { principal, clientId: id, local: true }
+      const own = ownReadings(who)
+      const topics = [`devices/${id}/readings`, `devices/${id}/readings/x`, `devices/${id}/receipts`, `devices/${id}x/readings`, 'devices/s1/readings', 'devices/a/b/readings', `$devices/${id}/readings`, 'other/topic']
+      for (const topic of topics) {
+        const viaFastPath = own !== null && topic === own.topic ? (fast++, own.verdict) : publishVerdict(who, topic)
+        assert.deepEqual(viaFastPath, publishVerdict(who, topic), `${JSON.stringify(who)} on ${topic}`)
+      }
+    }
+  }
+  assert.ok(fast >= 6, `the fast path was taken (${fast})`)
+  assert.equal(ownReadings({ principal: { role: 'app', name: 'dash' }, clientId: 's1', local: true }), null, 'apps publish no readings')
+  assert.equal(ownReadings({ principal: { role: 'anonymous' }, clientId: 'a/b', local: true }), null, 'an id that is not a device id has no readings topic')
 })
 
 test('subscribe rules by policy', () => {
