@@ -12,7 +12,11 @@
  *   q!NNNNNNNNNNNNNNNN                 quarantined entry that could not be read at all
  */
 const pad4 = (n: number): string => n.toString().padStart(4, '0')
-const pad16 = (n: number): string => n.toString().padStart(16, '0')
+const ZEROS = '0000000000000000'
+/** As padStart(16, '0'), without its intermediate strings (two keys per reading). */
+const pad16 = (n: number): string => { const t = String(n); return t.length >= 16 ? t : ZEROS.slice(t.length) + t }
+/** `i!PPPP!` per partition, built once */
+const itemPrefixes: string[] = []
 
 export const K = {
   epoch: 'm!epoch',
@@ -20,7 +24,7 @@ export const K = {
   version: 'm!version',
   dlqMeta: 'm!dlq',
   counter: (p: number): string => `c!${pad4(p)}`,
-  item: (p: number, s: number): string => `i!${pad4(p)}!${pad16(s)}`,
+  item: (p: number, s: number): string => (itemPrefixes[p] ??= `i!${pad4(p)}!`) + pad16(s),
   itemPrefix: (p: number): string => `i!${pad4(p)}!`,
   itemEnd: (p: number): string => `i!${pad4(p)}"`, // '"' sorts right after '!'
   dedup: (device: string): string => `d!${device}`,
