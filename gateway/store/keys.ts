@@ -17,6 +17,7 @@ const ZEROS = '0000000000000000'
 const pad16 = (n: number): string => { const t = String(n); return t.length >= 16 ? t : ZEROS.slice(t.length) + t }
 /** `i!PPPP!` per partition, built once */
 const itemPrefixes: string[] = []
+const itemPrefix = (p: number): string => (itemPrefixes[p] ??= `i!${pad4(p)}!`)
 
 export const K = {
   epoch: 'm!epoch',
@@ -24,8 +25,8 @@ export const K = {
   version: 'm!version',
   dlqMeta: 'm!dlq',
   counter: (p: number): string => `c!${pad4(p)}`,
-  item: (p: number, s: number): string => (itemPrefixes[p] ??= `i!${pad4(p)}!`) + pad16(s),
-  itemPrefix: (p: number): string => `i!${pad4(p)}!`,
+  item: (p: number, s: number): string => itemPrefix(p) + pad16(s),
+  itemPrefix,
   itemEnd: (p: number): string => `i!${pad4(p)}"`, // '"' sorts right after '!'
   dedup: (device: string): string => `d!${device}`,
   evicted: (p: number, from: number): string => `e!${pad4(p)}!${pad16(from)}`,
