@@ -16,13 +16,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createWriteStream, readFileSync } from 'node:fs'
+import { createWriteStream } from 'node:fs'
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { configFileArg, helpText, parseConfig, VERSION, type ConfigOf } from '../protocol/index.ts'
 import { ThrowawayPostgres } from './throwaway-postgres.ts'
+import { launcherNodeArgs } from './node-options.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, simConfig, startProgress, waitForDrain, writeReport } from '../device-sim/index.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
@@ -53,11 +54,6 @@ type Proc = { name: string, proc: ChildProcess, ready: Record<string, unknown>, 
 const say = (s: string): void => { process.stderr.write(s + '\n') }
 /** Signals this close together are one Ctrl-C (the terminal's and npm's forwarded copy). */
 const SIGNAL_COALESCE_MS = 500
-
-/** The V8 options bin/gateway runs the installed gateway with (bin/node-options): the demo's gateway gets them too. */
-function gatewayNodeOptions (): string[] {
-  return readFileSync(join(ROOT, 'bin', 'node-options'), 'utf8').split('\n').filter((l) => !l.startsWith('#')).join(' ').split(/\s+/).filter(Boolean)
-}
 
 async function spawnCli (name: string, entry: string, args: string[], logFile: string, nodeArgs: string[] = []): Promise<Proc> {
   // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
@@ -144,7 +140,7 @@ async function main (): Promise<number> {
     const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs], join(dataDir, 'logs', 'ingest.log'))
     procs.push(ingest)
     const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
-    const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), '--upstream', ingestUrl, '--token', token], join(dataDir, 'logs', 'gateway.log'), gatewayNodeOptions())
+    const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), '--upstream', ingestUrl, '--token', token], join(dataDir, 'logs', 'gateway.log'), launcherNodeArgs(ROOT)) // the V8 options of the installed gateway (bin/gateway)
     procs.push(gateway)
     const brokerUrl = `mqtt://127.0.0.1:${String(gateway.ready.mqttPort)}`
     const adminUrl = `http://127.0.0.1:${String(gateway.ready.adminPort)}`

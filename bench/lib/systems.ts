@@ -21,6 +21,7 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { type Cleanup, exists, freePort, pinned, type Proc, waitForPort } from './procs.ts'
+import { launcherNodeArgs } from '../../scripts/node-options.ts'
 
 export const ROOT = resolve(import.meta.dirname, '..', '..')
 export const MOSQUITTO = '/usr/sbin/mosquitto'
@@ -123,8 +124,7 @@ export function compiledGateway (cleanup: Cleanup, rev?: string): Promise<string
 
 /** The node options and environment bin/gateway (the installed launcher) runs the gateway with. */
 export function launcherOptions (): { nodeArgs: string[], env: Record<string, string> } {
-  const text = readFileSync(join(ROOT, 'bin', 'node-options'), 'utf8')
-  return { nodeArgs: text.split('\n').filter((l) => !l.startsWith('#')).join(' ').split(/\s+/).filter(Boolean), env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } }
+  return { nodeArgs: launcherNodeArgs(ROOT), env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } }
 }
 
 function gateway (durability: 'power' | 'process', compiled: boolean, rev?: string, launcher = false): System {

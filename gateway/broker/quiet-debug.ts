@@ -20,24 +20,22 @@ function off (ns: string): unknown {
   return Object.assign(d, { extend: (sub: string) => off(`${ns}:${sub}`) })
 }
 
-/** Returns true when mqtt-packet's debug calls were made no-ops. */
-export function quietMqttPacketDebug (env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env.DEBUG) return false
+/** Makes mqtt-packet's debug calls no-ops, unless DEBUG is set. */
+function quietMqttPacketDebug (): void {
+  if (process.env.DEBUG) return
   try {
     const fromAedes = createRequire(fileURLToPath(import.meta.resolve('aedes')))
     const fromPacket = createRequire(fromAedes.resolve('mqtt-packet'))
     const id = fromPacket.resolve('debug')
     const real = fromPacket('debug') as Factory
     const mod = fromPacket.cache[id]
-    if (!mod || typeof real !== 'function') return false
-    if ((real as { quieted?: boolean }).quieted) return true
+    if (!mod || typeof real !== 'function' || (real as { quieted?: boolean }).quieted) return
     const wrapped = Object.assign((ns: string) => ns.startsWith('mqtt-packet') ? off(ns) : real(ns), real, { quieted: true }) as Factory
     wrapped.default = wrapped
     wrapped.debug = wrapped
     mod.exports = wrapped
-    return true
   } catch {
-    return false
+    // another module layout: the real debug stays
   }
 }
 
