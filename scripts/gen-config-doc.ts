@@ -164,7 +164,7 @@ function defaultText (key: string, spec: FieldSpec): string {
 
 function renderSection (p: Program, s: Section, heading: string): string {
   const rows = s.fields.map(([k, spec]) => {
-    const flag = spec.type === 'bool' ? `\`--${kebab(k)}\`, \`--no-${kebab(k)}\`` : `\`--${kebab(k)}\``
+    const flag = spec.type === 'bool' && k !== 'help' ? `\`--${kebab(k)}\`, \`--no-${kebab(k)}\`` : `\`--${kebab(k)}\``
     return `| ${flag} | \`${envName(p.envPrefix, k)}\` | \`${k}\` | ${typeText(spec)} | ${defaultText(k, spec)} | ${cell(spec.doc)} |`
   })
   return [
