@@ -84,6 +84,12 @@ test('every relative link in README.md, CONTRIBUTING.md and docs/*.md resolves',
   assert.deepEqual(bad, [])
 })
 
+test('README.md links every document under docs/', () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const unlinked = readdirSync(join(ROOT, 'docs')).filter((n) => n.endsWith('.md')).sort().filter((n) => !readme.includes(`](docs/${n})`) && !readme.includes(`](docs/${n}#`))
+  assert.deepEqual(unlinked, [], 'README.md has no link to these docs')
+})
+
 test('the checks catch a missing doc, a dead link and a dead anchor', () => {
   const have = new Set(['docs/design.md'])
   assert.deepEqual(missingCitations('see docs/design.md and docs/upstream.md (docs/upstream.md)', (r) => have.has(r)), ['docs/upstream.md'])
