@@ -90,6 +90,17 @@ test('README.md links every document under docs/', () => {
   assert.deepEqual(unlinked, [], 'README.md has no link to these docs')
 })
 
+test("README's two commands are real, and .ci/run runs exactly README's test command", () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const lines = /```sh\n(npm install && npm start[^\n]*)\n(npm install && npm test[^\n]*)\n```/.exec(readme)
+  assert.ok(lines, 'README starts with the two commands: npm install && npm start, npm install && npm test')
+  const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts
+  assert.ok(scripts.start && scripts.test, 'package.json has start and test scripts')
+  const testCmd = /&& (npm test)\b/.exec(lines[2]!)![1]!
+  const ci = readFileSync(join(ROOT, '.ci', 'run'), 'utf8').split('\n').map((l) => l.trim())
+  assert.ok(ci.includes(testCmd), `.ci/run runs ${testCmd}`)
+})
+
 test('the checks catch a missing doc, a dead link and a dead anchor', () => {
   const have = new Set(['docs/design.md'])
   assert.deepEqual(missingCitations('see docs/design.md and docs/upstream.md (docs/upstream.md)', (r) => have.has(r)), ['docs/upstream.md'])
