@@ -16,7 +16,7 @@ export const simSchema = {
   rate: { type: 'number', default: 1, min: 0.001, max: 1000, doc: 'readings per second per device' },
   count: { type: 'int', default: 0, min: 0, doc: 'readings per device, then stop (0 = no limit)' },
   duration: { type: 'number', default: 0, min: 0, doc: 'seconds to run, then stop (0 = no limit; with neither, run until SIGINT)' },
-  payload: { type: 'enum', values: ['cbor', 'json'], default: 'cbor', doc: 'payload encoding' },
+  payload: { type: 'enum', values: ['cbor', 'json'], default: 'cbor', doc: 'payload encoding of readings: a CBOR map or a JSON object' },
   qos: { type: 'int', default: 1, min: 0, max: 1, doc: 'MQTT QoS of readings (0 = at most once: nothing is acknowledged)' },
   inflight: { type: 'int', default: 16, min: 1, max: 65535, doc: 'max unacknowledged publishes in flight per device' },
   maxQueue: { type: 'int', default: 10_000, min: 1, doc: 'max unacknowledged readings a device keeps in memory; when full, new readings are skipped (counted)' },

@@ -11,7 +11,7 @@ export const schema = {
   port: { type: 'int', default: 8080, min: 0, max: 65535, doc: 'HTTP port (0 picks a free one)' },
   host: { type: 'string', default: '127.0.0.1', doc: 'address to listen on (0.0.0.0 or :: to accept remote gateways)' },
   dataDir: { type: 'string', default: './data/ingest', doc: 'LevelDB directory of the leveldb sink' },
-  sink: { type: 'enum', values: ['leveldb', 'postgres'] as const, default: 'leveldb', doc: 'where readings are stored' },
+  sink: { type: 'enum', values: ['leveldb', 'postgres'] as const, default: 'leveldb', doc: 'where readings are stored: leveldb (embedded, in --data-dir) or postgres (docs/postgres.md)' },
   postgresUrl: { type: 'string', doc: 'PostgreSQL connection URL (sink postgres; else DATABASE_URL or --postgres-url-file)' },
   postgresUrlFile: { type: 'string', doc: 'file holding the PostgreSQL connection URL (keeps the password off the command line)' },
   postgresPoolMax: { type: 'int', default: 10, min: 1, max: 1000, doc: 'PostgreSQL connections per ingest process' },

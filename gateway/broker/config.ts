@@ -19,7 +19,7 @@ export const brokerSchema = {
   tlsKey: { type: 'string', doc: 'PEM private key of --tls-cert' },
   tlsCa: { type: 'string', doc: 'PEM CA that signs device certificates: clients may present one (CN = device id)' },
   tlsRequireClientCert: { type: 'bool', default: false, doc: 'TLS clients must present a certificate signed by --tls-ca; its CN is the device id and must equal the client id' },
-  auth: { type: 'enum', values: ['none', 'file'] as const, default: 'none', doc: 'MQTT authentication' },
+  auth: { type: 'enum', values: ['none', 'file'] as const, default: 'none', doc: 'MQTT authentication: none (anyone; loopback only unless --allow-anonymous) or file (scrypt credentials in --auth-file)' },
   authFile: { type: 'string', doc: 'JSON file of device/app credentials (with --auth file)' },
   maxPacketBytes: { type: 'int', default: 64 * 1024, min: 256, max: 256 * 1024 * 1024, doc: 'Largest MQTT packet; larger ones close the connection before they are buffered' },
   maxConnections: { type: 'int', default: 20000, min: 1, doc: 'MQTT connections accepted at once' },

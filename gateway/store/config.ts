@@ -13,7 +13,7 @@ export const storeSchema = {
   leveldbCacheBytes: { type: 'int', default: 2 * 1024 ** 2, min: 0, max: 1024 ** 3, doc: 'LevelDB block cache (memory)' },
   leveldbBlockBytes: { type: 'int', default: 4096, min: 1024, max: 1024 ** 2, doc: 'LevelDB table block size' },
   leveldbCompression: { type: 'bool', default: true, doc: 'Snappy-compress LevelDB tables' },
-  maxBufferItems: { type: 'int', default: 10_000_000, min: 1, doc: 'Buffer quota in items' },
+  maxBufferItems: { type: 'int', default: 10_000_000, min: 1, doc: 'Buffer quota in items (readings on disk not yet stored upstream); see --full-policy' },
   maxBufferBytes: { type: 'int', default: 2 * 1024 ** 3, min: 1024, doc: 'Buffer quota in bytes' },
   fullPolicy: { type: 'enum', values: ['block', 'drop-oldest'] as const, default: 'block', doc: 'When the buffer is full: stop acknowledging, or evict the oldest items (reported upstream)' },
   maxDlqItems: { type: 'int', default: 100_000, min: 1, doc: 'Dead-letter store quota in records; past it the oldest records are dropped (counted and logged)' },
