@@ -6,12 +6,13 @@
  * once with the tag as its reason, the ingest answers 400 at once.
  */
 import assert from 'node:assert/strict'
-import { request } from 'node:http'
+import { createServer, request } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { gzipSync } from 'node:zlib'
-import { decodeResponse, encodeBatch } from '../../protocol/index.ts'
-import { spawnCli, tempDir } from '../helpers/index.ts'
+import { AckCode, decodeBatch, decodeResponse, encodeBatch, encodeResponse, type ItemResult } from '../../protocol/index.ts'
+import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
@@ -95,4 +96,41 @@ test('ingest: a gzip body inflating to an 8 MiB bignum gets 400 at once, and the
   const ok = await post(port, '/v1/batches', auth, encodeBatch({ gateway: 'gw1', epoch: 'e', batch: 'b', floors: [[0, 1]], items: [[0, 1, 'd', 1, 1, 1, 1, { a: 1 }]] }), 20_000)
   assert.equal(ok.status, 200)
   assert.deepEqual(decodeResponse(ok.body).results.map((x) => x[2]), [0])
+})
+
+test('gateway: a 200 response carrying a 60 KiB bignum is a bad response, refused at once; the batch is sent again, not lost', { timeout: 60_000 }, async (t) => {
+  // an ingest (or something in its place) whose first two answers hold {"v": 1, "batch": tag2(60 KiB), ...}
+  let answers = 0
+  const stored: string[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const batch = decodeBatch(Buffer.concat(chunks), { maxItems: 1000 })
+      res.writeHead(200, { 'content-type': 'application/cbor' })
+      if (++answers <= 2) {
+        res.end(Buffer.concat([hex('a3 61 76 01 65 6261746368 c2'), bytesHead(60 * 1024), Buffer.alloc(60 * 1024, 0xff), hex('67 726573756c7473 80')]))
+        return
+      }
+      const results = batch.items.map((i) => { const it = i as unknown[]; stored.push(`${String(it[2])}:${String(it[3])}`); return [it[0], it[1], AckCode.Stored] as ItemResult })
+      res.end(encodeResponse({ batch: batch.batch, results }))
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections() }))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const gw = await startGateway(t, { upstream: [url], token: 'x', lingerMs: 20, retryBaseMs: 20, retryMaxMs: 200, upstreamProtocol: 'v1', compression: 'none' })
+  const c = await connectDevice(t, gw.mqttPort, 'resp-1')
+  await publish(c, 'devices/resp-1/readings', reading(1))
+  const base = `http://127.0.0.1:${gw.adminPort}`
+  const seen: string[] = []
+  await waitFor(async () => {
+    const st = await (await fetch(base + '/status')).json() as { upstream: { lastError: string | null } }
+    if (st.upstream.lastError) seen.push(st.upstream.lastError)
+    return stored.length === 1
+  }, { timeoutMs: 30_000, what: 'the reading stored after two bad responses' })
+  assert.deepEqual(stored, ['resp-1:1'], 'delivered once, after the bad answers')
+  const metrics = await (await fetch(base + '/metrics')).text()
+  assert.match(metrics, /gateway_upstream_batches_total\{outcome="bad_response"\} 2/)
+  assert.ok(seen.some((e) => e.includes('CBOR tag 2 at byte 10 is not accepted')), `the tag is named in /status: ${seen.join(' | ')}`)
 })
