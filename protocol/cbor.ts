@@ -11,8 +11,9 @@
  * live: a bignum (tag 2/3) is built byte by byte, quadratic (16 KiB took ~25 ms, 64 KiB
  * ~420 ms), tag 27 calls `RegExp`, tags 28/29 build cycles, record tags define structures
  * that outlive the call. The scanner refuses the tag head, naming its number and offset,
- * before cbor-x runs. `allowTags` can name exceptions (none is used); an allowed bignum
- * must be a definite byte string of at most `maxBignumBytes` (default 8).
+ * before cbor-x runs. `allowTags` names exceptions (only the dead-letter tools' display of
+ * stored bytes has any: gateway/dlq/render.ts); an allowed bignum must be a definite byte
+ * string of at most `maxBignumBytes` (default 8).
  */
 import { Encoder } from 'cbor-x'
 import { Decoder } from 'cbor-x/decode-no-eval'
