@@ -4,6 +4,16 @@
  * would write them as float64 otherwise). Untrusted bytes are checked by `scanCbor`
  * (iterative: bounded depth, every declared length within the remaining bytes) before the
  * no-eval cbor-x decoder sees them, so a 9-byte "array of 4 billion items" costs nothing.
+ *
+ * No CBOR tag (major type 6) is accepted on untrusted input (issue #19): no format of this
+ * project has one (docs/design.md section 6, docs/protocol-v2.md; device timestamps are
+ * uint64 milliseconds, not tag 1), and cbor-x's tag handlers are where its costs and state
+ * live: a bignum (tag 2/3) is built byte by byte, quadratic (16 KiB took ~25 ms, 64 KiB
+ * ~420 ms), tag 27 calls `RegExp`, tags 28/29 build cycles, record tags define structures
+ * that outlive the call. The scanner refuses the tag head, naming its number and offset,
+ * before cbor-x runs. `allowTags` names exceptions (only the dead-letter tools' display of
+ * stored bytes has any: gateway/dlq/render.ts); an allowed bignum must be a definite byte
+ * string of at most `maxBignumBytes` (default 8).
  */
 import { Encoder } from 'cbor-x'
 import { Decoder } from 'cbor-x/decode-no-eval'
@@ -32,7 +42,22 @@ export function wireUint (n: number): number | bigint {
   return n > 0xffffffff ? BigInt(n) : n
 }
 
-export type ScanLimits = { maxDepth: number, maxItems?: number }
+export type ScanLimits = {
+  maxDepth: number
+  maxItems?: number
+  /** tag numbers accepted anyway (default none) */
+  allowTags?: readonly number[]
+  /** byte length cap of an allowed bignum (tags 2 and 3); default 8 */
+  maxBignumBytes?: number
+}
+
+/** The default `maxBignumBytes`: a bignum is only ever accepted up to a uint64's width. */
+export const MAX_BIGNUM_BYTES = 8
+
+/** The reason a tag is refused; the DecodeError message (a dead letter's reason, a 400's message). */
+export function tagRefused (tag: number, at: number): string {
+  return `CBOR tag ${tag} at byte ${at} is not accepted (untrusted CBOR carries no tags)`
+}
 
 let scanStack = new Float64Array(16)
 
@@ -54,6 +79,7 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
     const top = sp
     if (stack[top] === 0) { sp--; continue }
     if (pos >= len) throw new DecodeError(`truncated CBOR: item expected at byte ${pos}`)
+    const at = pos
     const ib = buf[pos++]!
     if (ib === 0xff) {
       if (stack[top] !== -1 && stack[top]! > -10) throw new DecodeError(`unexpected CBOR break at byte ${pos - 1}`)
@@ -103,6 +129,8 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
         else if (arg > 0) stack[++sp] = arg * 2
         break
       case 6:
+        if (limits.allowTags === undefined || !limits.allowTags.includes(arg)) throw new DecodeError(tagRefused(arg, at))
+        if (arg === 2 || arg === 3) checkBignum(buf, pos, at, limits.maxBignumBytes ?? MAX_BIGNUM_BYTES)
         stack[++sp] = 1
         break
       default: // 0, 1: integers; 7: simple values and floats, argument already skipped
@@ -110,6 +138,16 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
     if (sp > limits.maxDepth) throw new DecodeError(`CBOR nesting deeper than ${limits.maxDepth}`)
   }
   if (pos !== len) throw new DecodeError(`${len - pos} trailing bytes after the CBOR item`)
+}
+
+/** An allowed bignum's content at `pos`: a definite byte string of at most `max` bytes. */
+function checkBignum (buf: Uint8Array, pos: number, at: number, max: number): void {
+  const ib = pos < buf.length ? buf[pos]! : -1
+  const ai = ib & 31
+  let n = ai
+  if (ai === 24 && pos + 1 < buf.length) n = buf[pos + 1]!
+  else if (ai > 24) n = Infinity
+  if (ib >> 5 !== 2 || n > max) throw new DecodeError(`CBOR bignum (tag at byte ${at}) must be a byte string of at most ${max} bytes`)
 }
 
 /** Decodes one untrusted CBOR item after `scanCbor` accepted it. */

@@ -14,10 +14,11 @@ import { readDeadLetter, reasonSummary, scanDeadLetters, type DeadLetter, type D
 import type { Level } from 'level'
 import type { Store } from '../store/index.ts'
 import { isEmptyFilter } from './filter.ts'
-import { revalidate, view, type DeadLetterView, type Requeue } from './replay.ts'
+import { revalidate, view, viewJson, type DeadLetterView, type Requeue } from './replay.ts'
 
 export { parseFilter, parseTime, isEmptyFilter, FILTER_KEYS } from './filter.ts'
-export { view, revalidate, type DeadLetterView } from './replay.ts'
+export { view, viewJson, revalidate, type DeadLetterView } from './replay.ts'
+export { decodeForView, jsonSafe } from './render.ts'
 
 export type DlqAction = 'list' | 'show' | 'export' | 'replay' | 'purge'
 
@@ -82,13 +83,13 @@ export class DeadLetters {
     return r ? view(r, true) : null
   }
 
-  /** JSON lines, one record each (with its raw bytes in base64). */
+  /** JSON lines, one record each (with its raw bytes in base64); a record that cannot be shown is a line saying so. */
   async * export (filter: DlqFilter): AsyncGenerator<string> {
     let n = 0
     try {
       for await (const r of scanDeadLetters(this.store.db, filter)) {
         n++
-        yield JSON.stringify(view(r, true)) + '\n'
+        yield viewJson(r, true) + '\n'
       }
     } finally {
       this.done('export', n, { filter })

@@ -12,6 +12,7 @@
  */
 import { decodeReading, decodeUntrusted, isValidDeviceId, validateItem, type Boot, type Values } from '../../protocol/index.ts'
 import type { DeadLetter } from '../store/dlq-reader.ts'
+import { decodeForView, isoTime, jsonSafe } from './render.ts'
 
 export type Requeue = { device: string, seq: number | null, boot: Boot | null, ts: number | null, rx: number, values: Values }
 
@@ -43,16 +44,36 @@ export type DeadLetterView = {
   p?: number
   s?: number
   bytes: number
-  /** the reading as decoded (null when it cannot be decoded) */
+  /**
+   * the reading as decoded, JSON-safe (render.ts: values JSON cannot hold are `$`-marked
+   * objects); null when it cannot be decoded
+   */
   reading: unknown
+  /** why `reading` is null: the bytes do not decode (the raw bytes are still there) */
+  readingError?: string
   /** the stored bytes, base64 (show and export only) */
   raw?: string
 }
 
+/** The JSON view of a record; never throws, whatever the record's bytes hold. */
 export function view (rec: DeadLetter, withRaw: boolean): DeadLetterView {
+  try {
+    return fullView(rec, withRaw)
+  } catch (err) {
+    // not reached by any record known: the last line of defence for one that breaks a list
+    return {
+      id: rec.id, at: isoTime(Number(rec.at)), atMs: Number(rec.at), kind: 'unreadable', device: null, reason: '', bytes: rec.raw.length,
+      reading: null, readingError: `record ${rec.id} cannot be shown: ${err instanceof Error ? err.message : 'unknown error'}`,
+      ...(withRaw ? { raw: Buffer.from(rec.raw).toString('base64') } : {})
+    }
+  }
+}
+
+function fullView (rec: DeadLetter, withRaw: boolean): DeadLetterView {
+  const decoded = decodeForView(rec.raw, rec.kind)
   return {
     id: rec.id,
-    at: new Date(rec.at).toISOString(),
+    at: isoTime(rec.at),
     atMs: rec.at,
     kind: rec.kind,
     device: rec.device,
@@ -60,23 +81,20 @@ export function view (rec: DeadLetter, withRaw: boolean): DeadLetterView {
     ...(rec.topic !== undefined ? { topic: rec.topic } : {}),
     ...(rec.p !== undefined ? { p: rec.p, s: rec.s } : {}),
     bytes: rec.raw.length,
-    reading: decodeForView(rec),
+    reading: jsonSafe(decoded.value),
+    ...(decoded.error !== undefined ? { readingError: decoded.error } : {}),
     ...(withRaw ? { raw: rec.raw.toString('base64') } : {})
   }
 }
 
-function decodeForView (rec: DeadLetter): unknown {
+/**
+ * One line of a list or export: the record's view, or, should even that fail, its id and
+ * why, so one record never ends a list or an export stream.
+ */
+export function viewJson (rec: DeadLetter, withRaw: boolean): string {
   try {
-    if (rec.raw.length === 0) return null
-    const first = rec.raw.find((b) => b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09)
-    if (first === 0x7b) return JSON.parse(rec.raw.toString('utf8')) as unknown
-    const v = decodeUntrusted(rec.raw, { maxDepth: 6, maxItems: 4096 })
-    if (rec.kind === 'item' && Array.isArray(v) && v.length === 8) {
-      const [p, s, device, seq, boot, ts, rx, values] = v as unknown[]
-      return { p, s, device, seq, boot, ts, rx, values: values instanceof Map ? Object.fromEntries(values) : values }
-    }
-    return v instanceof Uint8Array ? { bytes: Buffer.from(v).toString('base64') } : v
-  } catch {
-    return null
+    return JSON.stringify(view(rec, withRaw))
+  } catch (err) {
+    return JSON.stringify({ id: rec.id, renderError: `record ${rec.id} cannot be shown: ${err instanceof Error ? err.message : 'unknown error'}`, ...(withRaw ? { raw: Buffer.from(rec.raw).toString('base64') } : {}) })
   }
 }

@@ -44,6 +44,10 @@ type Db = Level<string, Buffer>
 
 const idOfKey = (key: string): number => Number(key.slice(2))
 
+/** A stored field as text, without calling anything on it (a damaged record may hold any value). */
+const text = (v: unknown): string =>
+  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint' ? String(v) : v == null ? '' : `(${Array.isArray(v) ? 'array' : typeof v})`
+
 /** Decodes one stored record; unreadable ones are still listed (kind `unreadable`) so they can be purged. */
 export function decodeDeadLetter (id: number, v: Buffer): DeadLetter {
   let m: Record<string, unknown>
@@ -63,9 +67,9 @@ export function decodeDeadLetter (id: number, v: Buffer): DeadLetter {
   }
   return {
     id,
-    kind: String(m.kind),
-    reason: String(m.reason ?? ''),
-    at: Number(m.at ?? 0),
+    kind: text(m.kind),
+    reason: text(m.reason),
+    at: typeof m.at === 'number' ? m.at : typeof m.at === 'bigint' ? Number(m.at) : 0,
     device,
     ...(typeof m.topic === 'string' ? { topic: m.topic } : {}),
     ...(typeof m.p === 'number' ? { p: m.p } : {}),

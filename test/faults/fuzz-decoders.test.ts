@@ -12,6 +12,10 @@
  * its progress in shared memory: a case that hangs is killed and reported by its index.
  * fast-check adds generated structured inputs (its own seed) on the main thread.
  *
+ * Issue #19: a structure-aware generator (cbor-arbitrary.ts: every tag number class, bignums
+ * of up to 60 KiB, indefinite lengths, nesting thousands deep) through every untrusted
+ * decoder and the dead-letter view, with a time bound per input (STRUCT_BOUND_MS).
+ *
  * Reproduce: FUZZ_SEED=<printed seed> [FUZZ_CASES=n] node --import tsx --test test/faults/fuzz-decoders.test.ts
  */
 import assert from 'node:assert/strict'
@@ -24,6 +28,11 @@ import {
 import { encodeCbor, wireUint } from '../../protocol/cbor.ts'
 import { DecodeError, ValidationError } from '../../protocol/errors.ts'
 import { decodeReading, READING_LIMITS, VALUE_NAME_RE, type Reading } from '../../protocol/reading.ts'
+import { decodeReceipt } from '../../protocol/batch.ts'
+import { decodeBatchV2 } from '../../protocol/batch-v2-decode.ts'
+import { decodeResponseV2 } from '../../protocol/batch-v2.ts'
+import { decodeForView, jsonSafe } from '../../gateway/dlq/render.ts'
+import { cborItem, deepItem, placed, type Target as CborTarget } from './cbor-arbitrary.ts'
 import { DEVICE_ID_RE } from '../../protocol/topics.ts'
 import { mulberry32 } from '../../protocol/random.ts'
 
@@ -32,6 +41,16 @@ const CASES = Number(process.env.FUZZ_CASES ?? 100_000)
 const MAX_PAYLOAD = 16 * 1024
 const MAX_ITEMS = 50
 const HANG_MS = 10_000
+/**
+ * Time bound of one structure-aware input through one decoder (issue #19). Measured on the
+ * shared 2-core box (load 8-30): the slowest input of 6 x 1,500 took 3-9 ms (a 60 KiB
+ * bignum's scan, the 8 MiB-free deep-nesting refusals); the quadratic bignum build this
+ * guards against took 25 ms (16 KiB) to 420 ms (64 KiB). An input over the bound is timed
+ * twice more and only the fastest run counts, so a descheduled process is not a failure
+ * while a slow decoder, slow every time, is.
+ */
+const STRUCT_BOUND_MS = Number(process.env.FUZZ_BOUND_MS ?? 50)
+const STRUCT_RUNS = Number(process.env.FUZZ_STRUCT_RUNS ?? 1500)
 
 type Target = 'reading' | 'batch' | 'response'
 type Violation = { index: number, input: string, error: string }
@@ -389,6 +408,41 @@ if (isMainThread) {
 
     test(`decodeResponse: ${CASES} mutated response bodies`, { timeout: 120_000 }, async (t) => {
       assertReport(t, await fuzzInWorker('response'))
+    })
+
+    test(`fast-check, structure-aware CBOR (every tag, indefinite lengths, deep nesting): ${STRUCT_RUNS} inputs per decoder, each under ${STRUCT_BOUND_MS} ms`, { timeout: 120_000 }, (t) => {
+      const isErr = (err: unknown): boolean => err instanceof DecodeError || err instanceof ValidationError
+      const decoders: Record<CborTarget, (b: Buffer) => unknown> = {
+        reading: (b) => decodeReading(b, 64 * 1024),
+        batch: (b) => { const r = decodeBatch(b, { maxItems: MAX_ITEMS }); for (const it of r.items) { try { validateItem(it) } catch (err) { if (!(err instanceof ValidationError)) throw err } } return r },
+        batchV2: (b) => decodeBatchV2(b, { maxItems: MAX_ITEMS }),
+        response: (b) => decodeResponse(b),
+        responseV2: (b) => decodeResponseV2(b),
+        receipt: (b) => decodeReceipt(b),
+        // the dead-letter tools: decode for display (a few tags allowed) and render; never throws
+        view: (b) => JSON.stringify(jsonSafe(decodeForView(b, 'payload')))
+      }
+      const time = (f: () => void): number => { const t0 = performance.now(); f(); return performance.now() - t0 }
+      const t0 = performance.now()
+      let slowest = { ms: 0, target: '', hex: '' }
+      let tagged = 0
+      for (const [target, decode] of Object.entries(decoders) as [CborTarget, (b: Buffer) => unknown][]) {
+        const call = (b: Buffer): void => { try { decode(b) } catch (err) { if (!isErr(err) || target === 'view') throw err } }
+        // shown in a failure report by length and first bytes, not as 60 KiB of numbers
+        const items = fc.oneof({ arbitrary: cborItem, weight: 4 }, { arbitrary: deepItem, weight: 1 })
+          .map((b) => ({ b, [fc.toStringMethod]: () => `${b.length} bytes 0x${b.subarray(0, 24).toString('hex')}...` }))
+        fc.assert(fc.property(items, fc.nat(), ({ b: item }, where) => {
+          const input = placed(target, item, where)
+          if (input.includes(0xc2) || input.includes(0xd8)) tagged++
+          let ms = time(() => call(input))
+          if (ms > STRUCT_BOUND_MS) ms = Math.min(ms, time(() => call(input)), time(() => call(input)))
+          if (ms > slowest.ms) slowest = { ms, target, hex: input.subarray(0, 40).toString('hex') }
+          assert.ok(ms < STRUCT_BOUND_MS, `${target}: ${input.length}-byte input took ${ms.toFixed(1)} ms (bound ${STRUCT_BOUND_MS}): 0x${input.subarray(0, 40).toString('hex')}`)
+        }), { seed: SEED | 0, numRuns: STRUCT_RUNS, includeErrorInReport: true })
+      }
+      const total = performance.now() - t0
+      t.diagnostic(`structure-aware: 7 x ${STRUCT_RUNS} inputs in ${Math.round(total)} ms (seed ${SEED | 0}); slowest ${slowest.ms.toFixed(1)} ms (${slowest.target}, 0x${slowest.hex}...)`)
+      assert.ok(tagged > STRUCT_RUNS, 'the generator must produce tags')
     })
 
     test('fast-check: arbitrary values and bytes through every decoder', { timeout: 120_000 }, (t) => {

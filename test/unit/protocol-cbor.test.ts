@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { cborHead, decodeTrusted, decodeUntrusted, encodeCbor, scanCbor, wireUint } from '../../protocol/cbor.ts'
+import { cborHead, decodeTrusted, decodeUntrusted, encodeCbor, scanCbor, wireUint, type ScanLimits } from '../../protocol/cbor.ts'
 import { DecodeError } from '../../protocol/errors.ts'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const LIM = { maxDepth: 16 }
+/** Structure tests that nest through tags: the tags they use, allowed (untrusted input allows none). */
+const TAGS = { maxDepth: 16, allowTags: [0, 1, 6, 23, 32, 259, 0x10000, 0x100000000] }
 
-function scanFails (buf: Uint8Array, re: RegExp, limits: { maxDepth: number, maxItems?: number } = LIM): void {
+function scanFails (buf: Uint8Array, re: RegExp, limits: ScanLimits = LIM): void {
   assert.throws(() => scanCbor(buf, limits), (err: unknown) => {
     assert.ok(err instanceof DecodeError, `expected DecodeError, got ${String(err)}`)
     assert.match(err.message, re)
@@ -54,19 +56,22 @@ test('scanCbor accepts every major type at every additional-info width', () => {
     // 4: arrays, 5: maps
     '80', '82 01 02', '98 02 01 02', '99 0002 01 02', '9a 00000002 01 02', '9b 0000000000000002 01 02',
     'a0', 'a1 01 02', 'b8 01 01 02', 'b9 0001 01 02', 'ba 00000001 01 02', 'bb 0000000000000001 01 02',
-    // 6: tags with 0/1/2/4/8 byte tag numbers
-    'c1 1a 5f000000', 'd7 40', 'd8 20 60', 'd9 0103 a0', 'da 00010000 00', 'db 0000000100000000 00',
     // 7: simple values and floats
     'f4', 'f5', 'f6', 'f7', 'f8 20', 'f8 ff', 'f9 3c00', 'fa 3f800000', 'fb 3ff0000000000000'
   ]
   for (const h of ok) assert.doesNotThrow(() => scanCbor(hex(h), LIM), h)
+  // 6: tags with 0/1/2/4/8 byte tag numbers, well-formed when allowed (refused by default: cbor-tags.test.ts)
+  for (const h of ['c1 1a 5f000000', 'd7 40', 'd8 20 60', 'd9 0103 a0', 'da 00010000 00', 'db 0000000100000000 00']) {
+    assert.doesNotThrow(() => scanCbor(hex(h), TAGS), h)
+  }
 })
 
 test('scanCbor: a truncated header or body at every width is a DecodeError', () => {
   for (const h of ['18', '19 01', '1a 000100', '1b 00000001000000', '38', '3b ff', 'f9 3c', 'fa 3f80', 'fb 3ff00000', 'd8', 'd9 01'] ) {
     scanFails(hex(h), /truncated/)
   }
-  for (const h of ['43 0102', '63 6162', '82 01', 'a1 01', 'a2 01 02 03', 'c1', 'd8 20']) scanFails(hex(h), /truncated|declares/)
+  for (const h of ['43 0102', '63 6162', '82 01', 'a1 01', 'a2 01 02 03']) scanFails(hex(h), /truncated|declares/)
+  for (const h of ['c1', 'd8 20']) scanFails(hex(h), /truncated|declares/, TAGS)
   scanFails(new Uint8Array(0), /truncated/)
 })
 
@@ -97,7 +102,7 @@ test('scanCbor: a break outside an indefinite item is rejected', () => {
   scanFails(hex('ff'), /unexpected CBOR break/)
   scanFails(hex('81 ff'), /unexpected CBOR break/)
   scanFails(hex('a1 61 61 ff'), /unexpected CBOR break/)
-  scanFails(hex('c1 ff'), /unexpected CBOR break/)
+  scanFails(hex('c1 ff'), /unexpected CBOR break/, TAGS)
   scanFails(hex('9f ff ff'), /unexpected CBOR break|trailing/)
 })
 
@@ -133,7 +138,7 @@ test('scanCbor: nesting up to maxDepth passes, one more level fails', () => {
   // maps and tags count as levels too
   assert.doesNotThrow(() => scanCbor(hex('a1 00 a1 00 00'), { maxDepth: 2 }))
   scanFails(hex('a1 00 a1 00 a1 00 00'), /nesting/, { maxDepth: 2 })
-  scanFails(Buffer.concat([Buffer.alloc(3, 0xc1), hex('00')]), /nesting/, { maxDepth: 2 })
+  scanFails(Buffer.concat([Buffer.alloc(3, 0xc1), hex('00')]), /nesting/, { maxDepth: 2, allowTags: [1] })
   scanFails(Buffer.concat([Buffer.alloc(3, 0x9f), hex('ff ff ff')]), /nesting/, { maxDepth: 2 })
   // siblings do not add up: [[0], [0], [0]] is depth 2
   assert.doesNotThrow(() => scanCbor(hex('83 81 00 81 00 81 00'), { maxDepth: 2 }))
@@ -142,7 +147,8 @@ test('scanCbor: nesting up to maxDepth passes, one more level fails', () => {
 test('scanCbor: 10,000 nested arrays, maps or tags fail fast without a stack overflow', () => {
   for (const open of [0x81, 0x9f, 0xc6]) {
     const deep = Buffer.concat([Buffer.alloc(10_000, open), hex('00'), Buffer.alloc(open === 0x9f ? 10_000 : 0, 0xff)])
-    scanFails(deep, /nesting deeper than 8/, { maxDepth: 8 })
+    scanFails(deep, /nesting deeper than 8/, { maxDepth: 8, allowTags: [6] })
+    scanFails(deep, open === 0xc6 ? /tag 6 at byte 0/ : /nesting deeper than 8/, { maxDepth: 8 })
     assert.throws(() => decodeUntrusted(deep, { maxDepth: 8 }), DecodeError)
   }
   const deepMap = Buffer.concat([Buffer.from('a16161'.repeat(10_000), 'hex'), hex('00')])
