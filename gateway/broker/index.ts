@@ -87,7 +87,7 @@ export class Broker {
         const v = security.authorizePublish(client, packet.topic)
         if (v.kind === 'readings') { intake.handle(client, v.deviceId, packet, cb); return }
         // topic mappings (gateway/mapping/): readings from devices that publish in their own shapes
-        if (!packet.topic.startsWith('$') && config.mapper?.handle(client, packet, cb)) return
+        if (!packet.topic.startsWith('$') && config.mapper?.handle(client, packet, cb, security.principal(client))) return
         if (v.kind === 'deny') { cb(v.error); return }
         unmapped.note(client.id, packet.topic) // PUBACKed, never stored: logged once per client and topic, counted
         cb(null)

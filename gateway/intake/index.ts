@@ -17,6 +17,7 @@
  */
 import type { Client, PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
+import { Counter, Gauge } from 'prom-client'
 import { decodeReading, encodeItemFast, partitionOf, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metrics.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
@@ -87,6 +88,13 @@ export class Intake {
       this.cache.dropUnpinned()
     })
     store.on('space', () => this.admitBlocked())
+    // maxDedupDevices (store/dedup-bound.ts): the store logs evictions, the counter is here
+    // beside the cache the windows live in
+    const registers = [metrics.registry]
+    const evicted = new Counter({ name: 'gateway_dedup_evicted_total', help: 'Dedup windows evicted from disk to stay within maxDedupDevices (least recently used first); their devices\' retransmits of older readings are stored again', registers })
+    evicted.inc(store.dedupEvictedAtOpen)
+    store.on('dedupEvicted', (n: number) => evicted.inc(n))
+    new Gauge({ name: 'gateway_dedup_windows', help: 'Dedup windows on disk (at most maxDedupDevices)', registers, collect () { this.set(store.dedupWindows) } })
     store.on('floor', (p: number, floor: number) => this.releaseFloor(p, floor))
   }
 

@@ -11,7 +11,10 @@
  *     "separator": "_",                            joins nested names when flattening
  *     "seq": "Seq",                                JSON path of a device seq: exactly-once (else rx-based, at-least-once)
  *     "ts": "ts",                                  JSON path of a device time in ms
- *     "clientIdMustMatch": false }                 only a client whose id is the device id may publish
+ *     "clientIdMustMatch": false,                  only the client whose id is the device id, never an app
+ *     "anyDevice": false }                         any client may produce readings of any device (a bridge)
+ *
+ * Who may produce which device's readings is decided in publisher.ts (docs/mapping.md).
  */
 import { ConfigError, isValidDeviceId } from '../../protocol/index.ts'
 
@@ -27,9 +30,11 @@ export type Mapping = {
   seq: string | null
   ts: string | null
   clientIdMustMatch: boolean
+  /** Opt-in for bridges (a Zigbee2MQTT coordinator): lifts the own-id rule of publisher.ts. */
+  anyDevice: boolean
 }
 
-const KEYS = new Set(['topic', 'device', 'format', 'value', 'values', 'separator', 'seq', 'ts', 'clientIdMustMatch'])
+const KEYS = new Set(['topic', 'device', 'format', 'value', 'values', 'separator', 'seq', 'ts', 'clientIdMustMatch', 'anyDevice'])
 const SEGMENT_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/
 
 /** Named segments of a topic pattern, in order. */
@@ -86,6 +91,20 @@ function parseMapping (m: unknown, at: string): Mapping {
     for (const [k, p] of Object.entries(o.values)) values[k] = str(`${at}.values.${k}`, p, '')
   }
   const opt = (k: 'seq' | 'ts'): string | null => o[k] === undefined ? null : str(`${at}.${k}`, o[k], '')
-  if (o.clientIdMustMatch !== undefined && typeof o.clientIdMustMatch !== 'boolean') throw new ConfigError(`${at}.clientIdMustMatch`, 'must be true or false')
-  return { topic, device, format, value, values, separator: str(`${at}.separator`, o.separator, '_'), seq: opt('seq'), ts: opt('ts'), clientIdMustMatch: o.clientIdMustMatch === true }
+  for (const k of ['clientIdMustMatch', 'anyDevice'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new ConfigError(`${at}.${k}`, 'must be true or false')
+  }
+  if (o.clientIdMustMatch === true && o.anyDevice === true) throw new ConfigError(`${at}.anyDevice`, 'contradicts clientIdMustMatch: set one of them')
+  return {
+    topic,
+    device,
+    format,
+    value,
+    values,
+    separator: str(`${at}.separator`, o.separator, '_'),
+    seq: opt('seq'),
+    ts: opt('ts'),
+    clientIdMustMatch: o.clientIdMustMatch === true,
+    anyDevice: o.anyDevice === true
+  }
 }

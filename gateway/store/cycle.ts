@@ -62,6 +62,8 @@ export type StoreEvents = {
   dlqDropped: [records: number]
   /** dedup windows of idle devices deleted from disk (dedupIdleForgetMs) */
   dedupForgotten: [devices: number]
+  /** dedup windows evicted from disk by maxDedupDevices (dedup-bound.ts) */
+  dedupEvicted: [devices: number]
   writeError: [err: Error]
   cycle: [info: { ops: number, items: number, ms: number }]
   floor: [p: number, floor: number]

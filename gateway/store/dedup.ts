@@ -106,6 +106,16 @@ export class DedupWindow {
     return encodeCbor(this.seenAtS > 0 ? [1, this.window, boots, this.seenAtS] : [1, this.window, boots])
   }
 
+  /** The time of the last new reading of an encoded window (0: unknown or unreadable). */
+  static seenAtOf (buf: Uint8Array): number {
+    try {
+      const raw = decodeUntrusted(buf, { maxDepth: 4 }) as unknown
+      return Array.isArray(raw) && Number.isSafeInteger(raw[3]) && (raw[3] as number) > 0 ? raw[3] as number : 0
+    } catch {
+      return 0
+    }
+  }
+
   static decode (buf: Uint8Array): DedupWindow {
     const raw = decodeUntrusted(buf, { maxDepth: 4 }) as unknown
     if (!Array.isArray(raw) || raw[0] !== 1 || typeof raw[1] !== 'number' || !Array.isArray(raw[2])) throw new Error('dedup state: unknown layout')

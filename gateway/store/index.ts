@@ -40,6 +40,7 @@
  *   flush-side.ts     reads, hold/release, settle and the floor
  *   dedup-persist.ts  dedup windows on disk
  *   dedup-sweep.ts    forgetting the windows of idle devices on disk
+ *   dedup-bound.ts    maxDedupDevices: the count of windows on disk, LRU eviction
  *   recover.ts        startup recovery
  */
 import { EventEmitter } from 'node:events'
@@ -54,6 +55,7 @@ import { DeadLetters, readDeadLetters, type DlqRecord } from './dead-letters.ts'
 import type { DedupWindow } from './dedup.ts'
 import { DedupPersistence } from './dedup-persist.ts'
 import { DedupSweep } from './dedup-sweep.ts'
+import { DedupBound } from './dedup-bound.ts'
 import { Evictions } from './evict.ts'
 import { FlushSide, type ReadBatch } from './flush-side.ts'
 import { ITEM_OVERHEAD, type Partition } from './partition.ts'
@@ -86,9 +88,10 @@ export class Store extends EventEmitter<StoreEvents> {
   private readonly flushSide: FlushSide
   private readonly dedup: DedupPersistence
   private readonly dedupSweep: DedupSweep
+  private readonly dedupBound: DedupBound
   private closed = false
 
-  private constructor (readonly config: StoreConfig, db: Db, r: Recovered, log: Logger) {
+  private constructor (readonly config: StoreConfig, db: Db, r: Recovered, bound: DedupBound, log: Logger) {
     super()
     this.db = db
     this.epoch = r.epoch
@@ -101,7 +104,8 @@ export class Store extends EventEmitter<StoreEvents> {
     this.evictions = new Evictions(r.evicted, db, r.parts, log)
     this.reopener = new Reopener(db, r.parts, this.quota, log, () => this.closed)
     this.dedupSweep = new DedupSweep(db, config.dedupIdleForgetMs, log, () => this.gc.schedule())
-    const writer = new CycleWriter({ config, db, parts: r.parts, quota: this.quota, deadLetters: this.dlq, evictions: this.evictions, reopener: this.reopener, dedupSweep: this.dedupSweep, events: this, log })
+    this.dedupBound = bound
+    const writer = new CycleWriter({ config, db, parts: r.parts, quota: this.quota, deadLetters: this.dlq, evictions: this.evictions, reopener: this.reopener, dedupSweep: this.dedupSweep, dedupBound: bound, events: this, log })
     this.gc = new GroupCommit(writer)
     this.flushSide = new FlushSide({ config, db, parts: r.parts, quota: this.quota, evictions: this.evictions, gc: this.gc, events: this, log })
     this.dedup = new DedupPersistence(db, this.gc, log)
@@ -125,8 +129,9 @@ export class Store extends EventEmitter<StoreEvents> {
       throw openError(config.dataDir, err)
     }
     try {
-      const store = new Store(config, db, await recover(config, db, log), log)
-      log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count }, 'store recovered')
+      const r = await recover(config, db, log)
+      const store = new Store(config, db, r, await DedupBound.open(db, config.maxDedupDevices, log), log)
+      log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count, dedupWindows: store.dedupWindows }, 'store recovered')
       return store
     } catch (err) {
       await db.close().catch(() => {})
@@ -157,6 +162,12 @@ export class Store extends EventEmitter<StoreEvents> {
     this.quota.reserve(a.raw.length + ITEM_OVERHEAD)
     this.gc.schedule()
   }
+
+  /** Dedup windows on disk now (at most `maxDedupDevices`). */
+  get dedupWindows (): number { return this.dedupBound.size }
+
+  /** Dedup windows evicted when the store opened, to come under `maxDedupDevices`. */
+  get dedupEvictedAtOpen (): number { return this.dedupBound.evictedAtOpen }
 
   /** Starts a sweep of idle dedup windows on disk now (it also runs on a timer). */
   sweepDedup (): void {

@@ -19,6 +19,7 @@ import { ITEM_OVERHEAD, type Partition } from './partition.ts'
 import type { Quota } from './quota.ts'
 import type { Reopener } from './reopen.ts'
 import type { DedupSweep } from './dedup-sweep.ts'
+import type { DedupBound } from './dedup-bound.ts'
 
 type Deps = {
   config: StoreConfig
@@ -29,6 +30,7 @@ type Deps = {
   evictions: Evictions
   reopener: Reopener
   dedupSweep: DedupSweep
+  dedupBound: DedupBound
   events: EventEmitter<StoreEvents>
   log: Logger
 }
@@ -36,7 +38,7 @@ type Deps = {
 const NO_RECORDS: DlqPlan = { encoded: [], dropOld: [], dropNew: 0, removed: [] }
 
 /** What a written cycle changes in memory, kept from `write` to `settle`. */
-type Result = { t0: number, evictedRanges: EvictedRange[], evictedCount: number, dlqDropped: number, dlqDroppedIds: [number, number] | null, dedupForgotten: number }
+type Result = { t0: number, evictedRanges: EvictedRange[], evictedCount: number, dlqDropped: number, dlqDroppedIds: [number, number] | null, dedupForgotten: number, dedupEvicted: number }
 
 export class CycleWriter implements GroupWriter<Cycle> {
   private readonly results = new WeakMap<Cycle, Result>()
@@ -61,6 +63,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
     let evictedRanges: EvictedRange[] = []
     let evictedCount = 0
     let dedupForgotten = 0
+    let dedupEvicted = 0
     let dlqResult: DlqStaged = { nextId: 0, count: 0, bytes: 0, quarantineNext: 0, dropped: 0, droppedIds: null }
     const delta = new Map<number, { items: number, bytes: number }>()
     const d = (p: number): { items: number, bytes: number } => {
@@ -95,8 +98,12 @@ export class CycleWriter implements GroupWriter<Cycle> {
       // predecessor was deleted with it (issue 13)
       const forgotten = this.d.dedupSweep.wanted ? await this.d.dedupSweep.plan(c) : []
       for (const k of forgotten) b.del(k)
+      // maxDedupDevices: evictions to make room for this cycle's new windows (dedup-bound.ts)
+      const removed = dedupRemoved(forgotten, c)
+      const bound = this.d.dedupBound.plan(c.devices, removed)
+      for (const dev of bound.deletes) b.del(K.dedup(dev))
       const dl = deadLetters.stage(b, records.length || c.dlqDrops.length ? await deadLetters.plan(records, c.dlqDrops) : NO_RECORDS, c.quarantine)
-      for (const [dev, w] of c.devices) b.put(K.dedup(dev), w.encode())
+      for (const [dev, w] of c.devices) if (bound.unwritten === null || !bound.unwritten.has(dev)) b.put(K.dedup(dev), w.encode())
       for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
       for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
       for (const [p, x] of delta) {
@@ -120,6 +127,8 @@ export class CycleWriter implements GroupWriter<Cycle> {
       deadLetters.committed(dl)
       dlqResult = dl
       dedupForgotten = forgotten.length
+      this.d.dedupBound.committed(c.devices, removed, bound)
+      dedupEvicted = bound.evicted
       evictions.forgotten(c.evictedDone)
     } catch (e) {
       // the evicted ranges were merged into memory before the write: take them back
@@ -129,7 +138,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       this.release(c)
       evictions.planning.clear()
     }
-    this.results.set(c, { t0, evictedRanges, evictedCount, dlqDropped: dlqResult.dropped, dlqDroppedIds: dlqResult.droppedIds, dedupForgotten })
+    this.results.set(c, { t0, evictedRanges, evictedCount, dlqDropped: dlqResult.dropped, dlqDroppedIds: dlqResult.droppedIds, dedupForgotten, dedupEvicted })
   }
 
   /** The cycle is written or failed: its deletes are no longer pending, its reservation ends. */
@@ -163,6 +172,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
     events.emit('cycle', { ops: c.waiters.length + appendedItems, items: appendedItems, ms: performance.now() - r.t0 })
     if (r.evictedCount) events.emit('evicted', r.evictedRanges, r.evictedCount)
     if (r.dedupForgotten) events.emit('dedupForgotten', r.dedupForgotten)
+    if (r.dedupEvicted) events.emit('dedupEvicted', r.dedupEvicted)
     if (r.dlqDropped) {
       const { maxDlqItems, maxDlqBytes } = this.d.config
       this.d.log.warn({ records: r.dlqDropped, ids: r.dlqDroppedIds, maxDlqItems, maxDlqBytes }, 'dead-letter store full: dropped the oldest records')
@@ -182,4 +192,12 @@ export class CycleWriter implements GroupWriter<Cycle> {
       for (const p of new Set([...c.deletes.map((x) => x.p), ...c.deadItems.map((x) => x.p)])) events.emit('floor', p, parts[p]!.head)
     }
   }
+}
+
+/** Device ids of the dedup windows a cycle deletes anyway: idle (sweep) and quarantined. */
+function dedupRemoved (forgotten: string[], c: Cycle): string[] {
+  if (forgotten.length === 0 && c.quarantine.length === 0) return forgotten
+  const out = forgotten.map((k) => k.slice(2))
+  for (const q of c.quarantine) if (q.key.startsWith('d!')) out.push(q.key.slice(2))
+  return out
 }
