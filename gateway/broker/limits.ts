@@ -28,8 +28,8 @@
 import type { Aedes, AedesOptions, Client, Subscription } from 'aedes'
 import { Counter, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
-import { HotCounter, type HotCell } from '../admin/hot-counter.ts'
-import type { Metrics } from '../admin/metrics.ts'
+import { HotCounter, type HotCell } from '../metrics/hot-counter.ts'
+import type { Metrics } from '../metrics/index.ts'
 import type { BrokerLimits } from './limits-config.ts'
 import { BoundedPersistence, type PersistenceLimit } from './persistence.ts'
 

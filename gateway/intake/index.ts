@@ -18,7 +18,7 @@
 import type { Client, PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { decodeReading, encodeItemFast, partitionOf, type Reading } from '../../protocol/index.ts'
-import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../admin/metrics.ts'
+import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/index.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
 import { DedupCache } from './dedup-cache.ts'

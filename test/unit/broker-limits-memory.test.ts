@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pino from 'pino'
 import type { Client } from 'aedes'
-import { Metrics } from '../../gateway/admin/metrics.ts'
+import { Metrics } from '../../gateway/metrics/index.ts'
 import { defaultLimits } from '../../gateway/broker/limits-config.ts'
 import { Limits } from '../../gateway/broker/limits.ts'
 
