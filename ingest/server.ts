@@ -1,7 +1,8 @@
 /**
  * HTTP front of the ingest (node:http). `POST /v1/batches` runs the named steps of
- * `batchSteps` in order (fault injection, when on, wraps the commit step: chaos.ts); any step may end the request by throwing an HttpError. Nothing a
- * client sends can throw past `handle`: unexpected errors become 500 and are logged.
+ * `batchSteps` in order (fault injection, when on, wraps the commit step: chaos.ts); any
+ * step may end the request by throwing an HttpError. Nothing a client sends can throw past
+ * `handle`: unexpected errors become 500 and are logged.
  *
  * Slow clients: `requestTimeoutMs` bounds the time to receive headers and body, checked
  * every second, so a slowloris connection is closed and its buffers freed.
