@@ -53,7 +53,7 @@ export function compare (actual: Map<string, Row>, documented: Map<string, Row>,
   const out: string[] = []
   for (const [name, a] of actual) {
     const d = documented.get(name)
-    if (!d) out.push(`${name} (${a.type}, labels [${a.labels.join(', ')}]) is exposed but has no row in the metric table of docs/design.md section 9: add \`| \`${name}\` | ${a.type} | ${a.labels.map((l) => '`' + l + '`').join(', ')} | meaning |\``)
+    if (!d) out.push(`${name} (${a.type}, labels [${a.labels.join(', ')}]) is exposed but has no row in the metric table of docs/design.md section 9; add the row  | \`${name}\` | ${a.type} | ${a.labels.map((l) => '`' + l + '`').join(', ')} | meaning |`)
     else {
       if (d.type !== a.type) out.push(`${name}: docs/design.md says ${d.type}, the registry has a ${a.type}`)
       if (d.labels.join() !== a.labels.join()) out.push(`${name}: docs/design.md says labels [${d.labels.join(', ')}], the registry has [${a.labels.join(', ')}]`)
