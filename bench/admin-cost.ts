@@ -14,7 +14,7 @@ import { bool, helpText, num, parseFlags, type FlagSpec } from './lib/args.ts'
 import { appendRecord, gitSha, hostInfo } from './lib/results.ts'
 import { commandLine } from './lib/systems.ts'
 import { LiveSampler, type LiveStatus } from '../gateway/admin/live.ts'
-import { Metrics } from '../gateway/admin/metrics.ts'
+import { Metrics } from '../gateway/metrics/index.ts'
 
 const FLAGS: FlagSpec = {
   devices: { type: 'number', default: 200, doc: 'devices in the devices table' },

@@ -8,8 +8,21 @@
  * - failRate: per batch, answer 503 (half of them with Retry-After) or 500 before storing.
  * - dropRate: per batch, commit, then destroy the socket without answering (the lost ack).
  * - latencyMs: per batch, wait this long after the commit before answering (the late ack).
+ *
+ * The faults sit around the commit, not inside the request pipeline (issue #21):
+ * `withChaos(commit)` returns the commit step wrapped in them, and server.ts puts the wrapped
+ * step in its pipeline only when chaos is enabled, so a normal ingest runs no chaos code.
+ * The order of the PRNG draws (batch fault, one per item, drop) is part of reproducibility.
+ * Guarded by test/unit/ingest-chaos.test.ts and the chaos tests of
+ * test/integration/ingest-http.test.ts.
  */
-import { AckCode, mulberry32 } from '../protocol/index.ts'
+import type { IncomingMessage } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import { AckCode, AckCodeName, mulberry32 } from '../protocol/index.ts'
+import type { ValidatedItems } from './decode.ts'
+import { HttpError } from './errors.ts'
+import type { IngestMetrics } from './metrics.ts'
 
 export type ChaosConfig = {
   retryRate: number
@@ -66,4 +79,64 @@ export class Chaos {
   dropAfterCommit (): boolean {
     return this.config.dropRate > 0 && this.rng() < this.config.dropRate
   }
+}
+
+/** What the wrapper reads and sets of a batch request (server.ts `BatchCtx`). */
+export type ChaosCtx = {
+  req: IncomingMessage
+  gateway: string
+  batch: { batch: string }
+  items: ValidatedItems
+  /** set when the connection was destroyed after the commit: nothing is answered */
+  dropped: boolean
+}
+
+export type ChaosDeps = { chaos: Chaos, metrics: IngestMetrics, log: Logger }
+
+type CommitStep<C, D> = (ctx: C, deps: D) => void | Promise<void>
+
+/** The commit step with the faults around it: a batch failure or item faults before, latency and a dropped answer after. */
+export function withChaos<C extends ChaosCtx, D extends ChaosDeps> (commit: CommitStep<C, D>): (ctx: C, deps: D) => Promise<void> {
+  return async function chaosCommit (ctx, deps) {
+    injectBatchFault(deps)
+    injectItemFaults(ctx, deps)
+    await commit(ctx, deps)
+    await injectLatency(deps)
+    dropAfterCommit(ctx, deps)
+  }
+}
+
+function injectBatchFault (deps: ChaosDeps): void {
+  const f = deps.chaos.batchFault()
+  if (f.kind === 'none') return
+  deps.metrics.chaos.inc({ kind: `fail_${f.status}` })
+  throw new HttpError(f.status, 'chaos', 'injected failure (--chaos-fail-rate)', { headers: f.retryAfterS === undefined ? {} : { 'retry-after': String(f.retryAfterS) } })
+}
+
+/** Answers some items retry or rejected and takes them out of what the commit stores. */
+function injectItemFaults (ctx: ChaosCtx, deps: ChaosDeps): void {
+  const keep: ValidatedItems['valid'] = []
+  for (const v of ctx.items.valid) {
+    const code = deps.chaos.itemFault()
+    if (code === null) { keep.push(v); continue }
+    deps.metrics.chaos.inc({ kind: AckCodeName[code] })
+    const [p, s] = v.item
+    ctx.items.results[v.index] = [p, s, code, `injected ${AckCodeName[code]} (--chaos-${code === AckCode.Retry ? 'retry' : 'reject'}-rate)`]
+    if (code === AckCode.Rejected) ctx.items.rejected++
+  }
+  ctx.items.valid = keep
+}
+
+async function injectLatency (deps: ChaosDeps): Promise<void> {
+  if (deps.chaos.config.latencyMs <= 0) return
+  deps.metrics.chaos.inc({ kind: 'latency' })
+  await sleep(deps.chaos.config.latencyMs)
+}
+
+function dropAfterCommit (ctx: ChaosCtx, deps: ChaosDeps): void {
+  if (!deps.chaos.dropAfterCommit()) return
+  deps.metrics.chaos.inc({ kind: 'drop' })
+  deps.log.info({ gateway: ctx.gateway, batch: ctx.batch.batch }, 'Injected drop: committed, closing without an answer.')
+  ctx.dropped = true
+  ctx.req.socket.destroy()
 }

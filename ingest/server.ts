@@ -1,18 +1,18 @@
 /**
  * HTTP front of the ingest (node:http). `POST /v1/batches` runs the named steps of
- * `batchSteps` in order; any step may end the request by throwing an HttpError. Nothing a
- * client sends can throw past `handle`: unexpected errors become 500 and are logged.
+ * `batchSteps` in order (fault injection, when on, wraps the commit step: chaos.ts); any
+ * step may end the request by throwing an HttpError. Nothing a client sends can throw past
+ * `handle`: unexpected errors become 500 and are logged.
  *
  * Slow clients: `requestTimeoutMs` bounds the time to receive headers and body, checked
  * every second, so a slowloris connection is closed and its buffers freed.
  */
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { AckCode, AckCodeName, encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
 import { boundPartitions } from './bounds.ts'
-import type { Chaos } from './chaos.ts'
+import { withChaos, type Chaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
 import { decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
 import { HttpError } from './errors.ts'
@@ -117,27 +117,6 @@ function checkPartitions (ctx: BatchCtx, deps: ServerDeps): void {
   deps.log.warn({ gateway: ctx.gateway, items: n, maxPartitions: deps.config.maxPartitions }, 'Items with a partition out of range rejected.')
 }
 
-function injectBatchFault (ctx: BatchCtx, deps: ServerDeps): void {
-  const f = deps.chaos.batchFault()
-  if (f.kind === 'none') return
-  deps.metrics.chaos.inc({ kind: `fail_${f.status}` })
-  throw new HttpError(f.status, 'chaos', `injected failure (--chaos-fail-rate)`, { headers: f.retryAfterS === undefined ? {} : { 'retry-after': String(f.retryAfterS) } })
-}
-
-function injectItemFaults (ctx: BatchCtx, deps: ServerDeps): void {
-  if (!deps.chaos.enabled) return
-  const keep: ValidatedItems['valid'] = []
-  for (const v of ctx.items.valid) {
-    const code = deps.chaos.itemFault()
-    if (code === null) { keep.push(v); continue }
-    deps.metrics.chaos.inc({ kind: AckCodeName[code] })
-    const [p, s] = v.item
-    ctx.items.results[v.index] = [p, s, code, `injected ${AckCodeName[code]} (--chaos-${code === AckCode.Retry ? 'retry' : 'reject'}-rate)`]
-    if (code === AckCode.Rejected) ctx.items.rejected++
-  }
-  ctx.items.valid = keep
-}
-
 async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   const { batch, items } = ctx
   if (batch.evicted && batch.evicted.length > 0) {
@@ -178,21 +157,6 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   m.batchItems.observe(ctx.results.length)
 }
 
-async function injectLatency (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
-  if (deps.chaos.config.latencyMs > 0) {
-    deps.metrics.chaos.inc({ kind: 'latency' })
-    await sleep(deps.chaos.config.latencyMs)
-  }
-}
-
-function dropAfterCommit (ctx: BatchCtx, deps: ServerDeps): void {
-  if (!deps.chaos.dropAfterCommit()) return
-  deps.metrics.chaos.inc({ kind: 'drop' })
-  deps.log.info({ gateway: ctx.gateway, batch: ctx.batch.batch }, 'Injected drop: committed, closing without an answer.')
-  ctx.dropped = true
-  ctx.req.socket.destroy()
-}
-
 function respond (ctx: BatchCtx): void {
   if (ctx.dropped) return
   const res = { batch: ctx.batch.batch, results: ctx.results }
@@ -201,10 +165,10 @@ function respond (ctx: BatchCtx): void {
   ctx.res.end(body)
 }
 
-export const batchSteps: readonly Step[] = [
-  authenticate, checkMediaType, readRequestBody, decompress, decode, authorizeGateway,
-  validate, checkPartitions, injectBatchFault, injectItemFaults, store, injectLatency, dropAfterCommit, respond
-]
+/** The steps of one batch request; `commit` is `store`, or `store` wrapped in fault injection (chaos.ts) when chaos is on. */
+export function batchSteps (commit: Step = store): readonly Step[] {
+  return [authenticate, checkMediaType, readRequestBody, decompress, decode, authorizeGateway, validate, checkPartitions, commit, respond]
+}
 
 function sendJson (res: ServerResponse, status: number, obj: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return
@@ -232,6 +196,7 @@ export type IngestServer = {
 export function createIngestServer (deps: ServerDeps): IngestServer {
   const { config, metrics, log } = deps
   deps.recent ??= new RecentReadings()
+  const steps = batchSteps(deps.chaos.enabled ? withChaos<BatchCtx, ServerDeps>(store) : store)
   let inFlight = 0
   let batchesInFlight = 0
   let stopping = false
@@ -251,7 +216,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     metrics.inFlight.inc()
     try {
       const ctx = { req, res, version, dropped: false } as BatchCtx
-      for (const step of batchSteps) await step(ctx, deps)
+      for (const step of steps) await step(ctx, deps)
       log.debug({ gateway: ctx.gateway, batch: ctx.batch.batch, items: ctx.results.length }, 'Batch answered.')
     } finally {
       batchesInFlight--

@@ -16,7 +16,7 @@ import type { DeadLetters } from '../dlq/index.ts'
 import { AdminAuth } from './auth.ts'
 import { dlqRoute, HttpProblem } from './dlq-routes.ts'
 import { LiveSampler, type LiveStatus } from './live.ts'
-import type { Metrics } from './metrics.ts'
+import type { Metrics } from '../metrics/index.ts'
 import { servePage } from './page/index.ts'
 import { SseHub } from './sse.ts'
 

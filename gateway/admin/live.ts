@@ -8,7 +8,7 @@
  * bucket, like Prometheus' histogram_quantile), so nothing is added to the per-reading path.
  */
 import type { Counter, Histogram } from 'prom-client'
-import type { Metrics } from './metrics.ts'
+import type { Metrics } from '../metrics/index.ts'
 
 export const SAMPLE_INTERVAL_MS = 1000
 export const HISTORY = 300

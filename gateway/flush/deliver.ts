@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { AckCodeName, decodeTrusted, type BatchItem } from '../../protocol/index.ts'
-import type { Metrics } from '../admin/metrics.ts'
+import type { Metrics } from '../metrics/index.ts'
 import type { Store } from '../store/index.ts'
 import { mapAcks, type AckResult } from './ack-mapper.ts'
 import type { FlushConfig } from './config.ts'

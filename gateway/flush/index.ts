@@ -14,7 +14,7 @@
  *   upstream.ts        the HTTP client and failover; backoff.ts the retry delays
  */
 import type { Logger } from 'pino'
-import type { Metrics } from '../admin/metrics.ts'
+import type { Metrics } from '../metrics/index.ts'
 import type { Store } from '../store/index.ts'
 import { Backoff, Sleeper } from './backoff.ts'
 import type { FlushConfig } from './config.ts'

@@ -4,7 +4,7 @@
  * `gateway_oldest_unacked_age_seconds`.
  */
 import { decodeTrusted, type BatchItem } from '../../protocol/index.ts'
-import type { Metrics } from '../admin/metrics.ts'
+import type { Metrics } from '../metrics/index.ts'
 import type { Store } from '../store/index.ts'
 
 const REFRESH_MS = 1000

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino'
 import { encodeReceipt, encodeReceiptJson, receiptsTopic } from '../../protocol/index.ts'
-import type { Metrics } from '../admin/metrics.ts'
+import type { Metrics } from '../metrics/index.ts'
 import { computeReceipts, type SettledItem } from './receipts.ts'
 
 export type Publisher = (topic: string, payload: Buffer) => Promise<void>

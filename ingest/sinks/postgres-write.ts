@@ -22,11 +22,15 @@
  * transaction, so a range reported twice, or by two processes at once, counts once.
  */
 import type pg from 'pg'
-import { StoreError, type BatchItem, type EvictedRange, type Floor } from '../../protocol/index.ts'
+import { StoreError, type EvictedRange, type Floor } from '../../protocol/index.ts'
+import type { Item } from '../item.ts'
 import { RunSet, type Run } from '../dedup.ts'
 import { bootKey } from './leveldb-keys.ts'
 import { isRetryableInPlace, isTransient } from './postgres-pool.ts'
 import { DEFAULT_FLEET, type ItemOutcome, type StoreRequest } from './types.ts'
+
+/** A request as written: its storable items, decoded (../item.ts). */
+export type PgRequest = Omit<StoreRequest, 'items'> & { items: readonly Item[] }
 
 export const COUNTER_SHARDS = 8
 const MAX_ATTEMPTS = 5
@@ -64,8 +68,8 @@ SELECT p, s FROM ins`
  * JSON.stringify and PostgreSQL's JSON parser are native code, where nine
  * typed arrays would be escaped element by element in JavaScript by node-postgres.
  */
-export function insertParams (req: StoreRequest, evictedNew: number, shard: number): unknown[] {
-  const rows = req.items.map((it) => [it[0], it[1], it[2], it[3], it[4], it[5], it[6], it[7], bootKey(it[4])])
+export function insertParams (req: PgRequest, evictedNew: number, shard: number): unknown[] {
+  const rows = req.items.map((it) => [it.p, it.s, it.device, it.seq, it.boot, it.ts, it.rx, it.values, bootKey(it.boot)])
   const floors = maxFloors(req.floors)
   return [req.gateway, req.epoch, JSON.stringify(rows), floors.map(([fp]) => fp), floors.map(([, fs]) => fs), shard, req.items.length, req.rejected, evictedNew, req.fleet ?? DEFAULT_FLEET]
 }
@@ -78,11 +82,11 @@ function maxFloors (floors: readonly Floor[]): Floor[] {
 }
 
 /** Maps the returned (p, s) rows onto the items, in order: the first copy is the stored one. */
-export function outcomesOf (items: readonly BatchItem[], rows: readonly { p: number, s: string | number }[]): ItemOutcome[] {
+export function outcomesOf (items: readonly Item[], rows: readonly { p: number, s: string | number }[]): ItemOutcome[] {
   const stored = new Map<string, number>()
   for (const r of rows) { const k = `${r.p}:${r.s}`; stored.set(k, (stored.get(k) ?? 0) + 1) }
   return items.map((it) => {
-    const k = `${it[0]}:${it[1]}`
+    const k = `${it.p}:${it.s}`
     const left = stored.get(k) ?? 0
     if (left === 0) return 'duplicate'
     stored.set(k, left - 1)
@@ -107,7 +111,7 @@ async function recordEvicted (c: pg.ClientBase, gateway: string, epoch: string, 
   return added
 }
 
-async function attempt (c: pg.ClientBase, req: StoreRequest): Promise<ItemOutcome[]> {
+async function attempt (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]> {
   const shard = Math.floor(Math.random() * COUNTER_SHARDS)
   if (req.evicted.length === 0) {
     const { rows } = await c.query<{ p: number, s: string }>(INSERT_SQL, insertParams(req, 0, shard))
@@ -126,7 +130,7 @@ async function attempt (c: pg.ClientBase, req: StoreRequest): Promise<ItemOutcom
 }
 
 /** Stores one request; resolves after COMMIT. Throws StoreError (retryable when transient). */
-export async function writeRequest (c: pg.ClientBase, req: StoreRequest): Promise<ItemOutcome[]> {
+export async function writeRequest (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]> {
   for (let i = 1; ; i++) {
     try {
       return await attempt(c, req)

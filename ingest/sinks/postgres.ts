@@ -18,11 +18,12 @@
  * instead of failing its whole batch again and again (the leveldb sink stores it).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { StoreError, type BatchItem } from '../../protocol/index.ts'
+import { StoreError } from '../../protocol/index.ts'
+import { itemOf, type Item } from '../item.ts'
 import { isConnectionError, isTransient, PgPool, watchCheckedOut, type PgHealthState } from './postgres-pool.ts'
 import { queryDevice, queryStats } from './postgres-query.ts'
 import { migrate } from './postgres-schema.ts'
-import { writeRequest } from './postgres-write.ts'
+import { writeRequest, type PgRequest } from './postgres-write.ts'
 import type { DevicePage, DeviceQuery, ItemOutcome, Sink, Stats, StoreRequest } from './types.ts'
 
 export type PostgresSinkOptions = {
@@ -41,9 +42,9 @@ const UNSTORABLE_TEXT = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\
 
 export function unstorableText (s: string): boolean { return UNSTORABLE_TEXT.test(s) }
 
-function storable (it: BatchItem): boolean {
-  if (typeof it[4] === 'string' && unstorableText(it[4])) return false
-  for (const [k, v] of Object.entries(it[7])) if (unstorableText(k) || (typeof v === 'string' && unstorableText(v))) return false
+function storable (it: Item): boolean {
+  if (typeof it.boot === 'string' && unstorableText(it.boot)) return false
+  for (const [k, v] of Object.entries(it.values)) if (unstorableText(k) || (typeof v === 'string' && unstorableText(v))) return false
   return true
 }
 
@@ -101,9 +102,10 @@ export class PostgresSink implements Sink {
   async storeBatch (req: StoreRequest): Promise<ItemOutcome[]> {
     if (this.closing) throw new StoreError('sink is closing', { retryable: true })
     const epochOk = !unstorableText(req.epoch) && !unstorableText(req.gateway) && !unstorableText(req.fleet ?? '')
-    const keep = req.items.map((it) => epochOk && storable(it))
-    const items = req.items.filter((_, i) => keep[i])
-    const sub: StoreRequest = { ...req, items, rejected: req.rejected + (req.items.length - items.length) }
+    const all = req.items.map(itemOf)
+    const keep = all.map((it) => epochOk && storable(it))
+    const items = all.filter((_, i) => keep[i])
+    const sub: PgRequest = { ...req, items, rejected: req.rejected + (req.items.length - items.length) }
     this.inFlight++
     const t0 = process.hrtime.bigint()
     try {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { cookieValue } from '../../gateway/admin/auth.ts'
-import { DeviceStats } from '../../gateway/admin/devices.ts'
+import { DeviceStats } from '../../gateway/metrics/devices.ts'
 import { quantile } from '../../gateway/admin/live.ts'
 import { parseFilter, parseTime } from '../../gateway/dlq/filter.ts'
 import { matcher, type DeadLetter } from '../../gateway/store/dlq-reader.ts'

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pino from 'pino'
 import type { Client } from 'aedes'
-import { Metrics } from '../../gateway/admin/metrics.ts'
+import { Metrics } from '../../gateway/metrics/index.ts'
 import { defaultLimits } from '../../gateway/broker/limits-config.ts'
 import { Limits } from '../../gateway/broker/limits.ts'
 
@@ -20,7 +20,7 @@ test('2,000 refused 8 KB client ids leave at most ~100 characters each in the of
     const refused = limits.checkConnect(client, { clientId: `${i}-`.padEnd(8192, 'c') })
     assert.equal(refused?.limit, 'client_id_bytes')
   }
-  const remembered = (limits as unknown as { logged: Map<string, Set<string>> }).logged.get('client_id_bytes')!
+  const remembered = (limits as unknown as { offenders: { logged: Map<string, Set<string>> } }).offenders.logged.get('client_id_bytes')!
   assert.equal(remembered.size, 2000, 'each distinct offender remembered once')
   let chars = 0
   for (const who of remembered) chars += who.length

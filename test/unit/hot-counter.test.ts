@@ -1,8 +1,8 @@
-/** gateway/admin/hot-counter.ts: plain-number cells reach Prometheus on each read, once. */
+/** gateway/metrics/hot-counter.ts: plain-number cells reach Prometheus on each read, once. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Registry } from 'prom-client'
-import { HotCounter } from '../../gateway/admin/hot-counter.ts'
+import { HotCounter } from '../../gateway/metrics/hot-counter.ts'
 
 test('cell increments are added on a read, not counted twice by the next read, and other label values stay apart', async () => {
   const registry = new Registry()

@@ -1,0 +1,32 @@
+/**
+ * Monkey-patches of Aedes 1.x client internals (issue 9). Aedes keeps writing deliveries (a
+ * whole retained replay) to a client that already hung up: each such write builds an
+ * `Error` whose stack keeps a chain of finished Immediates alive (nodejs/node#66129),
+ * ~1.25 KB per failed delivery, millions of them under a fuzzer. `guardDeliveries` wraps the
+ * client's `deliverQoS` and `deliver0` (Aedes `lib/client.js`, not public API) so a delivery
+ * to a closed client is counted (`gateway_mqtt_deliveries_skipped_total`) and dropped before
+ * Aedes writes it; for a persistent session it stays queued (persistence.ts).
+ *
+ * `remoteOf` reads the client's `conn.remoteAddress`, the only name an offender has before
+ * CONNECT. An Aedes upgrade that renames these fails test/unit/broker-limits-memory.test.ts
+ * and test/faults/hostile-clients.test.ts.
+ */
+import type { Client } from 'aedes'
+
+type Deliver = (packet: unknown, cb: () => void) => void
+type AedesClientInternals = { deliverQoS: Deliver, deliver0: Deliver, closed: boolean, conn: { destroyed: boolean, remoteAddress?: string } }
+
+/** Per connection: deliveries to a client that is gone are dropped, not written. */
+export function guardDeliveries (client: Client, skipped: () => void): void {
+  const c = client as unknown as AedesClientInternals
+  const guard = (orig: Deliver): Deliver => (packet, cb) => {
+    if (c.closed || c.conn.destroyed) { skipped(); cb(); return }
+    orig(packet, cb)
+  }
+  c.deliverQoS = guard(c.deliverQoS)
+  c.deliver0 = guard(c.deliver0)
+}
+
+export function remoteOf (client: Client): string {
+  return (client as unknown as AedesClientInternals).conn.remoteAddress ?? 'unknown'
+}
