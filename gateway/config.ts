@@ -12,6 +12,7 @@ import { checkTlsConfig } from './tls.ts'
 import { brokerLimitsSchema } from './broker/limits-config.ts'
 import { checkAnonymousExposure, checkLocalNetworks, defaultHost, securitySchema } from './broker/security-config.ts'
 import { parseMappings, type Mapping } from './mapping/config.ts'
+import { isLoopback } from '../protocol/loopback.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -48,9 +49,4 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
   checkTlsConfig(c)
   if (!isLoopback(c.adminHost) && !c.adminToken && !c.adminTokenFile) throw new ConfigError('adminToken', `--admin-host ${c.adminHost} is not loopback: set --admin-token or --admin-token-file`)
   return c
-}
-
-/** True for addresses only this machine can reach. */
-export function isLoopback (host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 }

@@ -23,6 +23,7 @@
 import { readFile } from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { ConfigError } from '../protocol/index.ts'
+import { isLoopback } from '../protocol/loopback.ts'
 import type { IngestConfig } from './config.ts'
 import { HttpError } from './errors.ts'
 import { hashSecret } from './server.ts'
@@ -37,10 +38,6 @@ const FLEET_RE = /^[A-Za-z0-9._-]{1,64}$/
 export type ReadScope = { fleet: string }
 
 type ReadAuthFields = Pick<IngestConfig, 'host' | 'token' | 'tokensFile' | 'readToken' | 'readTokensFile' | 'allowAnonymousRead'>
-
-function isLoopback (host: string): boolean {
-  return host === 'localhost' || host.startsWith('127.') || host === '::1' || host === '[::1]'
-}
 
 export class ReadAuth {
   private constructor (

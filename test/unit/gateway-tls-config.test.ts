@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseGatewayConfig } from '../../gateway/config.ts'
-import { isLoopbackHost, tlsListenerConfig } from '../../gateway/tls.ts'
+import { tlsListenerConfig } from '../../gateway/tls.ts'
+import { isLoopback as isLoopbackHost } from '../../protocol/loopback.ts'
 
 const parse = (...argv: string[]) => parseGatewayConfig({ argv, env: {} })
 
