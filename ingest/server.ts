@@ -172,7 +172,7 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
           : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
   }
   ctx.results = items.results as ItemResult[]
-  deps.recent?.record(batch.gateway, items.valid.map((v) => v.item), outcomes)
+  deps.recent?.record(deps.readAuth.fleetOf(batch.gateway), batch.gateway, items.valid.map((v) => v.item), outcomes)
   const m = deps.metrics
   for (const r of ctx.results) m.items.inc({ code: AckCodeName[r[2]] })
   m.batchItems.observe(ctx.results.length)
@@ -279,7 +279,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       res.end(text)
       return 'metrics'
     }
-    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent! }); return 'page' }
+    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent!, readAuth, scope: (r) => readAuth.scope(r) }); return path === '/ui/live' ? 'live' : 'page' }
     if (path === '/v1/stats') {
       const scope = readAuth.scope(req)
       sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), scope))
@@ -324,7 +324,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'stats', 'live', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

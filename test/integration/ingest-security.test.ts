@@ -81,6 +81,38 @@ test('ingest read side: read tokens, fleets, /metrics for fleet * only, /healthz
   assert.equal((await call(`${base}/healthz`)).status, 200)
 })
 
+type Live = { fleet: string, stats: { stored: number, gateways: Record<string, unknown> }, batchSeconds: unknown[], tracked: number, readings: { fleet: string, device: string, gateway: string }[] }
+
+test('ingest page data /ui/live: read token needed, scoped to the token\'s fleet (issue #19 item 3)', async (t) => {
+  const { base } = await fleetIngest(t)
+  // both fleets write the same device id d1, and one device of their own each
+  assert.deepEqual(await codes(base, body('gwA', [item(0, 1), item(0, 2, 'north-only')]), bearer('sec-gwA')), [0, 0])
+  assert.deepEqual(await codes(base, body('gwB', [item(0, 1), item(0, 2, 'south-only')]), bearer('sec-gwB')), [0, 0])
+  const live = `${base}/ui/live?limit=50`
+  const none = await call(live)
+  assert.equal(none.status, 401)
+  assert.doesNotMatch(none.body.toString(), /gwB|south-only/)
+  assert.equal((await call(live, { headers: bearer('sec-gwA') })).status, 401, 'a gateway token is not a read token')
+  const north = jsonOf<Live>(await call(live, { headers: bearer(R_NORTH) }))
+  assert.equal(north.fleet, 'north')
+  assert.deepEqual(Object.keys(north.stats.gateways), ['gwA'])
+  assert.equal(north.stats.stored, 2)
+  assert.deepEqual(north.readings.map((r) => `${r.gateway}/${r.device}`).sort(), ['gwA/d1', 'gwA/north-only'])
+  assert.equal(north.tracked, 2)
+  assert.deepEqual(north.batchSeconds, [], 'the latency histogram counts every fleet\'s batches: fleet * only')
+  const searched = jsonOf<Live>(await call(`${live}&q=only`, { headers: bearer(R_NORTH) }))
+  assert.deepEqual(searched.readings.map((r) => r.device), ['north-only'])
+  const all = jsonOf<Live>(await call(live, { headers: bearer(R_ALL) }))
+  assert.deepEqual(Object.keys(all.stats.gateways).sort(), ['gwA', 'gwB'])
+  assert.deepEqual(all.readings.map((r) => `${r.fleet}/${r.device}`).sort(), ['north/d1', 'north/north-only', 'south/d1', 'south/south-only'], 'a device id of two fleets is two entries')
+  assert.ok(all.batchSeconds.length > 0)
+  // the page itself holds no data: it loads without a token and asks for one
+  const page = await call(`${base}/`)
+  assert.equal(page.status, 200)
+  assert.match(page.body.toString(), /id="token-form"/)
+  assert.equal((await call(`${base}/assets/app.js`)).status, 200)
+})
+
 test('ingest read side: no read token on a non-loopback address is a startup error', async () => {
   const base = { token: ['gw1:s'], readToken: [] as string[], allowAnonymousRead: false }
   await assert.rejects(ReadAuth.create({ ...base, host: '0.0.0.0' }), /readToken: .*--read-token FLEET:SECRET/)
