@@ -13,6 +13,7 @@ import { brokerLimitsSchema } from './broker/limits-config.ts'
 import { checkAnonymousExposure, checkLocalNetworks, defaultHost, securitySchema } from './broker/security-config.ts'
 import { parseMappings, type Mapping } from './mapping/config.ts'
 import { isLoopback } from '../protocol/loopback.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -47,6 +48,14 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('upstream', `${u}: only http and https are supported`)
   }
   checkTlsConfig(c)
+  checkSecret('adminToken', '--admin-token', c.adminToken)
+  checkSecret('token', '--token (the ingest\'s secret for this gateway)', c.token)
   if (!isLoopback(c.adminHost) && !c.adminToken && !c.adminTokenFile) throw new ConfigError('adminToken', `--admin-host ${c.adminHost} is not loopback: set --admin-token or --admin-token-file`)
   return c
+}
+
+/** An operator-chosen secret given on the command line, env or config file ('' = not given). */
+export function checkSecret (field: string, what: string, secret: string): void {
+  const problem = secret === '' ? null : secretProblem(secret)
+  if (problem !== null) throw new ConfigError(field, `${what} ${problem}`)
 }

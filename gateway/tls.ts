@@ -14,6 +14,7 @@
 import { readFile } from 'node:fs/promises'
 import { ConfigError } from '../protocol/index.ts'
 import { isLoopback } from '../protocol/loopback.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 import type { TlsListenerConfig } from './broker/listeners.ts'
 import type { GatewayConfig } from './config.ts'
 import type { UpstreamTls } from './flush/upstream.ts'
@@ -58,6 +59,8 @@ export async function resolveToken (c: TlsFields): Promise<string> {
   if (c.tokenFile === undefined) return c.token
   const token = (await readConfigFile('tokenFile', c.tokenFile)).toString('utf8').split(/\r?\n/)[0]!.trim()
   if (token === '' || /\s/.test(token)) throw new ConfigError('tokenFile', `${c.tokenFile}: the first line must hold the token (non-empty, no spaces)`)
+  const problem = secretProblem(token)
+  if (problem !== null) throw new ConfigError('tokenFile', `${c.tokenFile}: the token ${problem}`)
   return token
 }
 

@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema, LOG_ENV_HELP } from '../protocol/index.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 
 export const ENV_PREFIX = 'INGEST'
 
@@ -74,7 +75,8 @@ export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFi
   const out = new Map<string, string>()
   const add = (field: string, gw: string, secret: string): void => {
     if (!GATEWAY_ID_RE.test(gw)) throw new ConfigError(field, `gateway id ${JSON.stringify(gw)} must be 1..64 characters without ':' or spaces`)
-    if (secret.length < 1 || /\s/.test(secret)) throw new ConfigError(field, `secret for gateway ${gw} must be non-empty without spaces`)
+    const problem = secretProblem(secret)
+    if (problem !== null) throw new ConfigError(field, `${field === 'token' ? '--token' : `--tokens-file ${cfg.tokensFile}`}: secret for gateway ${gw} ${problem}`)
     const prev = out.get(secret)
     if (prev !== undefined && prev !== gw) throw new ConfigError(field, `the same secret is given to gateways ${prev} and ${gw}`)
     out.set(secret, gw)

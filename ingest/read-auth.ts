@@ -24,6 +24,7 @@ import { readFile } from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { ConfigError } from '../protocol/index.ts'
 import { isLoopback } from '../protocol/loopback.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 import type { IngestConfig } from './config.ts'
 import { HttpError } from './errors.ts'
 import { hashSecret } from './server.ts'
@@ -51,7 +52,8 @@ export class ReadAuth {
     const tokens = new Map<string, string>()
     const add = (field: string, fleet: string, secret: unknown): void => {
       if (fleet !== ALL_FLEETS && !FLEET_RE.test(fleet)) throw new ConfigError(field, `fleet ${JSON.stringify(fleet)} must match ${FLEET_RE} or be *`)
-      if (typeof secret !== 'string' || secret.length < 16 || /\s/.test(secret)) throw new ConfigError(field, `read token of fleet ${fleet} must be text of at least 16 characters without spaces`)
+      const problem = typeof secret === 'string' ? secretProblem(secret) : 'must be text'
+      if (problem !== null || typeof secret !== 'string') throw new ConfigError(field, `${field === 'readToken' ? '--read-token' : `--read-tokens-file ${cfg.readTokensFile}`}: read token of fleet ${fleet} ${problem}`)
       tokens.set(hashSecret(secret), fleet)
     }
     for (const t of cfg.readToken) {
