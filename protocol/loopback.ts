@@ -30,7 +30,7 @@
 import { isIP } from 'node:net'
 
 /** The eight 16-bit groups of a valid IPv6 literal (no zone id), or null. */
-function ipv6Groups (addr: string): number[] | null {
+export function ipv6Groups (addr: string): number[] | null {
   if (isIP(addr) !== 6 || addr.includes('%')) return null
   let s = addr
   let tail: number[] = []

@@ -83,7 +83,7 @@ test('admin token: required off loopback; the page and API need it, probes do no
   assert.equal((await fetch(base + '/dlq/purge', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"all":true}' })).status, 401)
   assert.equal((await fetch(base + '/status', { headers: { authorization: 'Bearer wrong' } })).status, 401)
   assert.equal((await fetch(base + '/status', { headers: { authorization: 'Bearer s3cret-pad-01234' } })).status, 200)
-  const login = await fetch(base + '/?token=s3cret', { redirect: 'manual' })
+  const login = await fetch(base + '/?token=s3cret-pad-01234', { redirect: 'manual' })
   assert.equal(login.status, 303)
   const cookie = login.headers.get('set-cookie')!.split(';')[0]!
   assert.match(login.headers.get('set-cookie')!, /HttpOnly; SameSite=Strict/)
