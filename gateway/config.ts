@@ -21,7 +21,7 @@ export const gatewaySchema = {
   ...brokerSchema,
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
-  adminToken: { type: 'string', default: '', doc: 'Token the admin page and API need (required when --admin-host is not loopback)' },
+  adminToken: { type: 'string', default: '', doc: 'Token the admin page and API need, at least 16 characters (required when --admin-host is not loopback)' },
   adminTokenFile: { type: 'string', doc: 'File holding the admin token (instead of --admin-token)' },
   deviceStatsMax: { type: 'int', default: 10000, min: 0, max: 1_000_000, doc: 'Devices the admin page tracks (least recently seen forgotten first)' },
   ...intakeSchema,

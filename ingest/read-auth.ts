@@ -1,6 +1,6 @@
 /**
- * The ingest's read side (docs/security-tls.md): who may call the query API, `/v1/stats`
- * and `/metrics`, and which readings they see.
+ * The ingest's read side (docs/security-tls.md): who may call the query API, `/v1/stats`,
+ * the page's data `/ui/live` (issue #19) and `/metrics`, and which readings they see.
  *
  * Fleets. Every gateway belongs to one fleet: `--token GATEWAY_ID:SECRET` puts it in fleet
  * `default`; a `--tokens-file` entry may name another (`"gw7": { "secret": "...", "fleet":
@@ -66,7 +66,7 @@ export class ReadAuth {
       for (const [fleet, v] of Object.entries(obj)) for (const s of Array.isArray(v) ? v : [v]) add('readTokensFile', fleet, s)
     }
     if (tokens.size === 0 && !cfg.allowAnonymousRead && !isLoopback(cfg.host)) {
-      throw new ConfigError('readToken', `the query API, /v1/stats and /metrics would be open to anyone who reaches ${cfg.host}: give --read-token FLEET:SECRET or --read-tokens-file (or --allow-anonymous-read on a network you trust)`)
+      throw new ConfigError('readToken', `the query API, /v1/stats, the page data and /metrics would be open to anyone who reaches ${cfg.host}: give --read-token FLEET:SECRET or --read-tokens-file (or --allow-anonymous-read on a network you trust)`)
     }
     return new ReadAuth(tokens, await gatewayFleets(cfg), tokens.size === 0)
   }
