@@ -44,10 +44,10 @@ async function main (): Promise<void> {
   const rate = num(f, 'rate')
   const windowS = num(f, 'window-s')
   const pairs = num(f, 'pairs')
-  const ingest = cleanup.spawn('ingest', node('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', 'bench:secret']), { cwd: ROOT, env: quiet, echo })
+  const ingest = cleanup.spawn('ingest', node('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', 'bench:secret-pad-01234']), { cwd: ROOT, env: quiet, echo })
   const ingestPort = (await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')).port as number
   const gw = cleanup.spawn('gateway', node('gateway/main.ts', ['--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1',
-    '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', 'secret', '--no-receipts', '--durability', str(f, 'durability')!]), { cwd: ROOT, env: quiet, echo })
+    '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', 'secret-pad-01234', '--no-receipts', '--durability', str(f, 'durability')!]), { cwd: ROOT, env: quiet, echo })
   const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
   const adminUrl = `http://127.0.0.1:${String(ready.adminPort)}/`
   // the browser starts before the load, so its launch does not eat into a window

@@ -47,7 +47,7 @@ async function main (): Promise<void> {
   const cleanup = new Cleanup()
   const dir = cleanup.tempDir('bench-drain-')
   const ingestPort = await freePort()
-  const token = 'bench-secret'
+  const token = 'bench-secret-pad'
   const deadline = Date.now() + num(f, 'timeout-s') * 1000
   const echo = bool(f, 'echo')
   const gwArgv = pinned(gwCore, node('gateway/main.ts', [

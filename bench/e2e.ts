@@ -42,7 +42,7 @@ async function main (): Promise<void> {
   const cleanup = new Cleanup()
   const echo = bool(f, 'echo')
   const dir = cleanup.tempDir('bench-e2e-')
-  const token = 'bench-secret'
+  const token = 'bench-secret-pad'
   const quiet = { ...process.env, LOG_LEVEL: 'error' }
   const compiled = bool(f, 'compiled')
   const build = compiled ? await compiledBuild(cleanup) : null

@@ -145,7 +145,7 @@ async function main (): Promise<void> {
       const idleBps = dev ? (dev.sectors() - idle0) * 512 / idleS : 0
       const upstreamUrl = c.upstream === 'healthy' ? up.url : 'http://127.0.0.1:9'
       const gwArgv = pinned(pin ? 1 : null, [process.execPath, builds.get(sys.name)!, '--gateway-id', 'bench', '--data-dir', dir, '--host', '127.0.0.1',
-        '--mqtt-port', '0', '--admin-port', '0', '--upstream', upstreamUrl, '--token', 'bench-token', '--durability', c.mode, ...sys.args])
+        '--mqtt-port', '0', '--admin-port', '0', '--upstream', upstreamUrl, '--token', 'bench-token-pad-', '--durability', c.mode, ...sys.args])
       const gw = cleanup.spawn(`gateway-${sys.name}`, gwArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' }, echo })
       const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
       const rss = new RssSampler(gw.pid)

@@ -63,10 +63,10 @@ function nodeArgv (entry: string, args: string[], nodeArgs: string[] = []): stri
 
 async function startGateway (): Promise<Target> {
   const dir = cleanup.tempDir('bench-fuzz-')
-  const ingest = cleanup.spawn('ingest', nodeArgv('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', 'gw1:fuzz-secret']), { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' } })
+  const ingest = cleanup.spawn('ingest', nodeArgv('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', 'gw1:fuzz-secret-pad-']), { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' } })
   const ir = await ingest.waitFor((l) => l.msg === 'ready' && typeof l.port === 'number', 30_000, 'ingest ready')
   // default flags: only where its data goes, its ports, and its upstream (for /readyz)
-  const args = ['--data-dir', join(dir, 'gateway'), '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${String(ir.port)}`, '--token', 'fuzz-secret']
+  const args = ['--data-dir', join(dir, 'gateway'), '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${String(ir.port)}`, '--token', 'fuzz-secret-pad-']
   const launcher = bool(f, 'launcher') ? launcherOptions() : { nodeArgs: [], env: {} }
   const nodeArgs = [...launcher.nodeArgs, ...(str(f, 'gateway-node-args') ?? '').split(' ').filter(Boolean)]
   const compiled = bool(f, 'compiled')

@@ -27,7 +27,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const dir = mkdtempSync(join(tmpdir(), 'bench-implicit-boot-'))
 // the ingest as its own process: bench/ imports protocol/ only (docs/layout.md)
 const ingestPort = await freePort()
-const ingest = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'ingest/main.ts'), '--port', String(ingestPort), '--token', 'gw1:secret', '--data-dir', join(dir, 'ingest')],
+const ingest = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'ingest/main.ts'), '--port', String(ingestPort), '--token', 'gw1:secret-pad-01234', '--data-dir', join(dir, 'ingest')],
   { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } })
 await new Promise<void>((res) => { ingest.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('"ready"')) res() }) })
 const url = `http://127.0.0.1:${ingestPort}`
@@ -35,7 +35,7 @@ const mqttPort = await freePort()
 
 function startGateway (): Promise<ChildProcess> {
   const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'), '--host', '127.0.0.1', '--mqtt-port', String(mqttPort), '--admin-port', '0',
-    '--data-dir', join(dir, 'gateway'), '--durability', 'process', '--upstream', url, '--token', 'secret', '--linger-ms', '50'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } })
+    '--data-dir', join(dir, 'gateway'), '--durability', 'process', '--upstream', url, '--token', 'secret-pad-01234', '--linger-ms', '50'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'warn' } })
   return new Promise((res) => { p.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('"ready"')) res(p) }) })
 }
 

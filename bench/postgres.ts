@@ -38,7 +38,7 @@ const FLAGS: FlagSpec = {
   echo: { type: 'bool', default: false, doc: 'echo child output' }
 }
 
-const TOKEN = 'bench-secret'
+const TOKEN = 'bench-secret-pad'
 const PARTITIONS = 8
 const quiet = { ...process.env, LOG_LEVEL: 'error' }
 const node = (script: string, args: string[]): string[] => [process.execPath, '--import', 'tsx', join(ROOT, script), ...args]

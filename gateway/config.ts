@@ -12,6 +12,8 @@ import { checkTlsConfig } from './tls.ts'
 import { brokerLimitsSchema } from './broker/limits-config.ts'
 import { checkAnonymousExposure, checkLocalNetworks, defaultHost, securitySchema } from './broker/security-config.ts'
 import { parseMappings, type Mapping } from './mapping/config.ts'
+import { isLoopback } from '../protocol/loopback.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 
 export const gatewaySchema = {
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
@@ -19,7 +21,7 @@ export const gatewaySchema = {
   ...brokerSchema,
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },
   adminPort: { type: 'int', default: 8081, min: 0, max: 65535, doc: 'Admin HTTP port: /healthz /readyz /status /metrics (0 = pick a free port)' },
-  adminToken: { type: 'string', default: '', doc: 'Token the admin page and API need (required when --admin-host is not loopback)' },
+  adminToken: { type: 'string', default: '', doc: 'Token the admin page and API need, at least 16 characters (required when --admin-host is not loopback)' },
   adminTokenFile: { type: 'string', doc: 'File holding the admin token (instead of --admin-token)' },
   deviceStatsMax: { type: 'int', default: 10000, min: 0, max: 1_000_000, doc: 'Devices the admin page tracks (least recently seen forgotten first)' },
   ...intakeSchema,
@@ -46,11 +48,14 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('upstream', `${u}: only http and https are supported`)
   }
   checkTlsConfig(c)
+  checkSecret('adminToken', '--admin-token', c.adminToken)
+  checkSecret('token', '--token (the ingest\'s secret for this gateway)', c.token)
   if (!isLoopback(c.adminHost) && !c.adminToken && !c.adminTokenFile) throw new ConfigError('adminToken', `--admin-host ${c.adminHost} is not loopback: set --admin-token or --admin-token-file`)
   return c
 }
 
-/** True for addresses only this machine can reach. */
-export function isLoopback (host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+/** An operator-chosen secret given on the command line, env or config file ('' = not given). */
+export function checkSecret (field: string, what: string, secret: string): void {
+  const problem = secret === '' ? null : secretProblem(secret)
+  if (problem !== null) throw new ConfigError(field, `${what} ${problem}`)
 }

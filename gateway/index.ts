@@ -11,7 +11,7 @@ import { Metrics } from './metrics/index.ts'
 import { AuthFile } from './broker/auth.ts'
 import { Broker } from './broker/index.ts'
 import { pickLimits } from './broker/limits-config.ts'
-import type { GatewayConfig } from './config.ts'
+import { checkSecret, type GatewayConfig } from './config.ts'
 import { DeadLetters } from './dlq/index.ts'
 import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
@@ -44,6 +44,7 @@ export class Gateway {
     const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics, deviceStatsMax: config.deviceStatsMax })
     const adminToken = config.adminTokenFile ? (await readFile(config.adminTokenFile, 'utf8')).trim() : config.adminToken
     if (config.adminTokenFile && !adminToken) throw new ConfigError('adminTokenFile', `${config.adminTokenFile} is empty`)
+    if (config.adminTokenFile) checkSecret('adminTokenFile', `--admin-token-file ${config.adminTokenFile}: the token`, adminToken)
     const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
     const token = await resolveToken(config)
     const upstreamTls = await loadUpstreamTls(config)

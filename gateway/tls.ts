@@ -12,22 +12,14 @@
  *   every local user).
  */
 import { readFile } from 'node:fs/promises'
-import { isIP } from 'node:net'
 import { ConfigError } from '../protocol/index.ts'
+import { isLoopback } from '../protocol/loopback.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 import type { TlsListenerConfig } from './broker/listeners.ts'
 import type { GatewayConfig } from './config.ts'
 import type { UpstreamTls } from './flush/upstream.ts'
 
 export const DEFAULT_TLS_PORT = 8883
-
-/** localhost, 127.0.0.0/8, ::1 (and ::ffff:127.x): traffic that never leaves the box. */
-export function isLoopbackHost (host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase()
-  if (h === 'localhost' || h.endsWith('.localhost')) return true
-  if (isIP(h) === 4) return h.startsWith('127.')
-  if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./.test(h)
-  return false
-}
 
 type TlsFields = Pick<GatewayConfig, 'mqtt' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsRequireClientCert' |
 'upstream' | 'token' | 'tokenFile' | 'upstreamCa' | 'upstreamCert' | 'upstreamKey' | 'allowInsecureUpstream'>
@@ -43,7 +35,7 @@ export function checkTlsConfig (c: TlsFields): void {
   if (c.token !== '' && c.tokenFile !== undefined) throw new ConfigError('tokenFile', 'give --token or --token-file, not both')
   for (const u of c.upstream) {
     const url = new URL(u)
-    if (url.protocol === 'http:' && !isLoopbackHost(url.hostname) && !c.allowInsecureUpstream) {
+    if (url.protocol === 'http:' && !isLoopback(url.hostname) && !c.allowInsecureUpstream) {
       throw new ConfigError('upstream', `${u}: http:// to a host that is not loopback sends the token and the readings in clear; use https:// (with --upstream-ca for a private CA), or --allow-insecure-upstream on a network you trust`)
     }
   }
@@ -67,6 +59,8 @@ export async function resolveToken (c: TlsFields): Promise<string> {
   if (c.tokenFile === undefined) return c.token
   const token = (await readConfigFile('tokenFile', c.tokenFile)).toString('utf8').split(/\r?\n/)[0]!.trim()
   if (token === '' || /\s/.test(token)) throw new ConfigError('tokenFile', `${c.tokenFile}: the first line must hold the token (non-empty, no spaces)`)
+  const problem = secretProblem(token)
+  if (problem !== null) throw new ConfigError('tokenFile', `${c.tokenFile}: the token ${problem}`)
   return token
 }
 

@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema, LOG_ENV_HELP } from '../protocol/index.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 
 export const ENV_PREFIX = 'INGEST'
 
@@ -15,7 +16,7 @@ export const schema = {
   postgresUrl: { type: 'string', doc: 'PostgreSQL connection URL (sink postgres; else DATABASE_URL or --postgres-url-file)' },
   postgresUrlFile: { type: 'string', doc: 'file holding the PostgreSQL connection URL (keeps the password off the command line)' },
   postgresPoolMax: { type: 'int', default: 10, min: 1, max: 1000, doc: 'PostgreSQL connections per ingest process' },
-  token: { type: 'list', doc: 'GATEWAY_ID:SECRET accepted as "authorization: Bearer SECRET" for that gateway; repeatable' },
+  token: { type: 'list', doc: 'GATEWAY_ID:SECRET (SECRET at least 16 characters) accepted as "authorization: Bearer SECRET" for that gateway; repeatable' },
   tokensFile: { type: 'string', doc: 'JSON file { "gatewayId": "secret", ... }, merged with --token' },
   maxBodyBytes: { type: 'int', default: 8 * 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, doc: 'largest request body, after gzip decompression' },
   protocols: { type: 'list', default: ['1', '2'], doc: 'upstream protocol versions served: 1 (/v1/batches) and 2 (/v2/batches, columnar); "1" alone behaves as an ingest that predates v2' },
@@ -27,9 +28,13 @@ export const schema = {
   tlsKey: { type: 'string', doc: 'PEM private key of --tls-cert' },
   tlsCa: { type: 'string', doc: 'PEM CA of gateway client certificates: a verified certificate\'s CN is the gateway id (docs/security-tls.md)' },
   tlsRequireClientCert: { type: 'bool', default: false, doc: 'refuse TLS clients without a certificate signed by --tls-ca (then every gateway needs one)' },
-  readToken: { type: 'list', doc: 'FLEET:SECRET read token for the query API, /v1/stats and /metrics (fleet * = every fleet); repeatable' },
+  readToken: { type: 'list', doc: 'FLEET:SECRET read token (at least 16 characters) for the query API, /v1/stats, the page data /ui/live and /metrics (fleet * = every fleet); repeatable' },
   readTokensFile: { type: 'string', doc: 'JSON file { "FLEET": "secret" | ["secret", ...] } of read tokens, merged with --read-token' },
   allowAnonymousRead: { type: 'bool', default: false, doc: 'with no read token, serve the read side to anyone even on a non-loopback --host' },
+  authFreeFailures: { type: 'int', default: 10, min: 0, max: 1_000_000, doc: 'wrong tokens (gateway or read) from one address before its back-off starts (auth-backoff.ts)' },
+  authBackoffBaseMs: { type: 'int', default: 1000, min: 0, max: 3_600_000, doc: 'first back-off after --auth-free-failures wrong tokens, doubling with each further one; meanwhile that address gets 429 + Retry-After (0 = off)' },
+  authBackoffMaxMs: { type: 'int', default: 60_000, min: 0, max: 86_400_000, doc: 'longest back-off of an address (it also bounds how long a gateway behind the same NAT as a guesser waits)' },
+  authTrackedAddresses: { type: 'int', default: 10_000, min: 16, max: 10_000_000, doc: 'addresses remembered for the back-off (least recently failed forgotten first)' },
   maxPartitions: { type: 'int', default: 1024, min: 1, max: 65536, doc: 'partitions 0..N-1 accepted per gateway epoch: items beyond are rejected, floors or evicted ranges beyond get 400' },
   dedupEpochsPerGateway: { type: 'int', default: 4, min: 1, max: 1024, doc: 'dedup state of at most this many epochs per gateway is held in memory (least recently used ones reload from disk)' },
   maxResponseBytes: { type: 'int', default: 4 * 1024 * 1024, min: 4096, max: 256 * 1024 * 1024, doc: 'a query page stops at about this many bytes of readings (continue with its next cursor)' },
@@ -74,7 +79,8 @@ export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFi
   const out = new Map<string, string>()
   const add = (field: string, gw: string, secret: string): void => {
     if (!GATEWAY_ID_RE.test(gw)) throw new ConfigError(field, `gateway id ${JSON.stringify(gw)} must be 1..64 characters without ':' or spaces`)
-    if (secret.length < 1 || /\s/.test(secret)) throw new ConfigError(field, `secret for gateway ${gw} must be non-empty without spaces`)
+    const problem = secretProblem(secret)
+    if (problem !== null) throw new ConfigError(field, `${field === 'token' ? '--token' : `--tokens-file ${cfg.tokensFile}`}: secret for gateway ${gw} ${problem}`)
     const prev = out.get(secret)
     if (prev !== undefined && prev !== gw) throw new ConfigError(field, `the same secret is given to gateways ${prev} and ${gw}`)
     out.set(secret, gw)

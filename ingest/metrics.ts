@@ -26,6 +26,9 @@ export function createMetrics (sink: () => Sink | undefined) {
         for (const kind of ['stored', 'duplicates', 'rejected', 'evicted'] as const) this.set({ kind }, st[kind])
       }
     }),
+    authFailures: new Counter({ name: 'ingest_auth_failures_total', help: 'Requests with a wrong bearer token, by side (write = batches, read = query API, stats, page data, metrics)', labelNames: ['side'] as const, registers: [registry] }),
+    authThrottled: new Counter({ name: 'ingest_auth_throttled_total', help: 'Requests answered 429 without checking their token: their address is in back-off after wrong tokens', labelNames: ['side'] as const, registers: [registry] }),
+    authBackoffAddresses: new Gauge({ name: 'ingest_auth_backoff_addresses', help: 'Addresses remembered for the wrong-token back-off (at most --auth-tracked-addresses)', registers: [registry] }),
     rejectedBatches: new Counter({ name: 'ingest_rejected_batches_total', help: 'Batches refused as a whole, by reason', labelNames: ['reason'] as const, registers: [registry] }),
     outOfRangeItems: new Counter({ name: 'ingest_partition_out_of_range_items_total', help: 'Items answered rejected because their partition is not below --max-partitions', registers: [registry] }),
     chaos: new Counter({ name: 'ingest_chaos_injected_total', help: 'Injected faults, by kind', labelNames: ['kind'] as const, registers: [registry] }),

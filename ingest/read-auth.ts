@@ -1,6 +1,6 @@
 /**
- * The ingest's read side (docs/security-tls.md): who may call the query API, `/v1/stats`
- * and `/metrics`, and which readings they see.
+ * The ingest's read side (docs/security-tls.md): who may call the query API, `/v1/stats`,
+ * the page's data `/ui/live` (issue #19) and `/metrics`, and which readings they see.
  *
  * Fleets. Every gateway belongs to one fleet: `--token GATEWAY_ID:SECRET` puts it in fleet
  * `default`; a `--tokens-file` entry may name another (`"gw7": { "secret": "...", "fleet":
@@ -23,6 +23,8 @@
 import { readFile } from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { ConfigError } from '../protocol/index.ts'
+import { isLoopback } from '../protocol/loopback.ts'
+import { secretProblem } from '../protocol/secrets.ts'
 import type { IngestConfig } from './config.ts'
 import { HttpError } from './errors.ts'
 import { hashSecret } from './server.ts'
@@ -38,10 +40,6 @@ export type ReadScope = { fleet: string }
 
 type ReadAuthFields = Pick<IngestConfig, 'host' | 'token' | 'tokensFile' | 'readToken' | 'readTokensFile' | 'allowAnonymousRead'>
 
-function isLoopback (host: string): boolean {
-  return host === 'localhost' || host.startsWith('127.') || host === '::1' || host === '[::1]'
-}
-
 export class ReadAuth {
   private constructor (
     /** sha256(secret) hex -> fleet */
@@ -54,7 +52,8 @@ export class ReadAuth {
     const tokens = new Map<string, string>()
     const add = (field: string, fleet: string, secret: unknown): void => {
       if (fleet !== ALL_FLEETS && !FLEET_RE.test(fleet)) throw new ConfigError(field, `fleet ${JSON.stringify(fleet)} must match ${FLEET_RE} or be *`)
-      if (typeof secret !== 'string' || secret.length < 16 || /\s/.test(secret)) throw new ConfigError(field, `read token of fleet ${fleet} must be text of at least 16 characters without spaces`)
+      const problem = typeof secret === 'string' ? secretProblem(secret) : 'must be text'
+      if (problem !== null || typeof secret !== 'string') throw new ConfigError(field, `${field === 'readToken' ? '--read-token' : `--read-tokens-file ${cfg.readTokensFile}`}: read token of fleet ${fleet} ${problem}`)
       tokens.set(hashSecret(secret), fleet)
     }
     for (const t of cfg.readToken) {
@@ -67,7 +66,7 @@ export class ReadAuth {
       for (const [fleet, v] of Object.entries(obj)) for (const s of Array.isArray(v) ? v : [v]) add('readTokensFile', fleet, s)
     }
     if (tokens.size === 0 && !cfg.allowAnonymousRead && !isLoopback(cfg.host)) {
-      throw new ConfigError('readToken', `the query API, /v1/stats and /metrics would be open to anyone who reaches ${cfg.host}: give --read-token FLEET:SECRET or --read-tokens-file (or --allow-anonymous-read on a network you trust)`)
+      throw new ConfigError('readToken', `the query API, /v1/stats, the page data and /metrics would be open to anyone who reaches ${cfg.host}: give --read-token FLEET:SECRET or --read-tokens-file (or --allow-anonymous-read on a network you trust)`)
     }
     return new ReadAuth(tokens, await gatewayFleets(cfg), tokens.size === 0)
   }

@@ -4,6 +4,9 @@
  * step may end the request by throwing an HttpError. Nothing a client sends can throw past
  * `handle`: unexpected errors become 500 and are logged.
  *
+ * Wrong tokens: after --auth-free-failures wrong tokens from one address, its requests that
+ * need a token get 429 + Retry-After without their token being looked at (auth-backoff.ts).
+ *
  * Slow clients: `requestTimeoutMs` bounds the time to receive headers and body, checked
  * every second, so a slowloris connection is closed and its buffers freed.
  */
@@ -11,6 +14,7 @@ import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import { AckCode, AckCodeName, encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
+import { addressKey, AuthBackoff } from './auth-backoff.ts'
 import { boundPartitions } from './bounds.ts'
 import { withChaos, type Chaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
@@ -19,7 +23,7 @@ import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
 import { isPagePath, RecentReadings, servePage } from './page/index.ts'
 import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
-import type { ReadAuth } from './read-auth.ts'
+import type { ReadAuth, ReadScope } from './read-auth.ts'
 import type { Sink } from './sinks/types.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 
@@ -37,6 +41,8 @@ export type ServerDeps = {
   tls: TlsSetup | null
   /** latest reading per device, for the page at / (made by createIngestServer if absent) */
   recent?: RecentReadings
+  /** wrong-token back-off per address (made by createIngestServer from the config if absent) */
+  authBackoff?: AuthBackoff
 }
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
@@ -58,11 +64,33 @@ type BatchCtx = {
 
 type Step = (ctx: BatchCtx, deps: ServerDeps) => void | Promise<void>
 
+type Side = 'read' | 'write'
+
+/** 429 while the request's address is in back-off after wrong tokens (auth-backoff.ts, issue #19). */
+function holdBack (req: IncomingMessage, deps: ServerDeps, side: Side): void {
+  const ms = deps.authBackoff?.bannedFor(addressKey(req.socket.remoteAddress)) ?? 0
+  if (ms === 0) return
+  deps.metrics.authThrottled.inc({ side })
+  const s = Math.ceil(ms / 1000)
+  throw new HttpError(429, 'too_many_failures', `too many wrong tokens from this address: its requests are not checked for ${s} s`, { field: 'authorization', headers: { 'retry-after': String(s) }, closeConnection: true })
+}
+
+/** Counts a wrong token against the request's address; logs when that starts a back-off. */
+function wrongToken (req: IncomingMessage, deps: ServerDeps, side: Side): void {
+  deps.metrics.authFailures.inc({ side })
+  if (!deps.authBackoff) return
+  const key = addressKey(req.socket.remoteAddress)
+  const banMs = deps.authBackoff.fail(key)
+  deps.metrics.authBackoffAddresses.set(deps.authBackoff.tracked)
+  if (banMs > 0) deps.log.warn({ remote: key, side, banMs }, 'Wrong tokens from one address: back-off.')
+}
+
 function authenticate (ctx: BatchCtx, deps: ServerDeps): void {
   const h = ctx.req.headers.authorization
+  const certGw = clientCertGateway(ctx.req) // verified client certificate: CN = gateway id (tls.ts)
+  if (certGw === undefined) holdBack(ctx.req, deps, 'write') // a certificate is not a guess: never held back
   const m = h === undefined ? null : /^Bearer +(\S+) *$/i.exec(h)
   const gw = m ? deps.tokens.get(hashSecret(m[1]!)) : undefined
-  const certGw = clientCertGateway(ctx.req) // verified client certificate: CN = gateway id (tls.ts)
   if (certGw !== undefined) {
     if (!deps.readAuth.isKnownGateway(certGw)) throw new HttpError(403, 'forbidden', `client certificate CN ${JSON.stringify(certGw.slice(0, 64))} is not a gateway of the tokens config`, { field: 'certificate' })
     if (h !== undefined && gw !== certGw) throw new HttpError(403, 'forbidden', `the bearer token does not belong to gateway ${certGw} of the client certificate`, { field: 'authorization' })
@@ -70,6 +98,7 @@ function authenticate (ctx: BatchCtx, deps: ServerDeps): void {
     return
   }
   if (gw === undefined) {
+    if (h !== undefined) wrongToken(ctx.req, deps, 'write')
     throw new HttpError(401, 'unauthorized', h === undefined ? 'missing authorization: Bearer token' : 'unknown token', { field: 'authorization', headers: { 'www-authenticate': 'Bearer' }, closeConnection: true })
   }
   ctx.gateway = gw
@@ -151,7 +180,7 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
           : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
   }
   ctx.results = items.results as ItemResult[]
-  deps.recent?.record(batch.gateway, items.valid.map((v) => v.item), outcomes)
+  deps.recent?.record(deps.readAuth.fleetOf(batch.gateway), batch.gateway, items.valid.map((v) => v.item), outcomes)
   const m = deps.metrics
   for (const r of ctx.results) m.items.inc({ code: AckCodeName[r[2]] })
   m.batchItems.observe(ctx.results.length)
@@ -197,6 +226,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
   const { config, metrics, log } = deps
   deps.recent ??= new RecentReadings()
   const steps = batchSteps(deps.chaos.enabled ? withChaos<BatchCtx, ServerDeps>(store) : store)
+  deps.authBackoff ??= new AuthBackoff({ freeFailures: config.authFreeFailures, baseMs: config.authBackoffBaseMs, maxMs: config.authBackoffMaxMs, maxAddresses: config.authTrackedAddresses })
   let inFlight = 0
   let batchesInFlight = 0
   let stopping = false
@@ -237,22 +267,31 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
     if (path === '/readyz') { const ok = await (deps.sink.ready?.() ?? true); sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
     const { readAuth } = deps
+    const readScope = (r: IncomingMessage): ReadScope => {
+      holdBack(r, deps, 'read')
+      try {
+        return readAuth.scope(r)
+      } catch (e) {
+        if (e instanceof HttpError && e.status === 401 && r.headers.authorization !== undefined) wrongToken(r, deps, 'read')
+        throw e
+      }
+    }
     if (path === '/metrics') {
-      readAuth.requireAllFleets(readAuth.scope(req), '/metrics')
+      readAuth.requireAllFleets(readScope(req), '/metrics')
       const text = await metrics.registry.metrics()
       res.writeHead(200, { 'content-type': metrics.registry.contentType })
       res.end(text)
       return 'metrics'
     }
-    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent! }); return 'page' }
+    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent!, readAuth, scope: readScope }); return path === '/ui/live' ? 'live' : 'page' }
     if (path === '/v1/stats') {
-      const scope = readAuth.scope(req)
+      const scope = readScope(req)
       sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), scope))
       return 'stats'
     }
     const device = matchReadings(path)
     if (device !== null) {
-      const scope = readAuth.scope(req)
+      const scope = readScope(req)
       const { gateway, ...q } = parseDeviceQuery(device, url.searchParams)
       const gateways = readAuth.gateways(scope, gateway)
       sendJson(res, 200, await queryReadings(deps.sink, { ...q, ...(gateways ? { gateways } : {}), maxBytes: config.maxResponseBytes }))
@@ -289,7 +328,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'stats', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'stats', 'live', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

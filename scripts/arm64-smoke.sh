@@ -87,7 +87,7 @@ ready () {
 field () { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" | head -1; }
 
 # 3. x86 ingest, arm64 gateway, x86 simulator with the audit
-node "$APP/dist/ingest/main.js" --port 0 --data-dir "$WORK/ingest" --token smoke:smoke-secret > "$WORK/ingest.log" 2>&1 &
+node "$APP/dist/ingest/main.js" --port 0 --data-dir "$WORK/ingest" --token smoke:smoke-secret-pad > "$WORK/ingest.log" 2>&1 &
 PIDS+=($!)
 disown $!
 INGEST_PORT=$(ready "$WORK/ingest.log" "$!" | field port)
@@ -95,7 +95,7 @@ say "x86 ingest on $INGEST_PORT"
 
 T_GW=$(date +%s)
 LOG_LEVEL=info "${ARM[@]}" "$APP/dist/gateway/main.js" --gateway-id smoke --data-dir "$WORK/gateway" --host 127.0.0.1 \
-  --mqtt-port 0 --admin-port 0 --upstream "http://127.0.0.1:$INGEST_PORT" --token smoke-secret --linger-ms 200 > "$WORK/gateway.log" 2>&1 &
+  --mqtt-port 0 --admin-port 0 --upstream "http://127.0.0.1:$INGEST_PORT" --token smoke-secret-pad --linger-ms 200 > "$WORK/gateway.log" 2>&1 &
 GW_PID=$!
 PIDS+=($GW_PID)
 disown $GW_PID

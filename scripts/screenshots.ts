@@ -32,9 +32,9 @@ function cli (entry: string, args: string[]): Promise<{ proc: ChildProcess, read
 async function main (): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'screens-'))
   t.after(() => rm(dir, { recursive: true, force: true }))
-  const ingest = await cli('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', 'gw1:screens', '--chaos-reject-rate', '0.002', '--chaos-seed', '7'])
+  const ingest = await cli('ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', 'gw1:screens-pad-0123', '--chaos-reject-rate', '0.002', '--chaos-seed', '7'])
   const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
-  const gw = await cli('gateway/main.ts', ['--gateway-id', 'gw1', '--data-dir', join(dir, 'gw'), '--mqtt-port', '0', '--admin-port', '0', '--upstream', ingestUrl, '--token', 'screens', '--host', '127.0.0.1', '--linger-ms', '300'])
+  const gw = await cli('gateway/main.ts', ['--gateway-id', 'gw1', '--data-dir', join(dir, 'gw'), '--mqtt-port', '0', '--admin-port', '0', '--upstream', ingestUrl, '--token', 'screens-pad-0123', '--host', '127.0.0.1', '--linger-ms', '300'])
   const broker = `mqtt://127.0.0.1:${String(gw.ready.mqttPort)}`
   const adminUrl = `http://127.0.0.1:${String(gw.ready.adminPort)}`
   const sim = createSimulation(simConfig({ broker, devices: 60, rate: 5, duration: 60, idPrefix: 'sensor-', progress: 'off' }))

@@ -10,11 +10,22 @@
  *
  * Mutating requests (POST) also need `content-type: application/json` and, when the browser
  * sends an Origin, one equal to the Host they were sent to: a page on another origin cannot
- * send that without a CORS preflight this server never grants (CSRF, DNS rebinding to a
- * loopback-bound server with no token).
+ * send that without a CORS preflight this server never grants (CSRF).
+ *
+ * Without a token (loopback-bound, the default) that Origin = Host rule is not enough: with
+ * DNS rebinding, `rebind.example` first resolves to the attacker and then to 127.0.0.1, so the
+ * attacker's page sends Host and Origin `rebind.example:8081`, equal to each other, and
+ * reads or purges the DLQ (issue #19 item 4). So every route but the probes then needs a
+ * Host naming this server by a loopback name, `127.0.0.1:PORT`, `localhost:PORT` or
+ * `[::1]:PORT` (protocol/loopback.ts; PORT = the port the request arrived on, no port = 80),
+ * else 421; and an Origin, when sent, must be `http://` one of those, else 403. An IP
+ * literal or `localhost` cannot be re-pointed by DNS, so a page under such an origin is
+ * this server's own. With a token, the token is the defence and any Host is fine (behind a
+ * proxy, on a LAN address).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { isLoopback, splitHostHeader } from '../../protocol/loopback.ts'
 
 export const COOKIE = 'gw_admin'
 const OPEN = new Set(['/healthz', '/readyz'])
@@ -40,7 +51,14 @@ export class AdminAuth {
    * cookie-setting redirect) and returns 'answered'.
    */
   check (req: IncomingMessage, res: ServerResponse, url: URL): 'ok' | 'answered' {
-    if (this.want === null || OPEN.has(url.pathname)) return 'ok'
+    if (OPEN.has(url.pathname)) return 'ok'
+    if (this.want === null) {
+      const refused = loopbackOriginProblem(req)
+      if (refused === null) return 'ok'
+      res.writeHead(refused.status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+      res.end(JSON.stringify({ error: refused.error, message: refused.message, field: refused.field }))
+      return 'answered'
+    }
     const bearer = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')?.[1]
     if (this.matches(bearer) || this.matches(cookieValue(req.headers.cookie, COOKIE))) return 'ok'
     const q = url.searchParams.get('token') ?? undefined
@@ -62,6 +80,35 @@ export class AdminAuth {
     }
     return 'answered'
   }
+}
+
+/** A Host (or Origin authority) naming this server by loopback: loopback name or IP literal, and the port the request came in on. */
+function isOwnLoopbackAuthority (authority: string, port: number | undefined): boolean {
+  const hp = splitHostHeader(authority)
+  return hp !== null && isLoopback(hp.host) && (hp.port ?? 80) === port
+}
+
+type Refusal = { status: 421 | 403, error: string, message: string, field: 'host' | 'origin' }
+
+/**
+ * Without an admin token: null when Host (and Origin, if sent) name this loopback server,
+ * else the refusal (DNS rebinding, issue #19 item 4).
+ */
+export function loopbackOriginProblem (req: IncomingMessage): Refusal | null {
+  const port = req.socket.localPort
+  const allowed = `127.0.0.1:${port}, localhost:${port} or [::1]:${port}`
+  const host = req.headers.host ?? ''
+  if (!isOwnLoopbackAuthority(host, port)) {
+    return { status: 421, error: 'misdirected_request', field: 'host', message: `Host ${JSON.stringify(host.slice(0, 100))} is not this admin server: without --admin-token it answers only to ${allowed} (DNS rebinding guard)` }
+  }
+  const origin = req.headers.origin
+  if (origin === undefined) return null
+  let ok = false
+  try {
+    const u = new URL(origin)
+    ok = u.protocol === 'http:' && u.origin === origin && isOwnLoopbackAuthority(u.host, port)
+  } catch {}
+  return ok ? null : { status: 403, error: 'forbidden', field: 'origin', message: `Origin ${JSON.stringify(origin.slice(0, 100))} refused: without --admin-token only pages from http://${allowed} may call the admin API` }
 }
 
 /** Null when a mutating request may go on, else why not. */

@@ -24,7 +24,7 @@ import { installPacketGuard } from './guard.ts'
 import { Limits } from './limits.ts'
 import { certIdentity, checkCertIdentity, Listeners } from './listeners.ts'
 import { Security } from './security.ts'
-import { isLoopbackHost } from './security-config.ts'
+import { isLoopback } from '../../protocol/loopback.ts'
 import { Unmapped } from './unmapped.ts'
 
 export type { BrokerConfig } from './config.ts'
@@ -120,7 +120,7 @@ export class Broker {
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       throw err
     }
-    if (!config.auth && config.mqttPort !== null && !isLoopbackHost(config.host)) log.warn({ host: config.host }, 'anonymous clients allowed on a non-loopback address (--allow-anonymous): anyone who reaches the port may publish as any device')
+    if (!config.auth && config.mqttPort !== null && !isLoopback(config.host)) log.warn({ host: config.host }, 'anonymous clients allowed on a non-loopback address (--allow-anonymous): anyone who reaches the port may publish as any device')
     return broker
   }
 

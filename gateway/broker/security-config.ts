@@ -6,6 +6,7 @@
  */
 import { isIP } from 'node:net'
 import { ConfigError } from '../../protocol/index.ts'
+import { isLoopback } from '../../protocol/loopback.ts'
 
 export const securitySchema = {
   allowAnonymous: { type: 'bool', default: false, doc: 'Allow --auth none on a non-loopback --host (anyone who reaches the port may publish as any device)' },
@@ -22,16 +23,6 @@ export const securitySchema = {
   connectBurst: { type: 'int', default: 200, min: 1, max: 10_000_000, doc: 'Connections one source address may open at once before --max-connect-rate applies' }
 } as const
 
-const LOOPBACK_NAMES = new Set(['localhost', 'ip6-localhost', 'ip6-loopback'])
-
-/** True for 127.0.0.0/8, ::1, ::ffff:127.x and the usual loopback host names. */
-export function isLoopbackHost (host: string): boolean {
-  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '')
-  if (LOOPBACK_NAMES.has(h)) return true
-  if (isIP(h) === 4) return h.startsWith('127.')
-  if (isIP(h) === 6) return h === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(h) || /^::ffff:127\./.test(h)
-  return false
-}
 
 type Exposure = { auth: 'none' | 'file', mqtt: boolean, tlsRequireClientCert: boolean }
 
@@ -51,7 +42,7 @@ export function defaultHost (c: Exposure): string {
  * listeners in the same way). One line, naming the flags and how to create credentials.
  */
 export function checkAnonymousExposure (c: Exposure & { host: string, allowAnonymous: boolean }): void {
-  if (authenticated(c) || c.allowAnonymous || isLoopbackHost(c.host)) return
+  if (authenticated(c) || c.allowAnonymous || isLoopback(c.host)) return
   throw new ConfigError('host', `--auth none on --host ${c.host} lets anyone who reaches the port publish as any device; ` +
     'create credentials with `gateway passwd FILE add-device ID` and run with --auth file --auth-file FILE, ' +
     'or bind --host 127.0.0.1, or pass --allow-anonymous to accept the risk')

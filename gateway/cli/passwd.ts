@@ -5,6 +5,8 @@
  * - The password comes from stdin (one line; `printf 'secret\n' | gateway passwd ...`), or,
  *   on a TTY, from a prompt without echo, asked twice.
  * - Hashes are scrypt (broker/auth.ts, N=16384 r=8 p=1).
+ * - Passwords are at least 16 characters (protocol/secrets.ts, issue #19): a device's
+ *   password guards what it may publish, and a short one falls to online guessing.
  * - The file is replaced atomically: written to a temp file in the same directory (mode
  *   0600, created exclusively), fsynced, renamed over FILE, then the directory fsynced. A
  *   crash leaves the old file or the new one, never a torn one; readers (the gateway at
@@ -18,6 +20,7 @@ import { randomBytes } from 'node:crypto'
 import { open, readFile, rename, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { isValidDeviceId } from '../../protocol/index.ts'
+import { secretProblem } from '../../protocol/secrets.ts'
 import { AuthFile, hashPassword } from '../broker/auth.ts'
 
 const USAGE = 'usage: gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n' +
@@ -144,6 +147,8 @@ async function run (argv: readonly string[], io: PasswdIo): Promise<void> {
       if (Object.hasOwn(other, name)) throw new PasswdError(`${JSON.stringify(name)} is already ${device ? 'an app' : 'a device'}; remove it first`)
       const password = await readPassword(io.stdin, io.stderr)
       if (password === '') throw new PasswdError('empty password')
+      const weak = secretProblem(password)
+      if (weak !== null) throw new PasswdError(`the password of ${device ? 'device' : 'app'} ${name} ${weak}`)
       const existed = Object.hasOwn(mine, name)
       mine[name] = await hashPassword(password)
       await save(file, doc)

@@ -1,6 +1,9 @@
 // The ingest page: polls /ui/live once a second; rates are differences of the sink's
 // counts between two polls, batch p50/p99 come from the latency histogram's buckets added
 // in between. Everything the server sends is inserted as text, never as HTML.
+// With read tokens configured /ui/live answers 401 without one: the page then stops polling
+// and asks for it, keeps it in sessionStorage (this tab only, never in a URL) and sends it
+// as `authorization: Bearer`. A fleet-bound token sees only its fleet (no latency histogram).
 import { ago, fmt, lineChart, quantileMs, setText } from './chart.js'
 
 const HISTORY = 300
@@ -10,6 +13,7 @@ const int = (v) => Number(v).toLocaleString('en-US')
 const samples = []
 let prev = null
 let query = ''
+const TOKEN_KEY = 'ingest-read-token'
 
 const charts = {
   items: lineChart($('c-items'), { series: [{ name: 'stored', color: '#1f8a4c' }, { name: 'duplicate', color: '#2563eb' }, { name: 'rejected', color: '#b3261e' }, { name: 'evicted', color: '#b26a00' }] }),
@@ -80,17 +84,39 @@ function render (d) {
   prev = d
 }
 
+function askToken (wrong) {
+  sessionStorage.removeItem(TOKEN_KEY)
+  $('token-err').hidden = !wrong
+  $('token-form').hidden = false
+  setText('updated', 'read token needed')
+  $('live-pill').className = 'pill warn'
+  $('read-token').focus()
+}
+
 async function poll () {
+  let delayMs = 1000
   try {
-    const r = await fetch(`/ui/live?limit=50&q=${encodeURIComponent(query)}`)
+    const token = sessionStorage.getItem(TOKEN_KEY)
+    const r = await fetch(`/ui/live?limit=50&q=${encodeURIComponent(query)}`, token ? { headers: { authorization: `Bearer ${token}` } } : {})
+    if (r.status === 401) { askToken(token !== null); return } // polling resumes when a token is given
+    if (r.status === 429) delayMs = Math.max(1000, 1000 * (Number(r.headers.get('retry-after')) || 1))
     if (r.ok) render(await r.json())
     else throw new Error(String(r.status))
   } catch {
     setText('updated', 'connection lost: retrying…')
     $('live-pill').className = 'pill warn'
   }
-  setTimeout(poll, 1000)
+  setTimeout(poll, delayMs)
 }
 
+$('token-form').addEventListener('submit', (e) => {
+  e.preventDefault()
+  const v = $('read-token').value.trim()
+  if (!v) return
+  sessionStorage.setItem(TOKEN_KEY, v)
+  $('read-token').value = ''
+  $('token-form').hidden = true
+  poll()
+})
 $('dev-search').addEventListener('input', (e) => { query = e.target.value.trim() })
 poll()

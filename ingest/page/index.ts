@@ -3,6 +3,12 @@
  * batch latency and the latest reading of each device. `GET /ui/live` is its data (the
  * sink's counts, the batch latency histogram's cumulative buckets, the latest readings);
  * the page polls it once a second and computes rates and quantiles from the differences.
+ * `/ui/live` is read side like `/v1/stats` (read-auth.ts, issue #19 item 3): with read
+ * tokens configured it needs `authorization: Bearer READ_TOKEN` (401 without), and a
+ * fleet-bound token sees only its fleet's gateways and devices; the batch latency histogram
+ * counts every fleet's batches, so, like /metrics, only fleet * gets it. The page asks for
+ * the token on a 401 and keeps it in the tab's sessionStorage (never in a URL, so never in
+ * an access log or the history). The static files hold no data and need nothing.
  * Files: index.html, app.js, style.css here, chart.js and base.css from web/ (shared with
  * the gateway's page); read once, served from memory.
  */
@@ -10,6 +16,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { IngestMetrics } from '../metrics.ts'
+import { ALL_FLEETS, type ReadAuth, type ReadScope } from '../read-auth.ts'
 import type { Sink } from '../sinks/types.ts'
 import { RecentReadings } from './recent.ts'
 
@@ -47,15 +54,27 @@ async function batchBuckets (metrics: IngestMetrics): Promise<[number, number][]
   return out
 }
 
+export type PageDeps = {
+  sink: Sink
+  metrics: IngestMetrics
+  recent: RecentReadings
+  readAuth: ReadAuth
+  /** The request's read scope; throws the 401/429 HttpError (server.ts counts failures for the back-off). */
+  scope: (req: IncomingMessage) => ReadScope
+}
+
 /** Serves the page, its assets and /ui/live. */
-export async function servePage (req: IncomingMessage, res: ServerResponse, url: URL, deps: { sink: Sink, metrics: IngestMetrics, recent: RecentReadings }): Promise<void> {
+export async function servePage (req: IncomingMessage, res: ServerResponse, url: URL, deps: PageDeps): Promise<void> {
   if (url.pathname === '/ui/live') {
+    const scope = deps.scope(req) // 401 (HttpError) without a valid read token
+    const all = scope.fleet === ALL_FLEETS
     const body = JSON.stringify({
       t: Date.now(),
-      stats: await deps.sink.stats(),
+      fleet: scope.fleet,
+      stats: deps.readAuth.scopeStats(await deps.sink.stats(), scope),
       // JSON has no Infinity: the +Inf bucket is sent as null
-      batchSeconds: (await batchBuckets(deps.metrics)).map(([le, c]) => [Number.isFinite(le) ? le : null, c]),
-      ...deps.recent.latest(Number(url.searchParams.get('limit') ?? 50) || 50, url.searchParams.get('q') ?? '')
+      batchSeconds: all ? (await batchBuckets(deps.metrics)).map(([le, c]) => [Number.isFinite(le) ? le : null, c]) : [],
+      ...deps.recent.latest(Number(url.searchParams.get('limit') ?? 50) || 50, url.searchParams.get('q') ?? '', all ? undefined : scope.fleet)
     })
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
     res.end(body)

@@ -20,7 +20,7 @@ import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 import { connectDevice, publish, startGateway } from '../helpers/gateway.ts'
 import { startFakeUpstream } from '../helpers/fake-upstream.ts'
 
-const TOKEN = 'clock-secret'
+const TOKEN = 'clock-secret-pad'
 
 test('device ts of 0, the year 2100, 2^53-1 and a clock going backwards are stored as given, in seq order', async (t) => {
   const dir = await tempDir(t, 'faults-clock-')
@@ -79,7 +79,7 @@ test('wall clock jumping by up to a day, back and forth: linger, backoff and Ret
     if (calls === 2) return { status: 503, headers: { 'retry-after': '1' } }
     return { status: 200, results: req.items.map((i) => [i[0], i[1], AckCode.Stored] as ItemResult) }
   })
-  const gw = await startGateway(t, { upstream: [up.url], token: 't', lingerMs: 300, retryBaseMs: 100, retryMaxMs: 200, partitions: 1 })
+  const gw = await startGateway(t, { upstream: [up.url], token: 't-pad-0123456789', lingerMs: 300, retryBaseMs: 100, retryMaxMs: 200, partitions: 1 })
   const c = await connectDevice(t, gw.mqttPort, 'jump-1')
   const jumper = jumpWallClock(t)
   const t0 = performance.now()
@@ -106,7 +106,7 @@ test('a wall-clock jump back during an upstream auth pause does not park the oth
     if (refused === 0) { refused++; return { status: 401 } }
     return { status: 200, results: req.items.map((i) => [i[0], i[1], AckCode.Stored] as ItemResult) }
   })
-  const gw = await startGateway(t, { upstream: [up.url], token: 't', lingerMs: 0, authRetryMs: 300, retryBaseMs: 50, retryMaxMs: 100, partitions: 8 })
+  const gw = await startGateway(t, { upstream: [up.url], token: 't-pad-0123456789', lingerMs: 0, authRetryMs: 300, retryBaseMs: 50, retryMaxMs: 100, partitions: 8 })
   // two devices in different partitions
   const ids = ['auth-a', 'auth-b', 'auth-c', 'auth-d', 'auth-e'].filter((d, i, all) => all.findIndex((x) => partitionOf(x, 8) === partitionOf(d, 8)) === i).slice(0, 2)
   assert.equal(ids.length, 2)

@@ -136,7 +136,7 @@ test('ingest: every 200 answer follows an fdatasync of the sink log holding its 
   const dir = await tempDir(t, 'durability-strace-ingest-')
   const dataDir = join(dir, 'ingest')
   const file = join(dir, 'trace')
-  const token = 'strace-secret'
+  const token = 'strace-secret-pa'
   const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', dataDir, '--token', `gw1:${token}`],
     { wrap: straceArgs(file), readyTimeoutMs: 60_000, env: { LOG_LEVEL: 'warn' } })
   const port = ingest.ready.port as number

@@ -11,7 +11,7 @@ import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
 
 test('exactly once through gateway kill -9 mid-flush, ingest kill -9, and 5% retry/fail/drop chaos', async (t) => {
   const dir = await tempDir(t, 'e2e-chaos-')
-  const token = 'chaos-secret'
+  const token = 'chaos-secret-pad'
   const ingestArgs = (port: number | string): string[] => ['--port', String(port), '--data-dir', join(dir, 'ingest'), '--token', `gw1:${token}`,
     '--chaos-retry-rate', '0.05', '--chaos-fail-rate', '0.05', '--chaos-drop-rate', '0.05', '--chaos-seed', '7']
   let ingest: Child = await spawnCli(t, 'ingest/main.ts', ingestArgs(0))

@@ -27,7 +27,7 @@ import { connectDevice, publish, reading, startGateway } from '../helpers/gatewa
 import { startFakeUpstream } from '../helpers/fake-upstream.ts'
 import { FaultProxy } from '../helpers/fault-proxy.ts'
 
-const TOKEN = 'disk-secret'
+const TOKEN = 'disk-secret-pad-'
 const step = (m: string): void => { if (process.env.FAULT_VERBOSE) console.error(`[full-disk] ${m}`) }
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -147,7 +147,7 @@ test('full buffer, --full-policy drop-oldest: exact evicted ranges, counted as l
 })
 
 test('drop-oldest: the buffer gets back within its quota although the evicting write met a flusher read', async (t) => {
-  const gw = await startGateway(t, { fullPolicy: 'drop-oldest', maxBufferItems: 2000, partitions: 4, upstream: ['http://127.0.0.1:9'], token: 't', lingerMs: 20, retryBaseMs: 50, retryMaxMs: 300 })
+  const gw = await startGateway(t, { fullPolicy: 'drop-oldest', maxBufferItems: 2000, partitions: 4, upstream: ['http://127.0.0.1:9'], token: 't-pad-0123456789', lingerMs: 20, retryBaseMs: 50, retryMaxMs: 300 })
   const cs = await Promise.all(Array.from({ length: 10 }, (_, i) => connectDevice(t, gw.mqttPort, `over-${i}`)))
   await Promise.all(cs.map(async (c, i) => {
     const ps: Promise<void>[] = []
@@ -292,7 +292,7 @@ test('ENOSPC (real, 4 MiB tmpfs): the gateway reports unready while its store ca
 /** Runs without mount rights too: the store's batch write is made to fail with ENOSPC for a while. */
 test('ENOSPC (injected in-process: the store\'s LevelDB batch write rejects with ENOSPC): no PUBACK for a reading that was not stored; writes go on after', async (t) => {
   const up = await startFakeUpstream(t)
-  const gw = await startGateway(t, { upstream: [up.url], token: 't', lingerMs: 0, durability: 'process' })
+  const gw = await startGateway(t, { upstream: [up.url], token: 't-pad-0123456789', lingerMs: 0, durability: 'process' })
   let full = false
   const batch = gw.store.db.batch.bind(gw.store.db)
   gw.store.db.batch = ((...args: unknown[]) => {

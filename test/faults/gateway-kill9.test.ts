@@ -42,7 +42,7 @@ for (const durability of ['process', 'power'] as const) {
 
     // drain everything to an upstream, recording every (p, s) it ever sees
     const up = await startFakeUpstream(t)
-    const withUp = [...args, '--upstream', up.url, '--token', 't', '--linger-ms', '0']
+    const withUp = [...args, '--upstream', up.url, '--token', 't-pad-0123456789', '--linger-ms', '0']
     gw = await spawnCli(t, 'gateway/main.ts', withUp)
     await waitFor(async () => (await status(gw.ready.adminPort)).buffered.items === 0, { timeoutMs: 20_000, what: 'drained' })
     assert.equal(up.stored.size, 5000)

@@ -24,7 +24,7 @@ import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
 import { connectDevice } from '../helpers/gateway.ts'
 import { sampleRss, seeded } from '../helpers/fault-proxy.ts'
 
-const TOKEN = 'hostile-secret'
+const TOKEN = 'hostile-secret-p'
 const SEED = Number(process.env.FAULT_SEED ?? 20240605)
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -32,7 +32,7 @@ type Stack = { ingest: Child, gw: Child, ingestUrl: string, admin: string, mqttP
 
 async function startStack (t: TestContext, gwArgs: string[] = [], ingestArgs: string[] = [], gwEnv: Record<string, string> = {}): Promise<Stack> {
   const dir = await tempDir(t, 'faults-hostile-')
-  const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `gw1:${TOKEN}`, '--token', 'slowgw:slow-secret', ...ingestArgs])
+  const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `gw1:${TOKEN}`, '--token', 'slowgw:slow-secret-pad-', ...ingestArgs])
   const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
   const gw = await spawnCli(t, 'gateway/main.ts', [
     '--gateway-id', 'gw1', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
@@ -159,7 +159,7 @@ test('slowloris against the ingest: slow headers and trickling bodies are cut of
   for (let i = 0; i < 40; i++) slow.push(await rawSocket(t, port))
   for (let i = 0; i < 40; i++) {
     const r = await rawSocket(t, port)
-    r.sock.write(`POST /v1/batches HTTP/1.1\r\nhost: x\r\nauthorization: Bearer slow-secret\r\ncontent-type: application/cbor\r\ncontent-length: 1000000\r\n\r\n`)
+    r.sock.write(`POST /v1/batches HTTP/1.1\r\nhost: x\r\nauthorization: Bearer slow-secret-pad-\r\ncontent-type: application/cbor\r\ncontent-length: 1000000\r\n\r\n`)
     slow.push(r)
   }
   const header = Buffer.from('GET /v1/stats HTTP/1.1\r\nhost: x\r\n' + 'x-pad: '.padEnd(4000, 'a') + '\r\n\r\n')

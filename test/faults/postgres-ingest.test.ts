@@ -82,7 +82,7 @@ test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.3 s 
   const tStart = Date.now()
   const pg = await ownPostgres(t)
   const url = await pg.createDatabase('faults')
-  const token = 'pg-fault-secret'
+  const token = 'pg-fault-secret-'
   const spawnIngest = (): Promise<Child> => spawnCli(t, 'ingest/main.ts', ['--port', '0', '--sink', 'postgres', '--postgres-url', url, '--token', `gw1:${token}`], { readyTimeoutMs: 60_000 })
   const ingests = await Promise.all([spawnIngest(), spawnIngest(), spawnIngest()])
   const proxies = await Promise.all(ingests.map((i) => FaultProxy.start(t, i.ready.port as number)))
@@ -140,12 +140,12 @@ test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.3 s 
 test('a device moving between two gateways every ~2 s, both killed -9 at random: every acked reading stored exactly once', async (t) => {
   const rnd = seeded(SEED + 1)
   const url = await freshDatabase()
-  const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--sink', 'postgres', '--postgres-url', url, '--token', 'gwA:secret-a', '--token', 'gwB:secret-b'], { readyTimeoutMs: 60_000 })
+  const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--sink', 'postgres', '--postgres-url', url, '--token', 'gwA:secret-a-pad-012', '--token', 'gwB:secret-b-pad-012'], { readyTimeoutMs: 60_000 })
   const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
   const dir = await tempDir(t, 'faults-pg2-')
   const names = ['gwA', 'gwB'] as const
   const spawnGw = (i: number): Promise<Child> => spawnCli(t, 'gateway/main.ts', ['--gateway-id', names[i]!, '--data-dir', join(dir, names[i]!), ...GW_FLAGS,
-    '--upstream', ingestUrl, '--token', i === 0 ? 'secret-a' : 'secret-b'], { readyTimeoutMs: 60_000 })
+    '--upstream', ingestUrl, '--token', i === 0 ? 'secret-a-pad-012' : 'secret-b-pad-012'], { readyTimeoutMs: 60_000 })
   const gws = await Promise.all([spawnGw(0), spawnGw(1)])
   const devProxy = await FaultProxy.start(t, gws[0]!.ready.mqttPort as number)
   let current = 0

@@ -74,9 +74,9 @@ function post (port: number, path: string, headers: Record<string, string>, body
 test('ingest: a gzip body inflating to an 8 MiB bignum gets 400 at once, and the ingest keeps serving', { timeout: 60_000 }, async (t) => {
   // a child process: before the fix this request blocked the ingest's event loop for hours
   const dir = await tempDir(t, 'ingest-tags-')
-  const ing = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--token', 'gw1:sec-1', '--data-dir', join(dir, 'db')], { env: { LOG_LEVEL: 'error' } })
+  const ing = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--token', 'gw1:sec-1-cbor-tags-0001', '--data-dir', join(dir, 'db')], { env: { LOG_LEVEL: 'error' } })
   const port = ing.ready.port as number
-  const auth = { authorization: 'Bearer sec-1', 'content-type': 'application/cbor' }
+  const auth = { authorization: 'Bearer sec-1-cbor-tags-0001', 'content-type': 'application/cbor' }
   const n = 8 * 1024 * 1024 - 64
   // {"v": tag2(n bytes)}: the tag head is at byte 3
   const raw = Buffer.concat([hex('a1 61 76 c2'), bytesHead(n), Buffer.alloc(n, 0xff)])
@@ -119,7 +119,7 @@ test('gateway: a 200 response carrying a 60 KiB bignum is a bad response, refuse
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.after(() => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections() }))
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-  const gw = await startGateway(t, { upstream: [url], token: 'x', lingerMs: 20, retryBaseMs: 20, retryMaxMs: 200, upstreamProtocol: 'v1', compression: 'none' })
+  const gw = await startGateway(t, { upstream: [url], token: 'cbor-tags-token-0001', lingerMs: 20, retryBaseMs: 20, retryMaxMs: 200, upstreamProtocol: 'v1', compression: 'none' })
   const c = await connectDevice(t, gw.mqttPort, 'resp-1')
   await publish(c, 'devices/resp-1/readings', reading(1))
   const base = `http://127.0.0.1:${gw.adminPort}`

@@ -48,7 +48,7 @@ async function outputUntil (t: { after: (fn: () => unknown) => void }, entry: st
 }
 
 test('ingest log lines carry one component key', async (t) => {
-  const out = await outputUntil(t, 'ingest/main.ts', ['--port', '0', '--data-dir', await tempDir(t), '--token', 'gw1:secret', '--chaos-retry-rate', '0.1'], {}, /"ready"/)
+  const out = await outputUntil(t, 'ingest/main.ts', ['--port', '0', '--data-dir', await tempDir(t), '--token', 'gw1:secret-pad-01234', '--chaos-retry-rate', '0.1'], {}, /"ready"/)
   const lines = out.trim().split('\n')
   assert.ok(lines.length >= 2, out)
   for (const l of lines) assert.ok((l.match(/"component":/g) ?? []).length <= 1, `duplicated component key: ${l}`)

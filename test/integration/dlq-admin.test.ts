@@ -19,7 +19,7 @@ test('dlq via admin: rejected items are listed, exported, replayed exactly once 
     status: 200,
     results: req.items.map((i) => (reject ? [i[0], i[1], AckCode.Rejected, 'rule: t above 20'] : [i[0], i[1], AckCode.Stored]) as ItemResult)
   }))
-  const gw = await startGateway(t, { upstream: [up.url], token: 'x', lingerMs: 20, retryBaseMs: 20 })
+  const gw = await startGateway(t, { upstream: [up.url], token: 'x-pad-0123456789', lingerMs: 20, retryBaseMs: 20 })
   const base = `http://127.0.0.1:${gw.adminPort}`
   const dev = await connectDevice(t, gw.mqttPort, 'dlq-a')
   for (let seq = 1; seq <= 6; seq++) await publish(dev, 'devices/dlq-a/readings', reading(seq))
@@ -75,15 +75,15 @@ test('dlq via admin: rejected items are listed, exported, replayed exactly once 
 test('admin token: required off loopback; the page and API need it, probes do not', async (t) => {
   const { parseGatewayConfig } = await import('../../gateway/config.ts')
   assert.throws(() => parseGatewayConfig({ argv: ['--admin-host', '0.0.0.0'], env: {} }), /admin-token/)
-  const gw = await startGateway(t, { adminToken: 's3cret' })
+  const gw = await startGateway(t, { adminToken: 's3cret-pad-01234' })
   const base = `http://127.0.0.1:${gw.adminPort}`
   assert.equal((await fetch(base + '/healthz')).status, 200)
   assert.equal((await fetch(base + '/status')).status, 401)
   assert.equal((await fetch(base + '/')).status, 401)
   assert.equal((await fetch(base + '/dlq/purge', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"all":true}' })).status, 401)
   assert.equal((await fetch(base + '/status', { headers: { authorization: 'Bearer wrong' } })).status, 401)
-  assert.equal((await fetch(base + '/status', { headers: { authorization: 'Bearer s3cret' } })).status, 200)
-  const login = await fetch(base + '/?token=s3cret', { redirect: 'manual' })
+  assert.equal((await fetch(base + '/status', { headers: { authorization: 'Bearer s3cret-pad-01234' } })).status, 200)
+  const login = await fetch(base + '/?token=s3cret-pad-01234', { redirect: 'manual' })
   assert.equal(login.status, 303)
   const cookie = login.headers.get('set-cookie')!.split(';')[0]!
   assert.match(login.headers.get('set-cookie')!, /HttpOnly; SameSite=Strict/)

@@ -28,11 +28,11 @@ function dlq (args: string[]): Promise<{ code: number | null, stdout: string, st
 test('dlq CLI: rejected by a bad rule, listed, exported, replayed after the fix, stored exactly once', async (t) => {
   const dir = await tempDir(t, 'dlq-cli-')
   const gwDir = join(dir, 'gateway')
-  const ingestArgs = ['--data-dir', join(dir, 'ingest'), '--token', 'gw1:secret']
+  const ingestArgs = ['--data-dir', join(dir, 'ingest'), '--token', 'gw1:secret-pad-01234']
   let ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', ...ingestArgs, '--chaos-reject-rate', '1'])
   const port = String(ingest.ready.port)
   const upstream = `http://127.0.0.1:${port}`
-  const gwArgs = ['--gateway-id', 'gw1', '--data-dir', gwDir, '--mqtt-port', '0', '--admin-port', '0', '--upstream', upstream, '--token', 'secret', '--linger-ms', '50', '--host', '127.0.0.1']
+  const gwArgs = ['--gateway-id', 'gw1', '--data-dir', gwDir, '--mqtt-port', '0', '--admin-port', '0', '--upstream', upstream, '--token', 'secret-pad-01234', '--linger-ms', '50', '--host', '127.0.0.1']
   let gw = await spawnCli(t, 'gateway/main.ts', gwArgs)
   const admin = `http://127.0.0.1:${String(gw.ready.adminPort)}`
   const dev = await connectDevice(t, Number(gw.ready.mqttPort), 'rt-dev')

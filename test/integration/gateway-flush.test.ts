@@ -10,7 +10,7 @@ import { tempDir, waitFor } from '../helpers/index.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { startFakeUpstream } from '../helpers/fake-upstream.ts'
 
-const fast = { lingerMs: 0, retryBaseMs: 10, retryMaxMs: 40, token: 'secret' }
+const fast = { lingerMs: 0, retryBaseMs: 10, retryMaxMs: 40, token: 'secret-pad-01234' }
 
 test('mixed per-item results give exactly the right deletes, resends and dead letters', async (t) => {
   const seen = new Map<number, number>() // device seq -> times sent
@@ -110,7 +110,7 @@ test('401 pauses flushing, reports unready and never dead-letters', async (t) =>
 
 test('a response lost after the ingest committed ends with the item stored once', async (t) => {
   // the real ingest (LevelDB sink) commits, then drops the connection for half the batches
-  const ing = await createIngest({ port: 0, host: '127.0.0.1', token: ['gw1:secret'], dataDir: await tempDir(t), chaosDropRate: 0.5, chaosSeed: 13 })
+  const ing = await createIngest({ port: 0, host: '127.0.0.1', token: ['gw1:secret-pad-01234'], dataDir: await tempDir(t), chaosDropRate: 0.5, chaosSeed: 13 })
   t.after(() => ing.close())
   const gw = await startGateway(t, { ...fast, upstream: [`http://127.0.0.1:${ing.port}`], batchMaxItems: 2 })
   const c = await connectDevice(t, gw.mqttPort, 'lost-1')

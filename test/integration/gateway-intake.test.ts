@@ -164,7 +164,7 @@ test('quota with fullPolicy=block stops acknowledging and resumes when space fre
   const up = await startFakeUpstream(t, (req) => accept
     ? { status: 200, results: req.items.map((i) => [i[0], i[1], AckCode.Stored] as ItemResult) }
     : { status: 503, headers: { 'retry-after': '0' } })
-  const gw = await startGateway(t, { maxBufferItems: 10, fullPolicy: 'block', upstream: [up.url], token: 'x', lingerMs: 0, retryBaseMs: 20, retryMaxMs: 50 })
+  const gw = await startGateway(t, { maxBufferItems: 10, fullPolicy: 'block', upstream: [up.url], token: 'x-pad-0123456789', lingerMs: 0, retryBaseMs: 20, retryMaxMs: 50 })
   const c = await connectDevice(t, gw.mqttPort, 'full-1')
   for (let i = 1; i <= 10; i++) await publish(c, 'devices/full-1/readings', reading(i))
   let acked = false
@@ -192,7 +192,7 @@ test('quota with fullPolicy=drop-oldest evicts the oldest and reports the exact 
   await gw.close()
   // the ranges survive a restart and go upstream with the next batch, then are forgotten
   const up = await startFakeUpstream(t)
-  gw = await startGateway(t, { dataDir: dir, maxBufferItems: 10, fullPolicy: 'drop-oldest', upstream: [up.url], token: 'x', lingerMs: 0 })
+  gw = await startGateway(t, { dataDir: dir, maxBufferItems: 10, fullPolicy: 'drop-oldest', upstream: [up.url], token: 'x-pad-0123456789', lingerMs: 0 })
   await waitFor(() => up.stored.size === 10, { what: 'drained' })
   assert.deepEqual(up.batches[0]!.evicted, [[p, 0, 4]])
   await waitFor(() => gw.store.pendingEvicted().length === 0, { what: 'evicted ranges forgotten after the ack' })

@@ -35,7 +35,7 @@ test('a corrupt counter is rebuilt, a corrupt dedup window quarantined, a corrup
   await db.close()
 
   const up = await startFakeUpstream(t)
-  gw = await startGateway(t, { dataDir: dir, upstream: [up.url], token: 't', lingerMs: 0 })
+  gw = await startGateway(t, { dataDir: dir, upstream: [up.url], token: 't-pad-0123456789', lingerMs: 0 })
   assert.equal(gw.store.items, 10, 'counter rebuilt from the partition')
   assert.equal(gw.store.partitionStats()[p]!.nextSeq, 10, 'next seq continues after the highest item')
   await waitFor(() => gw.store.items === 0 && up.stored.size === 9, { what: '9 readable items delivered' })

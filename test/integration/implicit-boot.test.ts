@@ -14,13 +14,13 @@ import { connectDevice, publish, silentLogger } from '../helpers/gateway.ts'
 type T = { after: (fn: () => unknown) => void }
 
 async function setup (t: T): Promise<{ url: string, start: () => Promise<Gateway> }> {
-  const ing = await createIngest({ port: 0, host: '127.0.0.1', token: ['gw1:secret'], dataDir: await tempDir(t) })
+  const ing = await createIngest({ port: 0, host: '127.0.0.1', token: ['gw1:secret-pad-01234'], dataDir: await tempDir(t) })
   t.after(() => ing.close())
   const url = `http://127.0.0.1:${ing.port}`
   const dataDir = await tempDir(t)
   const start = async (): Promise<Gateway> => {
     const base = parseGatewayConfig({ argv: [], env: {} })
-    const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir, upstream: [url], token: 'secret', lingerMs: 0 }, silentLogger)
+    const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir, upstream: [url], token: 'secret-pad-01234', lingerMs: 0 }, silentLogger)
     t.after(() => gw.close())
     return gw
   }

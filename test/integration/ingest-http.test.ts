@@ -9,7 +9,7 @@ import { AckCode, decodeResponse, encodeBatch, encodeCbor, type BatchItem, type 
 import { createIngest, type Ingest, type IngestOptions } from '../../ingest/index.ts'
 import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 
-const SECRET = 'sec-gw1'
+const SECRET = 'sec-gw1-pad-0123'
 const AUTH = { authorization: `Bearer ${SECRET}`, 'content-type': 'application/cbor' }
 
 type Reply = { status: number, headers: Record<string, string | string[] | undefined>, body: Buffer } | { error: NodeJS.ErrnoException }
@@ -64,7 +64,7 @@ async function codes (port: number, body: Buffer): Promise<number[]> {
 
 async function start (t: TestContext, opts: IngestOptions = {}): Promise<Ingest> {
   const dataDir = opts.dataDir ?? join(await tempDir(t, 'ingest-http-'), 'db')
-  const ing = await createIngest({ port: 0, host: '127.0.0.1', token: [`gw1:${SECRET}`, 'gw2:sec-gw2'], dataDir, ...opts })
+  const ing = await createIngest({ port: 0, host: '127.0.0.1', token: [`gw1:${SECRET}`, 'gw2:sec-gw2-pad-0123'], dataDir, ...opts })
   t.after(() => ing.close())
   return ing
 }
@@ -153,7 +153,7 @@ test('http: auth: missing or unknown token 401, another gateway\'s batch 403, wr
   assert.equal(json(missing).error, 'unauthorized')
   assert.equal(ok(await postBatch(port, body, { ...AUTH, authorization: 'Bearer nope' })).status, 401)
   assert.equal(ok(await postBatch(port, body, { ...AUTH, authorization: SECRET })).status, 401, 'no Bearer scheme')
-  const other = ok(await postBatch(port, body, { ...AUTH, authorization: 'Bearer sec-gw2' }))
+  const other = ok(await postBatch(port, body, { ...AUTH, authorization: 'Bearer sec-gw2-pad-0123' }))
   assert.equal(other.status, 403)
   assert.deepEqual(JSON.parse(other.body.toString()).field, 'gateway')
   assert.equal(ok(await postBatch(port, body, { ...AUTH, 'content-type': 'application/json' })).status, 415)
@@ -341,11 +341,11 @@ test('cli: dedup survives kill -9 and restart on the same data dir', async (t) =
 
 test('cli: bad config exits 2 naming the field; postgres without a URL is refused clearly', async (t) => {
   const cases: [string[], RegExp][] = [
-    [['--port', 'abc', '--token', 'gw1:x'], /port/],
-    [['--max-items', '0', '--token', 'gw1:x'], /maxItems/],
+    [['--port', 'abc', '--token', 'gw1:x-pad-0123456789'], /port/],
+    [['--max-items', '0', '--token', 'gw1:x-pad-0123456789'], /maxItems/],
     [['--bogus', '1'], /bogus/],
     [['--port', '0'], /token/],
-    [['--port', '0', '--token', 'gw1:x', '--sink', 'postgres'], /postgresUrl: sink postgres needs --postgres-url/],
+    [['--port', '0', '--token', 'gw1:x-pad-0123456789', '--sink', 'postgres'], /postgresUrl: sink postgres needs --postgres-url/],
     [['--port', '0', '--tokens-file', '/nonexistent/tokens.json'], /tokensFile/]
   ]
   await Promise.all(cases.map(async ([args, re]) => {

@@ -24,7 +24,7 @@ const batchSize = Number(args.batch)
 const partitions = Number(args.partitions)
 
 const dir = await mkdtemp(join(tmpdir(), 'ingest-load-'))
-const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'ingest/main.ts'), '--port', '0', '--token', 'gw1:s', '--data-dir', join(dir, 'db')], { env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] })
+const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'ingest/main.ts'), '--port', '0', '--token', 'gw1:s-pad-0123456789', '--data-dir', join(dir, 'db')], { env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] })
 const ready = await new Promise<{ port: number }>((resolve, reject) => {
   child.on('exit', (code) => reject(new Error(`ingest exited ${code}`)))
   createInterface({ input: child.stdout! }).on('line', (l) => { try { const o = JSON.parse(l) as { msg?: string, port: number }; if (o.msg === 'ready') resolve(o) } catch {} })
@@ -42,7 +42,7 @@ async function partitionLoop (p: number): Promise<void> {
     const items: BatchItem[] = []
     for (let i = 0; i < batchSize; i++, s++) items.push([p, s, `dev-${p}-${s % 50}`, Math.floor(s / 50), 1, now, now + s, { temp: 20 + (s % 10) / 10, hum: 40 + (s % 7), ok: true }])
     let body = encodeBatch({ gateway: 'gw1', epoch: 'ep1', batch: `p${p}-${s}`, floors: [[p, items[0]![1]]], items })
-    const headers: Record<string, string> = { 'content-type': 'application/cbor', authorization: 'Bearer s' }
+    const headers: Record<string, string> = { 'content-type': 'application/cbor', authorization: 'Bearer s-pad-0123456789' }
     if (args.gzip) { body = gzipSync(body); headers['content-encoding'] = 'gzip' }
     const t0 = performance.now()
     const r = await fetch(url, { method: 'POST', headers, body })

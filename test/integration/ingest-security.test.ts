@@ -41,8 +41,8 @@ async function codes (base: string, b: Buffer, headers: Record<string, string>, 
 async function fleetIngest (t: TestContext, opts: IngestOptions = {}): Promise<{ ing: Ingest, base: string, dir: string }> {
   const dir = await tempDir(t, 'ingest-sec-')
   const tokensFile = join(dir, 'tokens.json')
-  await writeFile(tokensFile, JSON.stringify({ gwA: { secret: 'sec-gwA', fleet: 'north' }, gwB: { secret: 'sec-gwB', fleet: 'south' }, gwC: { fleet: 'north' } }))
-  const ing = await createIngest({ port: 0, host: '127.0.0.1', dataDir: join(dir, 'db'), token: ['gw1:sec-gw1'], tokensFile, readToken: [`north:${R_NORTH}`, `*:${R_ALL}`], ...opts })
+  await writeFile(tokensFile, JSON.stringify({ gwA: { secret: 'sec-gwA-pad-0123', fleet: 'north' }, gwB: { secret: 'sec-gwB-pad-0123', fleet: 'south' }, gwC: { fleet: 'north' } }))
+  const ing = await createIngest({ port: 0, host: '127.0.0.1', dataDir: join(dir, 'db'), token: ['gw1:sec-gw1-pad-0123'], tokensFile, readToken: [`north:${R_NORTH}`, `*:${R_ALL}`], ...opts })
   t.after(() => ing.close())
   return { ing, base: `${ing.scheme}://127.0.0.1:${ing.port}`, dir }
 }
@@ -52,11 +52,11 @@ type Page = { readings: { gateway: string, seq: number }[], next: string | null 
 test('ingest read side: read tokens, fleets, /metrics for fleet * only, /healthz open', async (t) => {
   const { base } = await fleetIngest(t)
   // gwB (fleet south) writes readings under the same device id as gwA (fleet north)
-  assert.deepEqual(await codes(base, body('gwA', [item(0, 1), item(0, 2), item(0, 3)]), bearer('sec-gwA')), [0, 0, 0])
-  assert.deepEqual(await codes(base, body('gwB', [item(0, 1), item(0, 2), item(0, 3)]), bearer('sec-gwB')), [0, 0, 0])
+  assert.deepEqual(await codes(base, body('gwA', [item(0, 1), item(0, 2), item(0, 3)]), bearer('sec-gwA-pad-0123')), [0, 0, 0])
+  assert.deepEqual(await codes(base, body('gwB', [item(0, 1), item(0, 2), item(0, 3)]), bearer('sec-gwB-pad-0123')), [0, 0, 0])
   const url = `${base}/v1/devices/d1/readings`
   assert.equal((await call(url)).status, 401)
-  assert.equal((await call(url, { headers: bearer('sec-gwA') })).status, 401, 'a gateway token is not a read token')
+  assert.equal((await call(url, { headers: bearer('sec-gwA-pad-0123') })).status, 401, 'a gateway token is not a read token')
   assert.equal((await call(url, { headers: bearer('x'.repeat(20)) })).status, 401)
   const north = jsonOf<Page>(await call(url, { headers: bearer(R_NORTH) }))
   assert.deepEqual(north.readings.map((r) => r.gateway), ['gwA', 'gwA', 'gwA'], 'fleet north sees only its gateways')
@@ -81,8 +81,40 @@ test('ingest read side: read tokens, fleets, /metrics for fleet * only, /healthz
   assert.equal((await call(`${base}/healthz`)).status, 200)
 })
 
+type Live = { fleet: string, stats: { stored: number, gateways: Record<string, unknown> }, batchSeconds: unknown[], tracked: number, readings: { fleet: string, device: string, gateway: string }[] }
+
+test('ingest page data /ui/live: read token needed, scoped to the token\'s fleet (issue #19 item 3)', async (t) => {
+  const { base } = await fleetIngest(t)
+  // both fleets write the same device id d1, and one device of their own each
+  assert.deepEqual(await codes(base, body('gwA', [item(0, 1), item(0, 2, 'north-only')]), bearer('sec-gwA-pad-0123')), [0, 0])
+  assert.deepEqual(await codes(base, body('gwB', [item(0, 1), item(0, 2, 'south-only')]), bearer('sec-gwB-pad-0123')), [0, 0])
+  const live = `${base}/ui/live?limit=50`
+  const none = await call(live)
+  assert.equal(none.status, 401)
+  assert.doesNotMatch(none.body.toString(), /gwB|south-only/)
+  assert.equal((await call(live, { headers: bearer('sec-gwA-pad-0123') })).status, 401, 'a gateway token is not a read token')
+  const north = jsonOf<Live>(await call(live, { headers: bearer(R_NORTH) }))
+  assert.equal(north.fleet, 'north')
+  assert.deepEqual(Object.keys(north.stats.gateways), ['gwA'])
+  assert.equal(north.stats.stored, 2)
+  assert.deepEqual(north.readings.map((r) => `${r.gateway}/${r.device}`).sort(), ['gwA/d1', 'gwA/north-only'])
+  assert.equal(north.tracked, 2)
+  assert.deepEqual(north.batchSeconds, [], 'the latency histogram counts every fleet\'s batches: fleet * only')
+  const searched = jsonOf<Live>(await call(`${live}&q=only`, { headers: bearer(R_NORTH) }))
+  assert.deepEqual(searched.readings.map((r) => r.device), ['north-only'])
+  const all = jsonOf<Live>(await call(live, { headers: bearer(R_ALL) }))
+  assert.deepEqual(Object.keys(all.stats.gateways).sort(), ['gwA', 'gwB'])
+  assert.deepEqual(all.readings.map((r) => `${r.fleet}/${r.device}`).sort(), ['north/d1', 'north/north-only', 'south/d1', 'south/south-only'], 'a device id of two fleets is two entries')
+  assert.ok(all.batchSeconds.length > 0)
+  // the page itself holds no data: it loads without a token and asks for one
+  const page = await call(`${base}/`)
+  assert.equal(page.status, 200)
+  assert.match(page.body.toString(), /id="token-form"/)
+  assert.equal((await call(`${base}/assets/app.js`)).status, 200)
+})
+
 test('ingest read side: no read token on a non-loopback address is a startup error', async () => {
-  const base = { token: ['gw1:s'], readToken: [] as string[], allowAnonymousRead: false }
+  const base = { token: ['gw1:s-pad-0123456789'], readToken: [] as string[], allowAnonymousRead: false }
   await assert.rejects(ReadAuth.create({ ...base, host: '0.0.0.0' }), /readToken: .*--read-token FLEET:SECRET/)
   await ReadAuth.create({ ...base, host: '0.0.0.0', allowAnonymousRead: true })
   await ReadAuth.create({ ...base, host: '127.0.0.1' })
@@ -92,7 +124,7 @@ test('ingest read side: no read token on a non-loopback address is a startup err
 test('ingest query: limit is capped and pages stop at maxResponseBytes; cursors deliver every reading once', async (t) => {
   const { base } = await fleetIngest(t, { maxResponseBytes: 4096 })
   const items = Array.from({ length: 1500 }, (_, i) => item(0, i + 1, 'big'))
-  assert.ok((await codes(base, body('gw1', items), bearer('sec-gw1'))).every((c) => c === AckCode.Stored))
+  assert.ok((await codes(base, body('gw1', items), bearer('sec-gw1-pad-0123'))).every((c) => c === AckCode.Stored))
   const seen: number[] = []
   let url: string | null = `${base}/v1/devices/big/readings?limit=10000`
   let pages = 0
@@ -112,7 +144,7 @@ test('ingest query: limit is capped and pages stop at maxResponseBytes; cursors 
 
 test('ingest query: without a byte cap a page holds at most 1000 readings', async (t) => {
   const { base } = await fleetIngest(t)
-  await codes(base, body('gw1', Array.from({ length: 1200 }, (_, i) => item(0, i + 1, 'cap'))), bearer('sec-gw1'))
+  await codes(base, body('gw1', Array.from({ length: 1200 }, (_, i) => item(0, i + 1, 'cap'))), bearer('sec-gw1-pad-0123'))
   const p = jsonOf<Page>(await call(`${base}/v1/devices/cap/readings?limit=10000`, { headers: bearer(R_ALL) }))
   assert.equal(p.readings.length, 1000)
   assert.notEqual(p.next, null)
@@ -120,7 +152,7 @@ test('ingest query: without a byte cap a page holds at most 1000 readings', asyn
 
 test('ingest bounds: partitions beyond --max-partitions are rejected; epochs in memory are capped per gateway', async (t) => {
   const { ing, base } = await fleetIngest(t, { maxPartitions: 64, dedupEpochsPerGateway: 4 })
-  const auth = bearer('sec-gw1')
+  const auth = bearer('sec-gw1-pad-0123')
   // an item in partition 5000: rejected with a reason; the others are stored
   const r = await post(base, encodeBatch({ gateway: 'gw1', epoch: 'ep1', batch: 'p', floors: [[0, 1]], items: [item(0, 1), item(5000, 1)] }), auth)
   assert.equal(r.status, 200)
@@ -151,20 +183,20 @@ async function rssMiB (pid: number): Promise<number> {
 
 test('ingest bounds: a partition flood under fresh epochs does not grow the ingest (RSS)', async (t) => {
   const dir = await tempDir(t, 'ingest-rss-')
-  const ing = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'db'), '--token', 'gw1:sec-gw1'])
+  const ing = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'db'), '--token', 'gw1:sec-gw1-pad-0123'])
   const base = `http://127.0.0.1:${ing.ready.port as number}`
   const pid = ing.proc.pid!
-  await codes(base, body('gw1', [item(0, 1)]), bearer('sec-gw1'))
+  await codes(base, body('gw1', [item(0, 1)]), bearer('sec-gw1-pad-0123'))
   const before = await rssMiB(pid)
   const floors = Array.from({ length: 65536 }, (_, p) => [p, 1] as [number, number])
   const deadline = Date.now() + 30_000
   for (let e = 0; e < 12 && Date.now() < deadline; e++) {
-    await post(base, encodeBatch({ gateway: 'gw1', epoch: `flood-${e}`, batch: `f${e}`, floors, items: [item(0, 1, `f${e}`)] }), bearer('sec-gw1'))
+    await post(base, encodeBatch({ gateway: 'gw1', epoch: `flood-${e}`, batch: `f${e}`, floors, items: [item(0, 1, `f${e}`)] }), bearer('sec-gw1-pad-0123'))
   }
   const after = await rssMiB(pid)
   assert.ok(after - before < 64, `RSS grew from ${before.toFixed(0)} to ${after.toFixed(0)} MiB`)
   // Another device: (d1, boot 1, seq 1) is stored already, and its natural key would make a copy a duplicate.
-  assert.deepEqual(await codes(base, body('gw1', [item(1, 1, 'd2')]), bearer('sec-gw1')), [AckCode.Stored], 'still serves')
+  assert.deepEqual(await codes(base, body('gw1', [item(1, 1, 'd2')]), bearer('sec-gw1-pad-0123')), [AckCode.Stored], 'still serves')
 })
 
 test('ingest https: gateway client certificates are mapped to gateway ids; SIGHUP-style reload', async (t) => {
@@ -181,16 +213,16 @@ test('ingest https: gateway client certificates are mapped to gateway ids; SIGHU
   assert.deepEqual(await codes(base, body('gwC', [item(0, 1, 'c1')]), {}, tlsC), [AckCode.Stored])
   // its certificate cannot write as another gateway
   assert.equal((await post(base, body('gwA', [item(0, 2, 'c1')]), {}, tlsC)).status, 403)
-  assert.equal((await post(base, body('gwC', [item(0, 2, 'c1')]), bearer('sec-gwA'), tlsC)).status, 403, 'token of another gateway')
+  assert.equal((await post(base, body('gwC', [item(0, 2, 'c1')]), bearer('sec-gwA-pad-0123'), tlsC)).status, 403, 'token of another gateway')
   assert.equal((await post(base, body('stranger', [item(0, 1)]), {}, { ca: ca.cert, cert: stranger.cert, key: stranger.key })).status, 403, 'CN not in the tokens config')
   // a token still works without a certificate (client certificates are optional here)
-  assert.deepEqual(await codes(base, body('gwA', [item(0, 1, 'a1')]), bearer('sec-gwA'), { ca: ca.cert }), [AckCode.Stored])
+  assert.deepEqual(await codes(base, body('gwA', [item(0, 1, 'a1')]), bearer('sec-gwA-pad-0123'), { ca: ca.cert }), [AckCode.Stored])
   assert.deepEqual(await codes(base, body('gwA', [item(0, 2, 'a1')]), {}, { ca: ca.cert, cert: gwA.cert, key: gwA.key }), [AckCode.Stored])
   // unverifiable certificates authenticate nobody
   assert.equal((await post(base, body('gwC', [item(0, 3, 'c1')]), {}, { ca: ca.cert, cert: expiredC.cert, key: expiredC.key })).status, 401)
   assert.equal((await post(base, body('gwC', [item(0, 3, 'c1')]), {}, { ca: ca.cert, cert: rogueC.cert, key: rogueC.key })).status, 401)
   // the client refuses an ingest certificate from a CA it does not trust
-  await assert.rejects(post(base, body('gwA', [item(0, 3)]), bearer('sec-gwA'), { ca: rogue.cert }), /self-signed|unable to verify|certificate/i)
+  await assert.rejects(post(base, body('gwA', [item(0, 3)]), bearer('sec-gwA-pad-0123'), { ca: rogue.cert }), /self-signed|unable to verify|certificate/i)
 
   // reload: a new server certificate for new handshakes
   const serial = async (): Promise<string> => await new Promise((resolve, reject) => {
@@ -213,6 +245,6 @@ test('ingest https: --tls-require-client-cert refuses handshakes without a valid
   const { base } = await fleetIngest(t, { tlsCert: server.certPath, tlsKey: server.keyPath, tlsCa: ca.certPath, tlsRequireClientCert: true })
   assert.deepEqual(await codes(base, body('gwC', [item(0, 1)]), {}, { ca: ca.cert, cert: gwC.cert, key: gwC.key }), [AckCode.Stored])
   for (const tls of [{ ca: ca.cert }, { ca: ca.cert, cert: expiredC.cert, key: expiredC.key }, { ca: ca.cert, cert: rogueC.cert, key: rogueC.key }]) {
-    await assert.rejects(post(base, body('gwA', [item(0, 2)]), bearer('sec-gwA'), tls), /certificate|alert|socket hang up|ECONNRESET/i)
+    await assert.rejects(post(base, body('gwA', [item(0, 2)]), bearer('sec-gwA-pad-0123'), tls), /certificate|alert|socket hang up|ECONNRESET/i)
   }
 })

@@ -14,7 +14,7 @@ import {
 import { createIngest, type Ingest, type IngestOptions } from '../../ingest/index.ts'
 import { tempDir } from '../helpers/index.ts'
 
-const SECRET = 'sec-v2'
+const SECRET = 'sec-v2-pad-01234'
 const env = { gateway: 'gw1', epoch: 'ep1', batch: 'b1', floors: [[0, 1]] as [number, number][] }
 const items: BatchItem[] = Array.from({ length: 20 }, (_, i) => [0, i + 1, `d${i % 3}`, 100 + i, 1, 1_790_000_000_000 + i, 1_790_000_000_005 + i, { t: 20 + i / 4, ok: i % 2 === 0 }])
 
@@ -85,5 +85,5 @@ test('--protocols 1 answers as an ingest from before v2: no /v2 route, no negoti
   const ok = await post(ing, '/v1/batches', encodeBatch({ ...env, items }))
   assert.equal(ok.status, 200)
   assert.equal(ok.headers.get('ingest-protocols'), null)
-  await assert.rejects(createIngest({ port: 0, host: '127.0.0.1', token: ['gw1:x'], dataDir: join(await tempDir(t), 'db'), protocols: ['2'] }), /must include 1/)
+  await assert.rejects(createIngest({ port: 0, host: '127.0.0.1', token: ['gw1:x-pad-0123456789'], dataDir: join(await tempDir(t), 'db'), protocols: ['2'] }), /must include 1/)
 })

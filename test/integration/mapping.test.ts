@@ -26,7 +26,7 @@ type Item = [number, number, string, number | null, unknown, number | null, numb
 async function start (t: T, mappings: unknown[]): Promise<{ gw: Gateway, up: FakeUpstream }> {
   const up = await startFakeUpstream(t)
   const base = parseGatewayConfig({ argv: [], env: {}, file: { mappings } })
-  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir: await tempDir(t), upstream: [up.url], token: 'secret', lingerMs: 0 }, silentLogger)
+  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir: await tempDir(t), upstream: [up.url], token: 'secret-pad-01234', lingerMs: 0 }, silentLogger)
   t.after(() => gw.close())
   return { gw, up }
 }
@@ -126,7 +126,7 @@ test('issue 19: --auth file, a device produces only its own readings; an app and
   await writeFile(file, JSON.stringify({ devices: { 'plug-1': await hashPassword('p1', 1024) }, apps: { dash: await hashPassword('pa', 1024) } }))
   const up = await startFakeUpstream(t)
   const base = parseGatewayConfig({ argv: [], env: {}, file: { mappings: [{ topic: 'own/+device/power' }, { topic: 'bridge/+device/power', anyDevice: true }, { topic: 'strict/+device/power', clientIdMustMatch: true }] } })
-  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir: join(dir, 'gw'), upstream: [up.url], token: 'secret', lingerMs: 0, auth: 'file', authFile: file }, silentLogger)
+  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir: join(dir, 'gw'), upstream: [up.url], token: 'secret-pad-01234', lingerMs: 0, auth: 'file', authFile: file }, silentLogger)
   t.after(() => gw.close())
   const connect = (clientId: string, username: string, password: string): Promise<mqtt.MqttClient> =>
     mqtt.connectAsync(`mqtt://127.0.0.1:${gw.mqttPort}`, { clientId, username, password, reconnectPeriod: 0 })

@@ -18,10 +18,10 @@ type Status = { buffered: { items: number }, dlq: { items: number }, clients: { 
 
 test('operator pages: gateway page live and consistent with /status, banner, devices; ingest page', async (t) => {
   assert.ok(pageBytes() < 100 * 1024, `page and assets ${pageBytes()} bytes`)
-  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'pages-ingest-'), token: ['gw1:right', 'gw2:other'] })
+  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'pages-ingest-'), token: ['gw1:right-pad-012345', 'gw2:other-pad-012345'] })
   t.after(() => ingest.close())
   const ingestUrl = `http://127.0.0.1:${ingest.port}`
-  const gw = await startGateway(t, { gatewayId: 'gw1', upstream: [ingestUrl], token: 'right', lingerMs: 100 })
+  const gw = await startGateway(t, { gatewayId: 'gw1', upstream: [ingestUrl], token: 'right-pad-012345', lingerMs: 100 })
   const base = `http://127.0.0.1:${gw.adminPort}`
   const ctx = await launchBrowser(t)
   const { page, errors } = await openPage(ctx, base + '/')
@@ -79,7 +79,7 @@ test('operator pages: gateway page live and consistent with /status, banner, dev
   assert.ok(storedTotal > 0)
 
   // a gateway whose upstream refuses its token: the banner says so
-  const wrong = await startGateway(t, { gatewayId: 'gw2', upstream: [ingestUrl], token: 'not-the-token', lingerMs: 50 })
+  const wrong = await startGateway(t, { gatewayId: 'gw2', upstream: [ingestUrl], token: 'not-the-token-pa', lingerMs: 50 })
   const dev = await connectDevice(t, wrong.mqttPort, 'lonely')
   await publish(dev, 'devices/lonely/readings', reading(1))
   const w = await openPage(ctx, `http://127.0.0.1:${wrong.adminPort}/`)

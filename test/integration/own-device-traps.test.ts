@@ -59,7 +59,7 @@ test('a plain number payload and a JSON integer beyond 2^53 are dead-lettered wi
 
 test('a device that publishes JSON gets JSON receipts; a CBOR device gets CBOR', async (t) => {
   const up = await startFakeUpstream(t)
-  const { gw } = await start(t, { upstream: [up.url], token: 'secret', lingerMs: 0 })
+  const { gw } = await start(t, { upstream: [up.url], token: 'secret-pad-01234', lingerMs: 0 })
   const got = new Map<string, Buffer>()
   for (const id of ['js-1', 'cb-1']) {
     const c = await connectDevice(t, gw.mqttPort, id)

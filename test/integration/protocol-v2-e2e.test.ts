@@ -11,7 +11,7 @@ import { createSimulation, runAudit, simConfig, waitForDrain } from '../../devic
 import { FaultProxy, promValue } from '../helpers/fault-proxy.ts'
 import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
 
-const TOKEN = 'v2-secret'
+const TOKEN = 'v2-secret-pad-01'
 
 async function receivedBytes (ingestUrl: string, version: 1 | 2): Promise<number> {
   const text = await (await fetch(`${ingestUrl}/metrics`)).text()

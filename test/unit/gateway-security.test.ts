@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { ownReadings, publishVerdict, subscribeDenial, type Who } from '../../gateway/broker/acl.ts'
 import { AddressTable, addressKey, NetworkList } from '../../gateway/broker/addresses.ts'
 import { ConnectRate, Gate, GateFullError, LoginBackoff } from '../../gateway/broker/login-guard.ts'
-import { isLoopbackHost } from '../../gateway/broker/security-config.ts'
+import { isLoopback as isLoopbackHost } from '../../protocol/loopback.ts'
 import { parseGatewayConfig } from '../../gateway/config.ts'
 
 const device: Who = { principal: { role: 'device', name: 's1' }, clientId: 's1', local: false }

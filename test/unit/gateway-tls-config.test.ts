@@ -2,17 +2,18 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseGatewayConfig } from '../../gateway/config.ts'
-import { isLoopbackHost, tlsListenerConfig } from '../../gateway/tls.ts'
+import { tlsListenerConfig } from '../../gateway/tls.ts'
+import { isLoopback as isLoopbackHost } from '../../protocol/loopback.ts'
 
 const parse = (...argv: string[]) => parseGatewayConfig({ argv, env: {} })
 
 test('gateway config: http:// upstream to a non-loopback host is refused unless --allow-insecure-upstream', () => {
-  assert.throws(() => parse('--upstream', 'http://ingest.example.com:8080', '--token', 's'), /upstream.*in clear.*--allow-insecure-upstream/s)
-  assert.throws(() => parse('--upstream', 'http://10.0.0.5:8080', '--token', 's'), /in clear/)
-  assert.throws(() => parse('--upstream', 'http://127.0.0.1:8080,http://[fd00::1]:8080', '--token', 's'), /fd00::1.*in clear/)
-  assert.equal(parse('--upstream', 'http://ingest.example.com:8080', '--token', 's', '--allow-insecure-upstream').allowInsecureUpstream, true)
+  assert.throws(() => parse('--upstream', 'http://ingest.example.com:8080', '--token', 's-pad-0123456789'), /upstream.*in clear.*--allow-insecure-upstream/s)
+  assert.throws(() => parse('--upstream', 'http://10.0.0.5:8080', '--token', 's-pad-0123456789'), /in clear/)
+  assert.throws(() => parse('--upstream', 'http://127.0.0.1:8080,http://[fd00::1]:8080', '--token', 's-pad-0123456789'), /fd00::1.*in clear/)
+  assert.equal(parse('--upstream', 'http://ingest.example.com:8080', '--token', 's-pad-0123456789', '--allow-insecure-upstream').allowInsecureUpstream, true)
   for (const u of ['http://127.0.0.1:8080', 'http://localhost:8080', 'http://[::1]:8080', 'https://ingest.example.com']) {
-    assert.deepEqual(parse('--upstream', u, '--token', 's').upstream, [u])
+    assert.deepEqual(parse('--upstream', u, '--token', 's-pad-0123456789').upstream, [u])
   }
   assert.equal(isLoopbackHost('127.8.9.10'), true)
   assert.equal(isLoopbackHost('128.0.0.1'), false)
@@ -24,7 +25,7 @@ test('gateway config: the upstream needs a token, a token file or a client certi
   assert.equal(parse('--upstream', 'https://i.example.com', '--token-file', '/run/secrets/t').tokenFile, '/run/secrets/t')
   assert.equal(parse('--upstream', 'https://i.example.com', '--upstream-cert', 'c.pem', '--upstream-key', 'k.pem').upstreamCert, 'c.pem')
   assert.throws(() => parse('--upstream', 'https://i.example.com', '--upstream-cert', 'c.pem'), /upstreamKey.*both/)
-  assert.throws(() => parse('--token', 'a', '--token-file', 'f'), /not both/)
+  assert.throws(() => parse('--token', 'a-pad-0123456789', '--token-file', 'f'), /not both/)
 })
 
 test('gateway config: TLS listener flags', () => {
