@@ -10,7 +10,8 @@
  * expired one) fails the handshake. A verified certificate's subject CN is the client's
  * identity, as Mosquitto's `use_identity_as_username`: `certIdentity` returns it and the
  * broker's authenticate accepts the client as the device CN (no password), provided its
- * MQTT client id equals the CN, so a certificate for `a` cannot publish as `b`.
+ * MQTT client id equals the CN, so a certificate for `a` cannot publish as `b`. The CN is
+ * read once, at the handshake (`readCertIdentity`): later the socket may already be gone.
  *
  * SIGHUP: `reloadTls()` reads the certificate, key and CA files again and swaps them in
  * with `tls.Server#setSecureContext`: new handshakes use the new files, established
@@ -19,7 +20,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net'
-import { createServer as createTlsServer, TLSSocket, type SecureContextOptions, type Server as TlsServer } from 'node:tls'
+import { createServer as createTlsServer, TLSSocket, type PeerCertificate, type SecureContextOptions, type Server as TlsServer } from 'node:tls'
 import type { Client } from 'aedes'
 import type { Logger } from 'pino'
 import { listen } from '../listen.ts'
@@ -53,14 +54,46 @@ async function loadContext (c: TlsListenerConfig): Promise<SecureContextOptions>
 }
 
 /**
- * The identity a verified client certificate gives this client (its subject CN), or
- * undefined when the connection is not TLS or carries no verified certificate.
+ * What a client's TLS certificate says about it: `none` (not TLS, or no verified
+ * certificate: the usual `--auth` applies), the device its verified certificate names
+ * (subject CN), or `unreadable`: a verified certificate whose identity cannot be read (the
+ * connection is already gone, no CN, several CNs). A hook that gets `unreadable` refuses
+ * the client: it cannot decide who it is (issue 19).
  */
-export function certIdentity (client: Client): string | undefined {
+export type CertIdentity =
+  | { kind: 'none' }
+  | { kind: 'device', cn: string }
+  | { kind: 'unreadable', reason: string }
+
+const NO_CERT: CertIdentity = { kind: 'none' }
+/** The identity read at the handshake, while the socket's handle is surely there. */
+const identities = new WeakMap<TLSSocket, CertIdentity>()
+
+/**
+ * Reads a TLS socket's verified client certificate. Never throws: the certificate is peer
+ * input, and `getPeerCertificate()` returns null once the socket's handle is gone (issue 19:
+ * `certIdentity` read it in `authenticate`, a tick after the CONNECT, and a device that reset
+ * its connection in between crashed the gateway with "Cannot read properties of null").
+ */
+export function readCertIdentity (s: TLSSocket): CertIdentity {
+  try {
+    if (!s.authorized) return NO_CERT
+    const cert = s.getPeerCertificate() as Partial<PeerCertificate> | null
+    if (cert === null || typeof cert !== 'object') return { kind: 'unreadable', reason: 'the connection is gone' }
+    const cn: unknown = cert.subject?.CN
+    if (typeof cn === 'string') return { kind: 'device', cn }
+    if (Array.isArray(cn)) return { kind: 'unreadable', reason: 'the certificate has several subject CNs' }
+    return { kind: 'unreadable', reason: 'the certificate has no subject CN' }
+  } catch (err) {
+    return { kind: 'unreadable', reason: `the certificate cannot be read: ${(err as Error)?.message}` }
+  }
+}
+
+/** The identity a client's TLS certificate gives it (see CertIdentity); never throws. */
+export function certIdentity (client: Client): CertIdentity {
   const s = client.conn as unknown
-  if (!(s instanceof TLSSocket) || !s.authorized) return undefined
-  const cn = s.getPeerCertificate().subject?.CN
-  return typeof cn === 'string' ? cn : Array.isArray(cn) ? String(cn[0]) : undefined
+  if (!(s instanceof TLSSocket)) return NO_CERT
+  return identities.get(s) ?? readCertIdentity(s)
 }
 
 /**
@@ -104,12 +137,15 @@ export class Listeners {
           noDelay: true
         })
         server.maxConnections = config.maxConnections
-        server.on('secureConnection', onConnection)
-        server.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
+        server.on('secureConnection', (socket: TLSSocket) => {
+          identities.set(socket, readCertIdentity(socket))
+          onConnection(socket)
+        })
+        server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket | undefined) => {
           const reason = tlsFailureReason(err)
           l.handshakeFailures.inc({ reason })
-          l.log.debug({ remote: socket.remoteAddress, reason, err: err.message }, 'TLS handshake failed')
-          socket.destroy()
+          l.log.debug({ remote: socket?.remoteAddress, reason, err: err?.message }, 'TLS handshake failed')
+          socket?.destroy()
         })
         l.secure = server
         await listen(server, t.port, config.host, '--tls-port', 'another MQTT broker, or another gateway?')
@@ -153,8 +189,8 @@ export class Listeners {
   }
 }
 
-function tlsFailureReason (err: NodeJS.ErrnoException): string {
-  const m = `${err.code ?? ''} ${err.message}`
+function tlsFailureReason (err: NodeJS.ErrnoException | undefined): string {
+  const m = `${err?.code ?? ''} ${err?.message ?? ''}`
   if (/timed out|ETIMEDOUT|ECONNRESET/i.test(m)) return 'timeout_or_reset'
   if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|certificate required/i.test(m)) return 'no_client_cert'
   if (/certificate|CERT|unknown ca|expired/i.test(m)) return 'bad_certificate'
