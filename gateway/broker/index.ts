@@ -10,6 +10,8 @@
  *   login-guard.ts; docs/security.md): `devices/{id}/readings` only by client id `{id}`,
  *   no `$`-topic publishes, wildcards and `$SYS` for apps and local clients (anything
  *   refused on publish closes the connection; on subscribe, SUBACK 0x80),
+ * - a persistent session owned by the principal that made it: another principal with that
+ *   client id starts clean (security.ts, persistence.ts),
  * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK,
  * - every hook and the connection callback under a try/catch (hook-guard.ts, issue 19):
  *   nothing a peer sends throws out of one; a hook that cannot decide closes that client.
@@ -26,6 +28,7 @@ import { installPacketGuard } from './guard.ts'
 import { HookGuard } from './hook-guard.ts'
 import { Limits } from './limits.ts'
 import { certIdentity, checkCertIdentity, Listeners } from './listeners.ts'
+import { principalKey } from './acl.ts'
 import { Security } from './security.ts'
 import { isLoopbackHost } from './security-config.ts'
 import { Unmapped } from './unmapped.ts'
@@ -60,7 +63,7 @@ export class Broker {
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
     const limits = new Limits(config.limits, metrics, logger) // per-client bounds (issue 9), checked before the hooks below
-    const security = new Security(config.security, config.auth, () => aedes, metrics, log)
+    const security = new Security(config.security, config.auth, () => aedes, metrics, log, limits.persistence)
     const unmapped = new Unmapped(metrics.registry, log)
     const hooks = new HookGuard(metrics.registry, log)
     // guarded twice: the limits may run our hooks later (a slowed publish), outside the outer try
@@ -110,6 +113,11 @@ export class Broker {
       }
     }))))
     limits.install(aedes)
+    // after limits.install's session tracking: the registered client owns its persistent session (persistence.ts)
+    aedes.on('client', (c) => {
+      const p = c.clean ? undefined : security.principal(c)
+      if (p) limits.persistence.setSessionOwner(c.id, principalKey(p))
+    })
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
