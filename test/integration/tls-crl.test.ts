@@ -66,7 +66,7 @@ test('tls crl: SIGHUP reloads the CRL: a certificate revoked since is refused on
   const crlPath = join(k.dir, 'live.crl')
   await copyFile((await makeCrl(k.ca, [], 'empty')).path, crlPath)
   const gw = await spawnCli(t, 'gateway/main.ts', ['--data-dir', join(k.dir, 'data'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
-    '--tls-port', '0', '--tls-cert', k.server.certPath, '--tls-key', k.server.keyPath, '--tls-ca', k.ca.certPath, '--tls-crl', crlPath, '--tls-require-client-cert'])
+    '--tls-port', '0', '--tls-cert', k.server.certPath, '--tls-key', k.server.keyPath, '--tls-ca', k.ca.certPath, '--tls-crl', crlPath, '--tls-require-client-cert'], { readyTimeoutMs: 60_000 })
   const port = gw.ready.tlsPort as number
   const before = await connects(t, port, k, 'd1', k.d1) // not revoked yet
   await copyFile((await makeCrl(k.ca, [k.d1], 'revokes-d1')).path, crlPath)

@@ -74,7 +74,7 @@ test('tls reset race: devices that reset right after CONNECT + PUBLISH do not cr
   const k = await pki(t)
   const dir = await tempDir(t)
   const gw = await spawnCli(t, 'gateway/main.ts', ['--data-dir', join(dir, 'data'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
-    '--tls-port', '0', '--tls-cert', k.server.certPath, '--tls-key', k.server.keyPath, '--tls-ca', k.ca.certPath, '--tls-require-client-cert'])
+    '--tls-port', '0', '--tls-cert', k.server.certPath, '--tls-key', k.server.keyPath, '--tls-ca', k.ca.certPath, '--tls-require-client-cert'], { readyTimeoutMs: 60_000 })
   const port = gw.ready.tlsPort as number
   // the old code died within the first ~10 in most runs; 40 in a row, in turns and in pairs
   for (let i = 0; i < 20 && gw.proc.exitCode === null; i++) await Promise.all([device(port, k, true), device(port, k, true)])
