@@ -115,6 +115,7 @@ export class Broker {
     limits.install(aedes)
     // after limits.install's session tracking: the registered client owns its persistent session (persistence.ts)
     aedes.on('client', (c) => {
+      security.registered(c)
       const p = c.clean ? undefined : security.principal(c)
       if (p) limits.persistence.setSessionOwner(c.id, principalKey(p))
     })

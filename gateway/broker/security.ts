@@ -61,6 +61,8 @@ const remote = (client: Client): string | undefined => (client.conn as Partial<S
 
 export class Security {
   private readonly state = new WeakMap<Client, ClientState>()
+  /** Clients past authenticate that Aedes has not registered yet, by client id (at most one a socket, removed on register or close). */
+  private readonly connecting = new Map<string, Client>()
   private readonly local: NetworkList
   readonly gate: Gate
   private readonly backoff: LoginBackoff
@@ -155,8 +157,12 @@ export class Security {
         return { ok: false, returnCode: 5, message: 'client id reserved for a device' }
       }
     }
-    const existing = (this.aedes() as Aedes & { clients: Record<string, Client | undefined> }).clients[client.id]
-    const prior = existing && existing !== client && !existing.closed ? this.state.get(existing) : undefined
+    // the holder: the connected client with this id, or one that passed authenticate and that
+    // Aedes has not registered yet (issue 19: two principals CONNECTing at once would each
+    // restore, or wipe, the session the other then takes over)
+    const registered = (this.aedes() as Aedes & { clients: Record<string, Client | undefined> }).clients[client.id]
+    const holder = [registered, this.connecting.get(client.id)].find((c) => c !== undefined && c !== client && !c.closed)
+    const prior = holder ? this.state.get(holder) : undefined
     if (prior && !samePrincipal(prior, principal, key)) {
       this.refuse('takeover', { ...fields, holder: prior.address }, key, 'client id in use by another principal; takeover refused')
       return { ok: false, returnCode: 2, message: 'client id in use' }
@@ -165,6 +171,9 @@ export class Security {
     if (client.closed) return { ok: false, returnCode: 3, message: 'client went away' }
     const who: Who = { principal, clientId: client.id, local: this.local.has(address) }
     this.state.set(client, { ...who, key, address, logged: false, own: ownReadings(who) })
+    this.connecting.set(client.id, client)
+    const conn = client.conn as Partial<Socket> | undefined
+    conn?.once?.('close', () => this.registered(client))
     if (this.sessions) {
       const owner = principalKey(principal)
       const previous = await this.sessions.claimSession(client.id, owner, (client as Client & { clean?: boolean }).clean !== false)
@@ -174,6 +183,11 @@ export class Security {
       }
     }
     return { ok: true }
+  }
+
+  /** Aedes registered `client` (its `client` event), or its connection closed: no longer a pending CONNECT. */
+  registered (client: Client): void {
+    if (this.connecting.get(client.id) === client) this.connecting.delete(client.id)
   }
 
   principal (client: Client): Principal | undefined { return this.state.get(client)?.principal }

@@ -98,3 +98,34 @@ test('session owner: another principal with the client id starts clean; the owne
   assert.deepEqual(a3.got, ['marker/a a'], 'mallory\'s subscription did not pass to alice either')
   assert.equal(await metric(gw, 'gateway_mqtt_sessions_wiped_total'), 2)
 })
+
+test('session owner: another principal CONNECTing while the owner\'s CONNECT is still in progress is refused', async (t) => {
+  const gw = await authGateway(t)
+  const port = gw.mqttPort
+  const p = gw.broker.limits.persistence
+  const feed = (await connectApp(t, port, 'feed', 'feed-1', true)).c
+  const a1 = await connectApp(t, port, 'alice', 'shared', false)
+  await a1.c.subscribeAsync('news/x', { qos: 1 })
+  await a1.c.endAsync()
+  await waitFor(() => gw.broker.connected === 1, { timeoutMs: 5000, what: 'alice gone' })
+  await feed.publishAsync('news/x', 'for-alice', { qos: 1 })
+  await waitFor(() => p.queuedMessages === 1, { timeoutMs: 5000, what: 'queued for alice' })
+
+  // hold alice's reconnect after authenticate, where Aedes restores her subscriptions
+  let release = (): void => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let held = false
+  const restore = p.subscriptionsByClient.bind(p)
+  p.subscriptionsByClient = async (c) => {
+    if (c.id === 'shared' && !held) { held = true; await gate }
+    return restore(c)
+  }
+  const a2p = connectApp(t, port, 'alice', 'shared', false)
+  await waitFor(() => held, { timeoutMs: 5000, what: 'alice\'s CONNECT held past authenticate (not luck)' })
+  await assert.rejects(connectApp(t, port, 'mallory', 'shared', false), /Identifier rejected/i)
+  release()
+  const a2 = await a2p
+  assert.equal(a2.sessionPresent, true)
+  await waitFor(() => a2.got.includes('news/x for-alice'), { timeoutMs: 5000, what: 'alice gets her queued message' })
+  assert.equal(await metric(gw, 'gateway_mqtt_sessions_wiped_total'), 0)
+})
