@@ -4,7 +4,8 @@
  *
  * - MQTT over TLS: `--tls-cert` + `--tls-key` turn on the TLS listener on `--tls-port`
  *   (8883 by default); `--tls-ca` lets clients authenticate with a certificate and
- *   `--tls-require-client-cert` makes one mandatory. `--no-mqtt` turns the plain listener off.
+ *   `--tls-require-client-cert` makes one mandatory; `--tls-crl` revokes device certificates.
+ *   `--no-mqtt` turns the plain listener off.
  * - Upstream: an `http://` upstream to a host that is not loopback sends the bearer token
  *   and the readings in clear, so it is a startup error unless `--allow-insecure-upstream`.
  *   `--upstream-ca` / `--upstream-cert` / `--upstream-key` configure the https client (mTLS).
@@ -21,14 +22,15 @@ import type { UpstreamTls } from './flush/upstream.ts'
 
 export const DEFAULT_TLS_PORT = 8883
 
-type TlsFields = Pick<GatewayConfig, 'mqtt' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsRequireClientCert' |
+type TlsFields = Pick<GatewayConfig, 'mqtt' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsCrl' | 'tlsRequireClientCert' |
 'upstream' | 'token' | 'tokenFile' | 'upstreamCa' | 'upstreamCert' | 'upstreamKey' | 'allowInsecureUpstream'>
 
 export function checkTlsConfig (c: TlsFields): void {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError(c.tlsCert === undefined ? 'tlsCert' : 'tlsKey', 'the MQTT TLS listener needs both --tls-cert and --tls-key')
-  if (c.tlsCert === undefined && (c.tlsPort !== undefined || c.tlsCa !== undefined || c.tlsRequireClientCert)) {
-    throw new ConfigError('tlsCert', '--tls-port, --tls-ca and --tls-require-client-cert need --tls-cert and --tls-key')
+  if (c.tlsCert === undefined && (c.tlsPort !== undefined || c.tlsCa !== undefined || c.tlsCrl !== undefined || c.tlsRequireClientCert)) {
+    throw new ConfigError('tlsCert', '--tls-port, --tls-ca, --tls-crl and --tls-require-client-cert need --tls-cert and --tls-key')
   }
+  if (c.tlsCrl !== undefined && c.tlsCa === undefined) throw new ConfigError('tlsCrl', '--tls-crl needs --tls-ca (the CA whose revoked device certificates it lists)')
   if (c.tlsRequireClientCert && c.tlsCa === undefined) throw new ConfigError('tlsCa', '--tls-require-client-cert needs --tls-ca (the CA that signs device certificates)')
   if (!c.mqtt && c.tlsCert === undefined) throw new ConfigError('mqtt', '--no-mqtt turns the plain listener off: give --tls-cert and --tls-key for a TLS one, or no MQTT listener is left')
   if ((c.upstreamCert === undefined) !== (c.upstreamKey === undefined)) throw new ConfigError(c.upstreamCert === undefined ? 'upstreamCert' : 'upstreamKey', 'upstream mTLS needs both --upstream-cert and --upstream-key')
@@ -47,7 +49,7 @@ export function checkTlsConfig (c: TlsFields): void {
 /** The TLS listener's settings, or null when none is configured. */
 export function tlsListenerConfig (c: TlsFields): TlsListenerConfig | null {
   if (c.tlsCert === undefined || c.tlsKey === undefined) return null
-  return { port: c.tlsPort ?? DEFAULT_TLS_PORT, certPath: c.tlsCert, keyPath: c.tlsKey, caPath: c.tlsCa, requireClientCert: c.tlsRequireClientCert }
+  return { port: c.tlsPort ?? DEFAULT_TLS_PORT, certPath: c.tlsCert, keyPath: c.tlsKey, caPath: c.tlsCa, crlPath: c.tlsCrl, requireClientCert: c.tlsRequireClientCert }
 }
 
 async function readConfigFile (field: string, path: string): Promise<Buffer> {

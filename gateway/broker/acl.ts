@@ -25,6 +25,14 @@ export type Principal =
 
 export type WildcardPolicy = 'local' | 'apps' | 'all'
 
+/**
+ * The principal as the owner of a persistent session (persistence.ts): `device:{id}`,
+ * `app:{name}`, or `anonymous` (with `--auth none` the client id alone names the owner).
+ */
+export function principalKey (p: Principal): string {
+  return p.role === 'anonymous' ? 'anonymous' : `${p.role}:${p.name}`
+}
+
 /** Who is asking: the principal, its client id, and whether it connected from a local network. */
 export type Who = { principal: Principal, clientId: string, local: boolean }
 

@@ -18,6 +18,7 @@ export const brokerSchema = {
   tlsCert: { type: 'string', doc: 'PEM certificate (chain) of the MQTT TLS listener; reloaded on SIGHUP' },
   tlsKey: { type: 'string', doc: 'PEM private key of --tls-cert' },
   tlsCa: { type: 'string', doc: 'PEM CA that signs device certificates: clients may present one (CN = device id)' },
+  tlsCrl: { type: 'string', doc: 'PEM certificate revocation list(s) of --tls-ca (one file, several CRLs allowed, one for each CA): a revoked device certificate fails the handshake; reloaded on SIGHUP' },
   tlsRequireClientCert: { type: 'bool', default: false, doc: 'TLS clients must present a certificate signed by --tls-ca; its CN is the device id and must equal the client id' },
   auth: { type: 'enum', values: ['none', 'file'] as const, default: 'none', doc: 'MQTT authentication: none (anyone; loopback only unless --allow-anonymous) or file (scrypt credentials in --auth-file)' },
   authFile: { type: 'string', doc: 'JSON file of device/app credentials (with --auth file)' },
@@ -27,7 +28,7 @@ export const brokerSchema = {
   drainTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'A client whose socket stays unwritable this long (it does not read) is disconnected; until then it holds up deliveries' }
 } as const
 
-type FileOnly = 'auth' | 'authFile' | 'mqtt' | 'mqttPort' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsRequireClientCert'
+type FileOnly = 'auth' | 'authFile' | 'mqtt' | 'mqttPort' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsCrl' | 'tlsRequireClientCert'
 
 /**
  * The broker's flags as the broker takes them: `auth` is the credentials read from

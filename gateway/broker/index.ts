@@ -10,7 +10,11 @@
  *   login-guard.ts; docs/security.md): `devices/{id}/readings` only by client id `{id}`,
  *   no `$`-topic publishes, wildcards and `$SYS` for apps and local clients (anything
  *   refused on publish closes the connection; on subscribe, SUBACK 0x80),
- * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK.
+ * - a persistent session owned by the principal that made it: another principal with that
+ *   client id starts clean (security.ts, persistence.ts),
+ * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK,
+ * - every hook and the connection callback under a try/catch (hook-guard.ts, issue 19):
+ *   nothing a peer sends throws out of one; a hook that cannot decide closes that client.
  */
 import type { Socket } from 'node:net'
 // before Aedes: mqtt-packet creates its debug functions when it loads
@@ -21,8 +25,10 @@ import type { Metrics } from '../metrics/index.ts'
 import type { Intake } from '../intake/index.ts'
 import type { BrokerConfig } from './config.ts'
 import { installPacketGuard } from './guard.ts'
+import { HookGuard } from './hook-guard.ts'
 import { Limits } from './limits.ts'
 import { certIdentity, checkCertIdentity, Listeners } from './listeners.ts'
+import { principalKey } from './acl.ts'
 import { Security } from './security.ts'
 import { isLoopback } from '../../protocol/loopback.ts'
 import { Unmapped } from './unmapped.ts'
@@ -57,9 +63,11 @@ export class Broker {
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
     const limits = new Limits(config.limits, metrics, logger) // per-client bounds (issue 9), checked before the hooks below
-    const security = new Security(config.security, config.auth, () => aedes, metrics, log)
+    const security = new Security(config.security, config.auth, () => aedes, metrics, log, limits.persistence)
     const unmapped = new Unmapped(metrics.registry, log)
-    const aedes = await Aedes.createBroker(limits.wrap({
+    const hooks = new HookGuard(metrics.registry, log)
+    // guarded twice: the limits may run our hooks later (a slowed publish), outside the outer try
+    const aedes = await Aedes.createBroker(hooks.wrap(limits.wrap(hooks.wrap({
       id: 'gateway',
       connectTimeout: config.connectTimeoutMs,
       // a client that does not read stalls Aedes' deliveries (and so every publisher) until this
@@ -73,7 +81,14 @@ export class Broker {
       authenticate (client, username, password, cb) {
         const c = client as Tagged
         if (c[EMPTY_PERSISTENT_ID]) { cb(authError('a zero-byte client id requires CleanSession=1 [MQTT-3.1.3-8]', 2), null); return }
-        const certId = certIdentity(client) // a verified client certificate: its CN is the device (listeners.ts)
+        const cert = certIdentity(client) // a verified client certificate: its CN is the device (listeners.ts)
+        if (cert.kind === 'unreadable') {
+          // issue 19: not an identity we can check, so not one to accept
+          log[client.closed ? 'debug' : 'warn']({ clientId: client.id, reason: cert.reason }, 'client certificate unreadable; refusing the client')
+          cb(authError(`client certificate: ${cert.reason}`, 5), null)
+          return
+        }
+        const certId = cert.kind === 'device' ? cert.cn : undefined
         if (certId !== undefined) {
           const refused = checkCertIdentity(client, certId)
           if (refused) { log.warn({ clientId: client.id, certId }, 'client certificate does not match the client id'); cb(authError(refused, 5), null); return }
@@ -81,6 +96,7 @@ export class Broker {
         security.authenticate(client, username, password, certId).then((v) => {
           if (v.ok) cb(null, true); else cb(authError(v.message, v.returnCode), null)
         }, (err: Error) => cb(authError(err.message, 3), null))
+          .catch((err: unknown) => hooks.fail('authenticate', client, err)) // a throw from Aedes' callback: not an unhandled rejection
       },
       authorizePublish (client, packet, cb) {
         if (!client) { cb(null); return } // the gateway's own publishes (receipts)
@@ -95,13 +111,27 @@ export class Broker {
       authorizeSubscribe (client, sub, cb) {
         cb(null, security.allowSubscribe(client, sub.topic) ? sub : null) // null: SUBACK 0x80 for this filter
       }
-    }))
+    }))))
     limits.install(aedes)
+    // after limits.install's session tracking: the registered client owns its persistent session (persistence.ts)
+    aedes.on('client', (c) => {
+      security.registered(c)
+      const p = c.clean ? undefined : security.principal(c)
+      if (p) limits.persistence.setSessionOwner(c.id, principalKey(p))
+    })
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
     const broker = new Broker(aedes, log, limits)
     const onConnection = (socket: Socket): void => {
+      try {
+        accept(socket)
+      } catch (err) { // issue 19: a socket that went away as it arrived must not take the gateway with it
+        hooks.fail('connection', null, err)
+        socket.destroy()
+      }
+    }
+    const accept = (socket: Socket): void => {
       if (!security.admitConnection(socket)) { socket.destroy(); return }
       socket.setNoDelay(true)
       broker.sockets.add(socket)

@@ -18,7 +18,11 @@
  *   kept for retransmission;
  * - tracks persistent sessions (online or offline since when): one offline for
  *   `sessionExpirySec` is removed with its subscriptions, queue and QoS 2 state, and past
- *   `maxSessions` the longest-offline one goes first.
+ *   `maxSessions` the longest-offline one goes first;
+ * - records the principal that owns each persistent session (issue 19): a CONNECT by another
+ *   principal with that client id makes `claimSession` remove the session (subscriptions,
+ *   queue, inflight and inbound QoS 2 state) before Aedes restores it, so the newcomer starts
+ *   clean and never sees what was kept for the owner (docs/security.md).
  * Inbound QoS 2 packets are kept here too (see incomingGetPacket). Subscriptions (a topic trie) and wills stay in the stock
  * implementation, to which the rest is delegated. Nothing here is on disk: a restart
  * forgets sessions and retained messages, as before.
@@ -101,7 +105,8 @@ function compileFilter (filter: string): (topic: string, t: string[]) => boolean
   }
 }
 
-type Session = { online: boolean, since: number }
+/** `owner`: the principal key (acl.ts `principalKey`) of the client that holds the session. */
+type Session = { online: boolean, since: number, owner: string | undefined }
 
 export class BoundedPersistence {
   private readonly inner = new InnerMemory()
@@ -185,16 +190,51 @@ export class BoundedPersistence {
   /** A client finished CONNECT (the broker calls this from Aedes' `client` event). */
   clientConnected (client: { id: string, clean: boolean }): void {
     if (client.clean) return
+    const owner = this.sessions.get(client.id)?.owner
     this.sessions.delete(client.id)
-    this.sessions.set(client.id, { online: true, since: Date.now() })
+    this.sessions.set(client.id, { online: true, since: Date.now(), owner })
     this.evictOverflow()
   }
 
   /** A client's connection ended (Aedes' `clientDisconnect`). */
   clientDisconnected (client: { id: string, clean: boolean }): void {
-    if (client.clean || !this.sessions.has(client.id)) return
+    const s = this.sessions.get(client.id)
+    if (client.clean || !s) return
     this.sessions.delete(client.id)
-    this.sessions.set(client.id, { online: false, since: Date.now() })
+    this.sessions.set(client.id, { online: false, since: Date.now(), owner: s.owner })
+  }
+
+  /** The principal key that owns `id`'s persistent session, if one is kept. */
+  sessionOwner (id: string): string | undefined { return this.sessions.get(id)?.owner }
+
+  /** `owner` holds `id`'s persistent session now (the broker calls it when the client is registered). */
+  setSessionOwner (id: string, owner: string): void {
+    const s = this.sessions.get(id)
+    if (s) s.owner = owner
+  }
+
+  /**
+   * `owner` (a principal key) authenticated a CONNECT with client id `id`, before Aedes
+   * restores any session: a session of `id` that another principal owns (or whose owner is
+   * unknown) is removed with its subscriptions, queue and QoS state, so the newcomer starts
+   * clean; with `clean` false, `owner` owns the session this connection keeps. Returns the
+   * previous owner when a session was removed, else null.
+   */
+  async claimSession (id: string, owner: string, clean: boolean): Promise<string | null> {
+    const s = this.sessions.get(id)
+    let previous: string | null = null
+    if (s && s.owner !== owner) {
+      previous = s.owner ?? 'unknown'
+      await this.dropSession(id)
+    }
+    if (clean) return previous
+    const cur = this.sessions.get(id)
+    if (cur) cur.owner = owner
+    else { // claimed now, so a rival CONNECT in the same moment already finds an owner
+      this.sessions.set(id, { online: false, since: Date.now(), owner })
+      this.evictOverflow()
+    }
+    return previous
   }
 
   private evictOverflow (): void {
@@ -203,7 +243,7 @@ export class BoundedPersistence {
       if (this.sessions.size <= this.limits.maxSessions) break
       if (s.online) continue
       this.on.limit('sessions', id)
-      this.dropSession(id)
+      void this.dropSession(id)
     }
   }
 
@@ -213,19 +253,18 @@ export class BoundedPersistence {
     let n = 0
     for (const [id, s] of this.sessions) {
       if (s.online || s.since > cutoff) continue
-      this.dropSession(id)
+      void this.dropSession(id)
       this.on.expired(id)
       n++
     }
     return n
   }
 
-  private dropSession (id: string): void {
+  private dropSession (id: string): Promise<void> {
     this.sessions.delete(id)
     this.dropQueue(id)
-    const ref = { id }
-    this.inner.cleanSubscriptions(ref).catch(() => {})
     this.incoming.delete(id)
+    return this.inner.cleanSubscriptions({ id }).catch(() => {})
   }
 
   private dropQueue (id: string): void {

@@ -16,13 +16,19 @@
  * authenticates, so only a client from the same source address (a device reconnecting over a
  * half-open connection). On loopback every client shares an address: there the loopback-only
  * listener is the protection.
+ *
+ * Session ownership (issue 19): a persistent session (CleanSession=0) belongs to the
+ * principal that made it (`principalKey`: the device, the app, or with `--auth none` anyone
+ * anonymous with that client id). A CONNECT by another principal with that client id starts
+ * clean: the old session, with its subscriptions and queued messages, is removed first
+ * (`SessionClaims.claimSession`), logged and counted in `gateway_mqtt_sessions_wiped_total`.
  */
 import type { Socket } from 'node:net'
 import type { Aedes, Client } from 'aedes'
 import { Counter, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
-import type { Metrics } from '../admin/metrics.ts'
-import { ownReadings, publishVerdict, subscribeDenial, PUBLISH_DENIALS, SUBSCRIBE_DENIALS, type OwnReadings, type Principal, type PublishDenial, type WildcardPolicy, type Who } from './acl.ts'
+import type { Metrics } from '../metrics/index.ts'
+import { ownReadings, principalKey, publishVerdict, subscribeDenial, PUBLISH_DENIALS, SUBSCRIBE_DENIALS, type OwnReadings, type Principal, type PublishDenial, type WildcardPolicy, type Who } from './acl.ts'
 import { AddressTable, addressKey, NetworkList, plainAddress } from './addresses.ts'
 import type { AuthFile } from './auth.ts'
 import { ConnectRate, Gate, GateFullError, LoginBackoff } from './login-guard.ts'
@@ -44,6 +50,9 @@ export type SecurityConfig = {
 export const CONNECT_REFUSALS = ['rate', 'banned', 'bad_credentials', 'busy', 'device_id', 'takeover', 'will_topic'] as const
 export type ConnectRefusal = (typeof CONNECT_REFUSALS)[number]
 
+/** The persistent sessions' owners (persistence.ts BoundedPersistence). */
+export type SessionClaims = { claimSession (id: string, owner: string, clean: boolean): Promise<string | null> }
+
 export type AuthVerdict = { ok: true } | { ok: false, returnCode: 2 | 3 | 4 | 5, message: string }
 
 type ClientState = Who & { key: string, address: string, logged: boolean, own: OwnReadings | null }
@@ -52,6 +61,8 @@ const remote = (client: Client): string | undefined => (client.conn as Partial<S
 
 export class Security {
   private readonly state = new WeakMap<Client, ClientState>()
+  /** Clients past authenticate that Aedes has not registered yet, by client id (at most one a socket, removed on register or close). */
+  private readonly connecting = new Map<string, Client>()
   private readonly local: NetworkList
   readonly gate: Gate
   private readonly backoff: LoginBackoff
@@ -59,10 +70,11 @@ export class Security {
   private readonly refused: Counter<'reason'>
   private readonly loginFailures: Counter
   private readonly aclDenied: Counter<'action' | 'rule'>
+  private readonly sessionsWiped: Counter
   /** (reason, address) pairs already logged: one warning per offender, bounded like the other tables. */
   private readonly logged: AddressTable<true>
 
-  constructor (private readonly c: SecurityConfig, private readonly auth: AuthFile | null, private readonly aedes: () => Aedes, private readonly metrics: Metrics, private readonly log: Logger) {
+  constructor (private readonly c: SecurityConfig, private readonly auth: AuthFile | null, private readonly aedes: () => Aedes, private readonly metrics: Metrics, private readonly log: Logger, private readonly sessions: SessionClaims | null = null) {
     this.local = new NetworkList(c.localNetworks)
     this.gate = new Gate(c.authMaxConcurrent, c.authMaxQueued)
     this.backoff = new LoginBackoff({ freeFailures: c.loginFreeFailures, baseMs: c.loginBackoffBaseMs, maxMs: c.loginBackoffMaxMs, forgetMs: c.loginForgetMs, maxAddresses: c.maxTrackedAddresses })
@@ -75,6 +87,7 @@ export class Security {
     this.aclDenied = new Counter({ name: 'gateway_acl_denied_total', help: 'Publishes (connection closed) and subscriptions (SUBACK 0x80) refused by the topic rules, by rule', labelNames: ['action', 'rule'], registers })
     for (const r of PUBLISH_DENIALS) this.aclDenied.inc({ action: 'publish', rule: r }, 0)
     for (const r of SUBSCRIBE_DENIALS) this.aclDenied.inc({ action: 'subscribe', rule: r }, 0)
+    this.sessionsWiped = new Counter({ name: 'gateway_mqtt_sessions_wiped_total', help: 'Persistent sessions removed (subscriptions and queued messages) because another principal connected with their client id and started clean', registers })
     const gate = this.gate
     const backoff = this.backoff
     new Gauge({ name: 'gateway_auth_checks_running', help: 'Password checks (scrypt) running now', registers, collect () { this.set(gate.running) } })
@@ -84,6 +97,10 @@ export class Security {
 
   private refuse (reason: ConnectRefusal, fields: Record<string, unknown>, key: string, msg: string): void {
     this.refused.inc({ reason })
+    this.warnOnce(reason, fields, key, msg)
+  }
+
+  private warnOnce (reason: string, fields: Record<string, unknown>, key: string, msg: string): void {
     const k = `${reason} ${key}`
     if (this.logged.peek(k)) return
     this.logged.touch(k, () => true)
@@ -140,15 +157,37 @@ export class Security {
         return { ok: false, returnCode: 5, message: 'client id reserved for a device' }
       }
     }
-    const existing = (this.aedes() as Aedes & { clients: Record<string, Client | undefined> }).clients[client.id]
-    const prior = existing && existing !== client && !existing.closed ? this.state.get(existing) : undefined
+    // the holder: the connected client with this id, or one that passed authenticate and that
+    // Aedes has not registered yet (issue 19: two principals CONNECTing at once would each
+    // restore, or wipe, the session the other then takes over)
+    const registered = (this.aedes() as Aedes & { clients: Record<string, Client | undefined> }).clients[client.id]
+    const holder = [registered, this.connecting.get(client.id)].find((c) => c !== undefined && c !== client && !c.closed)
+    const prior = holder ? this.state.get(holder) : undefined
     if (prior && !samePrincipal(prior, principal, key)) {
       this.refuse('takeover', { ...fields, holder: prior.address }, key, 'client id in use by another principal; takeover refused')
       return { ok: false, returnCode: 2, message: 'client id in use' }
     }
+    // the client went away (issue 19: a socket reset during authenticate): nothing to decide, and no session to take
+    if (client.closed) return { ok: false, returnCode: 3, message: 'client went away' }
     const who: Who = { principal, clientId: client.id, local: this.local.has(address) }
     this.state.set(client, { ...who, key, address, logged: false, own: ownReadings(who) })
+    this.connecting.set(client.id, client)
+    const conn = client.conn as Partial<Socket> | undefined
+    conn?.once?.('close', () => this.registered(client))
+    if (this.sessions) {
+      const owner = principalKey(principal)
+      const previous = await this.sessions.claimSession(client.id, owner, (client as Client & { clean?: boolean }).clean !== false)
+      if (previous !== null) {
+        this.sessionsWiped.inc()
+        this.warnOnce('session_wiped', { ...fields, owner: previous, principal: owner }, key, 'client id of another principal\'s persistent session; that session is removed and this client starts clean')
+      }
+    }
     return { ok: true }
+  }
+
+  /** Aedes registered `client` (its `client` event), or its connection closed: no longer a pending CONNECT. */
+  registered (client: Client): void {
+    if (this.connecting.get(client.id) === client) this.connecting.delete(client.id)
   }
 
   principal (client: Client): Principal | undefined { return this.state.get(client)?.principal }

@@ -30,7 +30,7 @@ test('gateway config: the upstream needs a token, a token file or a client certi
 
 test('gateway config: TLS listener flags', () => {
   assert.equal(tlsListenerConfig(parse()), null)
-  assert.deepEqual(tlsListenerConfig(parse('--tls-cert', 'c.pem', '--tls-key', 'k.pem')), { port: 8883, certPath: 'c.pem', keyPath: 'k.pem', caPath: undefined, requireClientCert: false })
+  assert.deepEqual(tlsListenerConfig(parse('--tls-cert', 'c.pem', '--tls-key', 'k.pem')), { port: 8883, certPath: 'c.pem', keyPath: 'k.pem', caPath: undefined, crlPath: undefined, requireClientCert: false })
   assert.equal(tlsListenerConfig(parse('--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-port', '0'))!.port, 0)
   assert.throws(() => parse('--tls-cert', 'c.pem'), /tlsKey.*both/)
   assert.throws(() => parse('--tls-port', '8883'), /need --tls-cert/)
@@ -40,4 +40,9 @@ test('gateway config: TLS listener flags', () => {
   assert.equal(c.mqtt, false)
   assert.equal(c.mqttPort, 1883, '--mqtt-port 0 still means "pick a free port"')
   assert.equal(tlsListenerConfig(c)!.requireClientCert, true)
+  // --tls-crl (issue 19): with --tls-ca, from a flag or GATEWAY_TLS_CRL
+  assert.equal(tlsListenerConfig(parse('--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem', '--tls-crl', 'ca.crl'))!.crlPath, 'ca.crl')
+  assert.equal(parseGatewayConfig({ argv: ['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem'], env: { GATEWAY_TLS_CRL: 'env.crl' } }).tlsCrl, 'env.crl')
+  assert.throws(() => parse('--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-crl', 'ca.crl'), /tlsCrl.*needs --tls-ca/)
+  assert.throws(() => parse('--tls-crl', 'ca.crl'), /need --tls-cert/)
 })
