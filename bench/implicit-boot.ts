@@ -23,7 +23,6 @@ const INTERVAL_MS = arg('interval-ms', 20)
 const ROOT = resolve(import.meta.dirname, '..')
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-
 const dir = mkdtempSync(join(tmpdir(), 'bench-implicit-boot-'))
 // the ingest as its own process: bench/ imports protocol/ only (docs/layout.md)
 const ingestPort = await freePort()
@@ -75,7 +74,7 @@ let drained = false
 for (let i = 0; i < 100 && !drained; i++) {
   await sleep(200)
   const st = await (await fetch(`${url}/v1/stats`)).json() as { stored: number }
-  drained = st.stored > 0 && await new Promise<boolean>((r) => setTimeout(async () => r((await (await fetch(`${url}/v1/stats`)).json() as { stored: number }).stored === st.stored), 1000))
+  drained = st.stored > 0 && await sleep(1000).then(async () => (await (await fetch(`${url}/v1/stats`)).json() as { stored: number }).stored === st.stored)
 }
 const totals = { 'with boot (baseline)': { acked: 0, stored: 0, duplicates: 0, lost: 0, boots: 0 }, 'without boot': { acked: 0, stored: 0, duplicates: 0, lost: 0, boots: 0 } }
 for (const d of devs) {

@@ -34,7 +34,7 @@ import { ROOT } from './lib/systems.ts'
 const FLAGS: FlagSpec = {
   storm: { type: 'number', default: 60, doc: 'concurrent wrong-password connections' },
   'window-s': { type: 'number', default: 8, doc: 'measurement window per row' },
-  'rate': { type: 'number', default: 50, doc: 'good device publishes/s' },
+  rate: { type: 'number', default: 50, doc: 'good device publishes/s' },
   'timing-n': { type: 'number', default: 15, doc: 'refusals timed per kind (unknown, known-wrong)' },
   'storm-port': { type: 'number', doc: 'internal: run as the storm process against this port' }
 }

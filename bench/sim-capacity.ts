@@ -33,7 +33,6 @@ const FLAGS: FlagSpec = {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-
 async function startBroker (kind: string, dir: string): Promise<{ url: string, proc: ChildProcess, version: string }> {
   const port = await freePort()
   let proc: ChildProcess

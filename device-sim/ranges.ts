@@ -70,7 +70,7 @@ export class RangeSet {
     return out
   }
 
-  *values (): Generator<number> {
+  * values (): Generator<number> {
     for (let i = 0; i < this.r.length; i += 2) for (let x = this.r[i]!; x <= this.r[i + 1]!; x++) yield x
   }
 

@@ -174,9 +174,12 @@ async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   for (let i = 0; i < items.valid.length; i++) {
     const [p, s] = items.valid[i]!.item
     const o = outcomes[i]
-    items.results[items.valid[i]!.index] = o === 'stored' ? [p, s, AckCode.Stored]
-      : o === 'duplicate' ? [p, s, AckCode.Duplicate]
-        : o === 'rejected' ? [p, s, AckCode.Rejected, 'the sink cannot store this item (text with U+0000 or an unpaired surrogate)']
+    items.results[items.valid[i]!.index] = o === 'stored'
+      ? [p, s, AckCode.Stored]
+      : o === 'duplicate'
+        ? [p, s, AckCode.Duplicate]
+        : o === 'rejected'
+          ? [p, s, AckCode.Rejected, 'the sink cannot store this item (text with U+0000 or an unpaired surrogate)']
           : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
   }
   ctx.results = items.results as ItemResult[]

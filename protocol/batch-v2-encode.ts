@@ -87,7 +87,7 @@ function column (w: CborWriter, c: Column): void {
       const last = new Map<number, number>()
       let first = 0
       for (let i = 0; i < ms.length; i++) {
-        const m = ms[i]
+        const m = ms[i] as number | null // i < ms.length; null marks an escape
         if (m === null) { w.array(1); rawValue(w, vals[i] as number); continue }
         const d = devs[i]!
         const prev = last.get(d)

@@ -50,9 +50,15 @@ export class CborWriter {
     this.room(9)
     const m = major << 5
     const b = this.buf
-    if (n < 24) b[this.pos++] = m | n
-    else if (n < 0x100) { b[this.pos++] = m | 24; b[this.pos++] = n }
-    else if (n < 0x10000) { b[this.pos++] = m | 25; b.writeUInt16BE(n, this.pos); this.pos += 2 } else if (n <= 0xffffffff) { b[this.pos++] = m | 26; b.writeUInt32BE(n, this.pos); this.pos += 4 } else {
+    if (n < 24) {
+      b[this.pos++] = m | n
+    } else if (n < 0x100) {
+      b[this.pos++] = m | 24; b[this.pos++] = n
+    } else if (n < 0x10000) {
+      b[this.pos++] = m | 25; b.writeUInt16BE(n, this.pos); this.pos += 2
+    } else if (n <= 0xffffffff) {
+      b[this.pos++] = m | 26; b.writeUInt32BE(n, this.pos); this.pos += 4
+    } else {
       b[this.pos++] = m | 27
       b.writeUInt32BE(Math.floor(n / 0x100000000), this.pos)
       b.writeUInt32BE(n >>> 0, this.pos + 4)

@@ -105,8 +105,10 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
         if (n === 1) arg = buf[pos]!
         else if (n === 2) arg = (buf[pos]! << 8) | buf[pos + 1]!
         else if (n === 4) arg = ((buf[pos]! << 24) >>> 0) + ((buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!)
-        else arg = (((buf[pos]! << 24) >>> 0) + ((buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!)) * 0x100000000 +
-          (((buf[pos + 4]! << 24) >>> 0) + ((buf[pos + 5]! << 16) | (buf[pos + 6]! << 8) | buf[pos + 7]!))
+        else {
+          arg = (((buf[pos]! << 24) >>> 0) + ((buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!)) * 0x100000000 +
+            (((buf[pos + 4]! << 24) >>> 0) + ((buf[pos + 5]! << 16) | (buf[pos + 6]! << 8) | buf[pos + 7]!))
+        }
         pos += n
         if (major === 7 && ai === 24 && arg < 32) throw new DecodeError(`invalid two-byte simple value ${arg} at byte ${pos - 2}`)
       }

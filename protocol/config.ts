@@ -109,7 +109,7 @@ export function parseConfig<S extends Schema> (schema: S, src: ConfigSources): C
     const eq = name.indexOf('=')
     if (eq >= 0) { value = name.slice(eq + 1); name = name.slice(0, eq) }
     if (name === 'config') { if (value === undefined) i++; continue }
-    let key = byFlag.get(name)
+    const key = byFlag.get(name)
     if (!key && name.startsWith('no-') && schema[byFlag.get(name.slice(3)) ?? '']?.type === 'bool') {
       out[byFlag.get(name.slice(3))!] = false
       continue

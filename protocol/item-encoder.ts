@@ -24,10 +24,15 @@ function room (n: number): void {
 /** Head of major type `m` (0..7, already shifted left by 5) with argument n < 2^32. */
 function head (m: number, n: number): void {
   const b = slab
-  if (n < 24) b[pos++] = m | n
-  else if (n < 0x100) { b[pos++] = m | 24; b[pos++] = n }
-  else if (n < 0x10000) { b[pos++] = m | 25; b[pos++] = n >> 8; b[pos++] = n & 0xff }
-  else { b[pos++] = m | 26; b.writeUInt32BE(n, pos); pos += 4 }
+  if (n < 24) {
+    b[pos++] = m | n
+  } else if (n < 0x100) {
+    b[pos++] = m | 24; b[pos++] = n
+  } else if (n < 0x10000) {
+    b[pos++] = m | 25; b[pos++] = n >> 8; b[pos++] = n & 0xff
+  } else {
+    b[pos++] = m | 26; b.writeUInt32BE(n, pos); pos += 4
+  }
 }
 
 /** An unsigned integer below 2^53 as the shortest CBOR uint (uint64 above 2^32). */

@@ -19,6 +19,7 @@ export function textPayloadError (payload: Uint8Array, i: number, onlyJson: bool
   if (b === undefined || b < 0x20 || b > 0x7e || b === 0x7b) return null
   const text = Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('utf8').trim()
   // only text is described as text: binary (invalid UTF-8, control bytes) keeps the CBOR error
+  // eslint-disable-next-line no-control-regex -- control characters are what it looks for
   if (/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text)) return null
   let kind = 'text'
   try {

@@ -45,7 +45,7 @@ c.once('connect', () => {
     tick = new Histogram()
   }, 1000)
 })
-process.once('SIGTERM', async () => {
+async function stop (): Promise<void> {
   // stop sending, then give the readings in flight up to 2 s for their PUBACKs: a reading
   // sent just before the stop is not a lost one
   clearInterval(sender)
@@ -53,4 +53,5 @@ process.once('SIGTERM', async () => {
   out({ msg: 'done', sent: seq, acked, unacked, disconnects: Math.max(0, disconnects), p50Ms: all.quantileMs(0.5), p99Ms: all.quantileMs(0.99), p999Ms: all.quantileMs(0.999), maxMs: all.maxUs / 1000 })
   c.end(true, () => process.exit(0))
   setTimeout(() => process.exit(0), 1000).unref()
-})
+}
+process.once('SIGTERM', () => { void stop() })

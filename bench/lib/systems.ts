@@ -238,8 +238,7 @@ export function resolveSystems (list: string): System[] {
       const [base, rev] = n.split('@') as [string, string]
       SYSTEMS[n] = gateway(base.includes('power') ? 'power' : 'process', true, rev, base.endsWith('-bin'))
       names.push(n)
-    }
-    else throw new Error(`unknown system ${n} (known: gateway, ${Object.keys(SYSTEMS).join(', ')})`)
+    } else throw new Error(`unknown system ${n} (known: gateway, ${Object.keys(SYSTEMS).join(', ')})`)
   }
   return [...new Set(names)].map((n) => SYSTEMS[n]!)
 }

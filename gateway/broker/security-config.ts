@@ -23,7 +23,6 @@ export const securitySchema = {
   connectBurst: { type: 'int', default: 200, min: 1, max: 10_000_000, doc: 'Connections one source address may open at once before --max-connect-rate applies' }
 } as const
 
-
 type Exposure = { auth: 'none' | 'file', mqtt: boolean, tlsRequireClientCert: boolean }
 
 /** Every client authenticates: a password file, or only the TLS listener with client certificates required. */

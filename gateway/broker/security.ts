@@ -90,9 +90,9 @@ export class Security {
     this.sessionsWiped = new Counter({ name: 'gateway_mqtt_sessions_wiped_total', help: 'Persistent sessions removed (subscriptions and queued messages) because another principal connected with their client id and started clean', registers })
     const gate = this.gate
     const backoff = this.backoff
-    new Gauge({ name: 'gateway_auth_checks_running', help: 'Password checks (scrypt) running now', registers, collect () { this.set(gate.running) } })
-    new Gauge({ name: 'gateway_auth_checks_queued', help: 'Password checks waiting for a slot', registers, collect () { this.set(gate.queued) } })
-    new Gauge({ name: 'gateway_login_banned_addresses', help: 'Source addresses in login back-off now', registers, collect () { this.set(backoff.banned()) } })
+    new Gauge({ name: 'gateway_auth_checks_running', help: 'Password checks (scrypt) running now', registers, collect () { this.set(gate.running) } }) // eslint-disable-line no-new
+    new Gauge({ name: 'gateway_auth_checks_queued', help: 'Password checks waiting for a slot', registers, collect () { this.set(gate.queued) } }) // eslint-disable-line no-new
+    new Gauge({ name: 'gateway_login_banned_addresses', help: 'Source addresses in login back-off now', registers, collect () { this.set(backoff.banned()) } }) // eslint-disable-line no-new
   }
 
   private refuse (reason: ConnectRefusal, fields: Record<string, unknown>, key: string, msg: string): void {

@@ -110,6 +110,7 @@ function prompt (stdin: NodeJS.ReadStream, stderr: NodeJS.WritableStream, questi
   })
 }
 
+// eslint-disable-next-line no-control-regex -- control characters are what it refuses
 const APP_NAME_RE = /^[^\s\u0000-\u001f$+#/]{1,64}$/
 
 export type PasswdIo = { stdin: NodeJS.ReadStream, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream }

@@ -94,7 +94,7 @@ export class Intake {
     const evicted = new Counter({ name: 'gateway_dedup_evicted_total', help: 'Dedup windows evicted from disk to stay within maxDedupDevices (least recently used first); their devices\' retransmits of older readings are stored again', registers })
     evicted.inc(store.dedupEvictedAtOpen)
     store.on('dedupEvicted', (n: number) => evicted.inc(n))
-    new Gauge({ name: 'gateway_dedup_windows', help: 'Dedup windows on disk (at most maxDedupDevices)', registers, collect () { this.set(store.dedupWindows) } })
+    new Gauge({ name: 'gateway_dedup_windows', help: 'Dedup windows on disk (at most maxDedupDevices)', registers, collect () { this.set(store.dedupWindows) } }) // eslint-disable-line no-new
     store.on('floor', (p: number, floor: number) => this.releaseFloor(p, floor))
   }
 

@@ -74,8 +74,9 @@ export async function recover (config: StoreConfig, db: Db, log: Logger): Promis
   if (dlqBuf) {
     try {
       const d = decodeUntrusted(dlqBuf, { maxDepth: 2 })
-      if (Array.isArray(d) && d.length === 3 && d.every((x) => Number.isSafeInteger(x) && x >= 0)) { dlq = d as [number, number, number]; dlqOk = true }
-      else if (Array.isArray(d) && d.length === 2 && Number.isSafeInteger(d[0]) && d[0] >= 0) dlq[0] = d[0] as number
+      if (Array.isArray(d) && d.length === 3 && d.every((x) => Number.isSafeInteger(x) && x >= 0)) {
+        dlq = d as [number, number, number]; dlqOk = true
+      } else if (Array.isArray(d) && d.length === 2 && Number.isSafeInteger(d[0]) && d[0] >= 0) dlq[0] = d[0] as number
     } catch {}
   }
   if (!dlqOk) {

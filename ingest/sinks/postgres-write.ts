@@ -100,7 +100,7 @@ async function recordEvicted (c: pg.ClientBase, gateway: string, epoch: string, 
   for (const r of evicted) { const l = byP.get(r[0]) ?? []; l.push(r); byP.set(r[0], l) }
   let added = 0
   for (const p of [...byP.keys()].sort((a, b) => a - b)) {
-    await c.query(`INSERT INTO ingest_evicted (gateway, epoch, p, runs) VALUES ($1, $2, $3, '[]') ON CONFLICT DO NOTHING`, [gateway, epoch, p])
+    await c.query("INSERT INTO ingest_evicted (gateway, epoch, p, runs) VALUES ($1, $2, $3, '[]') ON CONFLICT DO NOTHING", [gateway, epoch, p])
     const { rows } = await c.query<{ runs: Run[] }>('SELECT runs FROM ingest_evicted WHERE gateway = $1 AND epoch = $2 AND p = $3 FOR UPDATE', [gateway, epoch, p])
     const set = new RunSet(rows[0]?.runs ?? [])
     let n = 0

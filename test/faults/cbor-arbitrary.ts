@@ -79,8 +79,7 @@ export const deepItem: fc.Arbitrary<Buffer> = fc.tuple(fc.integer({ min: 1, max:
     for (let i = 0; i < n; i++) {
       const k = kind === 'mix' ? (['array', 'indef', 'map', 'tag'] as const)[Math.abs(seed + i * 7) % 4]! : kind
       if (k === 'array') open.push(Buffer.from([0x81]))
-      else if (k === 'indef') { open.push(Buffer.from([0x9f])); close.push(Buffer.from([0xff])) }
-      else if (k === 'map') open.push(Buffer.from([0xa1, 0x61, 0x61]))
+      else if (k === 'indef') { open.push(Buffer.from([0x9f])); close.push(Buffer.from([0xff])) } else if (k === 'map') open.push(Buffer.from([0xa1, 0x61, 0x61]))
       else open.push(Buffer.from([0xc6]))
     }
     return Buffer.concat([...open, Buffer.from([0x00]), ...close.reverse()])

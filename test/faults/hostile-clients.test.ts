@@ -107,7 +107,7 @@ async function hammer (port: number, sessions: Iterable<{ bytes: Buffer, after?:
   return done
 }
 
-function* repeat<T> (n: number, f: (i: number) => T): Generator<T> { for (let i = 0; i < n; i++) yield f(i) }
+function * repeat<T> (n: number, f: (i: number) => T): Generator<T> { for (let i = 0; i < n; i++) yield f(i) }
 
 function assertBounded (gw: Gw, what: string, boundMb = RSS_BOUND_MB, good?: Good, t?: TestContext): void {
   if (good && t) t.diagnostic(`${what}: ${good.since()}`)

@@ -84,7 +84,7 @@ test('postgres: migration 2 puts existing readings in fleet default and keys the
   // A database at schema version 1 with one reading stored by it.
   await c.query('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
   await c.query(MIGRATIONS[0]!.sql)
-  await c.query(`INSERT INTO schema_migrations (version, name) VALUES (1, 'v1')`)
+  await c.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'v1')")
   await c.query(`INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key)
     VALUES (now(), 1, NULL, 'gw1', 'ep1', 0, 1, 'dev1', '1', 5, '{}', '1' || lpad('1', 14, '0'))`)
   const sink = await PostgresSink.open({ url, poolMax: 2 })

@@ -47,17 +47,17 @@ test('HookGuard: a hook that throws closes its client and is counted; nothing es
   let closed = 0
   const client = { id: 'd1', close () { closed++ } } as unknown as Client
   const calls: string[] = []
-  const cb = (name: string) => (...args: unknown[]) => { calls.push(`${name}:${args[0] instanceof Error ? 'error' : 'ok'}`) }
+  const record = (name: string) => (...args: unknown[]) => { calls.push(`${name}:${args[0] instanceof Error ? 'error' : 'ok'}`) }
   const packet = { cmd: 'publish', topic: 't', payload: Buffer.alloc(0), qos: 0, retain: false, dup: false } as never
-  assert.doesNotThrow(() => wrapped.preConnect!(client, {} as never, cb('preConnect')))
-  assert.doesNotThrow(() => wrapped.authenticate!(client, 'u', undefined, cb('authenticate')))
-  assert.doesNotThrow(() => wrapped.authorizePublish!(client, packet, cb('authorizePublish')))
-  assert.doesNotThrow(() => wrapped.authorizeSubscribe!(client, { topic: 't', qos: 0 } as never, cb('authorizeSubscribe')))
+  assert.doesNotThrow(() => wrapped.preConnect!(client, {} as never, record('preConnect')))
+  assert.doesNotThrow(() => wrapped.authenticate!(client, 'u', undefined, record('authenticate')))
+  assert.doesNotThrow(() => wrapped.authorizePublish!(client, packet, record('authorizePublish')))
+  assert.doesNotThrow(() => wrapped.authorizeSubscribe!(client, { topic: 't', qos: 0 } as never, record('authorizeSubscribe')))
   assert.equal(wrapped.authorizeForward!(client, packet), null, 'nothing forwarded')
   assert.equal(closed, 5, 'each client whose hook threw is closed')
   // the gateway's own publish (no client) fails instead of hanging; published completes
-  wrapped.authorizePublish!(null, packet, cb('ownPublish'))
-  wrapped.published!(packet as never, client, cb('published'))
+  wrapped.authorizePublish!(null, packet, record('ownPublish'))
+  wrapped.published!(packet as never, client, record('published'))
   assert.deepEqual(calls, ['ownPublish:error', 'published:ok'], 'no client callback runs after its hook threw, but these two')
   const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'gateway_mqtt_hook_errors_total')!
   const by = Object.fromEntries(m.values.map((v) => [v.labels.hook, v.value]))

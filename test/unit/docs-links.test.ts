@@ -13,7 +13,7 @@ import { NO_ANSWER, OTHER_5XX, OTHER_STATUS, STATUS_ACTIONS } from '../../gatewa
 const SKIP = new Set(['node_modules', 'dist', 'data', '.git', '.tmp', 'results'])
 const TEXT = /\.(ts|mjs|cjs|js|sh|json|md|html|css|service)$|^run$/
 
-function* files (dir: string): Generator<string> {
+function * files (dir: string): Generator<string> {
   for (const name of readdirSync(dir).sort()) {
     if (SKIP.has(name)) continue
     const p = join(dir, name)

@@ -85,7 +85,7 @@ const gates: Record<string, (host: string) => Promise<boolean>> = {
   },
   'gateway http:// upstream': async (h) => {
     const url = `http://${h.includes(':') && !h.startsWith('[') ? `[${h}]` : h}:8080`
-    try { new URL(url) } catch { return isLoopback(h) } // not expressible as a URL host: nothing to compare
+    if (!URL.canParse(url)) return isLoopback(h) // not expressible as a URL host: nothing to compare
     // WHATWG URL rewrites some hosts (127.1 -> 127.0.0.1, as the HTTP client would connect): only compare what is left unchanged
     if (new URL(url).hostname.replace(/^\[|\]$/g, '') !== h.replace(/^\[|\]$/g, '').toLowerCase()) return isLoopback(h)
     try { parseGatewayConfig({ argv: ['--upstream', url, '--token', 'upstream-secret-0123456789'], env: {} }); return true } catch (e) { if (/in clear/.test((e as Error).message)) return false; throw e }

@@ -67,7 +67,7 @@ test('scanCbor accepts every major type at every additional-info width', () => {
 })
 
 test('scanCbor: a truncated header or body at every width is a DecodeError', () => {
-  for (const h of ['18', '19 01', '1a 000100', '1b 00000001000000', '38', '3b ff', 'f9 3c', 'fa 3f80', 'fb 3ff00000', 'd8', 'd9 01'] ) {
+  for (const h of ['18', '19 01', '1a 000100', '1b 00000001000000', '38', '3b ff', 'f9 3c', 'fa 3f80', 'fb 3ff00000', 'd8', 'd9 01']) {
     scanFails(hex(h), /truncated/)
   }
   for (const h of ['43 0102', '63 6162', '82 01', 'a1 01', 'a2 01 02 03']) scanFails(hex(h), /truncated|declares/)

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { encodeCbor, wireUint } from '../../protocol/cbor.ts'
 import { DecodeError, GatewayError, ValidationError } from '../../protocol/errors.ts'
-import { decodeReading, READING_LIMITS, type Reading } from '../../protocol/reading.ts'
+import { decodeReading, type Reading } from '../../protocol/reading.ts'
 
 const MAX = 16 * 1024
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')

@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { ROOT } from '../helpers/index.ts'
 
-function* files (dir: string): Generator<string> {
+function * files (dir: string): Generator<string> {
   for (const name of readdirSync(dir)) {
     if (name === 'node_modules' || name === 'dist' || name === 'data' || name.startsWith('.git') || name === 'results') continue
     const p = join(dir, name)
