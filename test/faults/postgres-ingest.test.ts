@@ -175,7 +175,11 @@ test('a device moving between two gateways every ~2 s, both killed -9 at random:
   await sleep(800)
   const admins = gws.map((g) => `http://127.0.0.1:${String(g.ready.adminPort)}`)
   await audit(t, sim, ingestUrl, admins, `switches ${switches}, gateway kills ${kills}`)
-  const st = await (await fetch(`${ingestUrl}/v1/stats`)).json() as { gateways: Record<string, { stored: number }> }
-  assert.ok((st.gateways.gwA?.stored ?? 0) > 0 && (st.gateways.gwB?.stored ?? 0) > 0, `both gateways delivered readings: ${JSON.stringify(st.gateways)}`)
+  const st = await (await fetch(`${ingestUrl}/v1/stats`)).json() as { gateways: Record<string, { stored: number, duplicates: number }> }
+  // not luck: both gateways took readings of the moving devices and delivered them. A
+  // gateway whose every copy arrived after the other's counts too (answered duplicate by the
+  // natural key): on a loaded box one gateway can spend most of the run restarting.
+  const delivered = (g: { stored: number, duplicates: number } | undefined): number => (g?.stored ?? 0) + (g?.duplicates ?? 0)
+  assert.ok(delivered(st.gateways.gwA) > 0 && delivered(st.gateways.gwB) > 0, `both gateways delivered readings: ${JSON.stringify(st.gateways)}`)
   assert.ok(sim.stats.counters.resends > 0, 'devices resent readings after a switch (copies through the other gateway were possible)')
 })
