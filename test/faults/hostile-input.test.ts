@@ -10,7 +10,8 @@
  * - slowloris against the ingest (headers one byte at a time; a body trickling in with a
  *   valid token): cut off after --request-timeout-ms while the gateway's batches go on;
  * - a device that never reads its PUBACKs: the gateway stops reading from it (TCP
- *   backpressure through Aedes' drain wait) instead of buffering PUBACKs without end;
+ *   backpressure through Aedes' drain wait) instead of buffering PUBACKs without end, and
+ *   what it took is stored at the ingest once its publish rate limit has let it through;
  * - 2,000 quick connect/disconnects: no leaked clients, bounded memory.
  */
 import { test, type TestContext } from 'node:test'
@@ -22,7 +23,7 @@ import { encodeCbor, wireUint } from '../../protocol/index.ts'
 import { fetchReadings } from '../../device-sim/index.ts'
 import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
 import { connectDevice } from '../helpers/gateway.ts'
-import { sampleRss, seeded } from '../helpers/fault-proxy.ts'
+import { promValue, sampleRss, seeded } from '../helpers/fault-proxy.ts'
 
 const TOKEN = 'hostile-secret'
 const SEED = Number(process.env.FAULT_SEED ?? 20240605)
@@ -204,7 +205,7 @@ test('slowloris against the ingest: slow headers and trickling bodies are cut of
 /** ~2 KB of values: a subscriber's deliveries fill the loopback socket buffers within a second */
 const PADDED = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`pad${i}`, 'x'.repeat(250)]))
 
-async function deafFlood (t: TestContext, port: number, id: string, opts: { subscribe: boolean, ms: number }): Promise<{ raw: Raw, written: number, publishes: number, stuck: boolean }> {
+async function deafFlood (t: TestContext, port: number, id: string, opts: { subscribe: boolean, ms: number, maxPublishes?: number }): Promise<{ raw: Raw, written: number, publishes: number, stuck: boolean, startedAt: number }> {
   const deaf = await rawSocket(t, port)
   deaf.sock.setNoDelay(true)
   // reads its CONNACK (and SUBACK) first: Aedes closes a client that floods before its
@@ -219,8 +220,10 @@ async function deafFlood (t: TestContext, port: number, id: string, opts: { subs
   let written = 0
   let seq = 0
   let stuck = false
-  const until = performance.now() + opts.ms
-  while (performance.now() < until && !deaf.sock.destroyed) {
+  const startedAt = performance.now()
+  const until = startedAt + opts.ms
+  const max = opts.maxPublishes ?? Infinity
+  while (performance.now() < until && seq < max && !deaf.sock.destroyed) {
     seq++
     const pkt = publishPacket(`devices/${id}/readings`, (seq % 65535) + 1, encodeCbor({ seq, boot: 1, values: opts.subscribe ? PADDED : { t: 1 } }))
     if (!deaf.sock.write(pkt)) {
@@ -231,22 +234,50 @@ async function deafFlood (t: TestContext, port: number, id: string, opts: { subs
     if (seq % 100 === 0) await sleep(5) // at most ~20,000 PUBLISH/s: deaf, not a CPU flood
   }
   if (stuck && deaf.closedAt() !== null) stuck = false // closed, not stuck
-  return { raw: deaf, written, publishes: seq, stuck }
+  return { raw: deaf, written, publishes: seq, stuck, startedAt }
 }
 
+/**
+ * The gateway's per-client publish rate (issue 9; docs/security-limits.md), given here as
+ * flags at their defaults so the deaf device's timeline can be computed: past the burst, its
+ * PUBLISH callbacks, and so Aedes' reads of its socket, are metered at RATE/s.
+ */
+const RATE = 1000
+const BURST = 2000
+/** Cap on the deaf flood: the gateway meters it at RATE/s, so a fast box's 2 s flood (up to ~40,000) would take 40 s to be let in */
+const DEAF_MAX_PUBLISHES = 10_000
+
 test('a device that never reads its PUBACKs: memory stays bounded and other devices are unaffected', async (t) => {
-  const s = await startStack(t)
+  const s = await startStack(t, ['--publish-rate-limit', String(RATE), '--publish-rate-burst', String(BURST)])
   const rss = sampleRss(t, s.gw.proc.pid!)
   await waitFor(() => rss.samples().length >= 3, { timeoutMs: 5000, what: 'three RSS samples before the load' })
   const rssBefore = rss.last()
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-3'), 'good-3')
-  const deaf = await deafFlood(t, s.mqttPort, 'deaf-1', { subscribe: false, ms: 2000 })
+  const deaf = await deafFlood(t, s.mqttPort, 'deaf-1', { subscribe: false, ms: 2000, maxPublishes: DEAF_MAX_PUBLISHES })
   const r = await good.stop()
   await storedAtIngest(s.ingestUrl, 'good-3', r.sent)
-  // everything the deaf device got acknowledged is delivered too (it is a device like others)
-  await waitFor(async () => (await (await fetch(`${s.admin}/status`)).json() as { buffered: { items: number } }).buffered.items === 0, { timeoutMs: 30_000, what: 'drained' })
+  // Everything the deaf device wrote is taken and stored too (it is a device like others),
+  // but no sooner than its rate limit lets it in: the last of N PUBLISH is let through
+  // (N - BURST) / RATE s after the flood began. That, not the flush, sets how long this
+  // takes (issue 19: a fixed 30 s budget failed when a fast box wrote 35,000+ in 2 s).
+  const meteredMs = Math.max(0, deaf.publishes - BURST) * 1000 / RATE
+  const closed = deaf.raw.closedAt() !== null
+  const stored = async (): Promise<number> => ((await (await fetch(`${s.ingestUrl}/v1/stats`)).json()) as { gateways: Record<string, { stored: number }> }).gateways.gw1?.stored ?? 0
+  const buffered = async (): Promise<number> => ((await (await fetch(`${s.admin}/status`)).json()) as { buffered: { items: number } }).buffered.items
+  // 30 s of margin beyond the metering: a loaded 2-core box flushes 1,000 readings/s with room to spare
+  const budgetMs = meteredMs + 30_000
+  const left = (): number => Math.max(5000, deaf.startedAt + budgetMs - performance.now())
+  if (!closed) await waitFor(async () => await stored() === r.sent + deaf.publishes, { timeoutMs: left(), intervalMs: 200, what: `all ${deaf.publishes} readings of deaf-1 at the ingest (${meteredMs} ms of metering)` })
+  const allInMs = performance.now() - deaf.startedAt
+  await waitFor(async () => await buffered() === 0, { timeoutMs: left(), what: 'drained' })
+  if (!closed) {
+    const seqs = (await fetchReadings(s.ingestUrl, 'deaf-1', 1)).map((x) => x.seq)
+    assert.deepEqual(seqs, Array.from({ length: deaf.publishes }, (_, i) => i + 1), 'deaf-1: each reading once, in order')
+  }
+  const rateHits = promValue(await (await fetch(`${s.admin}/metrics`)).text(), 'gateway_mqtt_limit_exceeded_total{limit="publish_rate"}') ?? 0
   const peak = rss.peak()
-  t.diagnostic(`deaf device: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH in 2 s, their 4-byte PUBACKs unread), gateway stopped reading it: ${deaf.stuck}, closed it: ${deaf.raw.closedAt() !== null}; gateway RSS ${rssBefore.toFixed(0)} -> peak ${peak.toFixed(0)} MiB; ` +
+  t.diagnostic(`deaf device: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH in 2 s, their 4-byte PUBACKs unread), gateway stopped reading it: ${deaf.stuck}, closed it: ${closed}; ` +
+    `its readings all stored ${(allInMs / 1000).toFixed(1)} s after the flood began (rate limit ${RATE}/s, burst ${BURST}: ${(meteredMs / 1000).toFixed(1)} s of metering; ${rateHits} PUBLISH slowed); gateway RSS ${rssBefore.toFixed(0)} -> peak ${peak.toFixed(0)} MiB; ` +
     `good device ${r.acked}/${r.sent} acked, p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms`)
   // the flood is also a full-speed intake: RSS rises as in the partition test, to the same
   // bound. Its unread PUBACKs (4 bytes each) sit in the kernel's socket buffers: a flood
