@@ -205,7 +205,7 @@ test('slowloris against the ingest: slow headers and trickling bodies are cut of
 /** ~2 KB of values: a subscriber's deliveries fill the loopback socket buffers within a second */
 const PADDED = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`pad${i}`, 'x'.repeat(250)]))
 
-async function deafFlood (t: TestContext, port: number, id: string, opts: { subscribe: boolean, ms: number, maxPublishes?: number }): Promise<{ raw: Raw, written: number, publishes: number, stuck: boolean, startedAt: number }> {
+async function deafFlood (t: TestContext, port: number, id: string, opts: { subscribe: boolean, ms: number, maxPublishes?: number, minBytes?: number, maxMs?: number }): Promise<{ raw: Raw, written: number, publishes: number, stuck: boolean, startedAt: number }> {
   const deaf = await rawSocket(t, port)
   deaf.sock.setNoDelay(true)
   // reads its CONNACK (and SUBACK) first: Aedes closes a client that floods before its
@@ -222,8 +222,11 @@ async function deafFlood (t: TestContext, port: number, id: string, opts: { subs
   let stuck = false
   const startedAt = performance.now()
   const until = startedAt + opts.ms
+  // minBytes: a slow box writes less in `ms`; go on (up to maxMs) until this much is written
+  const hardUntil = startedAt + Math.max(opts.ms, opts.maxMs ?? 0)
   const max = opts.maxPublishes ?? Infinity
-  while (performance.now() < until && seq < max && !deaf.sock.destroyed) {
+  const going = (): boolean => { const now = performance.now(); return now < until || (written < (opts.minBytes ?? 0) && now < hardUntil) }
+  while (going() && seq < max && !deaf.sock.destroyed) {
     seq++
     const pkt = publishPacket(`devices/${id}/readings`, (seq % 65535) + 1, encodeCbor({ seq, boot: 1, values: opts.subscribe ? PADDED : { t: 1 } }))
     if (!deaf.sock.write(pkt)) {
@@ -294,9 +297,15 @@ test('a subscriber that never reads is cut off (drain timeout); other devices an
   // default per-client publish rate (issue 9), which would slow it before its socket fills
   const s = await startStack(t, ['--drain-timeout-ms', '1000', '--publish-rate-limit', '100000', '--publish-rate-burst', '100000'])
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-5'), 'good-5')
-  const deaf = await deafFlood(t, s.mqttPort, 'deaf-2', { subscribe: true, ms: 3000 })
-  t.diagnostic(`deaf subscriber: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH), stuck ${deaf.stuck}, closed ${deaf.raw.closedAt() === null ? 'no' : `after ${Math.round(deaf.raw.closedAt()! - deaf.raw.openedAt)} ms`}`)
-  await waitFor(() => deaf.raw.closedAt() !== null, { timeoutMs: 5000, what: 'the deaf subscriber disconnected by the gateway' })
+  // The gateway's copies to it must outgrow the loopback socket buffers (its send buffer
+  // autotunes up to tcp_wmem's 4 MiB) before a write waits for drain: 3 s on a loaded box
+  // wrote 2,592 PUBLISH (5.5 MB), which did not (issue 19), so it floods until 16 MB, and
+  // the gateway, behind on such a box, gets 15 s to work through them and cut it off.
+  const deaf = await deafFlood(t, s.mqttPort, 'deaf-2', { subscribe: true, ms: 3000, minBytes: 16e6, maxMs: 20_000 })
+  const closedWhen = (): string => deaf.raw.closedAt() === null ? 'no' : `after ${Math.round(deaf.raw.closedAt()! - deaf.raw.openedAt)} ms`
+  t.diagnostic(`deaf subscriber: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH in ${((performance.now() - deaf.startedAt) / 1000).toFixed(1)} s), stuck ${deaf.stuck}, closed ${closedWhen()}`)
+  await waitFor(() => deaf.raw.closedAt() !== null, { timeoutMs: 15_000, what: 'the deaf subscriber disconnected by the gateway' })
+  t.diagnostic(`deaf subscriber closed ${closedWhen()}`)
   const r = await good.stop()
   await storedAtIngest(s.ingestUrl, 'good-5', r.sent)
   assert.ok(r.p99Ms < 1000, `good device p99 ${r.p99Ms} ms`)
