@@ -288,7 +288,11 @@ test('a device that never reads its PUBACKs: memory stays bounded and other devi
   // bound. Its unread PUBACKs (4 bytes each) sit in the kernel's socket buffers: a flood
   // long enough to fill those (millions of PUBLISH) does not fit this suite's time budget
   assert.ok(peak < 250, `gateway RSS peak ${peak} MiB`)
-  assert.ok(r.p99Ms < 2000, 'the good device kept getting PUBACKs (p99 under 2 s on a loaded 2-core box)')
+  // Not wedged: a broker held up by the deaf client's unread PUBACKs would hold the good
+  // device's until the deaf one is cut off (--drain-timeout-ms, 5 s). Below that, the figure
+  // follows the box: at load average 25 on 2 cores the gateway committed the flood in ~1.2 s
+  // cycles and the good device's PUBACKs took up to 2.5 s (issue 19: 2 s failed there)
+  assert.ok(r.p99Ms < 4000, `the good device kept getting PUBACKs (p99 ${r.p99Ms} ms, under the 5 s drain timeout)`)
 })
 
 test('a subscriber that never reads is cut off (drain timeout); other devices and the upstream flush go on', async (t) => {
