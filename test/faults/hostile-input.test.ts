@@ -22,7 +22,7 @@ import type { MqttClient } from 'mqtt'
 import { encodeCbor, wireUint } from '../../protocol/index.ts'
 import { fetchReadings } from '../../device-sim/index.ts'
 import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
-import { connectDevice } from '../helpers/gateway.ts'
+import { asDeployed, connectDevice } from '../helpers/gateway.ts'
 import { promValue, sampleRss, seeded } from '../helpers/fault-proxy.ts'
 
 const TOKEN = 'hostile-secret'
@@ -33,12 +33,14 @@ type Stack = { ingest: Child, gw: Child, ingestUrl: string, admin: string, mqttP
 
 async function startStack (t: TestContext, gwArgs: string[] = [], ingestArgs: string[] = [], gwEnv: Record<string, string> = {}): Promise<Stack> {
   const dir = await tempDir(t, 'faults-hostile-')
+  // the gateway as bin/gateway starts it: the RSS bounds below are about that process (issue 19)
+  const deployed = asDeployed()
   const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `gw1:${TOKEN}`, '--token', 'slowgw:slow-secret', ...ingestArgs])
   const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
   const gw = await spawnCli(t, 'gateway/main.ts', [
     '--gateway-id', 'gw1', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
     '--upstream', ingestUrl, '--token', TOKEN, '--durability', 'process', '--linger-ms', '50', ...gwArgs
-  ], { env: gwEnv })
+  ], { env: { ...deployed.env, ...gwEnv }, nodeArgs: deployed.nodeArgs })
   return { ingest, gw, ingestUrl, admin: `http://127.0.0.1:${String(gw.ready.adminPort)}`, mqttPort: gw.ready.mqttPort as number }
 }
 
