@@ -234,7 +234,12 @@ async function deafFlood (t: TestContext, port: number, id: string, opts: { subs
     if (!deaf.sock.write(pkt)) {
       // short of minBytes, a gateway that is only behind (a loaded box) gets until maxMs to read on
       const patience = written < (opts.minBytes ?? 0) ? Math.max(1500, hardUntil - performance.now()) : 1500
-      const drained = await Promise.race([new Promise<boolean>((r) => { deaf.sock.once('drain', () => r(true)); deaf.sock.once('close', () => r(false)) }), sleep(patience).then(() => false)])
+      let onClose = (): void => {}
+      const drained = await Promise.race([
+        new Promise<boolean>((r) => { onClose = () => r(false); deaf.sock.once('drain', () => r(true)); deaf.sock.once('close', onClose) }),
+        sleep(patience).then(() => false)
+      ])
+      deaf.sock.off('close', onClose)
       if (!drained) { stuck = true; break }
     }
     written += pkt.length
