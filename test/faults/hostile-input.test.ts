@@ -144,7 +144,10 @@ test('garbage bytes, silent connections and half a CONNECT are closed; a good de
   t.diagnostic(`garbage: 50 closed, slowest after ${Math.round(gTook)} ms; silent: closed after ${Math.round(Math.min(...sTook))}-${Math.round(Math.max(...sTook))} ms; ` +
     `half CONNECT: ${Math.round(Math.min(...hTook))}-${Math.round(Math.max(...hTook))} ms (timeout ${CONNECT_TIMEOUT}); good device ${r.acked}/${r.sent} acked, p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms; gateway RSS peak ${rss.peak().toFixed(0)} MiB`)
   assert.ok(Math.min(...sTook) >= CONNECT_TIMEOUT - 100, 'silent connections get their connect timeout, not less')
-  assert.ok(Math.max(...sTook, ...hTook) < CONNECT_TIMEOUT + 3000, 'and are closed soon after it')
+  // and soon after it: within 3 s, beyond the lag the gateway showed in closing garbage
+  // (at once on an idle box; at load average 25 on 2 cores up to 3.4 s, and the silent ones
+  // closed 3.5-4.0 s after opening: issue 19). The default timeout (10 s) fails the wait above.
+  assert.ok(Math.max(...sTook, ...hTook) < CONNECT_TIMEOUT + 3000 + gTook, `and are closed soon after it (slowest ${Math.round(Math.max(...sTook, ...hTook))} ms, garbage closed by ${Math.round(gTook)} ms)`)
   assert.equal(st.clients.connected, 1, 'only the good device is connected')
   assert.equal((await fetch(`${s.admin}/healthz`)).status, 200)
   await storedAtIngest(s.ingestUrl, 'good-1', r.sent)
