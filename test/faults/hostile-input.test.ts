@@ -10,7 +10,8 @@
  * - slowloris against the ingest (headers one byte at a time; a body trickling in with a
  *   valid token): cut off after --request-timeout-ms while the gateway's batches go on;
  * - a device that never reads its PUBACKs: the gateway stops reading from it (TCP
- *   backpressure through Aedes' drain wait) instead of buffering PUBACKs without end;
+ *   backpressure through Aedes' drain wait) instead of buffering PUBACKs without end, and
+ *   what it took is stored at the ingest once its publish rate limit has let it through;
  * - 2,000 quick connect/disconnects: no leaked clients, bounded memory.
  */
 import { test, type TestContext } from 'node:test'
@@ -21,8 +22,8 @@ import type { MqttClient } from 'mqtt'
 import { encodeCbor, wireUint } from '../../protocol/index.ts'
 import { fetchReadings } from '../../device-sim/index.ts'
 import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
-import { connectDevice } from '../helpers/gateway.ts'
-import { sampleRss, seeded } from '../helpers/fault-proxy.ts'
+import { asDeployed, connectDevice } from '../helpers/gateway.ts'
+import { promValue, sampleRss, seeded } from '../helpers/fault-proxy.ts'
 
 const TOKEN = 'hostile-secret-p'
 const SEED = Number(process.env.FAULT_SEED ?? 20240605)
@@ -32,12 +33,14 @@ type Stack = { ingest: Child, gw: Child, ingestUrl: string, admin: string, mqttP
 
 async function startStack (t: TestContext, gwArgs: string[] = [], ingestArgs: string[] = [], gwEnv: Record<string, string> = {}): Promise<Stack> {
   const dir = await tempDir(t, 'faults-hostile-')
+  // the gateway as bin/gateway starts it: the RSS bounds below are about that process (issue 19)
+  const deployed = asDeployed()
   const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `gw1:${TOKEN}`, '--token', 'slowgw:slow-secret-pad-', ...ingestArgs])
   const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
   const gw = await spawnCli(t, 'gateway/main.ts', [
     '--gateway-id', 'gw1', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
     '--upstream', ingestUrl, '--token', TOKEN, '--durability', 'process', '--linger-ms', '50', ...gwArgs
-  ], { env: gwEnv })
+  ], { env: { ...deployed.env, ...gwEnv }, nodeArgs: deployed.nodeArgs })
   return { ingest, gw, ingestUrl, admin: `http://127.0.0.1:${String(gw.ready.adminPort)}`, mqttPort: gw.ready.mqttPort as number }
 }
 
@@ -141,7 +144,10 @@ test('garbage bytes, silent connections and half a CONNECT are closed; a good de
   t.diagnostic(`garbage: 50 closed, slowest after ${Math.round(gTook)} ms; silent: closed after ${Math.round(Math.min(...sTook))}-${Math.round(Math.max(...sTook))} ms; ` +
     `half CONNECT: ${Math.round(Math.min(...hTook))}-${Math.round(Math.max(...hTook))} ms (timeout ${CONNECT_TIMEOUT}); good device ${r.acked}/${r.sent} acked, p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms; gateway RSS peak ${rss.peak().toFixed(0)} MiB`)
   assert.ok(Math.min(...sTook) >= CONNECT_TIMEOUT - 100, 'silent connections get their connect timeout, not less')
-  assert.ok(Math.max(...sTook, ...hTook) < CONNECT_TIMEOUT + 3000, 'and are closed soon after it')
+  // and soon after it: within 3 s, beyond the lag the gateway showed in closing garbage
+  // (at once on an idle box; at load average 25 on 2 cores up to 3.4 s, and the silent ones
+  // closed 3.5-4.0 s after opening: issue 19). The default timeout (10 s) fails the wait above.
+  assert.ok(Math.max(...sTook, ...hTook) < CONNECT_TIMEOUT + 3000 + gTook, `and are closed soon after it (slowest ${Math.round(Math.max(...sTook, ...hTook))} ms, garbage closed by ${Math.round(gTook)} ms)`)
   assert.equal(st.clients.connected, 1, 'only the good device is connected')
   assert.equal((await fetch(`${s.admin}/healthz`)).status, 200)
   await storedAtIngest(s.ingestUrl, 'good-1', r.sent)
@@ -204,7 +210,7 @@ test('slowloris against the ingest: slow headers and trickling bodies are cut of
 /** ~2 KB of values: a subscriber's deliveries fill the loopback socket buffers within a second */
 const PADDED = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`pad${i}`, 'x'.repeat(250)]))
 
-async function deafFlood (t: TestContext, port: number, id: string, opts: { subscribe: boolean, ms: number }): Promise<{ raw: Raw, written: number, publishes: number, stuck: boolean }> {
+async function deafFlood (t: TestContext, port: number, id: string, opts: { subscribe: boolean, ms: number, maxPublishes?: number, minBytes?: number, maxMs?: number }): Promise<{ raw: Raw, written: number, publishes: number, stuck: boolean, startedAt: number }> {
   const deaf = await rawSocket(t, port)
   deaf.sock.setNoDelay(true)
   // reads its CONNACK (and SUBACK) first: Aedes closes a client that floods before its
@@ -219,40 +225,86 @@ async function deafFlood (t: TestContext, port: number, id: string, opts: { subs
   let written = 0
   let seq = 0
   let stuck = false
-  const until = performance.now() + opts.ms
-  while (performance.now() < until && !deaf.sock.destroyed) {
+  const startedAt = performance.now()
+  const until = startedAt + opts.ms
+  // minBytes: a slow box writes less in `ms`; go on (up to maxMs) until this much is written
+  const hardUntil = startedAt + Math.max(opts.ms, opts.maxMs ?? 0)
+  const max = opts.maxPublishes ?? Infinity
+  const going = (): boolean => { const now = performance.now(); return now < until || (written < (opts.minBytes ?? 0) && now < hardUntil) }
+  while (going() && seq < max && !deaf.sock.destroyed) {
     seq++
     const pkt = publishPacket(`devices/${id}/readings`, (seq % 65535) + 1, encodeCbor({ seq, boot: 1, values: opts.subscribe ? PADDED : { t: 1 } }))
     if (!deaf.sock.write(pkt)) {
-      const drained = await Promise.race([new Promise<boolean>((r) => deaf.sock.once('drain', () => r(true))), sleep(1500).then(() => false)])
+      // short of minBytes, a gateway that is only behind (a loaded box) gets until maxMs to read on
+      const patience = written < (opts.minBytes ?? 0) ? Math.max(1500, hardUntil - performance.now()) : 1500
+      let onClose = (): void => {}
+      const drained = await Promise.race([
+        new Promise<boolean>((r) => { onClose = () => r(false); deaf.sock.once('drain', () => r(true)); deaf.sock.once('close', onClose) }),
+        sleep(patience).then(() => false)
+      ])
+      deaf.sock.off('close', onClose)
       if (!drained) { stuck = true; break }
     }
     written += pkt.length
     if (seq % 100 === 0) await sleep(5) // at most ~20,000 PUBLISH/s: deaf, not a CPU flood
   }
   if (stuck && deaf.closedAt() !== null) stuck = false // closed, not stuck
-  return { raw: deaf, written, publishes: seq, stuck }
+  return { raw: deaf, written, publishes: seq, stuck, startedAt }
 }
 
+/**
+ * The gateway's per-client publish rate (issue 9; docs/security-limits.md), given here as
+ * flags at their defaults so the deaf device's timeline can be computed: past the burst, its
+ * PUBLISH callbacks, and so Aedes' reads of its socket, are metered at RATE/s.
+ */
+const RATE = 1000
+const BURST = 2000
+/** Cap on the deaf flood: the gateway meters it at RATE/s, so a fast box's 2 s flood (up to ~40,000) would take 40 s to be let in */
+const DEAF_MAX_PUBLISHES = 10_000
+
 test('a device that never reads its PUBACKs: memory stays bounded and other devices are unaffected', async (t) => {
-  const s = await startStack(t)
+  const s = await startStack(t, ['--publish-rate-limit', String(RATE), '--publish-rate-burst', String(BURST)])
   const rss = sampleRss(t, s.gw.proc.pid!)
   await waitFor(() => rss.samples().length >= 3, { timeoutMs: 5000, what: 'three RSS samples before the load' })
   const rssBefore = rss.last()
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-3'), 'good-3')
-  const deaf = await deafFlood(t, s.mqttPort, 'deaf-1', { subscribe: false, ms: 2000 })
+  const deaf = await deafFlood(t, s.mqttPort, 'deaf-1', { subscribe: false, ms: 2000, maxPublishes: DEAF_MAX_PUBLISHES })
   const r = await good.stop()
   await storedAtIngest(s.ingestUrl, 'good-3', r.sent)
-  // everything the deaf device got acknowledged is delivered too (it is a device like others)
-  await waitFor(async () => (await (await fetch(`${s.admin}/status`)).json() as { buffered: { items: number } }).buffered.items === 0, { timeoutMs: 30_000, what: 'drained' })
+  // Everything the deaf device wrote is taken and stored too (it is a device like others),
+  // but no sooner than its rate limit lets it in: the last of N PUBLISH is let through
+  // (N - BURST) / RATE s after the flood began. That, not the flush, sets how long this
+  // takes (issue 19: a fixed 30 s budget failed when a fast box wrote 35,000+ in 2 s).
+  const meteredMs = Math.max(0, deaf.publishes - BURST) * 1000 / RATE
+  const closed = deaf.raw.closedAt() !== null
+  const stored = async (): Promise<number> => ((await (await fetch(`${s.ingestUrl}/v1/stats`)).json()) as { gateways: Record<string, { stored: number }> }).gateways.gw1?.stored ?? 0
+  const buffered = async (): Promise<number> => ((await (await fetch(`${s.admin}/status`)).json()) as { buffered: { items: number } }).buffered.items
+  // beyond the metering, the flush: the deaf device's readings share one partition (one batch
+  // in flight), measured at ~500 readings/s on a 2-core box at load average 25, so 10,000
+  // take ~20 s behind the metering at worst; 60 s of margin
+  const budgetMs = meteredMs + 60_000
+  const left = (): number => Math.max(5000, deaf.startedAt + budgetMs - performance.now())
+  if (!closed) await waitFor(async () => await stored() === r.sent + deaf.publishes, { timeoutMs: left(), intervalMs: 200, what: `all ${deaf.publishes} readings of deaf-1 at the ingest (${meteredMs} ms of metering)` })
+  const allInMs = performance.now() - deaf.startedAt
+  await waitFor(async () => await buffered() === 0, { timeoutMs: left(), what: 'drained' })
+  if (!closed) {
+    const seqs = (await fetchReadings(s.ingestUrl, 'deaf-1', 1)).map((x) => x.seq)
+    assert.deepEqual(seqs, Array.from({ length: deaf.publishes }, (_, i) => i + 1), 'deaf-1: each reading once, in order')
+  }
+  const rateHits = promValue(await (await fetch(`${s.admin}/metrics`)).text(), 'gateway_mqtt_limit_exceeded_total{limit="publish_rate"}') ?? 0
   const peak = rss.peak()
-  t.diagnostic(`deaf device: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH in 2 s, their 4-byte PUBACKs unread), gateway stopped reading it: ${deaf.stuck}, closed it: ${deaf.raw.closedAt() !== null}; gateway RSS ${rssBefore.toFixed(0)} -> peak ${peak.toFixed(0)} MiB; ` +
+  t.diagnostic(`deaf device: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH in 2 s, their 4-byte PUBACKs unread), gateway stopped reading it: ${deaf.stuck}, closed it: ${closed}; ` +
+    `its readings all stored ${(allInMs / 1000).toFixed(1)} s after the flood began (rate limit ${RATE}/s, burst ${BURST}: ${(meteredMs / 1000).toFixed(1)} s of metering; ${rateHits} PUBLISH slowed); gateway RSS ${rssBefore.toFixed(0)} -> peak ${peak.toFixed(0)} MiB; ` +
     `good device ${r.acked}/${r.sent} acked, p99 ${r.p99Ms.toFixed(1)} ms, max ${r.maxMs.toFixed(1)} ms`)
   // the flood is also a full-speed intake: RSS rises as in the partition test, to the same
   // bound. Its unread PUBACKs (4 bytes each) sit in the kernel's socket buffers: a flood
   // long enough to fill those (millions of PUBLISH) does not fit this suite's time budget
   assert.ok(peak < 250, `gateway RSS peak ${peak} MiB`)
-  assert.ok(r.p99Ms < 2000, 'the good device kept getting PUBACKs (p99 under 2 s on a loaded 2-core box)')
+  // Not wedged: a broker held up by the deaf client's unread PUBACKs would hold the good
+  // device's until the deaf one is cut off (--drain-timeout-ms, 5 s). Below that, the figure
+  // follows the box: at load average 25 on 2 cores the gateway committed the flood in ~1.2 s
+  // cycles and the good device's PUBACKs took up to 2.5 s (issue 19: 2 s failed there)
+  assert.ok(r.p99Ms < 4000, `the good device kept getting PUBACKs (p99 ${r.p99Ms} ms, under the 5 s drain timeout)`)
 })
 
 test('a subscriber that never reads is cut off (drain timeout); other devices and the upstream flush go on', async (t) => {
@@ -261,9 +313,15 @@ test('a subscriber that never reads is cut off (drain timeout); other devices an
   // default per-client publish rate (issue 9), which would slow it before its socket fills
   const s = await startStack(t, ['--drain-timeout-ms', '1000', '--publish-rate-limit', '100000', '--publish-rate-burst', '100000'])
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-5'), 'good-5')
-  const deaf = await deafFlood(t, s.mqttPort, 'deaf-2', { subscribe: true, ms: 3000 })
-  t.diagnostic(`deaf subscriber: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH), stuck ${deaf.stuck}, closed ${deaf.raw.closedAt() === null ? 'no' : `after ${Math.round(deaf.raw.closedAt()! - deaf.raw.openedAt)} ms`}`)
-  await waitFor(() => deaf.raw.closedAt() !== null, { timeoutMs: 5000, what: 'the deaf subscriber disconnected by the gateway' })
+  // The gateway's copies to it must outgrow the loopback socket buffers (its send buffer
+  // autotunes up to tcp_wmem's 4 MiB) before a write waits for drain: 3 s on a loaded box
+  // wrote 2,592 PUBLISH (5.5 MB), which did not (issue 19), so it floods until 16 MB, and
+  // the gateway, behind on such a box, gets 15 s to work through them and cut it off.
+  const deaf = await deafFlood(t, s.mqttPort, 'deaf-2', { subscribe: true, ms: 3000, minBytes: 16e6, maxMs: 20_000 })
+  const closedWhen = (): string => deaf.raw.closedAt() === null ? 'no' : `after ${Math.round(deaf.raw.closedAt()! - deaf.raw.openedAt)} ms`
+  t.diagnostic(`deaf subscriber: wrote ${(deaf.written / 1e6).toFixed(1)} MB (${deaf.publishes} PUBLISH in ${((performance.now() - deaf.startedAt) / 1000).toFixed(1)} s), stuck ${deaf.stuck}, closed ${closedWhen()}`)
+  await waitFor(() => deaf.raw.closedAt() !== null, { timeoutMs: 15_000, what: 'the deaf subscriber disconnected by the gateway' })
+  t.diagnostic(`deaf subscriber closed ${closedWhen()}`)
   const r = await good.stop()
   await storedAtIngest(s.ingestUrl, 'good-5', r.sent)
   assert.ok(r.p99Ms < 1000, `good device p99 ${r.p99Ms} ms`)

@@ -3,7 +3,9 @@ import { pino } from 'pino'
 import mqtt, { type MqttClient } from 'mqtt'
 import { Gateway, parseGatewayConfig, type GatewayConfig } from '../../gateway/index.ts'
 import { encodeCbor, wireUint } from '../../protocol/index.ts'
-import { tempDir } from './index.ts'
+import { join } from 'node:path'
+import { launcherNodeArgs } from '../../scripts/node-options.ts'
+import { ROOT, tempDir, waitFor, type Child } from './index.ts'
 
 export const silentLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
 
@@ -37,4 +39,32 @@ export function publish (c: MqttClient, topic: string, payload: Buffer | string)
       if (err) reject(err); else resolve()
     })
   })
+}
+
+/**
+ * How bin/gateway starts the gateway, for a gateway CLI spawned under tsx (`spawnCli`'s
+ * `nodeArgs` and `env`): the V8 options of bin/node-options (scripts/node-options.ts reads
+ * them as the launcher does) and the launcher's MALLOC_ARENA_MAX. A memory bound measured on
+ * node's default options measures a gateway nobody runs (issue 19). `liveHeap` adds
+ * `--expose-gc` and bench/lib/gc-report.cjs, so `liveHeapOf` can ask for the live heap.
+ */
+export function asDeployed (opts: { liveHeap?: boolean } = {}): { nodeArgs: string[], env: Record<string, string> } {
+  const gc = opts.liveHeap ? ['--expose-gc', '-r', join(ROOT, 'bench', 'lib', 'gc-report.cjs')] : []
+  // bin/gateway: MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
+  return { nodeArgs: [...launcherNodeArgs(ROOT), ...gc], env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } }
+}
+
+export type LiveHeap = { heapUsedMb: number, externalMb: number, rssMb: number }
+
+/**
+ * The memory a child started with `asDeployed({ liveHeap: true })` really holds: SIGUSR2
+ * makes it run two full GCs and print heap used, external (Buffers) and RSS. Unlike RSS
+ * (how far V8 let the heap grow before its next GC), this moves only with what the code
+ * keeps alive.
+ */
+export async function liveHeapOf (child: Child, timeoutMs = 10_000): Promise<LiveHeap> {
+  const before = child.lines.length
+  child.proc.kill('SIGUSR2')
+  const line = await waitFor(() => child.lines.slice(before).find((l) => l.msg === 'live-heap'), { timeoutMs, what: 'live-heap line after SIGUSR2' })
+  return line as unknown as LiveHeap
 }

@@ -56,10 +56,11 @@ export type Child = {
 /**
  * Starts a CLI and waits for its `ready` line. `wrap` runs it under another program (e.g.
  * `['strace', '-f', ...]`); kill then signals the wrapped node process too (a tracer that
- * dies leaves its tracee running).
+ * dies leaves its tracee running). `nodeArgs` go to node before the entry (V8 options,
+ * preloads: gateway.ts `asDeployed`).
  */
-export async function spawnCli (t: { after: (fn: () => unknown) => void }, entry: string, args: string[], opts: { env?: Record<string, string>, readyTimeoutMs?: number, wrap?: string[] } = {}): Promise<Child> {
-  const argv = [process.execPath, '--import', 'tsx', join(ROOT, entry), ...args]
+export async function spawnCli (t: { after: (fn: () => unknown) => void }, entry: string, args: string[], opts: { env?: Record<string, string>, readyTimeoutMs?: number, wrap?: string[], nodeArgs?: string[] } = {}): Promise<Child> {
+  const argv = [process.execPath, ...opts.nodeArgs ?? [], '--import', 'tsx', join(ROOT, entry), ...args]
   const cmd = opts.wrap?.length ? [...opts.wrap, ...argv] : argv
   const proc = spawn(cmd[0]!, cmd.slice(1), {
     cwd: ROOT,
