@@ -2,17 +2,23 @@
  * HTTP around the audit: page through the ingest query API (docs/design.md section 7) and wait,
  * bounded, until the gateway has handed everything it buffered to the ingest.
  */
+import { EdgeError } from '../protocol/index.ts'
 import { auditDevice, summarize, type AuditResult, type DeviceAudit, type StoredRow } from './audit.ts'
 import type { DeviceRecord } from './record.ts'
 
 export type FetchFn = typeof fetch
 
-export class AuditHttpError extends Error {
+/**
+ * The audit could not read the ingest: `status` is 0 when no answer came (retryable), else
+ * the HTTP status (retryable for 429 and 5xx; 200 with a body the audit cannot use is not).
+ */
+export class AuditHttpError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_AUDIT_HTTP'
   override name = 'AuditHttpError'
   readonly status: number
   readonly url: string
-  constructor (url: string, status: number, message: string, opts: { cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
+  constructor (url: string, status: number, message: string, opts: { cause?: unknown, retryable?: boolean } = {}) {
+    super(message, { cause: opts.cause, retryable: opts.retryable ?? (status === 0 || status === 429 || status >= 500) })
     this.status = status
     this.url = url
   }
@@ -40,7 +46,7 @@ export async function fetchReadings (ingestUrl: string, deviceId: string, boot: 
   const seen = new Set<string>()
   let cursor: string | null = null
   for (let page = 0; ; page++) {
-    if (page >= (opts.maxPages ?? 1_000_000)) throw new AuditHttpError(base, 0, `more than ${opts.maxPages} pages for ${deviceId}`)
+    if (page >= (opts.maxPages ?? 1_000_000)) throw new AuditHttpError(base, 0, `more than ${opts.maxPages} pages for ${deviceId}`, { retryable: false })
     const url: string = cursor === null ? base : `${base}&cursor=${encodeURIComponent(cursor)}`
     const body = await getJson(url, f) as Page
     if (!Array.isArray(body.readings)) throw new AuditHttpError(url, 200, `GET ${url}: no readings array`)

@@ -4,21 +4,22 @@
  * nothing, left a Pi that already ran Mosquitto on 1883 looking alive under systemd).
  */
 import type { Server } from 'node:net'
-import { GatewayError } from '../protocol/index.ts'
+import { EdgeError } from '../protocol/index.ts'
 
-/** A listener could not bind; `flag` is the CLI flag that chose the port. */
-export class ListenError extends GatewayError {
+/** A listener could not bind; `flag` is the CLI flag that chose the port, `errnoCode` the OS's reason. */
+export class ListenError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_LISTEN'
   override name = 'ListenError'
   readonly flag: string
   readonly host: string
   readonly port: number
-  readonly code: string | undefined
+  readonly errnoCode: string | undefined
   constructor (flag: string, host: string, port: number, cause: NodeJS.ErrnoException, hint = '') {
     super(`${flag} ${port}: ${explain(cause, host, port, hint)}`, { cause, retryable: cause.code === 'EADDRINUSE' })
     this.flag = flag
     this.host = host
     this.port = port
-    this.code = cause.code
+    this.errnoCode = cause.code
   }
 }
 

@@ -211,7 +211,7 @@ function sendJson (res: ServerResponse, status: number, obj: unknown, headers: R
 
 function sendError (res: ServerResponse, err: HttpError): void {
   const headers = { ...err.headers, ...(err.closeConnection ? { connection: 'close' } : {}) }
-  sendJson(res, err.status, { error: err.code, message: err.message, ...(err.field ? { field: err.field } : {}) }, headers)
+  sendJson(res, err.status, { error: err.errorCode, message: err.message, ...(err.field ? { field: err.field } : {}) }, headers)
 }
 
 export type IngestServer = {
@@ -324,8 +324,8 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
         err = new HttpError(500, 'internal', 'internal error')
       }
       if (routeName === 'batches') {
-        metrics.rejectedBatches.inc({ reason: err.code })
-        if (err.status < 500 || err.code === 'store_unavailable') log.warn({ status: err.status, error: err.code, field: err.field, reason: err.message.slice(0, 300), remote: req.socket.remoteAddress }, 'Batch refused.')
+        metrics.rejectedBatches.inc({ reason: err.errorCode })
+        if (err.status < 500 || err.errorCode === 'store_unavailable') log.warn({ status: err.status, error: err.errorCode, field: err.field, reason: err.message.slice(0, 300), remote: req.socket.remoteAddress }, 'Batch refused.')
       }
       sendError(res, err)
     } finally {

@@ -17,9 +17,15 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
+import { EdgeError } from '../protocol/index.ts'
 
-export class PostgresMissingError extends Error {
-  constructor (message: string) { super(message); this.name = 'PostgresMissingError' }
+/** The PostgreSQL server binaries (or the `postgres` user) are not installed: the test or bench using them fails with this. */
+export class PostgresMissingError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_POSTGRES_MISSING'
+  override name = 'PostgresMissingError'
+  constructor (message: string, opts: { cause?: unknown } = {}) {
+    super(message, { ...opts, retryable: false })
+  }
 }
 
 function binDir (): string {

@@ -10,29 +10,24 @@
  *   POST /dlq/purge   {filters..., dryRun, all}                         delete
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { ValidationError } from '../../protocol/index.ts'
+import { HttpError, ValidationError } from '../../protocol/index.ts'
 import { parseFilter, type DeadLetters } from '../dlq/index.ts'
 import { csrfProblem } from './auth.ts'
 
 const MAX_BODY = 64 * 1024
-
-export class HttpProblem extends Error {
-  override name = 'HttpProblem'
-  constructor (readonly status: number, readonly code: string, message: string) { super(message) }
-}
 
 async function readJson (req: IncomingMessage): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = []
   let n = 0
   for await (const c of req) {
     n += (c as Buffer).length
-    if (n > MAX_BODY) throw new HttpProblem(413, 'too_large', `body over ${MAX_BODY} bytes`)
+    if (n > MAX_BODY) throw new HttpError(413, 'too_large', `body over ${MAX_BODY} bytes`)
     chunks.push(c as Buffer)
   }
   if (n === 0) return {}
   let v: unknown
-  try { v = JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { throw new HttpProblem(400, 'bad_json', 'body is not JSON') }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new HttpProblem(400, 'bad_json', 'body must be a JSON object')
+  try { v = JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { throw new HttpError(400, 'bad_json', 'body is not JSON') }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new HttpError(400, 'bad_json', 'body must be a JSON object')
   return v as Record<string, unknown>
 }
 
@@ -58,9 +53,9 @@ export async function dlqRoute (req: IncomingMessage, res: ServerResponse, url: 
   if (path !== '/dlq' && !path.startsWith('/dlq/')) return false
   const q = Object.fromEntries(url.searchParams)
   if (req.method === 'POST') {
-    if (path !== '/dlq/replay' && path !== '/dlq/purge') throw new HttpProblem(405, 'method_not_allowed', `POST ${path} is not a route`)
+    if (path !== '/dlq/replay' && path !== '/dlq/purge') throw new HttpError(405, 'method_not_allowed', `POST ${path} is not a route`)
     const problem = csrfProblem(req)
-    if (problem) throw new HttpProblem(403, 'forbidden', problem)
+    if (problem) throw new HttpError(403, 'forbidden', problem)
     const body = await readJson(req)
     const filter = parseFilter(pick(body, ['dryRun', 'all']))
     const dryRun = body.dryRun === true
@@ -68,7 +63,7 @@ export async function dlqRoute (req: IncomingMessage, res: ServerResponse, url: 
     else json(res, 200, await dlq.purge(filter, { dryRun, all: body.all === true }))
     return true
   }
-  if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpProblem(405, 'method_not_allowed', 'use GET or POST')
+  if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET or POST')
   if (path === '/dlq') {
     const filter = parseFilter(pick(q, ['limit', 'after', 'order']))
     const order = url.searchParams.get('order') ?? 'oldest'
@@ -88,9 +83,9 @@ export async function dlqRoute (req: IncomingMessage, res: ServerResponse, url: 
     return true
   }
   const id = /^\/dlq\/(\d{1,16})$/.exec(path)?.[1]
-  if (id === undefined) throw new HttpProblem(404, 'not_found', `no route ${path}`)
+  if (id === undefined) throw new HttpError(404, 'not_found', `no route ${path}`)
   const rec = await dlq.show(Number(id))
-  if (!rec) throw new HttpProblem(404, 'not_found', `no dead-letter record ${id}`)
+  if (!rec) throw new HttpError(404, 'not_found', `no dead-letter record ${id}`)
   json(res, 200, rec)
   return true
 }

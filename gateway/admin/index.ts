@@ -11,10 +11,10 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { listen } from '../listen.ts'
-import { ValidationError } from '../../protocol/index.ts'
+import { HttpError, ValidationError } from '../../protocol/index.ts'
 import type { DeadLetters } from '../dlq/index.ts'
 import { AdminAuth } from './auth.ts'
-import { dlqRoute, HttpProblem } from './dlq-routes.ts'
+import { dlqRoute } from './dlq-routes.ts'
 import { LiveSampler, type LiveStatus } from './live.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { servePage } from './page/index.ts'
@@ -79,7 +79,7 @@ export class Admin {
         }
       }
       run().catch((err: Error) => {
-        if (err instanceof HttpProblem) { if (!res.headersSent) send(err.status, JSON.stringify({ error: err.code, message: err.message })); return }
+        if (err instanceof HttpError) { if (!res.headersSent) send(err.status, JSON.stringify({ error: err.errorCode, message: err.message })); return }
         if (err instanceof ValidationError) { if (!res.headersSent) send(400, JSON.stringify({ error: 'invalid', field: err.field, message: err.message })); return }
         log.error({ err, path }, 'admin request failed')
         if (!res.headersSent) send(500, JSON.stringify({ error: 'internal', message: err.message }))

@@ -13,13 +13,15 @@
  * - `ConnectRate`: a token bucket per source address (`rate`/s, `burst`), checked on the raw
  *   socket before Aedes parses anything.
  */
+import { EdgeError } from '../../protocol/index.ts'
 import { AddressTable } from './addresses.ts'
 
-export class GateFullError extends Error {
-  readonly retryable = true
-  constructor (readonly queued: number) {
-    super(`${queued} password checks already waiting`)
-    this.name = 'GateFullError'
+/** The password-check queue is full (`queued` waiting); the CONNECT is refused with CONNACK 3. */
+export class GateFullError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_LOGIN_BUSY'
+  override name = 'GateFullError'
+  constructor (readonly queued: number, opts: { cause?: unknown } = {}) {
+    super(`${queued} password checks already waiting`, { ...opts, retryable: true })
   }
 }
 

@@ -19,7 +19,7 @@
 import { randomBytes } from 'node:crypto'
 import { open, readFile, rename, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { isValidDeviceId } from '../../protocol/index.ts'
+import { EdgeError, isValidDeviceId } from '../../protocol/index.ts'
 import { secretProblem } from '../../protocol/secrets.ts'
 import { AuthFile, hashPassword } from '../broker/auth.ts'
 
@@ -28,10 +28,12 @@ const USAGE = 'usage: gateway passwd FILE add-device ID | add-app NAME | remove 
 
 type Doc = { devices: Record<string, string>, apps: Record<string, string> }
 
-export class PasswdError extends Error {
-  constructor (message: string, readonly exitCode: 1 | 2 = 1) {
-    super(message)
-    this.name = 'PasswdError'
+/** `gateway passwd` cannot do what it was asked; `exitCode` 2 is a usage error (the usage follows). */
+export class PasswdError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_PASSWD'
+  override name = 'PasswdError'
+  constructor (message: string, readonly exitCode: 1 | 2 = 1, opts: { cause?: unknown } = {}) {
+    super(message, { ...opts, retryable: false })
   }
 }
 
@@ -39,9 +41,9 @@ async function load (file: string, create: boolean): Promise<Doc> {
   let text: string
   try { text = await readFile(file, 'utf8') } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && create) return { devices: {}, apps: {} }
-    throw new PasswdError(`cannot read ${file}: ${(err as Error).message}`)
+    throw new PasswdError(`cannot read ${file}: ${(err as Error).message}`, 1, { cause: err })
   }
-  try { AuthFile.parse(text, file) } catch (err) { throw new PasswdError((err as Error).message) }
+  try { AuthFile.parse(text, file) } catch (err) { throw new PasswdError((err as Error).message, 1, { cause: err }) }
   const raw = JSON.parse(text) as Partial<Doc>
   return { devices: { ...raw.devices }, apps: { ...raw.apps } }
 }

@@ -10,6 +10,7 @@
 import { Level } from 'level'
 import { decodeUntrusted } from '../../protocol/index.ts'
 import { K } from './keys.ts'
+import { StoreOpenError } from './open-error.ts'
 
 export type DeadLetterKind = 'payload' | 'item' | 'too-old'
 
@@ -151,11 +152,12 @@ export async function readDlqCount (db: Db): Promise<number> {
   } catch { return 0 }
 }
 
-/** Thrown by `openDataDir` when a running gateway holds the store's lock. */
-export class StoreLockedError extends Error {
+/** Thrown by `openDataDir` when a running gateway holds the store's lock (`gateway dlq` exits 3). */
+export class StoreLockedError extends StoreOpenError {
+  static override readonly code = 'EDGE_ERR_STORE_LOCKED'
   override name = 'StoreLockedError'
-  constructor (readonly dataDir: string, options?: { cause?: unknown }) {
-    super(`the store at ${dataDir} is locked: a gateway is running on it. Stop it, or use its admin API (gateway dlq ... --admin http://127.0.0.1:8081)`, options)
+  constructor (dataDir: string, options: { cause?: unknown } = {}) {
+    super(dataDir, 'locked', `the store at ${dataDir} is locked: a gateway is running on it. Stop it, or use its admin API (gateway dlq ... --admin http://127.0.0.1:8081)`, options.cause)
   }
 }
 

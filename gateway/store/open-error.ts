@@ -41,6 +41,7 @@ export function classifyOpenError (err: unknown): OpenFailure {
 
 /** The store could not be opened; `reason` says why (retryable: a lock or a full disk may clear). */
 export class StoreOpenError extends StoreError {
+  static override readonly code: string = 'EDGE_ERR_STORE_OPEN'
   override name = 'StoreOpenError'
   readonly reason: OpenFailure
   readonly dataDir: string
