@@ -22,7 +22,7 @@
 import { connect as netConnect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { mulberry32 } from '../protocol/random.ts'
+import { mulberry32 } from '../common/random.ts'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
 import { FUZZ_KINDS, fuzzSession, type FuzzKind } from './lib/mqtt-hostile.ts'
 import { Cleanup, RssSampler, type Proc } from './lib/procs.ts'

@@ -7,7 +7,7 @@
  *
  *   node --import tsx device-sim/capacity-probe.ts --devices N --url mqtt://HOST:PORT [--window-s 20] [--warmup-s 5] [--rate 1]
  */
-import { parseConfig } from '../protocol/index.ts'
+import { parseConfig } from '../common/index.ts'
 import { createSimulation, simConfig } from './index.ts'
 
 const schema = {

@@ -3,7 +3,8 @@
  * JSON file). docs/design.md section 9 fixes `--broker`, `--devices`, `--rate`, `--count`,
  * `--duration`, `--payload`, `--churn`, `--id-prefix`, `--report`, `--audit`.
  */
-import { ConfigError, parseConfig, type ConfigOf, type ConfigSources } from '../protocol/index.ts'
+import { ConfigError } from '../protocol/index.ts'
+import { parseConfig, type ConfigOf, type ConfigSources } from '../common/index.ts'
 
 export const ENV_PREFIX = 'SIM'
 

@@ -6,9 +6,9 @@
  * gracefully and still report (and audit); a second signal exits at once.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, configFileArg, helpText, LOG_ENV_HELP, VERSION } from '../protocol/index.ts'
+import { ConfigError, VERSION } from '../protocol/index.ts'
+import { configFileArg, createLogger, helpText, LOG_ENV_HELP } from '../common/index.ts'
 import { ENV_PREFIX, parseSimConfig, simSchema, type SimConfig } from './config.ts'
-import { createLogger } from './log.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, startProgress, waitForDrain, writeReport } from './index.ts'
 
 async function loadConfig (argv: string[]): Promise<SimConfig> {

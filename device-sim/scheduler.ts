@@ -6,7 +6,7 @@
  *
  * The clock is injectable so pacing is tested with a fake clock and no sleeps.
  */
-import { Histogram } from '../protocol/index.ts'
+import { Histogram } from '../common/index.ts'
 
 export type Clock = {
   now: () => number

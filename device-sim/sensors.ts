@@ -8,7 +8,8 @@
  * - battery (%): decays a little with every reading (radio on), never below 0;
  * - door (boolean): a latch that occasionally flips; motion (boolean): occasional events.
  */
-import { mulberry32, type Values } from '../protocol/index.ts'
+import { type Values } from '../protocol/index.ts'
+import { mulberry32 } from '../common/index.ts'
 
 /** Seeded PRNG (protocol's mulberry32). */
 export const rng = mulberry32

@@ -1,5 +1,5 @@
 /** Counters and a log-bucket histogram shared by every device of a simulation. */
-import { Histogram } from '../protocol/index.ts'
+import { Histogram } from '../common/index.ts'
 
 export { Histogram }
 

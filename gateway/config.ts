@@ -3,7 +3,8 @@
  * (`--config`), `GATEWAY_*` env vars and `--kebab-case` flags, validated once at startup.
  * Each component declares the flags it reads in its own config.ts; this file joins them.
  */
-import { parseConfig, type ConfigOf, type ConfigSources, ConfigError } from '../protocol/index.ts'
+import { ConfigError } from '../protocol/index.ts'
+import { parseConfig, type ConfigOf, type ConfigSources } from '../common/index.ts'
 import { brokerSchema } from './broker/config.ts'
 import { flushSchema } from './flush/config.ts'
 import { intakeSchema } from './intake/config.ts'

@@ -6,13 +6,13 @@
  * the `--auth-file`.
  */
 import { readFile } from 'node:fs/promises'
-import { configFileArg, ConfigError, helpText, LOG_ENV_HELP, VERSION } from '../protocol/index.ts'
+import { ConfigError, VERSION } from '../protocol/index.ts'
+import { configFileArg, createLogger, helpText, LOG_ENV_HELP } from '../common/index.ts'
 import { hashPassword } from './broker/auth.ts'
 import { passwdMain } from './cli/passwd.ts'
 import { dlqMain } from './cli/dlq.ts'
 import { gatewaySchema, parseGatewayConfig } from './config.ts'
 import { Gateway } from './index.ts'
-import { createLogger } from './log.ts'
 
 async function main (): Promise<void> {
   const argv = process.argv.slice(2)

@@ -3,7 +3,8 @@
  * file `--config`. Validated once at startup; errors are ConfigError naming the field.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, configFileArg, helpText, parseConfig, type ConfigOf, type Schema, LOG_ENV_HELP } from '../protocol/index.ts'
+import { ConfigError } from '../protocol/index.ts'
+import { configFileArg, helpText, parseConfig, type ConfigOf, type Schema, LOG_ENV_HELP } from '../common/index.ts'
 import { secretProblem } from '../protocol/secrets.ts'
 
 export const ENV_PREFIX = 'INGEST'

@@ -5,7 +5,7 @@
 import { ConfigError, VERSION } from '../protocol/index.ts'
 import { loadConfig, usage } from './config.ts'
 import { createIngest } from './index.ts'
-import { createLogger } from './log.ts'
+import { createLogger } from '../common/index.ts'
 
 // base `service`, not `component`: child loggers add their own component (one key a line)
 const log = createLogger({ base: { service: 'ingest' } })

@@ -1,3 +1,5 @@
+// The wire formats only: what crosses MQTT and HTTP between the components. Node-side shared
+// code (config parser, logger, histogram, group commit, page server) is in common/.
 export * from './codes.ts'
 export * from './errors.ts'
 export * from './topics.ts'
@@ -6,11 +8,7 @@ export * from './cbor.ts'
 export * from './reading.ts'
 export * from './payload-text.ts'
 export * from './batch.ts'
-export * from './config.ts'
-export * from './random.ts'
 export * from './item-encoder.ts'
-export * from './group-commit.ts'
-export * from './histogram.ts'
 export * from './cbor-writer.ts'
 export * from './batch-v2.ts'
 export * from './version.ts'

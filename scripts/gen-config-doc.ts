@@ -15,7 +15,7 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { envName, kebab, LOG_ENV_HELP, type FieldSpec, type Schema } from '../protocol/index.ts'
+import { envName, kebab, LOG_ENV_HELP, type FieldSpec, type Schema } from '../common/index.ts'
 import { gatewaySchema } from '../gateway/config.ts'
 import { schema as ingestSchema, ENV_PREFIX as INGEST_PREFIX } from '../ingest/config.ts'
 import { simSchema, ENV_PREFIX as SIM_PREFIX } from '../device-sim/config.ts'
@@ -192,7 +192,7 @@ export function renderConfigDoc (programs: Program[]): string {
     'environment, config file, defaults. Booleans take `--flag`, `--no-flag` or `--flag true|false`',
     '(env and file: `true`/`false`, `1`/`0`, `yes`/`no`); lists take comma lists, and a repeated',
     'flag adds to the list. Unknown keys and bad values stop the program at startup with exit',
-    'code 2 and a message naming the field and the allowed range (`protocol/config.ts`).',
+    'code 2 and a message naming the field and the allowed range (`common/config.ts`).',
     '',
     'The flags that matter most, with what they trade, are in the [README](../README.md#the-knobs-that-matter);',
     'the contracts among them in [design.md](design.md) section 9.',
@@ -214,7 +214,7 @@ export function renderConfigDoc (programs: Program[]): string {
   out.push(
     '## logging',
     '',
-    'Every program reads these from the environment (`protocol/version.ts`):',
+    'Every program reads these from the environment (`common/log.ts`):',
     '',
     '```',
     LOG_ENV_HELP.replace(/\n+$/, ''),

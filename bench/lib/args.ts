@@ -1,39 +1,32 @@
 /**
  * `--kebab-case value` / `--flag=value` / `--flag` / `--no-flag` parsing for the bench
- * scripts. Unknown flags are an error naming the flag, like the product CLIs.
+ * scripts, through the product CLIs' parser (common/config.ts): one parser, the same
+ * errors naming the flag. Bench flags come from the command line only (no env, no file).
  */
+import { parseConfig, type FieldSpec, type Schema } from '../../common/index.ts'
+
 export type FlagSpec = Record<string, { type: 'number' | 'string' | 'bool', default?: number | string | boolean, doc: string }>
 
 export type Flags = Map<string, number | string | boolean>
 
-export function parseFlags (argv: readonly string[], spec: FlagSpec): Flags {
-  const out: Flags = new Map()
-  for (const [k, s] of Object.entries(spec)) if (s.default !== undefined) out.set(k, s.default)
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a} (flags are --kebab-case)`)
-    let name = a.slice(2)
-    let value: string | undefined
-    const eq = name.indexOf('=')
-    if (eq >= 0) { value = name.slice(eq + 1); name = name.slice(0, eq) }
-    if (name === 'help') { out.set('help', true); continue }
-    const s = spec[name]
-    if (!s && name.startsWith('no-') && spec[name.slice(3)]?.type === 'bool') { out.set(name.slice(3), false); continue }
-    if (!s) throw new Error(`unknown flag --${name} (known: ${Object.keys(spec).map((k) => '--' + k).join(' ')})`)
-    if (s.type === 'bool') {
-      out.set(name, value === undefined ? true : value === 'true' || value === '1')
-      continue
-    }
-    if (value === undefined) {
-      if (i + 1 >= argv.length) throw new Error(`--${name} needs a value`)
-      value = argv[++i]!
-    }
-    if (s.type === 'number') {
-      const n = Number(value)
-      if (value.trim() === '' || !Number.isFinite(n)) throw new Error(`--${name} must be a number, got ${JSON.stringify(value)}`)
-      out.set(name, n)
-    } else out.set(name, value)
+function field (name: string, s: FlagSpec[string]): FieldSpec {
+  // the flag is the key itself: kebab-case already, and not one the parser keeps for itself
+  if (!/^[a-z0-9]+(-[a-z0-9]+)*$/.test(name) || name === 'config' || name === 'help') throw new Error(`bench flag ${JSON.stringify(name)} must be kebab-case and not config or help`)
+  const d = s.default
+  switch (s.type) {
+    case 'number': return { type: 'number', doc: s.doc, ...(typeof d === 'number' ? { default: d } : {}) }
+    case 'string': return { type: 'string', doc: s.doc, ...(typeof d === 'string' ? { default: d } : {}) }
+    case 'bool': return { type: 'bool', doc: s.doc, ...(typeof d === 'boolean' ? { default: d } : {}) }
   }
+}
+
+export function parseFlags (argv: readonly string[], spec: FlagSpec): Flags {
+  const schema: Schema = Object.fromEntries(Object.entries(spec).map(([k, s]) => [k, field(k, s)]))
+  const rest = argv.filter((a) => a !== '--help')
+  const parsed = parseConfig(schema, { argv: rest, env: {}, envPrefix: 'BENCH' }) as Record<string, number | string | boolean | undefined>
+  const out: Flags = new Map()
+  for (const k of Object.keys(spec)) if (parsed[k] !== undefined) out.set(k, parsed[k])
+  if (rest.length !== argv.length) out.set('help', true)
   return out
 }
 

@@ -14,7 +14,7 @@
  *   whole range: close to incompressible values, the worst case rather than a target.
  */
 import type { BatchItem, Values } from '../../protocol/index.ts'
-import { mulberry32 } from '../../protocol/index.ts'
+import { mulberry32 } from '../../common/index.ts'
 
 const round = (v: number, d: number): number => Math.round(v * 10 ** d) / 10 ** d
 const T0 = 1_795_759_000_000

@@ -9,7 +9,7 @@
  */
 import mqtt from 'mqtt'
 import { encodeCbor, wireUint } from '../../protocol/index.ts'
-import { Histogram } from '../../protocol/index.ts'
+import { Histogram } from '../../common/index.ts'
 
 const arg = (k: string, d: string): string => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? process.argv[i + 1]! : d }
 const port = Number(arg('port', '1883'))

@@ -87,7 +87,7 @@ export async function compiledBuild (cleanup: Cleanup, rev?: string): Promise<st
 
 /**
  * The compiled gateway/main.js of the working tree, or of git revision `rev` (its
- * protocol/, gateway/, ingest/ and device-sim/ taken with `git archive`, built with this
+ * protocol/, common/, gateway/, ingest/ and device-sim/ taken with `git archive`, built with this
  * checkout's tsc and node_modules): a baseline measured in the same run as the change.
  */
 export function compiledGateway (cleanup: Cleanup, rev?: string): Promise<string> {
@@ -100,7 +100,9 @@ export function compiledGateway (cleanup: Cleanup, rev?: string): Promise<string
       let cwd = ROOT
       if (rev) {
         const src = cleanup.tempDir('bench-src-')
-        const files = ['protocol', 'gateway', 'ingest', 'device-sim', 'tsconfig.json', 'tsconfig.build.json', 'package.json']
+        // common/ exists from issue 21 on; an older revision has none
+        const files = ['protocol', 'common', 'gateway', 'ingest', 'device-sim', 'tsconfig.json', 'tsconfig.build.json', 'package.json']
+          .filter((f) => spawnSync('git', ['cat-file', '-e', `${rev}:${f}`], { cwd: ROOT }).status === 0)
         const a = spawnSync('sh', ['-c', `git archive ${shellQuote(rev)} ${files.join(' ')} | tar -x -C ${shellQuote(src)}`], { cwd: ROOT, encoding: 'utf8' })
         if (a.status !== 0) throw new Error(`git archive ${rev} failed: ${a.stderr}`)
         symlinkSync(join(ROOT, 'node_modules'), join(src, 'node_modules'))

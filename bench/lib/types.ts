@@ -1,5 +1,5 @@
 /** Shapes shared by the bench scripts: the load generator's result and a results-file record. */
-import type { Percentiles } from '../../protocol/index.ts'
+import type { Percentiles } from '../../common/index.ts'
 
 export type LoadErrors = {
   /** CONNECT refused, or the socket failed before CONNACK. */

@@ -3,7 +3,7 @@
  * schema spreads this one). `auth`/`authFile` select authentication; the broker itself
  * receives the parsed credentials.
  */
-import type { ConfigOf } from '../../protocol/index.ts'
+import type { ConfigOf } from '../../common/index.ts'
 import type { AuthFile } from './auth.ts'
 import type { TlsListenerConfig } from './listeners.ts'
 import type { BrokerLimits } from './limits-config.ts'

@@ -6,7 +6,7 @@
  * for a Pi with 1 GiB (docs/security-limits.md: the table, what each bounds, the
  * measurements).
  */
-import type { ConfigOf } from '../../protocol/index.ts'
+import type { ConfigOf } from '../../common/index.ts'
 
 export const brokerLimitsSchema = {
   retainAvailable: { type: 'bool', default: true, doc: 'Accept retained messages (false: a PUBLISH with RETAIN closes the connection, as Mosquitto retain_available false)' },

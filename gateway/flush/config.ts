@@ -2,7 +2,7 @@
  * Flusher configuration: the gateway flags the flusher reads (the gateway's schema spreads
  * this one). Batching, concurrency, the upstream client and its retry policy.
  */
-import type { ConfigOf } from '../../protocol/index.ts'
+import type { ConfigOf } from '../../common/index.ts'
 import type { ReceiptFormat } from './receipt-sender.ts'
 import type { UpstreamTls } from './upstream.ts'
 

@@ -2,7 +2,7 @@
  * Intake configuration: the gateway flags the intake reads (the gateway's schema spreads
  * this one).
  */
-import type { ConfigOf } from '../../protocol/index.ts'
+import type { ConfigOf } from '../../common/index.ts'
 import type { StoreConfig } from '../store/config.ts'
 
 export const intakeSchema = {

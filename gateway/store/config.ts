@@ -2,7 +2,7 @@
  * Store configuration: the gateway flags the store reads (the gateway's schema spreads
  * this one, so `--data-dir` etc. are validated once, with the rest, at startup).
  */
-import { parseConfig, type ConfigOf } from '../../protocol/index.ts'
+import { parseConfig, type ConfigOf } from '../../common/index.ts'
 
 export const storeSchema = {
   dataDir: { type: 'string', default: './data/gateway', doc: 'LevelDB store directory' },

@@ -4,7 +4,7 @@
  * items agree. An unreadable window is quarantined and the device starts a new one.
  */
 import type { Logger } from 'pino'
-import type { GroupCommit } from '../../protocol/index.ts'
+import type { GroupCommit } from '../../common/index.ts'
 import type { Cycle } from './cycle.ts'
 import type { Db } from './db.ts'
 import { DedupWindow } from './dedup.ts'

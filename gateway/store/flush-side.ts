@@ -9,7 +9,8 @@
  */
 import type { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import { scanCbor, type EvictedRange, type GroupCommit } from '../../protocol/index.ts'
+import { scanCbor, type EvictedRange } from '../../protocol/index.ts'
+import { type GroupCommit } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
 import type { Cycle, StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'

@@ -32,7 +32,7 @@
  * Key layout: keys.ts. Where each concern lives:
  *   partition.ts      one partition's counters, head and the flusher's hold (named states)
  *   writer.ts         a cycle -> one LevelDB batch; apply and tell after it is durable
- *                     (the cycles themselves: protocol/group-commit.ts)
+ *                     (the cycles themselves: common/group-commit.ts)
  *   reopen.ts         reopen LevelDB after a failed write
  *   quota.ts          maxBufferItems / maxBufferBytes and reservations
  *   evict.ts          fullPolicy=drop-oldest and the evicted ranges
@@ -47,7 +47,8 @@ import { EventEmitter } from 'node:events'
 import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
 import type { Logger } from 'pino'
-import { GroupCommit, type EvictedRange } from '../../protocol/index.ts'
+import { type EvictedRange } from '../../protocol/index.ts'
+import { GroupCommit } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
 import { cycleAwaited, type Append, type Cycle, type StoreEvents, type Waiter } from './cycle.ts'
 import type { Db } from './db.ts'

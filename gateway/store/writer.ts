@@ -1,5 +1,5 @@
 /**
- * The store's side of group commit (protocol/group-commit.ts runs the cycles): turns one
+ * The store's side of group commit (common/group-commit.ts runs the cycles): turns one
  * cycle into ONE LevelDB batch (items, deletes, dead letters, dedup windows, quarantine,
  * evicted ranges and the counters of every partition it touches), writes it with
  * `sync: true` under `durability=power`, and only then applies it to memory and tells the
@@ -8,7 +8,8 @@
  */
 import type { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import { encodeCbor, StoreError, type EvictedRange, type GroupWriter } from '../../protocol/index.ts'
+import { encodeCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
+import { type GroupWriter } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
 import { appendedBytes, cycleEmpty, newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'

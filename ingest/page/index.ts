@@ -10,11 +10,10 @@
  * the token on a 401 and keeps it in the tab's sessionStorage (never in a URL, so never in
  * an access log or the history). The static files hold no data and need nothing.
  * Files: index.html, app.js, style.css here, chart.js and base.css from web/ (shared with
- * the gateway's page); read once, served from memory.
+ * the gateway's page), served by common/page.ts from memory.
  */
-import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { staticPage } from '../../common/index.ts'
 import type { IngestMetrics } from '../metrics.ts'
 import { ALL_FLEETS, type ReadAuth, type ReadScope } from '../read-auth.ts'
 import type { Sink } from '../sinks/types.ts'
@@ -22,23 +21,7 @@ import { RecentReadings } from './recent.ts'
 
 export { RecentReadings } from './recent.ts'
 
-type Asset = { body: Buffer, type: string, etag: string }
-const here = (f: string): URL => new URL(f, import.meta.url)
-function load (url: URL, type: string): Asset {
-  const body = readFileSync(url)
-  return { body, type, etag: '"' + createHash('sha1').update(body).digest('base64url').slice(0, 16) + '"' }
-}
-let assets: Map<string, Asset> | null = null
-function all (): Map<string, Asset> {
-  assets ??= new Map([
-    ['/', load(here('./index.html'), 'text/html; charset=utf-8')],
-    ['/assets/app.js', load(here('./app.js'), 'text/javascript; charset=utf-8')],
-    ['/assets/style.css', load(here('./style.css'), 'text/css; charset=utf-8')],
-    ['/assets/chart.js', load(here('../../web/chart.js'), 'text/javascript; charset=utf-8')],
-    ['/assets/base.css', load(here('../../web/base.css'), 'text/css; charset=utf-8')]
-  ])
-  return assets
-}
+const page = staticPage(new URL('./', import.meta.url), ['app.js', 'style.css'])
 
 export function isPagePath (path: string): boolean {
   return path === '/' || path === '/ui/live' || path.startsWith('/assets/')
@@ -80,20 +63,7 @@ export async function servePage (req: IncomingMessage, res: ServerResponse, url:
     res.end(body)
     return
   }
-  const a = all().get(url.pathname)
-  if (!a) {
-    res.writeHead(404, { 'content-type': 'application/json' })
-    res.end(JSON.stringify({ error: 'not_found', message: `no route ${url.pathname.slice(0, 100)}` }))
-    return
-  }
-  const headers = {
-    'content-type': a.type,
-    etag: a.etag,
-    'cache-control': 'no-cache',
-    'x-content-type-options': 'nosniff',
-    ...(url.pathname === '/' ? { 'content-security-policy': "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'", 'x-frame-options': 'DENY' } : {})
-  }
-  if (req.headers['if-none-match'] === a.etag) { res.writeHead(304, headers); res.end(); return }
-  res.writeHead(200, { ...headers, 'content-length': a.body.length })
-  res.end(req.method === 'HEAD' ? undefined : a.body)
+  if (page.serve(req, res, url.pathname)) return
+  res.writeHead(404, { 'content-type': 'application/json' })
+  res.end(JSON.stringify({ error: 'not_found', message: `no route ${url.pathname.slice(0, 100)}` }))
 }

@@ -1,5 +1,5 @@
 /**
- * The LevelDB sink's use of group commit (protocol/group-commit.ts, shared with the gateway
+ * The LevelDB sink's use of group commit (common/group-commit.ts, shared with the gateway
  * store): requests that arrive while a write is in progress are written together in the
  * next write, so N concurrent batches cost one fsync, not N.
  *
@@ -9,7 +9,7 @@
  * acknowledged. `onFailure` runs before the rejections so the owner can drop that
  * in-memory state first.
  */
-import { GroupCommit } from '../../protocol/index.ts'
+import { GroupCommit } from '../../common/index.ts'
 
 export type Op = { type: 'put', key: string, value: string } | { type: 'del', key: string }
 

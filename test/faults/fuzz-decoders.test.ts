@@ -34,7 +34,7 @@ import { decodeResponseV2 } from '../../protocol/batch-v2.ts'
 import { decodeForView, jsonSafe } from '../../gateway/dlq/render.ts'
 import { cborItem, deepItem, placed, type Target as CborTarget } from './cbor-arbitrary.ts'
 import { DEVICE_ID_RE } from '../../protocol/topics.ts'
-import { mulberry32 } from '../../protocol/random.ts'
+import { mulberry32 } from '../../common/random.ts'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed2024) >>> 0
 const CASES = Number(process.env.FUZZ_CASES ?? 100_000)

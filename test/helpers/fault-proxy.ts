@@ -21,7 +21,7 @@
  */
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net'
 import { EventEmitter } from 'node:events'
-import { mulberry32 } from '../../protocol/index.ts'
+import { mulberry32 } from '../../common/index.ts'
 
 export type Dir = 'up' | 'down'
 export type Mode = 'pass' | 'blackhole' | 'reset'

@@ -1,13 +1,13 @@
 /**
  * Smoke test of the intake benchmark harness (bench/loadgen.ts against a bare Aedes child,
- * protocol/histogram.ts), so the harness cannot rot between benchmark runs. It checks the
+ * common/histogram.ts), so the harness cannot rot between benchmark runs. It checks the
  * result's shape and internal consistency, never performance numbers.
  */
 import { strict as assert } from 'node:assert'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { Histogram } from '../../protocol/index.ts'
+import { Histogram } from '../../common/index.ts'
 import type { LoadResult } from '../../bench/lib/types.ts'
 import { ROOT, spawnCli } from '../helpers/index.ts'
 

@@ -92,7 +92,7 @@ test('a production install has what the compiled programs import: runtime packag
       }
     }
   }
-  for (const d of ['protocol', 'gateway', 'ingest', 'device-sim']) walk(join(ROOT, d))
+  for (const d of ['protocol', 'common', 'gateway', 'ingest', 'device-sim']) walk(join(ROOT, d))
   assert.ok(imported.has('aedes') && imported.has('level'), `found the runtime imports (${[...imported].join(', ')})`)
   for (const m of imported) assert.ok(m in pkg.dependencies, `${m} is imported at run time but is not in dependencies`)
 })

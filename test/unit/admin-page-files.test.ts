@@ -5,22 +5,21 @@
  * index.html" on such a build, which bench/fuzz.ts counted as "not ready" for a whole run.
  */
 import assert from 'node:assert/strict'
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { test } from 'node:test'
-
-const ROOT = new URL('../..', import.meta.url).pathname
+import { staticPage } from '../../common/page.ts'
 
 test('a page module without its files leaves other paths alone and names the missing file for its own', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'page-files-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
-  copyFileSync(join(ROOT, 'gateway/admin/page/index.ts'), join(dir, 'index.ts')) // no index.html, app.js, ...
-  const page = await import(pathToFileURL(join(dir, 'index.ts')).href) as typeof import('../../gateway/admin/page/index.ts')
+  // the admin page's file list over an empty folder: no index.html, app.js, ...
+  const page = staticPage(pathToFileURL(join(dir, '/')), ['app.js', 'style.css'])
   const req = { method: 'GET', headers: {} } as unknown as IncomingMessage
   const res = { writeHead: () => assert.fail('nothing written for a path that is not the page'), end: () => {} } as unknown as ServerResponse
-  for (const path of ['/readyz', '/healthz', '/metrics', '/status']) assert.equal(page.servePage(req, res, path), false, path)
-  assert.throws(() => page.servePage(req, res, '/'), /index\.html/)
+  for (const path of ['/readyz', '/healthz', '/metrics', '/status']) assert.equal(page.serve(req, res, path), false, path)
+  assert.throws(() => page.serve(req, res, '/'), /index\.html/)
 })

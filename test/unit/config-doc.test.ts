@@ -10,7 +10,7 @@ import { DOC_PATH, loadPrograms, renderConfigDoc, type Program } from '../../scr
 import { gatewaySchema } from '../../gateway/config.ts'
 import { schema as ingestSchema } from '../../ingest/config.ts'
 import { simSchema } from '../../device-sim/config.ts'
-import { kebab } from '../../protocol/index.ts'
+import { kebab } from '../../common/index.ts'
 
 test('docs/configuration.md is what the schemas generate (run npm run docs:config)', async () => {
   const want = renderConfigDoc(await loadPrograms())

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { AckCode, GroupCommit } from '../../protocol/index.ts'
+import { AckCode } from '../../protocol/index.ts'
+import { GroupCommit } from '../../common/index.ts'
 import { mapAcks } from '../../gateway/flush/ack-mapper.ts'
 import { ruleFor } from '../../gateway/flush/status-actions.ts'
 import { Partition } from '../../gateway/store/partition.ts'

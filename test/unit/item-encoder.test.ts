@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict'
 import test from 'node:test'
-import { type BatchItem, decodeReading, decodeTrusted, encodeCbor, encodeItem, encodeItemFast, encodeItemGeneric, mulberry32, type Values } from '../../protocol/index.ts'
+import { type BatchItem, decodeReading, decodeTrusted, encodeCbor, encodeItem, encodeItemFast, encodeItemGeneric, type Values } from '../../protocol/index.ts'
+import { mulberry32 } from '../../common/index.ts'
 
 const INTS = [0, 1, 23, 24, 255, 256, 65535, 65536, 0xffffffff, 0x100000000, 2 ** 40 + 7, Number.MAX_SAFE_INTEGER]
 const SIGNED = [...INTS, -1, -24, -25, -256, -257, -65536, -65537, -(2 ** 31), -(2 ** 31) - 1, -0xffffffff, -0x100000000, -0x100000001, -(2 ** 40), Number.MIN_SAFE_INTEGER, -0]

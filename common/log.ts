@@ -11,3 +11,6 @@ export function createLogger (opts: LoggerOptions, env: NodeJS.ProcessEnv = proc
   if (env.LOG_FORMAT !== undefined && env.LOG_FORMAT !== 'json') process.stderr.write(`LOG_FORMAT=${env.LOG_FORMAT} is not json or pretty: using json\n`)
   return pino(options)
 }
+
+/** Lines every CLI's --help ends with: the logging knobs read from the environment. */
+export const LOG_ENV_HELP = '  LOG_LEVEL=trace|debug|info|warn|error|fatal|silent\n      log level (default info; the ready line is always written)\n  LOG_FORMAT=json|pretty\n      json: one JSON object a line on stdout (default); pretty: coloured lines for a terminal\n'

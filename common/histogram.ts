@@ -1,6 +1,6 @@
 /**
  * The latency histogram of the load generators and the device simulator (one
- * implementation: bench/ and device-sim/ may not import each other, both import protocol/;
+ * implementation: bench/ and device-sim/ may not import each other, both import common/;
  * pure arithmetic, no I/O). A log-bucket latency histogram in the spirit of HdrHistogram: values are integer
  * microseconds, every power-of-two octave is split into 2^SUB_BITS linear sub-buckets, so
  * any recorded value is reported within 1/2^SUB_BITS (0.8 %) of its true value, with a

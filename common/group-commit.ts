@@ -3,7 +3,7 @@
  * progress is gathered into the next group, so N concurrent submitters cost one durable
  * write (one fsync), not N. Used by the gateway store and the ingest's LevelDB sink.
  *
- * It lives in protocol/ because both sides need it and they may not import each other; it
+ * It lives in common/ because both sides need it and they may not import each other; it
  * does no I/O itself (it only orders promises and defers with setImmediate): the owner's
  * `write` does the I/O.
  *

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { configFileArg, envName, helpText, kebab, parseConfig, type Schema } from '../../protocol/config.ts'
+import { configFileArg, envName, helpText, kebab, parseConfig, type Schema } from '../../common/config.ts'
 import { ConfigError } from '../../protocol/errors.ts'
 
 const schema = {

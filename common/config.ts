@@ -6,7 +6,7 @@
  * and bad values throw ConfigError naming the field and the allowed range. No I/O here:
  * the caller reads the file.
  */
-import { ConfigError } from './errors.ts'
+import { ConfigError } from '../protocol/errors.ts'
 
 type Base = { doc: string }
 export type FieldSpec =

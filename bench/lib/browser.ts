@@ -1,6 +1,6 @@
 /**
- * Headless Chromium for the page tests and scripts/screenshots.ts: Debian's `chromium`
- * driven by playwright-core (which downloads no browser). A missing /usr/bin/chromium is a
+ * Headless Chromium for the page tests, bench/admin-page.ts and scripts/screenshots.ts:
+ * Debian's `chromium` driven by playwright-core (which downloads no browser). A missing /usr/bin/chromium is a
  * clear failure, never a skip: `.ci/run` installs it (apt-get install -y chromium).
  */
 import { existsSync } from 'node:fs'
