@@ -27,14 +27,6 @@ export abstract class EdgeError extends Error {
   }
 }
 
-/**
- * The hierarchy's former name, from when it only served the gateway.
- * @deprecated use EdgeError; kept so code written against the old name still compiles.
- */
-export const GatewayError = EdgeError
-/** @deprecated use EdgeError */
-export type GatewayError = EdgeError
-
 /** Input that does not match the contract; `field` names the offending field (dotted path). */
 export class ValidationError extends EdgeError {
   static override readonly code = 'EDGE_ERR_VALIDATION'

@@ -12,7 +12,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { ROOT } from '../helpers/index.ts'
-import { ConfigError, DecodeError, EdgeError, GatewayError, HttpError, StoreError, UpstreamError, ValidationError } from '../../protocol/errors.ts'
+import { ConfigError, DecodeError, EdgeError, HttpError, StoreError, UpstreamError, ValidationError } from '../../protocol/errors.ts'
 import { ListenError } from '../../gateway/listen.ts'
 import { GateFullError } from '../../gateway/broker/login-guard.ts'
 import { PasswdError } from '../../gateway/cli/passwd.ts'
@@ -53,7 +53,7 @@ const isErrorClass = (v: unknown): v is ErrorClass => typeof v === 'function' &&
 
 /**
  * The error classes the source declares, each once (ingest/errors.ts re-exports HttpError,
- * GatewayError is EdgeError), with the problems found on the way: a class extending an
+ *), with the problems found on the way: a class extending an
  * error that its module does not export cannot be listed, so it counts as a problem.
  */
 async function findErrorClasses (): Promise<{ classes: Map<ErrorClass, string>, problems: string[] }> {
@@ -182,13 +182,12 @@ test('retryable: transient and permanent failures as docs/errors.md says', () =>
   assert.equal(new GateFullError(1).retryable, true)
 })
 
-test('HttpError keeps the body code apart from the class code; old names still reach the classes', () => {
+test('HttpError keeps the body code apart from the class code; ListenError keeps the errno; StoreLockedError is a StoreError', () => {
   const e = new HttpError(413, 'too_large', 'body over 65536 bytes', { field: 'body', headers: { 'retry-after': '1' } })
   assert.equal(e.code, 'EDGE_ERR_HTTP')
   assert.equal(e.errorCode, 'too_large')
   assert.deepEqual([e.status, e.field, e.headers, e.closeConnection], [413, 'body', { 'retry-after': '1' }, false])
   const l = new ListenError('--mqtt-port', '127.0.0.1', 1883, Object.assign(new Error('x'), { code: 'EADDRINUSE' }))
   assert.equal(l.errnoCode, 'EADDRINUSE')
-  assert.equal(GatewayError, EdgeError)
   assert.ok(new StoreLockedError('/d') instanceof StoreError)
 })

@@ -6,7 +6,7 @@ import {
 } from '../../protocol/batch.ts'
 import { decodeTrusted, encodeCbor } from '../../protocol/cbor.ts'
 import { AckCode } from '../../protocol/codes.ts'
-import { DecodeError, GatewayError, ValidationError } from '../../protocol/errors.ts'
+import { DecodeError, EdgeError, ValidationError } from '../../protocol/errors.ts'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 /** Byte equality (deepEqual would also compare the DataView cbor-x caches on a decoded Buffer). */
@@ -168,7 +168,7 @@ const body = (over: Record<string, unknown>, drop: string[] = []): Buffer => {
   for (const d of drop) delete base[d]
   return enc({ ...base, ...over })
 }
-function batchRejects (buf: Uint8Array, Kind: typeof DecodeError | typeof ValidationError, fieldName?: string, maxItems = 10): GatewayError {
+function batchRejects (buf: Uint8Array, Kind: typeof DecodeError | typeof ValidationError, fieldName?: string, maxItems = 10): EdgeError {
   let caught: unknown
   try { decodeBatch(buf, { maxItems }) } catch (err) { caught = err }
   assert.ok(caught instanceof Kind, `expected ${Kind.name}, got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`)
@@ -323,7 +323,7 @@ test('decodeResponse: unknown codes become retry; malformed entries are skipped'
 })
 
 test('decodeResponse: non-map, wrong v, or results not an array throw', () => {
-  for (const v of [[1], 'x', 7, null]) assert.throws(() => decodeResponse(enc(v)), GatewayError)
+  for (const v of [[1], 'x', 7, null]) assert.throws(() => decodeResponse(enc(v)), EdgeError)
   assert.throws(() => decodeResponse(enc([1])), DecodeError)
   assert.throws(() => decodeResponse(enc({ v: 2, results: [] })), (e: unknown) => e instanceof ValidationError && e.field === 'v')
   assert.throws(() => decodeResponse(enc({ batch: 'b', results: [] })), (e: unknown) => e instanceof ValidationError && e.field === 'v')
@@ -361,7 +361,7 @@ test('decodeReceipt: bad upTo throws, bad rejected entries are dropped, non-map 
   assert.deepEqual(decodeReceipt(enc({ boot: 1, upTo: 3, rejected: [1, -1, 'x', 2.5, 2] })).rejected, [1, 2])
   assert.deepEqual(decodeReceipt(enc({ boot: 1, upTo: 3, rejected: 'x' })).rejected, [])
   for (const b of [enc(null), enc(5), enc('x'), new Uint8Array(0), hex('a1 61'), Buffer.concat([Buffer.alloc(100, 0x81), hex('00')])]) {
-    assert.throws(() => decodeReceipt(b), GatewayError)
+    assert.throws(() => decodeReceipt(b), EdgeError)
   }
 })
 

@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import { AckCode, AckCodeName, isFinal, normalizeCode, PROTOCOL_VERSION } from '../../protocol/codes.ts'
 import { fnv1a32, partitionOf } from '../../protocol/hash.ts'
 import { DEVICE_ID_RE, isValidDeviceId, parseDeviceTopic, readingsTopic, receiptsTopic } from '../../protocol/topics.ts'
-import { ConfigError, DecodeError, GatewayError, StoreError, UpstreamError, ValidationError } from '../../protocol/errors.ts'
+import { ConfigError, DecodeError, EdgeError, StoreError, UpstreamError, ValidationError } from '../../protocol/errors.ts'
 
 // The partition hash places items on disk (docs/design.md section 5): a store created by one
 // build must be readable by the next, so these values are pinned, not recomputed.
@@ -108,7 +108,7 @@ test('isFinal: only retry keeps the item', () => {
 test('error classes: names, fields, retryable and cause', () => {
   const cause = new Error('root')
   const v = new ValidationError('values.t', 'must be finite', { cause })
-  assert.ok(v instanceof GatewayError && v instanceof Error)
+  assert.ok(v instanceof EdgeError && v instanceof Error)
   assert.equal(v.name, 'ValidationError')
   assert.equal(v.field, 'values.t')
   assert.equal(v.message, 'values.t: must be finite')
@@ -116,7 +116,7 @@ test('error classes: names, fields, retryable and cause', () => {
   assert.equal(v.cause, cause)
   assert.equal(new ValidationError('', 'whole thing').message, 'whole thing')
   const d = new DecodeError('bad')
-  assert.ok(d instanceof GatewayError)
+  assert.ok(d instanceof EdgeError)
   assert.equal(d.name, 'DecodeError')
   assert.equal(d.retryable, false)
   assert.equal('cause' in d, false)

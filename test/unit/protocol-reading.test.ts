@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { encodeCbor, wireUint } from '../../protocol/cbor.ts'
-import { DecodeError, GatewayError, ValidationError } from '../../protocol/errors.ts'
+import { DecodeError, EdgeError, ValidationError } from '../../protocol/errors.ts'
 import { decodeReading, type Reading } from '../../protocol/reading.ts'
 
 const MAX = 16 * 1024
@@ -14,7 +14,7 @@ const ONE = cmap([['a', hex('01')]]) // values { a: 1 }
 const json = (s: string): Buffer => Buffer.from(s, 'utf8')
 
 /** Asserts decodeReading refuses `payload` with `Kind`; a ValidationError must name `field`. */
-function rejects (payload: Uint8Array, Kind: typeof DecodeError | typeof ValidationError, field?: string | RegExp, max = MAX): GatewayError {
+function rejects (payload: Uint8Array, Kind: typeof DecodeError | typeof ValidationError, field?: string | RegExp, max = MAX): EdgeError {
   let caught: unknown
   try { decodeReading(payload, max) } catch (err) { caught = err }
   assert.ok(caught instanceof Kind, `expected ${Kind.name} for 0x${Buffer.from(payload).toString('hex').slice(0, 48)}, got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`)
