@@ -5,16 +5,14 @@
  *   scrypt runs on the libuv thread pool, which LevelDB shares (4 threads by default): 60
  *   concurrent wrong-password CONNECTs raised a real device's worst PUBACK from 7.5 ms to
  *   968 ms. With 2 slots, 2 threads stay free for the store whatever the storm.
- * - `LoginBackoff`: failed logins per source address (addresses.ts); after `freeFailures`
- *   each further failure bans the address for base * 2^k ms (capped). While banned, a
- *   CONNECT is refused with CONNACK 5 before any scrypt runs. An address is forgotten
- *   `forgetMs` after its last failure. A success does not clear the count (a guesser with
- *   one valid credential could otherwise reset it between guesses).
+ * - Failed logins per source address: `FailureBackoff` (common/addresses.ts, shared with the
+ *   ingest's wrong-token back-off); while an address is banned, a CONNECT is refused with
+ *   CONNACK 5 before any scrypt runs.
  * - `ConnectRate`: a token bucket per source address (`rate`/s, `burst`), checked on the raw
  *   socket before Aedes parses anything.
  */
 import { EdgeError } from '../../protocol/index.ts'
-import { AddressTable } from './addresses.ts'
+import { AddressTable } from '../../common/addresses.ts'
 
 /** The password-check queue is full (`queued` waiting); the CONNECT is refused with CONNACK 3. */
 export class GateFullError extends EdgeError {
@@ -50,54 +48,6 @@ export class Gate {
       if (next) next() // the slot passes on: active stays the same
       else this.active--
     }
-  }
-}
-
-export type BackoffConfig = { freeFailures: number, baseMs: number, maxMs: number, forgetMs: number, maxAddresses: number }
-
-type FailEntry = { failures: number, lastFailureAt: number, bannedUntil: number }
-
-export class LoginBackoff {
-  private readonly table: AddressTable<FailEntry>
-
-  constructor (private readonly c: BackoffConfig, private readonly now: () => number = Date.now) {
-    this.table = new AddressTable(c.maxAddresses)
-  }
-
-  get tracked (): number { return this.table.size }
-  get evictions (): number { return this.table.evictions }
-
-  private live (key: string): FailEntry | undefined {
-    const e = this.table.peek(key)
-    if (e && this.now() - e.lastFailureAt > this.c.forgetMs) { this.table.delete(key); return undefined }
-    return e
-  }
-
-  /** Remaining ban in ms for this address (0 = may try). */
-  bannedFor (key: string): number {
-    const e = this.live(key)
-    return e ? Math.max(0, e.bannedUntil - this.now()) : 0
-  }
-
-  /** Records a failed login; returns the ban it starts (0 = none yet). */
-  fail (key: string): number {
-    const now = this.now()
-    this.live(key) // drops an entry past forgetMs: its count starts again
-    const e = this.table.touch(key, () => ({ failures: 0, lastFailureAt: now, bannedUntil: 0 }))
-    e.failures++
-    e.lastFailureAt = now
-    const over = e.failures - this.c.freeFailures
-    if (over <= 0 || this.c.baseMs === 0) return 0
-    const ban = Math.min(this.c.maxMs, this.c.baseMs * 2 ** Math.min(over - 1, 40))
-    e.bannedUntil = now + ban
-    return ban
-  }
-
-  banned (): number {
-    const now = this.now()
-    let n = 0
-    for (const e of this.table.values()) if (e.bannedUntil > now) n++
-    return n
   }
 }
 

@@ -29,9 +29,9 @@ import { Counter, Gauge } from 'prom-client'
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
 import { ownReadings, principalKey, publishVerdict, subscribeDenial, PUBLISH_DENIALS, SUBSCRIBE_DENIALS, type OwnReadings, type Principal, type PublishDenial, type WildcardPolicy, type Who } from './acl.ts'
-import { AddressTable, addressKey, NetworkList, plainAddress } from './addresses.ts'
+import { AddressTable, addressKey, FailureBackoff, NetworkList, plainAddress } from '../../common/addresses.ts'
 import type { AuthFile } from './auth.ts'
-import { ConnectRate, Gate, GateFullError, LoginBackoff } from './login-guard.ts'
+import { ConnectRate, Gate, GateFullError } from './login-guard.ts'
 
 export type SecurityConfig = {
   wildcardSubscribe: WildcardPolicy
@@ -65,7 +65,7 @@ export class Security {
   private readonly connecting = new Map<string, Client>()
   private readonly local: NetworkList
   readonly gate: Gate
-  private readonly backoff: LoginBackoff
+  private readonly backoff: FailureBackoff
   private readonly rate: ConnectRate
   private readonly refused: Counter<'reason'>
   private readonly loginFailures: Counter
@@ -77,7 +77,7 @@ export class Security {
   constructor (private readonly c: SecurityConfig, private readonly auth: AuthFile | null, private readonly aedes: () => Aedes, private readonly metrics: Metrics, private readonly log: Logger, private readonly sessions: SessionClaims | null = null) {
     this.local = new NetworkList(c.localNetworks)
     this.gate = new Gate(c.authMaxConcurrent, c.authMaxQueued)
-    this.backoff = new LoginBackoff({ freeFailures: c.loginFreeFailures, baseMs: c.loginBackoffBaseMs, maxMs: c.loginBackoffMaxMs, forgetMs: c.loginForgetMs, maxAddresses: c.maxTrackedAddresses })
+    this.backoff = new FailureBackoff({ freeFailures: c.loginFreeFailures, baseMs: c.loginBackoffBaseMs, maxMs: c.loginBackoffMaxMs, forgetMs: c.loginForgetMs, maxAddresses: c.maxTrackedAddresses })
     this.rate = new ConnectRate(c.maxConnectRate, c.connectBurst, c.maxTrackedAddresses)
     this.logged = new AddressTable(c.maxTrackedAddresses)
     const registers = [metrics.registry]

@@ -2,8 +2,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { ownReadings, publishVerdict, subscribeDenial, type Who } from '../../gateway/broker/acl.ts'
-import { AddressTable, addressKey, NetworkList } from '../../gateway/broker/addresses.ts'
-import { ConnectRate, Gate, GateFullError, LoginBackoff } from '../../gateway/broker/login-guard.ts'
+import { AddressTable, addressKey, FailureBackoff, NetworkList } from '../../common/addresses.ts'
+import { ConnectRate, Gate, GateFullError } from '../../gateway/broker/login-guard.ts'
 import { isLoopback as isLoopbackHost } from '../../protocol/loopback.ts'
 import { parseGatewayConfig } from '../../gateway/config.ts'
 
@@ -101,7 +101,7 @@ test('the address table is bounded: least recently touched forgotten first', () 
 
 test('login back-off: free failures, then doubling bans up to the cap, forgotten after forgetMs', () => {
   let now = 0
-  const b = new LoginBackoff({ freeFailures: 2, baseMs: 1000, maxMs: 5000, forgetMs: 60_000, maxAddresses: 100 }, () => now)
+  const b = new FailureBackoff({ freeFailures: 2, baseMs: 1000, maxMs: 5000, forgetMs: 60_000, maxAddresses: 100 }, () => now)
   assert.equal(b.fail('a'), 0)
   assert.equal(b.fail('a'), 0)
   assert.equal(b.bannedFor('a'), 0)
