@@ -55,6 +55,10 @@ test('exactly once through gateway kill -9 mid-flush, ingest kill -9, and 5% ret
   assert.equal(drain.settled, true, 'gateway drained to the ingest')
   const audit = await runAudit(sim.records(), { ingestUrl })
   t.diagnostic(`audit: ${JSON.stringify(audit.totals)}`)
+  // before any assertion: what the ingest counted and where the audit found gaps, so a
+  // failure says whether readings are missing from the store or from the query pages
+  t.diagnostic(`ingest stats: ${JSON.stringify(await stats())}`)
+  for (const f of audit.failures.slice(0, 5)) t.diagnostic(`failed device ${f.id}: ${JSON.stringify(f.boots.map((b) => ({ boot: b.boot, lost: b.lostRanges, duplicated: b.duplicatedSeqs.slice(0, 10) })))}`)
   assert.equal(audit.totals.acknowledged, 40 * 120, 'every reading was eventually acknowledged')
   assert.equal(audit.totals.lost, 0, 'no acknowledged reading lost')
   assert.equal(audit.totals.duplicated, 0, 'no reading stored twice')
@@ -62,6 +66,5 @@ test('exactly once through gateway kill -9 mid-flush, ingest kill -9, and 5% ret
   assert.ok(audit.ok)
   // the chaos really happened: duplicates answered for resent batches (drop = lost responses)
   const s = await stats()
-  t.diagnostic(`ingest stats: ${JSON.stringify(s)}`)
   assert.ok(s.duplicates > 0, 'lost responses were resent and answered duplicate')
 })
