@@ -58,6 +58,8 @@ test('exactly once through gateway kill -9 mid-flush, ingest kill -9, and 5% ret
   // before any assertion: what the ingest counted and where the audit found gaps, so a
   // failure says whether readings are missing from the store or from the query pages
   t.diagnostic(`ingest stats: ${JSON.stringify(await stats())}`)
+  const gwStatus = await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json() as { dlq: unknown, buffered: unknown }
+  t.diagnostic(`gateway: dlq ${JSON.stringify(gwStatus.dlq)}, buffered ${JSON.stringify(gwStatus.buffered)}`)
   for (const f of audit.failures.slice(0, 5)) t.diagnostic(`failed device ${f.id}: ${JSON.stringify(f.boots.map((b) => ({ boot: b.boot, lost: b.lostRanges, duplicated: b.duplicatedSeqs.slice(0, 10) })))}`)
   assert.equal(audit.totals.acknowledged, 40 * 120, 'every reading was eventually acknowledged')
   assert.equal(audit.totals.lost, 0, 'no acknowledged reading lost')
