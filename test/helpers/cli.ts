@@ -31,3 +31,8 @@ export function runCli (t: { after: (fn: () => unknown) => void }, entry: string
   t.after(() => { clearTimeout(timer); proc.kill('SIGKILL') })
   return new Promise((resolve) => proc.on('exit', (code) => { clearTimeout(timer); resolve({ code, stderr, stdout, ms: Date.now() - t0, markMs }) }))
 }
+
+/** `gateway dlq ARGS` run to completion (the dead-letter CLI; killed after 2 minutes). */
+export function runDlq (t: { after: (fn: () => unknown) => void }, args: string[]): Promise<CliRun> {
+  return runCli(t, 'gateway/main.ts', ['dlq', ...args], 120_000, { env: { LOG_LEVEL: 'warn' } })
+}

@@ -7,23 +7,12 @@
  * the restarted gateway delivers each one: stored exactly once.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { connectDevice, publish, reading } from '../helpers/gateway.ts'
-import { ROOT, spawnCli, tempDir, waitFor } from '../helpers/index.ts'
-
-function dlq (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'), 'dlq', ...args], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' } })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    p.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    p.on('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+import { runDlq } from '../helpers/cli.ts'
+import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 
 test('dlq CLI: rejected by a bad rule, listed, exported, replayed after the fix, stored exactly once', async (t) => {
   const dir = await tempDir(t, 'dlq-cli-')
@@ -40,11 +29,11 @@ test('dlq CLI: rejected by a bad rule, listed, exported, replayed after the fix,
   await dev.endAsync()
   await waitFor(async () => (await (await fetch(admin + '/status')).json() as { dlq: { items: number } }).dlq.items === 8, { what: '8 dead letters', timeoutMs: 20_000 })
 
-  const locked = await dlq(['list', '--data-dir', gwDir])
+  const locked = await runDlq(t, ['list', '--data-dir', gwDir])
   assert.equal(locked.code, 3, locked.stderr)
   assert.match(locked.stderr, /locked: a gateway is running on it.*--admin/)
 
-  const listed = await dlq(['list', '--admin', admin, '--device', 'rt-*', '--reason', 'INJECTED'])
+  const listed = await runDlq(t, ['list', '--admin', admin, '--device', 'rt-*', '--reason', 'INJECTED'])
   assert.equal(listed.code, 0, listed.stderr)
   const rows = listed.stdout.trim().split('\n')
   assert.equal(rows.length, 8)
@@ -55,7 +44,7 @@ test('dlq CLI: rejected by a bad rule, listed, exported, replayed after the fix,
   await ingest.kill('SIGTERM')
   const out = join(dir, 'dead.jsonl')
   const [exported, restarted] = await Promise.all([
-    dlq(['export', '--data-dir', gwDir, '--out', out]),
+    runDlq(t, ['export', '--data-dir', gwDir, '--out', out]),
     spawnCli(t, 'ingest/main.ts', ['--port', port, ...ingestArgs])
   ])
   ingest = restarted
@@ -63,7 +52,7 @@ test('dlq CLI: rejected by a bad rule, listed, exported, replayed after the fix,
   const lines = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { device: string, kind: string, reading: { seq: number }, raw: string })
   assert.deepEqual(lines.map((l) => l.reading.seq), [1, 2, 3, 4, 5, 6, 7, 8])
   assert.ok(lines.every((l) => l.device === 'rt-dev' && l.kind === 'item' && l.raw.length > 0))
-  const replay = await dlq(['replay', '--data-dir', gwDir])
+  const replay = await runDlq(t, ['replay', '--data-dir', gwDir])
   assert.equal(replay.code, 0, replay.stderr)
   assert.deepEqual(JSON.parse(replay.stdout), { matched: 8, replayed: 8, invalid: [], invalidCount: 0, bufferFull: false, dryRun: false })
 

@@ -9,14 +9,14 @@
  * once it is stopped, with the CLI on its data dir.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { encodeCbor } from '../../protocol/index.ts'
 import { K } from '../../gateway/store/keys.ts'
 import { startGateway } from '../helpers/gateway.ts'
-import { ROOT, tempDir } from '../helpers/index.ts'
+import { runDlq } from '../helpers/cli.ts'
+import { tempDir } from '../helpers/index.ts'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const AT = 1_790_000_000_000
@@ -49,17 +49,6 @@ const RECORDS: [number, Buffer, (v: Record<string, unknown>) => void][] = [
   [14, record({ reason: 'fine', raw: hex('a1 66 76616c756573 a1 61 61 01') }), (v) => assert.deepEqual(v.reading, { values: { a: 1 } })]
 ]
 
-function dlq (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'), 'dlq', ...args], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' } })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    p.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    p.on('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
-
 function checkAll (views: Record<string, unknown>[], what: string): void {
   assert.deepEqual(views.map((v) => v.id), RECORDS.map(([id]) => id), `${what}: every record, in order`)
   for (const [i, [id, , check]] of RECORDS.entries()) {
@@ -91,19 +80,19 @@ test('dlq: records holding BigInts, bytes, Maps, undefined, tags, invalid CBOR o
   await gw.close()
 
   // the CLI on the stopped gateway's data dir
-  const listed = await dlq(['list', '--data-dir', dataDir, '--json'])
+  const listed = await runDlq(t, ['list', '--data-dir', dataDir, '--json'])
   assert.equal(listed.code, 0, listed.stderr)
   checkAll(listed.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>), 'dlq list --json')
-  const table = await dlq(['list', '--data-dir', dataDir])
+  const table = await runDlq(t, ['list', '--data-dir', dataDir])
   assert.equal(table.code, 0, table.stderr)
   assert.equal(table.stdout.trim().split('\n').length, RECORDS.length)
   for (const id of [1, 7, 10]) {
-    const shown = await dlq(['show', String(id), '--data-dir', dataDir])
+    const shown = await runDlq(t, ['show', String(id), '--data-dir', dataDir])
     assert.equal(shown.code, 0, `show ${id}: ${shown.stderr}`)
     RECORDS.find(([i]) => i === id)![2](JSON.parse(shown.stdout) as Record<string, unknown>)
   }
   const out = join(dataDir, '..', 'dead.jsonl')
-  const exported = await dlq(['export', '--data-dir', dataDir, '--out', out])
+  const exported = await runDlq(t, ['export', '--data-dir', dataDir, '--out', out])
   assert.equal(exported.code, 0, exported.stderr)
   assert.match(exported.stderr, new RegExp(`exported ${RECORDS.length} records`))
   checkAll((await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>), 'dlq export')
