@@ -1,0 +1,168 @@
+/**
+ * The MQTT upstream end to end (issue 20), with a real Mosquitto 2.0 as the cloud broker:
+ * devices -> gateway -> Mosquitto -> ingest consumer -> results -> the gateway deletes.
+ * Results mode (two-phase), per-item retry/reject over MQTT, broker mode with a plain
+ * subscriber, the results timeout (resend, answered duplicate) and the message size bound.
+ */
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { gunzipSync } from 'node:zlib'
+import mqtt from 'mqtt'
+import { createSimulation, runAudit, simConfig, waitForDrain } from '../../device-sim/index.ts'
+import { createIngest, type Ingest, type IngestOptions } from '../../ingest/index.ts'
+import { AckCode, decodeBatch, encodeResultsMessage, sniffEncoding, type BatchItem, type ItemResult } from '../../protocol/index.ts'
+import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
+import { metricValue } from '../helpers/mqtt-from.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
+import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
+
+const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
+const fast = { lingerMs: 50, retryBaseMs: 20, retryMaxMs: 200 }
+
+async function startIngest (t: { after: (fn: () => unknown) => void }, broker: string, opts: IngestOptions = {}): Promise<Ingest> {
+  const dir = await tempDir(t, 'ingest-mqtt-')
+  const ingest = await createIngest({ port: 0, dataDir: dir, mqttBroker: broker, mqttClientId: `ingest-${Math.random().toString(36).slice(2)}`, ...opts }, { logger: silentLogger })
+  t.after(() => ingest.close())
+  await waitFor(() => ingest.mqtt?.ready, { what: 'ingest subscribed' })
+  return ingest
+}
+
+async function storedSeqs (ingest: Ingest, device: string): Promise<number[]> {
+  const res = await fetch(`http://127.0.0.1:${ingest.port}/v1/devices/${device}/readings?limit=1000`)
+  const body = await res.json() as { readings: { seq: number }[] }
+  return body.readings.map((r) => r.seq)
+}
+
+test('results mode: simulated devices -> gateway -> Mosquitto -> ingest; every reading stored exactly once, then deleted', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const ingest = await startIngest(t, broker.url)
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq1' })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed to its results' })
+  const sim = createSimulation(simConfig({ broker: `mqtt://127.0.0.1:${gw.mqttPort}`, progress: 'off', devices: 10, rate: 20, count: 20, idPrefix: 'mq-res-' }))
+  t.after(() => sim.stop())
+  await sim.start()
+  await sim.waitConnected(15_000)
+  await sim.done
+  await sim.stop()
+  const drain = await waitForDrain({ ingestUrl: `http://127.0.0.1:${ingest.port}`, gatewayAdmin: `http://127.0.0.1:${gw.adminPort}`, timeoutMs: 20_000 })
+  assert.equal(drain.settled, true, 'gateway drained')
+  assert.equal(sim.stats.counters.acked, 200)
+  const audit = await runAudit(sim.records(), { ingestUrl: `http://127.0.0.1:${ingest.port}` })
+  assert.equal(audit.ok, true, JSON.stringify(audit.failures.slice(0, 2)))
+  assert.equal(audit.totals.stored, 200)
+  assert.equal(audit.totals.lost + audit.totals.duplicated + audit.totals.outOfOrder, 0)
+  await waitFor(() => gw.store.items === 0, { what: 'items deleted on the results' })
+  const st = gw.flusher.status()
+  assert.equal(st.state, 'ok')
+  assert.equal(st.mqtt?.connected, true)
+  assert.equal(st.mqtt?.inFlight, 0)
+  assert.equal(await metricValue(ingest.metrics.registry, 'ingest_items_total', { code: 'stored' }), 200)
+})
+
+test('results mode: per-item retry and reject codes over MQTT are retried and dead-lettered', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const ingest = await startIngest(t, broker.url, { chaosRetryRate: 0.2, chaosRejectRate: 0.1, chaosSeed: 7 })
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq2' })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-chaos-1')
+  for (let i = 1; i <= 60; i++) await publish(c, 'devices/mq-chaos-1/readings', reading(i))
+  await waitFor(() => gw.store.items === 0, { timeoutMs: 20_000, what: 'every item answered' })
+  const rejected = await metricValue(ingest.metrics.registry, 'ingest_items_total', { code: 'rejected' })
+  const retried = await metricValue(ingest.metrics.registry, 'ingest_items_total', { code: 'retry' })
+  assert.ok(rejected > 0 && retried > 0, `chaos landed: ${rejected} rejected, ${retried} retried`)
+  assert.equal(gw.store.dlqCount, rejected, 'each rejected item dead-lettered, nothing else')
+  const dl = await gw.store.deadLetters()
+  assert.ok(dl.every((d) => /injected rejected/.test(d.reason)), dl[0]?.reason)
+  const stored = await storedSeqs(ingest, 'mq-chaos-1')
+  assert.equal(stored.length + rejected, 60, 'every reading stored or dead-lettered')
+  assert.equal(new Set(stored).size, stored.length, 'none stored twice')
+  assert.equal(await metricValue(gw.metrics.registry, 'gateway_upstream_items_total', { code: 'retry' }), retried, 'the gateway saw every retry')
+})
+
+test('results mode: a batch without results is sent again after --results-timeout-ms and answered duplicate', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  // every other batch is committed and its results dropped (chaos drop)
+  const ingest = await startIngest(t, broker.url, { chaosDropRate: 0.5, chaosSeed: 3 })
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq3', resultsTimeoutMs: 300 })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-drop-1')
+  for (let i = 1; i <= 20; i++) await publish(c, 'devices/mq-drop-1/readings', reading(i))
+  await waitFor(() => gw.store.items === 0, { timeoutMs: 20_000, what: 'every item answered' })
+  assert.ok(await metricValue(ingest.metrics.registry, 'ingest_chaos_injected_total', { kind: 'drop' }) > 0, 'a result was dropped (not luck)')
+  assert.ok(await metricValue(ingest.metrics.registry, 'ingest_items_total', { code: 'duplicate' }) > 0, 'the resend was answered duplicate')
+  assert.ok(await metricValue(gw.metrics.registry, 'gateway_upstream_batches_total', { outcome: 'network_error' }) > 0, 'the gateway timed out at least once')
+  const stored = await storedSeqs(ingest, 'mq-drop-1')
+  assert.deepEqual(stored, Array.from({ length: 20 }, (_, i) => i + 1), 'each reading stored once, in order')
+})
+
+test('results mode: late results, unknown batch ids and garbage on the results topic are counted and ignored', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  // a hand-written consumer: answers each batch twice, the second time late, plus noise
+  const consumer = await mqtt.connectAsync(broker.url, { clientId: 'fake-consumer', protocolVersion: 5 })
+  t.after(() => consumer.endAsync(true))
+  await consumer.subscribeAsync('gateways/+/batches/+', { qos: 1 })
+  const answered: string[] = []
+  consumer.on('message', (topic, payload) => {
+    // results mode compresses (gzip) by default: the first bytes say so
+    const b = decodeBatch(sniffEncoding(payload) === 'gzip' ? gunzipSync(payload) : payload, { maxItems: 10000 })
+    const results = b.items.map((it) => [(it as BatchItem)[0], (it as BatchItem)[1], AckCode.Stored] as ItemResult)
+    const msg = encodeResultsMessage(1, b.batch, { results })
+    answered.push(b.batch)
+    const rt = `gateways/${b.gateway}/results`
+    consumer.publish(rt, msg, { qos: 1 })
+    setTimeout(() => {
+      consumer.publish(rt, msg, { qos: 1 }) // late: the batch is settled
+      consumer.publish(rt, encodeResultsMessage(1, 'no-such-batch', { results }), { qos: 1 })
+      consumer.publish(rt, Buffer.from('not cbor at all'), { qos: 1 })
+    }, 50)
+    void topic
+  })
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq4' })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-late-1')
+  for (let i = 1; i <= 5; i++) await publish(c, 'devices/mq-late-1/readings', reading(i))
+  await waitFor(() => gw.store.items === 0, { what: 'answered' })
+  await waitFor(() => (gw.flusher.status().mqtt?.lateResults ?? 0) >= 2 * answered.length && (gw.flusher.status().mqtt?.badResults ?? 0) >= answered.length, { what: 'noise counted' })
+  assert.equal(gw.store.dlqCount, 0)
+  assert.equal(gw.flusher.status().state, 'ok')
+})
+
+test('broker mode: a plain subscriber gets every batch, each within the message size bound; items deleted on PUBACK', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const sub = await mqtt.connectAsync(broker.url, { clientId: 'plain-sub', protocolVersion: 5 })
+  t.after(() => sub.endAsync(true))
+  await sub.subscribeAsync('gateways/gw-mq5/batches/+', { qos: 1 })
+  const got: { topic: string, bytes: number, items: BatchItem[], epoch: string }[] = []
+  sub.on('message', (topic, payload) => {
+    const b = decodeBatch(payload, { maxItems: 10000 }) // plain CBOR: broker mode does not compress by default
+    got.push({ topic, bytes: payload.length, items: b.items as BatchItem[], epoch: b.epoch })
+  })
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq5', upstreamAck: 'broker', upstreamMaxMessageBytes: 2048 })
+  await waitFor(() => gw.flusher.status().mqtt?.connected, { what: 'gateway connected' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-plain-1')
+  for (let i = 1; i <= 60; i++) await publish(c, 'devices/mq-plain-1/readings', reading(i))
+  await waitFor(() => gw.store.items === 0, { what: 'deleted after PUBACK' })
+  const seqs = await waitFor(() => {
+    const s = got.flatMap((g) => g.items.map((i) => i[3]))
+    return s.length >= 60 ? s : null
+  }, { what: 'subscriber got every reading' })
+  // dedup by (gateway, epoch, partition, seq), as a consumer must: exactly the 60 readings
+  const keys = new Set(got.flatMap((g) => g.items.map((i) => `${g.epoch}/${i[0]}/${i[1]}`)))
+  assert.equal(keys.size, 60)
+  assert.deepEqual([...new Set(seqs)].sort((a, b) => a! - b!), Array.from({ length: 60 }, (_, i) => i + 1))
+  assert.ok(got.length > 1, `the 2 KiB bound split the readings over ${got.length} batches`)
+  assert.ok(got.every((g) => g.bytes <= 2048), `largest payload ${Math.max(...got.map((g) => g.bytes))} bytes`)
+  assert.ok(got.every((g) => /^gateways\/gw-mq5\/batches\/\d+$/.test(g.topic)))
+  assert.equal(gw.flusher.status().mqtt?.ack, 'broker')
+})
+
+test('results mode without any consumer: nothing is deleted, the gateway keeps retrying', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq6', resultsTimeoutMs: 200 })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-none-1')
+  for (let i = 1; i <= 3; i++) await publish(c, 'devices/mq-none-1/readings', reading(i))
+  await waitFor(() => gw.flusher.status().lastError !== null, { what: 'the upstream failed' })
+  assert.equal(gw.store.items, 3, 'nothing deleted without results')
+  assert.match(gw.flusher.status().lastError!, /no consumer is subscribed|no results for batch/)
+})
