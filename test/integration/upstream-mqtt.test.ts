@@ -10,7 +10,7 @@ import { gunzipSync } from 'node:zlib'
 import mqtt from 'mqtt'
 import { createSimulation, runAudit, simConfig, waitForDrain } from '../../device-sim/index.ts'
 import { createIngest, type Ingest, type IngestOptions } from '../../ingest/index.ts'
-import { AckCode, decodeBatch, encodeResultsMessage, sniffEncoding, type BatchItem, type ItemResult } from '../../protocol/index.ts'
+import { AckCode, decodeBatch, decodeResultsHeader, encodeBatch, encodeResultsMessage, sniffEncoding, type BatchItem, type ItemResult } from '../../protocol/index.ts'
 import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { metricValue } from '../helpers/mqtt-from.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
@@ -165,4 +165,52 @@ test('results mode without any consumer: nothing is deleted, the gateway keeps r
   await waitFor(() => gw.flusher.status().lastError !== null, { what: 'the upstream failed' })
   assert.equal(gw.store.items, 3, 'nothing deleted without results')
   assert.match(gw.flusher.status().lastError!, /no consumer is subscribed|no results for batch/)
+})
+
+test('results mode: a whole-batch 400 in the results is bisected down to the poison item, which is dead-lettered', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  // a consumer that cannot read any batch holding device seq 7: it answers { status: 400 }
+  const consumer = await mqtt.connectAsync(broker.url, { clientId: 'poison-consumer', protocolVersion: 5 })
+  t.after(() => consumer.endAsync(true))
+  await consumer.subscribeAsync('gateways/+/batches/+', { qos: 1 })
+  let refusals = 0
+  consumer.on('message', (_topic, payload) => {
+    const b = decodeBatch(sniffEncoding(payload) === 'gzip' ? gunzipSync(payload) : payload, { maxItems: 10000 })
+    const items = b.items as BatchItem[]
+    const poisoned = items.some((i) => i[3] === 7)
+    if (poisoned) refusals++
+    const msg = poisoned
+      ? encodeResultsMessage(1, b.batch, { status: 400, error: 'invalid_item', message: 'cannot read item 7' })
+      : encodeResultsMessage(1, b.batch, { results: items.map((i) => [i[0], i[1], AckCode.Stored] as ItemResult) })
+    consumer.publish(`gateways/${b.gateway}/results`, msg, { qos: 1 })
+  })
+  const gw = await startGateway(t, { ...fast, lingerMs: 300, upstream: [broker.url], gatewayId: 'gw-mq7' })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-poison-1')
+  for (let i = 1; i <= 16; i++) await publish(c, 'devices/mq-poison-1/readings', reading(i))
+  await waitFor(() => gw.store.items === 0, { timeoutMs: 15_000, what: 'drained' })
+  assert.equal(gw.store.dlqCount, 1)
+  const [dead] = await gw.store.deadLetters()
+  assert.match(dead!.reason, /answered 400 for this item alone: invalid_item: cannot read item 7/)
+  assert.ok(refusals >= 4, `bisected in ${refusals} refusals (16 -> 8 -> 4 -> 2 -> 1)`)
+})
+
+test('ingest consumer: a batch whose gateway id is not the topic\'s is refused 403 in the results, nothing stored', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const ingest = await startIngest(t, broker.url)
+  const spy = await mqtt.connectAsync(broker.url, { clientId: 'spy', protocolVersion: 5 })
+  t.after(() => spy.endAsync(true))
+  await spy.subscribeAsync('gateways/gw-honest/results', { qos: 1 })
+  const answers: Buffer[] = []
+  spy.on('message', (_topic, payload) => answers.push(payload))
+  // gw-honest's topic, gw-forged's body
+  const body = encodeBatch({ gateway: 'gw-forged', epoch: 'e1', batch: 'b-forged', floors: [], items: [[0, 1, 'dev-x', 1, 1, 1, 1, { t: 1 }]] })
+  await spy.publishAsync('gateways/gw-honest/batches/0', body, { qos: 1 })
+  const got = await waitFor(() => answers[0], { what: 'results published' })
+  const h = decodeResultsHeader(got)
+  assert.equal(h.batch, 'b-forged')
+  assert.equal(h.status, 403)
+  assert.match(h.message, /topic belongs to gateway gw-honest/)
+  assert.equal((await ingest.sink.stats()).stored, 0)
+  assert.equal(await metricValue(ingest.metrics.registry, 'ingest_rejected_batches_total', { reason: 'forbidden' }), 1)
 })
