@@ -17,13 +17,17 @@ export type Mosquitto = { port: number, url: string, proc: ChildProcess, log: st
 
 type T = { after: (fn: () => unknown) => void }
 
-export async function startMosquitto (t: T, opts: { persistence?: boolean, dir?: string, port?: number, extra?: string[] } = {}): Promise<Mosquitto> {
+export async function startMosquitto (t: T, opts: { persistence?: boolean, dir?: string, port?: number, extra?: string[], tlsListener?: string[] } = {}): Promise<Mosquitto> {
   const dir = opts.dir ?? await tempDir(t, 'mosquitto-')
   const port = opts.port ?? await freePort()
   const conf = join(dir, 'mosquitto.conf')
   await writeFile(conf, [
     `listener ${port} 127.0.0.1`,
+    // a TLS listener: cafile, certfile, keyfile, require_certificate... (these apply to it)
+    ...(opts.tlsListener ?? []),
     'allow_anonymous true',
+    // started as root, mosquitto drops to user mosquitto, who cannot read our 0700 temp dirs
+    ...(process.getuid?.() === 0 ? ['user root'] : []),
     `persistence ${opts.persistence ? 'true' : 'false'}`,
     ...(opts.persistence ? [`persistence_location ${dir}/`, 'autosave_interval 1'] : []),
     'log_dest stderr',
@@ -43,6 +47,6 @@ export async function startMosquitto (t: T, opts: { persistence?: boolean, dir?:
     await exited
   }
   t.after(() => kill())
-  await waitForPort(port, 10_000, () => alive)
+  await waitForPort(port, 10_000, () => alive).catch((err: Error) => { throw new Error(`${err.message}: ${log.join('').slice(0, 2000)}`) })
   return { port, url: `mqtt://127.0.0.1:${port}`, proc, log, dir, kill }
 }
