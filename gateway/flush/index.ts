@@ -12,7 +12,8 @@
  *   health.ts          upstream state for /status and /readyz
  *   oldest-age.ts      the oldest unacked item's age
  *   upstream.ts        the HTTP client and failover; backoff.ts the retry delays
- *   mqtt-upstream.ts   the MQTT client (mqtt:// upstreams, docs/upstream-mqtt.md), same surface
+ *   mqtt-upstream.ts   the MQTT client (mqtt:// upstreams, docs/upstream-mqtt.md), same surface;
+ *                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
  */
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
@@ -24,6 +25,7 @@ import { UpstreamHealth, type UpstreamStatus } from './health.ts'
 import { OldestAge } from './oldest-age.ts'
 import { ReceiptSender, type Publisher } from './receipt-sender.ts'
 import { isMqttUrl } from './mqtt-config.ts'
+import { mqttMetrics } from './mqtt-metrics.ts'
 import { MqttUpstream, type MqttUpstreamStatus } from './mqtt-upstream.ts'
 import { Upstream } from './upstream.ts'
 import { WireFormat, type CompressionChoice } from './wire.ts'
@@ -50,6 +52,7 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
+    const onIgnored = mqttMetrics(metrics, () => this.mqtt?.status())
     let compression: CompressionChoice = config.gzip ? 'gzip' : config.compression
     if (config.upstream.length > 0 && config.upstream.every(isMqttUrl)) {
       this.mqtt = new MqttUpstream({
@@ -67,7 +70,7 @@ export class Flusher {
         ...(config.upstreamTls ? { tls: config.upstreamTls } : {}),
         alpn: config.upstreamAlpn,
         protocolVersion: config.upstreamMqttVersion === '5' ? 5 : 4
-      }, this.log)
+      }, this.log, onIgnored)
       this.upstream = this.mqtt
       // nothing to negotiate over a broker: auto is gzip for our own consumer, plain CBOR for any other
       if (compression === 'auto') compression = config.upstreamAck === 'results' ? 'gzip' : 'none'

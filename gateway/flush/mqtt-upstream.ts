@@ -72,11 +72,13 @@ export class MqttUpstream {
   private readonly pending = new Map<string, Pending>()
   private subscribed = false
   private closed = false
+  /** message ids whose PUBACK said 0x10, no matching subscribers (MQTT.js hands the callback the PUBLISH, not the PUBACK) */
+  private readonly unrouted = new Set<number>()
   private lateResults = 0
   private badResults = 0
   private readonly log: Logger
 
-  constructor (private readonly config: MqttUpstreamConfig, log: Logger) {
+  constructor (private readonly config: MqttUpstreamConfig, log: Logger, private readonly onIgnored: (reason: 'late' | 'unreadable') => void = () => {}) {
     this.log = log.child({ upstream: 'mqtt' })
   }
 
@@ -122,6 +124,9 @@ export class MqttUpstream {
       if (c.ackMode === 'results') this.subscribeResults(client)
     })
     client.on('close', () => { this.subscribed = false })
+    client.on('packetreceive', (packet) => {
+      if (packet.cmd === 'puback' && packet.reasonCode === NO_MATCHING_SUBSCRIBERS && packet.messageId !== undefined) this.unrouted.add(packet.messageId)
+    })
     client.on('error', (err) => { this.log.warn({ err, url: this.url }, 'upstream broker connection error') })
     client.on('message', (topic, payload) => { if (topic === this.resultsTopic) this.onResults(payload) })
   }
@@ -181,13 +186,14 @@ export class MqttUpstream {
           else done(() => resolve({ ...answer(status, jsonError('puback_refused', `the broker refused the batch: ${err.message} (reason code ${String(code)})`)), sentBytes: payload.length }))
           return
         }
-        const rc = (packet as { reasonCode?: number } | undefined)?.reasonCode
+        const id = (packet as { messageId?: number } | undefined)?.messageId
+        const unrouted = id !== undefined && this.unrouted.delete(id)
         if (c.ackMode === 'broker') {
-          if (rc === NO_MATCHING_SUBSCRIBERS) this.log.warn({ topic }, 'the broker accepted a batch nobody is subscribed to')
+          if (unrouted) this.log.warn({ topic }, 'the broker accepted a batch nobody is subscribed to')
           const results: ItemResult[] = meta.seqs.map((s) => [meta.partition, s, AckCode.Stored])
           const b = wire.version === 2 ? encodeResponseV2({ batch: meta.batchId, results }) : encodeResponse({ batch: meta.batchId, results })
           done(() => resolve({ ...answer(200, b), sentBytes: payload.length }))
-        } else if (rc === NO_MATCHING_SUBSCRIBERS) {
+        } else if (unrouted) {
           // no consumer: no results will come; wait and send again rather than sit out the timeout
           done(() => resolve({ ...answer(503, jsonError('no_consumer', `no consumer is subscribed to ${topic}`)), sentBytes: payload.length }))
         }
@@ -203,12 +209,14 @@ export class MqttUpstream {
       h = decodeResultsHeader(payload)
     } catch (err) {
       this.badResults++
+      this.onIgnored('unreadable')
       this.log.warn({ err, bytes: payload.length }, 'unreadable results message ignored')
       return
     }
     const p = this.pending.get(h.batch)
     if (!p) {
       this.lateResults++
+      this.onIgnored('late')
       this.log.debug({ batch: h.batch }, 'results for a batch not waited for (late, or an earlier run\'s) ignored')
       return
     }

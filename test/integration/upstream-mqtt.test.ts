@@ -125,6 +125,10 @@ test('results mode: late results, unknown batch ids and garbage on the results t
   await waitFor(() => (gw.flusher.status().mqtt?.lateResults ?? 0) >= 2 * answered.length && (gw.flusher.status().mqtt?.badResults ?? 0) >= answered.length, { what: 'noise counted' })
   assert.equal(gw.store.dlqCount, 0)
   assert.equal(gw.flusher.status().state, 'ok')
+  assert.ok(await metricValue(gw.metrics.registry, 'gateway_upstream_mqtt_ignored_results_total', { reason: 'late' }) >= 2 * answered.length)
+  assert.ok(await metricValue(gw.metrics.registry, 'gateway_upstream_mqtt_ignored_results_total', { reason: 'unreadable' }) >= answered.length)
+  assert.equal(await metricValue(gw.metrics.registry, 'gateway_upstream_mqtt_connected'), 1)
+  assert.equal(await metricValue(gw.metrics.registry, 'gateway_upstream_mqtt_in_flight_batches'), 0)
 })
 
 test('broker mode: a plain subscriber gets every batch, each within the message size bound; items deleted on PUBACK', { skip }, async (t) => {
@@ -156,15 +160,17 @@ test('broker mode: a plain subscriber gets every batch, each within the message 
   assert.equal(gw.flusher.status().mqtt?.ack, 'broker')
 })
 
-test('results mode without any consumer: nothing is deleted, the gateway keeps retrying', { skip }, async (t) => {
+test('results mode without any consumer: the PUBACK\'s "no matching subscribers" fails the batch at once; nothing is deleted', { skip }, async (t) => {
   const broker = await startMosquitto(t)
-  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq6', resultsTimeoutMs: 200 })
+  // a results timeout far beyond the test: the failure must come from the PUBACK (0x10)
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq6', resultsTimeoutMs: 600_000 })
   await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
   const c = await connectDevice(t, gw.mqttPort, 'mq-none-1')
   for (let i = 1; i <= 3; i++) await publish(c, 'devices/mq-none-1/readings', reading(i))
   await waitFor(() => gw.flusher.status().lastError !== null, { what: 'the upstream failed' })
   assert.equal(gw.store.items, 3, 'nothing deleted without results')
-  assert.match(gw.flusher.status().lastError!, /no consumer is subscribed|no results for batch/)
+  assert.match(gw.flusher.status().lastError!, /no consumer is subscribed to gateways\/gw-mq6\/batches\/\d+/)
+  assert.equal(gw.flusher.status().mqtt?.inFlight, 0, 'not waiting for results that cannot come')
 })
 
 test('results mode: a whole-batch 400 in the results is bisected down to the poison item, which is dead-lettered', { skip }, async (t) => {
@@ -213,4 +219,19 @@ test('ingest consumer: a batch whose gateway id is not the topic\'s is refused 4
   assert.match(h.message, /topic belongs to gateway gw-honest/)
   assert.equal((await ingest.sink.stats()).stored, 0)
   assert.equal(await metricValue(ingest.metrics.registry, 'ingest_rejected_batches_total', { reason: 'forbidden' }), 1)
+})
+
+test('results mode with --ack-mode delivered: the device gets its PUBACK only after the ingest committed the reading', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq8', ackMode: 'delivered' })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-dlv-1')
+  let acked = false
+  const p = publish(c, 'devices/mq-dlv-1/readings', reading(1)).then(() => { acked = true })
+  // no consumer yet: the batch cannot be answered, so the device waits
+  await waitFor(() => gw.flusher.status().lastError !== null, { what: 'the batch went unanswered' })
+  assert.equal(acked, false, 'no PUBACK while nothing is stored')
+  const ingest = await startIngest(t, broker.url)
+  await p
+  assert.deepEqual(await storedSeqs(ingest, 'mq-dlv-1'), [1], 'stored before the device got its PUBACK')
 })
