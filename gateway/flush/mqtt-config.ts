@@ -19,7 +19,7 @@ export const mqttUpstreamSchema = {
 export const isMqttUrl = (u: string): boolean => /^mqtts?:\/\//i.test(u)
 
 /** Startup checks of an MQTT upstream: no mixing with http URLs, templates well formed, brotli has no marker. */
-export function checkMqttUpstream (c: { upstream: string[], upstreamTopic: string, upstreamResultsTopic: string, compression: string, upstreamAlpn: string[] }): void {
+export function checkMqttUpstream (c: { upstream: string[], upstreamTopic: string, upstreamResultsTopic: string, compression: string, upstreamAck: string, ackMode: string }): void {
   const mqtt = c.upstream.filter(isMqttUrl)
   if (mqtt.length === 0) return
   if (mqtt.length !== c.upstream.length) throw new ConfigError('upstream', 'mixes mqtt(s):// and http(s):// URLs; give one kind')
@@ -30,5 +30,7 @@ export function checkMqttUpstream (c: { upstream: string[], upstreamTopic: strin
     if (err instanceof ValidationError) throw new ConfigError(err.field, err.message.slice(err.field.length + 2))
     throw err
   }
+  // delivered promises the device its reading is stored; a broker's PUBACK does not say that
+  if (c.ackMode === 'delivered' && c.upstreamAck === 'broker') throw new ConfigError('ackMode', 'delivered needs --upstream-ack results over an MQTT upstream (a broker\'s PUBACK does not mean stored)')
   if (c.compression === 'br') throw new ConfigError('compression', 'br cannot be told from CBOR by its first bytes; over MQTT use none, gzip or deflate')
 }

@@ -69,6 +69,7 @@ test('gateway config: mqtt upstreams are checked at startup, each error naming i
   err(['--upstream', 'ftp://127.0.0.1'], 'upstream', /http, https, mqtt and mqtts/)
   err(['--upstream', 'mqtt://127.0.0.1:1883', '--compression', 'br'], 'compression', /first bytes/)
   err(['--upstream', 'mqtt://127.0.0.1:1883', '--upstream-topic', 'gw/+/b'], 'upstreamTopic', /wildcards/)
+  err(['--upstream', 'mqtt://127.0.0.1:1883', '--upstream-ack', 'broker', '--ack-mode', 'delivered'], 'ackMode', /upstream-ack results/)
   // no token needed for a broker, and mqtts to any host is fine
   parse(['--upstream', 'mqtt://127.0.0.1:1883'])
   parse(['--upstream', 'mqtts://broker.example:8883', '--upstream-ack', 'broker'])
