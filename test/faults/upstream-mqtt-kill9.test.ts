@@ -1,12 +1,13 @@
 /**
- * kill -9 of the gateway CLI while it uploads through Mosquitto in results mode (issue 20):
- * every reading the gateway acknowledged to its device is stored by the ingest exactly
- * once, whatever was in flight (published, committed, results on their way) at the kill.
+ * kill -9 while the gateway uploads through Mosquitto in results mode (issue 20): of the
+ * gateway CLI, and of the ingest CLI and of Mosquitto (persistence on). Every reading the
+ * gateway acknowledged to its device is stored by the ingest exactly once, whatever was in
+ * flight (published, committed, results on their way) at the kill.
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { createIngest } from '../../ingest/index.ts'
-import { connectDevice, publish, reading, silentLogger } from '../helpers/gateway.ts'
+import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 import { metricValue } from '../helpers/mqtt-from.ts'
 import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
@@ -57,4 +58,48 @@ test('results mode: kill -9 of the gateway mid-upload, 4 rounds: every acknowled
   const dups = await metricValue(ingest.metrics.registry, 'ingest_items_total', { code: 'duplicate' })
   t.diagnostic(`duplicates answered after the kills: ${dups}`)
   await gw.kill('SIGTERM')
+})
+
+test('results mode: kill -9 of the ingest and of Mosquitto (persistence on) under load, 4 rounds: every acknowledged reading stored exactly once', { skip, timeout: 120_000 }, async (t) => {
+  const brokerDir = await tempDir(t, 'mosq-k9-')
+  let broker = await startMosquitto(t, { persistence: true, dir: brokerDir })
+  const port = broker.port
+  const ingestDir = await tempDir(t, 'ingest-k9b-')
+  const ingestArgs = ['--port', '0', '--data-dir', ingestDir, '--mqtt-broker', broker.url, '--mqtt-client-id', 'ingest-k9b']
+  let ingest = await spawnCli(t, 'ingest/main.ts', ingestArgs)
+  const gw = await startGateway(t, { gatewayId: 'gw-k9b', upstream: [broker.url], lingerMs: 50, batchMaxItems: 40, resultsTimeoutMs: 1000, retryBaseMs: 50, retryMaxMs: 500 })
+  const devices = ['k9b-a', 'k9b-b']
+  const acked = devices.map(() => 0)
+  let stop = false
+  const load = Promise.all(devices.map(async (d, i) => {
+    const c = await connectDevice(t, gw.mqttPort, d)
+    while (!stop) {
+      await publish(c, `devices/${d}/readings`, reading(acked[i]! + 1))
+      acked[i]!++
+      if (acked[i]! % 20 === 0) await new Promise((r) => setTimeout(r, 10)) // about 1,000 readings/s in all
+    }
+  }))
+  let landed = 0
+  for (let round = 0; round < 4; round++) {
+    const target = acked.reduce((a, b) => a + b, 0) + 200
+    await waitFor(() => acked.reduce((a, b) => a + b, 0) >= target, { timeoutMs: 15_000, what: 'load flowing' })
+    if ((gw.flusher.status().mqtt?.inFlight ?? 0) > 0 || gw.store.items > 0) landed++
+    if (round % 2 === 0) {
+      await ingest.kill('SIGKILL')
+      ingest = await spawnCli(t, 'ingest/main.ts', ingestArgs)
+    } else {
+      await broker.kill('SIGKILL')
+      broker = await startMosquitto(t, { persistence: true, dir: brokerDir, port })
+    }
+  }
+  stop = true
+  await load
+  await waitFor(() => gw.store.items === 0, { timeoutMs: 30_000, what: 'gateway drained' })
+  assert.ok(landed >= 3, `${landed} of 4 kills landed with batches in flight or items buffered (not luck)`)
+  for (const [i, d] of devices.entries()) {
+    const res = await fetch(`http://127.0.0.1:${String(ingest.ready.port)}/v1/devices/${d}/readings?limit=100000`)
+    const seqs = (await res.json() as { readings: { seq: number }[] }).readings.map((r) => r.seq)
+    assert.equal(new Set(seqs).size, seqs.length, `${d}: nothing stored twice`)
+    assert.deepEqual(seqs, Array.from({ length: acked[i]! }, (_, k) => k + 1), `${d}: every acknowledged reading, in order`)
+  }
 })
