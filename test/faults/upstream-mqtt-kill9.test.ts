@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import mqtt from 'mqtt'
 import { createIngest } from '../../ingest/index.ts'
+import { decodeBatch, type BatchItem } from '../../protocol/index.ts'
 import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 import { metricValue } from '../helpers/mqtt-from.ts'
@@ -102,4 +104,46 @@ test('results mode: kill -9 of the ingest and of Mosquitto (persistence on) unde
     assert.equal(new Set(seqs).size, seqs.length, `${d}: nothing stored twice`)
     assert.deepEqual(seqs, Array.from({ length: acked[i]! }, (_, k) => k + 1), `${d}: every acknowledged reading, in order`)
   }
+})
+
+test('broker mode: kill -9 of the gateway mid-upload, 3 rounds: every acknowledged reading reaches a plain subscriber at least once, exactly once after its dedup by (gateway, epoch, p, s)', { skip, timeout: 120_000 }, async (t) => {
+  const broker = await startMosquitto(t)
+  const sub = await mqtt.connectAsync(broker.url, { clientId: 'k9-plain-sub', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 } })
+  t.after(() => sub.endAsync(true))
+  await sub.subscribeAsync('gateways/gw-k9c/batches/+', { qos: 1 })
+  const byKey = new Map<string, string>()
+  let received = 0
+  sub.on('message', (_topic, payload) => {
+    const b = decodeBatch(payload, { maxItems: 10000 })
+    for (const it of b.items as BatchItem[]) {
+      received++
+      const key = `${b.gateway}/${b.epoch}/${it[0]}/${it[1]}`
+      const who = `${it[2]}:${it[3]}`
+      assert.ok(!byKey.has(key) || byKey.get(key) === who, `${key} named two readings`)
+      byKey.set(key, who)
+    }
+  })
+  const dir = await tempDir(t, 'gw-k9c-')
+  const args = ['--gateway-id', 'gw-k9c', '--data-dir', dir, '--mqtt-port', '0', '--admin-port', '0', '--host', '127.0.0.1',
+    '--upstream', broker.url, '--upstream-ack', 'broker', '--linger-ms', '20', '--batch-max-items', '20']
+  let next = 1
+  let landed = 0
+  for (let round = 0; round < 3; round++) {
+    const gw = await spawnCli(t, 'gateway/main.ts', args)
+    const c = await connectDevice(t, gw.ready.mqttPort as number, 'k9c-dev')
+    const from = next
+    next += 300
+    for (let s = from; s < next; s++) await publish(c, 'devices/k9c-dev/readings', reading(s))
+    if ((await status(gw.ready.adminPort)).buffered.items > 0) landed++
+    await gw.kill('SIGKILL')
+    c.end(true)
+  }
+  const gw = await spawnCli(t, 'gateway/main.ts', args)
+  await waitFor(async () => (await status(gw.ready.adminPort)).buffered.items === 0, { timeoutMs: 30_000, what: 'drained' })
+  await waitFor(() => byKey.size >= next - 1, { timeoutMs: 10_000, what: 'subscriber got everything' })
+  assert.ok(landed >= 2, `${landed} of 3 kills landed with items buffered (not luck)`)
+  const seqs = [...byKey.values()].map((w) => Number(w.split(':')[1])).sort((a, b) => a - b)
+  assert.deepEqual(seqs, Array.from({ length: next - 1 }, (_, i) => i + 1), 'every reading once after dedup')
+  t.diagnostic(`${received} items received for ${byKey.size} readings`)
+  await gw.kill('SIGTERM')
 })
