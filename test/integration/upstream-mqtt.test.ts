@@ -235,3 +235,39 @@ test('results mode with --ack-mode delivered: the device gets its PUBACK only af
   await p
   assert.deepEqual(await storedSeqs(ingest, 'mq-dlv-1'), [1], 'stored before the device got its PUBACK')
 })
+
+test('results mode over MQTT 3.1.1 with protocol v2 batches: the ingest consumer answers in v2, everything stored once', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const ingest = await startIngest(t, broker.url)
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq9', upstreamMqttVersion: '3.1.1', upstreamProtocol: 'v2' })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-v2-1')
+  for (let i = 1; i <= 25; i++) await publish(c, 'devices/mq-v2-1/readings', reading(i))
+  await waitFor(() => gw.store.items === 0, { what: 'answered' })
+  assert.deepEqual(await storedSeqs(ingest, 'mq-v2-1'), Array.from({ length: 25 }, (_, i) => i + 1))
+  assert.ok(await metricValue(ingest.metrics.registry, 'ingest_received_bytes_total', { encoding: 'gzip', version: '2' }) > 0, 'v2, gzipped, reached the consumer')
+  assert.equal(await metricValue(ingest.metrics.registry, 'ingest_received_bytes_total', { version: '1' }), 0)
+})
+
+test('results mode: a whole-batch 503 with retryAfterMs in the results is honoured', { skip }, async (t) => {
+  const broker = await startMosquitto(t)
+  const consumer = await mqtt.connectAsync(broker.url, { clientId: 'busy-consumer', protocolVersion: 5 })
+  t.after(() => consumer.endAsync(true))
+  await consumer.subscribeAsync('gateways/+/batches/+', { qos: 1 })
+  const at: number[] = []
+  consumer.on('message', (_topic, payload) => {
+    at.push(Date.now())
+    const b = decodeBatch(sniffEncoding(payload) === 'gzip' ? gunzipSync(payload) : payload, { maxItems: 10000 })
+    const msg = at.length === 1
+      ? encodeResultsMessage(1, b.batch, { status: 503, error: 'busy', message: 'try later', retryAfterMs: 1000 })
+      : encodeResultsMessage(1, b.batch, { results: (b.items as BatchItem[]).map((i) => [i[0], i[1], AckCode.Stored] as ItemResult) })
+    consumer.publish(`gateways/${b.gateway}/results`, msg, { qos: 1 })
+  })
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq10' })
+  await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-busy-1')
+  await publish(c, 'devices/mq-busy-1/readings', reading(1))
+  await waitFor(() => gw.store.items === 0, { what: 'answered' })
+  assert.equal(at.length, 2)
+  assert.ok(at[1]! - at[0]! >= 950, `second attempt after ${at[1]! - at[0]!} ms, retryAfterMs said 1000`)
+})
