@@ -271,3 +271,21 @@ test('results mode: a whole-batch 503 with retryAfterMs in the results is honour
   assert.equal(at.length, 2)
   assert.ok(at[1]! - at[0]! >= 950, `second attempt after ${at[1]! - at[0]!} ms, retryAfterMs said 1000`)
 })
+
+test('several broker URLs: a dead first one is skipped for the next', { skip }, async (t) => {
+  const dead = await startMosquitto(t)
+  const deadUrl = dead.url
+  await dead.kill()
+  const live = await startMosquitto(t)
+  const sub = await mqtt.connectAsync(live.url, { clientId: 'failover-sub', protocolVersion: 5 })
+  t.after(() => sub.endAsync(true))
+  await sub.subscribeAsync('gateways/gw-mq11/batches/+', { qos: 1 })
+  let items = 0
+  sub.on('message', (_topic, payload) => { items += decodeBatch(payload, { maxItems: 10000 }).items.length })
+  const gw = await startGateway(t, { ...fast, upstream: [deadUrl, live.url], gatewayId: 'gw-mq11', upstreamAck: 'broker' })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-fo-1')
+  for (let i = 1; i <= 5; i++) await publish(c, 'devices/mq-fo-1/readings', reading(i))
+  await waitFor(() => gw.store.items === 0, { timeoutMs: 15_000, what: 'delivered through the second broker' })
+  await waitFor(() => items === 5, { what: 'the subscriber on the second broker got them' })
+  assert.equal(gw.flusher.status().url, live.url)
+})
