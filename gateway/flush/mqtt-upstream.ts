@@ -74,6 +74,10 @@ export class MqttUpstream {
   private closed = false
   /** message ids whose PUBACK said 0x10, no matching subscribers (MQTT.js hands the callback the PUBLISH, not the PUBACK) */
   private readonly unrouted = new Set<number>()
+  /** why the last connection attempt failed ('' after a CONNACK that accepted us) */
+  private connError = ''
+  /** the broker refused our credentials (CONNACK 4/5, MQTT 5 0x86/0x87) */
+  private authRefused = false
   private lateResults = 0
   private badResults = 0
   private readonly log: Logger
@@ -120,6 +124,8 @@ export class MqttUpstream {
     const client = mqtt.connect(opts)
     this.client = client
     client.on('connect', (connack) => {
+      this.connError = ''
+      this.authRefused = false
       this.log.info({ url: this.url, sessionPresent: connack.sessionPresent }, 'connected to the upstream broker')
       if (c.ackMode === 'results') this.subscribeResults(client)
     })
@@ -127,7 +133,13 @@ export class MqttUpstream {
     client.on('packetreceive', (packet) => {
       if (packet.cmd === 'puback' && packet.reasonCode === NO_MATCHING_SUBSCRIBERS && packet.messageId !== undefined) this.unrouted.add(packet.messageId)
     })
-    client.on('error', (err) => { this.log.warn({ err, url: this.url }, 'upstream broker connection error') })
+    client.on('error', (err) => {
+      // MQTT.js retries every second: log a failure when it changes, not at every attempt
+      if (err.message !== this.connError) this.log.warn({ err, url: this.url }, 'upstream broker connection error')
+      this.connError = err.message
+      const code = (err as Error & { code?: unknown }).code
+      this.authRefused = code === 4 || code === 5 || code === 134 || code === 135
+    })
     client.on('message', (topic, payload) => { if (topic === this.resultsTopic) this.onResults(payload) })
   }
 
@@ -152,7 +164,9 @@ export class MqttUpstream {
       return answer(413, jsonError('too_large', `payload of ${payload.length} bytes exceeds --upstream-max-message-bytes ${c.maxMessageBytes}`))
     }
     const client = this.client
-    if (this.closed || !client || !client.connected) throw new UpstreamError(`not connected to the upstream broker ${this.url}`, { status: 0 })
+    // refused credentials are a 401, as over HTTP: flushing pauses, /readyz says why, nothing is dead-lettered
+    if (client && !client.connected && this.authRefused) return answer(401, jsonError('not_authorized', `the broker refused our credentials: ${this.connError}`))
+    if (this.closed || !client || !client.connected) throw new UpstreamError(`not connected to the upstream broker ${this.url}${this.connError ? `: ${this.connError}` : ''}`, { status: 0 })
     if (c.ackMode === 'results' && !this.subscribed) throw new UpstreamError(`not subscribed to ${this.resultsTopic} at ${this.url} yet`, { status: 0 })
     const topic = fillTopic(c.topic, c.gatewayId, meta.partition)
     const opts: IClientPublishOptions = { qos: 1 }

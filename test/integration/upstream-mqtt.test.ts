@@ -5,6 +5,8 @@
  * subscriber, the results timeout (resend, answered duplicate) and the message size bound.
  */
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
 import { test } from 'node:test'
 import { gunzipSync } from 'node:zlib'
 import mqtt from 'mqtt'
@@ -288,4 +290,19 @@ test('several broker URLs: a dead first one is skipped for the next', { skip }, 
   await waitFor(() => gw.store.items === 0, { timeoutMs: 15_000, what: 'delivered through the second broker' })
   await waitFor(() => items === 5, { what: 'the subscriber on the second broker got them' })
   assert.equal(gw.flusher.status().url, live.url)
+})
+
+test('a broker that refuses our password: upstream auth-failed, flushing paused, nothing deleted', { skip }, async (t) => {
+  const dir = await tempDir(t, 'mosq-pw-')
+  const pw = join(dir, 'passwd')
+  execFileSync('/usr/bin/mosquitto_passwd', ['-c', '-b', pw, 'gw-mq12', 'right-secret'])
+  const broker = await startMosquitto(t, { dir, extra: [`password_file ${pw}`] })
+  const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq12', token: 'wrong-secret', authRetryMs: 60_000 })
+  const c = await connectDevice(t, gw.mqttPort, 'mq-pw-1')
+  await publish(c, 'devices/mq-pw-1/readings', reading(1))
+  await waitFor(() => gw.flusher.status().state === 'auth-failed', { what: 'auth-failed' })
+  assert.match(gw.flusher.status().lastError ?? '', /refused our credentials: Connection refused: Not authorized/)
+  assert.equal(gw.flusher.ready, false, '/readyz unready')
+  assert.equal(gw.store.items, 1)
+  assert.equal(gw.store.dlqCount, 0)
 })
