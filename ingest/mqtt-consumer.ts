@@ -20,7 +20,7 @@ import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
 import {
-  ConfigError, StoreError, ValidationError, checkTopicTemplate, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
+  ConfigError, PROTOCOLS_HEADER, StoreError, ValidationError, checkTopicTemplate, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
   type WholeBatchRefusal
 } from '../protocol/index.ts'
 import { withChaos } from './chaos.ts'
@@ -169,7 +169,9 @@ export class MqttConsumer {
     const body = encodeResultsMessage(ctx.version, batchId, refusal ?? { results: ctx.results })
     // Not awaited: our PUBACK for this results message comes in on the connection this
     // handler is holding; the broker has the message once it is written.
-    this.client.publish(fillTopic(config.mqttResultsTopic, where.gatewayId), body, { qos: 1 }, (err) => {
+    // MQTT 5 user property = the HTTP answer's header: a gateway on `auto` moves to v2
+    const opts = config.protocols.includes('2') ? { qos: 1 as const, properties: { userProperties: { [PROTOCOLS_HEADER]: '1, 2' } } } : { qos: 1 as const }
+    this.client.publish(fillTopic(config.mqttResultsTopic, where.gatewayId), body, opts, (err) => {
       if (err) log.warn({ err, gateway: where.gatewayId, batch: batchId }, 'Publishing results failed; the gateway sends the batch again after its timeout.')
     })
   }

@@ -15,6 +15,8 @@
  *            no answer (backoff, then the items go again in a new batch; the consumer
  *            answers duplicate for those it stored). Results for a batch id not waited for
  *            (late, unknown, an earlier epoch's) are counted and ignored, like late HTTP acks.
+ *            A results message's MQTT 5 user property `ingest-protocols` is read as the HTTP
+ *            header of that name: a consumer that lists 2 gets protocol v2 batches (auto).
  *
  * A payload above `maxMessageBytes` is answered 413 without being sent, so deliver.ts
  * splits the batch; an MQTT 5 PUBACK reason code is mapped to the HTTP status with the
@@ -24,7 +26,7 @@
  */
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient, type Packet } from 'mqtt'
-import { UpstreamError, decodeResultsHeader, encodeResponse, encodeResponseV2, fillTopic, AckCode, type ItemResult } from '../../protocol/index.ts'
+import { PROTOCOLS_HEADER, UpstreamError, decodeResultsHeader, encodeResponse, encodeResponseV2, fillTopic, AckCode, type ItemResult } from '../../protocol/index.ts'
 import type { UpstreamResponse, UpstreamTls } from './upstream.ts'
 import { compress, type Wire } from './wire.ts'
 
@@ -78,6 +80,8 @@ export class MqttUpstream {
   private connError = ''
   /** the broker refused our credentials (CONNACK 4/5, MQTT 5 0x86/0x87) */
   private authRefused = false
+  /** the negotiation header of the last results message: answers made up here repeat it, so they do not undo the negotiation */
+  private heard: Record<string, string> = {}
   private lateResults = 0
   private badResults = 0
   private readonly log: Logger
@@ -140,7 +144,7 @@ export class MqttUpstream {
       const code = (err as Error & { code?: unknown }).code
       this.authRefused = code === 4 || code === 5 || code === 134 || code === 135
     })
-    client.on('message', (topic, payload) => { if (topic === this.resultsTopic) this.onResults(payload) })
+    client.on('message', (topic, payload, packet) => { if (topic === this.resultsTopic) this.onResults(payload, packet.properties?.userProperties) })
   }
 
   private get resultsTopic (): string { return fillTopic(this.config.resultsTopic, this.config.gatewayId) }
@@ -159,7 +163,7 @@ export class MqttUpstream {
   async send (body: Buffer, wire: Wire, base: string, meta: BatchMeta): Promise<SendResult> {
     const c = this.config
     const payload = await compress(body, wire.encoding)
-    const answer = (status: number, b: Buffer, retryAfterMs?: number): SendResult => ({ status, body: b, retryAfterMs, url: base, headers: {}, sentBytes: 0 })
+    const answer = (status: number, b: Buffer, retryAfterMs?: number): SendResult => ({ status, body: b, retryAfterMs, url: base, headers: this.heard, sentBytes: 0 })
     if (payload.length > c.maxMessageBytes) {
       return answer(413, jsonError('too_large', `payload of ${payload.length} bytes exceeds --upstream-max-message-bytes ${c.maxMessageBytes}`))
     }
@@ -217,7 +221,7 @@ export class MqttUpstream {
   }
 
   /** A results message: untrusted (any client with publish rights there may send one). Never throws. */
-  private onResults (payload: Buffer): void {
+  private onResults (payload: Buffer, userProperties?: Record<string, string | string[]>): void {
     let h
     try {
       h = decodeResultsHeader(payload)
@@ -235,7 +239,12 @@ export class MqttUpstream {
       return
     }
     const body = h.status === 200 ? payload : jsonError(h.error, h.message)
-    p.resolve({ status: h.status, body, retryAfterMs: h.retryAfterMs, url: p.url, headers: {}, sentBytes: p.sentBytes })
+    // MQTT 5 user properties stand for the HTTP answer's headers: `ingest-protocols: 1, 2`
+    // lets wire.ts move this upstream to protocol v2, as over HTTP
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(userProperties ?? {})) if (k === PROTOCOLS_HEADER) headers[k] = String(Array.isArray(v) ? v[0] : v).slice(0, 100)
+    this.heard = headers
+    p.resolve({ status: h.status, body, retryAfterMs: h.retryAfterMs, url: p.url, headers, sentBytes: p.sentBytes })
   }
 
   status (): MqttUpstreamStatus {
