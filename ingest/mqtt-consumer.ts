@@ -46,8 +46,12 @@ function sharedSteps (chaos: boolean): Step[] {
   return [...SHARED_STEPS.map(byName), matchTopic, chaos ? withChaos<BatchCtx, ServerDeps>(store) : store]
 }
 
+/** A gateway id as the gateway's own config allows it: over HTTP the tokens config names the gateways, here the topic does. */
+const GATEWAY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
+
 /** The topic names the gateway (the broker's ACL vouches for it); the body must say the same. */
 function matchTopic (ctx: BatchCtx): void {
+  if (!GATEWAY_ID_RE.test(ctx.gateway)) throw new HttpError(403, 'forbidden', `the topic's gateway id ${JSON.stringify(ctx.gateway.slice(0, 80))} must match ${GATEWAY_ID_RE}`, { field: 'gateway' })
   if (ctx.batch.gateway !== ctx.gateway) throw new HttpError(403, 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
 }
 

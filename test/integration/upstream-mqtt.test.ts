@@ -221,8 +221,15 @@ test('ingest consumer: a batch whose gateway id is not the topic\'s is refused 4
   assert.equal(h.batch, 'b-forged')
   assert.equal(h.status, 403)
   assert.match(h.message, /topic belongs to gateway gw-honest/)
+  // a gateway id no gateway may have (the HTTP side takes ids from its tokens config; here the topic says)
+  await spy.subscribeAsync('gateways/gw:odd/results', { qos: 1 })
+  const odd = encodeBatch({ gateway: 'gw:odd', epoch: 'e1', batch: 'b-odd', floors: [], items: [[0, 1, 'dev-x', 1, 1, 1, 1, { t: 1 }]] })
+  await spy.publishAsync('gateways/gw:odd/batches/0', odd, { qos: 1 })
+  const h2 = decodeResultsHeader(await waitFor(() => answers[1], { what: 'results for the odd id' }))
+  assert.equal(h2.status, 403)
+  assert.match(h2.message, /gateway id "gw:odd" must match/)
   assert.equal((await ingest.sink.stats()).stored, 0)
-  assert.equal(await metricValue(ingest.metrics.registry, 'ingest_rejected_batches_total', { reason: 'forbidden' }), 1)
+  assert.equal(await metricValue(ingest.metrics.registry, 'ingest_rejected_batches_total', { reason: 'forbidden' }), 2)
 })
 
 test('results mode with --ack-mode delivered: the device gets its PUBACK only after the ingest committed the reading', { skip }, async (t) => {
