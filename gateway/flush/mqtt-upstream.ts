@@ -82,6 +82,8 @@ export class MqttUpstream {
   private authRefused = false
   /** the negotiation header of the last results message: answers made up here repeat it, so they do not undo the negotiation */
   private heard: Record<string, string> = {}
+  /** broker mode: warned that batches reach no subscriber (again only after one did) */
+  private warnedUnrouted = false
   private lateResults = 0
   private badResults = 0
   private readonly log: Logger
@@ -207,7 +209,8 @@ export class MqttUpstream {
         const id = (packet as { messageId?: number } | undefined)?.messageId
         const unrouted = id !== undefined && this.unrouted.delete(id)
         if (c.ackMode === 'broker') {
-          if (unrouted) this.log.warn({ topic }, 'the broker accepted a batch nobody is subscribed to')
+          if (unrouted && !this.warnedUnrouted) this.log.warn({ topic }, 'the broker accepted a batch nobody is subscribed to (said once until one is)')
+          this.warnedUnrouted = unrouted
           const results: ItemResult[] = meta.seqs.map((s) => [meta.partition, s, AckCode.Stored])
           const b = wire.version === 2 ? encodeResponseV2({ batch: meta.batchId, results }) : encodeResponse({ batch: meta.batchId, results })
           done(() => resolve({ ...answer(200, b), sentBytes: payload.length }))
