@@ -44,6 +44,7 @@ export const schema = {
   mqttResultsTopic: { type: 'string', default: DEFAULT_RESULTS_TOPIC, doc: 'topic template the per-item results are published to, at QoS 1, after the commit' },
   mqttShareGroup: { type: 'string', default: 'ingest', doc: 'shared subscription group ($share/GROUP/...) so several ingests split the batches; empty: a plain subscription' },
   mqttClientId: { type: 'string', default: '', doc: 'MQTT client id (default ingest-{hostname}); stable and distinct per ingest process: its session keeps batches while it is away' },
+  mqttConnections: { type: 'int', default: 4, min: 1, max: 64, doc: 'broker connections in the share group, each taking one batch at a time, so one process stores several at once (client ids {--mqtt-client-id}-0, -1...; 1: the id itself)' },
   mqttUsername: { type: 'string', default: 'ingest', doc: 'MQTT user name (sent with --mqtt-password-file)' },
   mqttPasswordFile: { type: 'string', doc: 'file holding the MQTT password (one line)' },
   mqttCa: { type: 'string', doc: 'PEM CA(s) trusted for an mqtts:// broker (default: the system CAs)' },

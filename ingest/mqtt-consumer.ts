@@ -55,7 +55,7 @@ function matchTopic (ctx: BatchCtx): void {
   if (ctx.batch.gateway !== ctx.gateway) throw new HttpError(403, 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
 }
 
-export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'maxBodyBytes' | 'protocols'> & {
+export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'mqttConnections' | 'maxBodyBytes' | 'protocols'> & {
   tls: { ca?: Buffer, cert?: Buffer, key?: Buffer }
   password: string
 }
@@ -78,35 +78,30 @@ export function checkMqttConsumerConfig (c: Pick<IngestConfig, 'mqttBroker' | 'm
 }
 
 export class MqttConsumer {
-  private subscribed = false
+  /** the connections whose batch subscription the broker granted */
+  private readonly subscribed = new Set<MqttClient>()
   private closed = false
   private batches = 0
   private unanswerable = 0
-  private working: Promise<void> = Promise.resolve()
+  /** the batch each connection is working on */
+  private readonly working = new Map<MqttClient, Promise<void>>()
   private readonly steps: Step[]
 
-  private constructor (private readonly client: MqttClient, private readonly config: MqttConsumerConfig, private readonly deps: ServerDeps, private readonly log: Logger) {
+  private constructor (private readonly clients: MqttClient[], private readonly config: MqttConsumerConfig, private readonly deps: ServerDeps, private readonly log: Logger) {
     this.steps = sharedSteps(deps.chaos.enabled)
   }
 
-  /** Connects (in the background: a broker that is down is retried every second) and subscribes. */
+  /**
+   * Connects (in the background: a broker that is down is retried every second) and
+   * subscribes, over `mqttConnections` connections: each takes one batch at a time, so
+   * several let the shared subscription hand this process several batches at once.
+   */
   static create (config: MqttConsumerConfig, deps: ServerDeps): MqttConsumer {
     const url = new URL(config.mqttBroker!)
-    const opts: IClientOptions = {
-      clientId: config.mqttClientId || `ingest-${hostname()}`,
-      clean: false, // batches published while we are away wait in the session
-      protocolVersion: 5,
-      properties: { sessionExpiryInterval: 7 * 24 * 3600 },
-      reconnectPeriod: 1000,
-      connectTimeout: 10_000,
-      resubscribe: false,
-      ...(config.password !== '' ? { username: config.mqttUsername, password: config.password } : {}),
-      ...config.tls,
-      rejectUnauthorized: true
-    }
-    const client = mqtt.connect(url.href, opts)
-    const c = new MqttConsumer(client, config, deps, deps.log.child({ component: 'mqtt-consumer' }))
-    c.attach()
+    const base = config.mqttClientId || `ingest-${hostname()}`
+    const clients = Array.from({ length: config.mqttConnections }, (_, i) => mqtt.connect(url.href, clientOptions(config, config.mqttConnections === 1 ? base : `${base}-${i}`)))
+    const c = new MqttConsumer(clients, config, deps, deps.log.child({ component: 'mqtt-consumer' }))
+    for (const client of clients) c.attach(client)
     return c
   }
 
@@ -115,31 +110,31 @@ export class MqttConsumer {
     return this.config.mqttShareGroup === '' ? f : `$share/${this.config.mqttShareGroup}/${f}`
   }
 
-  private attach (): void {
-    const { client, log } = this
+  private attach (client: MqttClient): void {
+    const { log } = this
     client.on('connect', (connack) => {
-      log.info({ broker: this.config.mqttBroker, sessionPresent: connack.sessionPresent }, 'Connected to the broker.')
+      log.info({ broker: this.config.mqttBroker, clientId: client.options.clientId, sessionPresent: connack.sessionPresent }, 'Connected to the broker.')
       client.subscribe(this.filter, { qos: 1 }, (err, granted) => {
         const g = granted?.[0]
         if (err || !g || g.qos > 2) { log.error({ err, filter: this.filter, granted: g?.qos }, 'The broker refused the batch subscription.'); return }
-        this.subscribed = true
-        log.info({ filter: this.filter }, 'Subscribed to gateway batches.')
+        this.subscribed.add(client)
+        log.info({ filter: this.filter, clientId: client.options.clientId }, 'Subscribed to gateway batches.')
       })
     })
-    client.on('close', () => { this.subscribed = false })
+    client.on('close', () => { this.subscribed.delete(client) })
     client.on('error', (err) => log.warn({ err }, 'Broker connection error.'))
     // [MQTT-4.3.2] our PUBACK of a batch goes out only when this callback is called: after the commit
     client.handleMessage = (packet, done) => {
       // closing: no PUBACK, so the broker keeps the batch for the next consumer
       if (this.closed) return
-      const work = this.onBatch(packet).catch((err: unknown) => log.error({ err, topic: packet.topic }, 'Batch handling failed unexpectedly.'))
-      this.working = work
+      const work = this.onBatch(client, packet).catch((err: unknown) => log.error({ err, topic: packet.topic }, 'Batch handling failed unexpectedly.'))
+      this.working.set(client, work)
       void work.then(() => done())
     }
   }
 
   /** Runs one batch through the pipeline and publishes its results. Never throws. */
-  private async onBatch (packet: IPublishPacket): Promise<void> {
+  private async onBatch (client: MqttClient, packet: IPublishPacket): Promise<void> {
     const { deps, config, log } = this
     const topic = String(packet.topic)
     const where = parseTopic(config.mqttTopic, topic)
@@ -175,26 +170,29 @@ export class MqttConsumer {
     // handler is holding; the broker has the message once it is written.
     // MQTT 5 user property = the HTTP answer's header: a gateway on `auto` moves to v2
     const opts = config.protocols.includes('2') ? { qos: 1 as const, properties: { userProperties: { [PROTOCOLS_HEADER]: '1, 2' } } } : { qos: 1 as const }
-    this.client.publish(fillTopic(config.mqttResultsTopic, where.gatewayId), body, opts, (err) => {
+    client.publish(fillTopic(config.mqttResultsTopic, where.gatewayId), body, opts, (err) => {
       if (err) log.warn({ err, gateway: where.gatewayId, batch: batchId }, 'Publishing results failed; the gateway sends the batch again after its timeout.')
     })
   }
 
-  get ready (): boolean { return this.subscribed }
+  /** Every connection subscribed. */
+  get ready (): boolean { return this.subscribed.size === this.clients.length }
 
   status (): MqttConsumerStatus {
-    return { connected: this.client.connected, subscribed: this.subscribed, batches: this.batches, unanswerable: this.unanswerable }
+    return { connected: this.clients.every((c) => c.connected), subscribed: this.ready, batches: this.batches, unanswerable: this.unanswerable }
   }
 
   /** Stops taking batches and waits for the one in progress (so the sink may close after). Idempotent. */
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
-    await this.working
+    await Promise.all(this.working.values())
     // a graceful end lets the last results message go out; a broker that is gone does not hold us
-    const timer = new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())
-    await Promise.race([this.client.endAsync(false).catch(() => {}), timer])
-    await this.client.endAsync(true).catch(() => {})
+    await Promise.all(this.clients.map(async (client) => {
+      const timer = new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())
+      await Promise.race([client.endAsync(false).catch(() => {}), timer])
+      await client.endAsync(true).catch(() => {})
+    }))
   }
 }
 
@@ -207,4 +205,19 @@ function refusalOf (e: unknown, log: Logger): WholeBatchRefusal {
   if (e instanceof StoreError) return { status: 503, error: 'store_unavailable', message: e.message, retryAfterMs: 1000 }
   log.error({ err: e }, 'Batch failed unexpectedly.')
   return { status: 500, error: 'internal', message: 'internal error' }
+}
+
+function clientOptions (config: MqttConsumerConfig, clientId: string): IClientOptions {
+  return {
+    clientId,
+    clean: false, // batches published while we are away wait in the session
+    protocolVersion: 5,
+    properties: { sessionExpiryInterval: 7 * 24 * 3600 },
+    reconnectPeriod: 1000,
+    connectTimeout: 10_000,
+    resubscribe: false,
+    ...(config.password !== '' ? { username: config.mqttUsername, password: config.password } : {}),
+    ...config.tls,
+    rejectUnauthorized: true
+  }
 }

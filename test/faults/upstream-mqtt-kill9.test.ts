@@ -67,7 +67,7 @@ test('results mode: kill -9 of the ingest and of Mosquitto (persistence on) unde
   let broker = await startMosquitto(t, { persistence: true, dir: brokerDir })
   const port = broker.port
   const ingestDir = await tempDir(t, 'ingest-k9b-')
-  const ingestArgs = ['--port', '0', '--data-dir', ingestDir, '--mqtt-broker', broker.url, '--mqtt-client-id', 'ingest-k9b']
+  const ingestArgs = ['--port', '0', '--data-dir', ingestDir, '--mqtt-broker', broker.url, '--mqtt-client-id', 'ingest-k9b', '--mqtt-connections', '2']
   let ingest = await spawnCli(t, 'ingest/main.ts', ingestArgs)
   assert.equal(ingest.ready.mqttBroker, broker.url, 'the ready line names the broker')
   const gw = await startGateway(t, { gatewayId: 'gw-k9b', upstream: [broker.url], lingerMs: 50, batchMaxItems: 40, resultsTimeoutMs: 1000, retryBaseMs: 50, retryMaxMs: 500 })

@@ -37,7 +37,8 @@ async function storedSeqs (ingest: Ingest, device: string): Promise<number[]> {
 
 test('results mode: simulated devices -> gateway -> Mosquitto -> ingest; every reading stored exactly once, then deleted', { skip }, async (t) => {
   const broker = await startMosquitto(t)
-  const ingest = await startIngest(t, broker.url)
+  // three connections in the share group: batches of one gateway handled side by side
+  const ingest = await startIngest(t, broker.url, { mqttConnections: 3 })
   const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq1' })
   await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed to its results' })
   const sim = createSimulation(simConfig({ broker: `mqtt://127.0.0.1:${gw.mqttPort}`, progress: 'off', devices: 10, rate: 20, count: 20, idPrefix: 'mq-res-' }))
