@@ -7,6 +7,7 @@ import { ConfigError } from '../protocol/index.ts'
 import { parseConfig, type ConfigOf, type ConfigSources } from '../common/index.ts'
 import { brokerSchema } from './broker/config.ts'
 import { flushSchema } from './flush/config.ts'
+import { checkMqttUpstream, isMqttUrl } from './flush/mqtt-config.ts'
 import { intakeSchema } from './intake/config.ts'
 import { storeSchema } from './store/config.ts'
 import { checkTlsConfig } from './tls.ts'
@@ -46,11 +47,17 @@ export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): Gate
   for (const u of c.upstream) {
     let url: URL
     try { url = new URL(u) } catch { throw new ConfigError('upstream', `${JSON.stringify(u)} is not a URL`) }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('upstream', `${u}: only http and https are supported`)
+    if (!['http:', 'https:', 'mqtt:', 'mqtts:'].includes(url.protocol)) throw new ConfigError('upstream', `${u}: only http, https, mqtt and mqtts are supported`)
+    // the token is the MQTT password: in clear over mqtt:// as over http://
+    if (url.protocol === 'mqtt:' && !isLoopback(url.hostname) && url.hostname !== '[::1]' && !c.allowInsecureUpstream) {
+      throw new ConfigError('upstream', `${u}: mqtt:// to a host that is not loopback sends the credentials and the readings in clear; use mqtts://, or --allow-insecure-upstream on a network you trust`)
+    }
   }
-  checkTlsConfig(c)
+  checkMqttUpstream(c)
+  // the http checks (token or client certificate required); an MQTT broker may need neither
+  checkTlsConfig({ ...c, upstream: c.upstream.filter((u) => !isMqttUrl(u)) })
   checkSecret('adminToken', '--admin-token', c.adminToken)
-  checkSecret('token', '--token (the ingest\'s secret for this gateway)', c.token)
+  checkSecret('token', '--token (the ingest\'s secret for this gateway, or the MQTT upstream\'s password)', c.token)
   if (!isLoopback(c.adminHost) && !c.adminToken && !c.adminTokenFile) throw new ConfigError('adminToken', `--admin-host ${c.adminHost} is not loopback: set --admin-token or --admin-token-file`)
   return c
 }

@@ -3,7 +3,7 @@
  * file `--config`. Validated once at startup; errors are ConfigError naming the field.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError } from '../protocol/index.ts'
+import { ConfigError, DEFAULT_BATCH_TOPIC, DEFAULT_RESULTS_TOPIC } from '../protocol/index.ts'
 import { configFileArg, helpText, parseConfig, type ConfigOf, type Schema, LOG_ENV_HELP } from '../common/index.ts'
 import { secretProblem } from '../protocol/secrets.ts'
 
@@ -45,6 +45,17 @@ export const schema = {
   chaosDropRate: { type: 'number', default: 0, min: 0, max: 1, doc: 'fault injection: share of batches committed, then the connection destroyed without an answer' },
   chaosLatencyMs: { type: 'int', default: 0, min: 0, max: 600_000, doc: 'fault injection: delay after the commit, before the answer' },
   chaosSeed: { type: 'int', min: 0, max: 0xffffffff, doc: 'seed of the fault injection PRNG (random when unset; logged)' },
+  mqttBroker: { type: 'string', doc: 'mqtt:// or mqtts:// URL of a cloud broker: take gateways\' batches from it too and publish their results there (docs/upstream-mqtt.md)' },
+  mqttTopic: { type: 'string', default: DEFAULT_BATCH_TOPIC, doc: 'batch topic template of the gateways ({gatewayId} and {partition} are whole levels); subscribed with + in their place' },
+  mqttResultsTopic: { type: 'string', default: DEFAULT_RESULTS_TOPIC, doc: 'topic template the per-item results are published to, at QoS 1, after the commit' },
+  mqttShareGroup: { type: 'string', default: 'ingest', doc: 'shared subscription group ($share/GROUP/...) so several ingests split the batches; empty: a plain subscription' },
+  mqttClientId: { type: 'string', default: '', doc: 'MQTT client id (default ingest-{hostname}); stable and distinct per ingest process: its session keeps batches while it is away' },
+  mqttConnections: { type: 'int', default: 4, min: 1, max: 64, doc: 'broker connections in the share group, each taking one batch at a time, so one process stores several at once (client ids {--mqtt-client-id}-0, -1...; 1: the id itself)' },
+  mqttUsername: { type: 'string', default: 'ingest', doc: 'MQTT user name (sent with --mqtt-password-file)' },
+  mqttPasswordFile: { type: 'string', doc: 'file holding the MQTT password (one line)' },
+  mqttCa: { type: 'string', doc: 'PEM CA(s) trusted for an mqtts:// broker (default: the system CAs)' },
+  mqttCert: { type: 'string', doc: 'PEM client certificate presented to the broker (mTLS)' },
+  mqttKey: { type: 'string', doc: 'PEM private key of --mqtt-cert' },
   help: { type: 'bool', doc: 'print this help and exit' }
 } as const satisfies Schema
 
@@ -76,7 +87,7 @@ const GATEWAY_ID_RE = /^[^:\s]{1,64}$/
  * Resolves `token` and `tokensFile` into secret -> gateway id. A secret names exactly one
  * gateway; a gateway may have several secrets (rotation).
  */
-export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFile' | 'tlsCa'>): Promise<Map<string, string>> {
+export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFile' | 'tlsCa'> & { mqttBroker?: string | undefined }): Promise<Map<string, string>> {
   const out = new Map<string, string>()
   const add = (field: string, gw: string, secret: string): void => {
     if (!GATEWAY_ID_RE.test(gw)) throw new ConfigError(field, `gateway id ${JSON.stringify(gw)} must be 1..64 characters without ':' or spaces`)
@@ -103,7 +114,8 @@ export async function resolveTokens (cfg: Pick<IngestConfig, 'token' | 'tokensFi
       add('tokensFile', gw, secret)
     }
   }
-  if (out.size === 0 && cfg.tlsCa === undefined) throw new ConfigError('token', 'no gateway can authenticate: give --token GATEWAY_ID:SECRET or --tokens-file (or --tls-ca for client certificates)')
+  // an ingest that only takes batches from a broker needs no HTTP credentials (the broker authenticates)
+  if (out.size === 0 && cfg.tlsCa === undefined && cfg.mqttBroker === undefined) throw new ConfigError('token', 'no gateway can authenticate: give --token GATEWAY_ID:SECRET or --tokens-file (or --tls-ca for client certificates)')
   return out
 }
 

@@ -1,18 +1,22 @@
 /**
  * Reference cloud ingest (docs/design.md section 7): `createIngest(options)` opens the sink,
- * starts the HTTP server and resolves when it accepts work. `close()` is idempotent: it
- * stops accepting, lets in-flight requests finish (up to shutdownTimeoutMs), then closes
- * the sink.
+ * starts the HTTP server and resolves when it accepts work; with `mqttBroker` it also takes
+ * batches from a cloud broker (mqtt-consumer.ts). `close()` is idempotent: it stops taking
+ * batches from the broker, stops accepting, lets in-flight requests finish (up to
+ * shutdownTimeoutMs), then closes the sink.
  */
 import { randomInt } from 'node:crypto'
 import { once } from 'node:events'
+import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { pino, type Logger } from 'pino'
+import { ConfigError } from '../protocol/index.ts'
 import { Chaos } from './chaos.ts'
 import { checkProtocols, resolvePostgresUrl, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
 import { createMetrics, type IngestMetrics } from './metrics.ts'
+import { checkMqttConsumerConfig, MqttConsumer } from './mqtt-consumer.ts'
 import { ReadAuth } from './read-auth.ts'
-import { createIngestServer, hashSecret } from './server.ts'
+import { createIngestServer, hashSecret, type ServerDeps } from './server.ts'
 import { LevelDbSink } from './sinks/leveldb.ts'
 import type { Sink } from './sinks/types.ts'
 import { ingestTlsConfig, loadContext, reloadTls } from './tls.ts'
@@ -30,6 +34,8 @@ export type Ingest = {
   chaosSeed: number
   /** 'https' with --tls-cert (tls.ts). */
   scheme: 'http' | 'https'
+  /** The broker consumer (`mqttBroker`), else null. */
+  mqtt: MqttConsumer | null
   /** Re-reads the TLS files for new handshakes (SIGHUP); false without TLS or on failure. */
   reloadTls: () => Promise<boolean>
   close: () => Promise<void>
@@ -39,6 +45,8 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const config = withDefaults(options)
   const log = deps.logger ?? pino({ level: 'silent' })
   checkProtocols(config)
+  checkMqttConsumerConfig(config)
+  const mqttTls = await readMqttFiles(config)
   const postgresUrl = await resolvePostgresUrl(config, process.env)
   const secrets = await resolveTokens(config)
   const readAuth = await ReadAuth.create(config)
@@ -71,7 +79,8 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     seed: chaosSeed
   })
   if (chaos.enabled) log.child({ component: 'chaos' }).warn({ ...chaos.config }, 'Fault injection is on.')
-  const http = createIngestServer({ config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls })
+  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls }
+  const http = createIngestServer(serverDeps)
   const { server } = http
   try {
     server.listen(config.port, config.host)
@@ -81,10 +90,13 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     throw err
   }
   const port = (server.address() as AddressInfo).port
+  // the same deps (sink, chaos, metrics, the page's recent readings) as the HTTP batches
+  const mqtt = config.mqttBroker === undefined ? null : MqttConsumer.create({ ...config, ...mqttTls }, { ...serverDeps, log })
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      await mqtt?.close()
       await http.stop(config.shutdownTimeoutMs)
       await openSink.close()
     })()
@@ -92,5 +104,19 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   }
 
   const tlsLog = log.child({ component: 'tls' })
-  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
+  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, mqtt, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
+}
+
+/** CA, client certificate, key and password of the broker connection, read from their files. */
+async function readMqttFiles (c: IngestConfig): Promise<{ tls: { ca?: Buffer, cert?: Buffer, key?: Buffer }, password: string }> {
+  const read = async (field: string, path: string): Promise<Buffer> => {
+    try { return await readFile(path) } catch (err) { throw new ConfigError(field, `cannot read ${path}: ${(err as Error).message}`) }
+  }
+  if ((c.mqttCert === undefined) !== (c.mqttKey === undefined)) throw new ConfigError(c.mqttCert === undefined ? 'mqttCert' : 'mqttKey', 'broker mTLS needs both --mqtt-cert and --mqtt-key')
+  const tls: { ca?: Buffer, cert?: Buffer, key?: Buffer } = {}
+  if (c.mqttCa !== undefined) tls.ca = await read('mqttCa', c.mqttCa)
+  if (c.mqttCert !== undefined) tls.cert = await read('mqttCert', c.mqttCert)
+  if (c.mqttKey !== undefined) tls.key = await read('mqttKey', c.mqttKey)
+  const password = c.mqttPasswordFile === undefined ? '' : (await read('mqttPasswordFile', c.mqttPasswordFile)).toString('utf8').trim()
+  return { tls, password }
 }

@@ -42,7 +42,7 @@ async function main (): Promise<void> {
   // The ready line is a contract (harnesses wait for it), so it is written even when
   // LOG_LEVEL is above info; only `silent` suppresses it.
   const readyLog = log.isLevelEnabled('info') || log.level === 'silent' ? log : createLogger({ level: 'info', base: { service: 'ingest' } })
-  readyLog.info({ port, host, scheme, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(chaos ? { chaosSeed } : {}) }, 'ready')
+  readyLog.info({ port, host, scheme, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(config.mqttBroker !== undefined ? { mqttBroker: config.mqttBroker } : {}), ...(chaos ? { chaosSeed } : {}) }, 'ready')
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {

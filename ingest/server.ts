@@ -119,7 +119,7 @@ async function decompress (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   ctx.body = await decodeContent(ctx.raw, ctx.req.headers['content-encoding'], deps.config.maxBodyBytes)
 }
 
-function decode (ctx: BatchCtx, deps: ServerDeps): void {
+export function decode (ctx: BatchCtx, deps: ServerDeps): void {
   ctx.batch = ctx.version === 2 ? decodeEnvelopeV2(ctx.body, deps.config.maxItems) : decodeEnvelope(ctx.body, deps.config.maxItems)
 }
 
@@ -129,13 +129,13 @@ function authorizeGateway (ctx: BatchCtx): void {
   }
 }
 
-function validate (ctx: BatchCtx): void {
+export function validate (ctx: BatchCtx): void {
   ctx.items = validateItems(ctx.batch.items)
 }
 
 const warnedPartitions = new WeakMap<ServerDeps, Set<string>>()
 
-function checkPartitions (ctx: BatchCtx, deps: ServerDeps): void {
+export function checkPartitions (ctx: BatchCtx, deps: ServerDeps): void {
   const n = boundPartitions(ctx.batch, ctx.items, deps.config.maxPartitions)
   if (n === 0) return
   deps.metrics.outOfRangeItems.inc(n)
@@ -146,7 +146,7 @@ function checkPartitions (ctx: BatchCtx, deps: ServerDeps): void {
   deps.log.warn({ gateway: ctx.gateway, items: n, maxPartitions: deps.config.maxPartitions }, 'Items with a partition out of range rejected.')
 }
 
-async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
+export async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   const { batch, items } = ctx
   if (batch.evicted && batch.evicted.length > 0) {
     deps.metrics.evictedRanges.inc(batch.evicted.length)

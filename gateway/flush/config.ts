@@ -3,11 +3,12 @@
  * this one). Batching, concurrency, the upstream client and its retry policy.
  */
 import type { ConfigOf } from '../../common/index.ts'
+import { mqttUpstreamSchema } from './mqtt-config.ts'
 import type { ReceiptFormat } from './receipt-sender.ts'
 import type { UpstreamTls } from './upstream.ts'
 
 export const flushSchema = {
-  upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order' },
+  upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order. mqtt:// or mqtts:// URLs: a cloud MQTT broker (docs/upstream-mqtt.md)' },
   upstreamSpread: { type: 'bool', default: false, doc: 'Spread partitions over the --upstream URLs (stateless ingests on one database) instead of failover in order' },
   token: { type: 'string', default: '', doc: 'Bearer token for the ingest (prefer --token-file: the command line is visible to every local user)' },
   tokenFile: { type: 'string', doc: 'File holding the bearer token for the ingest (one line)' },
@@ -27,7 +28,8 @@ export const flushSchema = {
   retryMaxMs: { type: 'int', default: 30000, min: 1, doc: 'Longest upstream retry delay' },
   authRetryMs: { type: 'int', default: 30000, min: 10, doc: 'Pause after the upstream refused our token (401/403)' },
   unreadyAfterMs: { type: 'int', default: 30000, min: 0, doc: '/readyz reports unready after the upstream failed this long' },
-  receipts: { type: 'bool', default: true, doc: 'Publish receipts to devices/{id}/receipts' }
+  receipts: { type: 'bool', default: true, doc: 'Publish receipts to devices/{id}/receipts' },
+  ...mqttUpstreamSchema
 } as const
 
 /** The flusher's flags plus the gateway id it sends upstream. */

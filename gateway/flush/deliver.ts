@@ -13,8 +13,9 @@ import type { FlushConfig } from './config.ts'
 import type { UpstreamHealth } from './health.ts'
 import type { ReceiptSender } from './receipt-sender.ts'
 import { NO_ANSWER, ruleFor } from './status-actions.ts'
+import type { BatchMeta } from './mqtt-upstream.ts'
 import type { Upstream, UpstreamResponse } from './upstream.ts'
-import type { WireFormat } from './wire.ts'
+import type { Wire, WireFormat } from './wire.ts'
 
 /**
  * done: every item has a final answer; retry-items: the upstream asked to retry some;
@@ -30,7 +31,15 @@ const FAILED: Outcome = { kind: 'failed' }
 /** Retry-After is honoured up to this (a broken header must not park a partition for days). */
 const MAX_RETRY_AFTER_MS = 10 * 60_000
 
-type Deps = { store: Store, config: FlushConfig, upstream: Upstream, wire: WireFormat, health: UpstreamHealth, receipts: ReceiptSender, metrics: Metrics, log: Logger, closed: () => boolean }
+/**
+ * What deliver needs of an upstream: the HTTP client (upstream.ts) or the MQTT one
+ * (mqtt-upstream.ts, which also needs the batch's id and seqs to match its answer).
+ */
+export type BatchUpstream = Pick<Upstream, 'url' | 'pick' | 'failover'> & {
+  send: (body: Buffer, wire: Wire, base: string, meta: BatchMeta) => Promise<UpstreamResponse & { sentBytes: number }>
+}
+
+type Deps = { store: Store, config: FlushConfig, upstream: BatchUpstream, wire: WireFormat, health: UpstreamHealth, receipts: ReceiptSender, metrics: Metrics, log: Logger, closed: () => boolean }
 
 export class Deliverer {
   constructor (private readonly d: Deps) {}
@@ -47,7 +56,7 @@ export class Deliverer {
     const t0 = performance.now()
     let res: UpstreamResponse & { sentBytes: number }
     try {
-      res = await upstream.send(body, wire, url)
+      res = await upstream.send(body, wire, url, { batchId, partition: p, seqs })
       metrics.upstreamBytes.inc(res.sentBytes)
     } catch (err) {
       metrics.upstreamRequest.observe({ status: 'error' }, (performance.now() - t0) / 1000)

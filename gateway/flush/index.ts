@@ -12,24 +12,31 @@
  *   health.ts          upstream state for /status and /readyz
  *   oldest-age.ts      the oldest unacked item's age
  *   upstream.ts        the HTTP client and failover; backoff.ts the retry delays
+ *   mqtt-upstream.ts   the MQTT client (mqtt:// upstreams, docs/upstream-mqtt.md), same surface;
+ *                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
  */
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
 import type { Store } from '../store/index.ts'
 import { Backoff, Sleeper } from './backoff.ts'
 import type { FlushConfig } from './config.ts'
-import { Deliverer, type Outcome } from './deliver.ts'
+import { Deliverer, type BatchUpstream, type Outcome } from './deliver.ts'
 import { UpstreamHealth, type UpstreamStatus } from './health.ts'
 import { OldestAge } from './oldest-age.ts'
 import { ReceiptSender, type Publisher } from './receipt-sender.ts'
+import { isMqttUrl } from './mqtt-config.ts'
+import { mqttMetrics } from './mqtt-metrics.ts'
+import { MqttUpstream, type MqttUpstreamStatus } from './mqtt-upstream.ts'
 import { Upstream } from './upstream.ts'
-import { WireFormat } from './wire.ts'
+import { WireFormat, type CompressionChoice } from './wire.ts'
 
 export type { FlushConfig } from './config.ts'
 export type { UpstreamState, UpstreamStatus } from './health.ts'
 
 export class Flusher {
-  private readonly upstream: Upstream
+  private readonly upstream: BatchUpstream & { close: () => void | Promise<void> }
+  /** set when the upstream is an MQTT broker */
+  private readonly mqtt: MqttUpstream | null = null
   private readonly health: UpstreamHealth
   private readonly deliverer: Deliverer
   private readonly oldestAge: OldestAge
@@ -45,11 +52,37 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
-    this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight, spread: config.upstreamSpread, tls: config.upstreamTls })
-    const wire = new WireFormat(config.upstreamProtocol, config.gzip ? 'gzip' : config.compression)
+    const onIgnored = mqttMetrics(metrics, () => this.mqtt?.status())
+    let compression: CompressionChoice = config.gzip ? 'gzip' : config.compression
+    if (config.upstream.length > 0 && config.upstream.every(isMqttUrl)) {
+      this.mqtt = new MqttUpstream({
+        urls: config.upstream,
+        gatewayId: config.gatewayId,
+        ackMode: config.upstreamAck,
+        topic: config.upstreamTopic,
+        resultsTopic: config.upstreamResultsTopic,
+        maxMessageBytes: config.upstreamMaxMessageBytes,
+        resultsTimeoutMs: config.resultsTimeoutMs,
+        publishTimeoutMs: config.requestTimeoutMs,
+        clientId: config.upstreamClientId || `gw-${config.gatewayId}`,
+        username: config.upstreamUsername || config.gatewayId,
+        password: config.token,
+        ...(config.upstreamTls ? { tls: config.upstreamTls } : {}),
+        alpn: config.upstreamAlpn,
+        protocolVersion: config.upstreamMqttVersion === '5' ? 5 : 4
+      }, this.log, onIgnored)
+      this.upstream = this.mqtt
+      // nothing to negotiate over a broker: auto is gzip for our own consumer, plain CBOR for any other
+      if (compression === 'auto') compression = config.upstreamAck === 'results' ? 'gzip' : 'none'
+      // a batch's items fit in one PUBLISH (the envelope takes a few hundred bytes)
+      this.config = { ...config, batchMaxBytes: Math.min(config.batchMaxBytes, Math.max(256, config.upstreamMaxMessageBytes - 512)) }
+    } else {
+      this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight, spread: config.upstreamSpread, tls: config.upstreamTls })
+    }
+    const wire = new WireFormat(config.upstreamProtocol, compression)
     this.health = new UpstreamHealth(this.log, config.unreadyAfterMs)
     const receipts = new ReceiptSender(publish, metrics, this.log, config.receiptFormat)
-    this.deliverer = new Deliverer({ store, config, upstream: this.upstream, wire, health: this.health, receipts, metrics, log: this.log, closed: () => this.closed })
+    this.deliverer = new Deliverer({ store, config: this.config, upstream: this.upstream, wire, health: this.health, receipts, metrics, log: this.log, closed: () => this.closed })
     this.oldestAge = new OldestAge(store, metrics)
     this.wakers = Array.from({ length: store.partitions }, () => null)
     this.firstSeenAt = Array.from({ length: store.partitions }, () => 0)
@@ -67,12 +100,13 @@ export class Flusher {
       this.log.warn('no --upstream configured: readings are buffered, never flushed')
       return
     }
+    this.mqtt?.start()
     for (let p = 0; p < this.store.partitions; p++) this.loops.push(this.loop(p))
     this.oldestAge.start()
   }
 
-  status (): UpstreamStatus {
-    return this.health.status(this.upstream.url)
+  status (): UpstreamStatus & { mqtt?: MqttUpstreamStatus } {
+    return { ...this.health.status(this.upstream.url), ...(this.mqtt ? { mqtt: this.mqtt.status() } : {}) }
   }
 
   /** False while the upstream refuses our token, or has been failing for unreadyAfterMs. */
@@ -169,7 +203,7 @@ export class Flusher {
     this.sleeper.wake()
     for (const w of this.wakers) w?.()
     for (const r of this.slotWaiters.splice(0)) r()
-    this.upstream.close()
+    await this.upstream.close()
     await Promise.race([Promise.allSettled(this.loops), new Promise((r) => setTimeout(r, 2000).unref())])
   }
 }

@@ -1,0 +1,20 @@
+/**
+ * Metrics of the MQTT upstream (docs/design.md section 9, docs/upstream-mqtt.md). Registered
+ * by every flusher, so `/metrics` has the same names whatever the upstream; they stay 0
+ * without an MQTT one. How long results take is gateway_upstream_request_seconds, as for
+ * HTTP (publish to results, or to PUBACK in broker mode).
+ */
+import { Counter } from 'prom-client'
+import type { Metrics } from '../metrics/index.ts'
+import type { MqttUpstreamStatus } from './mqtt-upstream.ts'
+
+export type IgnoredResults = 'late' | 'unreadable'
+
+/** Registers the gauges (read from `status` at scrape time); returns the counter of ignored results messages. */
+export function mqttMetrics (metrics: Metrics, status: () => MqttUpstreamStatus | undefined): (reason: IgnoredResults) => void {
+  metrics.gauge('gateway_upstream_mqtt_connected', '1 while connected to the MQTT upstream broker (0 also without an MQTT upstream)', [], (g) => g.set(status()?.connected ? 1 : 0))
+  metrics.gauge('gateway_upstream_mqtt_in_flight_batches', 'Batches published to the MQTT upstream waiting for their PUBACK (broker ack) or results', [], (g) => g.set(status()?.inFlight ?? 0))
+  metrics.gauge('gateway_upstream_mqtt_oldest_unanswered_seconds', 'Age of the oldest batch waiting for its answer from the MQTT upstream (0: none)', [], (g) => g.set((status()?.oldestUnansweredMs ?? 0) / 1000))
+  const ignored = new Counter({ name: 'gateway_upstream_mqtt_ignored_results_total', help: 'Results messages ignored: late (for a batch no longer waited for: answered, timed out, or of an earlier run) or unreadable', labelNames: ['reason'], registers: [metrics.registry] })
+  return (reason) => ignored.inc({ reason })
+}

@@ -1,0 +1,218 @@
+/**
+ * The ingest as an MQTT consumer (`--mqtt-broker URL`, docs/upstream-mqtt.md): batches that
+ * gateways publish to a cloud broker go through the same steps as `POST /v1/batches`
+ * (server.ts `batchSteps`: decode with the untrusted-CBOR limits, validate, bound the
+ * partitions, commit to the sink with its dedup, chaos around the commit when on), and
+ * the per-item results go back to the gateway's results topic at QoS 1.
+ *
+ * Order of effects, for each batch: sink commit -> results PUBLISH -> PUBACK of the batch.
+ * The batch is acknowledged to the broker only after its commit (MQTT.js's handleMessage
+ * holds the PUBACK), so a crash before the commit leaves it with the broker, which sends it
+ * again (persistent session, clean=false); a crash between commit and results costs the
+ * gateway a timeout and a resend, answered duplicate. Nothing is stored twice.
+ *
+ * Subscription: `$share/{group}/gateways/+/batches/+` (MQTT 5 shared subscription, so
+ * several stateless ingests split the load). Who may publish to a gateway's topics is the
+ * broker's business (its ACL); this side still refuses (403 in the results) a batch whose
+ * gateway id differs from the topic's.
+ */
+import { hostname } from 'node:os'
+import type { Logger } from 'pino'
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
+import {
+  ConfigError, PROTOCOLS_HEADER, StoreError, ValidationError, checkTopicTemplate, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
+  type WholeBatchRefusal
+} from '../protocol/index.ts'
+import { withChaos } from './chaos.ts'
+import type { IngestConfig } from './config.ts'
+import { decodeContent } from './decode.ts'
+import { HttpError } from './errors.ts'
+import { checkPartitions, decode as decodeStep, store, validate as validateStep, type batchSteps, type ServerDeps } from './server.ts'
+
+type Step = ReturnType<typeof batchSteps>[number]
+type BatchCtx = Parameters<Step>[0]
+
+/**
+ * The HTTP pipeline's steps this consumer runs (server.ts exports them; the HTTP-only ones,
+ * auth, media type and body, are replaced by the topic check), then the commit, wrapped in
+ * fault injection when it is on.
+ */
+function sharedSteps (chaos: boolean): Step[] {
+  return [decodeStep, validateStep, checkPartitions, matchTopic, chaos ? withChaos<BatchCtx, ServerDeps>(store) : store]
+}
+
+/** A gateway id as the gateway's own config allows it: over HTTP the tokens config names the gateways, here the topic does. */
+const GATEWAY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
+
+/** The topic names the gateway (the broker's ACL vouches for it); the body must say the same. */
+function matchTopic (ctx: BatchCtx): void {
+  if (!GATEWAY_ID_RE.test(ctx.gateway)) throw new HttpError(403, 'forbidden', `the topic's gateway id ${JSON.stringify(ctx.gateway.slice(0, 80))} must match ${GATEWAY_ID_RE}`, { field: 'gateway' })
+  if (ctx.batch.gateway !== ctx.gateway) throw new HttpError(403, 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
+}
+
+export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'mqttConnections' | 'maxBodyBytes' | 'protocols'> & {
+  tls: { ca?: Buffer, cert?: Buffer, key?: Buffer }
+  password: string
+}
+
+export type MqttConsumerStatus = { connected: boolean, subscribed: boolean, batches: number, unanswerable: number }
+
+export function checkMqttConsumerConfig (c: Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup'>): void {
+  if (c.mqttBroker === undefined) return
+  let url: URL
+  try { url = new URL(c.mqttBroker) } catch { throw new ConfigError('mqttBroker', `${JSON.stringify(c.mqttBroker)} is not a URL`) }
+  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw new ConfigError('mqttBroker', `${c.mqttBroker}: must be mqtt:// or mqtts://`)
+  try {
+    checkTopicTemplate('mqttTopic', c.mqttTopic, { partition: true })
+    checkTopicTemplate('mqttResultsTopic', c.mqttResultsTopic, { partition: false })
+  } catch (err) {
+    if (err instanceof ValidationError) throw new ConfigError(err.field, err.message.slice(err.field.length + 2))
+    throw err
+  }
+  if (!/^[A-Za-z0-9._-]{0,64}$/.test(c.mqttShareGroup)) throw new ConfigError('mqttShareGroup', 'must be 0..64 of A-Z a-z 0-9 . _ -')
+}
+
+export class MqttConsumer {
+  /** the connections whose batch subscription the broker granted */
+  private readonly subscribed = new Set<MqttClient>()
+  private closed = false
+  private batches = 0
+  private unanswerable = 0
+  /** the batch each connection is working on */
+  private readonly working = new Map<MqttClient, Promise<void>>()
+  private readonly steps: Step[]
+
+  private constructor (private readonly clients: MqttClient[], private readonly config: MqttConsumerConfig, private readonly deps: ServerDeps, private readonly log: Logger) {
+    this.steps = sharedSteps(deps.chaos.enabled)
+  }
+
+  /**
+   * Connects (in the background: a broker that is down is retried every second) and
+   * subscribes, over `mqttConnections` connections: each takes one batch at a time, so
+   * several let the shared subscription hand this process several batches at once.
+   */
+  static create (config: MqttConsumerConfig, deps: ServerDeps): MqttConsumer {
+    const url = new URL(config.mqttBroker!)
+    const base = config.mqttClientId || `ingest-${hostname()}`
+    const clients = Array.from({ length: config.mqttConnections }, (_, i) => mqtt.connect(url.href, clientOptions(config, config.mqttConnections === 1 ? base : `${base}-${i}`)))
+    const c = new MqttConsumer(clients, config, deps, deps.log.child({ component: 'mqtt-consumer' }))
+    for (const client of clients) c.attach(client)
+    return c
+  }
+
+  private get filter (): string {
+    const f = topicFilter(this.config.mqttTopic)
+    return this.config.mqttShareGroup === '' ? f : `$share/${this.config.mqttShareGroup}/${f}`
+  }
+
+  private attach (client: MqttClient): void {
+    const { log } = this
+    client.on('connect', (connack) => {
+      log.info({ broker: this.config.mqttBroker, clientId: client.options.clientId, sessionPresent: connack.sessionPresent }, 'Connected to the broker.')
+      client.subscribe(this.filter, { qos: 1 }, (err, granted) => {
+        const g = granted?.[0]
+        if (err || !g || g.qos > 2) { log.error({ err, filter: this.filter, granted: g?.qos }, 'The broker refused the batch subscription.'); return }
+        this.subscribed.add(client)
+        log.info({ filter: this.filter, clientId: client.options.clientId }, 'Subscribed to gateway batches.')
+      })
+    })
+    client.on('close', () => { this.subscribed.delete(client) })
+    client.on('error', (err) => log.warn({ err }, 'Broker connection error.'))
+    // [MQTT-4.3.2] our PUBACK of a batch goes out only when this callback is called: after the commit
+    client.handleMessage = (packet, done) => {
+      // closing: no PUBACK, so the broker keeps the batch for the next consumer
+      if (this.closed) return
+      const work = this.onBatch(client, packet).catch((err: unknown) => log.error({ err, topic: packet.topic }, 'Batch handling failed unexpectedly.'))
+      this.working.set(client, work)
+      void work.then(() => done())
+    }
+  }
+
+  /** Runs one batch through the pipeline and publishes its results. Never throws. */
+  private async onBatch (client: MqttClient, packet: IPublishPacket): Promise<void> {
+    const { deps, config, log } = this
+    const topic = String(packet.topic)
+    const where = parseTopic(config.mqttTopic, topic)
+    if (where === null) { log.warn({ topic }, 'Message on a topic that is not a batch topic ignored.'); return }
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+    const correlation = packet.properties?.correlationData
+    const encoding = sniffEncoding(payload)
+    this.batches++
+    // what the chaos wrapper reads of an HTTP request: a dropped answer is "no results"
+    const req = { socket: { destroy () {} }, headers: {} }
+    const ctx = { req, res: null, version: 1, gateway: where.gatewayId, raw: payload, dropped: false } as unknown as BatchCtx
+    let refusal: WholeBatchRefusal | null = null
+    try {
+      ctx.body = await decodeContent(payload, encoding, config.maxBodyBytes)
+      ctx.version = sniffVersion(ctx.body)
+      deps.metrics.receivedBytes.inc({ encoding, version: String(ctx.version) }, payload.length)
+      if (ctx.version === 2 && !config.protocols.includes('2')) throw new HttpError(400, 'invalid_batch', 'v: protocol 2 is not served by this ingest (--protocols)', { field: 'v' })
+      for (const step of this.steps) await step(ctx, deps)
+    } catch (e) {
+      refusal = refusalOf(e, log)
+      deps.metrics.rejectedBatches.inc({ reason: refusal.error })
+      log.warn({ status: refusal.status, error: refusal.error, reason: refusal.message.slice(0, 300), gateway: where.gatewayId, topic }, 'Batch refused.')
+    }
+    if (ctx.dropped) return // chaos: committed, the answer is lost
+    const batchId = (ctx.batch as BatchCtx['batch'] | undefined)?.batch ?? (correlation ? Buffer.from(correlation).toString('utf8') : undefined)
+    if (batchId === undefined || batchId.length === 0 || batchId.length > 128) {
+      this.unanswerable++
+      log.warn({ topic, gateway: where.gatewayId }, 'Batch without a readable id cannot be answered; the gateway sends it again after its timeout.')
+      return
+    }
+    const body = encodeResultsMessage(ctx.version, batchId, refusal ?? { results: ctx.results })
+    // Not awaited: our PUBACK for this results message comes in on the connection this
+    // handler is holding; the broker has the message once it is written.
+    // MQTT 5 user property = the HTTP answer's header: a gateway on `auto` moves to v2
+    const opts = config.protocols.includes('2') ? { qos: 1 as const, properties: { userProperties: { [PROTOCOLS_HEADER]: '1, 2' } } } : { qos: 1 as const }
+    client.publish(fillTopic(config.mqttResultsTopic, where.gatewayId), body, opts, (err) => {
+      if (err) log.warn({ err, gateway: where.gatewayId, batch: batchId }, 'Publishing results failed; the gateway sends the batch again after its timeout.')
+    })
+  }
+
+  /** Every connection subscribed. */
+  get ready (): boolean { return this.subscribed.size === this.clients.length }
+
+  status (): MqttConsumerStatus {
+    return { connected: this.clients.every((c) => c.connected), subscribed: this.ready, batches: this.batches, unanswerable: this.unanswerable }
+  }
+
+  /** Stops taking batches and waits for the one in progress (so the sink may close after). Idempotent. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all(this.working.values())
+    // a graceful end lets the last results message go out; a broker that is gone does not hold us
+    await Promise.all(this.clients.map(async (client) => {
+      const timer = new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())
+      await Promise.race([client.endAsync(false).catch(() => {}), timer])
+      await client.endAsync(true).catch(() => {})
+    }))
+  }
+}
+
+/** What a failed step becomes in the results: the status HTTP gives the same failure. */
+function refusalOf (e: unknown, log: Logger): WholeBatchRefusal {
+  if (e instanceof HttpError) {
+    const ra = e.headers['retry-after']
+    return { status: e.status, error: e.errorCode, message: e.message, ...(ra !== undefined && /^\d+$/.test(ra) ? { retryAfterMs: Number(ra) * 1000 } : {}) }
+  }
+  if (e instanceof StoreError) return { status: 503, error: 'store_unavailable', message: e.message, retryAfterMs: 1000 }
+  log.error({ err: e }, 'Batch failed unexpectedly.')
+  return { status: 500, error: 'internal', message: 'internal error' }
+}
+
+function clientOptions (config: MqttConsumerConfig, clientId: string): IClientOptions {
+  return {
+    clientId,
+    clean: false, // batches published while we are away wait in the session
+    protocolVersion: 5,
+    properties: { sessionExpiryInterval: 7 * 24 * 3600 },
+    reconnectPeriod: 1000,
+    connectTimeout: 10_000,
+    resubscribe: false,
+    ...(config.password !== '' ? { username: config.mqttUsername, password: config.password } : {}),
+    ...config.tls,
+    rejectUnauthorized: true
+  }
+}

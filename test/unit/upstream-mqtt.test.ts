@@ -1,0 +1,77 @@
+/**
+ * The MQTT upstream's wire contract (issue 20, protocol/upstream-mqtt.ts) and its startup
+ * checks: topic templates, compression and version told by the first bytes, the results
+ * message both ways, and the config errors that name their field.
+ */
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { deflateSync, gzipSync } from 'node:zlib'
+import { parseGatewayConfig } from '../../gateway/index.ts'
+import {
+  AckCode, ConfigError, decodeResponse, decodeResultsHeader, encodeBatch, encodeBatchV2, encodeCbor, encodeResultsMessage,
+  checkTopicTemplate, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter, type BatchItem
+} from '../../protocol/index.ts'
+
+const T = 'gateways/{gatewayId}/batches/{partition}'
+
+test('topic templates: fill, filter and parse back', () => {
+  assert.equal(fillTopic(T, 'gw7', 3), 'gateways/gw7/batches/3')
+  assert.equal(topicFilter(T), 'gateways/+/batches/+')
+  assert.deepEqual(parseTopic(T, 'gateways/gw7/batches/3'), { gatewayId: 'gw7', partition: 3 })
+  assert.equal(parseTopic(T, 'gateways/gw7/batches/x'), null)
+  assert.equal(parseTopic(T, 'gateways/gw7/results'), null)
+  assert.equal(parseTopic(T, 'other/gw7/batches/3'), null)
+  assert.deepEqual(parseTopic('devices/{gatewayId}/messages/events/', 'devices/gw7/messages/events/'), { gatewayId: 'gw7', partition: null })
+})
+
+test('topic templates: wildcards, partial levels and a missing {gatewayId} are refused, naming the field', () => {
+  const bad = (tpl: string, re: RegExp, partition = true): void => assert.throws(() => checkTopicTemplate('upstreamTopic', tpl, { partition }), (e: Error) => e.message.startsWith('upstreamTopic: ') && re.test(e.message))
+  bad('gateways/+/batches', /wildcards/)
+  bad('gateways/#', /wildcards/)
+  bad('gateways/batches', /must contain \{gatewayId\}/)
+  bad('gateways/gw-{gatewayId}/b', /whole topic level/)
+  bad('{gatewayId}/{gatewayId}', /once/)
+  bad('gateways/{gatewayId}/results/{partition}', /has no \{partition\}/, false)
+  checkTopicTemplate('upstreamTopic', T, { partition: true })
+})
+
+test('sniffing: gzip and zlib are told from a CBOR batch by the first bytes, v2 from v1 by the v key', () => {
+  const item: BatchItem = [0, 1, 'd1', 1, 1, 1, 1, { t: 1 }]
+  const v1 = encodeBatch({ gateway: 'g', epoch: 'e', batch: 'b', floors: [], items: [item] })
+  const v2 = encodeBatchV2({ gateway: 'g', epoch: 'e', batch: 'b', floors: [] }, [item])
+  assert.equal(sniffEncoding(v1), 'identity')
+  assert.equal(sniffEncoding(v2), 'identity')
+  assert.equal(sniffEncoding(gzipSync(v1)), 'gzip')
+  assert.equal(sniffEncoding(deflateSync(v1)), 'deflate')
+  assert.equal(sniffEncoding(deflateSync(v1, { level: 1 })), 'deflate')
+  // every CBOR map head is identity (a map of 8 pairs, 0xa8, has zlib's CM nibble)
+  for (let b = 0xa0; b <= 0xbf; b++) for (let c = 0; c < 256; c++) assert.equal(sniffEncoding(Buffer.from([b, c])), 'identity', `${b} ${c}`)
+  assert.equal(sniffVersion(v1), 1)
+  assert.equal(sniffVersion(v2), 2)
+})
+
+test('results message: per-item results are the HTTP answer body; a whole-batch refusal carries its status', () => {
+  const ok = encodeResultsMessage(1, 'b1', { results: [[0, 5, AckCode.Stored], [0, 6, AckCode.Rejected, 'bad value']] })
+  assert.deepEqual(decodeResponse(ok).results, [[0, 5, 0], [0, 6, 3, 'bad value']])
+  assert.deepEqual(decodeResultsHeader(ok), { v: 1, batch: 'b1', status: 200, error: '', message: '', retryAfterMs: undefined })
+  const refused = decodeResultsHeader(encodeResultsMessage(2, 'b2', { status: 503, error: 'store_unavailable', message: 'db down', retryAfterMs: 1000 }))
+  assert.deepEqual(refused, { v: 2, batch: 'b2', status: 503, error: 'store_unavailable', message: 'db down', retryAfterMs: 1000 })
+  assert.throws(() => decodeResultsHeader(Buffer.from('garbage')))
+  assert.throws(() => decodeResultsHeader(encodeCbor({ v: 1, batch: 'x', status: 42 })), /status/)
+  assert.throws(() => decodeResultsHeader(encodeCbor({ v: 1, results: [] })), /batch/)
+})
+
+test('gateway config: mqtt upstreams are checked at startup, each error naming its field', () => {
+  const parse = (argv: string[]): unknown => parseGatewayConfig({ argv, env: {} })
+  const err = (argv: string[], field: string, re: RegExp): void => assert.throws(() => parse(argv), (e: unknown) => e instanceof ConfigError && e.field === field && re.test(e.message))
+  err(['--upstream', 'mqtt://broker.example:1883'], 'upstream', /in clear/)
+  err(['--upstream', 'mqtt://127.0.0.1:1883,http://127.0.0.1:8080'], 'upstream', /mixes/)
+  err(['--upstream', 'ftp://127.0.0.1'], 'upstream', /http, https, mqtt and mqtts/)
+  err(['--upstream', 'mqtt://127.0.0.1:1883', '--compression', 'br'], 'compression', /first bytes/)
+  err(['--upstream', 'mqtt://127.0.0.1:1883', '--upstream-topic', 'gw/+/b'], 'upstreamTopic', /wildcards/)
+  err(['--upstream', 'mqtt://127.0.0.1:1883', '--upstream-ack', 'broker', '--ack-mode', 'delivered'], 'ackMode', /upstream-ack results/)
+  // no token needed for a broker, and mqtts to any host is fine
+  parse(['--upstream', 'mqtt://127.0.0.1:1883'])
+  parse(['--upstream', 'mqtts://broker.example:8883', '--upstream-ack', 'broker'])
+  parse(['--upstream', 'mqtt://broker.example:1883', '--allow-insecure-upstream'])
+})
