@@ -35,7 +35,8 @@ const FLAGS: FlagSpec = {
   echo: { type: 'bool', default: false, doc: 'echo child output' },
   'timeout-s': { type: 'number', default: 600, doc: 'give up after this long' },
   upstreams: { type: 'string', default: 'http', doc: 'upstreams to drain over in this run, comma list of http and mqtt (a throwaway Mosquitto)' },
-  'upstream-ack': { type: 'string', default: 'results', doc: 'gateway --upstream-ack for the mqtt upstream: results or broker' }
+  'upstream-ack': { type: 'string', default: 'results', doc: 'gateway --upstream-ack for the mqtt upstream: results or broker' },
+  'mqtt-connections': { type: 'number', default: 4, doc: 'ingest --mqtt-connections for the mqtt upstream (each takes one batch at a time)' }
 }
 
 type Status = { buffered: { items: number, bytes: number } }
@@ -112,7 +113,7 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
 
   // drain: the ingest (http) or the broker (mqtt) comes up on the port the gateway has been failing against
   phase = 'drain'
-  const mqttIngestArgs = upstream === 'mqtt' ? ['--mqtt-broker', brokerUrl, '--mqtt-client-id', `bench-drain-${process.pid}`] : []
+  const mqttIngestArgs = upstream === 'mqtt' ? ['--mqtt-broker', brokerUrl, '--mqtt-client-id', `bench-drain-${process.pid}`, '--mqtt-connections', String(num(f, 'mqtt-connections'))] : []
   const ingestArgv = pinned(otherCore, node('ingest/main.ts', ['--port', String(ingestPort), '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`, ...mqttIngestArgs]))
   const ingest = cleanup.spawn('ingest', ingestArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error' }, echo })
   await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')
@@ -160,7 +161,7 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     host: hostInfo(pin ? 'gateway core 1; loadgen and ingest core 0' : 'not pinned'),
     system: upstream === 'http' ? 'gateway' : `gateway/mqtt-${upstreamAck}`,
     ...(upstream === 'mqtt' && withBaseline ? { baseline: 'gateway' } : {}),
-    params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight') },
+    params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}) },
     msgsPerSec: Math.round(filled.items / drainS),
     fillPerSec: Math.round(filled.items / fillS),
     drainS: Number(drainS.toFixed(2)),
