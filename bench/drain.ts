@@ -8,11 +8,19 @@
  * Processes: gateway (CLI, pinned to core 1), load generator (bench/loadgen.ts, core 0,
  * during the fill), ingest (CLI, core 0, during the drain). Appends one record to
  * bench/results/drain.jsonl.
+ *
+ * `--upstreams http,mqtt` (issue 20) drains the same backlog over each upstream in one run.
+ * mqtt: the gateway's upstream is a Mosquitto (scripts/throwaway-mosquitto.ts) that is down
+ * during the fill; the ingest (`--mqtt-broker`) is started first and the clock starts when
+ * the broker accepts connections, so the drain includes both sides' reconnect (MQTT.js
+ * retries every second). The mqtt record names the http one as its baseline.
  */
 import { performance } from 'node:perf_hooks'
 import { join } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
+import { mkdirSync } from 'node:fs'
 import { canPin, Cleanup, freePort, pinned, rssKb, type Proc } from './lib/procs.ts'
+import { ThrowawayMosquitto } from '../scripts/throwaway-mosquitto.ts'
 import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
 import { commandLine, ROOT } from './lib/systems.ts'
 
@@ -25,7 +33,10 @@ const FLAGS: FlagSpec = {
   pin: { type: 'bool', default: true, doc: 'taskset the gateway to core 1, the others to core 0' },
   write: { type: 'bool', default: true, doc: 'append the record to bench/results/drain.jsonl' },
   echo: { type: 'bool', default: false, doc: 'echo child output' },
-  'timeout-s': { type: 'number', default: 600, doc: 'give up after this long' }
+  'timeout-s': { type: 'number', default: 600, doc: 'give up after this long' },
+  upstreams: { type: 'string', default: 'http', doc: 'upstreams to drain over in this run, comma list of http and mqtt (a throwaway Mosquitto)' },
+  'upstream-ack': { type: 'string', default: 'results', doc: 'gateway --upstream-ack for the mqtt upstream: results or broker' },
+  'mqtt-connections': { type: 'number', default: 4, doc: 'ingest --mqtt-connections for the mqtt upstream (each takes one batch at a time)' }
 }
 
 type Status = { buffered: { items: number, bytes: number } }
@@ -40,19 +51,33 @@ async function status (adminPort: number): Promise<Status> {
 async function main (): Promise<void> {
   const f = parseFlags(process.argv.slice(2), FLAGS)
   if (f.get('help')) { process.stdout.write(`usage: node --import tsx bench/drain.ts [flags]\n${helpText(FLAGS)}\n`); return }
+  const upstreams = str(f, 'upstreams')!.split(',').filter(Boolean)
+  for (const u of upstreams) if (u !== 'http' && u !== 'mqtt') throw new Error(`--upstreams: ${u} is not http or mqtt`)
+  const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
+  const rates = new Map<string, number>()
+  for (const upstream of upstreams) rates.set(upstream, await drainOnce(f, upstream as 'http' | 'mqtt', runId, upstreams.includes('http')))
+  const h = rates.get('http')
+  const m = rates.get('mqtt')
+  if (h !== undefined && m !== undefined) process.stderr.write(`\nmqtt/http drain rate: x${(m / h).toFixed(2)} (${fmtInt(m)}/s vs ${fmtInt(h)}/s)\n`)
+}
+
+async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | 'mqtt', runId: string, withBaseline: boolean): Promise<number> {
   const target = num(f, 'items')
+  const upstreamAck = str(f, 'upstream-ack')!
   const pin = bool(f, 'pin') && canPin()
   const gwCore = pin ? 1 : null
   const otherCore = pin ? 0 : null
   const cleanup = new Cleanup()
   const dir = cleanup.tempDir('bench-drain-')
   const ingestPort = await freePort()
+  const brokerPort = upstream === 'mqtt' ? await freePort() : 0
+  const brokerUrl = `mqtt://127.0.0.1:${brokerPort}`
   const token = 'bench-secret-pad'
   const deadline = Date.now() + num(f, 'timeout-s') * 1000
   const echo = bool(f, 'echo')
   const gwArgv = pinned(gwCore, node('gateway/main.ts', [
     '--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
-    '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token, '--durability', str(f, 'durability')!,
+    ...(upstream === 'mqtt' ? ['--upstream', brokerUrl, '--upstream-ack', upstreamAck] : ['--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token]), '--durability', str(f, 'durability')!,
     '--batch-max-items', String(num(f, 'batch-max-items')), '--max-in-flight', String(num(f, 'max-in-flight')),
     '--retry-base-ms', '50', '--retry-max-ms', '250', '--max-buffer-items', String(target * 4), '--no-receipts'
   ]))
@@ -86,11 +111,20 @@ async function main (): Promise<void> {
   const filled = (await status(adminPort)).buffered
   const fillS = (performance.now() - fillStart) / 1000
 
-  // drain: the ingest comes up on the port the gateway has been failing against
+  // drain: the ingest (http) or the broker (mqtt) comes up on the port the gateway has been failing against
   phase = 'drain'
-  const ingestArgv = pinned(otherCore, node('ingest/main.ts', ['--port', String(ingestPort), '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`]))
+  const mqttIngestArgs = upstream === 'mqtt' ? ['--mqtt-broker', brokerUrl, '--mqtt-client-id', `bench-drain-${process.pid}`, '--mqtt-connections', String(num(f, 'mqtt-connections'))] : []
+  const ingestArgv = pinned(otherCore, node('ingest/main.ts', ['--port', String(ingestPort), '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`, ...mqttIngestArgs]))
   const ingest = cleanup.spawn('ingest', ingestArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error' }, echo })
   await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')
+  let mosquitto: ThrowawayMosquitto | undefined
+  if (upstream === 'mqtt') {
+    const mdir = join(dir, 'mosquitto')
+    mkdirSync(mdir, { recursive: true })
+    mosquitto = await ThrowawayMosquitto.start({ dir: mdir, port: brokerPort })
+    const mq = mosquitto
+    cleanup.atExit(() => { mq.proc.kill('SIGKILL') })
+  }
   const drainStart = performance.now()
   let last = filled.items
   let lastPrint = drainStart
@@ -111,6 +145,7 @@ async function main (): Promise<void> {
   const ingestRssMb = (rssKb(ingest.pid) ?? 0) / 1024
   await gw.stop()
   await ingest.stop()
+  await mosquitto?.stop()
   cleanup.killAll()
 
   const fillRss = rss.filter((r) => r.phase === 'fill').map((r) => r.mb)
@@ -119,13 +154,14 @@ async function main (): Promise<void> {
   const rec = {
     scenario: 'drain',
     kind: 'result' as const,
-    runId: new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid,
+    runId,
     ts: new Date().toISOString(),
     gitSha: gitSha(),
     node: process.version,
     host: hostInfo(pin ? 'gateway core 1; loadgen and ingest core 0' : 'not pinned'),
-    system: 'gateway',
-    params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight') },
+    system: upstream === 'http' ? 'gateway' : `gateway/mqtt-${upstreamAck}`,
+    ...(upstream === 'mqtt' && withBaseline ? { baseline: 'gateway' } : {}),
+    params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}) },
     msgsPerSec: Math.round(filled.items / drainS),
     fillPerSec: Math.round(filled.items / fillS),
     drainS: Number(drainS.toFixed(2)),
@@ -142,11 +178,12 @@ async function main (): Promise<void> {
     command: commandLine(['node', '--import', 'tsx', 'bench/drain.ts', ...process.argv.slice(2)])
   }
   process.stdout.write(JSON.stringify(rec) + '\n')
-  process.stderr.write(`\ndrained ${fmtInt(filled.items)} readings in ${drainS.toFixed(1)} s = ${fmtInt(rec.msgsPerSec)}/s (target >= 50,000: ${rec.msgsPerSec >= 50_000 ? 'PASS' : 'MISS'})\n` +
+  process.stderr.write(`\n${upstream}: drained ${fmtInt(filled.items)} readings in ${drainS.toFixed(1)} s = ${fmtInt(rec.msgsPerSec)}/s (target >= 50,000: ${rec.msgsPerSec >= 50_000 ? 'PASS' : 'MISS'})\n` +
     `fill ${fmtInt(rec.fillPerSec)}/s; gateway RSS fill median ${rec.fillRssMedianMb} MB, drain first/median/max/last ${rec.drainRssFirstMb}/${rec.drainRssMedianMb}/${rec.drainRssMaxMb}/${rec.drainRssLastMb} MB\n` +
     `ingest stored ${fmtInt(stats.stored)} (duplicates ${fmtInt(stats.duplicates)})\n`)
   if (stats.stored !== filled.items) process.stderr.write(`WARNING: ingest stored ${stats.stored}, gateway had ${filled.items}\n`)
   if (bool(f, 'write')) appendRecord('drain.jsonl', rec)
+  return rec.msgsPerSec
 }
 
 main().catch((err: Error) => { process.stderr.write(`drain bench failed: ${err.stack ?? err.message}\n`); process.exit(1) })

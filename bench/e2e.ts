@@ -11,10 +11,19 @@
  * deployment), bench/loadgen.ts; not pinned (three processes on two cores: the sum is what
  * one box does). Each record has the CPU each process used over the window, in % of a core
  * and in microseconds per reading. Appends one record per rate to bench/results/e2e.jsonl.
+ *
+ * `--upstreams http,mqtt` (issue 20) runs the same rates over each upstream in one run: http
+ * (gateway -> ingest) and mqtt (gateway -> a throwaway Mosquitto -> `ingest --mqtt-broker`,
+ * `--upstream-ack` results by default). Each record has the uplink bytes per reading (the
+ * gateway's `gateway_upstream_bytes_sent_total` over the window: request bodies, or PUBLISH
+ * payloads; no HTTP headers or MQTT framing); the mqtt records name the http one of the same
+ * run and rate as their baseline, and the end of the run prints the ratios.
  */
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
-import { Cleanup, cpuSeconds, RssSampler } from './lib/procs.ts'
+import { Cleanup, cpuSeconds, RssSampler, type Proc } from './lib/procs.ts'
+import { ThrowawayMosquitto } from '../scripts/throwaway-mosquitto.ts'
 import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
 import { commandLine, compiledBuild, ROOT } from './lib/systems.ts'
 import type { LoadResult } from './lib/types.ts'
@@ -28,6 +37,8 @@ const FLAGS: FlagSpec = {
   'gateway-node-args': { type: 'string', default: '', doc: 'extra node flags for the gateway, space-separated (e.g. "--cpu-prof --cpu-prof-dir /tmp/prof")' },
   compiled: { type: 'bool', default: false, doc: 'run gateway and ingest as tsc-compiled JavaScript without the tsx loader (as deployed)' },
   write: { type: 'bool', default: true, doc: 'append to bench/results/e2e.jsonl' },
+  upstreams: { type: 'string', default: 'http', doc: 'upstreams to measure in this run, comma list of http and mqtt (through a throwaway Mosquitto)' },
+  'upstream-ack': { type: 'string', default: 'results', doc: 'gateway --upstream-ack for the mqtt upstream: results or broker' },
   echo: { type: 'bool', default: false, doc: 'echo child output' }
 }
 
@@ -47,30 +58,63 @@ async function main (): Promise<void> {
   const compiled = bool(f, 'compiled')
   const build = compiled ? await compiledBuild(cleanup) : null
   const entry = (name: string, args: string[], nodeArgs: string[] = []): string[] => build ? nodeJs(join(build, name, 'main.js'), args, nodeArgs) : node(`${name}/main.ts`, args, nodeArgs)
-  const ingest = cleanup.spawn('ingest', entry('ingest', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`]), { cwd: ROOT, env: quiet, echo })
-  const ingestPort = (await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')).port as number
-  const gw = cleanup.spawn('gateway', entry('gateway', ['--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1',
-    '--mqtt-port', '0', '--admin-port', '0', '--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token, '--durability', str(f, 'durability')!,
-    '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)], str(f, 'gateway-node-args')!.split(' ').filter(Boolean)), { cwd: ROOT, env: quiet, echo })
-  const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
-  const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
-  const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
+  const upstreams = str(f, 'upstreams')!.split(',').filter(Boolean)
+  for (const u of upstreams) if (u !== 'http' && u !== 'mqtt') throw new Error(`--upstreams: ${u} is not http or mqtt`)
+  const upstreamAck = str(f, 'upstream-ack')!
   const durationS = num(f, 'duration-s')
   const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
   const rows: string[] = []
+  /** upstream -> rate -> [stored/s, uplink bytes/reading] */
+  const seen = new Map<string, Map<number, [number, number]>>()
   let prefix = 0
-  for (const rate of str(f, 'rates')!.split(',').map(Number)) {
-    const rss = new RssSampler(gw.pid)
-    const lg = cleanup.spawn('loadgen', node('bench/loadgen.ts', ['--port', String(ready.mqttPort), '--connections', String(num(f, 'connections')),
-      '--rate', String(rate), '--duration-s', String(durationS), '--warmup-s', '3', '--id-prefix', `e2e${prefix++}-`]), { cwd: ROOT, echo })
+  const baseSystem = compiled ? 'gateway+ingest-js' : 'gateway+ingest'
+  for (const upstream of upstreams) {
+    const sys = join(dir, upstream)
+    let mosquitto: ThrowawayMosquitto | undefined
+    const mqttIngestArgs: string[] = []
+    if (upstream === 'mqtt') {
+      const mdir = join(sys, 'mosquitto')
+      await mkdir(mdir, { recursive: true })
+      mosquitto = await ThrowawayMosquitto.start({ dir: mdir })
+      const m = mosquitto
+      cleanup.atExit(() => { m.proc.kill('SIGKILL') })
+      mqttIngestArgs.push('--mqtt-broker', m.url, '--mqtt-client-id', `bench-ingest-${process.pid}`)
+    }
+    const ingest: Proc = cleanup.spawn('ingest', entry('ingest', ['--port', '0', '--data-dir', join(sys, 'ingest'), '--token', `bench:${token}`, ...mqttIngestArgs]), { cwd: ROOT, env: quiet, echo })
+    const ingestPort = (await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')).port as number
+    const upstreamArgs = mosquitto ? ['--upstream', mosquitto.url, '--upstream-ack', upstreamAck] : ['--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token]
+    const gw: Proc = cleanup.spawn('gateway', entry('gateway', ['--gateway-id', 'bench', '--data-dir', join(sys, 'gateway'), '--host', '127.0.0.1',
+      '--mqtt-port', '0', '--admin-port', '0', ...upstreamArgs, '--durability', str(f, 'durability')!,
+      '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)], str(f, 'gateway-node-args')!.split(' ').filter(Boolean)), { cwd: ROOT, env: quiet, echo })
+    const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
+    const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
+    const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
+    const sentBytes = async (): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/metrics`)).text()
+      const m = /^gateway_upstream_bytes_sent_total (\S+)$/m.exec(text)
+      return m ? Number(m[1]) : NaN
+    }
+    if (mosquitto) {
+    // the consumer subscribes in the background: wait for it before offering load
+      const deadline = Date.now() + 30_000
+      while ((await fetch(`http://127.0.0.1:${ingestPort}/readyz`)).status !== 200) {
+        if (Date.now() > deadline) throw new Error('the ingest did not subscribe to the broker within 30 s')
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+    const system = upstream === 'http' ? baseSystem : `${baseSystem}/mqtt-${upstreamAck}`
+    for (const rate of str(f, 'rates')!.split(',').map(Number)) {
+      const rss = new RssSampler(gw.pid)
+      const lg = cleanup.spawn('loadgen', node('bench/loadgen.ts', ['--port', String(ready.mqttPort), '--connections', String(num(f, 'connections')),
+        '--rate', String(rate), '--duration-s', String(durationS), '--warmup-s', '3', '--id-prefix', `e2e${prefix++}-`]), { cwd: ROOT, echo })
     // window boundaries come from the load generator's phase lines
-    type Snap = { buffered: number, stored: number, cpu: number[] }
+    type Snap = { buffered: number, stored: number, cpu: number[], sent: number }
     let atStart: Snap | null = null
     let atEnd: Snap | null = null
     const cpu = (): number[] => [gw.pid, ingest.pid, lg.pid].map((pid) => cpuSeconds(pid) ?? NaN)
     const snap = async (): Promise<Snap> => {
       const c = cpu()
-      return { buffered: (await status()).buffered.items, stored: (await stats()).stored, cpu: c }
+      return { buffered: (await status()).buffered.items, stored: (await stats()).stored, cpu: c, sent: await sentBytes() }
     }
     const phases: Promise<void>[] = []
     lg.onLine((_l, o) => {
@@ -88,11 +132,13 @@ async function main (): Promise<void> {
     const perMsg = (sec: number): number => Number((sec * 1e6 / Math.max(1, result.msgsPerSec * durationS)).toFixed(1))
     const storedPerSec = (s1.stored - s0.stored) / durationS
     const backlogGrowth = s1.buffered - s0.buffered
+    const stored = s1.stored - s0.stored
+    const uplinkBytesPerReading = stored > 0 ? Number(((s1.sent - s0.sent) / stored).toFixed(1)) : null
     const sustained = result.msgsPerSec >= 0.98 * rate && storedPerSec >= 0.98 * rate && backlogGrowth <= 0.02 * rate * durationS
     const rec = {
       scenario: 'e2e', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
-      system: compiled ? 'gateway+ingest-js' : 'gateway+ingest', params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
-      msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth,
+      system, ...(upstream === 'mqtt' && upstreams.includes('http') ? { baseline: baseSystem } : {}), params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
+      msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth, bytesPerReading: uplinkBytesPerReading,
       p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
       cpuPct: { gateway: Math.round(gwCpu * 100 / durationS), ingest: Math.round(ingestCpu * 100 / durationS), loadgen: Math.round(loadgenCpu * 100 / durationS) },
       cpuUsPerMsgByProc: { gateway: perMsg(gwCpu), ingest: perMsg(ingestCpu), loadgen: perMsg(loadgenCpu) },
@@ -100,16 +146,29 @@ async function main (): Promise<void> {
       command: commandLine(['node', '--import', 'tsx', 'bench/e2e.ts', ...process.argv.slice(2)])
     }
     process.stdout.write(JSON.stringify(rec) + '\n')
-    rows.push(`${fmtInt(rate).padStart(7)}/s offered: ${fmtInt(result.msgsPerSec).padStart(7)} acked/s, ${fmtInt(storedPerSec).padStart(7)} stored/s upstream, backlog ${backlogGrowth >= 0 ? '+' : ''}${fmtInt(backlogGrowth)}, PUBACK p50 ${result.latency.p50Ms} p99 ${result.latency.p99Ms} ms, gateway RSS ${peakRssMb.toFixed(0)} MB, CPU % gateway/ingest/loadgen ${rec.cpuPct.gateway}/${rec.cpuPct.ingest}/${rec.cpuPct.loadgen}: ${sustained ? 'sustained' : 'NOT sustained'}`)
+    if (!seen.has(upstream)) seen.set(upstream, new Map())
+    seen.get(upstream)!.set(rate, [storedPerSec, uplinkBytesPerReading ?? NaN])
+    rows.push(`${upstream.padEnd(4)} ${fmtInt(rate).padStart(7)}/s offered: ${fmtInt(result.msgsPerSec).padStart(7)} acked/s, ${fmtInt(storedPerSec).padStart(7)} stored/s upstream, backlog ${backlogGrowth >= 0 ? '+' : ''}${fmtInt(backlogGrowth)}, uplink ${uplinkBytesPerReading ?? '?'} B/reading, PUBACK p50 ${result.latency.p50Ms} p99 ${result.latency.p99Ms} ms, gateway RSS ${peakRssMb.toFixed(0)} MB, CPU % gateway/ingest/loadgen ${rec.cpuPct.gateway}/${rec.cpuPct.ingest}/${rec.cpuPct.loadgen}: ${sustained ? 'sustained' : 'NOT sustained'}`)
     process.stderr.write(rows[rows.length - 1] + '\n')
     if (bool(f, 'write')) appendRecord('e2e.jsonl', rec)
     // let the backlog of this step drain before the next
     const drainUntil = Date.now() + 60_000
     while ((await status()).buffered.items > 0 && Date.now() < drainUntil) await new Promise((r) => setTimeout(r, 200))
+    }
+    await gw.stop()
+    await ingest.stop()
+    await mosquitto?.stop()
   }
-  await gw.stop()
-  await ingest.stop()
   cleanup.killAll()
+  const http = seen.get('http')
+  const mqtt = seen.get('mqtt')
+  if (http && mqtt) {
+    for (const [rate, [mStored, mBytes]] of mqtt) {
+      const h = http.get(rate)
+      if (!h) continue
+      rows.push(`mqtt/http at ${fmtInt(rate)}/s offered: stored/s x${(mStored / h[0]).toFixed(2)}, uplink bytes/reading x${(mBytes / h[1]).toFixed(2)} (${mBytes} vs ${h[1]})`)
+    }
+  }
   process.stderr.write('\n' + rows.join('\n') + '\n')
 }
 

@@ -92,6 +92,7 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const port = (server.address() as AddressInfo).port
   // the same deps (sink, chaos, metrics, the page's recent readings) as the HTTP batches
   const mqtt = config.mqttBroker === undefined ? null : MqttConsumer.create({ ...config, ...mqttTls }, { ...serverDeps, log })
+  serverDeps.mqttStatus = () => mqtt?.status() ?? null
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {

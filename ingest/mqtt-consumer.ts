@@ -55,7 +55,30 @@ export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' |
   password: string
 }
 
-export type MqttConsumerStatus = { connected: boolean, subscribed: boolean, batches: number, unanswerable: number }
+/**
+ * What /readyz shows of the broker connection: `broker` is the URL without user info;
+ * `connected` and `subscribed` are true when every connection is; the counts say how many.
+ */
+export type MqttConsumerStatus = {
+  broker: string
+  connected: boolean
+  subscribed: boolean
+  connections: number
+  connectedConnections: number
+  subscribedConnections: number
+  batches: number
+  unanswerable: number
+}
+
+/** The broker URL to show: no user name or password, even when the operator put them in it. */
+export function brokerForDisplay (url: string): string {
+  try {
+    const u = new URL(url)
+    u.username = ''
+    u.password = ''
+    return u.href.replace(/\/$/, '')
+  } catch { return '(not a URL)' }
+}
 
 export function checkMqttConsumerConfig (c: Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup'>): void {
   if (c.mqttBroker === undefined) return
@@ -174,7 +197,17 @@ export class MqttConsumer {
   get ready (): boolean { return this.subscribed.size === this.clients.length }
 
   status (): MqttConsumerStatus {
-    return { connected: this.clients.every((c) => c.connected), subscribed: this.ready, batches: this.batches, unanswerable: this.unanswerable }
+    const connectedConnections = this.clients.filter((c) => c.connected).length
+    return {
+      broker: brokerForDisplay(this.config.mqttBroker!),
+      connected: connectedConnections === this.clients.length,
+      subscribed: this.ready,
+      connections: this.clients.length,
+      connectedConnections,
+      subscribedConnections: this.subscribed.size,
+      batches: this.batches,
+      unanswerable: this.unanswerable
+    }
   }
 
   /** Stops taking batches and waits for the one in progress (so the sink may close after). Idempotent. */

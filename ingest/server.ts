@@ -24,6 +24,8 @@ import type { IngestMetrics } from './metrics.ts'
 import { isPagePath, RecentReadings, servePage } from './page/index.ts'
 import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
 import type { ReadAuth, ReadScope } from './read-auth.ts'
+import type { MqttConsumerStatus } from './mqtt-consumer.ts'
+import { readiness } from './readyz.ts'
 import type { Sink } from './sinks/types.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 
@@ -43,6 +45,8 @@ export type ServerDeps = {
   recent?: RecentReadings
   /** wrong-token back-off per address (made by createIngestServer from the config if absent) */
   authBackoff?: AuthBackoff
+  /** the broker consumer's state with `--mqtt-broker` (mqtt-consumer.ts), for /readyz; absent or null without */
+  mqttStatus?: () => MqttConsumerStatus | null
 }
 
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
@@ -268,7 +272,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
-    if (path === '/readyz') { const ok = await (deps.sink.ready?.() ?? true); sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unready', sink: deps.sink.kind }); return 'readyz' }
+    if (path === '/readyz') { const r = await readiness(deps); sendJson(res, r.ok ? 200 : 503, r.body); return 'readyz' }
     const { readAuth } = deps
     const readScope = (r: IncomingMessage): ReadScope => {
       holdBack(r, deps, 'read')

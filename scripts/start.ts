@@ -13,6 +13,12 @@
  * `--sink postgres` stores into PostgreSQL: the server at `--postgres-url` (or
  * DATABASE_URL), else a throwaway one started here with its cluster in `{data-dir}/postgres`
  * (Debian's postgresql package; see scripts/throwaway-postgres.ts) and stopped at the end.
+ *
+ * `--upstream mqtt` puts a cloud MQTT broker between the gateway and the ingest: a throwaway
+ * Mosquitto (Debian's mosquitto package; scripts/throwaway-mosquitto.ts) on a free loopback
+ * port with its config in `{data-dir}/mosquitto`, the gateway publishing its batches there
+ * (`--upstream-ack results` by default, or `broker`) and the ingest consuming them with
+ * `--mqtt-broker` (docs/upstream-mqtt.md). The audit is the same.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -24,6 +30,7 @@ import { fileURLToPath } from 'node:url'
 import { VERSION } from '../protocol/index.ts'
 import { configFileArg, helpText, parseConfig, type ConfigOf } from '../common/index.ts'
 import { ThrowawayPostgres } from './throwaway-postgres.ts'
+import { ThrowawayMosquitto } from './throwaway-mosquitto.ts'
 import { launcherNodeArgs } from './node-options.ts'
 import { createSimulation, formatAudit, formatReport, runAudit, simConfig, startProgress, waitForDrain, writeReport } from '../device-sim/index.ts'
 
@@ -39,6 +46,8 @@ const schema = {
   fresh: { type: 'bool', default: false, doc: 'wipe --data-dir first' },
   sink: { type: 'enum', values: ['leveldb', 'postgres'], default: 'leveldb', doc: 'ingest sink; postgres without --postgres-url or DATABASE_URL starts a throwaway server' },
   postgresUrl: { type: 'string', doc: 'PostgreSQL URL for --sink postgres (default: DATABASE_URL, else a throwaway server)' },
+  upstream: { type: 'enum', values: ['http', 'mqtt'], default: 'http', doc: 'how batches reach the ingest: http (directly) or mqtt (through a throwaway Mosquitto on a free port, docs/upstream-mqtt.md)' },
+  upstreamAck: { type: 'enum', values: ['results', 'broker'], default: 'results', doc: 'with --upstream mqtt: results (the gateway deletes on the ingest\'s per-item results) or broker (on the broker\'s PUBACK)' },
   gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'gateway id' },
   mqttPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway MQTT port (0 = a free port)' },
   adminPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway admin port (0 = a free port)' },
@@ -111,6 +120,7 @@ async function main (): Promise<number> {
 
   const procs: Proc[] = []
   let pgServer: ThrowawayPostgres | undefined
+  let mosquitto: ThrowawayMosquitto | undefined
   let sim: ReturnType<typeof createSimulation> | undefined
   let firstSignalAt = 0
   let interrupted = false
@@ -138,10 +148,23 @@ async function main (): Promise<number> {
       }
       sinkArgs.push('--sink', 'postgres', '--postgres-url', url)
     }
-    const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs], join(dataDir, 'logs', 'ingest.log'))
+    const mqttIngestArgs: string[] = []
+    if (c.upstream === 'mqtt') {
+      const dir = join(dataDir, 'mosquitto')
+      await mkdir(dir, { recursive: true })
+      mosquitto = await ThrowawayMosquitto.start({ dir, detached: true })
+      children.push(mosquitto.proc)
+      say(`cloud    ${mosquitto.url}  (throwaway Mosquitto, config ${join(dir, 'mosquitto.conf')}; mosquitto_sub -L '${mosquitto.url}/gateways/#' -v)`)
+      // the client id is per run: a stale session of an earlier run's broker cannot exist, but
+      // a second ingest of the same data dir must not take this one's session
+      mqttIngestArgs.push('--mqtt-broker', mosquitto.url, '--mqtt-client-id', `ingest-${process.pid}`)
+    }
+    const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs, ...mqttIngestArgs], join(dataDir, 'logs', 'ingest.log'))
     procs.push(ingest)
     const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
-    const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), '--upstream', ingestUrl, '--token', token], join(dataDir, 'logs', 'gateway.log'), launcherNodeArgs(ROOT)) // the V8 options of the installed gateway (bin/gateway)
+    // over MQTT the broker is anonymous on loopback: the gateway sends no token
+    const upstreamArgs = mosquitto ? ['--upstream', mosquitto.url, '--upstream-ack', c.upstreamAck] : ['--upstream', ingestUrl, '--token', token]
+    const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), ...upstreamArgs], join(dataDir, 'logs', 'gateway.log'), launcherNodeArgs(ROOT)) // the V8 options of the installed gateway (bin/gateway)
     procs.push(gateway)
     const brokerUrl = `mqtt://127.0.0.1:${String(gateway.ready.mqttPort)}`
     const adminUrl = `http://127.0.0.1:${String(gateway.ready.adminPort)}`
@@ -200,6 +223,7 @@ async function main (): Promise<number> {
   } finally {
     await sim?.stop()
     for (const p of procs.reverse()) await stopChild(p)
+    await mosquitto?.stop()
     await pgServer?.stop()
   }
 }

@@ -8,6 +8,7 @@
  * bucket, like Prometheus' histogram_quantile), so nothing is added to the per-reading path.
  */
 import type { Counter, Histogram } from 'prom-client'
+import type { MqttUpstreamStatus } from '../flush/mqtt-upstream.ts'
 import type { Metrics } from '../metrics/index.ts'
 
 export const SAMPLE_INTERVAL_MS = 1000
@@ -26,7 +27,8 @@ export type LiveStatus = {
   bufferFull?: boolean
   dlq: { items: number }
   partitions: { p: number, depth: number, oldestAgeMs: number | null }[]
-  upstream: { state: string, url: string, lastError: string | null, lastOkAt: number | null }
+  /** `mqtt`: the MQTT upstream's connection, in-flight batches and oldest unanswered (an mqtt:// upstream only) */
+  upstream: { state: string, url: string, lastError: string | null, lastOkAt: number | null, mqtt?: MqttUpstreamStatus }
   clients: { connected: number }
 }
 

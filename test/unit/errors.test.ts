@@ -20,6 +20,7 @@ import { StoreOpenError } from '../../gateway/store/open-error.ts'
 import { StoreLockedError } from '../../gateway/store/dlq-reader.ts'
 import { AuditHttpError } from '../../device-sim/audit-http.ts'
 import { PostgresMissingError } from '../../scripts/throwaway-postgres.ts'
+import { MosquittoMissingError } from '../../scripts/throwaway-mosquitto.ts'
 
 const SOURCE_ROOTS = ['protocol', 'common', 'gateway', 'ingest', 'device-sim', 'bench', 'scripts']
 const SKIP = new Set(['node_modules', 'results'])
@@ -150,7 +151,8 @@ const MAKE: Record<string, (cause: Error) => EdgeError> = {
   StoreOpenError: (cause) => new StoreOpenError('/d', 'corrupt', 'corrupt store', cause),
   StoreLockedError: (cause) => new StoreLockedError('/d', { cause }),
   AuditHttpError: (cause) => new AuditHttpError('http://i/', 0, 'GET failed', { cause }),
-  PostgresMissingError: (cause) => new PostgresMissingError('no binaries', { cause })
+  PostgresMissingError: (cause) => new PostgresMissingError('no binaries', { cause }),
+  MosquittoMissingError: (cause) => new MosquittoMissingError('no mosquitto', { cause })
 }
 
 test('every class keeps its cause, its name and its code on the instance', async () => {

@@ -72,8 +72,23 @@ function render (s) {
   setText('up-url', s.upstream.url || '(none configured)')
   setText('up-ok', s.upstream.lastOkAt ? `${new Date(s.upstream.lastOkAt).toLocaleTimeString()} (${ago(s.upstream.lastOkAt, s.t)})` : 'never')
   setText('up-error', s.upstream.lastError ?? '–')
+  renderMqtt(s.upstream.mqtt)
   renderPartitions(s)
   renderDlq(s)
+}
+
+/** The MQTT upstream's connection (docs/upstream-mqtt.md): the row is there only for an mqtt:// upstream. */
+function renderMqtt (m) {
+  $('up-mqtt-row').hidden = !m
+  if (!m) return
+  const results = m.ack === 'results'
+  const up = m.connected && (!results || m.subscribed)
+  const link = m.connected ? (results ? (m.subscribed ? 'connected, results subscribed' : 'connected, results not subscribed') : 'connected (broker ack)') : 'not connected'
+  setText('up-mqtt', `${link} · ${fmt(m.inFlight)} in flight · oldest unanswered ${fmtMs(m.oldestUnansweredMs)}`)
+  const cell = $('up-mqtt')
+  cell.className = 'wrap ' + (up ? 'state-ok' : 'state-bad')
+  cell.setAttribute('data-connected', String(m.connected))
+  cell.setAttribute('data-in-flight', String(m.inFlight))
 }
 
 function renderPartitions (s) {

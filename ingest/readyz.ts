@@ -1,0 +1,25 @@
+/**
+ * `GET /readyz` of the ingest: ready when the sink can store and, with `--mqtt-broker`, every
+ * broker connection is up and subscribed to the batch topics (issue 20: an ingest that cannot
+ * reach its broker takes no batches, whatever its HTTP side says). The body names what is
+ * not ready, so a load balancer's log or an operator's curl says why.
+ */
+import type { MqttConsumerStatus } from './mqtt-consumer.ts'
+import type { Sink } from './sinks/types.ts'
+
+export type Readiness = {
+  ok: boolean
+  body: { status: 'ready' | 'unready', sink: string, reasons?: string[], mqtt?: MqttConsumerStatus }
+}
+
+export async function readiness (deps: { sink: Sink, mqttStatus?: () => MqttConsumerStatus | null }): Promise<Readiness> {
+  const reasons: string[] = []
+  if (!(await (deps.sink.ready?.() ?? true))) reasons.push(`sink ${deps.sink.kind} cannot store`)
+  const mqtt = deps.mqttStatus?.() ?? null
+  if (mqtt !== null) {
+    if (!mqtt.connected) reasons.push(`broker ${mqtt.broker}: ${mqtt.connectedConnections} of ${mqtt.connections} connections up`)
+    else if (!mqtt.subscribed) reasons.push(`broker ${mqtt.broker}: ${mqtt.subscribedConnections} of ${mqtt.connections} connections subscribed to the batch topics`)
+  }
+  const ok = reasons.length === 0
+  return { ok, body: { status: ok ? 'ready' : 'unready', sink: deps.sink.kind, ...(ok ? {} : { reasons }), ...(mqtt !== null ? { mqtt } : {}) } }
+}
