@@ -23,7 +23,8 @@ process.stdout.write = (chunk, ...rest) => {
 async function stored () {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
   const m = /gateway_intake_readings_total\{outcome="stored"\} (\d+)/.exec(text)
-  return m ? Number(m[1]) : NaN
+  // no line yet: nothing stored so far (the counter's cells appear with the first reading)
+  return m ? Number(m[1]) : 0
 }
 setTimeout(async () => {
   await post('HeapProfiler.enable')

@@ -146,7 +146,7 @@ function gateway (durability: 'power' | 'process', compiled: boolean, rev?: stri
       const dir = o.cleanup.tempDir(`bench-gw-${durability}-`)
       const args = [
         '--gateway-id', 'bench', '--data-dir', dir, '--mqtt-port', '0', '--admin-port', '0',
-        '--upstream', 'http://127.0.0.1:9', '--token', 'bench-token', '--durability', durability,
+        '--upstream', 'http://127.0.0.1:9', '--token', 'bench-token-0123456789', '--durability', durability,
         '--max-buffer-items', '100000000', '--max-buffer-bytes', String(64 * 1024 ** 3)
       ]
       const l = launcher ? launcherOptions() : { nodeArgs: [], env: {} }

@@ -13,6 +13,7 @@
  * - a persistent session owned by the principal that made it: another principal with that
  *   client id starts clean (security.ts, persistence.ts),
  * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK,
+ *   and routed to subscribers only when one could match (reading-routes.ts),
  * - every hook and the connection callback under a try/catch (hook-guard.ts, issue 19):
  *   nothing a peer sends throws out of one; a hook that cannot decide closes that client.
  */
@@ -32,6 +33,7 @@ import { principalKey } from './acl.ts'
 import { Security } from './security.ts'
 import { isLoopback } from '../../protocol/loopback.ts'
 import { Unmapped } from './unmapped.ts'
+import { ReadingRoutes } from './reading-routes.ts'
 
 export type { BrokerConfig } from './config.ts'
 
@@ -101,7 +103,7 @@ export class Broker {
       authorizePublish (client, packet, cb) {
         if (!client) { cb(null); return } // the gateway's own publishes (receipts)
         const v = security.authorizePublish(client, packet.topic)
-        if (v.kind === 'readings') { intake.handle(client, v.deviceId, packet, cb); return }
+        if (v.kind === 'readings') { ReadingRoutes.mark(packet); intake.handle(client, v.deviceId, packet, cb); return }
         // topic mappings (gateway/mapping/): readings from devices that publish in their own shapes
         if (!packet.topic.startsWith('$') && config.mapper?.handle(client, packet, cb, security.principal(client))) return
         if (v.kind === 'deny') { cb(v.error); return }
@@ -113,6 +115,7 @@ export class Broker {
       }
     }))))
     limits.install(aedes)
+    new ReadingRoutes().install(aedes) // readings nobody subscribed to skip Aedes' routing (issue 22)
     // after limits.install's session tracking: the registered client owns its persistent session (persistence.ts)
     aedes.on('client', (c) => {
       security.registered(c)

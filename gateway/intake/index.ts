@@ -267,7 +267,7 @@ export class Intake {
       const e = es[i]!
       i++
       const fail = q.failed && (e.err ?? q.failed)
-      if (!fail) this.metrics.pubackLatency.observe((performance.now() - e.t0) / 1000)
+      if (!fail) this.metrics.pubackLatency.record((performance.now() - e.t0) / 1000)
       e.cb(fail || null)
     }
     if (i === es.length) es.length = 0

@@ -12,6 +12,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { HotCounter, type HotCell } from './hot-counter.ts'
+import { HotHistogram } from './hot-histogram.ts'
 import { DeviceStats } from './devices.ts'
 
 export const INTAKE_OUTCOMES = ['stored', 'duplicate', 'invalid', 'too_old', 'acl_denied', 'store_failed', 'blocked_disconnect'] as const
@@ -20,7 +21,7 @@ export type IntakeOutcome = (typeof INTAKE_OUTCOMES)[number]
 export class Metrics {
   readonly registry = new Registry()
   readonly intake: Counter<'outcome'>
-  readonly pubackLatency: Histogram
+  readonly pubackLatency: HotHistogram
   readonly commitOps: Histogram
   readonly commitSeconds: Histogram
   readonly evicted: Counter
@@ -52,7 +53,7 @@ export class Metrics {
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'gateway_' })
     this.intakeHot = new HotCounter({ name: 'gateway_intake_readings_total', help: 'Readings received on devices/+/readings by outcome', label: 'outcome', registers })
     this.intake = this.intakeHot.counter
-    this.pubackLatency = new Histogram({
+    this.pubackLatency = new HotHistogram({
       name: 'gateway_puback_latency_seconds',
       help: 'Time from a PUBLISH reaching intake to the release of its PUBACK (durable write, or ingest ack in delivered mode)',
       buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],

@@ -1,0 +1,139 @@
+/**
+ * Routing shortcut for readings (issue 22). Aedes 1.x hands every accepted PUBLISH to
+ * `broker.publish` after the PUBACK: a packet copy, the offline-session lookup (a topic split
+ * and a trie match in the persistence), the emitter's trie match, then the `published` hook.
+ * For a reading the intake has taken that is all work for nobody unless some subscription
+ * could match `devices/{id}/readings`; it was ~20% of the bytes allocated per reading.
+ *
+ * Invariant: a reading skips routing only when no filter that could match any readings topic
+ * is registered, counted where subscriptions enter and leave Aedes:
+ * - online subscriptions: every one goes through the emitter's `on` / `removeListener`
+ *   (clients, restored persistent sessions, Aedes' own `$SYS` listeners), counted per
+ *   (filter, listener) so a removal of something never added cannot drive the count down;
+ * - persistent sessions (`clean=false`, queued while offline): `addSubscriptions`,
+ *   `removeSubscriptions`, `cleanSubscriptions` of the persistence, per client id. A session
+ *   the persistence drops on its own (expiry, a takeover) leaves its filters counted: the
+ *   count errs towards routing, never towards skipping.
+ * Retained readings, and any reading while a `publish` event listener or a `published` hook
+ * exists, are routed as before.
+ */
+import type { Aedes, Client, PublishPacket } from 'aedes'
+
+const TAKEN = Symbol('readingTaken')
+type Marked = PublishPacket & { [TAKEN]?: boolean }
+type Listener = (...args: unknown[]) => unknown
+type Emitter = {
+  on (topic: string, notify: Listener, done?: () => void): unknown
+  removeListener (topic: string, notify: Listener, done?: () => void): unknown
+}
+type SubsPersistence = {
+  addSubscriptions (client: { id: string }, subs: Array<{ topic: string }>): Promise<void>
+  removeSubscriptions (client: { id: string }, topics: string[]): Promise<void>
+  cleanSubscriptions (client: { id: string }): Promise<void>
+}
+type Publish = (packet: PublishPacket, client: Client | null | (() => void), done?: (err?: Error) => void) => void
+
+/**
+ * Whether an MQTT topic filter can match some `devices/{id}/readings` topic. Errs towards
+ * true (a `$share/...` filter, a literal device id that no device has).
+ */
+export function couldMatchReadings (filter: string): boolean {
+  if (filter.startsWith('$share/')) return true
+  const levels = filter.split('/')
+  for (let i = 0; i < levels.length; i++) {
+    const l = levels[i]!
+    if (l === '#') return true // [MQTT-4.7.1-2] also matches the parent level
+    if (i >= 3) return false
+    if (l === '+') continue
+    if (i === 0 && l !== 'devices') return false
+    if (i === 2 && l !== 'readings') return false
+  }
+  return levels.length === 3
+}
+
+export class ReadingRoutes {
+  /** (filter, listener) pairs on the emitter that could match a readings topic */
+  private online = 0
+  private readonly listeners = new Map<string, Map<Listener, number>>()
+  /** persistent sessions' filters that could match a readings topic, by client id */
+  private readonly sessions = new Map<string, Set<string>>()
+  private persistent = 0
+
+  /** Counts subscriptions from now on and lets marked readings skip routing while none could match. */
+  install (aedes: Aedes): void {
+    const mq = (aedes as unknown as { mq: Emitter }).mq
+    const on = mq.on.bind(mq)
+    const off = mq.removeListener.bind(mq)
+    mq.on = (topic, notify, done) => { this.added(topic, notify); return on(topic, notify, done) }
+    mq.removeListener = (topic, notify, done) => { this.removed(topic, notify); return off(topic, notify, done) }
+    const p = (aedes as unknown as { persistence: SubsPersistence }).persistence
+    const add = p.addSubscriptions.bind(p)
+    const remove = p.removeSubscriptions.bind(p)
+    const clean = p.cleanSubscriptions.bind(p)
+    p.addSubscriptions = (client, subs) => { for (const s of subs) this.sessionAdded(client.id, s.topic); return add(client, subs) }
+    p.removeSubscriptions = (client, topics) => { for (const t of topics) this.sessionRemoved(client.id, t); return remove(client, topics) }
+    p.cleanSubscriptions = (client) => { this.sessionCleaned(client.id); return clean(client) }
+    const publish = (aedes.publish as Publish).bind(aedes)
+    const hooked = hasPublishedHook((aedes as unknown as { published: unknown }).published)
+    const a = aedes as unknown as { publish: Publish }
+    a.publish = (packet, client, done) => {
+      if ((packet as Marked)[TAKEN] === true && !hooked && this.idle() && !packet.retain && aedes.listenerCount('publish') === 0) {
+        done?.()
+        return
+      }
+      publish(packet, client, done)
+    }
+  }
+
+  /** The intake took this reading: it needs routing only if a subscription could match it. */
+  static mark (packet: PublishPacket): void {
+    (packet as Marked)[TAKEN] = true
+  }
+
+  /** No subscription could match a readings topic. */
+  idle (): boolean {
+    return this.online === 0 && this.persistent === 0
+  }
+
+  private added (filter: string, notify: Listener): void {
+    if (!couldMatchReadings(filter)) return
+    let m = this.listeners.get(filter)
+    if (!m) { m = new Map(); this.listeners.set(filter, m) }
+    m.set(notify, (m.get(notify) ?? 0) + 1)
+    this.online++
+  }
+
+  private removed (filter: string, notify: Listener): void {
+    const m = this.listeners.get(filter)
+    const n = m?.get(notify)
+    if (!m || n === undefined) return
+    if (n > 1) m.set(notify, n - 1); else m.delete(notify)
+    if (m.size === 0) this.listeners.delete(filter)
+    this.online--
+  }
+
+  private sessionAdded (clientId: string, filter: string): void {
+    if (!couldMatchReadings(filter)) return
+    let s = this.sessions.get(clientId)
+    if (!s) { s = new Set(); this.sessions.set(clientId, s) }
+    if (!s.has(filter)) { s.add(filter); this.persistent++ }
+  }
+
+  private sessionRemoved (clientId: string, filter: string): void {
+    const s = this.sessions.get(clientId)
+    if (s?.delete(filter)) this.persistent--
+    if (s?.size === 0) this.sessions.delete(clientId)
+  }
+
+  private sessionCleaned (clientId: string): void {
+    const s = this.sessions.get(clientId)
+    if (!s) return
+    this.persistent -= s.size
+    this.sessions.delete(clientId)
+  }
+}
+
+/** Aedes' default `published` does nothing; any other is a hook that must see every publish. */
+function hasPublishedHook (hook: unknown): boolean {
+  return typeof hook === 'function' && hook.name !== 'defaultPublished'
+}
