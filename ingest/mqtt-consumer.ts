@@ -20,7 +20,7 @@ import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
 import {
-  ConfigError, PROTOCOLS_HEADER, StoreError, ValidationError, checkTopicTemplate, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
+  ConfigError, PROTOCOLS_HEADER, StoreError, checkTopicTemplates, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
   type WholeBatchRefusal
 } from '../protocol/index.ts'
 import { withChaos } from './chaos.ts'
@@ -85,13 +85,7 @@ export function checkMqttConsumerConfig (c: Pick<IngestConfig, 'mqttBroker' | 'm
   let url: URL
   try { url = new URL(c.mqttBroker) } catch { throw new ConfigError('mqttBroker', `${JSON.stringify(c.mqttBroker)} is not a URL`) }
   if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw new ConfigError('mqttBroker', `${c.mqttBroker}: must be mqtt:// or mqtts://`)
-  try {
-    checkTopicTemplate('mqttTopic', c.mqttTopic, { partition: true })
-    checkTopicTemplate('mqttResultsTopic', c.mqttResultsTopic, { partition: false })
-  } catch (err) {
-    if (err instanceof ValidationError) throw new ConfigError(err.field, err.message.slice(err.field.length + 2))
-    throw err
-  }
+  checkTopicTemplates({ key: 'mqttTopic', template: c.mqttTopic }, { key: 'mqttResultsTopic', template: c.mqttResultsTopic })
   if (!/^[A-Za-z0-9._-]{0,64}$/.test(c.mqttShareGroup)) throw new ConfigError('mqttShareGroup', 'must be 0..64 of A-Z a-z 0-9 . _ -')
 }
 

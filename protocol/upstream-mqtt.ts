@@ -23,7 +23,7 @@
 import { decodeUntrusted, encodeCbor } from './cbor.ts'
 import { encodeResponse, type ItemResult } from './batch.ts'
 import { encodeResponseV2 } from './batch-v2.ts'
-import { DecodeError, ValidationError } from './errors.ts'
+import { ConfigError, DecodeError, ValidationError } from './errors.ts'
 
 export const DEFAULT_BATCH_TOPIC = 'gateways/{gatewayId}/batches/{partition}'
 export const DEFAULT_RESULTS_TOPIC = 'gateways/{gatewayId}/results'
@@ -46,6 +46,21 @@ export function checkTopicTemplate (field: string, template: string, opts: { par
     if (n > 1) throw new ValidationError(field, `{${name}} may appear once`)
     if (name === 'gatewayId' && n === 0) throw new ValidationError(field, 'must contain {gatewayId}')
     if (name === 'partition' && n === 1 && !opts.partition) throw new ValidationError(field, 'has no {partition}')
+  }
+}
+
+/**
+ * The startup check of one side's two templates (gateway flags or ingest flags): the batch
+ * topic with its partition, the results topic without; a bad one is a ConfigError naming
+ * its key.
+ */
+export function checkTopicTemplates (batch: { key: string, template: string }, results: { key: string, template: string }): void {
+  try {
+    checkTopicTemplate(batch.key, batch.template, { partition: true })
+    checkTopicTemplate(results.key, results.template, { partition: false })
+  } catch (err) {
+    if (err instanceof ValidationError) throw new ConfigError(err.field, err.message.slice(err.field.length + 2))
+    throw err
   }
 }
 

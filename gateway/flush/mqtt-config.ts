@@ -2,7 +2,7 @@
  * Flags of the MQTT upstream (`--upstream mqtt://...` or `mqtts://...`, docs/upstream-mqtt.md).
  * The flush schema spreads these; they are read only when the upstream is an MQTT broker.
  */
-import { ConfigError, DEFAULT_BATCH_TOPIC, DEFAULT_RESULTS_TOPIC, ValidationError, checkTopicTemplate } from '../../protocol/index.ts'
+import { ConfigError, DEFAULT_BATCH_TOPIC, DEFAULT_RESULTS_TOPIC, checkTopicTemplates } from '../../protocol/index.ts'
 
 export const mqttUpstreamSchema = {
   upstreamAck: { type: 'enum', values: ['results', 'broker'] as const, default: 'results', doc: 'MQTT upstream: results (items deleted, retried or dead-lettered on a consumer\'s per-item results message) or broker (the broker\'s PUBACK accepts the whole batch)' },
@@ -23,13 +23,7 @@ export function checkMqttUpstream (c: { upstream: string[], upstreamTopic: strin
   const mqtt = c.upstream.filter(isMqttUrl)
   if (mqtt.length === 0) return
   if (mqtt.length !== c.upstream.length) throw new ConfigError('upstream', 'mixes mqtt(s):// and http(s):// URLs; give one kind')
-  try {
-    checkTopicTemplate('upstreamTopic', c.upstreamTopic, { partition: true })
-    checkTopicTemplate('upstreamResultsTopic', c.upstreamResultsTopic, { partition: false })
-  } catch (err) {
-    if (err instanceof ValidationError) throw new ConfigError(err.field, err.message.slice(err.field.length + 2))
-    throw err
-  }
+  checkTopicTemplates({ key: 'upstreamTopic', template: c.upstreamTopic }, { key: 'upstreamResultsTopic', template: c.upstreamResultsTopic })
   // delivered promises the device its reading is stored; a broker's PUBACK does not say that
   if (c.ackMode === 'delivered' && c.upstreamAck === 'broker') throw new ConfigError('ackMode', 'delivered needs --upstream-ack results over an MQTT upstream (a broker\'s PUBACK does not mean stored)')
   if (c.compression === 'br') throw new ConfigError('compression', 'br cannot be told from CBOR by its first bytes; over MQTT use none, gzip or deflate')
