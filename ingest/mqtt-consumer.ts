@@ -20,9 +20,10 @@ import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
 import {
-  ConfigError, PROTOCOLS_HEADER, StoreError, checkTopicTemplates, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
+  CONTENT_ENCODING, ConfigError, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, checkTopicTemplates, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
   type WholeBatchRefusal
 } from '../protocol/index.ts'
+import { noDelay } from '../common/mqtt-nodelay.ts'
 import { withChaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
 import { decodeContent } from './decode.ts'
@@ -41,6 +42,9 @@ function sharedSteps (chaos: boolean): Step[] {
   return [decodeStep, validateStep, checkPartitions, matchTopic, chaos ? withChaos<BatchCtx, ServerDeps>(store) : store]
 }
 
+/** What decodeContent takes, advertised in every results message as the HTTP ingest does in a header. */
+const ENCODINGS = 'identity, gzip, deflate, br'
+
 /** A gateway id as the gateway's own config allows it: over HTTP the tokens config names the gateways, here the topic does. */
 const GATEWAY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
 
@@ -50,7 +54,7 @@ function matchTopic (ctx: BatchCtx): void {
   if (ctx.batch.gateway !== ctx.gateway) throw new HttpError(403, 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
 }
 
-export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'mqttConnections' | 'maxBodyBytes' | 'protocols'> & {
+export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'mqttConnections' | 'mqttReconnectMs' | 'maxBodyBytes' | 'protocols'> & {
   tls: { ca?: Buffer, cert?: Buffer, key?: Buffer }
   password: string
 }
@@ -125,6 +129,7 @@ export class MqttConsumer {
   private attach (client: MqttClient): void {
     const { log } = this
     client.on('connect', (connack) => {
+      noDelay(client)
       log.info({ broker: this.config.mqttBroker, clientId: client.options.clientId, sessionPresent: connack.sessionPresent }, 'Connected to the broker.')
       client.subscribe(this.filter, { qos: 1 }, (err, granted) => {
         const g = granted?.[0]
@@ -153,7 +158,10 @@ export class MqttConsumer {
     if (where === null) { log.warn({ topic }, 'Message on a topic that is not a batch topic ignored.'); return }
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
     const correlation = packet.properties?.correlationData
-    const encoding = sniffEncoding(payload)
+    // MQTT 5: the user property content-encoding marks the compression (br has no magic
+    // bytes); without it, the payload's first bytes say gzip, deflate or plain CBOR
+    const marked = packet.properties?.userProperties?.[CONTENT_ENCODING]
+    const encoding = marked === undefined ? sniffEncoding(payload) : String(Array.isArray(marked) ? marked[0] : marked).trim().toLowerCase().slice(0, 40)
     this.batches++
     // what the chaos wrapper reads of an HTTP request: a dropped answer is "no results"
     const req = { socket: { destroy () {} }, headers: {} }
@@ -181,7 +189,8 @@ export class MqttConsumer {
     // Not awaited: our PUBACK for this results message comes in on the connection this
     // handler is holding; the broker has the message once it is written.
     // MQTT 5 user property = the HTTP answer's header: a gateway on `auto` moves to v2
-    const opts = config.protocols.includes('2') ? { qos: 1 as const, properties: { userProperties: { [PROTOCOLS_HEADER]: '1, 2' } } } : { qos: 1 as const }
+    // and the encodings it takes (ingest-encodings): a gateway on `auto` compresses with br
+    const opts = config.protocols.includes('2') ? { qos: 1 as const, properties: { userProperties: { [PROTOCOLS_HEADER]: '1, 2', [ENCODINGS_HEADER]: ENCODINGS } } } : { qos: 1 as const }
     client.publish(fillTopic(config.mqttResultsTopic, where.gatewayId), body, opts, (err) => {
       if (err) log.warn({ err, gateway: where.gatewayId, batch: batchId }, 'Publishing results failed; the gateway sends the batch again after its timeout.')
     })
@@ -235,7 +244,7 @@ function clientOptions (config: MqttConsumerConfig, clientId: string): IClientOp
     clean: false, // batches published while we are away wait in the session
     protocolVersion: 5,
     properties: { sessionExpiryInterval: 7 * 24 * 3600 },
-    reconnectPeriod: 1000,
+    reconnectPeriod: config.mqttReconnectMs,
     connectTimeout: 10_000,
     resubscribe: false,
     ...(config.password !== '' ? { username: config.mqttUsername, password: config.password } : {}),

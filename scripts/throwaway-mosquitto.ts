@@ -88,6 +88,8 @@ export class ThrowawayMosquitto {
       ...(process.getuid?.() === 0 ? ['user root'] : []),
       `persistence ${opts.persistence ? 'true' : 'false'}`,
       ...(opts.persistence ? [`persistence_location ${opts.dir}/`, 'autosave_interval 1'] : []),
+      // Nagle off for the broker's own writes (forwarded batches, results): see common/mqtt-nodelay.ts
+      'set_tcp_nodelay true',
       'log_dest stderr',
       'log_type error',
       'log_type warning',

@@ -69,11 +69,15 @@ export class Flusher {
         password: config.token,
         ...(config.upstreamTls ? { tls: config.upstreamTls } : {}),
         alpn: config.upstreamAlpn,
-        protocolVersion: config.upstreamMqttVersion === '5' ? 5 : 4
+        protocolVersion: config.upstreamMqttVersion === '5' ? 5 : 4,
+        reconnectMs: config.upstreamReconnectMs
       }, this.log, onIgnored)
       this.upstream = this.mqtt
-      // nothing to negotiate over a broker: auto is gzip for our own consumer, plain CBOR for any other
-      if (compression === 'auto') compression = config.upstreamAck === 'results' ? 'gzip' : 'none'
+      // auto: plain CBOR for any consumer of the broker ack; for our own consumer (results)
+      // gzip, or br once its results say it takes br (MQTT 5 user properties, as the HTTP
+      // headers: wire.ts); MQTT 3.1.1 has no properties to mark br with, so gzip
+      if (compression === 'auto' && config.upstreamAck === 'broker') compression = 'none'
+      if (compression === 'auto' && config.upstreamMqttVersion !== '5') compression = 'gzip'
       // a batch's items fit in one PUBLISH (the envelope takes a few hundred bytes)
       this.config = { ...config, batchMaxBytes: Math.min(config.batchMaxBytes, Math.max(256, config.upstreamMaxMessageBytes - 512)) }
     } else {

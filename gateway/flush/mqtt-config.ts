@@ -13,18 +13,20 @@ export const mqttUpstreamSchema = {
   upstreamClientId: { type: 'string', default: '', doc: 'MQTT upstream client id (default gw-{gatewayId}); stable, as the session is persistent' },
   upstreamUsername: { type: 'string', default: '', doc: 'MQTT upstream user name (default: the gateway id when a token is set; the token is the password)' },
   upstreamAlpn: { type: 'list', default: [], doc: 'mqtts upstream: ALPN protocol names offered (x-amzn-mqtt-ca for AWS IoT Core on port 443)' },
+  upstreamReconnectMs: { type: 'int', default: 1000, min: 100, max: 600_000, doc: 'MQTT upstream: wait between connection attempts while the broker is unreachable (the HTTP upstream retries with --retry-base-ms..--retry-max-ms instead)' },
   upstreamMqttVersion: { type: 'enum', values: ['5', '3.1.1'] as const, default: '5', doc: 'MQTT upstream protocol version (3.1.1 for brokers without 5, e.g. Azure IoT Hub)' }
 } as const
 
 export const isMqttUrl = (u: string): boolean => /^mqtts?:\/\//i.test(u)
 
-/** Startup checks of an MQTT upstream: no mixing with http URLs, templates well formed, brotli has no marker. */
-export function checkMqttUpstream (c: { upstream: string[], upstreamTopic: string, upstreamResultsTopic: string, compression: string, upstreamAck: string, ackMode: string }): void {
+/** Startup checks of an MQTT upstream: no mixing with http URLs, templates well formed, brotli only where MQTT 5 can mark it. */
+export function checkMqttUpstream (c: { upstream: string[], upstreamTopic: string, upstreamResultsTopic: string, compression: string, upstreamAck: string, ackMode: string, upstreamMqttVersion: string }): void {
   const mqtt = c.upstream.filter(isMqttUrl)
   if (mqtt.length === 0) return
   if (mqtt.length !== c.upstream.length) throw new ConfigError('upstream', 'mixes mqtt(s):// and http(s):// URLs; give one kind')
   checkTopicTemplates({ key: 'upstreamTopic', template: c.upstreamTopic }, { key: 'upstreamResultsTopic', template: c.upstreamResultsTopic })
   // delivered promises the device its reading is stored; a broker's PUBACK does not say that
   if (c.ackMode === 'delivered' && c.upstreamAck === 'broker') throw new ConfigError('ackMode', 'delivered needs --upstream-ack results over an MQTT upstream (a broker\'s PUBACK does not mean stored)')
-  if (c.compression === 'br') throw new ConfigError('compression', 'br cannot be told from CBOR by its first bytes; over MQTT use none, gzip or deflate')
+  // MQTT 5 marks br with a user property; 3.1.1 has only the payload's first bytes, and br has no magic
+  if (c.compression === 'br' && c.upstreamMqttVersion !== '5') throw new ConfigError('compression', 'br cannot be told from CBOR by its first bytes, and MQTT 3.1.1 has no user property to mark it; use none, gzip or deflate')
 }

@@ -15,8 +15,10 @@
  *            no answer (backoff, then the items go again in a new batch; the consumer
  *            answers duplicate for those it stored). Results for a batch id not waited for
  *            (late, unknown, an earlier epoch's) are counted and ignored, like late HTTP acks.
- *            A results message's MQTT 5 user property `ingest-protocols` is read as the HTTP
- *            header of that name: a consumer that lists 2 gets protocol v2 batches (auto).
+ *            A results message's MQTT 5 user properties `ingest-protocols` and
+ *            `ingest-encodings` are read as the HTTP headers of those names: a consumer
+ *            that lists 2 gets protocol v2 batches, one that lists br brotli (auto; marked
+ *            by the user property content-encoding, as br has no magic bytes).
  *
  * A payload above `maxMessageBytes` is answered 413 without being sent, so deliver.ts
  * splits the batch; an MQTT 5 PUBACK reason code is mapped to the HTTP status with the
@@ -26,9 +28,10 @@
  */
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient, type Packet } from 'mqtt'
-import { PROTOCOLS_HEADER, UpstreamError, decodeResultsHeader, encodeResponse, encodeResponseV2, fillTopic, AckCode, type ItemResult } from '../../protocol/index.ts'
+import { CONTENT_ENCODING, ENCODINGS_HEADER, PROTOCOLS_HEADER, UpstreamError, decodeResultsHeader, encodeResponse, encodeResponseV2, fillTopic, AckCode, type ItemResult } from '../../protocol/index.ts'
 import type { UpstreamResponse, UpstreamTls } from './upstream.ts'
 import { compress, type Wire } from './wire.ts'
+import { noDelay } from '../../common/mqtt-nodelay.ts'
 
 export type BatchMeta = { batchId: string, partition: number, seqs: readonly number[] }
 export type SendResult = UpstreamResponse & { sentBytes: number }
@@ -50,6 +53,8 @@ export type MqttUpstreamConfig = {
   tls?: UpstreamTls
   alpn: string[]
   protocolVersion: 4 | 5
+  /** wait between connection attempts */
+  reconnectMs: number
 }
 
 export type MqttUpstreamStatus = {
@@ -117,7 +122,7 @@ export class MqttUpstream {
       clean: false, // [MQTT-3.1.2-4] the session (our results subscription, its queued messages) outlives a connection
       protocolVersion: c.protocolVersion,
       ...(c.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
-      reconnectPeriod: 1000,
+      reconnectPeriod: c.reconnectMs,
       connectTimeout: Math.min(30_000, c.publishTimeoutMs),
       keepalive: 30,
       resubscribe: false,
@@ -130,6 +135,7 @@ export class MqttUpstream {
     const client = mqtt.connect(opts)
     this.client = client
     client.on('connect', (connack) => {
+      noDelay(client)
       this.connError = ''
       this.authRefused = false
       this.log.info({ url: this.url, sessionPresent: connack.sessionPresent }, 'connected to the upstream broker')
@@ -177,7 +183,10 @@ export class MqttUpstream {
     const topic = fillTopic(c.topic, c.gatewayId, meta.partition)
     const opts: IClientPublishOptions = { qos: 1 }
     // MQTT 5: the batch id as correlation data, so even a batch whose envelope cannot be read can be answered
-    if (c.protocolVersion === 5) opts.properties = { correlationData: Buffer.from(meta.batchId), contentType: 'application/cbor' }
+    // and the compression as a user property (br has no magic bytes to sniff: docs/upstream-mqtt.md)
+    if (c.protocolVersion === 5) {
+      opts.properties = { correlationData: Buffer.from(meta.batchId), contentType: 'application/cbor', ...(wire.encoding !== 'identity' ? { userProperties: { [CONTENT_ENCODING]: wire.encoding } } : {}) }
+    }
     return await new Promise<SendResult>((resolve, reject) => {
       let settled = false
       const done = (fn: () => void): void => {
@@ -245,7 +254,7 @@ export class MqttUpstream {
     // MQTT 5 user properties stand for the HTTP answer's headers: `ingest-protocols: 1, 2`
     // lets wire.ts move this upstream to protocol v2, as over HTTP
     const headers: Record<string, string> = {}
-    for (const [k, v] of Object.entries(userProperties ?? {})) if (k === PROTOCOLS_HEADER) headers[k] = String(Array.isArray(v) ? v[0] : v).slice(0, 100)
+    for (const [k, v] of Object.entries(userProperties ?? {})) if (k === PROTOCOLS_HEADER || k === ENCODINGS_HEADER) headers[k] = String(Array.isArray(v) ? v[0] : v).slice(0, 100)
     this.heard = headers
     p.resolve({ status: h.status, body, retryAfterMs: h.retryAfterMs, url: p.url, headers, sentBytes: p.sentBytes })
   }
