@@ -92,6 +92,13 @@ export function parseTopic (template: string, topic: string): { gatewayId: strin
 }
 
 /** The body's compression, told by its first bytes (see the header). */
+/**
+ * MQTT 5 user property naming a batch's compression, the HTTP header's name and values
+ * (identity, gzip, deflate, br). Required for br, which has no magic bytes; a payload
+ * without it is sniffed (`sniffEncoding`).
+ */
+export const CONTENT_ENCODING = 'content-encoding'
+
 export function sniffEncoding (payload: Uint8Array): 'identity' | 'gzip' | 'deflate' {
   if (payload.length >= 2 && payload[0] === 0x1f && payload[1] === 0x8b) return 'gzip'
   // zlib: CM 8, CINFO <= 7 (so 0x08..0x78: never a CBOR map head) and the header check

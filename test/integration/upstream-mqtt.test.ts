@@ -60,8 +60,9 @@ test('results mode: simulated devices -> gateway -> Mosquitto -> ingest; every r
   assert.equal(st.mqtt?.connected, true)
   assert.equal(st.mqtt?.inFlight, 0)
   assert.equal(await metricValue(ingest.metrics.registry, 'ingest_items_total', { code: 'stored' }), 200)
-  // the results' MQTT 5 user property ingest-protocols moved the gateway (auto) to v2
-  assert.ok(await metricValue(ingest.metrics.registry, 'ingest_received_bytes_total', { encoding: 'gzip', version: '2' }) > 0, 'negotiated v2')
+  // the results' MQTT 5 user properties ingest-protocols and ingest-encodings moved the
+  // gateway (auto) to v2 and brotli, marked by the batch's content-encoding property
+  assert.ok(await metricValue(ingest.metrics.registry, 'ingest_received_bytes_total', { encoding: 'br', version: '2' }) > 0, 'negotiated v2 and br')
 })
 
 test('results mode: per-item retry and reject codes over MQTT are retried and dead-lettered', { skip }, async (t) => {

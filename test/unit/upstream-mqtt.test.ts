@@ -67,11 +67,13 @@ test('gateway config: mqtt upstreams are checked at startup, each error naming i
   err(['--upstream', 'mqtt://broker.example:1883'], 'upstream', /in clear/)
   err(['--upstream', 'mqtt://127.0.0.1:1883,http://127.0.0.1:8080'], 'upstream', /mixes/)
   err(['--upstream', 'ftp://127.0.0.1'], 'upstream', /http, https, mqtt and mqtts/)
-  err(['--upstream', 'mqtt://127.0.0.1:1883', '--compression', 'br'], 'compression', /first bytes/)
+  err(['--upstream', 'mqtt://127.0.0.1:1883', '--compression', 'br', '--upstream-mqtt-version', '3.1.1'], 'compression', /first bytes/)
   err(['--upstream', 'mqtt://127.0.0.1:1883', '--upstream-topic', 'gw/+/b'], 'upstreamTopic', /wildcards/)
   err(['--upstream', 'mqtt://127.0.0.1:1883', '--upstream-ack', 'broker', '--ack-mode', 'delivered'], 'ackMode', /upstream-ack results/)
   // no token needed for a broker, and mqtts to any host is fine
   parse(['--upstream', 'mqtt://127.0.0.1:1883'])
+  // MQTT 5 marks br with the content-encoding user property
+  parse(['--upstream', 'mqtt://127.0.0.1:1883', '--compression', 'br'])
   parse(['--upstream', 'mqtts://broker.example:8883', '--upstream-ack', 'broker'])
   parse(['--upstream', 'mqtt://broker.example:1883', '--allow-insecure-upstream'])
 })
