@@ -10,6 +10,7 @@
  * view stays valid for as long as it is referenced.
  */
 import type { Boot, Values } from './reading.ts'
+import { floatAt, type ValuesSpan } from './reading-scan.ts'
 
 const SLAB = 64 * 1024
 let slab = Buffer.allocUnsafeSlow(SLAB)
@@ -113,4 +114,76 @@ export function encodeItemFast (p: number, s: number, device: string, seq: numbe
     else slab[pos++] = v ? 0xf5 : 0xf4
   }
   return slab.subarray(start, pos)
+}
+
+/**
+ * `encodeItemFast` for a reading that reading-scan.ts validated in place: the values are
+ * read from their span of the payload and written entry by entry as `encodeItemFast` writes
+ * the decoded object (names and ASCII text copied under a minimal head, numbers through
+ * `number`, so a float64 1.0 becomes the integer 1 as it does after decoding). The span is
+ * trusted: `scanReading` checked every head, length and type in it.
+ */
+export function encodeItemSpan (p: number, s: number, device: string, seq: number | null, boot: Boot | null, ts: number | null, rx: number, span: ValuesSpan): Buffer {
+  const src = span.buf
+  // every entry grows by at most its head bytes (a non-minimal head only shrinks) plus a
+  // float64 for a shorter float or integer: 9 bytes
+  room(1 + 3 + 9 * 4 + 2 * 9 + device.length * 3 + 5 + (typeof boot === 'string' ? boot.length * 3 + 5 : 0) + (span.end - span.start) + 9 * 2 * span.count + 5)
+  const start = pos
+  slab[pos++] = 0x88
+  uint(p)
+  uint(s)
+  text(device)
+  if (seq === null) slab[pos++] = 0xf6
+  else uint(seq)
+  if (boot === null) slab[pos++] = 0xf6
+  else if (typeof boot === 'number') uint(boot)
+  else text(boot)
+  if (ts === null) slab[pos++] = 0xf6
+  else uint(ts)
+  uint(rx)
+  head(0xa0, span.count)
+  let i = skipHead(src, span.start)
+  for (let e = 0; e < span.count; e++) {
+    i = copyText(src, i)
+    const ib = src[i]!
+    const major = ib >> 5
+    if (major === 0 || major === 1) {
+      const j = skipHead(src, i)
+      number(major === 0 ? headArg : -1 - headArg)
+      i = j
+    } else if (major === 3) {
+      i = copyText(src, i)
+    } else if (major === 7 && (ib === 0xf4 || ib === 0xf5)) {
+      slab[pos++] = ib
+      i++
+    } else {
+      number(floatAt(src, i))
+      i += ib === 0xf9 ? 3 : ib === 0xfa ? 5 : 9
+    }
+  }
+  return slab.subarray(start, pos)
+}
+
+let headArg = 0
+/** The index after the (validated) head at b[i]; its argument in `headArg`. */
+function skipHead (b: Uint8Array, i: number): number {
+  const ai = b[i]! & 31
+  if (ai < 24) { headArg = ai; return i + 1 }
+  if (ai === 24) { headArg = b[i + 1]!; return i + 2 }
+  if (ai === 25) { headArg = (b[i + 1]! << 8) | b[i + 2]!; return i + 3 }
+  if (ai === 26) { headArg = ((b[i + 1]! << 24) >>> 0) + ((b[i + 2]! << 16) | (b[i + 3]! << 8) | b[i + 4]!); return i + 5 }
+  const hi = ((b[i + 1]! << 24) >>> 0) + ((b[i + 2]! << 16) | (b[i + 3]! << 8) | b[i + 4]!)
+  const lo = ((b[i + 5]! << 24) >>> 0) + ((b[i + 6]! << 16) | (b[i + 7]! << 8) | b[i + 8]!)
+  headArg = hi * 0x100000000 + lo
+  return i + 9
+}
+
+/** Copies the (validated, ASCII) text at b[i] under a minimal head; returns the index after it. */
+function copyText (b: Uint8Array, i: number): number {
+  const j = skipHead(b, i)
+  const n = headArg
+  head(0x60, n)
+  for (let k = 0; k < n; k++) slab[pos + k] = b[j + k]!
+  pos += n
+  return j + n
 }

@@ -18,7 +18,7 @@
 import type { Client, PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { Counter, Gauge } from 'prom-client'
-import { decodeReading, encodeItemFast, partitionOf, type Reading } from '../../protocol/index.ts'
+import { decodeReading, encodeItemFast, encodeItemSpan, partitionOf, scanReading, type Reading, type ValuesSpan } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/index.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
@@ -126,7 +126,9 @@ export class Intake {
     this.formats.note(device, raw)
     let reading: Reading
     try {
-      reading = decode ? decode() : decodeReading(raw, this.config.maxPayloadBytes)
+      // the common CBOR shape is checked in place (reading-scan.ts); anything else, and every
+      // refusal, goes through the decoder, which words the reason
+      reading = decode ? decode() : (raw.length <= this.config.maxPayloadBytes ? scanReading(raw) : null) ?? decodeReading(raw, this.config.maxPayloadBytes)
     } catch (err) {
       const reason = (err as Error).message
       this.outcome.invalid.inc()
@@ -229,7 +231,8 @@ export class Intake {
     const s = this.store.nextSeq(p)
     entry.p = p
     entry.s = s
-    entry.raw = encodeItemFast(p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values)
+    const span = (r as Reading & { span?: ValuesSpan }).span
+    entry.raw = span ? encodeItemSpan(p, s, device, r.seq, r.boot, r.ts, Date.now(), span) : encodeItemFast(p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values)
     this.store.append(entry)
   }
 
