@@ -19,13 +19,29 @@
 import type { Boot, Reading } from './reading.ts'
 import { READING_LIMITS } from './reading.ts'
 
+const NO_VALUES = Object.freeze({}) as Reading['values']
+
 /** Where a validated values map lies in its payload. */
 export type ValuesSpan = { buf: Uint8Array, start: number, end: number, count: number }
 
-/** A reading whose values are still the payload's bytes (`values` is empty: use `span`). */
-export type ScannedReading = Reading & { span: ValuesSpan }
+/**
+ * A reading whose values are still the payload's bytes (`values` is empty; `buf`, `start`,
+ * `end`, `count` say where they are). One object per reading, as the decoder's Reading is:
+ * it is its own span.
+ */
+export class ScannedReading implements Reading, ValuesSpan {
+  readonly values = NO_VALUES
+  constructor (
+    public seq: number | null,
+    public boot: Boot | null,
+    public ts: number | null,
+    readonly buf: Uint8Array,
+    readonly start: number,
+    readonly end: number,
+    readonly count: number
+  ) {}
+}
 
-const NO_VALUES = Object.freeze({}) as Reading['values']
 const TWO32 = 0x100000000
 
 /** Name bytes allowed by VALUE_NAME_RE ([A-Za-z0-9_.:-]). */
@@ -72,11 +88,20 @@ function same (b: Uint8Array, s1: number, s2: number, n: number): boolean {
   return true
 }
 
+/** 8 bytes to read a float through without a DataView per value */
+const scratch = new DataView(new ArrayBuffer(8))
+
 /** The float of major type 7 at b[i] (ai 25, 26, 27; bounds checked by the caller). */
 export function floatAt (b: Uint8Array, i: number): number {
   const ai = b[i]! & 31
-  if (ai === 27) return new DataView(b.buffer, b.byteOffset + i + 1, 8).getFloat64(0)
-  if (ai === 26) return new DataView(b.buffer, b.byteOffset + i + 1, 4).getFloat32(0)
+  if (ai === 27) {
+    for (let k = 0; k < 8; k++) scratch.setUint8(k, b[i + 1 + k]!)
+    return scratch.getFloat64(0)
+  }
+  if (ai === 26) {
+    for (let k = 0; k < 4; k++) scratch.setUint8(k, b[i + 1 + k]!)
+    return scratch.getFloat32(0)
+  }
   const h = (b[i + 1]! << 8) | b[i + 2]!
   const e = (h >> 10) & 0x1f
   const m = h & 0x3ff
@@ -203,5 +228,5 @@ export function scanReading (b: Uint8Array): ScannedReading | null {
     }
   }
   if (i !== end || (seen & VALUES) === 0) return null
-  return { seq, boot, ts, values: NO_VALUES, span: { buf: b, start: vStart, end: vEnd, count: vCount } }
+  return new ScannedReading(seq, boot, ts, b, vStart, vEnd, vCount)
 }

@@ -18,7 +18,7 @@
 import type { Client, PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { Counter, Gauge } from 'prom-client'
-import { decodeReading, encodeItemFast, encodeItemSpan, partitionOf, scanReading, type Reading, type ValuesSpan } from '../../protocol/index.ts'
+import { decodeReading, encodeItemFast, encodeItemSpan, partitionOf, scanReading, ScannedReading, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/index.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
@@ -231,8 +231,7 @@ export class Intake {
     const s = this.store.nextSeq(p)
     entry.p = p
     entry.s = s
-    const span = (r as Reading & { span?: ValuesSpan }).span
-    entry.raw = span ? encodeItemSpan(p, s, device, r.seq, r.boot, r.ts, Date.now(), span) : encodeItemFast(p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values)
+    entry.raw = r instanceof ScannedReading ? encodeItemSpan(p, s, device, r.seq, r.boot, r.ts, Date.now(), r) : encodeItemFast(p, s, device, r.seq, r.boot, r.ts, Date.now(), r.values)
     this.store.append(entry)
   }
 

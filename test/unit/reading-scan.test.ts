@@ -141,7 +141,7 @@ function check (b: Buffer, what: string): boolean {
   const slow = slowItem(b)
   if ('error' in slow) assert.fail(`${what}: the scanner took a payload the decoder refuses (${slow.error}): ${b.toString('hex')}`)
   assert.deepEqual([fast.seq, fast.boot, fast.ts], [slow.reading.seq, slow.reading.boot, slow.reading.ts], `${what}: ${b.toString('hex')}`)
-  const item = Buffer.from(encodeItemSpan(3, 41, 'dev-1', fast.seq, fast.boot, fast.ts, RX, fast.span))
+  const item = Buffer.from(encodeItemSpan(3, 41, 'dev-1', fast.seq, fast.boot, fast.ts, RX, fast))
   if (!item.equals(slow.item)) assert.fail(`${what}: item bytes differ for ${b.toString('hex')}\nscan    ${item.toString('hex')}\ndecoder ${slow.item.toString('hex')}`)
   return true
 }
