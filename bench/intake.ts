@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks'
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
-import { canPin, Cleanup, coreBusySeconds, cpuSeconds, hwmKb, pinned, RssSampler, rssKb } from './lib/procs.ts'
+import { canPin, Cleanup, coreBusySeconds, cpuSeconds, hwmKb, pinned, RssSampler, rssKb, threadCpuSeconds } from './lib/procs.ts'
 import { appendRecord, fmtInt, fmtMs, fmtRatio, gitSha, hostInfo, table } from './lib/results.ts'
 import { commandLine, resolveSystems, ROOT, type System } from './lib/systems.ts'
 import type { BenchRecord, Check, LoadResult } from './lib/types.ts'
@@ -62,6 +62,7 @@ type Metrics = {
   peakRssMb?: number
   errors: number
   brokerCpuPct: number | null
+  threadCpuPct: Record<string, number> | null
   otherCpuPct: number | null
   [extra: string]: unknown
 }
@@ -120,6 +121,7 @@ async function main (): Promise<void> {
         const l = o.load!
         const m = o.metrics!
         process.stderr.write(`${tag} ${fmtInt(l.msgsPerSec).padStart(9)} msgs/s  p50 ${fmtMs(l.latency.p50Ms)}  p99 ${fmtMs(l.latency.p99Ms)}  p999 ${fmtMs(l.latency.p999Ms)} ms  rss idle ${String(m.idleRssMb)} peak ${String(m.peakRssMb)} MB  cpu ${String(m.brokerCpuPct)}%/${l.loadgenCpuPct}%/other ${String(m.otherCpuPct)}%  errors ${String(m.errors)}\n`)
+        if (m.threadCpuPct) process.stderr.write(`${' '.repeat(40)}CPU % by thread: ${Object.entries(m.threadCpuPct).sort((a, b) => b[1] - a[1]).map(([n, v]) => `${n} ${v}`).join(', ')}\n`)
         if (row.mode === 'open') process.stderr.write(`${' '.repeat(40)}p99 ms per second: ${l.timeline.map((x) => fmtMs(x.p99Ms)).join(' ')}\n`)
       }
     }
@@ -178,18 +180,29 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
   let brokerCpuPct: number | null = null
   let busyA: number[] = []
   let lgCpuA: number | null = null
+  let threadsA: Map<string, number> | null = null
+  /** the system's CPU over the window by thread name, in % of a core (where the cost is: main thread, GC helpers, LevelDB, libuv) */
+  let threadCpuPct: Record<string, number> | null = null
   // CPU time on the two bench cores spent by anything but the system and the generator
   // (other jobs on a shared machine): a run with much of it is noisy.
   let otherCpuPct: number | null = null
   lg.onLine((_l, o) => {
     if (o?.type !== 'phase') return
-    if (o.phase === 'measure') { cpuA = cpuSeconds(pid); lgCpuA = cpuSeconds(lg.pid); busyA = coreBusySeconds(); tA = performance.now() }
+    if (o.phase === 'measure') { cpuA = cpuSeconds(pid); lgCpuA = cpuSeconds(lg.pid); busyA = coreBusySeconds(); threadsA = threadCpuSeconds(pid); tA = performance.now() }
     if (o.phase === 'drain' && cpuA !== null) {
       const secs = (performance.now() - tA) / 1000
       const cpuB = cpuSeconds(pid)
       const lgCpuB = cpuSeconds(lg.pid)
       const busyB = coreBusySeconds()
       if (cpuB !== null) brokerCpuPct = Math.round((cpuB - cpuA) / secs * 1000) / 10
+      const threadsB = threadCpuSeconds(pid)
+      if (threadsA && threadsB) {
+        threadCpuPct = {}
+        for (const [name, b] of threadsB) {
+          const pct = Math.round((b - (threadsA.get(name) ?? 0)) / secs * 1000) / 10
+          if (pct >= 0.5) threadCpuPct[name] = pct
+        }
+      }
       if (cpuB !== null && lgCpuB !== null && lgCpuA !== null && c.brokerCore !== null && c.loadCore !== null) {
         const busy = [c.brokerCore, c.loadCore].reduce((sum, core) => sum + ((busyB[core] ?? 0) - (busyA[core] ?? 0)), 0)
         otherCpuPct = Math.max(0, Math.round((busy - (cpuB - cpuA) - (lgCpuB - lgCpuA)) / secs * 1000) / 10)
@@ -224,6 +237,7 @@ async function runOne (sys: System, row: Row, c: RunCtx): Promise<Outcome> {
     idleRssMb: mb(idleKb),
     hwmRssMb: mb(hwm),
     brokerCpuPct,
+    threadCpuPct,
     loadgenCpuPct: load.loadgenCpuPct,
     otherCpuPct,
     // CPU time the system spent per acknowledged message: unlike msgs/s it barely moves when

@@ -4,7 +4,7 @@
  * SIGINT and SIGTERM: a benchmark must never leave a broker listening or a data dir behind.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -183,6 +183,28 @@ export function cpuSeconds (pid: number): number | null {
     const s = readFileSync(`/proc/${pid}/stat`, 'latin1')
     const fields = s.slice(s.lastIndexOf(')') + 2).split(' ') // fields from #3 (state) on
     return (Number(fields[11]) + Number(fields[12])) / clkTck
+  } catch { return null }
+}
+
+/**
+ * CPU seconds of each of `pid`'s threads, summed by thread name (/proc/PID/task/TID/stat):
+ * node's main thread is `node` (or the process title), V8's GC and compiler helpers
+ * `V8 DefaultWorke`, libuv's pool `libuv-worker`; LevelDB's compaction thread and the
+ * write path's fsync run where LevelDB puts them. Null if the process is gone.
+ */
+export function threadCpuSeconds (pid: number): Map<string, number> | null {
+  clkTck ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
+  try {
+    const out = new Map<string, number>()
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1')
+        const name = tid === String(pid) ? 'main' : s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'))
+        const fields = s.slice(s.lastIndexOf(')') + 2).split(' ')
+        out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / clkTck)
+      } catch { /* the thread ended */ }
+    }
+    return out
   } catch { return null }
 }
 
