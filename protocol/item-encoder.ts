@@ -90,9 +90,8 @@ function bound (device: string, boot: Boot | null, values: Values): number {
   return n
 }
 
-export function encodeItemFast (p: number, s: number, device: string, seq: number | null, boot: Boot | null, ts: number | null, rx: number, values: Values): Buffer {
-  room(bound(device, boot, values))
-  const start = pos
+/** The array head and the seven fields before `values` (room already made). */
+function fields (p: number, s: number, device: string, seq: number | null, boot: Boot | null, ts: number | null, rx: number): void {
   slab[pos++] = 0x88
   uint(p)
   uint(s)
@@ -105,6 +104,12 @@ export function encodeItemFast (p: number, s: number, device: string, seq: numbe
   if (ts === null) slab[pos++] = 0xf6
   else uint(ts)
   uint(rx)
+}
+
+export function encodeItemFast (p: number, s: number, device: string, seq: number | null, boot: Boot | null, ts: number | null, rx: number, values: Values): Buffer {
+  room(bound(device, boot, values))
+  const start = pos
+  fields(p, s, device, seq, boot, ts, rx)
   head(0xa0, entries)
   for (const k in values) {
     text(k)
@@ -129,18 +134,7 @@ export function encodeItemSpan (p: number, s: number, device: string, seq: numbe
   // float64 for a shorter float or integer: 9 bytes
   room(1 + 3 + 9 * 4 + 2 * 9 + device.length * 3 + 5 + (typeof boot === 'string' ? boot.length * 3 + 5 : 0) + (span.end - span.start) + 9 * 2 * span.count + 5)
   const start = pos
-  slab[pos++] = 0x88
-  uint(p)
-  uint(s)
-  text(device)
-  if (seq === null) slab[pos++] = 0xf6
-  else uint(seq)
-  if (boot === null) slab[pos++] = 0xf6
-  else if (typeof boot === 'number') uint(boot)
-  else text(boot)
-  if (ts === null) slab[pos++] = 0xf6
-  else uint(ts)
-  uint(rx)
+  fields(p, s, device, seq, boot, ts, rx)
   head(0xa0, span.count)
   let i = skipHead(src, span.start)
   for (let e = 0; e < span.count; e++) {
