@@ -23,7 +23,7 @@ import { mkdirSync } from 'node:fs'
 import { canPin, Cleanup, freePort, pinned, rssKb, type Proc } from './lib/procs.ts'
 import { ThrowawayMosquitto } from '../scripts/throwaway-mosquitto.ts'
 import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
-import { commandLine, ROOT } from './lib/systems.ts'
+import { commandLine, compiledBuild, ROOT } from './lib/systems.ts'
 
 const FLAGS: FlagSpec = {
   items: { type: 'number', default: 1_000_000, doc: 'readings to buffer before the upstream comes up' },
@@ -38,14 +38,21 @@ const FLAGS: FlagSpec = {
   upstreams: { type: 'string', default: 'http', doc: 'upstreams to drain over in this run, comma list of http and mqtt (a throwaway Mosquitto)' },
   'upstream-ack': { type: 'string', default: 'results', doc: 'gateway --upstream-ack for the mqtt upstream: results or broker' },
   'cpu-prof-dir': { type: 'string', default: '', doc: 'write V8 CPU profiles of the gateway and the ingest to this directory (node --cpu-prof; read them with bench/lib/profile-top.ts)' },
+  compiled: { type: 'bool', default: false, doc: 'run the gateway and the ingest as tsc-compiled JavaScript without the tsx loader (as deployed)' },
   'mqtt-connections': { type: 'number', default: 4, doc: 'ingest --mqtt-connections for the mqtt upstream (each takes one batch at a time)' }
 }
 
 type Status = { buffered: { items: number, bytes: number } }
 
 let profileDir = ''
+/** `--compiled`: the tsc build the gateway and the ingest run from (else they run under tsx) */
+let build: string | null = null
 /** `--cpu-prof-dir`: the gateway and the ingest write V8 CPU profiles there (one per process, at exit) */
-const node = (script: string, args: string[]): string[] => [process.execPath, ...(profileDir && !script.startsWith('bench/') ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--import', 'tsx', script, ...args]
+const node = (script: string, args: string[]): string[] => {
+  const prof = profileDir && !script.startsWith('bench/') ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
+  if (build && !script.startsWith('bench/')) return [process.execPath, ...prof, join(build, script.replace(/\.ts$/, '.js')), ...args]
+  return [process.execPath, ...prof, '--import', 'tsx', script, ...args]
+}
 
 async function status (adminPort: number): Promise<Status> {
   const r = await fetch(`http://127.0.0.1:${adminPort}/status`)
@@ -57,6 +64,8 @@ async function main (): Promise<void> {
   if (f.get('help')) { process.stdout.write(`usage: node --import tsx bench/drain.ts [flags]\n${helpText(FLAGS)}\n`); return }
   const upstreams = str(f, 'upstreams')!.split(',').filter(Boolean)
   profileDir = str(f, 'cpu-prof-dir') ?? ''
+  const buildCleanup = new Cleanup()
+  if (bool(f, 'compiled')) build = await compiledBuild(buildCleanup)
   for (const u of upstreams) if (u !== 'http' && u !== 'mqtt') throw new Error(`--upstreams: ${u} is not http or mqtt`)
   const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
   const rates = new Map<string, number>()
@@ -64,6 +73,7 @@ async function main (): Promise<void> {
   const h = rates.get('http')
   const m = rates.get('mqtt')
   if (h !== undefined && m !== undefined) process.stderr.write(`\nmqtt/http drain rate: x${(m / h).toFixed(2)} (${fmtInt(m)}/s vs ${fmtInt(h)}/s)\n`)
+  buildCleanup.killAll()
 }
 
 async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | 'mqtt', runId: string, withBaseline: boolean): Promise<number> {
@@ -170,8 +180,8 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     gitSha: gitSha(),
     node: process.version,
     host: hostInfo(pin ? 'gateway core 1; loadgen and ingest core 0' : 'not pinned'),
-    system: upstream === 'http' ? 'gateway' : `gateway/mqtt-${upstreamAck}`,
-    ...(upstream === 'mqtt' && withBaseline ? { baseline: 'gateway' } : {}),
+    system: `${build ? 'gateway-js' : 'gateway'}${upstream === 'http' ? '' : `/mqtt-${upstreamAck}`}`,
+    ...(upstream === 'mqtt' && withBaseline ? { baseline: build ? 'gateway-js' : 'gateway' } : {}),
     params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}) },
     msgsPerSec: Math.round(filled.items / drainS),
     /** from the first answered batch to the end: without the time both sides take to (re)connect */
