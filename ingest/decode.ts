@@ -65,6 +65,9 @@ export function readBody (req: IncomingMessage, maxBytes: number): Promise<Buffe
   })
 }
 
+/** The body encodings `decodeContent` takes: advertised to gateways (the HTTP header ingest-encodings, the MQTT user property of that name). */
+export const ACCEPTED_ENCODINGS = ['identity', 'gzip', 'deflate', 'br'] as const
+
 /** Decompresses per content-encoding (identity, gzip, deflate, br), at most maxBytes of output. */
 export async function decodeContent (body: Buffer, encoding: string | undefined, maxBytes: number): Promise<Buffer> {
   const enc = (encoding ?? 'identity').trim().toLowerCase()

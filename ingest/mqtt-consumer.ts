@@ -26,7 +26,7 @@ import {
 import { noDelay } from '../common/mqtt-nodelay.ts'
 import { withChaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
-import { decodeContent } from './decode.ts'
+import { ACCEPTED_ENCODINGS, decodeContent } from './decode.ts'
 import { HttpError } from './errors.ts'
 import { checkPartitions, decode as decodeStep, store, validate as validateStep, type batchSteps, type ServerDeps } from './server.ts'
 
@@ -43,7 +43,7 @@ function sharedSteps (chaos: boolean): Step[] {
 }
 
 /** What decodeContent takes, advertised in every results message as the HTTP ingest does in a header. */
-const ENCODINGS = 'identity, gzip, deflate, br'
+const ENCODINGS = ACCEPTED_ENCODINGS.join(', ')
 
 /** A gateway id as the gateway's own config allows it: over HTTP the tokens config names the gateways, here the topic does. */
 const GATEWAY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/

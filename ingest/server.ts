@@ -18,7 +18,7 @@ import { addressKey, AuthBackoff } from './auth-backoff.ts'
 import { boundPartitions } from './bounds.ts'
 import { withChaos, type Chaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
-import { decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
+import { ACCEPTED_ENCODINGS, decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
 import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
 import { isPagePath, RecentReadings, servePage } from './page/index.ts'
@@ -241,7 +241,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
   // protocol negotiation (docs/protocol-v2.md): every answer names the versions and body
   // encodings this ingest takes, so a gateway upgrades (or falls back) on its next batch
   const speaksV2 = config.protocols.includes('2')
-  const capabilities = { protocols: speaksV2 ? [1, 2] : [1], encodings: ['identity', 'gzip', 'deflate', 'br'] }
+  const capabilities = { protocols: speaksV2 ? [1, 2] : [1], encodings: ACCEPTED_ENCODINGS }
   const advertise = speaksV2 ? { [PROTOCOLS_HEADER]: '1, 2', [ENCODINGS_HEADER]: capabilities.encodings.join(', ') } : {}
 
   async function handleBatch (req: IncomingMessage, res: ServerResponse, version: 1 | 2): Promise<void> {
