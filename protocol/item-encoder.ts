@@ -10,7 +10,7 @@
  * view stays valid for as long as it is referenced.
  */
 import type { Boot, Values } from './reading.ts'
-import { floatAt, type ValuesSpan } from './reading-scan.ts'
+import { floatAt, head as readHead, headArg, type ValuesSpan } from './reading-scan.ts'
 
 const SLAB = 64 * 1024
 let slab = Buffer.allocUnsafeSlow(SLAB)
@@ -136,17 +136,17 @@ export function encodeItemSpan (p: number, s: number, device: string, seq: numbe
   const start = pos
   fields(p, s, device, seq, boot, ts, rx)
   head(0xa0, span.count)
-  let i = skipHead(src, span.start)
+  const end = src.length
+  let i = readHead(src, span.start, end)
   for (let e = 0; e < span.count; e++) {
-    i = copyText(src, i)
+    i = copyText(src, i, end)
     const ib = src[i]!
     const major = ib >> 5
     if (major === 0 || major === 1) {
-      const j = skipHead(src, i)
-      number(major === 0 ? headArg : -1 - headArg)
-      i = j
+      i = readHead(src, i, end)
+      number(major === 0 ? headArg() : -1 - headArg())
     } else if (major === 3) {
-      i = copyText(src, i)
+      i = copyText(src, i, end)
     } else if (major === 7 && (ib === 0xf4 || ib === 0xf5)) {
       slab[pos++] = ib
       i++
@@ -158,24 +158,10 @@ export function encodeItemSpan (p: number, s: number, device: string, seq: numbe
   return slab.subarray(start, pos)
 }
 
-let headArg = 0
-/** The index after the (validated) head at b[i]; its argument in `headArg`. */
-function skipHead (b: Uint8Array, i: number): number {
-  const ai = b[i]! & 31
-  if (ai < 24) { headArg = ai; return i + 1 }
-  if (ai === 24) { headArg = b[i + 1]!; return i + 2 }
-  if (ai === 25) { headArg = (b[i + 1]! << 8) | b[i + 2]!; return i + 3 }
-  if (ai === 26) { headArg = ((b[i + 1]! << 24) >>> 0) + ((b[i + 2]! << 16) | (b[i + 3]! << 8) | b[i + 4]!); return i + 5 }
-  const hi = ((b[i + 1]! << 24) >>> 0) + ((b[i + 2]! << 16) | (b[i + 3]! << 8) | b[i + 4]!)
-  const lo = ((b[i + 5]! << 24) >>> 0) + ((b[i + 6]! << 16) | (b[i + 7]! << 8) | b[i + 8]!)
-  headArg = hi * 0x100000000 + lo
-  return i + 9
-}
-
 /** Copies the (validated, ASCII) text at b[i] under a minimal head; returns the index after it. */
-function copyText (b: Uint8Array, i: number): number {
-  const j = skipHead(b, i)
-  const n = headArg
+function copyText (b: Uint8Array, i: number, end: number): number {
+  const j = readHead(b, i, end)
+  const n = headArg()
   head(0x60, n)
   for (let k = 0; k < n; k++) slab[pos + k] = b[j + k]!
   pos += n

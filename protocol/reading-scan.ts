@@ -54,10 +54,11 @@ let arg = 0
 const names = new Int32Array(2 * READING_LIMITS.maxValues)
 
 /**
- * Reads the head at b[i] (i < end): sets `arg`, returns the index after it, or -1 when the
- * head is not one this scanner takes (indefinite, reserved, 64-bit above 2^53, truncated).
+ * Reads the head at b[i] (i < end): sets `arg` (`headArg()`), returns the index after it, or
+ * -1 when the head is not one this scanner takes (indefinite, reserved, 64-bit above 2^53,
+ * truncated). item-encoder.ts reads the validated span through it too.
  */
-function head (b: Uint8Array, i: number, end: number): number {
+export function head (b: Uint8Array, i: number, end: number): number {
   const ai = b[i]! & 31
   if (ai < 24) { arg = ai; return i + 1 }
   if (ai === 24) { if (i + 2 > end) return -1; arg = b[i + 1]!; return i + 2 }
@@ -72,6 +73,9 @@ function head (b: Uint8Array, i: number, end: number): number {
   }
   return -1
 }
+
+/** The argument of the head `head` read last. */
+export function headArg (): number { return arg }
 
 function u32 (b: Uint8Array, i: number): number {
   return ((b[i]! << 24) >>> 0) + ((b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!)
