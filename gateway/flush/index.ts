@@ -13,7 +13,8 @@
  *   oldest-age.ts      the oldest unacked item's age
  *   upstream.ts        the HTTP client and failover; backoff.ts the retry delays
  *   mqtt-upstream.ts   the MQTT client (mqtt:// upstreams, docs/upstream-mqtt.md), same surface;
- *                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
+ *                      mqtt-results.ts how much of a results message it reads,
+                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
  */
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
