@@ -13,7 +13,8 @@
  *   oldest-age.ts      the oldest unacked item's age
  *   upstream.ts        the HTTP client and failover; backoff.ts the retry delays
  *   mqtt-upstream.ts   the MQTT client (mqtt:// upstreams, docs/upstream-mqtt.md), same surface;
- *                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
+ *                      mqtt-results.ts how much of a results message it reads,
+                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
  */
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics/index.ts'
@@ -52,7 +53,7 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
-    const onIgnored = mqttMetrics(metrics, () => this.mqtt?.status())
+    const mqttEvents = mqttMetrics(metrics, () => this.mqtt?.status())
     let compression: CompressionChoice = config.gzip ? 'gzip' : config.compression
     if (config.upstream.length > 0 && config.upstream.every(isMqttUrl)) {
       this.mqtt = new MqttUpstream({
@@ -70,8 +71,13 @@ export class Flusher {
         ...(config.upstreamTls ? { tls: config.upstreamTls } : {}),
         alpn: config.upstreamAlpn,
         protocolVersion: config.upstreamMqttVersion === '5' ? 5 : 4,
-        reconnectMs: config.upstreamReconnectMs
-      }, this.log, onIgnored)
+        reconnectMs: config.upstreamReconnectMs,
+        acceptNoSubscribers: config.upstreamAcceptNoSubscribers,
+        batchMaxItems: config.batchMaxItems,
+        // PUBLISHes waiting for their PUBACK: twice the partitions sending at once (results may overtake a PUBACK)
+        maxUnackedBatches: 2 * config.maxInFlight,
+        maxUnackedBytes: 2 * config.maxInFlight * config.upstreamMaxMessageBytes
+      }, this.log, mqttEvents)
       this.upstream = this.mqtt
       // auto: plain CBOR for any consumer of the broker ack; for our own consumer (results)
       // gzip, or br once its results say it takes br (MQTT 5 user properties, as the HTTP

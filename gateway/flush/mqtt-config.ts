@@ -14,6 +14,7 @@ export const mqttUpstreamSchema = {
   upstreamUsername: { type: 'string', default: '', doc: 'MQTT upstream user name (default: the gateway id when a token is set; the token is the password)' },
   upstreamAlpn: { type: 'list', default: [], doc: 'mqtts upstream: ALPN protocol names offered (x-amzn-mqtt-ca for AWS IoT Core on port 443)' },
   upstreamReconnectMs: { type: 'int', default: 1000, min: 100, max: 600_000, doc: 'MQTT upstream: wait between connection attempts while the broker is unreachable (the HTTP upstream retries with --retry-base-ms..--retry-max-ms instead)' },
+  upstreamAcceptNoSubscribers: { type: 'bool', default: false, doc: 'MQTT upstream, --upstream-ack broker: RISKS LOSING BATCHES. Delete a batch whose PUBACK says "no matching subscribers" (MQTT 5 reason 0x10) as if it were delivered. Only for a broker whose rule or route consumes the batches without being a subscriber, and that answers 0x10 anyway (EMQX rules, docs/upstream-mqtt.md); without it such a batch is kept and sent again with back-off' },
   upstreamMqttVersion: { type: 'enum', values: ['5', '3.1.1'] as const, default: '5', doc: 'MQTT upstream protocol version (3.1.1 for brokers without 5, e.g. Azure IoT Hub)' }
 } as const
 

@@ -25,10 +25,31 @@
  * same meaning (not authorized 403, packet too large 413, quota exceeded 429, other
  * errors 503). While not connected (or, in results mode, before the results subscription
  * is granted) a send fails at once: MQTT.js must not queue batches during an outage.
+ *
+ * A PUBACK with reason 0x10 (no matching subscribers) means the broker delivered the batch
+ * to nobody: in either mode it is answered 503 (kept, sent again after back-off), counted,
+ * and /status says no consumer is subscribed. A broker that discards it after its PUBACK
+ * loses it otherwise: deleting it on that PUBACK lost every reading of a broker restarted
+ * without the consumer's session. `acceptNoSubscribers` (broker mode, an operator's explicit
+ * opt-in) takes such a PUBACK as delivered, for brokers whose rules consume without
+ * subscribing and still answer 0x10.
+ *
+ * Unacknowledged PUBLISHes are bounded. MQTT.js keeps every QoS 1 PUBLISH in its outgoing
+ * store until its PUBACK (clean=false: it resends them on reconnect), whatever became of
+ * the send that made it; a broker that never PUBACKs, with a new batch sent after each
+ * results timeout, grew that store (and RSS) without bound. So `unacked` mirrors the store
+ * (a batch enters before its publish, leaves when MQTT.js calls back: PUBACK or the
+ * connection ended for good), and a send fails at once while its partition still has a
+ * PUBLISH there that was not answered (its items would be there twice) or while the store holds
+ * `maxUnackedBatches` batches or `maxUnackedBytes` bytes.
+ *
+ * Results messages are read as mqtt-results.ts says: the batch id first, then bounds from
+ * the batch it answers, then the whole message.
  */
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient, type Packet } from 'mqtt'
 import { CONTENT_ENCODING, ENCODINGS_HEADER, PROTOCOLS_HEADER, UpstreamError, decodeResultsHeader, encodeResponse, encodeResponseV2, fillTopic, AckCode, type ItemResult } from '../../protocol/index.ts'
+import { maxResultsPacketBytes, screenResults, type ResultsRefusal } from './mqtt-results.ts'
 import type { UpstreamResponse, UpstreamTls } from './upstream.ts'
 import { compress, type Wire } from './wire.ts'
 import { noDelay } from '../../common/mqtt-nodelay.ts'
@@ -55,7 +76,17 @@ export type MqttUpstreamConfig = {
   protocolVersion: 4 | 5
   /** wait between connection attempts */
   reconnectMs: number
+  /** broker mode: a PUBACK 0x10 (no matching subscribers) deletes the batch (an explicit opt-in: it may lose batches) */
+  acceptNoSubscribers: boolean
+  /** the most items a batch has: bounds the results message the broker may send us (MQTT 5 maximum packet size) */
+  batchMaxItems: number
+  /** at most this many batches, and bytes, in MQTT.js's store waiting for their PUBACK */
+  maxUnackedBatches: number
+  maxUnackedBytes: number
 }
+
+/** What the metrics hear of: a results message ignored (and why), a PUBACK saying nobody is subscribed. */
+export type MqttUpstreamEvents = { ignored: (reason: ResultsRefusal) => void, noSubscribers: () => void }
 
 export type MqttUpstreamStatus = {
   ack: 'broker' | 'results'
@@ -65,9 +96,20 @@ export type MqttUpstreamStatus = {
   oldestUnansweredMs: number | null
   lateResults: number
   badResults: number
+  /** results refused unread: larger than, or more entries than, the batch they answer could have */
+  refusedResults: number
+  /** the last PUBACK said "no matching subscribers" (MQTT 5 0x10): no consumer subscribed */
+  noSubscribers: boolean
+  /** batches a PUBACK said reached no subscriber, since start */
+  noSubscriberBatches: number
+  /** PUBLISHes held by MQTT.js waiting for their PUBACK, and their payload bytes */
+  unacked: number
+  unackedBytes: number
 }
 
-type Pending = { resolve: (r: SendResult) => void, reject: (e: Error) => void, timer: NodeJS.Timeout, sentAt: number, sentBytes: number, url: string }
+type Pending = { resolve: (r: SendResult) => void, reject: (e: Error) => void, timer: NodeJS.Timeout, sentAt: number, sentBytes: number, url: string, items: number }
+/** answered: its results came before its PUBACK (a broker may route faster than it acknowledges) */
+type Unacked = { partition: number, bytes: number, sentAt: number, answered: boolean }
 
 /** MQTT 5 reason codes of a refused PUBLISH -> the HTTP status with the same meaning (status-actions.ts). */
 const REASON_STATUS: Readonly<Record<number, number>> = { 135: 403, 149: 413, 151: 429, 150: 429, 137: 503, 131: 503, 128: 503, 144: 400, 153: 400 }
@@ -87,13 +129,18 @@ export class MqttUpstream {
   private authRefused = false
   /** the negotiation header of the last results message: answers made up here repeat it, so they do not undo the negotiation */
   private heard: Record<string, string> = {}
-  /** broker mode: warned that batches reach no subscriber (again only after one did) */
-  private warnedUnrouted = false
+  /** the last PUBACK said no matching subscribers (warned once, until a PUBACK says otherwise) */
+  private noSubscribers = false
+  private noSubscriberBatches = 0
+  /** batch id -> a PUBLISH of ours in MQTT.js's outgoing store, not PUBACKed yet */
+  private readonly unacked = new Map<string, Unacked>()
+  private unackedBytes = 0
   private lateResults = 0
   private badResults = 0
+  private refusedResults = 0
   private readonly log: Logger
 
-  constructor (private readonly config: MqttUpstreamConfig, log: Logger, private readonly onIgnored: (reason: 'late' | 'unreadable') => void = () => {}) {
+  constructor (private readonly config: MqttUpstreamConfig, log: Logger, private readonly events: MqttUpstreamEvents = { ignored: () => {}, noSubscribers: () => {} }) {
     this.log = log.child({ upstream: 'mqtt' })
   }
 
@@ -121,7 +168,9 @@ export class MqttUpstream {
       clientId: c.clientId,
       clean: false, // [MQTT-3.1.2-4] the session (our results subscription, its queued messages) outlives a connection
       protocolVersion: c.protocolVersion,
-      ...(c.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
+      // [MQTT-3.1.2-24] the broker sends nothing larger than maximumPacketSize: no results
+      // message longer than the answer to our largest batch (mqtt-results.ts)
+      ...(c.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600, maximumPacketSize: maxResultsPacketBytes(c.batchMaxItems) } } : {}),
       reconnectPeriod: c.reconnectMs,
       connectTimeout: Math.min(30_000, c.publishTimeoutMs),
       keepalive: 30,
@@ -180,6 +229,7 @@ export class MqttUpstream {
     if (client && !client.connected && this.authRefused) return answer(401, jsonError('not_authorized', `the broker refused our credentials: ${this.connError}`))
     if (this.closed || !client || !client.connected) throw new UpstreamError(`not connected to the upstream broker ${this.url}${this.connError ? `: ${this.connError}` : ''}`, { status: 0 })
     if (c.ackMode === 'results' && !this.subscribed) throw new UpstreamError(`not subscribed to ${this.resultsTopic} at ${this.url} yet`, { status: 0 })
+    this.checkUnacked(meta.partition, payload.length)
     const topic = fillTopic(c.topic, c.gatewayId, meta.partition)
     const opts: IClientPublishOptions = { qos: 1 }
     // MQTT 5: the batch id as correlation data, so even a batch whose envelope cannot be read can be answered
@@ -205,9 +255,14 @@ export class MqttUpstream {
         timer,
         sentAt: performance.now(),
         sentBytes: payload.length,
-        url: base
+        url: base,
+        items: meta.seqs.length
       })
+      this.unacked.set(meta.batchId, { partition: meta.partition, bytes: payload.length, sentAt: performance.now(), answered: false })
+      this.unackedBytes += payload.length
       client.publish(topic, payload, opts, (err, packet?: Packet) => {
+        // MQTT.js calls back once the PUBLISH has left its store (PUBACK, or the connection ended for good)
+        this.releaseUnacked(meta.batchId)
         if (err) {
           const code = (err as Error & { code?: unknown }).code
           const status = typeof code === 'number' ? REASON_STATUS[code] ?? 503 : undefined
@@ -217,37 +272,84 @@ export class MqttUpstream {
         }
         const id = (packet as { messageId?: number } | undefined)?.messageId
         const unrouted = id !== undefined && this.unrouted.delete(id)
-        if (c.ackMode === 'broker') {
-          if (unrouted && !this.warnedUnrouted) this.log.warn({ topic }, 'the broker accepted a batch nobody is subscribed to (said once until one is)')
-          this.warnedUnrouted = unrouted
+        this.heardPuback(unrouted, topic)
+        if (unrouted && !(c.ackMode === 'broker' && c.acceptNoSubscribers)) {
+          // nobody got it: a broker discards such a message, so the batch is kept and sent
+          // again after back-off (and in results mode no results will come either)
+          done(() => resolve({ ...answer(503, jsonError('no_consumer', `no consumer is subscribed to ${topic}`)), sentBytes: payload.length }))
+        } else if (c.ackMode === 'broker') {
           const results: ItemResult[] = meta.seqs.map((s) => [meta.partition, s, AckCode.Stored])
           const b = wire.version === 2 ? encodeResponseV2({ batch: meta.batchId, results }) : encodeResponse({ batch: meta.batchId, results })
           done(() => resolve({ ...answer(200, b), sentBytes: payload.length }))
-        } else if (unrouted) {
-          // no consumer: no results will come; wait and send again rather than sit out the timeout
-          done(() => resolve({ ...answer(503, jsonError('no_consumer', `no consumer is subscribed to ${topic}`)), sentBytes: payload.length }))
         }
         // results mode: the PUBACK only says the broker has it; the results message answers
       })
     })
   }
 
+  /**
+   * Refuses a send whose PUBLISH MQTT.js would hold beside an unacknowledged one of the same
+   * partition (its items would be there twice), or beyond the bounds of the store.
+   */
+  private checkUnacked (partition: number, bytes: number): void {
+    const c = this.config
+    for (const u of this.unacked.values()) {
+      if (u.partition === partition && !u.answered) throw new UpstreamError(`${this.url} has not acknowledged the previous batch of partition ${partition} (sent ${Math.round(performance.now() - u.sentAt)} ms ago): not sending its items again before it does`, { status: 0 })
+    }
+    if (this.unacked.size >= c.maxUnackedBatches || this.unackedBytes + bytes > c.maxUnackedBytes) {
+      throw new UpstreamError(`${this.url} has not acknowledged ${this.unacked.size} batches (${this.unackedBytes} bytes): no more until it does`, { status: 0 })
+    }
+  }
+
+  private releaseUnacked (batchId: string): void {
+    const u = this.unacked.get(batchId)
+    if (!u) return
+    this.unacked.delete(batchId)
+    this.unackedBytes -= u.bytes
+  }
+
+  /** A PUBACK (MQTT 5 reason 0x10 or not): counts "no matching subscribers", warns once until a PUBACK says otherwise. */
+  private heardPuback (unrouted: boolean, topic: string): void {
+    if (unrouted) {
+      this.noSubscriberBatches++
+      this.events.noSubscribers()
+      const keep = !(this.config.ackMode === 'broker' && this.config.acceptNoSubscribers)
+      if (!this.noSubscribers) this.log.warn({ topic, kept: keep }, keep ? 'no consumer is subscribed to our batches: the broker delivered this one to nobody; keeping it and sending it again (said once until one is)' : 'no consumer is subscribed to our batches; deleting them anyway (--upstream-accept-no-subscribers; said once until one is)')
+    } else if (this.noSubscribers) this.log.info({ topic }, 'a consumer is subscribed to our batches again')
+    this.noSubscribers = unrouted
+  }
+
+  private ignore (reason: ResultsRefusal, fields: Record<string, unknown>, msg: string, level: 'debug' | 'warn'): void {
+    if (reason === 'late') this.lateResults++
+    else if (reason === 'unreadable') this.badResults++
+    else this.refusedResults++
+    this.events.ignored(reason)
+    this.log[level]({ reason, ...fields }, msg)
+  }
+
   /** A results message: untrusted (any client with publish rights there may send one). Never throws. */
   private onResults (payload: Buffer, userProperties?: Record<string, string | string[]>): void {
+    let largest = 0
+    for (const p of this.pending.values()) largest = Math.max(largest, p.items)
+    const verdict = screenResults(payload, (batch) => this.pending.get(batch)?.items, largest)
+    if (verdict.refuse === 'late') {
+      this.ignore('late', { batch: verdict.batch }, 'results for a batch not waited for (late, or an earlier run\'s) ignored', 'debug')
+      return
+    }
+    if (verdict.refuse !== null) {
+      this.ignore(verdict.refuse, { batch: verdict.batch, bytes: payload.length, why: verdict.why }, 'results message refused unread', 'warn')
+      return
+    }
     let h
     try {
       h = decodeResultsHeader(payload)
     } catch (err) {
-      this.badResults++
-      this.onIgnored('unreadable')
-      this.log.warn({ err, bytes: payload.length }, 'unreadable results message ignored')
+      this.ignore('unreadable', { err, bytes: payload.length }, 'unreadable results message ignored', 'warn')
       return
     }
     const p = this.pending.get(h.batch)
     if (!p) {
-      this.lateResults++
-      this.onIgnored('late')
-      this.log.debug({ batch: h.batch }, 'results for a batch not waited for (late, or an earlier run\'s) ignored')
+      this.ignore('late', { batch: h.batch }, 'results for a batch not waited for (late, or an earlier run\'s) ignored', 'debug')
       return
     }
     const body = h.status === 200 ? payload : jsonError(h.error, h.message)
@@ -256,6 +358,8 @@ export class MqttUpstream {
     const headers: Record<string, string> = {}
     for (const [k, v] of Object.entries(userProperties ?? {})) if (k === PROTOCOLS_HEADER || k === ENCODINGS_HEADER) headers[k] = String(Array.isArray(v) ? v[0] : v).slice(0, 100)
     this.heard = headers
+    const u = this.unacked.get(h.batch)
+    if (u) u.answered = true
     p.resolve({ status: h.status, body, retryAfterMs: h.retryAfterMs, url: p.url, headers, sentBytes: p.sentBytes })
   }
 
@@ -269,7 +373,12 @@ export class MqttUpstream {
       inFlight: this.pending.size,
       oldestUnansweredMs: oldest === null ? null : Math.round(performance.now() - oldest),
       lateResults: this.lateResults,
-      badResults: this.badResults
+      badResults: this.badResults,
+      refusedResults: this.refusedResults,
+      noSubscribers: this.noSubscribers,
+      noSubscriberBatches: this.noSubscriberBatches,
+      unacked: this.unacked.size,
+      unackedBytes: this.unackedBytes
     }
   }
 

@@ -7,9 +7,10 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { deflateSync, gzipSync } from 'node:zlib'
 import { parseGatewayConfig } from '../../gateway/index.ts'
+import { resultsBoundBytes, screenResults } from '../../gateway/flush/mqtt-results.ts'
 import {
   AckCode, ConfigError, decodeResponse, decodeResultsHeader, encodeBatch, encodeBatchV2, encodeCbor, encodeResultsMessage,
-  checkTopicTemplate, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter, type BatchItem
+  checkTopicTemplate, fillTopic, parseTopic, peekResults, sniffEncoding, sniffVersion, topicFilter, type BatchItem, type ItemResult
 } from '../../protocol/index.ts'
 
 const T = 'gateways/{gatewayId}/batches/{partition}'
@@ -76,4 +77,41 @@ test('gateway config: mqtt upstreams are checked at startup, each error naming i
   parse(['--upstream', 'mqtt://127.0.0.1:1883', '--compression', 'br'])
   parse(['--upstream', 'mqtts://broker.example:8883', '--upstream-ack', 'broker'])
   parse(['--upstream', 'mqtt://broker.example:1883', '--allow-insecure-upstream'])
+})
+
+test('results message: the batch id and the declared entries are read from the first bytes, whatever follows', () => {
+  const v1 = encodeResultsMessage(1, 'b1', { results: [[0, 5, AckCode.Stored], [0, 6, AckCode.Rejected, 'bad value']] })
+  const p1 = peekResults(v1)
+  assert.deepEqual(p1, { v: 1, batch: 'b1', entries: 2, entriesAt: 22 })
+  assert.equal(v1[p1.entriesAt], 0x83, 'entriesAt is the head of the first entry, [0, 5, 0]')
+  const v2 = encodeResultsMessage(2, 'b2', { results: [[0, 5, AckCode.Stored], [0, 6, AckCode.Stored]] })
+  assert.equal(peekResults(v2)?.batch, 'b2')
+  assert.equal(peekResults(v2)?.entries, 4, 'one run of four integers')
+  const refusal = encodeResultsMessage(1, 'b3', { status: 503, error: 'busy', message: 'later', retryAfterMs: 1000 })
+  assert.deepEqual({ ...peekResults(refusal), entriesAt: 0 }, { v: 1, batch: 'b3', entries: 0, entriesAt: 0 })
+  // the rest is never read: a truncated message still gives its batch id
+  assert.equal(peekResults(v1.subarray(0, v1.length - 3))?.batch, 'b1')
+  // a batch id after the results cannot be had without walking them
+  assert.equal(peekResults(encodeCbor({ v: 1, results: [], batch: 'b4' })), null)
+  assert.equal(peekResults(Buffer.from('garbage')), null)
+  assert.equal(peekResults(encodeCbor([1, 2])), null)
+})
+
+test('results message screening: late, oversized and too many are refused before decoding, in v1 and v2', () => {
+  const items = (b: string): number | undefined => (b === 'mine' ? 2 : undefined)
+  const ok: ItemResult[] = [[0, 1, AckCode.Stored], [0, 2, AckCode.Stored]]
+  assert.deepEqual(screenResults(encodeResultsMessage(1, 'mine', { results: ok }), items, 2), { refuse: null, batch: 'mine' })
+  assert.deepEqual(screenResults(encodeResultsMessage(2, 'mine', { results: ok }), items, 2), { refuse: null, batch: 'mine' })
+  assert.equal(screenResults(encodeResultsMessage(1, 'other', { results: ok }), items, 2).refuse, 'late')
+  const three: ItemResult[] = [...ok, [0, 3, AckCode.Stored]]
+  assert.equal(screenResults(encodeResultsMessage(1, 'mine', { results: three }), items, 2).refuse, 'too_many')
+  // v2: one run claiming a million items for a batch of two
+  assert.equal(screenResults(encodeCbor({ v: 2, batch: 'mine', r: [0, 1, 1_000_000, 0], why: [] }), items, 2).refuse, 'too_many')
+  assert.equal(screenResults(encodeCbor({ v: 2, batch: 'mine', r: [0, 1, 'x', 0], why: [] }), items, 2).refuse, 'unreadable')
+  const long: ItemResult[] = Array.from({ length: 2 }, (_, i) => [0, i, AckCode.Rejected, 'x'.repeat(resultsBoundBytes(2))])
+  assert.equal(screenResults(encodeResultsMessage(1, 'mine', { results: long }), items, 2).refuse, 'oversized')
+  // no batch id up front: decoded whole only when no larger than an answer waited for could be
+  const late = encodeCbor({ v: 1, results: ok, batch: 'mine' })
+  assert.deepEqual(screenResults(late, items, 2), { refuse: null, batch: null })
+  assert.equal(screenResults(encodeCbor({ v: 1, results: long, batch: 'mine' }), items, 2).refuse, 'oversized')
 })

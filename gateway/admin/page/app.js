@@ -82,13 +82,19 @@ function renderMqtt (m) {
   $('up-mqtt-row').hidden = !m
   if (!m) return
   const results = m.ack === 'results'
-  const up = m.connected && (!results || m.subscribed)
+  // the broker's PUBACKs say "no matching subscribers": batches are kept and sent again
+  const up = m.connected && (!results || m.subscribed) && !m.noSubscribers
   const link = m.connected ? (results ? (m.subscribed ? 'connected, results subscribed' : 'connected, results not subscribed') : 'connected (broker ack)') : 'not connected'
-  setText('up-mqtt', `${link} · ${fmt(m.inFlight)} in flight · oldest unanswered ${fmtMs(m.oldestUnansweredMs)}`)
+  const warnings = [
+    ...(m.noSubscribers ? ['no consumer subscribed'] : []),
+    ...(m.unacked > 0 ? [`${fmt(m.unacked)} not acknowledged by the broker`] : [])
+  ]
+  setText('up-mqtt', [link, ...warnings, `${fmt(m.inFlight)} in flight`, `oldest unanswered ${fmtMs(m.oldestUnansweredMs)}`].join(' · '))
   const cell = $('up-mqtt')
   cell.className = 'wrap ' + (up ? 'state-ok' : 'state-bad')
   cell.setAttribute('data-connected', String(m.connected))
   cell.setAttribute('data-in-flight', String(m.inFlight))
+  cell.setAttribute('data-no-subscribers', String(Boolean(m.noSubscribers)))
 }
 
 function renderPartitions (s) {
