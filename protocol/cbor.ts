@@ -78,16 +78,17 @@ export function tagRefused (tag: number, at: number): string {
 let scanStack = new Float64Array(16)
 /**
  * Per open container, kept only when `textKeys` or `utf8` asks for it: whether it is a map,
- * how many items of it were read (even: the next is a key), where its last key's bytes are
- * (-1: not a definite text), and where its keys start in `keySpans` (start, length pairs of
- * the keys of every open map, innermost last).
+ * whether its next item is a value (else a key), where its last key's bytes are (-1: not a
+ * definite text), and where its keys start in `keySpans` (start, length pairs of the keys of
+ * every open map, innermost last, up to `keyTop`).
  */
 let mapKind = new Uint8Array(16)
-let mapItems = new Float64Array(16)
+let atValue = new Uint8Array(16)
 let keyAt = new Int32Array(16)
 let keyLen = new Int32Array(16)
 let keyBase = new Int32Array(16)
-const keySpans: number[] = []
+let keySpans = new Int32Array(64)
+let keyTop = 0
 
 /** Checks that `buf` holds exactly one well-formed CBOR item within the limits. */
 export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
@@ -103,9 +104,9 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
   const utf8 = limits.utf8 === true
   const track = textKeys || utf8
   if (track && mapKind.length < need) {
-    mapKind = new Uint8Array(need); mapItems = new Float64Array(need); keyAt = new Int32Array(need); keyLen = new Int32Array(need); keyBase = new Int32Array(need)
+    mapKind = new Uint8Array(need); atValue = new Uint8Array(need); keyAt = new Int32Array(need); keyLen = new Int32Array(need); keyBase = new Int32Array(need)
   }
-  if (track) { mapKind[0] = 0; keySpans.length = 0 }
+  if (track) { mapKind[0] = 0; keyTop = 0 }
   let sp = 0
   stack[0] = 1
   let pos = 0
@@ -113,7 +114,7 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
   while (sp >= 0) {
     const top = sp
     if (stack[top] === 0) {
-      if (track && mapKind[top] === 1) keySpans.length = keyBase[top]!
+      if (track && mapKind[top] === 1) keyTop = keyBase[top]!
       sp--
       continue
     }
@@ -122,7 +123,7 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
     const ib = buf[pos++]!
     if (ib === 0xff) {
       if (stack[top] !== -1 && stack[top]! > -10) throw new DecodeError(`unexpected CBOR break at byte ${pos - 1}`)
-      if (track && mapKind[top] === 1) keySpans.length = keyBase[top]!
+      if (track && mapKind[top] === 1) keyTop = keyBase[top]!
       sp--
       continue
     }
@@ -155,10 +156,13 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
     }
     const remaining = len - pos
     let isKey = false
-    if (track && mapKind[top] === 1 && (mapItems[top] = mapItems[top]! + 1) % 2 === 1) {
-      isKey = true
-      keyAt[top] = -1
-      if (textKeys && major !== 3) throw new ValidationError(pathOf(buf, top, false, limits.root), `map key at byte ${at} is ${describeItem(major, ib, arg)}, not text`)
+    if (track && mapKind[top] === 1) {
+      isKey = atValue[top] === 0
+      atValue[top] = isKey ? 1 : 0
+      if (isKey) {
+        keyAt[top] = -1
+        if (textKeys && major !== 3) throw new ValidationError(pathOf(buf, top, false, limits.root), `map key at byte ${at} is ${describeItem(major, ib, arg)}, not text`)
+      }
     }
     switch (major) {
       case 2: case 3:
@@ -171,12 +175,14 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
             }
             if (isKey) {
               if (textKeys) {
-                for (let k = keyBase[top]!; k < keySpans.length; k += 2) {
+                for (let k = keyBase[top]!; k < keyTop; k += 2) {
                   if (keySpans[k + 1] === arg && sameBytes(buf, keySpans[k]!, pos, arg)) {
                     throw new ValidationError(pathOf(buf, top, false, limits.root), `map key ${JSON.stringify(textAt(buf, pos, arg))} at byte ${at} appears twice`)
                   }
                 }
-                keySpans.push(pos, arg)
+                if (keyTop + 2 > keySpans.length) { const grown = new Int32Array(keySpans.length * 2); grown.set(keySpans); keySpans = grown }
+                keySpans[keyTop++] = pos
+                keySpans[keyTop++] = arg
               }
               keyAt[top] = pos
               keyLen[top] = arg
@@ -195,7 +201,7 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
         else if (arg * 2 > remaining) throw new DecodeError(`CBOR map declares ${arg} pairs, only ${remaining} bytes left`)
         else if (arg > 0) stack[++sp] = arg * 2
         else break
-        if (track) { mapKind[sp] = 1; mapItems[sp] = 0; keyAt[sp] = -1; keyBase[sp] = keySpans.length }
+        if (track) { mapKind[sp] = 1; atValue[sp] = 0; keyAt[sp] = -1; keyBase[sp] = keyTop }
         break
       case 6:
         if (limits.allowTags === undefined || !limits.allowTags.includes(arg)) throw new DecodeError(tagRefused(arg, at))

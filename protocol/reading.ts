@@ -7,6 +7,7 @@
  * is not valid UTF-8 (decoded with U+FFFD in place of the bad bytes) are refused, not
  * changed; `-0` stays `-0` (item-encoder.ts).
  */
+import { isUtf8 } from 'node:buffer'
 import { decodeUntrusted, invalidUtf8At } from './cbor.ts'
 import { DecodeError, ValidationError } from './errors.ts'
 import { checkExactIntegers, textPayloadError } from './payload-text.ts'
@@ -48,7 +49,7 @@ export function decodeReading (payload: Uint8Array, maxPayloadBytes: number): Re
   while (i < payload.length && (payload[i] === 0x20 || payload[i] === 0x0a || payload[i] === 0x0d || payload[i] === 0x09)) i++
   let raw: unknown
   if (payload[i] === 0x7b) {
-    const bad = invalidUtf8At(payload, i, payload.length)
+    const bad = isUtf8(payload) ? -1 : invalidUtf8At(payload, i, payload.length)
     if (bad >= 0) {
       const before = Buffer.from(payload.buffer, payload.byteOffset + Math.max(i, bad - 40), Math.min(40, bad - i)).toString('utf8')
       throw new DecodeError(`malformed JSON: not valid UTF-8 at byte ${bad}, after ${JSON.stringify(before)}`)
