@@ -18,21 +18,17 @@
  *   stays as small as the persistence's own and the shortcut comes back once the last
  *   session that could match is gone.
  * Retained readings, and any reading while a `publish` event listener or a `published` hook
- * exists, are routed as before.
+ * exists, are routed as before. The emitter, `publish` and the hook are Aedes internals,
+ * reached through aedes-internals.ts.
  */
-import type { Aedes, Client, PublishPacket } from 'aedes'
+import type { Aedes, PublishPacket } from 'aedes'
+import { AedesShapeError, brokerInternals, type Listener } from './aedes-internals.ts'
 import type { SessionWatcher } from './persistence.ts'
 
 const TAKEN = Symbol('readingTaken')
 type Marked = PublishPacket & { [TAKEN]?: boolean }
-type Listener = (...args: unknown[]) => unknown
-type Emitter = {
-  on (topic: string, notify: Listener, done?: () => void): unknown
-  removeListener (topic: string, notify: Listener, done?: () => void): unknown
-}
 /** Where the persistent sessions' subscriptions are reported (persistence.ts BoundedPersistence). */
 type Sessions = { watch (w: SessionWatcher): void }
-type Publish = (packet: PublishPacket, client: Client | null | (() => void), done?: (err?: Error) => void) => void
 
 /**
  * Whether an MQTT topic filter can match some `devices/{id}/readings` topic. Errs towards
@@ -68,22 +64,24 @@ export class ReadingRoutes {
    * `sessions` reports them) and lets marked readings skip routing while none could match.
    */
   install (aedes: Aedes, sessions: Sessions): void {
+    const internals = brokerInternals(aedes)
+    // the count of persistent sessions is only right if they are the ones Aedes keeps
+    if (internals.persistence !== sessions) throw new AedesShapeError('aedes.persistence set to the bounded persistence')
     this.countSessions(sessions)
-    const mq = (aedes as unknown as { mq: Emitter }).mq
+    const mq = internals.mq
     const on = mq.on.bind(mq)
     const off = mq.removeListener.bind(mq)
     mq.on = (topic, notify, done) => { this.added(topic, notify); return on(topic, notify, done) }
     mq.removeListener = (topic, notify, done) => { this.removed(topic, notify); return off(topic, notify, done) }
-    const publish = (aedes.publish as Publish).bind(aedes)
-    const hooked = hasPublishedHook((aedes as unknown as { published: unknown }).published)
-    const a = aedes as unknown as { publish: Publish }
-    a.publish = (packet, client, done) => {
+    const publish = internals.publish
+    const hooked = internals.publishedHook
+    internals.replacePublish((packet, client, done) => {
       if ((packet as Marked)[TAKEN] === true && !hooked && this.idle() && !packet.retain && aedes.listenerCount('publish') === 0) {
         done?.()
         return
       }
       publish(packet, client, done)
-    }
+    })
   }
 
   /** Counts the persistent sessions' filters as `sessions` reports them. */
@@ -141,9 +139,4 @@ export class ReadingRoutes {
     this.persistent -= s.size
     this.sessions.delete(clientId)
   }
-}
-
-/** Aedes' default `published` does nothing; any other is a hook that must see every publish. */
-function hasPublishedHook (hook: unknown): boolean {
-  return typeof hook === 'function' && hook.name !== 'defaultPublished'
 }
