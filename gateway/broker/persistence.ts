@@ -23,6 +23,9 @@
  *   principal with that client id makes `claimSession` remove the session (subscriptions,
  *   queue, inflight and inbound QoS 2 state) before Aedes restores it, so the newcomer starts
  *   clean and never sees what was kept for the owner (docs/security.md).
+ * - reports the persistent sessions' subscriptions, and the end of every session whoever
+ *   ended it (Aedes on a clean CONNECT, or this class: expiry, eviction, a takeover), to its
+ *   watchers through one method, `endSession` (reading-routes.ts counts sessions that way).
  * Inbound QoS 2 packets are kept here too (see incomingGetPacket). Subscriptions (a topic trie) and wills stay in the stock
  * implementation, to which the rest is delegated. Nothing here is on disk: a restart
  * forgets sessions and retained messages, as before.
