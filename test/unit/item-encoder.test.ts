@@ -4,7 +4,10 @@
  */
 import assert from 'node:assert/strict'
 import test from 'node:test'
-import { type BatchItem, decodeReading, decodeTrusted, encodeCbor, encodeItem, encodeItemFast, encodeItemGeneric, type Values } from '../../protocol/index.ts'
+import {
+  type BatchItem, decodeBatch, decodeBatchV2, decodeReading, decodeTrusted, encodeBatchRaw, encodeBatchV2, encodeCbor, encodeItem, encodeItemFast,
+  encodeItemGeneric, encodeItemSpan, type Floor, scanReading, validateItem, type Values
+} from '../../protocol/index.ts'
 import { mulberry32 } from '../../common/index.ts'
 
 const INTS = [0, 1, 23, 24, 255, 256, 65535, 65536, 0xffffffff, 0x100000000, 2 ** 40 + 7, Number.MAX_SAFE_INTEGER]
@@ -50,6 +53,25 @@ test('-0 keeps its sign: a float64, where cbor-x writes the integer 0', () => {
   assert.equal(fast.toString('hex'), '8800006164f6f6f600a2617afb80000000000000006170' + '00')
   const back = (decodeTrusted(fast) as BatchItem)[7]
   assert.ok(Object.is(back.z, -0) && Object.is(back.p, 0))
+})
+
+test('-0 from a device reaches the ingest\'s decoder as -0: scanned or decoded, stored, then framed as v1 or re-encoded as v2', () => {
+  const env = { gateway: 'g', epoch: 'e', batch: 'b', floors: [] as Floor[] }
+  const payloads = ['a16676616c756573a26174f980006175fb3ff8000000000000', 'a16676616c756573a26174fa800000006175fb3ff8000000000000', 'a16676616c756573a36174fb80000000000000006175f9800061736265cc']
+  const raws = payloads.map((h, i) => {
+    const b = Buffer.from(h.replace('6265cc', '62c3a9'), 'hex')
+    const scanned = scanReading(b)
+    const r = scanned ?? decodeReading(b, 4096)
+    return Buffer.from(scanned ? encodeItemSpan(0, i, 'd', null, null, null, 1, scanned) : encodeItemFast(0, i, 'd', null, null, null, 1, r.values))
+  })
+  const items = raws.map((r) => decodeTrusted(r) as BatchItem)
+  for (const [wire, got] of [['v1', decodeBatch(encodeBatchRaw(env, raws), { maxItems: 10 })], ['v2', decodeBatchV2(encodeBatchV2(env, items), { maxItems: 10 })]] as const) {
+    got.items.forEach((it, i) => {
+      const values = validateItem(it)[7]
+      assert.ok(Object.is(values.t, -0), `${wire} item ${i}: t is ${values.t}`)
+      if (i === 2) assert.ok(Object.is(values.u, -0), `${wire} item ${i}: u is ${values.u}`)
+    })
+  }
 })
 
 test('a decoded reading encodes the same through both paths (null and plain prototypes)', () => {
