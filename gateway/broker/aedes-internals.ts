@@ -22,6 +22,7 @@
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import type { Aedes, Client, PublishPacket } from 'aedes'
+import { EdgeError } from '../../protocol/errors.ts'
 
 /** The Aedes release these shapes were read from and tested against (package.json pins it). */
 export const AEDES_WRITTEN_FOR = '1.2.0'
@@ -39,11 +40,15 @@ export function installedAedesVersion (): string {
   return installed
 }
 
-/** An Aedes internal the broker relies on is not where it was: the gateway cannot run safely on this Aedes. */
-export class AedesShapeError extends Error {
+/**
+ * An Aedes internal the broker relies on is not where it was: the gateway cannot run safely
+ * on this Aedes, and retrying will not change that. `internal` names it.
+ */
+export class AedesShapeError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_AEDES_SHAPE'
   override name = 'AedesShapeError'
-  constructor (readonly internal: string) {
-    super(`Aedes ${installedAedesVersion()} has no ${internal}; the gateway's broker is written for Aedes ${AEDES_WRITTEN_FOR} (gateway/broker/aedes-internals.ts lists what it relies on)`)
+  constructor (readonly internal: string, opts: { cause?: unknown } = {}) {
+    super(`Aedes ${installedAedesVersion()} has no ${internal}; the gateway's broker is written for Aedes ${AEDES_WRITTEN_FOR} (gateway/broker/aedes-internals.ts lists what it relies on)`, { ...opts, retryable: false })
   }
 }
 
