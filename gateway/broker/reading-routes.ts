@@ -85,7 +85,7 @@ export class ReadingRoutes {
   }
 
   /** Counts the persistent sessions' filters as `sessions` reports them. */
-  countSessions (sessions: Sessions): void {
+  private countSessions (sessions: Sessions): void {
     sessions.watch({
       added: (id, filters) => { for (const f of filters) this.sessionAdded(id, f) },
       removed: (id, filters) => { for (const f of filters) this.sessionRemoved(id, f) },
