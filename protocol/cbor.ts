@@ -14,10 +14,17 @@
  * before cbor-x runs. `allowTags` names exceptions (only the dead-letter tools' display of
  * stored bytes has any: gateway/dlq/render.ts); an allowed bignum must be a definite byte
  * string of at most `maxBignumBytes` (default 8).
+ *
+ * What cbor-x would change rather than refuse is refused here too, where a format asks for
+ * it (`textKeys`, `utf8`; readings do): cbor-x makes a map key `1`, `1.0` or `true` the
+ * property name "1" or "true", keeps the last of two equal keys, and decodes invalid UTF-8
+ * with U+FFFD in place of the bad bytes. Each refusal names the map keys leading to it
+ * (a ValidationError whose `field` is `values.t`), so a dead letter's reason says which
+ * field was wrong.
  */
 import { Encoder } from 'cbor-x'
 import { Decoder } from 'cbor-x/decode-no-eval'
-import { DecodeError } from './errors.ts'
+import { DecodeError, ValidationError } from './errors.ts'
 
 export const wireEncoder = new Encoder({
   useRecords: false,
@@ -49,6 +56,15 @@ export type ScanLimits = {
   allowTags?: readonly number[]
   /** byte length cap of an allowed bignum (tags 2 and 3); default 8 */
   maxBignumBytes?: number
+  /**
+   * Every map key is a text string and no map has two equal keys (RFC 8949 section 5.6: such
+   * a map is not valid); duplicates are compared byte for byte among definite-length keys.
+   */
+  textKeys?: boolean
+  /** Every text string is valid UTF-8 (RFC 8949 section 3.1, major type 3). */
+  utf8?: boolean
+  /** What an error names when the fault is in the top-level item itself (default `payload`). */
+  root?: string
 }
 
 /** The default `maxBignumBytes`: a bignum is only ever accepted up to a uint64's width. */
@@ -60,6 +76,19 @@ export function tagRefused (tag: number, at: number): string {
 }
 
 let scanStack = new Float64Array(16)
+/**
+ * Per open container, kept only when `textKeys` or `utf8` asks for it: whether it is a map,
+ * whether its next item is a value (else a key), where its last key's bytes are (-1: not a
+ * definite text), and where its keys start in `keySpans` (start, length pairs of the keys of
+ * every open map, innermost last, up to `keyTop`).
+ */
+let mapKind = new Uint8Array(16)
+let atValue = new Uint8Array(16)
+let keyAt = new Int32Array(16)
+let keyLen = new Int32Array(16)
+let keyBase = new Int32Array(16)
+let keySpans = new Int32Array(64)
+let keyTop = 0
 
 /** Checks that `buf` holds exactly one well-formed CBOR item within the limits. */
 export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
@@ -71,18 +100,30 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
   const need = Math.min(limits.maxDepth, len) + 3
   if (scanStack.length < need) scanStack = new Float64Array(need)
   const stack = scanStack
+  const textKeys = limits.textKeys === true
+  const utf8 = limits.utf8 === true
+  const track = textKeys || utf8
+  if (track && mapKind.length < need) {
+    mapKind = new Uint8Array(need); atValue = new Uint8Array(need); keyAt = new Int32Array(need); keyLen = new Int32Array(need); keyBase = new Int32Array(need)
+  }
+  if (track) { mapKind[0] = 0; keyTop = 0 }
   let sp = 0
   stack[0] = 1
   let pos = 0
   let items = 0
   while (sp >= 0) {
     const top = sp
-    if (stack[top] === 0) { sp--; continue }
+    if (stack[top] === 0) {
+      if (track && mapKind[top] === 1) keyTop = keyBase[top]!
+      sp--
+      continue
+    }
     if (pos >= len) throw new DecodeError(`truncated CBOR: item expected at byte ${pos}`)
     const at = pos
     const ib = buf[pos++]!
     if (ib === 0xff) {
       if (stack[top] !== -1 && stack[top]! > -10) throw new DecodeError(`unexpected CBOR break at byte ${pos - 1}`)
+      if (track && mapKind[top] === 1) keyTop = keyBase[top]!
       sp--
       continue
     }
@@ -114,11 +155,41 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
       }
     }
     const remaining = len - pos
+    let isKey = false
+    if (track && mapKind[top] === 1) {
+      isKey = atValue[top] === 0
+      atValue[top] = isKey ? 1 : 0
+      if (isKey) {
+        keyAt[top] = -1
+        if (textKeys && major !== 3) throw new ValidationError(pathOf(buf, top, false, limits.root), `map key at byte ${at} is ${describeItem(major, ib, arg)}, not text`)
+      }
+    }
     switch (major) {
       case 2: case 3:
         if (indefinite) stack[++sp] = -10 - major
         else if (arg > remaining) throw new DecodeError(`CBOR string declares ${arg} bytes, only ${remaining} left`)
-        else pos += arg
+        else {
+          if (major === 3 && track) {
+            if (utf8 && invalidUtf8At(buf, pos, pos + arg) >= 0) {
+              throw new ValidationError(pathOf(buf, top, !isKey, limits.root), `${isKey ? 'map key' : 'text'} at byte ${at} is not valid UTF-8`)
+            }
+            if (isKey) {
+              if (textKeys) {
+                for (let k = keyBase[top]!; k < keyTop; k += 2) {
+                  if (keySpans[k + 1] === arg && sameBytes(buf, keySpans[k]!, pos, arg)) {
+                    throw new ValidationError(pathOf(buf, top, false, limits.root), `map key ${JSON.stringify(textAt(buf, pos, arg))} at byte ${at} appears twice`)
+                  }
+                }
+                if (keyTop + 2 > keySpans.length) { const grown = new Int32Array(keySpans.length * 2); grown.set(keySpans); keySpans = grown }
+                keySpans[keyTop++] = pos
+                keySpans[keyTop++] = arg
+              }
+              keyAt[top] = pos
+              keyLen[top] = arg
+            }
+          }
+          pos += arg
+        }
         break
       case 4:
         if (indefinite) stack[++sp] = -1
@@ -129,6 +200,8 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
         if (indefinite) stack[++sp] = -1
         else if (arg * 2 > remaining) throw new DecodeError(`CBOR map declares ${arg} pairs, only ${remaining} bytes left`)
         else if (arg > 0) stack[++sp] = arg * 2
+        else break
+        if (track) { mapKind[sp] = 1; atValue[sp] = 0; keyAt[sp] = -1; keyBase[sp] = keyTop }
         break
       case 6:
         if (limits.allowTags === undefined || !limits.allowTags.includes(arg)) throw new DecodeError(tagRefused(arg, at))
@@ -137,9 +210,81 @@ export function scanCbor (buf: Uint8Array, limits: ScanLimits): void {
         break
       default: // 0, 1: integers; 7: simple values and floats, argument already skipped
     }
+    if (track && sp > top && major !== 5) mapKind[sp] = 0
     if (sp > limits.maxDepth) throw new DecodeError(`CBOR nesting deeper than ${limits.maxDepth}`)
   }
   if (pos !== len) throw new DecodeError(`${len - pos} trailing bytes after the CBOR item`)
+}
+
+/**
+ * The map keys leading to the item being read at level `top` (`values.t`): the key of each
+ * enclosing map entry, and with `withTop` the key of the entry the item is the value of.
+ * `root` (default `payload`) when there is none. Only for error messages.
+ */
+function pathOf (buf: Uint8Array, top: number, withTop: boolean, root = 'payload'): string {
+  const parts: string[] = []
+  for (let l = 1; l <= (withTop ? top : top - 1); l++) {
+    if (mapKind[l] !== 1) continue
+    parts.push(keyAt[l]! < 0 ? '?' : textAt(buf, keyAt[l]!, Math.min(keyLen[l]!, 80)))
+  }
+  return parts.length > 0 ? parts.join('.') : root
+}
+
+function textAt (buf: Uint8Array, start: number, n: number): string {
+  return Buffer.from(buf.buffer, buf.byteOffset + start, n).toString('utf8')
+}
+
+function sameBytes (b: Uint8Array, s1: number, s2: number, n: number): boolean {
+  for (let k = 0; k < n; k++) if (b[s1 + k] !== b[s2 + k]) return false
+  return true
+}
+
+/** An item that is not text, for an error message: `the integer 1`, `a byte string`, `true`. */
+function describeItem (major: number, ib: number, arg: number): string {
+  switch (major) {
+    case 0: return `the integer ${arg}`
+    case 1: return `the integer ${-1 - arg}`
+    case 2: return 'a byte string'
+    case 4: return 'an array'
+    case 5: return 'a map'
+    case 6: return `a tag ${arg}`
+    default:
+      if (ib === 0xf4) return 'false'
+      if (ib === 0xf5) return 'true'
+      if (ib === 0xf6) return 'null'
+      if (ib === 0xf7) return 'undefined'
+      if (ib >= 0xf9 && ib <= 0xfb) return 'a float'
+      return `the simple value ${arg}`
+  }
+}
+
+/**
+ * The index of the first byte of b[start, end) that does not begin a well-formed UTF-8
+ * sequence (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or -1.
+ */
+export function invalidUtf8At (b: Uint8Array, start: number, end: number): number {
+  let i = start
+  while (i < end) {
+    const c = b[i]!
+    if (c < 0x80) { i++; continue }
+    let n: number
+    if (c >= 0xc2 && c <= 0xdf) n = 1
+    else if (c >= 0xe0 && c <= 0xef) n = 2
+    else if (c >= 0xf0 && c <= 0xf4) n = 3
+    else return i
+    if (i + n >= end) return i
+    // the second byte's range is narrower after E0 (overlong), ED (surrogates), F0 (overlong), F4 (> U+10FFFF)
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf
+    const c1 = b[i + 1]!
+    if (c1 < lo || c1 > hi) return i
+    for (let k = 2; k <= n; k++) {
+      const ck = b[i + k]!
+      if (ck < 0x80 || ck > 0xbf) return i
+    }
+    i += n + 1
+  }
+  return -1
 }
 
 /** An allowed bignum's content at `pos`: a definite byte string of at most `max` bytes. */

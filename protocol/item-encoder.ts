@@ -4,7 +4,8 @@
  * array (minimal heads, uint64 above 2^32 for the uint fields, float64 for other numbers;
  * test/unit/item-encoder.test.ts compares the two on random items), at about half its cost
  * (~0.35 against ~0.7 µs per item, `npm run bench:item-encode`): the general encoder pays
- * for setup and type dispatch on every call.
+ * for setup and type dispatch on every call. One value differs on purpose: `-0` is written
+ * as a float64, where cbor-x writes the integer 0 and loses the sign.
  *
  * Returned buffers are views of a 64 KiB slab; a new slab is taken when one is full, so a
  * view stays valid for as long as it is referenced.
@@ -46,9 +47,17 @@ function uint (n: number): void {
   pos += 8
 }
 
-/** A number in a values map, exactly as cbor-x writes it: ints up to 32 bits, else float64. */
+/**
+ * A number in a values map as cbor-x writes it (ints up to 32 bits, else float64), except
+ * `-0`: cbor-x writes it as the integer 0 (`-0 >>> 0 === -0`), and CBOR integers have no
+ * sign of zero, so it is a float64 here; docs/protocol-v2.md promises every number bit for bit.
+ */
 function number (v: number): void {
-  if (v >>> 0 === v) { head(0, v); return }
+  if (v >>> 0 === v) {
+    if (v === 0 && 1 / v < 0) { slab[pos++] = 0xfb; slab.writeDoubleBE(v, pos); pos += 8; return }
+    head(0, v)
+    return
+  }
   if (v >> 0 === v || (v < 0 && v >= -0x100000000 && Math.floor(v) === v)) { head(0x20, -1 - v); return }
   slab[pos++] = 0xfb
   slab.writeDoubleBE(v, pos)
@@ -125,7 +134,8 @@ export function encodeItemFast (p: number, s: number, device: string, seq: numbe
  * `encodeItemFast` for a reading that reading-scan.ts validated in place: the values are
  * read from their span of the payload and written entry by entry as `encodeItemFast` writes
  * the decoded object (names and ASCII text copied under a minimal head, numbers through
- * `number`, so a float64 1.0 becomes the integer 1 as it does after decoding). The span is
+ * `number`, so a float64 1.0 becomes the integer 1 as it does after decoding, and a -0 of any
+ * float width stays a float64 -0). The span is
  * trusted: `scanReading` checked every head, length and type in it.
  */
 export function encodeItemSpan (p: number, s: number, device: string, seq: number | null, boot: Boot | null, ts: number | null, rx: number, span: ValuesSpan): Buffer {

@@ -1,8 +1,14 @@
 /**
  * Reading payloads of docs/design.md section 3: a CBOR map, or a JSON object when the first
  * non-whitespace byte is `{`. Every rejection names the field.
+ *
+ * What is stored is what the device sent, or nothing: a map key that is not text (cbor-x
+ * would make `1` the name "1"), a key twice in one map (cbor-x keeps the last), and text that
+ * is not valid UTF-8 (decoded with U+FFFD in place of the bad bytes) are refused, not
+ * changed; `-0` stays `-0` (item-encoder.ts).
  */
-import { decodeUntrusted } from './cbor.ts'
+import { isUtf8 } from 'node:buffer'
+import { decodeUntrusted, invalidUtf8At } from './cbor.ts'
 import { DecodeError, ValidationError } from './errors.ts'
 import { checkExactIntegers, textPayloadError } from './payload-text.ts'
 
@@ -43,6 +49,11 @@ export function decodeReading (payload: Uint8Array, maxPayloadBytes: number): Re
   while (i < payload.length && (payload[i] === 0x20 || payload[i] === 0x0a || payload[i] === 0x0d || payload[i] === 0x09)) i++
   let raw: unknown
   if (payload[i] === 0x7b) {
+    const bad = isUtf8(payload) ? -1 : invalidUtf8At(payload, i, payload.length)
+    if (bad >= 0) {
+      const before = Buffer.from(payload.buffer, payload.byteOffset + Math.max(i, bad - 40), Math.min(40, bad - i)).toString('utf8')
+      throw new DecodeError(`malformed JSON: not valid UTF-8 at byte ${bad}, after ${JSON.stringify(before)}`)
+    }
     const text = Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('utf8')
     try {
       raw = JSON.parse(text)
@@ -56,7 +67,7 @@ export function decodeReading (payload: Uint8Array, maxPayloadBytes: number): Re
   const asJson = textPayloadError(payload, i, true)
   if (asJson) throw asJson
   try {
-    raw = decodeUntrusted(payload, { maxDepth: READING_LIMITS.maxDepth, maxItems: 4 * READING_LIMITS.maxValues + 16 })
+    raw = decodeUntrusted(payload, { maxDepth: READING_LIMITS.maxDepth, maxItems: 4 * READING_LIMITS.maxValues + 16, textKeys: true, utf8: true })
   } catch (err) {
     throw textPayloadError(payload, i, false) ?? err
   }

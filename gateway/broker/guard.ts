@@ -5,13 +5,12 @@
  * its parser and skips the bodies without copying, so an offender is cut off as soon as it
  * declares an oversize packet, before a single body byte is buffered.
  *
- * It wraps `client._parser.parse` (Aedes 1.x: lib/client.js reads the socket and calls it);
- * `installPacketGuard` throws at connection time if that shape ever changes, and the
- * oversize-packet integration test guards it (issue 2).
+ * It wraps `client._parser.parse` (Aedes 1.x: lib/client.js reads the socket and calls it),
+ * reached through aedes-internals.ts, which throws at connection time if that shape ever
+ * changes; the oversize-packet integration test guards it (issue 2).
  */
 import type { Client } from 'aedes'
-
-type ParserHolder = { _parser?: { parse?: (buf: Buffer) => unknown } }
+import { clientInternals } from './aedes-internals.ts'
 
 export class PacketScanner {
   private skip = 0
@@ -59,10 +58,7 @@ export class PacketScanner {
 }
 
 export function installPacketGuard (client: Client, maxPacketBytes: number, onViolation: (reason: string) => void): void {
-  const parser = (client as unknown as ParserHolder)._parser
-  if (!parser || typeof parser.parse !== 'function') {
-    throw new Error('aedes client has no _parser.parse: the packet size guard cannot be installed (aedes internals changed)')
-  }
+  const parser = clientInternals(client).parser
   const scanner = new PacketScanner(maxPacketBytes)
   const parse = parser.parse.bind(parser)
   let dead = false

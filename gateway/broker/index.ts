@@ -49,7 +49,7 @@ export class Broker {
   private readonly sockets = new Set<Socket>()
   listeners!: Listeners
 
-  private constructor (readonly aedes: Aedes, private readonly log: Logger, readonly limits: Limits) {}
+  private constructor (readonly aedes: Aedes, private readonly log: Logger, readonly limits: Limits, readonly routes: ReadingRoutes) {}
 
   /** The plain MQTT port; throws when that listener is off (`--no-mqtt`). */
   get port (): number {
@@ -115,7 +115,8 @@ export class Broker {
       }
     }))))
     limits.install(aedes)
-    new ReadingRoutes().install(aedes) // readings nobody subscribed to skip Aedes' routing (issue 22)
+    const routes = new ReadingRoutes()
+    routes.install(aedes, limits.persistence) // readings nobody subscribed to skip Aedes' routing
     // after limits.install's session tracking: the registered client owns its persistent session (persistence.ts)
     aedes.on('client', (c) => {
       security.registered(c)
@@ -125,7 +126,7 @@ export class Broker {
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
-    const broker = new Broker(aedes, log, limits)
+    const broker = new Broker(aedes, log, limits, routes)
     const onConnection = (socket: Socket): void => {
       try {
         accept(socket)

@@ -8,25 +8,23 @@
  * Aedes writes it; for a persistent session it stays queued (persistence.ts).
  *
  * `remoteOf` reads the client's `conn.remoteAddress`, the only name an offender has before
- * CONNECT. An Aedes upgrade that renames these fails test/unit/broker-limits-memory.test.ts
- * and test/faults/hostile-clients.test.ts.
+ * CONNECT. Both are reached through aedes-internals.ts, which throws at connection time if
+ * a shape changes; test/unit/broker-limits-memory.test.ts and
+ * test/faults/hostile-clients.test.ts guard the behaviour.
  */
 import type { Client } from 'aedes'
-
-type Deliver = (packet: unknown, cb: () => void) => void
-type AedesClientInternals = { deliverQoS: Deliver, deliver0: Deliver, closed: boolean, conn: { destroyed: boolean, remoteAddress?: string } }
+import { clientInternals, remoteAddressOf, type Deliver } from './aedes-internals.ts'
 
 /** Per connection: deliveries to a client that is gone are dropped, not written. */
 export function guardDeliveries (client: Client, skipped: () => void): void {
-  const c = client as unknown as AedesClientInternals
+  const c = clientInternals(client)
   const guard = (orig: Deliver): Deliver => (packet, cb) => {
-    if (c.closed || c.conn.destroyed) { skipped(); cb(); return }
+    if (c.gone()) { skipped(); cb(); return }
     orig(packet, cb)
   }
-  c.deliverQoS = guard(c.deliverQoS)
-  c.deliver0 = guard(c.deliver0)
+  c.replaceDeliveries(guard(c.deliverQoS), guard(c.deliver0))
 }
 
 export function remoteOf (client: Client): string {
-  return (client as unknown as AedesClientInternals).conn.remoteAddress ?? 'unknown'
+  return remoteAddressOf(client)
 }

@@ -23,6 +23,9 @@
  *   principal with that client id makes `claimSession` remove the session (subscriptions,
  *   queue, inflight and inbound QoS 2 state) before Aedes restores it, so the newcomer starts
  *   clean and never sees what was kept for the owner (docs/security.md).
+ * - reports the persistent sessions' subscriptions, and the end of every session whoever
+ *   ended it (Aedes on a clean CONNECT, or this class: expiry, eviction, a takeover), to its
+ *   watchers through one method, `endSession` (reading-routes.ts counts sessions that way).
  * Inbound QoS 2 packets are kept here too (see incomingGetPacket). Subscriptions (a topic trie) and wills stay in the stock
  * implementation, to which the rest is delegated. Nothing here is on disk: a restart
  * forgets sessions and retained messages, as before.
@@ -74,6 +77,19 @@ const NO_SUCH_PACKET: Error = Object.assign(Object.create(Error.prototype) as Er
 
 export type PersistenceLimit = 'retained_messages' | 'retained_bytes' | 'queued_messages' | 'queued_bytes_total' | 'sessions'
 
+/**
+ * Told about the subscriptions of persistent sessions as they change (reading-routes.ts
+ * counts them). Every end of a session reaches `ended` through one method, `endSession`,
+ * whether Aedes ended it (a CleanSession=1 CONNECT) or this class did (expiry, eviction past
+ * `maxSessions`, a takeover by another principal): a watcher never keeps a session that is
+ * gone.
+ */
+export type SessionWatcher = {
+  added (clientId: string, filters: readonly string[]): void
+  removed (clientId: string, filters: readonly string[]): void
+  ended (clientId: string): void
+}
+
 export type PersistenceEvents = {
   /** A bound was hit for `clientId` (a message not queued for it, a retained message not stored, its session evicted). */
   limit: (limit: PersistenceLimit, clientId: string) => void
@@ -119,6 +135,7 @@ export class BoundedPersistence {
   private queuedBytes = 0
   /** Persistent sessions in the order they last went offline (online ones anywhere). */
   private readonly sessions = new Map<string, Session>()
+  private readonly watchers: SessionWatcher[] = []
   /** The client whose SUBSCRIBE is being answered: set by the broker just before Aedes asks for its retained stream. */
   replayClient: ClientRef | null = null
 
@@ -129,6 +146,9 @@ export class BoundedPersistence {
   get queuedMessages (): number { return this.queuedCount }
   get queuedSize (): number { return this.queuedBytes }
   get sessionCount (): number { return this.sessions.size }
+
+  /** `w` hears of every persistent session's subscriptions from now on, and of every session's end. */
+  watch (w: SessionWatcher): void { this.watchers.push(w) }
 
   async setup (broker: unknown): Promise<void> {
     await this.inner.setup(broker)
@@ -260,11 +280,21 @@ export class BoundedPersistence {
     return n
   }
 
+  /** Removes a session on this class's own decision; its inbound QoS 2 state goes with it. */
   private dropSession (id: string): Promise<void> {
+    this.incoming.delete(id)
+    return this.endSession(id).catch(() => {})
+  }
+
+  /**
+   * The one way a session ends, for Aedes and for this class alike: the session's record, its
+   * queue and its subscriptions go, and every watcher hears it.
+   */
+  private endSession (id: string): Promise<void> {
     this.sessions.delete(id)
     this.dropQueue(id)
-    this.incoming.delete(id)
-    return this.inner.cleanSubscriptions({ id }).catch(() => {})
+    for (const w of this.watchers) w.ended(id)
+    return this.inner.cleanSubscriptions({ id })
   }
 
   private dropQueue (id: string): void {
@@ -276,17 +306,27 @@ export class BoundedPersistence {
 
   // ---- subscriptions (stored by the stock trie)
 
-  addSubscriptions (client: ClientRef, subs: unknown[]): Promise<void> { return this.inner.addSubscriptions(client, subs) }
-  removeSubscriptions (client: ClientRef, subs: string[]): Promise<void> { return this.inner.removeSubscriptions(client, subs) }
+  /** Aedes calls this for a CleanSession=0 client's SUBSCRIBE (a clean one's live only on the emitter). */
+  addSubscriptions (client: ClientRef, subs: unknown[]): Promise<void> {
+    if (this.watchers.length > 0) {
+      const filters = subs.map((s) => (s as { topic: string }).topic)
+      for (const w of this.watchers) w.added(client.id, filters)
+    }
+    return this.inner.addSubscriptions(client, subs)
+  }
+
+  removeSubscriptions (client: ClientRef, subs: string[]): Promise<void> {
+    for (const w of this.watchers) w.removed(client.id, subs)
+    return this.inner.removeSubscriptions(client, subs)
+  }
+
   subscriptionsByClient (client: ClientRef): Promise<unknown[]> { return this.inner.subscriptionsByClient(client) }
   countOffline (): Promise<{ subsCount: number, clientsCount: number }> { return this.inner.countOffline() }
   subscriptionsByTopic (topic: string): Promise<Sub[]> { return this.inner.subscriptionsByTopic(topic) }
 
   /** Aedes calls this on a CleanSession=1 CONNECT: the old session ends, queue included [MQTT-3.1.2-6]. */
-  async cleanSubscriptions (client: ClientRef): Promise<void> {
-    this.sessions.delete(client.id)
-    this.dropQueue(client.id)
-    await this.inner.cleanSubscriptions(client)
+  cleanSubscriptions (client: ClientRef): Promise<void> {
+    return this.endSession(client.id)
   }
 
   // ---- outgoing queues

@@ -10,28 +10,25 @@
  * - online subscriptions: every one goes through the emitter's `on` / `removeListener`
  *   (clients, restored persistent sessions, Aedes' own `$SYS` listeners), counted per
  *   (filter, listener) so a removal of something never added cannot drive the count down;
- * - persistent sessions (`clean=false`, queued while offline): `addSubscriptions`,
- *   `removeSubscriptions`, `cleanSubscriptions` of the persistence, per client id. A session
- *   the persistence drops on its own (expiry, a takeover) leaves its filters counted: the
- *   count errs towards routing, never towards skipping.
+ * - persistent sessions (`clean=false`, queued while offline): per client id, as the
+ *   persistence reports them (persistence.ts `SessionWatcher`): filters added and removed,
+ *   and the end of a session, whoever ended it (a CleanSession=1 CONNECT, expiry, eviction
+ *   past `maxSessions`, a takeover). Every end comes through that one report, so a session
+ *   that is gone leaves no filter counted and no entry in `sessions`: under churn the map
+ *   stays as small as the persistence's own and the shortcut comes back once the last
+ *   session that could match is gone.
  * Retained readings, and any reading while a `publish` event listener or a `published` hook
- * exists, are routed as before.
+ * exists, are routed as before. The emitter, `publish` and the hook are Aedes internals,
+ * reached through aedes-internals.ts.
  */
-import type { Aedes, Client, PublishPacket } from 'aedes'
+import type { Aedes, PublishPacket } from 'aedes'
+import { AedesShapeError, brokerInternals, type Listener } from './aedes-internals.ts'
+import type { SessionWatcher } from './persistence.ts'
 
 const TAKEN = Symbol('readingTaken')
 type Marked = PublishPacket & { [TAKEN]?: boolean }
-type Listener = (...args: unknown[]) => unknown
-type Emitter = {
-  on (topic: string, notify: Listener, done?: () => void): unknown
-  removeListener (topic: string, notify: Listener, done?: () => void): unknown
-}
-type SubsPersistence = {
-  addSubscriptions (client: { id: string }, subs: Array<{ topic: string }>): Promise<void>
-  removeSubscriptions (client: { id: string }, topics: string[]): Promise<void>
-  cleanSubscriptions (client: { id: string }): Promise<void>
-}
-type Publish = (packet: PublishPacket, client: Client | null | (() => void), done?: (err?: Error) => void) => void
+/** Where the persistent sessions' subscriptions are reported (persistence.ts BoundedPersistence). */
+type Sessions = { watch (w: SessionWatcher): void }
 
 /**
  * Whether an MQTT topic filter can match some `devices/{id}/readings` topic. Errs towards
@@ -59,30 +56,41 @@ export class ReadingRoutes {
   private readonly sessions = new Map<string, Set<string>>()
   private persistent = 0
 
-  /** Counts subscriptions from now on and lets marked readings skip routing while none could match. */
-  install (aedes: Aedes): void {
-    const mq = (aedes as unknown as { mq: Emitter }).mq
+  /** Persistent sessions holding a filter that could match a readings topic (bounded by the persistence's `maxSessions`). */
+  get sessionCount (): number { return this.sessions.size }
+
+  /**
+   * Counts subscriptions from now on (online ones on Aedes' emitter, persistent ones as
+   * `sessions` reports them) and lets marked readings skip routing while none could match.
+   */
+  install (aedes: Aedes, sessions: Sessions): void {
+    const internals = brokerInternals(aedes)
+    // the count of persistent sessions is only right if they are the ones Aedes keeps
+    if (internals.persistence !== sessions) throw new AedesShapeError('aedes.persistence set to the bounded persistence')
+    this.countSessions(sessions)
+    const mq = internals.mq
     const on = mq.on.bind(mq)
     const off = mq.removeListener.bind(mq)
     mq.on = (topic, notify, done) => { this.added(topic, notify); return on(topic, notify, done) }
     mq.removeListener = (topic, notify, done) => { this.removed(topic, notify); return off(topic, notify, done) }
-    const p = (aedes as unknown as { persistence: SubsPersistence }).persistence
-    const add = p.addSubscriptions.bind(p)
-    const remove = p.removeSubscriptions.bind(p)
-    const clean = p.cleanSubscriptions.bind(p)
-    p.addSubscriptions = (client, subs) => { for (const s of subs) this.sessionAdded(client.id, s.topic); return add(client, subs) }
-    p.removeSubscriptions = (client, topics) => { for (const t of topics) this.sessionRemoved(client.id, t); return remove(client, topics) }
-    p.cleanSubscriptions = (client) => { this.sessionCleaned(client.id); return clean(client) }
-    const publish = (aedes.publish as Publish).bind(aedes)
-    const hooked = hasPublishedHook((aedes as unknown as { published: unknown }).published)
-    const a = aedes as unknown as { publish: Publish }
-    a.publish = (packet, client, done) => {
+    const publish = internals.publish
+    const hooked = internals.publishedHook
+    internals.replacePublish((packet, client, done) => {
       if ((packet as Marked)[TAKEN] === true && !hooked && this.idle() && !packet.retain && aedes.listenerCount('publish') === 0) {
         done?.()
         return
       }
       publish(packet, client, done)
-    }
+    })
+  }
+
+  /** Counts the persistent sessions' filters as `sessions` reports them. */
+  private countSessions (sessions: Sessions): void {
+    sessions.watch({
+      added: (id, filters) => { for (const f of filters) this.sessionAdded(id, f) },
+      removed: (id, filters) => { for (const f of filters) this.sessionRemoved(id, f) },
+      ended: (id) => this.sessionCleaned(id)
+    })
   }
 
   /** The intake took this reading: it needs routing only if a subscription could match it. */
@@ -131,9 +139,4 @@ export class ReadingRoutes {
     this.persistent -= s.size
     this.sessions.delete(clientId)
   }
-}
-
-/** Aedes' default `published` does nothing; any other is a hook that must see every publish. */
-function hasPublishedHook (hook: unknown): boolean {
-  return typeof hook === 'function' && hook.name !== 'defaultPublished'
 }

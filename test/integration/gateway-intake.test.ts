@@ -110,6 +110,30 @@ test('invalid payloads are acknowledged and dead-lettered with their reason', as
   assert.deepEqual(Buffer.from(dl[0]!.raw), Buffer.from([0xa1, 0x63]))
 })
 
+test('what a reading may not hold is dead-lettered naming the field; -0 is stored as -0 on both decoding paths', async (t) => {
+  // These used to be stored changed: an integer key 1 as the value name "1", the last of two
+  // equal names, invalid UTF-8 with U+FFFD in place of the bad bytes, -0 as 0.
+  const gw = await startGateway(t)
+  const c = await connectDevice(t, gw.mqttPort, 'fid-1')
+  const bad: Array<[string, RegExp]> = [
+    ['a3 63736571 01 66 76616c756573 a1 61 74 01 01 02', /^payload: map key at byte 17 is the integer 1, not text$/],
+    ['a2 63736571 02 66 76616c756573 a1 01 02', /^values: map key at byte 14 is the integer 1, not text$/],
+    ['a2 63736571 03 66 76616c756573 a2 61 74 01 61 74 02', /^values: map key "t" at byte 17 appears twice$/],
+    ['a2 63736571 04 66 76616c756573 a1 61 73 62 c328', /^values\.s: text at byte 16 is not valid UTF-8$/]
+  ]
+  for (const [h] of bad) await publish(c, 'devices/fid-1/readings', Buffer.from(h.replace(/ /g, ''), 'hex'))
+  // -0 as a half (the scanner takes it) and inside a reading only the decoder takes (non-ASCII text)
+  await publish(c, 'devices/fid-1/readings', Buffer.from('a2637365710566' + '76616c756573a16174f98000', 'hex'))
+  await publish(c, 'devices/fid-1/readings', Buffer.from('a2637365710666' + '76616c756573a26174fb80000000000000006173' + '62c3a9', 'hex'))
+  const dl = await gw.store.deadLetters()
+  assert.deepEqual(dl.map((d) => d.device), ['fid-1', 'fid-1', 'fid-1', 'fid-1'], dl.map((d) => d.reason).join('; '))
+  bad.forEach(([, reason], i) => assert.match(dl[i]!.reason, reason))
+  const items = await bufferedItems(gw)
+  assert.deepEqual(items.map((i) => i[3]), [5, 6])
+  for (const item of items) assert.ok(Object.is(item[7].t, -0), `seq ${item[3]}: t stored as ${item[7].t}`)
+  assert.equal(items[1]![7].s, 'é')
+})
+
 test('a device that publishes to another device\'s topic is disconnected and nothing is stored', async (t) => {
   const gw = await startGateway(t)
   const c = await connectDevice(t, gw.mqttPort, 'mallory')

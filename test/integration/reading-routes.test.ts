@@ -70,3 +70,46 @@ test('a persistent session subscribed to devices/# gets the readings published w
   await waitFor(() => got.length >= sent.length, { timeoutMs: 5000 })
   assert.deepEqual(got.sort(), sent.sort())
 })
+
+test('session churn: every session the persistence drops leaves the count, so it stays bounded and the shortcut comes back', async (t) => {
+  // Regression guard: sessions removed by the persistence itself (eviction past maxSessions,
+  // expiry, a takeover) used to bypass the routing shortcut's count, which kept every such
+  // client id with its filters for good: the map grew with each abandoned session and
+  // readings were routed to nobody from the first persistent subscriber on.
+  const maxSessions = 5
+  const gw = await startGateway(t, { maxSessions })
+  const routes = gw.broker.routes
+  const p = gw.broker.limits.persistence
+  const dev = await connectDevice(t, gw.mqttPort, 'churn-dev')
+  let seq = 0
+  let peak = 0
+  for (let i = 0; i < 40; i++) {
+    const id = `churn-app-${i}`
+    const app = await connectDevice(t, gw.mqttPort, id, { clean: false })
+    await app.subscribeAsync(i % 2 === 0 ? 'devices/#' : 'devices/+/readings', { qos: 1 })
+    await app.endAsync()
+    if (i % 10 === 9) {
+      // a persistent session could match: readings are routed (queued for it)
+      const before = routed(gw)
+      await publishAll(dev, 'churn-dev', ++seq, 1)
+      assert.ok(routed(gw) > before, `after ${i + 1} sessions a reading was not routed although a persistent session subscribed`)
+    }
+    // every fourth one comes back with CleanSession=1: Aedes ends its session itself
+    if (i % 4 === 3) await (await connectDevice(t, gw.mqttPort, id, { clean: true })).endAsync()
+    peak = Math.max(peak, routes.sessionCount)
+    assert.ok(routes.sessionCount <= p.sessionCount, `${routes.sessionCount} sessions counted for routing, the persistence keeps ${p.sessionCount}`)
+  }
+  assert.ok(peak <= maxSessions + 1, `the routing count held up to ${peak} sessions (maxSessions ${maxSessions})`)
+  assert.ok(peak > 0, 'no session was ever counted: the churn did not reach the count')
+
+  // every remaining session expires (as the sweep does once they have been offline long enough)
+  await waitFor(() => gw.broker.aedes.connectedClients === 1, { timeoutMs: 5000, what: 'only the device connected' })
+  assert.ok(p.expire(Date.now() + 366 * 86400 * 1000) > 0, 'sessions were left to expire')
+  assert.equal(p.sessionCount, 0)
+  assert.equal(routes.sessionCount, 0, 'sessions gone from the persistence are still counted for routing')
+  assert.equal(routes.idle(), true, 'the shortcut stays off with no subscription left')
+  const before = routed(gw)
+  await publishAll(dev, 'churn-dev', ++seq, 10)
+  assert.equal(routed(gw) - before, 0, 'readings are routed although no subscription could match them')
+  assert.equal(gw.store.items, seq + 9)
+})

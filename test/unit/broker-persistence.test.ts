@@ -110,6 +110,38 @@ test('sessions: an offline one expires with its queue and subscriptions; past ma
   assert.equal(p.sessionCount, 2, 'a clean session is not kept')
 })
 
+test('every end of a session reaches the watchers: a CleanSession=1 CONNECT, expiry, eviction past maxSessions, a takeover', async () => {
+  // Sessions the persistence removed on its own used to skip the watchers (reading-routes.ts
+  // counts persistent subscriptions through them), which then kept those sessions for good.
+  const { p } = make({ sessionExpirySec: 10, maxSessions: 2 })
+  const log: string[] = []
+  p.watch({
+    added: (id, filters) => log.push(`added ${id} ${filters.join(',')}`),
+    removed: (id, filters) => log.push(`removed ${id} ${filters.join(',')}`),
+    ended: (id) => log.push(`ended ${id}`)
+  })
+  const session = async (id: string): Promise<void> => {
+    p.clientConnected({ id, clean: false })
+    await p.addSubscriptions({ id }, [{ topic: 'devices/#', qos: 1 }])
+    p.clientDisconnected({ id, clean: false })
+  }
+  await session('clean')
+  await p.removeSubscriptions({ id: 'clean' }, ['devices/#'])
+  await p.cleanSubscriptions({ id: 'clean' }) // Aedes, on a CleanSession=1 CONNECT
+  await session('old')
+  assert.equal(p.expire(Date.now() + 11_000), 1)
+  await session('a')
+  await session('b')
+  await session('c') // the third: 'a' (offline longest) is evicted as 'c' connects
+  assert.equal(await p.claimSession('b', 'app:mallory', false), 'unknown') // another principal takes 'b' over
+  assert.deepEqual(log, [
+    'added clean devices/#', 'removed clean devices/#', 'ended clean',
+    'added old devices/#', 'ended old',
+    'added a devices/#', 'added b devices/#', 'ended a', 'added c devices/#',
+    'ended b'
+  ])
+})
+
 test('inbound QoS 2: stored until PUBREL deletes it, "not stored" is one stackless rejection, cleanIncoming forgets it', async () => {
   const { p } = make()
   const c = { id: 'q2' }

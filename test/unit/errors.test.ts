@@ -15,6 +15,7 @@ import { ROOT } from '../helpers/index.ts'
 import { ConfigError, DecodeError, EdgeError, HttpError, StoreError, UpstreamError, ValidationError } from '../../protocol/errors.ts'
 import { ListenError } from '../../gateway/listen.ts'
 import { GateFullError } from '../../gateway/broker/login-guard.ts'
+import { AedesShapeError } from '../../gateway/broker/aedes-internals.ts'
 import { PasswdError } from '../../gateway/cli/passwd.ts'
 import { StoreOpenError } from '../../gateway/store/open-error.ts'
 import { StoreLockedError } from '../../gateway/store/dlq-reader.ts'
@@ -147,6 +148,7 @@ const MAKE: Record<string, (cause: Error) => EdgeError> = {
   HttpError: (cause) => new HttpError(400, 'bad_json', 'body is not JSON', { cause }),
   ListenError: (cause) => new ListenError('--mqtt-port', '127.0.0.1', 1883, Object.assign(cause, { code: 'EADDRINUSE' })),
   GateFullError: (cause) => new GateFullError(5, { cause }),
+  AedesShapeError: (cause) => new AedesShapeError('aedes.mq', { cause }),
   PasswdError: (cause) => new PasswdError('cannot read f', 1, { cause }),
   StoreOpenError: (cause) => new StoreOpenError('/d', 'corrupt', 'corrupt store', cause),
   StoreLockedError: (cause) => new StoreLockedError('/d', { cause }),

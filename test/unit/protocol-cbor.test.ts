@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
+import { isUtf8 } from 'node:buffer'
 import { test } from 'node:test'
-import { cborHead, decodeTrusted, decodeUntrusted, encodeCbor, scanCbor, wireUint, type ScanLimits } from '../../protocol/cbor.ts'
-import { DecodeError } from '../../protocol/errors.ts'
+import { cborHead, decodeTrusted, decodeUntrusted, encodeCbor, invalidUtf8At, scanCbor, wireUint, type ScanLimits } from '../../protocol/cbor.ts'
+import { DecodeError, ValidationError } from '../../protocol/errors.ts'
+import { mulberry32 } from '../../common/index.ts'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 const LIM = { maxDepth: 16 }
@@ -264,4 +266,51 @@ test('encodeCbor writes minimal map headers', () => {
 test('decodeTrusted reads what encodeCbor wrote', () => {
   const v = { p: 3, s: wireUint(2 ** 40), values: { t: 21.5, on: false, name: 'ünï' } }
   assert.deepEqual(decodeTrusted(encodeCbor(v)), { p: 3, s: 2 ** 40, values: { t: 21.5, on: false, name: 'ünï' } })
+})
+
+test('invalidUtf8At agrees with Node\'s UTF-8 check on 200,000 random and near-UTF-8 byte strings, and points at the first bad byte', () => {
+  const r = mulberry32(20261207)
+  const pieces = [[0x61], [0xc3, 0xa9], [0xe2, 0x82, 0xac], [0xf0, 0x9f, 0x98, 0x80], [0xf4, 0x8f, 0xbf, 0xbf], [0xed, 0x9f, 0xbf], [0xee, 0x80, 0x80]]
+  for (let i = 0; i < 200_000; i++) {
+    const b: number[] = []
+    const n = Math.floor(r() * 12)
+    for (let k = 0; k < n; k++) {
+      if (r() < 0.7) b.push(...pieces[Math.floor(r() * pieces.length)]!)
+      else b.push(Math.floor(r() * 256))
+    }
+    if (b.length > 0 && r() < 0.2) b.pop() // a cut sequence
+    const buf = Buffer.from(b)
+    const at = invalidUtf8At(buf, 0, buf.length)
+    assert.equal(at < 0, isUtf8(buf), buf.toString('hex'))
+    if (at >= 0) {
+      assert.ok(isUtf8(buf.subarray(0, at)), `the bytes before ${at} are valid: ${buf.toString('hex')}`)
+    }
+  }
+})
+
+test('textKeys and utf8: refusals name the path of map keys; keys are tracked per map, through arrays and indefinite lengths', () => {
+  const strict: ScanLimits = { maxDepth: 16, textKeys: true, utf8: true, root: 'body' }
+  const refused = (b: Buffer, field: string, re: RegExp): void => {
+    assert.throws(() => scanCbor(b, strict), (err: unknown) => err instanceof ValidationError && err.field === field && re.test(err.message), `${b.toString('hex')}`)
+  }
+  const a = (k: string): Buffer => encodeCbor(k)
+  // {x: [{1: 2}]}: the key 1 sits in a map inside an array under x
+  refused(Buffer.concat([hex('a1'), a('x'), hex('81 a1 01 02')]), 'x', /map key at byte 5 is the integer 1, not text/)
+  refused(hex('a1 01 02'), 'body', /map key at byte 1/)
+  // {x: {y: "\xff"}}
+  refused(Buffer.concat([hex('a1'), a('x'), hex('a1'), a('y'), hex('61 ff')]), 'x.y', /text at byte 6 is not valid UTF-8/)
+  // an indefinite map: key, value, key(1)
+  refused(Buffer.concat([hex('bf'), a('k'), hex('01 01 02 ff')]), 'body', /map key at byte 4 is the integer 1/)
+  // a chunk of an indefinite text value: each chunk must be valid on its own
+  refused(Buffer.concat([hex('a1'), a('s'), hex('7f 61 61 61 ff ff')]), 's', /text at byte 6 is not valid UTF-8/)
+  // duplicates: in one map refused, in sibling and nested maps fine
+  refused(Buffer.concat([hex('a2'), a('k'), hex('01'), a('k'), hex('02')]), 'body', /map key "k" at byte 4 appears twice/)
+  scanCbor(Buffer.concat([hex('a2'), a('k'), hex('a1'), a('k'), hex('01'), a('j'), hex('a1'), a('k'), hex('02')]), strict)
+  scanCbor(Buffer.concat([hex('82 a1'), a('k'), hex('01 a1'), a('k'), hex('02')]), strict)
+  // a map that closes takes its keys with it: the outer map's next key is compared with its own only
+  refused(Buffer.concat([hex('a3'), a('k'), hex('a1'), a('j'), hex('01'), a('j'), hex('02'), a('k'), hex('03')]), 'body', /"k" at byte 10 appears twice/)
+  // byte strings are not text: their bytes are not checked
+  scanCbor(Buffer.concat([hex('a1'), a('b'), hex('41 ff')]), strict)
+  // without the options the same bytes pass the scan, as before
+  for (const h of ['a1 01 02', 'a1 61 79 61 ff', 'a2 61 6b 01 61 6b 02']) scanCbor(hex(h), LIM)
 })

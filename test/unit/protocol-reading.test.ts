@@ -242,7 +242,7 @@ test('boot text: at most 64 UTF-8 bytes', () => {
 test('unknown fields are refused by name', () => {
   rejects(cmap([['values', ONE], ['temp', enc(1)]]), ValidationError, 'temp')
   rejects(cmap([['Seq', enc(1)], ['values', ONE]]), ValidationError, 'Seq')
-  rejects(Buffer.concat([hex('a2'), enc('values'), ONE, hex('01 02')]), ValidationError, '1') // integer key
+  rejects(Buffer.concat([hex('a2'), enc('values'), ONE, hex('01 02')]), ValidationError, 'payload') // integer key: not a name at all
   const e = rejects(json('{"values":{"a":1},"extra":null}'), ValidationError, 'extra')
   assert.match(e.message, /unknown field/)
 })
@@ -311,4 +311,46 @@ test('a top-level array, string, number, bool or null is not a reading', () => {
   rejects(json('"x"'), DecodeError)
   rejects(json('{"values":'), DecodeError)
   rejects(json('{'), DecodeError)
+})
+
+// What is stored is what the device sent, or a dead letter saying why: cbor-x used to turn
+// a map key 1 into the value name "1", keep the last of two equal keys, and put U+FFFD in
+// place of invalid UTF-8; each reached the store as a reading the device never sent.
+
+test('map keys that are not text are refused naming the map, at the top level and in values', () => {
+  const keys: [string, RegExp][] = [['01', /the integer 1,/], ['20', /the integer -1,/], ['f5', /true,/], ['f6', /null,/], ['fb 3ff0000000000000', /a float,/], ['41 61', /a byte string,/], ['80', /an array,/]]
+  for (const [k, what] of keys) {
+    const inValues = Buffer.concat([hex('a1'), enc('values'), hex('a1'), hex(k), hex('02')])
+    assert.match(rejects(inValues, ValidationError, 'values').message, what)
+    assert.match(rejects(inValues, ValidationError, 'values').message, /^values: map key at byte 9 is .* not text$/)
+    const top = Buffer.concat([hex('a2'), hex(k), hex('01'), enc('values'), ONE])
+    assert.match(rejects(top, ValidationError, 'payload').message, /^payload: map key at byte 1 is .* not text$/)
+  }
+  // also inside an indefinite-length map, and after a valid entry
+  rejects(Buffer.concat([hex('a1'), enc('values'), hex('bf'), enc('a'), hex('01 01 02 ff')]), ValidationError, 'values')
+})
+
+test('a key twice in one map is refused naming it, not resolved to the last one', () => {
+  const e = rejects(Buffer.concat([hex('a1'), enc('values'), hex('a2'), enc('t'), hex('01'), enc('t'), hex('02')]), ValidationError, 'values')
+  assert.match(e.message, /map key "t" at byte \d+ appears twice/)
+  assert.match(rejects(Buffer.concat([hex('a3'), enc('seq'), hex('01'), enc('values'), ONE, enc('seq'), hex('02')]), ValidationError, 'payload').message, /"seq" .* twice/)
+  // equal names in different maps are no duplicate
+  assert.deepEqual(values(decodeReading(Buffer.concat([hex('a1'), enc('values'), hex('a2'), enc('values'), hex('01'), enc('t'), hex('02')]), MAX)), { values: 1, t: 2 })
+})
+
+test('text that is not valid UTF-8 is refused naming the field (JSON: its place), valid UTF-8 of every length passes', () => {
+  const bad = ['ff', 'c3 28', 'c0 80', 'e0 80 80', 'ed a0 80', 'f4 90 80 80', 'f8 88 80 80 80', 'e2 82', 'c3']
+  for (const b of bad) {
+    const t = Buffer.concat([hex('6' + (hex(b).length).toString(16)), hex(b)])
+    rejects(cmap([['values', cmap([['t', t]])]]), ValidationError, 'values.t')
+    rejects(cmap([['boot', t], ['values', ONE]]), ValidationError, 'boot')
+    const asName = Buffer.concat([hex('a1'), enc('values'), hex('a1'), t, hex('01')])
+    assert.match(rejects(asName, ValidationError, 'values').message, /map key at byte 9 is not valid UTF-8/)
+    const j = Buffer.concat([json('{"values":{"t":"a'), hex(b), json('"}}')])
+    assert.match(rejects(j, DecodeError).message, /^malformed JSON: not valid UTF-8 at byte 17, after "\{\\"values\\":\{\\"t\\":\\"a"/)
+  }
+  for (const s of ['é', '€', '😀', '\u{10ffff}', '\ufffd']) {
+    assert.equal(decodeReading(cmap([['values', cmap([['t', enc(s)]])]]), MAX).values.t, s)
+    assert.equal(decodeReading(json(`{"values":{"t":"${s}"}}`), MAX).values.t, s)
+  }
 })

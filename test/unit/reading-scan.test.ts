@@ -3,16 +3,22 @@
  * for (`decodeReading`): on every payload it takes, the same seq, boot and ts and the same
  * stored item bytes; it never takes a payload the decoder refuses. Payloads come from a
  * hand-written CBOR writer that varies what devices vary (head widths, float widths, field
- * order, uint64 timestamps) and adds what the scanner must leave to the decoder (duplicate
- * names, all-digit names, __proto__, nulls, non-ASCII text, tags, indefinite lengths,
- * trailing bytes), then from byte mutations and truncations of those.
+ * order, uint64 timestamps, -0 as a float of every width) and adds what the scanner must
+ * leave to the decoder (duplicate names, all-digit names, __proto__, nulls, non-ASCII text,
+ * tags, indefinite lengths, trailing bytes), then from byte mutations and truncations of those.
+ * Besides agreeing, both must store what was sent or refuse it: the generator knows where it
+ * wrote -0 (stored as -0, never 0) and where it wrote what no reading may hold (a map key
+ * that is not text, a name twice, invalid UTF-8), which both must refuse.
  */
 import assert from 'node:assert/strict'
 import test from 'node:test'
-import { decodeReading, encodeCbor, encodeItemFast, encodeItemSpan, scanReading, type Reading } from '../../protocol/index.ts'
+import { type BatchItem, decodeReading, decodeTrusted, encodeCbor, encodeItemFast, encodeItemSpan, scanReading, type Reading } from '../../protocol/index.ts'
 import { mulberry32 } from '../../common/index.ts'
 
 const MAX = 64 * 1024
+
+/** What the last generated payload must give: refused (and why), or stored with -0 under these names. */
+const expected = { refuse: '', negZero: [] as string[] }
 
 /** A CBOR writer whose heads may be wider than needed (devices' encoders differ there). */
 class Writer {
@@ -34,24 +40,46 @@ class Writer {
     this.bytes.push(...b)
   }
 
-  number (v: number, float: 'auto' | 16 | 32 | 64): void {
+  /** Writes `v` (an integer head when 'auto' allows, else a float); returns whether it wrote the float -0. */
+  number (v: number, float: 'auto' | 16 | 32 | 64): boolean {
     if (float === 'auto' && Number.isInteger(v) && Math.abs(v) <= Number.MAX_SAFE_INTEGER) {
       if (v >= 0) this.head(0, v)
       else this.head(1, -1 - v)
-      return
+      return false
     }
+    const negZero = Object.is(v, -0)
     if (float === 16 || (float === 'auto' && this.r() < 0.2)) {
       const h = toHalf(v)
-      if (h !== null) { this.bytes.push(0xf9, h >> 8, h & 0xff); return }
+      if (h !== null) { this.bytes.push(0xf9, h >> 8, h & 0xff); return negZero }
     }
     if (float === 32 || (float === 'auto' && this.r() < 0.3)) {
       const f = new DataView(new ArrayBuffer(4))
       f.setFloat32(0, v)
-      if (f.getFloat32(0) === v || float === 32) { this.bytes.push(0xfa, ...new Uint8Array(f.buffer)); return }
+      if (f.getFloat32(0) === v || float === 32) { this.bytes.push(0xfa, ...new Uint8Array(f.buffer)); return negZero }
     }
     const d = new DataView(new ArrayBuffer(8))
     d.setFloat64(0, v)
     this.bytes.push(0xfb, ...new Uint8Array(d.buffer))
+    return negZero
+  }
+
+  /** Text whose bytes are not valid UTF-8 (a lone continuation byte, an overlong form, a surrogate, a cut sequence). */
+  badText (r: () => number): void {
+    const bad = [[0xff], [0x80], [0xc3, 0x28], [0xc0, 0x80], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xe2, 0x82]][Math.floor(r() * 8)]!
+    const b = [...Buffer.from(r() < 0.5 ? 'ok' : ''), ...bad]
+    this.head(3, b.length)
+    this.bytes.push(...b)
+  }
+
+  /** A map key that is not text: an integer, a float, a boolean, null or a byte string. */
+  oddKey (r: () => number): void {
+    const k = Math.floor(r() * 6)
+    if (k === 0) this.head(0, Math.floor(r() * 30))
+    else if (k === 1) this.head(1, Math.floor(r() * 30))
+    else if (k === 2) this.number(0.5 + Math.floor(r() * 4), 64)
+    else if (k === 3) this.bytes.push(r() < 0.5 ? 0xf4 : 0xf5)
+    else if (k === 4) this.bytes.push(0xf6)
+    else this.bytes.push(0x41, 0x61)
   }
 }
 
@@ -66,7 +94,8 @@ for (let h = 0xffff; h >= 0; h--) {
   const v = (e === 0 ? m * 2 ** -24 : (m + 1024) * 2 ** (e - 25)) * (h & 0x8000 ? -1 : 1)
   HALVES.set(v, h)
 }
-function toHalf (v: number): number | null { return HALVES.get(v) ?? null }
+/** A Map takes -0 and 0 for one key, so -0 has its half (0x8000) here. */
+function toHalf (v: number): number | null { return Object.is(v, -0) ? 0x8000 : HALVES.get(v) ?? null }
 
 const NAMES = ['t', 'h', 'temperature_c', 'rssi', 'x'.repeat(23), 'y'.repeat(24), 'n'.repeat(64), 'a.b:c-d', 'v_9', 'ok']
 const ODD_NAMES = ['12', '0', '__proto__', '__proto_', 'bad name', 'é', 'n'.repeat(65), '']
@@ -81,9 +110,22 @@ function payload (r: () => number, odd: boolean): Buffer {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!
   const w = new Writer(r, r() < 0.3 ? 0.3 : 0)
   const fields: Array<[string, () => void]> = []
+  expected.refuse = ''
+  expected.negZero = []
+  const refuse = (why: string): void => { expected.refuse ||= why }
   const uintField = (): void => { if (r() < 0.1) w.bytes.push(0xf6); else w.head(0, pick([0, 1, 500, 70000, 1764232000123, Number.MAX_SAFE_INTEGER])) }
   if (r() < 0.9) fields.push(['seq', uintField])
-  if (r() < 0.6) fields.push(['boot', () => { const k = r(); if (k < 0.4) w.head(0, pick([0, 3, 1764232000])); else if (k < 0.9) w.text(pick(odd ? ['b1', 'x'.repeat(64), 'x'.repeat(65), 'é'] : ['b1', 'boot-2026', 'x'.repeat(64)])); else w.bytes.push(0xf6) }])
+  if (r() < 0.6) {
+    fields.push(['boot', () => {
+      const k = r()
+      if (odd && k > 0.95) {
+        w.badText(r)
+        refuse('boot: invalid UTF-8')
+      } else if (k < 0.4) w.head(0, pick([0, 3, 1764232000]))
+      else if (k < 0.9) w.text(pick(odd ? ['b1', 'x'.repeat(64), 'x'.repeat(65), 'é'] : ['b1', 'boot-2026', 'x'.repeat(64)]))
+      else w.bytes.push(0xf6)
+    }])
+  }
   if (r() < 0.6) fields.push(['ts', uintField])
   fields.push(['values', () => {
     const n = r() < 0.05 ? pick([0, 65]) : 1 + Math.floor(r() * 8)
@@ -91,23 +133,52 @@ function payload (r: () => number, odd: boolean): Buffer {
     const used: string[] = []
     for (let i = 0; i < n; i++) {
       let name = odd && r() < 0.1 ? pick(ODD_NAMES) : r() < 0.5 ? `v${i}` : pick(NAMES)
-      if (odd && r() < 0.05 && used.length) name = pick(used)
-      else if (used.includes(name)) name = `v${i}`
+      if (odd && r() < 0.05 && used.length) {
+        name = pick(used)
+        refuse(`values: ${name} twice`)
+      } else if (used.includes(name)) {
+        name = `v${i}`
+      }
       used.push(name)
-      w.text(name)
+      const key = odd ? r() : 1
+      if (key < 0.03) {
+        w.oddKey(r)
+        refuse('values: a key that is not text')
+      } else if (key < 0.05) {
+        w.badText(r)
+        refuse('values: a name that is not UTF-8')
+      } else {
+        w.text(name)
+      }
       const k = r()
-      if (k < 0.55) w.number(pick(NUMBERS) * (r() < 0.7 ? 1 : r()), pick(['auto', 'auto', 'auto', 16, 32, 64] as const))
-      else if (k < 0.75) w.bytes.push(r() < 0.5 ? 0xf4 : 0xf5)
-      else if (k < 0.93) w.text(odd ? pick(TEXTS) : pick(TEXTS.slice(0, 6)))
-      else if (odd) w.bytes.push(pick([0xf6, 0xf7, 0x40, 0x80, 0xa0, 0xc1, 0x00]))
-      else w.bytes.push(0xf5)
+      if (odd && k > 0.97) {
+        w.badText(r)
+        refuse(`values.${name}: invalid UTF-8`)
+      } else if (k < 0.55) {
+        if (w.number(pick(NUMBERS) * (r() < 0.7 ? 1 : r()), pick(['auto', 'auto', 'auto', 16, 32, 64] as const))) expected.negZero.push(name)
+      } else if (k < 0.75) {
+        w.bytes.push(r() < 0.5 ? 0xf4 : 0xf5)
+      } else if (k < 0.93) {
+        w.text(odd ? pick(TEXTS) : pick(TEXTS.slice(0, 6)))
+      } else if (odd) {
+        w.bytes.push(pick([0xf6, 0xf7, 0x40, 0x80, 0xa0, 0xc1, 0x00]))
+      } else {
+        w.bytes.push(0xf5)
+      }
     }
   }])
   if (odd && r() < 0.1) fields.push([pick(['extra', 'seq', 'values']), () => w.head(0, 1)])
+  if (odd && r() < 0.05) {
+    fields.push(['', () => w.head(0, 1)]) // '': written as a key that is not text
+    refuse('payload: a key that is not text')
+  }
   // field order varies (devices do not sort keys)
   for (let i = fields.length - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); [fields[i], fields[j]] = [fields[j]!, fields[i]!] }
   w.head(5, fields.length)
-  for (const [name, write] of fields) { w.text(name); write() }
+  for (const [name, write] of fields) {
+    if (name === '') w.oddKey(r); else w.text(name)
+    write()
+  }
   const out = Buffer.from(w.bytes)
   if (odd && r() < 0.1) return Buffer.concat([out, Buffer.from([0x00])])
   if (odd && r() < 0.1) return Buffer.concat([Buffer.from([0xbf]), out.subarray(1), Buffer.from([0xff])])
@@ -151,12 +222,25 @@ test('the scanner agrees with the decoder on 30,000 generated payloads and 30,00
   let taken = 0
   let common = 0
   let mutatedTaken = 0
+  let refused = 0
+  let negZeros = 0
   for (let i = 0; i < 30_000; i++) {
     const odd = r() < 0.35
     const b = payload(r, odd)
     const took = check(b, `payload ${i}`)
+    const slow = slowItem(b)
+    if (expected.refuse !== '') {
+      refused++
+      if (!('error' in slow)) assert.fail(`payload ${i} (${expected.refuse}) was taken as ${JSON.stringify(slow.reading)}: ${b.toString('hex')}`)
+    } else if (!('error' in slow)) {
+      const stored = (decodeTrusted(slow.item) as BatchItem)[7]
+      for (const name of expected.negZero) {
+        negZeros++
+        assert.ok(Object.is(stored[name], -0), `payload ${i}: ${name} was sent as -0 and stored as ${stored[name]}: ${b.toString('hex')}`)
+      }
+    }
     // of the common shape, the scanner must take every payload the decoder accepts
-    if (!odd && !('error' in slowItem(b))) {
+    if (!odd && !('error' in slow)) {
       common++
       if (took) taken++
       else assert.fail(`payload ${i}: the scanner left a common-shape reading to the decoder: ${b.toString('hex')}`)
@@ -165,6 +249,7 @@ test('the scanner agrees with the decoder on 30,000 generated payloads and 30,00
   }
   assert.ok(common > 15_000 && taken === common, `${taken} of ${common} common-shape payloads taken: the generator is off`)
   assert.ok(mutatedTaken > 100, `the scanner took only ${mutatedTaken} mutated payloads: the comparison did not reach it`)
+  assert.ok(refused > 500 && negZeros > 500, `${refused} payloads that must be refused, ${negZeros} values of -0 stored: the generator is off`)
 })
 
 test('the common shapes take the scanner: cbor-x encoded readings, uint64 timestamps, floats of every width', () => {

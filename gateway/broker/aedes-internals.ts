@@ -1,0 +1,143 @@
+/**
+ * The one door to Aedes internals. Aedes 1.x has no public way to do what the broker needs
+ * at these places, so it reaches into the library, here and nowhere else:
+ *
+ * | internal | Aedes 1.2 source | used by |
+ * | --- | --- | --- |
+ * | the emitter `aedes.mq` (`on`, `removeListener`) | aedes.js | reading-routes.ts: counts subscriptions |
+ * | `aedes.publish`, replaced; the `published` option (default `defaultPublished`) | aedes.js | reading-routes.ts: readings nobody subscribed to skip routing |
+ * | `aedes.persistence`: the object given to `createBroker` | aedes.js | persistence.ts is the one Aedes calls |
+ * | a client's `_parser.parse` | lib/client.js | guard.ts: packet size guard |
+ * | a client's `deliverQoS`, `deliver0`, `closed`, `conn` | lib/client.js | limit-deliveries.ts: no writes to a closed client |
+ *
+ * Each shape is checked where it is first needed: the broker's at startup (`brokerInternals`,
+ * from `Broker.create`), a client's when its connection is accepted (`clientInternals`). A
+ * missing one fails with `AedesShapeError`, naming the internal, the Aedes version installed
+ * and the one these were written for: package.json pins Aedes to that version, so an upgrade
+ * is a decision that starts here. Not shapes, so not checked here, but relied on and guarded
+ * by tests: Aedes asks for the retained stream in the same tick as its `subscribe` event
+ * (limit-hooks.ts, persistence.ts `replayClient`), and mqtt-packet's `debug` sits in the
+ * module cache (quiet-debug.ts, best effort by design: it runs before Aedes loads).
+ */
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import type { Aedes, Client, PublishPacket } from 'aedes'
+import { EdgeError } from '../../protocol/errors.ts'
+
+/** The Aedes release these shapes were read from and tested against (package.json pins it). */
+export const AEDES_WRITTEN_FOR = '1.2.0'
+
+let installed: string | undefined
+/** The Aedes version in node_modules (its package.json; its `exports` hide the file from a plain require). */
+export function installedAedesVersion (): string {
+  if (installed !== undefined) return installed
+  try {
+    const req = createRequire(fileURLToPath(import.meta.resolve('aedes')))
+    installed = String((req('./package.json') as { version?: unknown }).version)
+  } catch {
+    installed = 'unknown'
+  }
+  return installed
+}
+
+/**
+ * An Aedes internal the broker relies on is not where it was: the gateway cannot run safely
+ * on this Aedes, and retrying will not change that. `internal` names it.
+ */
+export class AedesShapeError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_AEDES_SHAPE'
+  override name = 'AedesShapeError'
+  constructor (readonly internal: string, opts: { cause?: unknown } = {}) {
+    super(`Aedes ${installedAedesVersion()} has no ${internal}; the gateway's broker is written for Aedes ${AEDES_WRITTEN_FOR} (gateway/broker/aedes-internals.ts lists what it relies on)`, { ...opts, retryable: false })
+  }
+}
+
+export type Listener = (...args: unknown[]) => unknown
+export type Emitter = {
+  on (topic: string, notify: Listener, done?: () => void): unknown
+  removeListener (topic: string, notify: Listener, done?: () => void): unknown
+}
+export type Publish = (packet: PublishPacket, client: Client | null | (() => void), done?: (err?: Error) => void) => void
+
+export type BrokerInternals = {
+  /** The emitter every subscription, online or restored, is registered on. */
+  mq: Emitter
+  /** `aedes.publish` as it is now (bound), and a way to put another in its place. */
+  publish: Publish
+  replacePublish (p: Publish): void
+  /** A `published` hook other than Aedes' default is set: it must see every publish. */
+  publishedHook: boolean
+  /** The persistence Aedes calls. */
+  persistence: unknown
+}
+
+function fn (v: unknown, internal: string): void {
+  if (typeof v !== 'function') throw new AedesShapeError(internal)
+}
+
+/** The broker-level internals, after checking each one is there. */
+export function brokerInternals (aedes: Aedes): BrokerInternals {
+  const a = aedes as unknown as { mq?: Partial<Emitter>, publish?: unknown, published?: unknown, persistence?: unknown }
+  const mq = a.mq
+  if (mq === null || typeof mq !== 'object') throw new AedesShapeError('emitter aedes.mq')
+  fn(mq.on, 'aedes.mq.on (subscriptions)')
+  fn(mq.removeListener, 'aedes.mq.removeListener (unsubscriptions)')
+  fn(a.publish, 'aedes.publish')
+  fn(a.published, 'published hook aedes.published')
+  if (a.persistence === null || typeof a.persistence !== 'object') throw new AedesShapeError('aedes.persistence')
+  const publish = (a.publish as Publish).bind(aedes)
+  return {
+    mq: mq as Emitter,
+    publish,
+    replacePublish: (p) => { a.publish = p },
+    publishedHook: (a.published as { name?: string }).name !== 'defaultPublished',
+    persistence: a.persistence
+  }
+}
+
+export type Deliver = (packet: unknown, cb: () => void) => void
+export type ClientInternals = {
+  /** The parser Aedes hands every socket chunk to. */
+  parser: { parse: (buf: Buffer) => unknown }
+  deliverQoS: Deliver
+  deliver0: Deliver
+  replaceDeliveries (qos: Deliver, qos0: Deliver): void
+  /** Aedes marked the client closed, or its socket is destroyed. */
+  gone (): boolean
+  /** The peer's address: the only name a client has before CONNECT. */
+  remoteAddress: string | undefined
+}
+
+type RawClient = {
+  _parser?: { parse?: unknown }
+  deliverQoS?: unknown
+  deliver0?: unknown
+  closed?: unknown
+  conn?: { destroyed?: boolean, remoteAddress?: string }
+}
+
+/** A client's internals, after checking each one is there (called once per connection). */
+export function clientInternals (client: Client): ClientInternals {
+  const c = client as unknown as RawClient
+  const parser = c._parser
+  if (parser === null || typeof parser !== 'object') throw new AedesShapeError('client._parser')
+  fn(parser.parse, 'client._parser.parse (the packet parser)')
+  fn(c.deliverQoS, 'client.deliverQoS')
+  fn(c.deliver0, 'client.deliver0')
+  if (typeof c.closed !== 'boolean') throw new AedesShapeError('client.closed')
+  const conn = c.conn
+  if (conn === null || typeof conn !== 'object') throw new AedesShapeError('client.conn (the socket)')
+  return {
+    parser: parser as ClientInternals['parser'],
+    deliverQoS: c.deliverQoS as Deliver,
+    deliver0: c.deliver0 as Deliver,
+    replaceDeliveries: (qos, qos0) => { c.deliverQoS = qos; c.deliver0 = qos0 },
+    gone: () => c.closed === true || conn.destroyed === true,
+    remoteAddress: conn.remoteAddress
+  }
+}
+
+/** The peer's address of a client, without the checks (for log lines about offenders). */
+export function remoteAddressOf (client: Client): string {
+  return (client as unknown as RawClient).conn?.remoteAddress ?? 'unknown'
+}
