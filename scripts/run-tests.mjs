@@ -59,7 +59,9 @@ function tierOf (file) {
   return dirs.findLast((d) => TIERS.includes(d)) ?? 'other'
 }
 
-const files = [...new Set((paths.length ? paths : ['test']).flatMap(collect))]
+// each file once, however it was named (`test/unit`, `./test/unit/x.test.ts`)
+const seen = new Set()
+const files = (paths.length ? paths : ['test']).flatMap(collect).filter((f) => !seen.has(resolve(f)) && seen.add(resolve(f)))
 const byTier = new Map()
 for (const f of files) {
   const tier = tierOf(f)

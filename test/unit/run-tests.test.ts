@@ -40,7 +40,7 @@ describe('scripts/run-tests.mjs', { concurrency: true }, () => {
   })
 
   test('a file and a folder together: each file runs once', async () => {
-    const r = await runTests(`${FIX}/integration/passes.test.ts`, `${FIX}/unit`, `${FIX}/unit/fails.test.ts`)
+    const r = await runTests(`${FIX}/integration/passes.test.ts`, `${FIX}/unit`, `./${FIX}/unit/fails.test.ts`)
     assert.equal(r.code, 1)
     assert.match(r.err, /run-tests: 2 files \(unit 1, integration 1\)/)
     assert.match(summary(r)[0]!, /^run-tests: unit FAILED: 0 passed, 1 failed,/)
