@@ -7,9 +7,10 @@
 //   a failure (a missing path, a file that is not `*.test.ts`, a folder without any).
 // - A file's tier is the nearest folder of its path named unit, integration or faults. The
 //   unit tier runs first and alone: when it fails the run stops there, so a broken unit
-//   test is reported in a minute instead of after the kill -9, Chromium and strace tests.
-//   The other tiers then run together in one node process, faults first: the longest
-//   files start first and the short ones fill the gaps, as the one-tier run packed them.
+//   test is reported in about a minute instead of after the kill -9, Chromium and strace tests.
+//   The other tiers then run together in one node process, faults first and the largest
+//   files first within a tier: the long files start early and the short ones fill the
+//   gaps at the end, as they did when all tiers ran as one.
 // - node's own reporter still writes to stdout (its `# pass N` / `# fail N` lines); a second
 //   reporter (scripts/test-tally.mjs) counts results per file into a temp file, from which
 //   the last lines of the run say, one line a tier, what passed, failed and skipped.
@@ -68,6 +69,9 @@ for (const f of files) {
   if (!byTier.has(tier)) byTier.set(tier, [])
   byTier.get(tier).push(f)
 }
+// within a tier the largest files go first: size is the only hint of a file's duration
+// available on a fresh clone, and a long file started last leaves a core idle at the end
+for (const list of byTier.values()) list.sort((a, b) => statSync(b).size - statSync(a).size)
 // phase 1: unit alone; phase 2: the rest, longest tiers first
 const later = ['faults', 'integration', 'other'].filter((t) => byTier.has(t))
 const phases = [byTier.has('unit') ? ['unit'] : [], later].filter((p) => p.length > 0)
