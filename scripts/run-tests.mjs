@@ -126,6 +126,7 @@ for (const [i, tiers] of phases.entries()) {
       `${badSkips ? ' (a test never skips)' : ''}, ${n} files, ${secs} s${together}`)
   }
   // when tiers share a run, a failure the tally could not place on a file still fails the run
+  if (!phaseOk && !failed) lines.push(`run-tests: node exited ${r.status ?? r.signal} with no failed test counted: see its output above`)
   failed ||= !phaseOk
   if (failed && i < phases.length - 1) {
     for (const tier of phases.slice(i + 1).flat()) lines.push(`run-tests: ${tier} not run: the ${tiers.join(' and ')} tier failed first`)
