@@ -77,7 +77,8 @@ const later = ['faults', 'integration', 'other'].filter((t) => byTier.has(t))
 const phases = [byTier.has('unit') ? ['unit'] : [], later].filter((p) => p.length > 0)
 
 const concurrency = process.env.TEST_CONCURRENCY ?? '2'
-// a hung test fails after this instead of holding CI until its 90-minute limit
+// a hung test fails after this instead of holding CI until its 90-minute limit; Node 20
+// bounds each whole file by it as well (a file over it shows as one cancelled test)
 const timeout = process.env.TEST_TIMEOUT_MS ?? '240000'
 // a run that picks tests by name reports the others as skipped: those skips are wanted
 const selects = extra.some((a) => /^--test-(name-pattern|skip-pattern|only)\b/.test(a))
