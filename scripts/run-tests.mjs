@@ -79,7 +79,7 @@ const phases = [byTier.has('unit') ? ['unit'] : [], later].filter((p) => p.lengt
 const concurrency = process.env.TEST_CONCURRENCY ?? '2'
 // a hung test fails after this instead of holding CI until its 90-minute limit; Node 20
 // bounds each whole file by it as well (a file over it shows as one cancelled test)
-const timeout = process.env.TEST_TIMEOUT_MS ?? '240000'
+const timeout = process.env.TEST_TIMEOUT_MS ?? '420000'
 // a run that picks tests by name reports the others as skipped: those skips are wanted
 const selects = extra.some((a) => /^--test-(name-pattern|skip-pattern|only)\b/.test(a))
 const ownReporter = extra.some((a) => a.startsWith('--test-reporter'))
