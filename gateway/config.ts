@@ -28,7 +28,7 @@ export const gatewaySchema = {
   deviceStatsMax: { type: 'int', default: 10000, min: 0, max: 1_000_000, doc: 'Devices the admin page tracks (least recently seen forgotten first)' },
   ...intakeSchema,
   ...flushSchema,
-  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget on SIGTERM/SIGINT: writes and PUBACKs in progress finish, LevelDB closes (a second signal exits at once)' },
+  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget on SIGTERM/SIGINT: writes and PUBACKs in progress finish, LevelDB closes (a second signal exits at once; a repeat within 0.5 s is the same Ctrl-C)' },
   ...securitySchema,
   // per-client MQTT limits (issue 9): gateway/broker/limits-config.ts, docs/security-limits.md
   ...brokerLimitsSchema

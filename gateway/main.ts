@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { ConfigError, VERSION } from '../protocol/index.ts'
-import { configFileArg, createLogger, helpText, LOG_ENV_HELP } from '../common/index.ts'
+import { configFileArg, createLogger, helpText, LOG_ENV_HELP, onStopSignals } from '../common/index.ts'
 import { hashPassword } from './broker/auth.ts'
 import { passwdMain } from './cli/passwd.ts'
 import { dlqMain } from './cli/dlq.ts'
@@ -56,17 +56,18 @@ async function main (): Promise<void> {
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
   const readyLog = log.isLevelEnabled('info') ? log : createLogger({ base: { service: 'gateway' }, level: 'info' })
   readyLog.info({ mqttHost: config.host, mqttPort: config.mqtt ? gw.mqttPort : null, tlsPort: gw.tlsPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
-  let stopping = false
-  const stop = (signal: string): void => {
-    if (stopping) { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }
-    stopping = true
-    log.info({ signal }, 'shutting down')
-    const t = setTimeout(() => { log.error('graceful shutdown timed out; exiting'); process.exit(1) }, config.shutdownTimeoutMs)
-    t.unref()
-    gw.close().then(() => { log.flush(); process.exitCode = 0 }, (err: Error) => { log.error({ err }, 'shutdown failed'); process.exitCode = 1 })
-  }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+  // one Ctrl-C under `npm run` arrives twice within milliseconds: that copy is not a second
+  // signal (common/signals.ts)
+  onStopSignals({
+    onStop: (signal) => {
+      log.info({ signal }, 'shutting down')
+      const t = setTimeout(() => { log.error('graceful shutdown timed out; exiting'); process.exit(1) }, config.shutdownTimeoutMs)
+      t.unref()
+      gw.close().then(() => { log.flush(); process.exitCode = 0 }, (err: Error) => { log.error({ err }, 'shutdown failed'); process.exitCode = 1 })
+    },
+    onRepeat: (signal, afterMs) => { log.debug({ signal, afterMs }, 'repeated signal ignored: the same Ctrl-C') },
+    onForce: (signal) => { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }
+  })
   // SIGHUP: new TLS certificate and key for new MQTT TLS handshakes (docs/security-tls.md)
   process.on('SIGHUP', () => { void gw.broker.reloadTls() })
 }

@@ -28,7 +28,7 @@ import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { VERSION } from '../protocol/index.ts'
-import { configFileArg, helpText, parseConfig, type ConfigOf } from '../common/index.ts'
+import { configFileArg, helpText, onStopSignals, parseConfig, type ConfigOf } from '../common/index.ts'
 import { ThrowawayPostgres } from './throwaway-postgres.ts'
 import { ThrowawayMosquitto } from './throwaway-mosquitto.ts'
 import { launcherNodeArgs } from './node-options.ts'
@@ -62,8 +62,6 @@ type StartConfig = ConfigOf<typeof schema>
 type Proc = { name: string, proc: ChildProcess, ready: Record<string, unknown>, exited: Promise<number | null> }
 
 const say = (s: string): void => { process.stderr.write(s + '\n') }
-/** Signals this close together are one Ctrl-C (the terminal's and npm's forwarded copy). */
-const SIGNAL_COALESCE_MS = 500
 
 async function spawnCli (name: string, entry: string, args: string[], logFile: string, nodeArgs: string[] = []): Promise<Proc> {
   // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
@@ -122,19 +120,17 @@ async function main (): Promise<number> {
   let pgServer: ThrowawayPostgres | undefined
   let mosquitto: ThrowawayMosquitto | undefined
   let sim: ReturnType<typeof createSimulation> | undefined
-  let firstSignalAt = 0
   let interrupted = false
-  const onSignal = (): void => {
-    // `npm start` forwards the SIGINT the terminal already sent us: one Ctrl-C arrives twice
-    if (interrupted && Date.now() - firstSignalAt < SIGNAL_COALESCE_MS) return
-    if (interrupted) { say('second signal: stopping now'); process.exit(130) }
-    interrupted = true
-    firstSignalAt = Date.now()
-    say('\nstopping the devices (Ctrl-C again to quit at once)...')
-    void sim?.stop()
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  // `npm start` forwards the SIGINT the terminal already sent us: one Ctrl-C arrives twice
+  // (common/signals.ts folds the copy into the first)
+  onStopSignals({
+    onStop: () => {
+      interrupted = true
+      say('\nstopping the devices (Ctrl-C again to quit at once)...')
+      void sim?.stop()
+    },
+    onForce: () => { say('second signal: stopping now'); process.exit(130) }
+  })
 
   try {
     const sinkArgs: string[] = []
