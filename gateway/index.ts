@@ -21,6 +21,11 @@ import { loadUpstreamTls, resolveToken, tlsListenerConfig } from './tls.ts'
 
 export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
 
+/** What /readyz answers: `delivery` false when no upstream is configured (ready for intake only). */
+export type Readiness = { ready: boolean, delivery: boolean, reasons: string[] }
+
+const NO_UPSTREAM = 'no upstream configured (--upstream): ready for intake, not for delivery; readings are stored and acknowledged but never sent'
+
 export class Gateway {
   private closing: Promise<void> | null = null
 
@@ -82,14 +87,23 @@ export class Gateway {
     return gw
   }
 
-  readiness (): { ready: boolean, reasons: string[] } {
+  /**
+   * /readyz. Without an upstream the gateway still takes, stores and acknowledges readings,
+   * so it stays ready (200: an orchestrator may send devices to it; a store-only gateway or
+   * one whose upstream is added later is a real setup), but `delivery` is false and the
+   * reasons say that nothing will leave the box.
+   */
+  readiness (): Readiness {
     const reasons: string[] = []
     if (this.closing) reasons.push('shutting down')
     if (!this.broker.listening) reasons.push('broker not listening')
     const storeErr = this.store.writeFailure
     if (storeErr) reasons.push(`store cannot write: ${storeErr.message}`)
-    if (!this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
-    return { ready: reasons.length === 0, reasons }
+    const delivery = this.config.upstream.length > 0
+    if (delivery && !this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
+    const ready = reasons.length === 0
+    if (!delivery) reasons.push(NO_UPSTREAM)
+    return { ready, delivery, reasons }
   }
 
   async status (): Promise<unknown> {
@@ -103,8 +117,10 @@ export class Gateway {
       partitions: this.store.partitionStats().map((s) => ({
         p: s.p, depth: s.depth, bytes: s.bytes, nextSeq: s.nextSeq, floor: s.head, oldestAgeMs: this.flusher.oldestAgeMs(s.p), inFlight: s.inFlight
       })),
-      upstream: this.flusher.status(),
+      upstream: this.config.upstream.length > 0 ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
+      delivery: this.config.upstream.length > 0,
       clients: { connected: this.broker.connected },
+      unstoredPublishes: this.broker.unstored(),
       config: { durability: this.config.durability, ackMode: this.config.ackMode, fullPolicy: this.config.fullPolicy, partitions: this.store.partitions }
     }
   }

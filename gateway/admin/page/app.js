@@ -43,7 +43,7 @@ function renderCharts () {
 }
 
 function stateClass (state) {
-  return state === 'ok' ? 'state-ok' : state === 'idle' ? '' : state === 'retrying' ? 'state-warn' : 'state-bad'
+  return state === 'ok' ? 'state-ok' : state === 'idle' ? '' : state === 'retrying' || state === 'none' ? 'state-warn' : 'state-bad'
 }
 
 function render (s) {
@@ -57,6 +57,9 @@ function render (s) {
   const banner = $('banner')
   banner.hidden = s.banner.length === 0
   $('banner-reasons').replaceChildren(...s.banner.map((r) => { const li = document.createElement('li'); li.textContent = r; return li }))
+  const notices = s.notices ?? []
+  $('notice').hidden = notices.length === 0
+  $('notice-reasons').replaceChildren(...notices.map((r) => { const li = document.createElement('li'); li.textContent = r; return li }))
   setValue('v-in', s.inPerS, fmt(s.inPerS))
   setValue('v-puback', s.p99Ms, `${fmt(s.p50Ms)} / ${fmt(s.p99Ms)}`)
   setValue('v-uploaded', s.uploadedPerS, fmt(s.uploadedPerS))
@@ -75,6 +78,28 @@ function render (s) {
   renderMqtt(s.upstream.mqtt)
   renderPartitions(s)
   renderDlq(s)
+  renderUnstored(s.unstored)
+}
+
+/** Publishes acknowledged (or refused) on topics that store nothing: hidden until there is one. */
+function renderUnstored (u) {
+  $('unstored-card').hidden = !u || u.publishes === 0
+  if (!u || u.publishes === 0) return
+  setText('unstored-sub', `${int(u.publishes)} since start${u.refused ? `, ${int(u.refused)} refused` : ''}`)
+  setText('unstored-policy', u.policy === 'refuse'
+    ? 'a device publishing here has its connection closed (--unmatched-topics refuse).'
+    : 'they are acknowledged (PUBACK) and routed to subscribers only, so the publisher sees success (--unmatched-topics refuse closes the connection instead).')
+  $('unstored').tBodies[0].replaceChildren(...u.topics.map(([topic, n, client]) => {
+    const tr = document.createElement('tr')
+    tr.dataset.topic = topic
+    for (const [v, cls] of [[topic], [int(n), 'num'], [client]]) {
+      const td = document.createElement('td')
+      td.textContent = v
+      if (cls) td.className = cls
+      tr.appendChild(td)
+    }
+    return tr
+  }))
 }
 
 /** The MQTT upstream's connection (docs/upstream-mqtt.md): the row is there only for an mqtt:// upstream. */
