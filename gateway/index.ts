@@ -3,7 +3,6 @@
  * `await Gateway.create(config, logger)` / `await gateway.close()` (idempotent; finishes
  * writes and PUBACKs in progress, then closes LevelDB).
  */
-import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { ConfigError } from '../protocol/index.ts'
 import { Admin } from './admin/index.ts'
@@ -17,7 +16,7 @@ import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Mapper } from './mapping/index.ts'
 import { Store } from './store/index.ts'
-import { loadUpstreamTls, resolveToken, tlsListenerConfig } from './tls.ts'
+import { loadUpstreamTls, readConfigFile, resolveToken, tlsListenerConfig } from './tls.ts'
 
 export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
 
@@ -47,10 +46,10 @@ export class Gateway {
 
   static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Gateway> {
     const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics, deviceStatsMax: config.deviceStatsMax })
-    const adminToken = config.adminTokenFile ? (await readFile(config.adminTokenFile, 'utf8')).trim() : config.adminToken
+    const adminToken = config.adminTokenFile ? (await readConfigFile('adminTokenFile', config.adminTokenFile)).toString('utf8').trim() : config.adminToken
     if (config.adminTokenFile && !adminToken) throw new ConfigError('adminTokenFile', `${config.adminTokenFile} is empty`)
     if (config.adminTokenFile) checkSecret('adminTokenFile', `--admin-token-file ${config.adminTokenFile}: the token`, adminToken)
-    const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
+    const auth = config.auth === 'file' ? AuthFile.parse((await readConfigFile('authFile', config.authFile!, `with --auth file, create it: gateway passwd ${config.authFile!} add-device ID`)).toString('utf8'), config.authFile!) : null
     const token = await resolveToken(config)
     const upstreamTls = await loadUpstreamTls(config)
     const store = await Store.open(config, logger)

@@ -16,6 +16,7 @@ import { ConfigError, DecodeError, EdgeError, HttpError, StoreError, UpstreamErr
 import { ListenError } from '../../gateway/listen.ts'
 import { GateFullError } from '../../gateway/broker/login-guard.ts'
 import { PasswdError } from '../../gateway/cli/passwd.ts'
+import { AdminUnreachableError } from '../../gateway/cli/dlq.ts'
 import { StoreOpenError } from '../../gateway/store/open-error.ts'
 import { StoreLockedError } from '../../gateway/store/dlq-reader.ts'
 import { AuditHttpError } from '../../device-sim/audit-http.ts'
@@ -148,6 +149,7 @@ const MAKE: Record<string, (cause: Error) => EdgeError> = {
   ListenError: (cause) => new ListenError('--mqtt-port', '127.0.0.1', 1883, Object.assign(cause, { code: 'EADDRINUSE' })),
   GateFullError: (cause) => new GateFullError(5, { cause }),
   PasswdError: (cause) => new PasswdError('cannot read f', 1, { cause }),
+  AdminUnreachableError: (cause) => new AdminUnreachableError('http://127.0.0.1:8082', cause),
   StoreOpenError: (cause) => new StoreOpenError('/d', 'corrupt', 'corrupt store', cause),
   StoreLockedError: (cause) => new StoreLockedError('/d', { cause }),
   AuditHttpError: (cause) => new AuditHttpError('http://i/', 0, 'GET failed', { cause }),
