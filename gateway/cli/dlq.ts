@@ -228,15 +228,15 @@ export async function dlqMain (argv: string[], env: Record<string, string | unde
         return 0
       }
       case 'replay': {
-        const r = await backend.replay(f, a.bools.has('dry-run')) as { matched: number, replayed: number, invalidCount: number, bufferFull: boolean, dryRun: boolean }
+        const r = await backend.replay(f, a.bools.has('dry-run')) as { matched: number, replayed: number, wouldReplay?: number, invalidCount: number, bufferFull: boolean, dryRun: boolean }
         out(JSON.stringify(r) + '\n')
-        err(`${r.dryRun ? 'would replay' : 'replayed'} ${r.replayed} of ${r.matched} matching records; ${r.invalidCount} still invalid (kept)${r.bufferFull ? '; stopped: buffer full' : ''}\n`)
+        err(`${r.dryRun ? `dry run: would replay ${r.wouldReplay ?? 0}` : `replayed ${r.replayed}`} of ${r.matched} matching records; ${r.invalidCount} still invalid (kept)${r.bufferFull ? '; stopped: buffer full' : ''}\n`)
         return 0
       }
       case 'purge': {
-        const r = await backend.purge(f, a.bools.has('dry-run'), a.bools.has('all')) as { matched: number, purged: number, dryRun: boolean }
+        const r = await backend.purge(f, a.bools.has('dry-run'), a.bools.has('all')) as { matched: number, purged: number, wouldPurge?: number, dryRun: boolean }
         out(JSON.stringify(r) + '\n')
-        err(`${r.dryRun ? 'would purge' : 'purged'} ${r.purged} records\n`)
+        err(r.dryRun ? `dry run: would purge ${r.wouldPurge ?? 0} records; nothing deleted\n` : `purged ${r.purged} records\n`)
         return 0
       }
     }

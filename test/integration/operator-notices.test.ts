@@ -6,13 +6,16 @@
  *   says upstream `none`, and the page shows a notice;
  * - a reading on a wrong topic (`devices/sensor-1/reading`) was acknowledged and stored
  *   nowhere, with one info line in the log: the page lists it under "publishes on topics
- *   that store nothing".
+ *   that store nothing";
+ * - the dead-letter card's breakdown counted since the gateway started ("invalid payload 0")
+ *   beside a list of 4 payload records kept from before a restart: it counts stored records.
  * The page parts run in headless Chromium (/usr/bin/chromium; fails, never skips, without it).
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { launchBrowser, openPage } from '../../bench/lib/browser.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
 import { startFakeUpstream } from '../helpers/fake-upstream.ts'
 
 type Ready = { ready: boolean, delivery: boolean, reasons: string[] }
@@ -62,4 +65,23 @@ test('the page: a notice without an upstream, and the topics that store nothing'
   assert.deepEqual(cells, ['devices/sensor-1/reading', '3', 'sensor-1'])
   assert.match(await page.$eval('#unstored-card', (e) => e.textContent ?? ''), /Publishes on topics that store nothing.*3 since start.*acknowledged \(PUBACK\)/s)
   assert.deepEqual(errors, [], 'no console errors on the page')
+})
+
+test('the page: the dead-letter breakdown counts the stored records, those from before a restart included', async (t) => {
+  const dataDir = await tempDir(t)
+  const first = await startGateway(t, { dataDir })
+  const c = await connectDevice(t, first.mqttPort, 'odd-1')
+  for (let i = 0; i < 4; i++) await publish(c, 'devices/odd-1/readings', `{"seq":${i + 1},"values":{}}`)
+  await c.endAsync()
+  await first.close()
+  const gw = await startGateway(t, { dataDir })
+  const ctx = await launchBrowser(t)
+  const { page, errors } = await openPage(ctx, `http://127.0.0.1:${gw.adminPort}/`)
+  // the list shows the 4 payload records kept from the first run; the bar must say 4 too
+  await page.waitForSelector('#dlq-table tbody tr', { timeout: 10_000 })
+  const bar = async (): Promise<Record<string, string>> => Object.fromEntries(await page.$$eval('#dlq-bars .bar-row', (rows) => rows.map((r) => [r.querySelector('.bar-label')!.textContent, r.querySelector('.bar-value')!.textContent])))
+  await waitFor(async () => (await bar())['invalid payload'] === '4', { timeoutMs: 10_000, what: 'invalid payload 4 on the page' })
+  assert.equal((await page.$$('#dlq-table tbody tr')).length, 4)
+  assert.match(await page.$eval('#devices thead', (e) => e.textContent ?? ''), /dead-lettered since start/)
+  assert.deepEqual(errors, [])
 })

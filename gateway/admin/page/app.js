@@ -137,17 +137,28 @@ function renderPartitions (s) {
 
 let dlqSeen = -1
 let dlqFetched = 0
+// The breakdown counts the stored records by kind (/dlq/summary), like the list under it:
+// counters since the gateway started said "invalid payload 0" beside a list of payload dead
+// letters kept from before a restart.
+function renderDlqKinds (sum) {
+  const k = sum.byKind ?? {}
+  bars($('dlq-bars'), [
+    { label: 'invalid payload', value: k.payload ?? 0, title: 'stored dead letters whose payload failed validation at intake', warn: true },
+    { label: 'too old', value: k['too-old'] ?? 0, title: 'stored dead letters whose seq was below the dedup window', warn: true },
+    { label: 'rejected upstream', value: k.item ?? 0, title: 'stored dead letters the ingest answered rejected', warn: true },
+    ...(k.unreadable ? [{ label: 'unreadable', value: k.unreadable, title: 'stored records that cannot be decoded', warn: true }] : [])
+  ])
+  $('dlq-bars').dataset.complete = String(sum.complete)
+  if (!sum.complete) setText('dlq-sub', `${int(sum.total)} stored (breakdown of the first ${int(sum.scanned)})`)
+}
+
 function renderDlq (s) {
   const d = s.dlq
   setText('dlq-sub', `${int(d.items)} stored`)
-  bars($('dlq-bars'), [
-    { label: 'invalid payload', value: d.invalid, title: 'dead-lettered at intake since the gateway started: payload failed validation', warn: true },
-    { label: 'too old', value: d.tooOld, title: 'seq below the dedup window since the gateway started', warn: true },
-    { label: 'rejected upstream', value: d.rejected, title: 'items the ingest answered rejected since the gateway started', warn: true }
-  ])
   if (d.items !== dlqSeen || s.t - dlqFetched > 10_000) {
     dlqSeen = d.items
     dlqFetched = s.t
+    fetch('/dlq/summary').then((r) => r.ok ? r.json() : null).then((sum) => { if (sum) renderDlqKinds(sum) }).catch(() => {})
     fetch('/dlq?limit=15&order=newest').then((r) => r.ok ? r.json() : null).then((r) => {
       if (!r) return
       const tbody = $('dlq-table').tBodies[0]
