@@ -172,12 +172,33 @@ export function parseConfig<S extends Schema> (schema: S, src: ConfigSources): C
   return out as ConfigOf<S>
 }
 
+/** One flag's lines of `--help`. An empty default ('' or []) prints no `(default )`. */
+function helpEntry (k: string, spec: FieldSpec, envPrefix: string): string {
+  const type = spec.type === 'enum' ? spec.values.join('|') : spec.type
+  const shown = spec.default === undefined ? '' : Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default)
+  const def = shown === '' ? '' : ` (default ${shown})`
+  return `  --${kebab(k)} <${type}>${def}\n      ${spec.doc} [env ${envName(envPrefix, k)}]`
+}
+
 export function helpText (schema: Schema, envPrefix: string): string {
-  const lines: string[] = []
-  for (const [k, spec] of Object.entries(schema)) {
-    const type = spec.type === 'enum' ? spec.values.join('|') : spec.type
-    const def = spec.default === undefined ? '' : ` (default ${Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default)})`
-    lines.push(`  --${kebab(k)} <${type}>${def}\n      ${spec.doc} [env ${envName(envPrefix, k)}]`)
+  return Object.entries(schema).map(([k, spec]) => helpEntry(k, spec, envPrefix)).join('\n')
+}
+
+export type HelpSection = { title: string, keys: readonly string[] }
+
+/**
+ * `--help` in sections (a flat list of a hundred flags put the ones a new user needs after
+ * seventy lines of limits). Each flag is printed once, under the first section that names it.
+ */
+export function helpSections (schema: Schema, envPrefix: string, sections: readonly HelpSection[]): string {
+  const shown = new Set<string>()
+  const out: string[] = []
+  for (const s of sections) {
+    const keys = s.keys.filter((k) => schema[k] !== undefined && !shown.has(k))
+    if (keys.length === 0) continue
+    out.push(`${s.title}:`)
+    for (const k of keys) { shown.add(k); out.push(helpEntry(k, schema[k]!, envPrefix)) }
+    out.push('')
   }
-  return lines.join('\n')
+  return out.join('\n').trimEnd()
 }

@@ -4,7 +4,7 @@
  * Each component declares the flags it reads in its own config.ts; this file joins them.
  */
 import { ConfigError } from '../protocol/index.ts'
-import { parseConfig, type ConfigOf, type ConfigSources } from '../common/index.ts'
+import { parseConfig, type ConfigOf, type ConfigSources, type HelpSection } from '../common/index.ts'
 import { brokerSchema } from './broker/config.ts'
 import { flushSchema } from './flush/config.ts'
 import { checkMqttUpstream, isMqttUrl } from './flush/mqtt-config.ts'
@@ -35,6 +35,27 @@ export const gatewaySchema = {
 } as const
 
 export type GatewayConfig = ConfigOf<typeof gatewaySchema> & { mappings: Mapping[] }
+
+/**
+ * The flags a new user needs first: where readings go, where they are kept, who may publish,
+ * the ports. `--help` lists them before the sections.
+ */
+export const FIRST_FLAGS = ['upstream', 'token', 'tokenFile', 'gatewayId', 'dataDir', 'host', 'mqttPort', 'adminPort', 'auth', 'authFile', 'ackMode', 'durability'] as const
+
+/**
+ * The gateway's flags by component, as docs/configuration.md groups them (the section of a
+ * flag is the component schema that declares it, `gateway` for this file's own), in the
+ * order of their first flag in gatewaySchema.
+ */
+export function gatewayFlagSections (): HelpSection[] {
+  const components: Array<[string, Record<string, unknown>]> = [['store', storeSchema], ['broker', brokerSchema], ['intake', intakeSchema], ['flush', flushSchema], ['broker: security', securitySchema], ['broker: limits', brokerLimitsSchema]]
+  const sections = new Map<string, string[]>()
+  for (const k of Object.keys(gatewaySchema)) {
+    const title = components.find(([, s]) => k in s)?.[0] ?? 'gateway'
+    sections.set(title, [...sections.get(title) ?? [], k])
+  }
+  return [...sections].map(([title, keys]) => ({ title, keys }))
+}
 
 export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): GatewayConfig {
   // `mappings` (topic mappings for devices of other shapes, gateway/mapping/) only come from the config file

@@ -7,11 +7,12 @@
  */
 import { readFile } from 'node:fs/promises'
 import { ConfigError, VERSION } from '../protocol/index.ts'
-import { configFileArg, createLogger, helpText, LOG_ENV_HELP, onStopSignals } from '../common/index.ts'
+import { configFileArg, createLogger, onStopSignals } from '../common/index.ts'
 import { hashPassword } from './broker/auth.ts'
 import { passwdMain } from './cli/passwd.ts'
 import { dlqMain } from './cli/dlq.ts'
-import { gatewaySchema, parseGatewayConfig } from './config.ts'
+import { parseGatewayConfig } from './config.ts'
+import { gatewayUsage } from './help.ts'
 import { Gateway } from './index.ts'
 
 async function main (): Promise<void> {
@@ -20,7 +21,7 @@ async function main (): Promise<void> {
   if (argv[0] === 'dlq') { process.exitCode = await dlqMain(argv.slice(1)); return }
   if (argv.includes('--version')) { process.stdout.write(`gateway ${VERSION}\n`); return }
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: gateway [flags]\n       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n       gateway dlq list|show|export|replay|purge ... (gateway dlq --help)\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
+    process.stdout.write(gatewayUsage())
     return
   }
   if (argv[0] === '--hash-password') {
