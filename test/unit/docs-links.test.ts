@@ -177,3 +177,14 @@ test('docs/upstream.md quotes the status table of gateway/flush/status-actions.t
   check('anything else', OTHER_STATUS)
   check('no answer', NO_ANSWER)
 })
+
+test('the acknowledgement table and the diagram are kept once, in README.md; design.md links them', () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const design = readFileSync(join(ROOT, 'docs', 'design.md'), 'utf8')
+  const ackRow = /^\| device -> gateway, /m
+  assert.match(readme, ackRow, 'README.md has the acknowledgement table')
+  assert.match(readme, /^## How it works\n\n```\n/m, 'README.md has the diagram under "How it works"')
+  assert.doesNotMatch(design, ackRow, 'docs/design.md keeps its own acknowledgement table: link README.md instead')
+  assert.doesNotMatch(design, /^[^\n]*(devices|gateway)[^\n]*(--|─)+[^\n]*(>|▶)/m, 'docs/design.md keeps its own diagram: link README.md#how-it-works instead')
+  assert.match(design, /README\.md#how-it-works/)
+})
