@@ -34,9 +34,12 @@ export function metricDifferences (have: string, want: string): string[] {
   return out
 }
 
+// one gateway for both tests: building it opens LevelDB and two listeners
+let rows: Promise<[MetricRow[], MetricRow[]]> | undefined
+const registries = async (): Promise<[MetricRow[], MetricRow[]]> => await (rows ??= Promise.all([gatewayRows(), ingestRows()]))
+
 test('docs/metrics.md is what the registries generate (run npm run docs:metrics)', async () => {
-  const gateway = await gatewayRows()
-  const ingest = await ingestRows()
+  const [gateway, ingest] = await registries()
   assert.ok(gateway.length > 20, `only ${gateway.length} gateway metrics found`)
   assert.ok(ingest.length > 10, `only ${ingest.length} ingest metrics found`)
   const want = renderMetricsDoc(gateway, ingest)
@@ -47,8 +50,7 @@ test('docs/metrics.md is what the registries generate (run npm run docs:metrics)
 })
 
 test('every metric has a help text, and names follow design.md section 9', async () => {
-  const rows: MetricRow[] = [...await gatewayRows(), ...await ingestRows()]
-  for (const r of rows) {
+  for (const r of (await registries()).flat()) {
     assert.ok(r.help.trim().length >= 8, `${r.name}: help text missing or too short`)
     if (r.type === 'counter') assert.match(r.name, /_total$/, `${r.name}: a counter's name ends _total`)
   }
