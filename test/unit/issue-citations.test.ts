@@ -104,7 +104,7 @@ test('no tracked file cites an issue number of the tracker (write the reason in 
   assert.deepEqual(done, [], 'these files cite no issue number any more: take them off ISSUE_CITATIONS_REMAINDER')
 })
 
-test('the check finds "issue 9", "Issue #19 item 7" and "issues 3", and not "tissue 3" or "an issue"', () => {
+test('the check finds a bare number, a #number with an item, and the plural; not a longer word or an issue without a number', () => {
   const n = (k: number): string => String(k) // built here, so this file cites nothing itself
   assert.deepEqual(citations(`a\n// guard (iss${'ue'} ${n(9)})\n * Iss${'ue'} #${n(19)} item 7: x\nsee iss${'ues'} ${n(3)}`).map((l) => l.split(':')[0]), ['2', '3', '4'])
   assert.deepEqual(citations(`tissue ${n(3)}\nan issue with 3 parts\nissue-${n(5)}`), [])
