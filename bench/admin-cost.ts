@@ -1,5 +1,5 @@
 /**
- * The admin page's work, measured alone (issue 12): what one second of a viewer costs the
+ * The admin page's work, measured alone: what one second of a viewer costs the
  * gateway, independent of how busy the box is. A page viewer causes, per second: one
  * sample (taken whether or not anyone watches), its JSON frame written to the SSE stream,
  * half a /devices query (the page polls every 2 s, 50 rows) and a tenth of a /dlq page.

@@ -1,5 +1,5 @@
 /**
- * What the operator page costs the gateway (issue 12): the gateway and ingest CLIs under a
+ * What the operator page costs the gateway: the gateway and ingest CLIs under a
  * steady open-loop load (default 5,000 readings/s from 200 devices), the gateway's CPU
  * measured over alternating windows with no viewer and with the gateway page open in
  * headless Chromium (the SSE stream, the devices table poll every 2 s, the dead-letter list).

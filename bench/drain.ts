@@ -1,5 +1,5 @@
 /**
- * Backlog drain benchmark (issue 3): fill the gateway's buffer with N readings while its
+ * Backlog drain benchmark: fill the gateway's buffer with N readings while its
  * upstream is down, then start the ingest and time the drain. The gateway's RSS is sampled
  * through both phases: it must stay flat however large the backlog on disk is.
  *
@@ -9,7 +9,7 @@
  * during the fill), ingest (CLI, core 0, during the drain). Appends one record to
  * bench/results/drain.jsonl.
  *
- * `--upstreams http,mqtt` (issue 20) drains the same backlog over each upstream in one run.
+ * `--upstreams http,mqtt` drains the same backlog over each upstream in one run.
  * mqtt: the gateway's upstream is a Mosquitto (scripts/throwaway-mosquitto.ts) that is down
  * during the fill; the ingest (`--mqtt-broker`) is started first and the clock starts when
  * the broker accepts connections, so the drain includes both sides' reconnect (every 250 ms

@@ -1,5 +1,5 @@
 /**
- * End-to-end sustained rate (issue 3): devices -> gateway -> ingest on one machine. For each
+ * End-to-end sustained rate: devices -> gateway -> ingest on one machine. For each
  * offered rate, the load generator publishes open loop for the window; the rate counts as
  * sustained when PUBACKs and the ingest's stored count keep up with it (>= 98%) and the
  * gateway's backlog does not grow by more than 2% of what was offered.
@@ -12,7 +12,7 @@
  * one box does). Each record has the CPU each process used over the window, in % of a core
  * and in microseconds per reading. Appends one record per rate to bench/results/e2e.jsonl.
  *
- * `--upstreams http,mqtt` (issue 20) runs the same rates over each upstream in one run: http
+ * `--upstreams http,mqtt` runs the same rates over each upstream in one run: http
  * (gateway -> ingest) and mqtt (gateway -> a throwaway Mosquitto -> `ingest --mqtt-broker`,
  * `--upstream-ack` results by default). Each record has the uplink bytes per reading (the
  * gateway's `gateway_upstream_bytes_sent_total` over the window: request bodies, or PUBLISH

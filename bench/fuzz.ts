@@ -1,5 +1,5 @@
 /**
- * MQTT protocol fuzz bench (issue 9): a seeded fuzzer (bench/lib/mqtt-hostile.ts: ~600
+ * MQTT protocol fuzz bench: a seeded fuzzer (bench/lib/mqtt-hostile.ts: ~600
  * connections/s that publish retained messages on thousands of topics, subscribe to `#`
  * and hang up within 50 ms, random bytes, huge and malformed remaining lengths, QoS 2
  * floods, subscription floods, long topics, wills, persistent subscribers that never come
@@ -14,7 +14,7 @@
  * The gateway runs as installed (bin/gateway): compiled, with bin/node-options and
  * MALLOC_ARENA_MAX=2, and no flags but its data dir, ports and upstream.
  *
- * Goal (issue 9): gateway peak RSS < 150 MB, no crash, /readyz 200 throughout, good device
+ * Goal: gateway peak RSS < 150 MB, no crash, /readyz 200 throughout, good device
  * p99 < 100 ms. Bare Aedes runs with --max-old-space-size (`--aedes-heap-mb`) so that it
  * dies at V8's heap limit instead of taking the shared machine's memory. Records go to
  * bench/results/fuzz.jsonl; bench/update-results.ts renders them into bench/RESULTS.md.

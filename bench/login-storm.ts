@@ -1,5 +1,5 @@
 /**
- * Login storm (issue 9): a good device's PUBACK latency (QoS 1, `--durability power`, one
+ * Login storm: a good device's PUBACK latency (QoS 1, `--durability power`, one
  * publish outstanding, paced) while a storm process keeps `--storm` connections sending
  * CONNECTs with a wrong password for a known user, each reconnecting as soon as it is
  * refused. scrypt runs on the libuv pool that LevelDB's writes and fsyncs share. Rows, same

@@ -1,5 +1,5 @@
 /**
- * The postgres sink against PostgreSQL's own limit and against the leveldb sink (issue 10):
+ * The postgres sink against PostgreSQL's own limit and against the leveldb sink:
  *
  *   node --import tsx bench/postgres.ts [--rows 100000] [--batch 500] [--concurrency 8] [--e2e-rate 20000] [--e2e-s 10]
  *

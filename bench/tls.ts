@@ -1,6 +1,6 @@
 /**
  * TLS benchmark: what MQTT over TLS costs the gateway, against plain TCP on the same
- * gateway process in the same run (issue 9).
+ * gateway process in the same run.
  *
  *   node --import tsx bench/tls.ts [--connects 200] [--duration-s 8] [--connections 100] [--inflight 32]
  *

@@ -44,7 +44,7 @@ async function main (): Promise<number> {
   await sim.start()
   log.info({ devices: config.devices, broker: config.broker, rate: config.rate, boot: sim.devices[0]?.currentBoot }, 'ready')
   sim.waitConnected(120_000).then(() => log.info({ devices: config.devices }, 'all devices connected'), (err: Error) => log.warn({ err }, 'not every device connected'))
-  // a broker that is not there is a failure, not a run with "connects 0" (issue 15)
+  // a broker that is not there is a failure, not a run with "connects 0"
   const t0 = Date.now()
   while (sim.stats.counters.connects === 0 && signals === 0) {
     if (Date.now() - t0 > config.connectTimeoutS * 1000) {

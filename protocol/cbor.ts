@@ -5,7 +5,7 @@
  * (iterative: bounded depth, every declared length within the remaining bytes) before the
  * no-eval cbor-x decoder sees them, so a 9-byte "array of 4 billion items" costs nothing.
  *
- * No CBOR tag (major type 6) is accepted on untrusted input (issue #19): no format of this
+ * No CBOR tag (major type 6) is accepted on untrusted input: no format of this
  * project has one (docs/design.md section 6, docs/protocol-v2.md; device timestamps are
  * uint64 milliseconds, not tag 1), and cbor-x's tag handlers are where its costs and state
  * live: a bignum (tag 2/3) is built byte by byte, quadratic (16 KiB took ~25 ms, 64 KiB

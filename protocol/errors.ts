@@ -1,5 +1,5 @@
 /**
- * The project's one error hierarchy (issue 21), shared by the gateway, the ingest, the
+ * The project's one error hierarchy, shared by the gateway, the ingest, the
  * simulator and the tooling. Every class:
  *
  * - extends `EdgeError` and sets `name`;

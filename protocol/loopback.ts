@@ -1,5 +1,5 @@
 /**
- * The one loopback rule (issue #19 item 8). Every gate that relaxes a safe default because
+ * The one loopback rule. Every gate that relaxes a safe default because
  * traffic "never leaves the box" asks `isLoopback`: the gateway's `--admin-host` (no admin
  * token needed), its MQTT `--host` (`--auth none` allowed), an `http://` upstream (token
  * sent in clear), the ingest's `--host` (read side open without a read token), and the

@@ -1,5 +1,5 @@
 /**
- * Clear words for payloads people send by hand (issue 15): `mosquitto_pub -m 21.5` sends
+ * Clear words for payloads people send by hand: `mosquitto_pub -m 21.5` sends
  * the text "21.5", which the CBOR decoder would read as a small negative integer and
  * reject in CBOR terms; and JSON.parse silently rounds integers above 2^53.
  */

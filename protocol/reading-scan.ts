@@ -1,5 +1,5 @@
 /**
- * The intake's one-pass reading decoder (issue 22): a CBOR reading is checked straight from
+ * The intake's one-pass reading decoder: a CBOR reading is checked straight from
  * its bytes, with no decoded object. `scanReading` reads the top-level map's seq, boot and
  * ts, validates every entry of `values` where it lies in the payload and returns the span;
  * item-encoder.ts `encodeItemSpan` later writes that span into the stored item, entry by

@@ -1,5 +1,5 @@
 /**
- * The one length rule for secrets an operator chooses (issue #19 item 7): gateway tokens of
+ * The one length rule for secrets an operator chooses: gateway tokens of
  * the ingest (`--token GATEWAY:SECRET`, `--tokens-file`), read tokens, the gateway's
  * upstream `--token`/`--token-file` (the same secret), `--admin-token`/`--admin-token-file`
  * and passwords set with `gateway passwd`. 16 characters: a random one from base64 or hex

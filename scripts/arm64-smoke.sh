@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# arm64 smoke run (issue 11): the compiled gateway on an arm64 Node 20 under
+# arm64 smoke run: the compiled gateway on an arm64 Node 20 under
 # qemu-aarch64-static, as on a Raspberry Pi, takes readings from an x86 simulator and
 # flushes them to an x86 ingest; the simulator's audit then checks that every acknowledged
 # reading is stored upstream exactly once, in order.

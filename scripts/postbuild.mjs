@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // After `tsc -p tsconfig.build.json`: every `bin` entry of package.json gets a
 // `#!/usr/bin/env node` line and the executable bit, so `npm install -g .` (or a symlink
-// into PATH) runs `gateway`, `ingest` and `device-sim` directly (issue 15).
+// into PATH) runs `gateway`, `ingest` and `device-sim` directly.
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'

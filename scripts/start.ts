@@ -66,7 +66,7 @@ const say = (s: string): void => { process.stderr.write(s + '\n') }
 async function spawnCli (name: string, entry: string, args: string[], logFile: string, nodeArgs: string[] = []): Promise<Proc> {
   // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
   // this script, which stops the devices, lets the gateway drain and audits before it
-  // stops the children (issue 15: they died with the SIGINT and the audit failed)
+  // stops the children (they died with the SIGINT and the audit failed)
   const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env }, detached: true })
   children.push(proc)
   const log = createWriteStream(logFile, { flags: 'a' })

@@ -1,6 +1,6 @@
 /**
  * Hostile MQTT 3.1.1 traffic from a seeded generator, for test/faults/hostile-clients.test.ts
- * and bench/fuzz.ts (issue 9): packet encoders that build what a fuzzer sends (valid,
+ * and bench/fuzz.ts: packet encoders that build what a fuzzer sends (valid,
  * valid-but-abusive and malformed), and `fuzzSession`, which turns a PRNG into one
  * connection's script: the bytes to write and when to hang up. Same seed, same traffic.
  *

@@ -100,7 +100,7 @@ export function compiledGateway (cleanup: Cleanup, rev?: string): Promise<string
       let cwd = ROOT
       if (rev) {
         const src = cleanup.tempDir('bench-src-')
-        // common/ exists from issue 21 on; an older revision has none
+        // common/ came with the import rule (docs/layout.md); an older revision has none
         const files = ['protocol', 'common', 'gateway', 'ingest', 'device-sim', 'tsconfig.json', 'tsconfig.build.json', 'package.json']
           .filter((f) => spawnSync('git', ['cat-file', '-e', `${rev}:${f}`], { cwd: ROOT }).status === 0)
         const a = spawnSync('sh', ['-c', `git archive ${shellQuote(rev)} ${files.join(' ')} | tar -x -C ${shellQuote(src)}`], { cwd: ROOT, encoding: 'utf8' })

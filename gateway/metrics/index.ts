@@ -6,8 +6,9 @@
  * (broker/limit-metrics.ts, broker/security.ts, broker/listeners.ts, broker/unmapped.ts,
  * mapping/index.ts) and gateway/index.ts adds the scrape-time gauges.
  *
- * Names, types, labels and help texts are contracts: docs/design.md section 9 lists every
- * one and test/integration/metrics-doc.test.ts fails when the table and the registry disagree.
+ * Names, types, labels and help texts are contracts: docs/metrics.md, generated from this
+ * registry (`npm run docs:metrics`), lists every one and test/integration/metrics-doc.test.ts
+ * fails when the document and the registry disagree.
  * Names start `gateway_`, counters end `_total`, durations are histograms in seconds.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'

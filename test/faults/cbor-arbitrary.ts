@@ -1,5 +1,5 @@
 /**
- * A structure-aware CBOR generator for fast-check (issue #19): well-formed and nearly
+ * A structure-aware CBOR generator for fast-check: well-formed and nearly
  * well-formed items with every major type at every head width, every class of tag number
  * (0-23, 1-, 2-, 4- and 8-byte), the tags cbor-x gives meaning to (bignums with up to
  * 60 KiB of content, dates, records, shared references, packed values, typed arrays...),

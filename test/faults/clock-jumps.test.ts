@@ -1,5 +1,5 @@
 /**
- * Clock jumps (issue 5; docs/design.md section 3 `ts`, section 6 retry, section 10 invariant 4).
+ * Clock jumps (docs/design.md section 3 `ts`, section 6 retry, section 10 invariant 4).
  *
  * - A device's `ts` is data, not a clock the system runs on: 0 (a device that never set
  *   its clock), the year 2100, 2^53-1, and a device clock going backwards between seqs are

@@ -1,5 +1,5 @@
 /**
- * `--durability power` against `process`, told apart by the syscalls (issue 13). kill -9
+ * `--durability power` against `process`, told apart by the syscalls. kill -9
  * keeps the page cache, so no crash test can see a missing fsync; strace can. The real
  * gateway and ingest CLIs run under
  *   strace -f -e trace=fdatasync,fsync,write,writev,sendto,sendmsg -yy -xx

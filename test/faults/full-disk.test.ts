@@ -1,5 +1,5 @@
 /**
- * Full buffer and full disk (issue 5; docs/design.md section 5 quota, section 4 step 5,
+ * Full buffer and full disk (docs/design.md section 5 quota, section 4 step 5,
  * section 10 invariants 1 and 2). Real gateway and ingest CLIs, device-sim devices that
  * reconnect and resend whatever was not acknowledged, the uplink through a fault proxy.
  *
@@ -207,7 +207,7 @@ test('ENOSPC (real, 4 MiB tmpfs): no PUBACK for a reading that was not stored; a
   const gwDir = join(mnt, 'gateway')
   await mkdir(gwDir)
   // the disk fills with LevelDB's log: a memtable larger than the tmpfs keeps the log growing
-  // (with the 1 MiB default of issue 11 the log is turned into small tables and the disk never fills)
+  // (with the 1 MiB default, chosen to spare flash, the log is turned into small tables and the disk never fills)
   const s = await startPair(t, ['--leveldb-write-buffer-bytes', String(16 * 1024 ** 2)], gwDir)
   let gw = s.gw
   const proxy = await FaultProxy.start(t, gw.ready.mqttPort as number)

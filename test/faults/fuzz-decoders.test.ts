@@ -1,5 +1,5 @@
 /**
- * Issue 5: fuzzing of the payload decoder (decodeReading) and of the ingest body decoder
+ * Fuzzing of the payload decoder (decodeReading) and of the ingest body decoder
  * (decodeBatch + validateItem), plus the gateway's response decoder (decodeResponse).
  *
  * Property: each call returns a value of the documented shape, or throws a DecodeError or
@@ -12,7 +12,7 @@
  * its progress in shared memory: a case that hangs is killed and reported by its index.
  * fast-check adds generated structured inputs (its own seed) on the main thread.
  *
- * Issue #19: a structure-aware generator (cbor-arbitrary.ts: every tag number class, bignums
+ * A structure-aware generator (cbor-arbitrary.ts: every tag number class, bignums
  * of up to 60 KiB, indefinite lengths, nesting thousands deep) through every untrusted
  * decoder and the dead-letter view, with a time bound per input (STRUCT_BOUND_MS).
  *
@@ -42,7 +42,7 @@ const MAX_PAYLOAD = 16 * 1024
 const MAX_ITEMS = 50
 const HANG_MS = 10_000
 /**
- * Time bound of one structure-aware input through one decoder (issue #19). Measured on the
+ * Time bound of one structure-aware input through one decoder. Measured on the
  * shared 2-core box (load 8-30): the slowest input of 6 x 1,500 took 3-9 ms (a 60 KiB
  * bignum's scan, the 8 MiB-free deep-nesting refusals); the quadratic bignum build this
  * guards against took 25 ms (16 KiB) to 420 ms (64 KiB). An input over the bound is timed
@@ -397,7 +397,7 @@ function assertReport (t: { diagnostic: (s: string) => void }, rep: Report): voi
 }
 
 if (isMainThread) {
-  describe('decoder fuzzing (issue 5)', { concurrency: 2 }, () => {
+  describe('decoder fuzzing', { concurrency: 2 }, () => {
     test(`decodeReading: ${CASES} mutated CBOR and JSON payloads`, { timeout: 120_000 }, async (t) => {
       assertReport(t, await fuzzInWorker('reading'))
     })

@@ -1,5 +1,5 @@
 /**
- * kill -9 of the real gateway CLI (issue 2): everything acknowledged survives, counters
+ * kill -9 of the real gateway CLI: everything acknowledged survives, counters
  * continue, and no seq is ever reused, also after the buffer was emptied and the gateway
  * restarted.
  */

@@ -1,5 +1,5 @@
 /**
- * Hostile input at the process level (issue 5; docs/design.md section 10 invariants 5 and 6):
+ * Hostile input at the process level (docs/design.md section 10 invariants 5 and 6):
  * real gateway and ingest CLIs, raw sockets doing what no well-behaved client does, and a
  * well-behaved device publishing through all of it. Shown each time: the processes keep
  * serving, their RSS stays bounded, and the good device's readings are acknowledged
@@ -33,7 +33,7 @@ type Stack = { ingest: Child, gw: Child, ingestUrl: string, admin: string, mqttP
 
 async function startStack (t: TestContext, gwArgs: string[] = [], ingestArgs: string[] = [], gwEnv: Record<string, string> = {}): Promise<Stack> {
   const dir = await tempDir(t, 'faults-hostile-')
-  // the gateway as bin/gateway starts it: the RSS bounds below are about that process (issue 19)
+  // the gateway as bin/gateway starts it: the RSS bounds below are about that process
   const deployed = asDeployed()
   const ingest = await spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `gw1:${TOKEN}`, '--token', 'slowgw:slow-secret-pad-', ...ingestArgs])
   const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
@@ -146,7 +146,7 @@ test('garbage bytes, silent connections and half a CONNECT are closed; a good de
   assert.ok(Math.min(...sTook) >= CONNECT_TIMEOUT - 100, 'silent connections get their connect timeout, not less')
   // and soon after it: within 3 s, beyond the lag the gateway showed in closing garbage
   // (at once on an idle box; at load average 25 on 2 cores up to 3.4 s, and the silent ones
-  // closed 3.5-4.0 s after opening: issue 19). The default timeout (10 s) fails the wait above.
+  // closed 3.5-4.0 s after opening, which a tighter bound failed). The default timeout (10 s) fails the wait above.
   assert.ok(Math.max(...sTook, ...hTook) < CONNECT_TIMEOUT + 3000 + gTook, `and are closed soon after it (slowest ${Math.round(Math.max(...sTook, ...hTook))} ms, garbage closed by ${Math.round(gTook)} ms)`)
   assert.equal(st.clients.connected, 1, 'only the good device is connected')
   assert.equal((await fetch(`${s.admin}/healthz`)).status, 200)
@@ -253,7 +253,7 @@ async function deafFlood (t: TestContext, port: number, id: string, opts: { subs
 }
 
 /**
- * The gateway's per-client publish rate (issue 9; docs/security-limits.md), given here as
+ * The gateway's per-client publish rate (docs/security-limits.md), given here as
  * flags at their defaults so the deaf device's timeline can be computed: past the burst, its
  * PUBLISH callbacks, and so Aedes' reads of its socket, are metered at RATE/s.
  */
@@ -274,7 +274,7 @@ test('a device that never reads its PUBACKs: memory stays bounded and other devi
   // Everything the deaf device wrote is taken and stored too (it is a device like others),
   // but no sooner than its rate limit lets it in: the last of N PUBLISH is let through
   // (N - BURST) / RATE s after the flood began. That, not the flush, sets how long this
-  // takes (issue 19: a fixed 30 s budget failed when a fast box wrote 35,000+ in 2 s).
+  // takes (a fixed 30 s budget failed when a fast box wrote 35,000+ in 2 s).
   const meteredMs = Math.max(0, deaf.publishes - BURST) * 1000 / RATE
   const closed = deaf.raw.closedAt() !== null
   const stored = async (): Promise<number> => ((await (await fetch(`${s.ingestUrl}/v1/stats`)).json()) as { gateways: Record<string, { stored: number }> }).gateways.gw1?.stored ?? 0
@@ -303,19 +303,19 @@ test('a device that never reads its PUBACKs: memory stays bounded and other devi
   // Not wedged: a broker held up by the deaf client's unread PUBACKs would hold the good
   // device's until the deaf one is cut off (--drain-timeout-ms, 5 s). Below that, the figure
   // follows the box: at load average 25 on 2 cores the gateway committed the flood in ~1.2 s
-  // cycles and the good device's PUBACKs took up to 2.5 s (issue 19: 2 s failed there)
+  // cycles and the good device's PUBACKs took up to 2.5 s (2 s failed there)
   assert.ok(r.p99Ms < 4000, `the good device kept getting PUBACKs (p99 ${r.p99Ms} ms, under the 5 s drain timeout)`)
 })
 
 test('a subscriber that never reads is cut off (drain timeout); other devices and the upstream flush go on', async (t) => {
-  // regression guard for the drain timeout (issue 5): without it this wedged every device
+  // regression guard for the drain timeout: without it this wedged every device
   // the deaf client publishes up to ~20,000 readings/s to fill its own socket: above the
-  // default per-client publish rate (issue 9), which would slow it before its socket fills
+  // default per-client publish rate, which would slow it before its socket fills
   const s = await startStack(t, ['--drain-timeout-ms', '1000', '--publish-rate-limit', '100000', '--publish-rate-burst', '100000'])
   const good = steadyDevice(t, await connectDevice(t, s.mqttPort, 'good-5'), 'good-5')
   // The gateway's copies to it must outgrow the loopback socket buffers (its send buffer
   // autotunes up to tcp_wmem's 4 MiB) before a write waits for drain: 3 s on a loaded box
-  // wrote 2,592 PUBLISH (5.5 MB), which did not (issue 19), so it floods until 16 MB, and
+  // wrote 2,592 PUBLISH (5.5 MB), which did not, so it floods until 16 MB, and
   // the gateway, behind on such a box, gets 15 s to work through them and cut it off.
   const deaf = await deafFlood(t, s.mqttPort, 'deaf-2', { subscribe: true, ms: 3000, minBytes: 16e6, maxMs: 20_000 })
   const closedWhen = (): string => deaf.raw.closedAt() === null ? 'no' : `after ${Math.round(deaf.raw.closedAt()! - deaf.raw.openedAt)} ms`

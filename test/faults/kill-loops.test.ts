@@ -1,5 +1,5 @@
 /**
- * kill -9 loops under load (issue 5; docs/design.md section 10 invariants 1-4).
+ * kill -9 loops under load (docs/design.md section 10 invariants 1-4).
  *
  * Topology, every hop through a fault proxy so a restarted process (new listen(0) port)
  * keeps its address and faults can be injected between processes. A proxy is detached

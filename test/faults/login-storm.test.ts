@@ -1,5 +1,5 @@
 /**
- * Issue 9: a wrong-password storm must not starve the store, and refusal timing must not
+ * A wrong-password storm must not starve the store, and refusal timing must not
  * tell which user names exist. The gateway is the real CLI (its own event loop and libuv
  * pool), hashes have the production cost (scrypt N=16384). On the code before the scrypt
  * gate, 60 concurrent bad CONNECTs held a good device's PUBACK for seconds (bench

@@ -1,5 +1,5 @@
 /**
- * Fault tests of the PostgreSQL cloud side (issue 10): stateless ingest processes on one
+ * Fault tests of the PostgreSQL cloud side: stateless ingest processes on one
  * database, and exactly once across redundant gateways (the natural key).
  *
  * 1. Three ingest CLIs (--sink postgres) on one throwaway PostgreSQL, a gateway spreading

@@ -1,5 +1,5 @@
 /**
- * A long uplink partition (issue 5; docs/design.md section 10 invariants 1, 5): the link from
+ * A long uplink partition (docs/design.md section 10 invariants 1, 5): the link from
  * the gateway CLI to the ingest CLI is blackholed (requests vanish, nothing answers), then
  * reset (connections refused), while devices keep publishing until at least 100,000
  * readings are buffered; then the link heals and the backlog drains.
@@ -146,7 +146,7 @@ test('uplink partition: 100,000 readings buffered and drained with bounded gatew
     `ingest stored ${stats.stored}, duplicate answers ${stats.duplicates}; blackholed ${up.stats.blackholed.up} B, resets ${up.stats.resets}`)
   assert.equal(stats.stored, total, 'every acknowledged reading stored once at the ingest')
   // the gateway as installed (bin/gateway's V8 options), with room: node's default options
-  // let V8 grow the same heap to within a GC of this bound (issue 19: 255 MiB under tsx)
+  // let V8 grow the same heap to within a GC of this bound (255 MiB under tsx)
   assert.ok(peak < RSS_BOUND_MB, `gateway RSS peak ${peak} MiB`)
   // Not proportional to the backlog (invariant 5), measured on what the code keeps alive:
   // after full GCs, heap used + Buffers with 50,000, with BACKLOG and with half of it drained

@@ -1,5 +1,5 @@
 /**
- * kill -9 while the gateway uploads through Mosquitto in results mode (issue 20): of the
+ * kill -9 while the gateway uploads through Mosquitto in results mode: of the
  * gateway CLI, and of the ingest CLI and of Mosquitto (persistence on). Every reading the
  * gateway acknowledged to its device is stored by the ingest exactly once, whatever was in
  * flight (published, committed, results on their way) at the kill.

@@ -1,5 +1,5 @@
 /**
- * A TCP fault proxy for fault tests (issue 5): `net.createServer` on 127.0.0.1:0 that
+ * A TCP fault proxy for fault tests: `net.createServer` on 127.0.0.1:0 that
  * forwards every accepted connection to `127.0.0.1:{target}` and injects network faults at
  * run time, without root (no iptables, no tc):
  *

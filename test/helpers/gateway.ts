@@ -45,7 +45,7 @@ export function publish (c: MqttClient, topic: string, payload: Buffer | string)
  * How bin/gateway starts the gateway, for a gateway CLI spawned under tsx (`spawnCli`'s
  * `nodeArgs` and `env`): the V8 options of bin/node-options (scripts/node-options.ts reads
  * them as the launcher does) and the launcher's MALLOC_ARENA_MAX. A memory bound measured on
- * node's default options measures a gateway nobody runs (issue 19). `liveHeap` adds
+ * node's default options measures a gateway nobody runs. `liveHeap` adds
  * `--expose-gc` and bench/lib/gc-report.cjs, so `liveHeapOf` can ask for the live heap.
  */
 export function asDeployed (opts: { liveHeap?: boolean } = {}): { nodeArgs: string[], env: Record<string, string> } {

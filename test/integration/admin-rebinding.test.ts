@@ -1,5 +1,5 @@
 /**
- * DNS rebinding against the token-less, loopback-bound admin server (issue #19 item 4): a
+ * DNS rebinding against the token-less, loopback-bound admin server: a
  * page on `rebind.example:PORT` whose name now resolves to 127.0.0.1 sends Host and Origin
  * `rebind.example:PORT`, equal to each other. It must neither read (GET /dlq/export) nor
  * purge (POST /dlq/purge) the dead letters; the real page (Host 127.0.0.1:PORT) still can.

@@ -1,5 +1,5 @@
 /**
- * Issue #19 item 2: one device stalled the intake with bignums. `{"values":{"a":tag2(n
+ * One device stalled the intake with bignums. `{"values":{"a":tag2(n
  * bytes)}}` cost cbor-x a quadratic BigInt build before the reading was rejected (16 KiB
  * ~25 ms, 64 KiB ~420 ms), and a gzip body inflating to an 8 MiB bignum blocked the ingest
  * for every tenant. The tag is now refused by the scanner: the reading is dead-lettered at

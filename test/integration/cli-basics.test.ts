@@ -1,5 +1,5 @@
 /**
- * Issue 15, item 7: the small things a new user trips over. `--version` on every CLI;
+ * The small things a new user trips over. `--version` on every CLI;
  * LOG_LEVEL and LOG_FORMAT in every --help; LOG_FORMAT=pretty for a terminal; one
  * `component` key per ingest log line; default metrics named `gateway_process_*`, not
  * `gateway_process_process_*`; bin entries executable after the build's postbuild step.

@@ -1,5 +1,5 @@
 /**
- * Issue 15, item 1: a gateway that cannot bind its MQTT or admin port exits non-zero
+ * A gateway that cannot bind its MQTT or admin port exits non-zero
  * within seconds with one line naming the port, instead of logging EADDRINUSE and then
  * listening on nothing forever (Aedes' heartbeat timers kept the event loop alive).
  */

@@ -1,5 +1,5 @@
 /**
- * Issue 19 item 7: dedup windows on disk are bounded by `--max-dedup-devices`. Past it the
+ * Dedup windows on disk are bounded by `--max-dedup-devices`. Past it the
  * least recently written window is evicted (counted in gateway_dedup_evicted_total), valid
  * readings are never refused, and a restart recounts the windows and keeps the bound.
  */

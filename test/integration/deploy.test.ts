@@ -1,5 +1,5 @@
 /**
- * Install on a Raspberry Pi (issue 11): the systemd unit passes `systemd-analyze verify`
+ * Install on a Raspberry Pi: the systemd unit passes `systemd-analyze verify`
  * and keeps its hardening, the example config is one the gateway accepts, the launcher
  * runs the compiled entry, and a production install (`npm ci --omit=dev`) has every package
  * the compiled programs import. Needs `systemd-analyze` (Debian package `systemd`).

@@ -1,5 +1,5 @@
 /**
- * Dead-letter tools through a running gateway's admin API (issue 12): items the upstream
+ * Dead-letter tools through a running gateway's admin API: items the upstream
  * rejected are listed, shown, exported as JSON lines, replayed exactly once after the
  * upstream is fixed, and purged with a filter; every action is counted in /metrics.
  */

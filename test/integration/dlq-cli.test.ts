@@ -1,5 +1,5 @@
 /**
- * Dead-letter round trip with the real CLIs (issue 12): readings rejected by an ingest with
+ * Dead-letter round trip with the real CLIs: readings rejected by an ingest with
  * a bad rule (`--chaos-reject-rate 1`) are listed (through the running gateway) and exported (from its data dir once stopped) with
  * `gateway dlq`; the CLI
  * refuses a data dir a running gateway holds; after the rule is fixed (the ingest restarted

@@ -1,5 +1,5 @@
 /**
- * Issue #19 item 6: every dead-letter record renders, whatever its bytes decode to. A
+ * Every dead-letter record renders, whatever its bytes decode to. A
  * dead-lettered `{"values":{"a":tag2(h'01')}}` decoded to a BigInt and JSON.stringify threw
  * in `/dlq`, `gateway dlq show` and `gateway dlq export` (the export stream aborted); a
  * damaged record (a reason that is a map, a time out of range) broke every list.

@@ -112,7 +112,7 @@ test('e2e: npm start -- --duration 15 runs the whole path and exits 0 with a cle
   const code = await exited
   assert.equal(code, 0, err.slice(-2000))
   assert.match(err, /audit: PASS/)
-  assert.match(err, /page {4}http:\/\/127\.0\.0\.1:\d+\/ {2}\(ingest http:\/\/127\.0\.0\.1:\d+\/\)/, 'the live view names the operator page (issue 12)')
+  assert.match(err, /page {4}http:\/\/127\.0\.0\.1:\d+\/ {2}\(ingest http:\/\/127\.0\.0\.1:\d+\/\)/, 'the live view names the operator page')
   // the simulator's words (generated readings, published packets), not "sent"
   const m = /generated (\d+), published (\d+), acknowledged (\d+), stored upstream (\d+), lost (\d+), duplicated (\d+)/.exec(err)
   assert.ok(m, 'summary line printed')

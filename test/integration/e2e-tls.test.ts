@@ -1,5 +1,5 @@
 /**
- * The whole path with client certificates everywhere (issue 9): devices over MQTT/TLS with
+ * The whole path with client certificates everywhere: devices over MQTT/TLS with
  * one certificate each (CN = device id) to a gateway with `--tls-require-client-cert` and
  * `--no-mqtt`, the gateway over HTTPS with mTLS (CN = gateway id) and `--token-file` to an
  * ingest with `--tls-require-client-cert`, and the audit over HTTPS with a read token:

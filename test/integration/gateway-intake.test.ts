@@ -1,5 +1,5 @@
 /**
- * Intake with real Aedes, real LevelDB in temp dirs and real MQTT.js clients (issue 2).
+ * Intake with real Aedes, real LevelDB in temp dirs and real MQTT.js clients.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'

@@ -62,7 +62,7 @@ test('passwd: add-device, add-app, update, remove, list; the file is 0600 and re
   assert.equal((await passwd([file, 'add-app', 'sensor-1'], 'x-pad-0123456789\n')).code, 1)
   assert.equal((await passwd([file, 'add-device', 'bad/id'], 'x-pad-0123456789\n')).code, 1)
   assert.equal((await passwd([file, 'add-device', 'sensor-2'], '\n')).code, 1)
-  // issue #19: an operator-chosen password has at least 16 characters
+  // an operator-chosen password has at least 16 characters
   const weak = await passwd([file, 'add-device', 'sensor-2'], 'fifteen-chars-x\n')
   assert.equal(weak.code, 1)
   assert.match(weak.err, /password of device sensor-2 must be at least 16 characters/)

@@ -1,5 +1,5 @@
 /**
- * Startup recovery (issue 2, docs/design.md section 5): unreadable entries are quarantined or
+ * Startup recovery (docs/design.md section 5): unreadable entries are quarantined or
  * rebuilt and reported, never a crash loop.
  */
 import { test } from 'node:test'
@@ -51,7 +51,7 @@ test('a corrupt counter is rebuilt, a corrupt dedup window quarantined, a corrup
   assert.equal(q.length, 1, 'the unreadable dedup window is kept in quarantine')
 })
 
-test('the window that replaces a quarantined one is on disk after a restart (issue 13)', async (t) => {
+test('the window that replaces a quarantined one is on disk after a restart', async (t) => {
   // the quarantine of an unreadable window and the new window were written in one batch,
   // the delete after the put: the new window was lost and a resend after a restart stored twice
   const dir = await tempDir(t)

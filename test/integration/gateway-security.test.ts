@@ -1,5 +1,6 @@
 /**
- * Issue 9, the attacks of its top list that the broker's secure defaults, topic rules and
+ * The attacks on a broker exposed to a network (taking another device's id or session,
+ * publishing for another device, guessing passwords) that the broker's secure defaults, topic rules and
  * login limits stop (docs/security.md). Each test failed on the code before them: the
  * comment above each says how.
  */

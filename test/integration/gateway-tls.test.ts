@@ -1,5 +1,5 @@
 /**
- * MQTT over TLS (issue 9, docs/security-tls.md): real handshakes with a CA made at run time;
+ * MQTT over TLS (docs/security-tls.md): real handshakes with a CA made at run time;
  * a client certificate's CN is the device id (client id must match, a cert for `a` cannot
  * publish as `b`); certificates from another CA, expired ones, or none are refused when
  * required; the packet guard applies to TLS clients; SIGHUP swaps the server certificate;

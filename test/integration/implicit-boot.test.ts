@@ -1,5 +1,5 @@
 /**
- * Issue 15, item 3: a device that sends `seq` without `boot` and reboots (seq 1-3, a new
+ * A device that sends `seq` without `boot` and reboots (seq 1-3, a new
  * connection, seq 1-4) lost the second run's repeats: PUBACKed and discarded as
  * duplicates. Now a seq at or below the high-water mark on a new connection opens an
  * implicit boot unless the reading is provably a resend (DUP flag, or the same bytes).

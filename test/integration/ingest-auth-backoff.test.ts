@@ -1,5 +1,5 @@
 /**
- * Wrong tokens at the ingest are throttled per address (issue #19 item 7): after
+ * Wrong tokens at the ingest are throttled per address: after
  * --auth-free-failures wrong tokens from 127.0.0.1, its requests get 429 + Retry-After
  * without their token being checked (a good one too: see auth-backoff.ts for why), on the
  * batch and the read side, counted in ingest_auth_throttled_total; requests without a token

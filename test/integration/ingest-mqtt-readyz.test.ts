@@ -1,5 +1,5 @@
 /**
- * Issue 20, item 5: the ingest's /readyz names its MQTT broker connection. With
+ * The ingest's /readyz names its MQTT broker connection. With
  * `--mqtt-broker`, an ingest whose broker is down or not yet subscribed takes no batches, so
  * it answers 503 saying which broker and how many connections are up; 200 once every
  * connection is subscribed; 503 again when the broker dies. Without the flag nothing changes.

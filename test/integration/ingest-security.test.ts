@@ -1,5 +1,5 @@
 /**
- * The ingest on a real network (issue 9, docs/security-tls.md): the read side behind read
+ * The ingest on a real network (docs/security-tls.md): the read side behind read
  * tokens bound to fleets, readings scoped by fleet, query pages capped in readings and
  * bytes, partitions and epochs bounded, HTTPS with gateway client certificates.
  */
@@ -83,7 +83,7 @@ test('ingest read side: read tokens, fleets, /metrics for fleet * only, /healthz
 
 type Live = { fleet: string, stats: { stored: number, gateways: Record<string, unknown> }, batchSeconds: unknown[], tracked: number, readings: { fleet: string, device: string, gateway: string }[] }
 
-test('ingest page data /ui/live: read token needed, scoped to the token\'s fleet (issue #19 item 3)', async (t) => {
+test('ingest page data /ui/live: read token needed, scoped to the token\'s fleet', async (t) => {
   const { base } = await fleetIngest(t)
   // both fleets write the same device id d1, and one device of their own each
   assert.deepEqual(await codes(base, body('gwA', [item(0, 1), item(0, 2, 'north-only')]), bearer('sec-gwA-pad-0123')), [0, 0])

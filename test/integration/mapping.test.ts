@@ -1,8 +1,8 @@
 /**
- * Issue 15, "bring your own devices": topic mappings from the config file, one test per
+ * Bringing your own devices: topic mappings from the config file, one test per
  * payload shape, published by a real client (mosquitto_pub, QoS 1: it exits 0 only after
  * the PUBACK), and the example configs in docs/examples/ against their firmwares' topics.
- * Issue 19 item 5: a client produces readings of its own device id only (apps and
+ * A client produces readings of its own device id only (apps and
  * `anyDevice` mappings excepted), so the clients below use the device id as client id or
  * publish through an `anyDevice` mapping.
  */
@@ -83,7 +83,7 @@ test('the example configs parse and map their firmwares\' default topics', async
     const hit = c.mappings.map((m) => ({ m, named: compileTopic(m.topic)(topic) })).find((x) => x.named)
     assert.ok(hit, `${file}: no mapping for ${topic}`)
     assert.equal(fill(hit.m.device, hit.named!), device)
-    // issue 19: only the coordinator's mapping speaks for other devices
+    // only the coordinator's mapping speaks for other devices
     assert.equal(hit.m.anyDevice, file === 'zigbee2mqtt.json', `${file}: anyDevice`)
   }
   assert.throws(() => parseGatewayConfig({ argv: [], env: {}, file: { mappings: [{ topic: 'devices/+id/x' }] } }), /mappings\[0\]\.topic: must start with a fixed segment outside devices/)
@@ -103,7 +103,7 @@ async function closedBy (c: mqtt.MqttClient, topic: string, message: string): Pr
   await waitFor(() => closed, { what: `the connection closed after a publish on ${topic}` })
 }
 
-test('issue 19: --auth none, sensor-1 may not produce sensor-7\'s readings through a mapping; its own id is accepted', async (t) => {
+test('--auth none, sensor-1 may not produce sensor-7\'s readings through a mapping; its own id is accepted', async (t) => {
   const { gw, up } = await start(t, [{ topic: 'shellies/+device/sensor/+field', format: 'number', value: '{field}' }])
   const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${gw.mqttPort}`, { clientId: 'sensor-1', reconnectPeriod: 0 })
   t.after(() => c.endAsync(true))
@@ -117,7 +117,7 @@ test('issue 19: --auth none, sensor-1 may not produce sensor-7\'s readings throu
   assert.equal((await gw.store.deadLetters()).length, 0)
 })
 
-test('issue 19: --auth file, a device produces only its own readings; an app and an anyDevice mapping any; clientIdMustMatch holds the app too', async (t) => {
+test('--auth file, a device produces only its own readings; an app and an anyDevice mapping any; clientIdMustMatch holds the app too', async (t) => {
   const dir = await tempDir(t)
   const file = join(dir, 'auth.json')
   await writeFile(file, JSON.stringify({ devices: { 'plug-1': await hashPassword('p1', 1024) }, apps: { dash: await hashPassword('pa', 1024) } }))
@@ -147,7 +147,7 @@ test('issue 19: --auth file, a device produces only its own readings; an app and
   assert.match(await gw.metrics.registry.getSingleMetricAsString('gateway_intake_readings_total'), /outcome="stored"} 4$/m)
 })
 
-test('issue 19: anyDevice is a boolean and contradicts clientIdMustMatch', () => {
+test('anyDevice is a boolean and contradicts clientIdMustMatch', () => {
   const parse = (m: Record<string, unknown>): unknown => parseGatewayConfig({ argv: [], env: {}, file: { mappings: [{ topic: 'a/+d', ...m }] } })
   assert.throws(() => parse({ anyDevice: 'yes' }), /mappings\[0\]\.anyDevice: must be true or false/)
   assert.throws(() => parse({ anyDevice: true, clientIdMustMatch: true }), /mappings\[0\]\.anyDevice: contradicts clientIdMustMatch/)

@@ -1,106 +1,68 @@
 /**
- * The metric table in docs/design.md section 9 is the contract of `/metrics` (issue #21):
- * every gateway_* and ingest_* metric a running gateway and a fresh ingest registry expose
- * has a row there with the same type and labels, and every row names a metric that exists.
- * prom-client's default process metrics (`gateway_process_*`, `ingest_nodejs_*`...) are
- * left out: the table says so in one line instead of listing them.
+ * docs/metrics.md is the contract of `/metrics` and is generated from the registries
+ * (scripts/gen-metrics-doc.ts): a hand-kept table in design.md had drifted, nine help texts
+ * differing from what the processes served. These tests build a gateway (temp data dir,
+ * ports 0) and the ingest's registry, regenerate the document in memory and fail on any
+ * difference, naming the metric and what changed.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { Registry, collectDefaultMetrics } from 'prom-client'
-import { Gateway, parseGatewayConfig } from '../../gateway/index.ts'
-import { createMetrics } from '../../ingest/metrics.ts'
-import { ROOT, tempDir } from '../helpers/index.ts'
-import { silentLogger } from '../helpers/gateway.ts'
+import { readFileSync } from 'node:fs'
+import { DOC_PATH, gatewayRows, ingestRows, renderMetricsDoc, type MetricRow } from '../../scripts/gen-metrics-doc.ts'
 
-type Row = { name: string, type: string, labels: string[] }
-
-/** Rows of the tables in docs/design.md: | `name` | type | `label`, `label` | meaning | */
-export function documentedMetrics (markdown: string): Map<string, Row> {
-  const rows = new Map<string, Row>()
+/** The rows of docs/metrics.md's tables, by metric name: | `name` | type | `label`, `label` | help | */
+export function documentedRows (markdown: string): Map<string, string> {
+  const rows = new Map<string, string>()
   for (const line of markdown.split('\n')) {
-    const m = /^\|\s*`((?:gateway|ingest)_[a-z0-9_]+)`\s*\|\s*([a-z]+)\s*\|([^|]*)\|/.exec(line)
-    if (!m) continue
-    const labels = [...m[3]!.matchAll(/`([a-z_]+)`/g)].map((l) => l[1]!).sort()
-    rows.set(m[1]!, { name: m[1]!, type: m[2]!, labels })
+    const m = /^\|\s*`((?:gateway|ingest)_[a-z0-9_]+)`\s*\|/.exec(line)
+    if (m) rows.set(m[1]!, line)
   }
   return rows
 }
 
-function defaultNames (prefix: string): Set<string> {
-  const r = new Registry()
-  collectDefaultMetrics({ register: r, prefix })
-  return new Set(r.getMetricsAsArray().map((m) => m.name))
-}
-
-async function exposed (registry: Registry, prefix: string): Promise<Map<string, Row>> {
-  const defaults = defaultNames(prefix)
-  const rows = new Map<string, Row>()
-  // prom-client's typings leave out `name` and `labelNames`, which every metric object has
-  for (const metric of registry.getMetricsAsArray()) {
-    const m = metric as unknown as { name: string, labelNames?: string[], get: () => Promise<{ type: unknown }> }
-    if (defaults.has(m.name)) continue
-    const { type } = await m.get()
-    rows.set(m.name, { name: m.name, type: String(type), labels: [...(m.labelNames ?? [])].sort() })
-  }
-  return rows
-}
-
-/** The differences between what runs and what the table says, one line each, empty when they agree. */
-export function compare (actual: Map<string, Row>, documented: Map<string, Row>, prefix: string): string[] {
+/** One line a metric that is new, gone or changed between the file and the generated text. */
+export function metricDifferences (have: string, want: string): string[] {
+  const a = documentedRows(have)
+  const b = documentedRows(want)
   const out: string[] = []
-  for (const [name, a] of actual) {
-    const d = documented.get(name)
-    if (!d) out.push(`${name} (${a.type}, labels [${a.labels.join(', ')}]) is exposed but has no row in the metric table of docs/design.md section 9; add the row  | \`${name}\` | ${a.type} | ${a.labels.map((l) => '`' + l + '`').join(', ')} | meaning |`)
-    else {
-      if (d.type !== a.type) out.push(`${name}: docs/design.md says ${d.type}, the registry has a ${a.type}`)
-      if (d.labels.join() !== a.labels.join()) out.push(`${name}: docs/design.md says labels [${d.labels.join(', ')}], the registry has [${a.labels.join(', ')}]`)
-    }
+  for (const [name, row] of b) {
+    const old = a.get(name)
+    if (old === undefined) out.push(`${name} is registered but has no row in docs/metrics.md`)
+    else if (old !== row) out.push(`${name} changed:\n    file:      ${old}\n    generated: ${row}`)
   }
-  for (const name of documented.keys()) {
-    if (name.startsWith(prefix) && !actual.has(name)) out.push(`${name} is in the metric table of docs/design.md section 9 but no ${prefix.slice(0, -1)} registers it: remove the row or restore the metric`)
-  }
+  for (const name of a.keys()) if (!b.has(name)) out.push(`${name} has a row in docs/metrics.md but nothing registers it`)
   return out
 }
 
-const doc = async (): Promise<Map<string, Row>> => documentedMetrics(await readFile(join(ROOT, 'docs', 'design.md'), 'utf8'))
+// one gateway for both tests: building it opens LevelDB and two listeners
+let rows: Promise<[MetricRow[], MetricRow[]]> | undefined
+const registries = async (): Promise<[MetricRow[], MetricRow[]]> => await (rows ??= Promise.all([gatewayRows(), ingestRows()]))
 
-test('every gateway_* metric of a running gateway is in the docs/design.md table, and every row exists', async (t) => {
-  // a topic mapping so that the mapper (and its counter) exists; everything else registers unconditionally
-  const base = parseGatewayConfig({ argv: [], env: {}, file: { mappings: [{ topic: 'metrics-doc/+id/t', device: '{id}' }] } })
-  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, dataDir: await tempDir(t) }, silentLogger, { defaultMetrics: true })
-  t.after(() => gw.close())
-  const actual = await exposed(gw.metrics.registry, 'gateway_')
-  assert.ok(actual.size > 20, `only ${actual.size} gateway metrics found`)
-  const problems = compare(actual, await doc(), 'gateway_')
-  assert.deepEqual(problems, [], 'docs/design.md metric table and the gateway registry disagree:\n' + problems.join('\n'))
+test('docs/metrics.md is what the registries generate (run npm run docs:metrics)', async () => {
+  const [gateway, ingest] = await registries()
+  assert.ok(gateway.length > 20, `only ${gateway.length} gateway metrics found`)
+  assert.ok(ingest.length > 10, `only ${ingest.length} ingest metrics found`)
+  const want = renderMetricsDoc(gateway, ingest)
+  const have = readFileSync(DOC_PATH, 'utf8')
+  if (have === want) return
+  const diffs = metricDifferences(have, want)
+  assert.fail('docs/metrics.md is stale: run npm run docs:metrics\n' + (diffs.length > 0 ? diffs.join('\n') : '(the text around the tables differs)'))
 })
 
-test('every ingest_* metric is in the docs/design.md table, and every row exists', async () => {
-  const actual = await exposed(createMetrics(() => undefined).registry, 'ingest_')
-  assert.ok(actual.size > 10, `only ${actual.size} ingest metrics found`)
-  const problems = compare(actual, await doc(), 'ingest_')
-  assert.deepEqual(problems, [], 'docs/design.md metric table and the ingest registry disagree:\n' + problems.join('\n'))
+test('every metric has a help text, and names follow design.md section 9', async () => {
+  for (const r of (await registries()).flat()) {
+    assert.ok(r.help.trim().length >= 8, `${r.name}: help text missing or too short`)
+    if (r.type === 'counter') assert.match(r.name, /_total$/, `${r.name}: a counter's name ends _total`)
+  }
 })
 
-test('the comparison names a missing row, a stale row, and a type or label mismatch', () => {
-  const actual = new Map<string, Row>([
-    ['gateway_a_total', { name: 'gateway_a_total', type: 'counter', labels: ['x'] }],
-    ['gateway_b', { name: 'gateway_b', type: 'gauge', labels: [] }],
-    ['gateway_c_total', { name: 'gateway_c_total', type: 'counter', labels: ['y'] }]
-  ])
-  const documented = documentedMetrics([
-    '| `gateway_b` | histogram | | b |',
-    '| `gateway_c_total` | counter | `z` | c |',
-    '| `gateway_gone_total` | counter | | gone |',
-    '| `ingest_other_total` | counter | | not a gateway metric |'
-  ].join('\n'))
-  const problems = compare(actual, documented, 'gateway_')
-  assert.equal(problems.length, 4, problems.join('\n'))
-  assert.match(problems[0]!, /gateway_a_total \(counter, labels \[x\]\) is exposed but has no row/)
-  assert.match(problems[1]!, /gateway_b: docs\/design.md says histogram, the registry has a gauge/)
-  assert.match(problems[2]!, /gateway_c_total: docs\/design.md says labels \[z\], the registry has \[y\]/)
-  assert.match(problems[3]!, /gateway_gone_total is in the metric table .* but no gateway registers it/)
+test('the comparison names a new row, a gone row and a changed row', () => {
+  const row = (name: string, type: string, help: string): MetricRow => ({ name, type, labels: [], help })
+  const have = renderMetricsDoc([row('gateway_b', 'histogram', 'b'), row('gateway_gone_total', 'counter', 'gone')], [])
+  const want = renderMetricsDoc([row('gateway_a_total', 'counter', 'a'), row('gateway_b', 'gauge', 'b')], [])
+  const diffs = metricDifferences(have, want)
+  assert.equal(diffs.length, 3, diffs.join('\n'))
+  assert.match(diffs[0]!, /gateway_a_total is registered but has no row/)
+  assert.match(diffs[1]!, /gateway_b changed:\n {4}file: {6}\| `gateway_b` \| histogram/)
+  assert.match(diffs[2]!, /gateway_gone_total has a row in docs\/metrics.md but nothing registers it/)
 })

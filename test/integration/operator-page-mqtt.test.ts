@@ -1,5 +1,5 @@
 /**
- * Issue 20, item 5: the gateway's operator page shows the MQTT upstream's connection, its
+ * The gateway's operator page shows the MQTT upstream's connection, its
  * in-flight batches and the oldest unanswered one, from the same sample as /status; the row
  * says "not connected" when the broker dies. Real Mosquitto as the cloud broker, headless
  * Chromium (fails without /usr/bin/chromium, as operator-pages.test.ts does).

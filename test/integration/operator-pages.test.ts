@@ -1,5 +1,5 @@
 /**
- * The operator pages in headless Chromium (issue 12): the gateway's page loads without
+ * The operator pages in headless Chromium: the gateway's page loads without
  * console errors, its numbers match /status within one refresh, a chart moves while the
  * simulator runs, the devices table finds a device, the unready banner appears when the
  * upstream refuses the token; the ingest's page loads and shows the gateway and the latest

@@ -1,5 +1,5 @@
 /**
- * Issue 15, item 5: traps for people bringing their own devices. A wrong client id is
+ * Traps for people bringing their own devices. A wrong client id is
  * refused with the expected topic in the log; publishes on topics that are not stored are
  * logged once and counted; a plain number payload gets an error that says so; a device
  * publishing JSON gets JSON receipts; JSON integers beyond 2^53 are refused by field name.

@@ -1,5 +1,5 @@
 /**
- * Another MQTT client stack against the limits of issue 9: Debian's python3-paho-mqtt
+ * Another MQTT client stack against the per-client limits (docs/security-limits.md): Debian's python3-paho-mqtt
  * (/usr/bin/python3) uses retained messages and an offline queue within normal limits, as
  * Paho's 3.1.1 interoperability suite does, against the gateway CLI with default flags:
  * the retained message is replayed to a new subscriber with RETAIN set, and the 20 QoS 1

@@ -1,6 +1,6 @@
 /**
- * Readings skip Aedes' routing only while no subscription could match them (issue 22,
- * gateway/broker/reading-routes.ts): local apps subscribed to devices/+/readings, online or
+ * Readings skip Aedes' routing only while no subscription could match them (a shortcut that saves
+ * intake CPU, gateway/broker/reading-routes.ts): local apps subscribed to devices/+/readings, online or
  * with a persistent session, still get every reading.
  */
 import { test } from 'node:test'

@@ -1,5 +1,5 @@
 /**
- * Secrets read from files have at least 16 characters too (issue #19 item 7): the ingest's
+ * Secrets read from files have at least 16 characters too: the ingest's
  * `--tokens-file` and `--read-tokens-file`, the gateway's `--token-file` and
  * `--admin-token-file`. The error names the flag, the file and the minimum.
  */

@@ -1,5 +1,5 @@
 /**
- * Issue 19: an offline persistent session (CleanSession=0) passed to whoever connected with
+ * An offline persistent session (CleanSession=0) passed to whoever connected with
  * its client id, queued messages and subscriptions included. Now it belongs to the principal
  * that made it: another principal with that client id starts clean (the old session is
  * removed, counted and logged), the owner itself gets its session back.

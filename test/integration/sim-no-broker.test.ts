@@ -1,5 +1,5 @@
 /**
- * Issue 15, item 6: device-sim against a broker that is not there reported a run with
+ * device-sim against a broker that is not there reported a run with
  * "connects 0" and exit 0. It must fail with a clear error and a non-zero exit.
  */
 import { test } from 'node:test'

@@ -215,7 +215,7 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     assert.deepEqual(await sink.queryDevice({ device: 'nobody', limit: 10 }), { readings: [], next: null })
   })
 
-  test(`${name}: queries filter by gateways (fleets) and stop at maxBytes; cursors continue (issue 9)`, async (t) => {
+  test(`${name}: queries filter by gateways (fleets) and stop at maxBytes; cursors continue`, async (t) => {
     const { sink } = await openSink(t, factory)
     await sink.storeBatch(req([item(0, 1), item(0, 3), item(0, 5)], { gateway: 'gwA' }))
     await sink.storeBatch(req([item(0, 2), item(0, 4), item(0, 6)], { gateway: 'gwB' }))

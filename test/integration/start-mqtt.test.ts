@@ -1,5 +1,5 @@
 /**
- * Issue 20: `npm start -- --upstream mqtt` runs devices -> gateway -> Mosquitto -> ingest
+ * `npm start -- --upstream mqtt` runs devices -> gateway -> Mosquitto -> ingest
  * (a throwaway Mosquitto on a free port) and audits like the HTTP path: Ctrl-C to the whole
  * process group (as from a terminal) stops the devices, the gateway drains through the
  * broker, the audit finds nothing lost or duplicated, the exit code is 0 and the broker is

@@ -1,5 +1,5 @@
 /**
- * Issue 15, item 2: Ctrl-C in `npm start`. The terminal sends SIGINT to the whole
+ * Ctrl-C in `npm start`. The terminal sends SIGINT to the whole
  * foreground process group (npm, sh, start.ts and, before the fix, the ingest and gateway
  * children, which died mid-way: the drain waited its 60 s, the audit's fetch failed, exit 2).
  * Here the group gets a real SIGINT, as from a terminal: the devices stop, the gateway

@@ -1,5 +1,5 @@
 /**
- * Flash wear (issue 11): the group commit's commit interval gathers the readings of a busy
+ * Flash wear: the group commit's commit interval gathers the readings of a busy
  * spell into fewer fsyncs, never acknowledges a reading before the write that holds it, and
  * does not delay a lone reading; a cycle that only deletes answered items is not fsynced.
  */

@@ -1,5 +1,5 @@
 /**
- * Issue 15, item 4: a data dir that cannot be opened is reported with its real cause, not
+ * A data dir that cannot be opened is reported with its real cause, not
  * always "is another gateway using this --data-dir?". Each cause is produced for real:
  * the store owned by another user, the LOCK held by a running gateway, a file in the way, a
  * corrupt MANIFEST.

@@ -1,5 +1,5 @@
 /**
- * Two store bounds of issue 9: the dead-letter quota (`--max-dlq-items`/`--max-dlq-bytes`,
+ * Two store bounds that keep a hostile or forgetful fleet from filling the disk: the dead-letter quota (`--max-dlq-items`/`--max-dlq-bytes`,
  * drop-oldest, counted in gateway_dlq_dropped_total and logged) and the dedup state of
  * devices idle past `--dedup-idle-forget-ms`, forgotten in memory and on disk.
  */

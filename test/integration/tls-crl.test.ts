@@ -1,5 +1,5 @@
 /**
- * `--tls-crl` (issue 19: device certificates could not be revoked): a revoked device
+ * `--tls-crl` (device certificates could not be revoked): a revoked device
  * certificate fails the handshake, others of the same CA and of a second CA (several CRLs
  * in one file) still connect; SIGHUP reloads the CRL with the certificates; an unreadable or
  * invalid CRL is a startup error naming the flag.

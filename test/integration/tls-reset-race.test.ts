@@ -1,5 +1,5 @@
 /**
- * Issue 19: with `--tls-require-client-cert`, a device whose connection goes away between
+ * With `--tls-require-client-cert`, a device whose connection goes away between
  * its CONNECT and `authenticate` crashed the gateway (`getPeerCertificate()` returns null
  * once the socket's handle is gone: "Cannot read properties of null (reading 'subject')").
  * First deterministically (the socket destroyed inside preConnect, so `authenticate` always

@@ -1,5 +1,5 @@
 /**
- * An independent consumer of the MQTT upstream in broker mode (issue 20): Python with
+ * An independent consumer of the MQTT upstream in broker mode: Python with
  * Debian's python3-paho-mqtt and cbor2, written from the format in docs/upstream-mqtt.md
  * (topic levels, gzip told by its first bytes, the v1 map), decodes every batch and
  * dedups by (gateway, epoch, p, s).

@@ -1,6 +1,6 @@
 /**
  * The MQTT upstream over mTLS against Mosquitto with `require_certificate true` and the ACL
- * of docs/upstream-mqtt.md (issue 20): the certificate's CN is the user name, each gateway
+ * of docs/upstream-mqtt.md: the certificate's CN is the user name, each gateway
  * may publish only to its own batch topics and read only its own results.
  */
 import assert from 'node:assert/strict'

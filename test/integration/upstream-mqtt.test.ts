@@ -1,5 +1,5 @@
 /**
- * The MQTT upstream end to end (issue 20), with a real Mosquitto 2.0 as the cloud broker:
+ * The MQTT upstream end to end, with a real Mosquitto 2.0 as the cloud broker:
  * devices -> gateway -> Mosquitto -> ingest consumer -> results -> the gateway deletes.
  * Results mode (two-phase), per-item retry/reject over MQTT, broker mode with a plain
  * subscriber, the results timeout (resend, answered duplicate) and the message size bound.

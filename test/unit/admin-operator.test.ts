@@ -1,5 +1,5 @@
 /**
- * Pieces of the operator surface (issue 12) without sockets: the bounded devices table,
+ * Pieces of the operator surface without sockets: the bounded devices table,
  * the dead-letter filter, PUBACK quantiles from histogram buckets, admin cookie parsing.
  */
 import assert from 'node:assert/strict'

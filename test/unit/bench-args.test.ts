@@ -1,5 +1,5 @@
 /**
- * Issue 21: bench/lib/args.ts had its own flag parser beside common/config.ts. It now goes
+ * bench/lib/args.ts had its own flag parser beside common/config.ts. It now goes
  * through the product parser; these pin what the bench scripts rely on.
  */
 import { test } from 'node:test'

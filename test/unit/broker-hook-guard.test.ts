@@ -1,5 +1,5 @@
 /**
- * Issue 19: nothing a peer sends throws out of a broker hook. `readCertIdentity` on a TLS
+ * Nothing a peer sends throws out of a broker hook. `readCertIdentity` on a TLS
  * socket whose handle is gone (`getPeerCertificate()` returns null) or whose certificate is
  * odd, and `HookGuard` around hooks that throw: the client is refused or closed, the
  * gateway goes on. Fake sockets and clients only (the real reset race:

@@ -1,5 +1,5 @@
 /**
- * BoundedPersistence (gateway/broker/persistence.ts, issue 9) without a broker: retained
+ * BoundedPersistence (gateway/broker/persistence.ts) without a broker: retained
  * quota and matching, per-session and total queue bounds, session expiry and eviction.
  */
 import { test } from 'node:test'

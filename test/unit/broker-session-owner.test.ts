@@ -1,5 +1,5 @@
 /**
- * Issue 19: a persistent session belongs to the principal that made it (persistence.ts
+ * A persistent session belongs to the principal that made it (persistence.ts
  * `claimSession`, acl.ts `principalKey`). Without a broker: who keeps, who loses what.
  */
 import assert from 'node:assert/strict'

@@ -1,5 +1,5 @@
 /**
- * Issue #19 item 2: no CBOR tag reaches cbor-x from untrusted input. A 16 KiB bignum
+ * No CBOR tag reaches cbor-x from untrusted input. A 16 KiB bignum
  * (tag 2) cost ~25 ms of cbor-x's quadratic BigInt build before the reading was rejected,
  * 64 KiB ~420 ms; the scanner now refuses the tag head, naming its number and offset.
  */

@@ -1,5 +1,5 @@
 /**
- * Issue 21: docs/configuration.md is generated from the config schemas (scripts/gen-config-doc.ts),
+ * docs/configuration.md is generated from the config schemas (scripts/gen-config-doc.ts),
  * the same source as `--help`; a hand-kept table had drifted to 63 of 92 flags. These tests
  * regenerate it in memory and fail on any difference.
  */

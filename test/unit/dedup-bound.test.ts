@@ -1,5 +1,5 @@
 /**
- * Issue 19 item 7: the planning of store/dedup-bound.ts against the windows a cycle deletes
+ * The planning of store/dedup-bound.ts against the windows a cycle deletes
  * anyway (idle sweep, quarantine), on an in-memory stand-in for the LevelDB range.
  */
 import { test } from 'node:test'

@@ -1,5 +1,5 @@
 /**
- * Issue #19 item 6: the dead-letter tools' rendering (gateway/dlq/render.ts) writes any
+ * The dead-letter tools' rendering (gateway/dlq/render.ts) writes any
  * decoded value as JSON without throwing and without losing what it was.
  */
 import assert from 'node:assert/strict'

@@ -1,5 +1,5 @@
 /**
- * Issue 21: two HTTP error classes (ingest HttpError, admin HttpProblem) and five classes
+ * Two HTTP error classes (ingest HttpError, admin HttpProblem) and five classes
  * outside the hierarchy, with no codes and no list. Now one hierarchy under EdgeError, one
  * code a class, one table (docs/errors.md). This test finds every error class the source
  * declares (protocol/, common/, gateway/, ingest/, device-sim/, bench/, scripts/) and fails

@@ -1,5 +1,5 @@
 /**
- * The TCP fault proxy of test/helpers/fault-proxy.ts (issue 5), against an echo server:
+ * The TCP fault proxy of test/helpers/fault-proxy.ts, against an echo server:
  * plain forwarding, blackhole, reset, delay, throttle, a cut mid-frame, heal, retarget, detach.
  * Loopback sockets only (the proxy is a test tool; it has no logic worth a socket-free test).
  */

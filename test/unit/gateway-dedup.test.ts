@@ -83,7 +83,7 @@ test('a window without gaps is written compactly; one with a gap in the window k
   assert.equal(fd2.check('b', 498), 'new')
 })
 
-test('dedup cache is LRU: a device read since goes last, a pinned window is never evicted (issue 13)', () => {
+test('dedup cache is LRU: a device read since goes last, a pinned window is never evicted', () => {
   const cache = new DedupCache(10)
   const ws = Array.from({ length: 11 }, () => new DedupWindow())
   for (let i = 0; i < 10; i++) cache.set(`d${i}`, ws[i]!)

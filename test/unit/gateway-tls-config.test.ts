@@ -1,4 +1,4 @@
-/** TLS, upstream and secret flags of the gateway config (issue 9, docs/security-tls.md). */
+/** TLS, upstream and secret flags of the gateway config (docs/security-tls.md). */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseGatewayConfig } from '../../gateway/config.ts'
@@ -40,7 +40,7 @@ test('gateway config: TLS listener flags', () => {
   assert.equal(c.mqtt, false)
   assert.equal(c.mqttPort, 1883, '--mqtt-port 0 still means "pick a free port"')
   assert.equal(tlsListenerConfig(c)!.requireClientCert, true)
-  // --tls-crl (issue 19): with --tls-ca, from a flag or GATEWAY_TLS_CRL
+  // --tls-crl: with --tls-ca, from a flag or GATEWAY_TLS_CRL
   assert.equal(tlsListenerConfig(parse('--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem', '--tls-crl', 'ca.crl'))!.crlPath, 'ca.crl')
   assert.equal(parseGatewayConfig({ argv: ['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem'], env: { GATEWAY_TLS_CRL: 'env.crl' } }).tlsCrl, 'env.crl')
   assert.throws(() => parse('--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-crl', 'ca.crl'), /tlsCrl.*needs --tls-ca/)

@@ -1,5 +1,5 @@
 /**
- * HotHistogram (issue 22) gives what prom-client's own observe gives, through a scrape, a
+ * HotHistogram gives what prom-client's own observe gives, through a scrape, a
  * get() and a reset; it reaches into prom-client's value set, so an upgrade that changes
  * that layout fails here.
  */

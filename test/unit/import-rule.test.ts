@@ -1,5 +1,5 @@
 /**
- * Issue 21: the import rule of docs/layout.md, enforced. protocol/ had become a catch-all
+ * The import rule of docs/layout.md, enforced. protocol/ had become a catch-all
  * ("it lives in protocol/ because both sides need it"), three components kept a copy of
  * the same logger, and bench/ imported test/. This reads every relative import under the
  * folders below and fails naming the file and the import that breaks the rule.

@@ -1,4 +1,4 @@
-/** The ingest's wrong-token back-off per address (issue #19 item 7): bans, cap, forgetting, bounded memory. */
+/** The ingest's wrong-token back-off per address: bans, cap, forgetting, bounded memory. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { addressKey, AuthBackoff, FORGET_MS } from '../../ingest/auth-backoff.ts'

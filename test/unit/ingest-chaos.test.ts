@@ -47,7 +47,7 @@ test('Chaos rate 1: every batch fails with 500 or 503, some with Retry-After; ev
   assert.ok(Array.from({ length: 50 }, () => c.dropAfterCommit()).every(Boolean))
 })
 
-// issue #21: chaos is a wrapper around the commit step, not steps inside the pipeline
+// chaos is a wrapper around the commit step, not steps inside the pipeline
 test('withChaos: a failed batch never reaches the commit; a dropped one is committed, then not answered', async () => {
   const { withChaos } = await import('../../ingest/chaos.ts')
   const { batchSteps } = await import('../../ingest/server.ts')

@@ -1,4 +1,4 @@
-/** EpochLru (ingest/sinks/leveldb-epochs.ts): in-memory dedup state capped per gateway, never evicting an epoch in use (issue 9). */
+/** EpochLru (ingest/sinks/leveldb-epochs.ts): in-memory dedup state capped per gateway, never evicting an epoch in use. */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { EpochLru } from '../../ingest/sinks/leveldb-epochs.ts'

@@ -1,5 +1,5 @@
 /**
- * Issue 20: what the ingest's /readyz says of its broker (ingest/readyz.ts), and that the
+ * What the ingest's /readyz says of its broker (ingest/readyz.ts), and that the
  * broker URL it shows carries no user name or password.
  */
 import assert from 'node:assert/strict'

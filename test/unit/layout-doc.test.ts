@@ -1,5 +1,5 @@
 /**
- * Issue 21: the layout was described in three places, all partly stale (docs/layout.md never
+ * The layout was described in three places, all partly stale (docs/layout.md never
  * named gateway/dlq, cli, mapping, web or the postgres sinks). docs/layout.md is now the one
  * description, and this test fails naming every folder tracked by git that it does not name
  * as `folder/`.

@@ -1,5 +1,5 @@
 /**
- * The one loopback rule (issue #19 item 8): a table of spellings, and the four gates that
+ * The one loopback rule: a table of spellings, and the four gates that
  * relax a default on loopback (admin host, MQTT host with --auth none, http:// upstream,
  * ingest read side) asked the same table, so they cannot drift apart again.
  */

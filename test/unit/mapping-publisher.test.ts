@@ -1,5 +1,5 @@
 /**
- * Issue 19 item 5: who may produce which device's readings through a topic mapping
+ * Who may produce which device's readings through a topic mapping
  * (gateway/mapping/publisher.ts; the table in docs/mapping.md), row by row.
  */
 import { test } from 'node:test'

@@ -1,5 +1,5 @@
 /**
- * Issue 15: the repository cites no file outside itself. The design lives in
+ * The repository cites no file outside itself. The design lives in
  * docs/design.md; nothing may point at a folder beside the checkout or at a DESIGN.md elsewhere.
  */
 import { test } from 'node:test'

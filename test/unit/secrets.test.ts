@@ -1,5 +1,5 @@
 /**
- * Operator-chosen secrets have at least 16 characters (issue #19 item 7): the ingest's
+ * Operator-chosen secrets have at least 16 characters: the ingest's
  * gateway and read tokens, the gateway's upstream and admin tokens. The startup error names
  * the flag and the minimum. (Files: test/integration/secret-files.test.ts; passwords:
  * gateway-passwd.test.ts.)

@@ -1,5 +1,5 @@
 /**
- * The MQTT upstream's wire contract (issue 20, protocol/upstream-mqtt.ts) and its startup
+ * The MQTT upstream's wire contract (protocol/upstream-mqtt.ts) and its startup
  * checks: topic templates, compression and version told by the first bytes, the results
  * message both ways, and the config errors that name their field.
  */
