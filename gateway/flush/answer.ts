@@ -103,11 +103,14 @@ export const NO_ANSWER_RULE: RefusalRule = { action: 'backoff', health: 'unreach
  *
  * A test or a simulation plugs in its own upstream by implementing this interface (a fake
  * that answers from a script or a seed needs `send` and trivial `pick`/`failover`/`start`/
- * `close`; `batching` as the flags say, e.g. `{ compression: 'none', batchMaxBytes }`) and
- * passing it to the Flusher: `new Flusher(store, config, publish, metrics, log, { upstream })`.
- * The flusher then runs unchanged against it: bisect, split, pauses, back-off and the ack
- * mapper all act on the Answers it returns. test/integration/upstream-contract.test.ts
- * holds the cases every transport must pass.
+ * `close`; `batching` as the flags say, e.g. `{ compression: 'none', batchMaxBytes }`, so
+ * `body` is the plain CBOR batch) and passing it to the Flusher,
+ * `new Flusher(store, config, publish, metrics, log, { upstream })`, or to the whole gateway,
+ * `Gateway.create(config, log, { upstream })`; `--upstream` may then be empty. The flusher
+ * runs unchanged against it: bisect, split, pauses, back-off and the ack mapper all act on
+ * the Answers it returns, and its timing is the fake's (an answer, or no answer, comes when
+ * `send` resolves). test/integration/upstream-contract.test.ts holds the cases every
+ * transport must pass, and runs them against such a fake too.
  */
 export interface BatchUpstream {
   /** the current upstream URL (for /status) */

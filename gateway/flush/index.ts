@@ -38,10 +38,10 @@ import { WireFormat } from './wire.ts'
 
 export type { FlushConfig } from './config.ts'
 export type { UpstreamState, UpstreamStatus } from './health.ts'
-export type { Answer, BatchUpstream, OutgoingBatch, Refusal } from './answer.ts'
+export { Refusal, type Answer, type BatchUpstream, type OutgoingBatch } from './answer.ts'
 
 /** `upstream`: an upstream of the caller's (a test's or a simulation's fake) instead of the one the flags make (answer.ts). */
-export type FlusherOptions = { upstream?: BatchUpstream }
+export type FlusherOptions = { upstream?: BatchUpstream | undefined }
 
 export class Flusher {
   private readonly upstream: BatchUpstream

@@ -2,7 +2,9 @@
  * The upstream contract: one set of cases, run against every transport behind the
  * flusher's BatchUpstream (gateway/flush/answer.ts), the way aedes-persistence's abstract
  * suite runs against every persistence: HTTP (a stub ingest on port 0), MQTT broker mode
- * and MQTT results mode (a throwaway Mosquitto with a scripted consumer).
+ * and MQTT results mode (a throwaway Mosquitto with a scripted consumer), and a fake in
+ * process handed to the gateway instead of one its flags make: the way a test or a
+ * simulation plugs in its own upstream, held to the same cases.
  *
  * Each case drives a real gateway whose --upstream flags pick the transport (through the one
  * factory, gateway/flush/upstream.ts) and says what the upstream does in transport-free
@@ -13,7 +15,8 @@
  * PUBACK carries no per-item codes, never says "unreadable", "too large" (the flusher sizes
  * batches to fit one PUBLISH) or "retry after", and cannot be repeated or withheld at will
  * (the no-answer case stops the broker process instead); HTTP has no "no consumer", since
- * the ingest itself answers.
+ * the ingest itself answers; an answer in process is a return value, so it cannot come twice
+ * or late.
  */
 import assert from 'node:assert/strict'
 import { createServer, type ServerResponse } from 'node:http'
@@ -23,6 +26,7 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import mqtt, { type MqttClient } from 'mqtt'
+import { Refusal, type Answer, type BatchUpstream, type OutgoingBatch } from '../../gateway/flush/index.ts'
 import { AckCode, decodeBatch, encodeResponse, encodeResultsMessage, sniffEncoding, type BatchItem, type ItemResult } from '../../protocol/index.ts'
 import type { GatewayConfig } from '../../gateway/config.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
@@ -55,6 +59,8 @@ type SideOptions = {
 type Side = {
   /** --upstream and the transport's own flags */
   flags: Partial<GatewayConfig>
+  /** an upstream in process, handed to the gateway */
+  upstream?: BatchUpstream
   seen: Seen[]
   /** from now on no answer at all (HTTP: the request is held; results: no results; broker: the broker process stopped) */
   mute: () => Promise<void>
@@ -206,12 +212,74 @@ function mqttTransport (ack: 'broker' | 'results'): Transport {
   }
 }
 
+// ---- in process: a BatchUpstream of the test's own ----------------------------------------
+
+const REFUSALS = { 'too-large': Refusal.TooLarge, unreadable: Refusal.Unreadable, busy: Refusal.Busy } as const
+
+/** The simplest upstream a test or a simulation can plug in: it answers each batch from the script. */
+class FakeUpstream implements BatchUpstream {
+  readonly url = 'fake://upstream'
+  readonly batching = { compression: 'none', batchMaxBytes: 256 * 1024 } as const
+  muted = false
+  consumer: boolean
+  private closed = false
+  private readonly waits = new Set<() => void>()
+
+  constructor (readonly seen: Seen[], private readonly opts: SideOptions) {
+    this.consumer = !opts.noConsumer
+  }
+
+  pick (): string { return this.url }
+  failover (): void {}
+  start (): void {}
+  close (): void {
+    this.closed = true
+    for (const w of this.waits) w()
+  }
+
+  async send (batch: OutgoingBatch): Promise<Answer> {
+    const b = seenOf(batch.body)
+    this.seen.push(b)
+    const heard = { url: this.url, sentBytes: batch.body.length }
+    const refused = (reason: Refusal, label: string, retryAfterMs?: number, message = `fake upstream: ${reason}`): Answer =>
+      ({ ...heard, kind: 'refused', reason, label, message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) })
+    if (this.muted || this.closed) {
+      // no answer: the wait a real transport would give up after
+      await new Promise<void>((resolve) => { const w = (): void => { clearTimeout(timer); this.waits.delete(w); resolve() }; const timer = setTimeout(w, WAIT_MS); this.waits.add(w) })
+      return { kind: 'none', error: new Error(`no answer from ${this.url} within ${WAIT_MS} ms`) }
+    }
+    if (this.opts.refuseAuth) return refused(Refusal.Auth, '401')
+    if (!this.consumer) return refused(Refusal.NoConsumer, '503', undefined, 'no consumer is subscribed to the fake')
+    const r = (this.opts.script ?? allStored)(b, this.seen.length)
+    if (r.kind === 'refuse') return refused(REFUSALS[r.why], String(HTTP_STATUS[r.why]), r.retryAfterMs)
+    return { ...heard, kind: 'results', results: resultsOf(b, r.kind === 'results' ? r.code : undefined) }
+  }
+}
+
+const inProcess: Transport = {
+  name: 'in process',
+  can: { itemCodes: true, unreadable: true, tooLarge: true, retryAfter: true, noConsumer: true, twice: false },
+  async start (t, opts) {
+    const seen: Seen[] = []
+    const fake = new FakeUpstream(seen, opts)
+    t.after(() => fake.close())
+    return {
+      flags: {},
+      upstream: fake,
+      seen,
+      mute: async () => { fake.muted = true },
+      unmute: async () => { fake.muted = false },
+      subscribe: async () => { fake.consumer = true }
+    }
+  }
+}
+
 // ---- the cases ----------------------------------------------------------------------------
 
 type Gw = Awaited<ReturnType<typeof startGateway>>
 
 async function gatewayFor (t: T, side: Side, id: string, extra: Partial<GatewayConfig> = {}): Promise<Gw> {
-  const gw = await startGateway(t, { ...fast, ...side.flags, gatewayId: id, ...extra })
+  const gw = await startGateway(t, { ...fast, ...side.flags, gatewayId: id, ...extra }, side.upstream ? { upstream: side.upstream } : {})
   if (side.flags.upstreamAck === 'results') await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed to its results' })
   if (side.flags.upstreamAck) await waitFor(() => gw.flusher.status().mqtt?.connected, { what: 'gateway connected to the broker' })
   return gw
@@ -333,12 +401,13 @@ function upstreamContract (tr: Transport): void {
   }
 
   if (tr.can.noConsumer) {
-    test(name('no consumer (PUBACK 0x10): the batch is kept and sent again once one subscribes'), async (t) => {
+    test(name('no consumer (MQTT: a PUBACK 0x10): the batch is kept and sent again once one subscribes'), async (t) => {
       const side = await tr.start(t, { noConsumer: true })
       const gw = await gatewayFor(t, side, id('nocons'))
       await readings(t, gw, 'dev-nocons', 3)
-      await waitFor(() => gw.flusher.status().mqtt?.noSubscribers, { timeoutMs: 15_000, what: 'the broker said nobody is subscribed' })
-      assert.match(gw.flusher.status().lastError ?? '', /no consumer is subscribed/)
+      await waitFor(() => /no consumer is subscribed/.test(gw.flusher.status().lastError ?? ''), { timeoutMs: 15_000, what: 'the upstream said nobody is subscribed' })
+      assert.equal(gw.flusher.status().state, 'retrying')
+      if (side.flags.upstreamAck) assert.equal(gw.flusher.status().mqtt?.noSubscribers, true, '/status names the broker\'s answer')
       assert.equal(gw.store.items, 3, 'nothing deleted on a PUBACK that reached nobody')
       await side.subscribe()
       await waitFor(() => gw.store.items === 0, { timeoutMs: 20_000, what: 'drained once a consumer is there' })
@@ -384,4 +453,4 @@ function upstreamContract (tr: Transport): void {
   }
 }
 
-for (const tr of [http, mqttTransport('broker'), mqttTransport('results')]) upstreamContract(tr)
+for (const tr of [http, mqttTransport('broker'), mqttTransport('results'), inProcess]) upstreamContract(tr)
