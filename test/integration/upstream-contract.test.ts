@@ -33,6 +33,7 @@ import { connectDevice, publish, reading, startGateway } from '../helpers/gatewa
 import { metricValue } from '../helpers/mqtt-from.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
 /** A batch as the upstream side decoded it. */
 type Seen = { batch: string, gateway: string, items: BatchItem[], at: number }
@@ -155,6 +156,7 @@ const http: Transport = {
 const READ_ONLY_ACL = 'topic read gateways/#\n'
 
 async function broker (t: T, refuseAuth: boolean): Promise<Mosquitto> {
+  needTools('mosquitto')
   if (!refuseAuth) return await startMosquitto(t)
   const dir = await tempDir(t, 'contract-mosq-')
   await writeFile(join(dir, 'acl'), READ_ONLY_ACL)
