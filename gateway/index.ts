@@ -99,7 +99,7 @@ export class Gateway {
     if (!this.broker.listening) reasons.push('broker not listening')
     const storeErr = this.store.writeFailure
     if (storeErr) reasons.push(`store cannot write: ${storeErr.message}`)
-    const delivery = this.config.upstream.length > 0
+    const delivery = this.flusher.hasUpstream
     if (delivery && !this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
     const ready = reasons.length === 0
     if (!delivery) reasons.push(NO_UPSTREAM)
@@ -117,8 +117,8 @@ export class Gateway {
       partitions: this.store.partitionStats().map((s) => ({
         p: s.p, depth: s.depth, bytes: s.bytes, nextSeq: s.nextSeq, floor: s.head, oldestAgeMs: this.flusher.oldestAgeMs(s.p), inFlight: s.inFlight
       })),
-      upstream: this.config.upstream.length > 0 ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
-      delivery: this.config.upstream.length > 0,
+      upstream: this.flusher.hasUpstream ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
+      delivery: this.flusher.hasUpstream,
       clients: { connected: this.broker.connected },
       unstoredPublishes: this.broker.unstored(),
       config: { durability: this.config.durability, ackMode: this.config.ackMode, fullPolicy: this.config.fullPolicy, partitions: this.store.partitions }

@@ -46,7 +46,7 @@ export type FlusherOptions = { upstream?: BatchUpstream | undefined }
 export class Flusher {
   private readonly upstream: BatchUpstream
   /** false without --upstream and without an upstream of the caller's: readings are only buffered */
-  private readonly hasUpstream: boolean
+  readonly hasUpstream: boolean
   /** set when the upstream is an MQTT broker */
   private readonly mqtt: MqttUpstream | null = null
   private readonly health: UpstreamHealth
