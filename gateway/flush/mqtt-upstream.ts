@@ -134,6 +134,11 @@ const REASON_REFUSALS: Readonly<Record<number, { reason: Refusal, label: string 
 }
 const OTHER_REASON = { reason: Refusal.Busy, label: '503' } as const
 
+/** Why a PUBACK with this MQTT 5 reason code refused the batch, and its metrics label. */
+export function pubackRefusal (code: number): { reason: Refusal, label: string } {
+  return REASON_REFUSALS[code] ?? OTHER_REASON
+}
+
 const NO_MATCHING_SUBSCRIBERS = 16
 
 export class MqttUpstream implements BatchUpstream {
@@ -295,7 +300,7 @@ export class MqttUpstream implements BatchUpstream {
           const code = (err as Error & { code?: unknown }).code
           if (typeof code !== 'number') done({ kind: 'none', error: new UpstreamError(`publish to ${this.url} failed: ${err.message}`, { status: 0, cause: err }) })
           else {
-            const r = REASON_REFUSALS[code] ?? OTHER_REASON
+            const r = pubackRefusal(code)
             done(refused(r.reason, r.label, `puback_refused: the broker refused the batch: ${err.message} (reason code ${String(code)})`, payload.length))
           }
           return
