@@ -12,7 +12,7 @@ import { Broker } from './broker/index.ts'
 import { pickLimits } from './broker/limits-config.ts'
 import { checkSecret, type GatewayConfig } from './config.ts'
 import { DeadLetters } from './dlq/index.ts'
-import { Flusher } from './flush/index.ts'
+import { Flusher, type BatchUpstream } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Mapper } from './mapping/index.ts'
 import { Store } from './store/index.ts'
@@ -44,7 +44,8 @@ export class Gateway {
   get tlsPort (): number | null { return this.broker.tlsPort }
   get adminPort (): number { return this.admin.port }
 
-  static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Gateway> {
+  /** `opts.upstream`: an upstream of the caller's instead of the one `--upstream` makes (a test's or a simulation's fake: gateway/flush/answer.ts). */
+  static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean, upstream?: BatchUpstream } = {}): Promise<Gateway> {
     const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics, deviceStatsMax: config.deviceStatsMax })
     const adminToken = config.adminTokenFile ? (await readConfigFile('adminTokenFile', config.adminTokenFile)).toString('utf8').trim() : config.adminToken
     if (config.adminTokenFile && !adminToken) throw new ConfigError('adminTokenFile', `${config.adminTokenFile} is empty`)
@@ -62,7 +63,7 @@ export class Gateway {
     const intake = new Intake(store, config, logger, metrics)
     const mapper = config.mappings.length ? new Mapper(config.mappings, intake, config.maxPayloadBytes, metrics.registry, logger) : null
     const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config), mapper }, intake, metrics, logger), store)
-    const flusher = new Flusher(store, { ...config, token, upstreamTls, receiptFormat: (device) => intake.payloadFormat(device) }, (topic, payload) => broker.publish(topic, payload), metrics, logger)
+    const flusher = new Flusher(store, { ...config, token, upstreamTls, receiptFormat: (device) => intake.payloadFormat(device) }, (topic, payload) => broker.publish(topic, payload), metrics, logger, { upstream: opts.upstream })
     let gw: Gateway | undefined
     const dlq = new DeadLetters(store, { maxPayloadBytes: config.maxPayloadBytes, via: 'admin' }, logger, (action, n) => {
       metrics.dlqActions.inc({ action })
@@ -98,7 +99,7 @@ export class Gateway {
     if (!this.broker.listening) reasons.push('broker not listening')
     const storeErr = this.store.writeFailure
     if (storeErr) reasons.push(`store cannot write: ${storeErr.message}`)
-    const delivery = this.config.upstream.length > 0
+    const delivery = this.flusher.hasUpstream
     if (delivery && !this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
     const ready = reasons.length === 0
     if (!delivery) reasons.push(NO_UPSTREAM)
@@ -116,8 +117,8 @@ export class Gateway {
       partitions: this.store.partitionStats().map((s) => ({
         p: s.p, depth: s.depth, bytes: s.bytes, nextSeq: s.nextSeq, floor: s.head, oldestAgeMs: this.flusher.oldestAgeMs(s.p), inFlight: s.inFlight
       })),
-      upstream: this.config.upstream.length > 0 ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
-      delivery: this.config.upstream.length > 0,
+      upstream: this.flusher.hasUpstream ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
+      delivery: this.flusher.hasUpstream,
       clients: { connected: this.broker.connected },
       unstoredPublishes: this.broker.unstored(),
       config: { durability: this.config.durability, ackMode: this.config.ackMode, fullPolicy: this.config.fullPolicy, partitions: this.store.partitions }

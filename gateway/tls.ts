@@ -19,7 +19,7 @@ import { isLoopback } from '../protocol/loopback.ts'
 import { secretProblem } from '../protocol/secrets.ts'
 import type { TlsListenerConfig } from './broker/listeners.ts'
 import type { GatewayConfig } from './config.ts'
-import type { UpstreamTls } from './flush/upstream.ts'
+import type { UpstreamTls } from './flush/http-upstream.ts'
 
 export const DEFAULT_TLS_PORT = 8883
 

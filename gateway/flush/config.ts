@@ -5,7 +5,7 @@
 import type { ConfigOf } from '../../common/index.ts'
 import { mqttUpstreamSchema } from './mqtt-config.ts'
 import type { ReceiptFormat } from './receipt-sender.ts'
-import type { UpstreamTls } from './upstream.ts'
+import type { UpstreamTls } from './http-upstream.ts'
 
 export const flushSchema = {
   upstream: { type: 'list', default: [], doc: 'Ingest base URL(s), comma-separated; failover in order. mqtt:// or mqtts:// URLs: a cloud MQTT broker (docs/upstream-mqtt.md)' },

@@ -1,7 +1,8 @@
 /**
- * Sends one partition's batch and brings every item to an answer: the whole-request
- * outcome follows the status table (status-actions.ts), a 200's per-item results the ack
- * mapper (ack-mapper.ts). A 400/413 is bisected/split here until each part has its answer.
+ * Sends one partition's batch and brings every item to an answer. It acts on the Answer
+ * (answer.ts) whatever transport carried it: per-item results go to the ack mapper
+ * (ack-mapper.ts), a refusal follows REFUSAL_RULES (too large is split and unreadable
+ * bisected here until each part has its answer), no answer waits and sends again.
  */
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
@@ -9,13 +10,11 @@ import { AckCodeName, decodeTrusted, type BatchItem } from '../../protocol/index
 import type { Metrics } from '../metrics/index.ts'
 import type { Store } from '../store/index.ts'
 import { mapAcks, type AckResult } from './ack-mapper.ts'
+import { NO_ANSWER_RULE, REFUSAL_RULES, Refusal, type Answer, type BatchUpstream } from './answer.ts'
 import type { FlushConfig } from './config.ts'
 import type { UpstreamHealth } from './health.ts'
 import type { ReceiptSender } from './receipt-sender.ts'
-import { NO_ANSWER, ruleFor } from './status-actions.ts'
-import type { BatchMeta } from './mqtt-upstream.ts'
-import type { Upstream, UpstreamResponse } from './upstream.ts'
-import type { Wire, WireFormat } from './wire.ts'
+import type { WireFormat } from './wire.ts'
 
 /**
  * done: every item has a final answer; retry-items: the upstream asked to retry some;
@@ -31,20 +30,12 @@ const FAILED: Outcome = { kind: 'failed' }
 /** Retry-After is honoured up to this (a broken header must not park a partition for days). */
 const MAX_RETRY_AFTER_MS = 10 * 60_000
 
-/**
- * What deliver needs of an upstream: the HTTP client (upstream.ts) or the MQTT one
- * (mqtt-upstream.ts, which also needs the batch's id and seqs to match its answer).
- */
-export type BatchUpstream = Pick<Upstream, 'url' | 'pick' | 'failover'> & {
-  send: (body: Buffer, wire: Wire, base: string, meta: BatchMeta) => Promise<UpstreamResponse & { sentBytes: number }>
-}
-
 type Deps = { store: Store, config: FlushConfig, upstream: BatchUpstream, wire: WireFormat, health: UpstreamHealth, receipts: ReceiptSender, metrics: Metrics, log: Logger, closed: () => boolean }
 
 export class Deliverer {
   constructor (private readonly d: Deps) {}
 
-  /** Sends items once; a 400/413 is bisected/split here until each part has its answer. */
+  /** Sends items once; a refusal as too large or unreadable is split/bisected here until each part has its answer. */
   async deliver (p: number, seqs: number[], raws: Buffer[]): Promise<Outcome> {
     const { store, config, upstream, wire: wires, health, metrics, log } = this.d
     if (this.d.closed()) return DONE
@@ -54,52 +45,53 @@ export class Deliverer {
     const wire = wires.choose(url)
     const { body, items } = wires.encode(wire, { gateway: config.gatewayId, epoch: store.epoch, batch: batchId, floors: [[p, store.floor(p)]], ...(evicted.length ? { evicted } : {}) }, raws)
     const t0 = performance.now()
-    let res: UpstreamResponse & { sentBytes: number }
+    let answer: Answer
     try {
-      res = await upstream.send(body, wire, url, { batchId, partition: p, seqs })
-      metrics.upstreamBytes.inc(res.sentBytes)
+      answer = await upstream.send({ body, wire, url, batchId, partition: p, seqs })
     } catch (err) {
+      // the interface says send does not reject; one that does is no answer all the same
+      answer = { kind: 'none', error: err as Error }
+    }
+    if (answer.kind === 'none') {
       metrics.upstreamRequest.observe({ status: 'error' }, (performance.now() - t0) / 1000)
-      health.failed(err as Error, NO_ANSWER.health)
+      health.failed(answer.error, NO_ANSWER_RULE.health)
       metrics.upstreamBatches.inc({ outcome: 'network_error' })
       metrics.upstreamRetries.inc({ reason: 'network' })
-      if (NO_ANSWER.failover) upstream.failover(p)
+      if (NO_ANSWER_RULE.failover) upstream.failover(p)
       return FAILED
     }
-    const status = res.status
-    metrics.upstreamRequest.observe({ status: String(status) }, (performance.now() - t0) / 1000)
-    // protocol negotiation (wire.ts) comes before the status table: a v2 request to an
-    // ingest without /v2/batches goes again at once as v1
-    if (wires.observe(url, res.headers)) log.info({ url, protocol: wires.choose(url).version }, 'upstream protocol negotiated')
-    if (wires.refusedV2(url, wire, status)) {
-      log.warn({ url, status }, 'upstream has no protocol v2 endpoint; sending these items again as v1')
+    metrics.upstreamBytes.inc(answer.sentBytes)
+    const label = answer.kind === 'refused' ? answer.label : '200'
+    metrics.upstreamRequest.observe({ status: label }, (performance.now() - t0) / 1000)
+    // protocol negotiation (wire.ts) comes before the rules: a v2 request to an ingest
+    // without /v2/batches goes again at once as v1
+    if (answer.offers && wires.observe(url, answer.offers)) log.info({ url, protocol: wires.choose(url).version }, 'upstream protocol negotiated')
+    if (answer.kind === 'refused' && answer.reason === Refusal.NoEndpoint && wires.refusedV2(url, wire)) {
+      log.warn({ url, status: label }, 'upstream has no protocol v2 endpoint; sending these items again as v1')
       return { kind: 'failed', waitMs: 0 }
     }
-    const message = errorMessage(res.body)
-    const rule = ruleFor(status)
+    if (answer.kind === 'garbled') {
+      health.failed(answer.error, 'retrying')
+      metrics.upstreamBatches.inc({ outcome: 'bad_response' })
+      return FAILED
+    }
+    if (answer.kind === 'results') {
+      health.ok(upstream.url)
+      metrics.upstreamBatches.inc({ outcome: 'ok' })
+      const outcome = this.settle(p, seqs, raws, answer.results, items)
+      if (evicted.length) await store.evictedReported(evicted)
+      return outcome
+    }
+    const { message } = answer
+    const rule = REFUSAL_RULES[answer.reason]
+    metrics.upstreamBatches.inc({ outcome: label })
     switch (rule.action) {
-      case 'per-item': {
-        let decoded
-        try {
-          decoded = wires.decodeResponse(wire, res.body)
-        } catch (err) {
-          health.failed(new Error(`unreadable 200 response from ${res.url}: ${(err as Error).message}`, { cause: err }), 'retrying')
-          metrics.upstreamBatches.inc({ outcome: 'bad_response' })
-          return FAILED
-        }
-        health.ok(upstream.url)
-        metrics.upstreamBatches.inc({ outcome: 'ok' })
-        const outcome = this.settle(p, seqs, raws, decoded.results, items)
-        if (evicted.length) await store.evictedReported(evicted)
-        return outcome
-      }
       case 'bisect':
       case 'split': {
-        metrics.upstreamBatches.inc({ outcome: String(status) })
         health.ok(upstream.url) // the upstream is there; this batch is the problem
         if (seqs.length === 1) {
-          const reason = `upstream answered ${status} for this item alone: ${message}`
-          log.error({ partition: p, seq: seqs[0], status, message }, 'poison item dead-lettered')
+          const reason = `upstream answered ${label} for this item alone: ${message}`
+          log.error({ partition: p, seq: seqs[0], status: label, message }, 'poison item dead-lettered')
           metrics.upstreamItems.inc({ code: 'rejected' })
           metrics.devices.deadLetter(deviceOf(raws[0]!))
           await store.settle(p, [], [{ s: seqs[0]!, raw: raws[0]!, reason }])
@@ -107,29 +99,27 @@ export class Deliverer {
         }
         // halves in order, each to its own final answer
         const mid = Math.ceil(seqs.length / 2)
-        log.warn({ partition: p, items: seqs.length, status, message }, rule.action === 'bisect' ? 'batch refused as unreadable; bisecting' : 'batch too large; splitting')
+        log.warn({ partition: p, items: seqs.length, status: label, message }, rule.action === 'bisect' ? 'batch refused as unreadable; bisecting' : 'batch too large; splitting')
         const a = await this.deliver(p, seqs.slice(0, mid), raws.slice(0, mid))
         if (a.kind === 'failed') return a
         const b = await this.deliver(p, seqs.slice(mid), raws.slice(mid))
         return b.kind !== 'done' ? b : a
       }
       case 'pause-auth':
-        metrics.upstreamBatches.inc({ outcome: String(status) })
-        health.failed(new Error(`upstream ${res.url} refused our token (${status}): ${message}`), rule.health)
+        health.failed(new Error(`upstream ${answer.url} refused our token (${label}): ${message}`), rule.health)
         health.pauseFor(config.authRetryMs)
-        log.error({ status, url: res.url, retryInMs: config.authRetryMs }, 'upstream refused our credentials; flushing paused')
+        log.error({ status: label, url: answer.url, retryInMs: config.authRetryMs }, 'upstream refused our credentials; flushing paused')
         return { kind: 'failed', waitMs: config.authRetryMs }
       case 'retry-after':
       case 'backoff':
-        metrics.upstreamBatches.inc({ outcome: String(status) })
-        health.failed(new Error(`upstream ${res.url} answered ${status}: ${message}`), rule.health)
-        metrics.upstreamRetries.inc({ reason: String(status) })
+        health.failed(new Error(`upstream ${answer.url} answered ${label}: ${message}`), rule.health)
+        metrics.upstreamRetries.inc({ reason: label })
         if (rule.failover) upstream.failover(p)
-        return rule.action === 'retry-after' && res.retryAfterMs !== undefined ? { kind: 'failed', waitMs: Math.min(res.retryAfterMs, MAX_RETRY_AFTER_MS) } : FAILED
+        return rule.action === 'retry-after' && answer.retryAfterMs !== undefined ? { kind: 'failed', waitMs: Math.min(answer.retryAfterMs, MAX_RETRY_AFTER_MS) } : FAILED
     }
   }
 
-  private settle (p: number, seqs: number[], raws: Buffer[], results: AckResult[], items?: BatchItem[]): Outcome {
+  private settle (p: number, seqs: number[], raws: Buffer[], results: readonly AckResult[], items?: BatchItem[]): Outcome {
     const { store, config, metrics, log } = this.d
     const m = mapAcks(p, seqs, raws, results, config.receipts, items)
     for (const [code, n] of m.byCode) metrics.upstreamItems.inc({ code: AckCodeName[code] }, n)
@@ -149,16 +139,6 @@ export class Deliverer {
       log.debug({ partition: p, retries: m.retries }, 'upstream asked to retry items')
     }
     return m.retries > 0 ? RETRY_ITEMS : DONE
-  }
-}
-
-function errorMessage (body: Buffer): string {
-  if (body.length === 0) return ''
-  try {
-    const j = JSON.parse(body.subarray(0, 4096).toString('utf8')) as { error?: unknown, message?: unknown }
-    return [j.error, j.message].filter((x) => typeof x === 'string').join(': ')
-  } catch {
-    return body.subarray(0, 200).toString('utf8')
   }
 }
 

@@ -1,19 +1,23 @@
 /**
- * The flusher: partition buffers -> CBOR batches -> ingest -> per-item acks (upstream
+ * The flusher: partition buffers -> CBOR batches -> upstream -> per-item acks (upstream
  * protocols v1 and v2, docs/design.md section 6, docs/upstream.md, docs/protocol-v2.md). One loop per partition, at most one batch in flight per
  * partition (order), at most `maxInFlight` partitions sending at once. A batch closes at
  * batchMaxItems, batchMaxBytes or lingerMs after its first item, whichever comes first.
  *
  * This file is the partition loop and the linger; the rest, one concern a file:
- *   deliver.ts         one batch to its answers (bisect/split, pause, backoff)
- *   status-actions.ts  HTTP status -> action table
+ *   answer.ts          what an upstream answers, transport-free, and the BatchUpstream interface
+ *   upstream.ts        the factory: the transport the --upstream URLs ask for
+ *   deliver.ts         one batch to its answer (bisect/split, pause, backoff)
  *   ack-mapper.ts      per-item results -> delete / retry / dead-letter
  *   receipts.ts, receipt-sender.ts   receipts to devices
  *   health.ts          upstream state for /status and /readyz
  *   oldest-age.ts      the oldest unacked item's age
- *   upstream.ts        the HTTP client and failover; backoff.ts the retry delays
- *   mqtt-upstream.ts   the MQTT client (mqtt:// upstreams, docs/upstream-mqtt.md), same surface;
- *                      mqtt-results.ts how much of a results message it reads,
+ *   backoff.ts         the retry delays
+ *   wire.ts            protocol v1/v2 and compression, negotiated per URL
+ * The transports behind BatchUpstream:
+ *   http-upstream.ts   HTTP POSTs and failover; status-actions.ts reads an HTTP status as an answer
+ *   mqtt-upstream.ts   one PUBLISH a batch through a cloud broker (docs/upstream-mqtt.md), broker
+ *                      ack or results; mqtt-results.ts how much of a results message it reads,
  *                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
  */
 import type { Logger } from 'pino'
@@ -22,21 +26,27 @@ import type { Metrics } from '../metrics/index.ts'
 import type { Store } from '../store/index.ts'
 import { Backoff, Sleeper } from './backoff.ts'
 import type { FlushConfig } from './config.ts'
-import { Deliverer, type BatchUpstream, type Outcome } from './deliver.ts'
+import type { BatchUpstream } from './answer.ts'
+import { Deliverer, type Outcome } from './deliver.ts'
 import { UpstreamHealth, type UpstreamStatus } from './health.ts'
 import { OldestAge } from './oldest-age.ts'
 import { ReceiptSender, type Publisher } from './receipt-sender.ts'
-import { isMqttUrl } from './mqtt-config.ts'
 import { mqttMetrics } from './mqtt-metrics.ts'
 import { MqttUpstream, type MqttUpstreamStatus } from './mqtt-upstream.ts'
-import { Upstream } from './upstream.ts'
-import { WireFormat, type CompressionChoice } from './wire.ts'
+import { createUpstream } from './upstream.ts'
+import { WireFormat } from './wire.ts'
 
 export type { FlushConfig } from './config.ts'
 export type { UpstreamState, UpstreamStatus } from './health.ts'
+export { Refusal, type Answer, type BatchUpstream, type OutgoingBatch } from './answer.ts'
+
+/** `upstream`: an upstream of the caller's (a test's or a simulation's fake) instead of the one the flags make (answer.ts). */
+export type FlusherOptions = { upstream?: BatchUpstream | undefined }
 
 export class Flusher {
-  private readonly upstream: BatchUpstream & { close: () => void | Promise<void> }
+  private readonly upstream: BatchUpstream
+  /** false without --upstream and without an upstream of the caller's: readings are only buffered */
+  readonly hasUpstream: boolean
   /** set when the upstream is an MQTT broker */
   private readonly mqtt: MqttUpstream | null = null
   private readonly health: UpstreamHealth
@@ -60,45 +70,15 @@ export class Flusher {
   private closed = false
   private loops: Promise<void>[] = []
 
-  constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger) {
+  constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger, options: FlusherOptions = {}) {
     this.log = logger.child({ component: 'flush' })
     this.backoffWoken = new Counter({ name: 'gateway_upstream_backoff_woken_total', help: 'Partitions whose back-off after a failed request ended early because another partition\'s request was answered (the upstream is back)', registers: [metrics.registry] })
     const mqttEvents = mqttMetrics(metrics, () => this.mqtt?.status())
-    let compression: CompressionChoice = config.gzip ? 'gzip' : config.compression
-    if (config.upstream.length > 0 && config.upstream.every(isMqttUrl)) {
-      this.mqtt = new MqttUpstream({
-        urls: config.upstream,
-        gatewayId: config.gatewayId,
-        ackMode: config.upstreamAck,
-        topic: config.upstreamTopic,
-        resultsTopic: config.upstreamResultsTopic,
-        maxMessageBytes: config.upstreamMaxMessageBytes,
-        resultsTimeoutMs: config.resultsTimeoutMs,
-        publishTimeoutMs: config.requestTimeoutMs,
-        clientId: config.upstreamClientId || `gw-${config.gatewayId}`,
-        username: config.upstreamUsername || config.gatewayId,
-        password: config.token,
-        ...(config.upstreamTls ? { tls: config.upstreamTls } : {}),
-        alpn: config.upstreamAlpn,
-        protocolVersion: config.upstreamMqttVersion === '5' ? 5 : 4,
-        reconnectMs: config.upstreamReconnectMs,
-        acceptNoSubscribers: config.upstreamAcceptNoSubscribers,
-        batchMaxItems: config.batchMaxItems,
-        // PUBLISHes waiting for their PUBACK: twice the partitions sending at once (results may overtake a PUBACK)
-        maxUnackedBatches: 2 * config.maxInFlight,
-        maxUnackedBytes: 2 * config.maxInFlight * config.upstreamMaxMessageBytes
-      }, this.log, mqttEvents)
-      this.upstream = this.mqtt
-      // auto: plain CBOR for any consumer of the broker ack; for our own consumer (results)
-      // gzip, or br once its results say it takes br (MQTT 5 user properties, as the HTTP
-      // headers: wire.ts); MQTT 3.1.1 has no properties to mark br with, so gzip
-      if (compression === 'auto' && config.upstreamAck === 'broker') compression = 'none'
-      if (compression === 'auto' && config.upstreamMqttVersion !== '5') compression = 'gzip'
-      // a batch's items fit in one PUBLISH (the envelope takes a few hundred bytes)
-      this.config = { ...config, batchMaxBytes: Math.min(config.batchMaxBytes, Math.max(256, config.upstreamMaxMessageBytes - 512)) }
-    } else {
-      this.upstream = new Upstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight, spread: config.upstreamSpread, tls: config.upstreamTls })
-    }
+    this.upstream = options.upstream ?? createUpstream(config, this.log, mqttEvents)
+    this.hasUpstream = options.upstream !== undefined || config.upstream.length > 0
+    if (this.upstream instanceof MqttUpstream) this.mqtt = this.upstream
+    const { compression, batchMaxBytes } = this.upstream.batching
+    this.config = { ...config, batchMaxBytes }
     const wire = new WireFormat(config.upstreamProtocol, compression)
     this.health = new UpstreamHealth(this.log, config.unreadyAfterMs)
     const receipts = new ReceiptSender(publish, metrics, this.log, config.receiptFormat)
@@ -116,11 +96,11 @@ export class Flusher {
   }
 
   start (): void {
-    if (this.config.upstream.length === 0) {
+    if (!this.hasUpstream) {
       this.log.warn('no --upstream configured: readings are buffered, never flushed')
       return
     }
-    this.mqtt?.start()
+    this.upstream.start()
     for (let p = 0; p < this.store.partitions; p++) this.loops.push(this.loop(p))
     this.oldestAge.start()
   }

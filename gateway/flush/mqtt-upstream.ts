@@ -1,7 +1,8 @@
 /**
- * The MQTT upstream (`--upstream mqtt://` or `mqtts://`, docs/upstream-mqtt.md): the same
- * "send a batch, get an answer" surface as the HTTP client (upstream.ts), so deliver.ts, the
- * status table and the ack mapper run unchanged over a cloud broker.
+ * The MQTT upstream (`--upstream mqtt://` or `mqtts://`, docs/upstream-mqtt.md): the
+ * BatchUpstream of answer.ts over a cloud broker, as http-upstream.ts is over HTTP, so
+ * deliver.ts and the ack mapper run unchanged. What it hears (a PUBACK and its MQTT 5 reason
+ * code, a results message, a timeout) becomes an Answer here; no HTTP status is made up.
  *
  * One MQTT.js connection, QoS 1, a persistent session (clean=false, stable client id
  * `gw-{gatewayId}`): results published while the gateway is offline wait at the broker.
@@ -11,7 +12,8 @@
  *   broker   the PUBACK: every item answered stored (the consumer dedups by the batch's
  *            (gateway, epoch, partition, seq), as the ingest does).
  *   results  the consumer's results message on the results topic for this batch id: the
- *            HTTP answer body, or a whole-batch status. No results within resultsTimeoutMs:
+ *            per-item results, or a whole-batch status, read with the HTTP status table
+ *            (status-actions.ts) since it means what that status means over HTTP. No results within resultsTimeoutMs:
  *            no answer (backoff, then the items go again in a new batch; the consumer
  *            answers duplicate for those it stored). Results for a batch id not waited for
  *            (late, unknown, an earlier epoch's) are counted and ignored, like late HTTP acks.
@@ -20,14 +22,14 @@
  *            that lists 2 gets protocol v2 batches, one that lists br brotli (auto; marked
  *            by the user property content-encoding, as br has no magic bytes).
  *
- * A payload above `maxMessageBytes` is answered 413 without being sent, so deliver.ts
- * splits the batch; an MQTT 5 PUBACK reason code is mapped to the HTTP status with the
- * same meaning (not authorized 403, packet too large 413, quota exceeded 429, other
- * errors 503). While not connected (or, in results mode, before the results subscription
- * is granted) a send fails at once: MQTT.js must not queue batches during an outage.
+ * A payload above `maxMessageBytes` is refused as too large without being sent, so deliver.ts
+ * splits the batch (the flusher also caps a batch's item bytes below it: `batching`); an
+ * MQTT 5 PUBACK reason code is a refusal (REASON_REFUSALS: not authorized, packet too large,
+ * quota exceeded, other errors busy). While not connected (or, in results mode, before the results subscription
+ * is granted) a send gets no answer at once: MQTT.js must not queue batches during an outage.
  *
  * A PUBACK with reason 0x10 (no matching subscribers) means the broker delivered the batch
- * to nobody: in either mode it is answered 503 (kept, sent again after back-off), counted,
+ * to nobody: in either mode it is refused as no consumer (kept, sent again after back-off), counted,
  * and /status says no consumer is subscribed. A broker that discards it after its PUBACK
  * loses it otherwise: deleting it on that PUBACK lost every reading of a broker restarted
  * without the consumer's session. `acceptNoSubscribers` (broker mode, an operator's explicit
@@ -48,14 +50,14 @@
  */
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient, type Packet } from 'mqtt'
-import { CONTENT_ENCODING, ENCODINGS_HEADER, PROTOCOLS_HEADER, UpstreamError, decodeResultsHeader, encodeResponse, encodeResponseV2, fillTopic, AckCode, type ItemResult } from '../../protocol/index.ts'
+import { CONTENT_ENCODING, ENCODINGS_HEADER, PROTOCOLS_HEADER, UpstreamError, decodeResultsHeader, fillTopic, AckCode } from '../../protocol/index.ts'
+import type { AckResult } from './ack-mapper.ts'
+import { Refusal, type Answer, type BatchUpstream, type OutgoingBatch } from './answer.ts'
+import type { UpstreamTls } from './http-upstream.ts'
 import { maxResultsPacketBytes, screenResults, type ResultsRefusal } from './mqtt-results.ts'
-import type { UpstreamResponse, UpstreamTls } from './upstream.ts'
-import { compress, type Wire } from './wire.ts'
+import { refusalOf } from './status-actions.ts'
+import { compress, decodeAnswer, type CompressionChoice, type Wire } from './wire.ts'
 import { noDelay } from '../../common/mqtt-nodelay.ts'
-
-export type BatchMeta = { batchId: string, partition: number, seqs: readonly number[] }
-export type SendResult = UpstreamResponse & { sentBytes: number }
 
 export type MqttUpstreamConfig = {
   urls: string[]
@@ -83,6 +85,10 @@ export type MqttUpstreamConfig = {
   /** at most this many batches, and bytes, in MQTT.js's store waiting for their PUBACK */
   maxUnackedBatches: number
   maxUnackedBytes: number
+  /** the --compression flag (--gzip already folded in): `auto` is resolved for the broker here */
+  compression: CompressionChoice
+  /** the --batch-max-bytes flag: capped here so a batch's items fit in one PUBLISH */
+  batchMaxBytes: number
 }
 
 /** What the metrics hear of: a results message ignored (and why), a PUBACK saying nobody is subscribed. */
@@ -107,16 +113,35 @@ export type MqttUpstreamStatus = {
   unackedBytes: number
 }
 
-type Pending = { resolve: (r: SendResult) => void, reject: (e: Error) => void, timer: NodeJS.Timeout, sentAt: number, sentBytes: number, url: string, items: number }
+type Pending = { resolve: (a: Answer) => void, timer: NodeJS.Timeout, sentAt: number, sentBytes: number, url: string, items: number, wire: Wire }
 /** answered: its results came before its PUBACK (a broker may route faster than it acknowledges) */
 type Unacked = { partition: number, bytes: number, sentAt: number, answered: boolean }
 
-/** MQTT 5 reason codes of a refused PUBLISH -> the HTTP status with the same meaning (status-actions.ts). */
-const REASON_STATUS: Readonly<Record<number, number>> = { 135: 403, 149: 413, 151: 429, 150: 429, 137: 503, 131: 503, 128: 503, 144: 400, 153: 400 }
+/**
+ * MQTT 5 reason codes of a refused PUBLISH [MQTT-3.4.2.1]: why, and the label the metrics
+ * have always counted it under. Any other code: busy, '503'.
+ */
+const REASON_REFUSALS: Readonly<Record<number, { reason: Refusal, label: string }>> = {
+  135: { reason: Refusal.Auth, label: '403' }, // not authorized
+  149: { reason: Refusal.TooLarge, label: '413' }, // packet too large
+  151: { reason: Refusal.Busy, label: '429' }, // quota exceeded
+  150: { reason: Refusal.Busy, label: '429' }, // message rate too high
+  137: { reason: Refusal.Busy, label: '503' }, // server busy
+  131: { reason: Refusal.Busy, label: '503' }, // implementation specific error
+  128: { reason: Refusal.Busy, label: '503' }, // unspecified error
+  144: { reason: Refusal.Unreadable, label: '400' }, // topic name invalid
+  153: { reason: Refusal.Unreadable, label: '400' } // payload format invalid
+}
+const OTHER_REASON = { reason: Refusal.Busy, label: '503' } as const
+
+/** Why a PUBACK with this MQTT 5 reason code refused the batch, and its metrics label. */
+export function pubackRefusal (code: number): { reason: Refusal, label: string } {
+  return REASON_REFUSALS[code] ?? OTHER_REASON
+}
 
 const NO_MATCHING_SUBSCRIBERS = 16
 
-export class MqttUpstream {
+export class MqttUpstream implements BatchUpstream {
   private client: MqttClient | null = null
   private readonly pending = new Map<string, Pending>()
   private subscribed = false
@@ -127,8 +152,6 @@ export class MqttUpstream {
   private connError = ''
   /** the broker refused our credentials (CONNACK 4/5, MQTT 5 0x86/0x87) */
   private authRefused = false
-  /** the negotiation header of the last results message: answers made up here repeat it, so they do not undo the negotiation */
-  private heard: Record<string, string> = {}
   /** the last PUBACK said no matching subscribers (warned once, until a PUBACK says otherwise) */
   private noSubscribers = false
   private noSubscriberBatches = 0
@@ -139,9 +162,18 @@ export class MqttUpstream {
   private badResults = 0
   private refusedResults = 0
   private readonly log: Logger
+  readonly batching: { compression: CompressionChoice, batchMaxBytes: number }
 
   constructor (private readonly config: MqttUpstreamConfig, log: Logger, private readonly events: MqttUpstreamEvents = { ignored: () => {}, noSubscribers: () => {} }) {
     this.log = log.child({ upstream: 'mqtt' })
+    // auto: plain CBOR for any consumer of the broker ack; for our own consumer (results)
+    // gzip, or br once its results say it takes br (MQTT 5 user properties, as the HTTP
+    // headers: wire.ts); MQTT 3.1.1 has no properties to mark br with, so gzip
+    let compression = config.compression
+    if (compression === 'auto' && config.ackMode === 'broker') compression = 'none'
+    if (compression === 'auto' && config.protocolVersion !== 5) compression = 'gzip'
+    // a batch's items fit in one PUBLISH (the envelope takes a few hundred bytes)
+    this.batching = { compression, batchMaxBytes: Math.min(config.batchMaxBytes, Math.max(256, config.maxMessageBytes - 512)) }
   }
 
   /** The broker URL of the current connection (else the first one). */
@@ -217,57 +249,60 @@ export class MqttUpstream {
     })
   }
 
-  async send (body: Buffer, wire: Wire, base: string, meta: BatchMeta): Promise<SendResult> {
+  /** One PUBLISH; never rejects: what went wrong is no answer. */
+  async send (batch: OutgoingBatch): Promise<Answer> {
+    try {
+      return await this.publish(batch)
+    } catch (err) {
+      return { kind: 'none', error: err as Error }
+    }
+  }
+
+  private async publish ({ body, wire, url, batchId, partition, seqs }: OutgoingBatch): Promise<Answer> {
     const c = this.config
     const payload = await compress(body, wire.encoding)
-    const answer = (status: number, b: Buffer, retryAfterMs?: number): SendResult => ({ status, body: b, retryAfterMs, url: base, headers: this.heard, sentBytes: 0 })
+    const refused = (reason: Refusal, label: string, message: string, sentBytes = 0): Answer => ({ kind: 'refused', reason, label, message, url, sentBytes })
     if (payload.length > c.maxMessageBytes) {
-      return answer(413, jsonError('too_large', `payload of ${payload.length} bytes exceeds --upstream-max-message-bytes ${c.maxMessageBytes}`))
+      return refused(Refusal.TooLarge, '413', `too_large: payload of ${payload.length} bytes exceeds --upstream-max-message-bytes ${c.maxMessageBytes}`)
     }
     const client = this.client
-    // refused credentials are a 401, as over HTTP: flushing pauses, /readyz says why, nothing is dead-lettered
-    if (client && !client.connected && this.authRefused) return answer(401, jsonError('not_authorized', `the broker refused our credentials: ${this.connError}`))
+    // refused credentials pause flushing, as over HTTP: /readyz says why, nothing is dead-lettered
+    if (client && !client.connected && this.authRefused) return refused(Refusal.Auth, '401', `not_authorized: the broker refused our credentials: ${this.connError}`)
     if (this.closed || !client || !client.connected) throw new UpstreamError(`not connected to the upstream broker ${this.url}${this.connError ? `: ${this.connError}` : ''}`, { status: 0 })
     if (c.ackMode === 'results' && !this.subscribed) throw new UpstreamError(`not subscribed to ${this.resultsTopic} at ${this.url} yet`, { status: 0 })
-    this.checkUnacked(meta.partition, payload.length)
-    const topic = fillTopic(c.topic, c.gatewayId, meta.partition)
+    this.checkUnacked(partition, payload.length)
+    const topic = fillTopic(c.topic, c.gatewayId, partition)
     const opts: IClientPublishOptions = { qos: 1 }
     // MQTT 5: the batch id as correlation data, so even a batch whose envelope cannot be read can be answered
     // and the compression as a user property (br has no magic bytes to sniff: docs/upstream-mqtt.md)
     if (c.protocolVersion === 5) {
-      opts.properties = { correlationData: Buffer.from(meta.batchId), contentType: 'application/cbor', ...(wire.encoding !== 'identity' ? { userProperties: { [CONTENT_ENCODING]: wire.encoding } } : {}) }
+      opts.properties = { correlationData: Buffer.from(batchId), contentType: 'application/cbor', ...(wire.encoding !== 'identity' ? { userProperties: { [CONTENT_ENCODING]: wire.encoding } } : {}) }
     }
-    return await new Promise<SendResult>((resolve, reject) => {
+    return await new Promise<Answer>((resolve) => {
       let settled = false
-      const done = (fn: () => void): void => {
+      const done = (a: Answer): void => {
         if (settled) return
         settled = true
         clearTimeout(timer)
-        this.pending.delete(meta.batchId)
-        fn()
+        this.pending.delete(batchId)
+        resolve(a)
       }
       const waitMs = c.ackMode === 'results' ? c.resultsTimeoutMs : c.publishTimeoutMs
-      const timer = setTimeout(() => done(() => reject(new UpstreamError(
-        c.ackMode === 'results' ? `no results for batch ${meta.batchId} within ${waitMs} ms` : `no PUBACK from ${this.url} within ${waitMs} ms`, { status: 0 }))), waitMs)
-      this.pending.set(meta.batchId, {
-        resolve: (r) => done(() => resolve(r)),
-        reject: (e) => done(() => reject(e)),
-        timer,
-        sentAt: performance.now(),
-        sentBytes: payload.length,
-        url: base,
-        items: meta.seqs.length
-      })
-      this.unacked.set(meta.batchId, { partition: meta.partition, bytes: payload.length, sentAt: performance.now(), answered: false })
+      const silence = c.ackMode === 'results' ? `no results for batch ${batchId} within ${waitMs} ms` : `no PUBACK from ${this.url} within ${waitMs} ms`
+      const timer = setTimeout(() => done({ kind: 'none', error: new UpstreamError(silence, { status: 0 }) }), waitMs)
+      this.pending.set(batchId, { resolve: done, timer, sentAt: performance.now(), sentBytes: payload.length, url, items: seqs.length, wire })
+      this.unacked.set(batchId, { partition, bytes: payload.length, sentAt: performance.now(), answered: false })
       this.unackedBytes += payload.length
       client.publish(topic, payload, opts, (err, packet?: Packet) => {
         // MQTT.js calls back once the PUBLISH has left its store (PUBACK, or the connection ended for good)
-        this.releaseUnacked(meta.batchId)
+        this.releaseUnacked(batchId)
         if (err) {
           const code = (err as Error & { code?: unknown }).code
-          const status = typeof code === 'number' ? REASON_STATUS[code] ?? 503 : undefined
-          if (status === undefined) done(() => reject(new UpstreamError(`publish to ${this.url} failed: ${err.message}`, { status: 0, cause: err })))
-          else done(() => resolve({ ...answer(status, jsonError('puback_refused', `the broker refused the batch: ${err.message} (reason code ${String(code)})`)), sentBytes: payload.length }))
+          if (typeof code !== 'number') done({ kind: 'none', error: new UpstreamError(`publish to ${this.url} failed: ${err.message}`, { status: 0, cause: err }) })
+          else {
+            const r = pubackRefusal(code)
+            done(refused(r.reason, r.label, `puback_refused: the broker refused the batch: ${err.message} (reason code ${String(code)})`, payload.length))
+          }
           return
         }
         const id = (packet as { messageId?: number } | undefined)?.messageId
@@ -276,11 +311,10 @@ export class MqttUpstream {
         if (unrouted && !(c.ackMode === 'broker' && c.acceptNoSubscribers)) {
           // nobody got it: a broker discards such a message, so the batch is kept and sent
           // again after back-off (and in results mode no results will come either)
-          done(() => resolve({ ...answer(503, jsonError('no_consumer', `no consumer is subscribed to ${topic}`)), sentBytes: payload.length }))
+          done(refused(Refusal.NoConsumer, '503', `no_consumer: no consumer is subscribed to ${topic}`, payload.length))
         } else if (c.ackMode === 'broker') {
-          const results: ItemResult[] = meta.seqs.map((s) => [meta.partition, s, AckCode.Stored])
-          const b = wire.version === 2 ? encodeResponseV2({ batch: meta.batchId, results }) : encodeResponse({ batch: meta.batchId, results })
-          done(() => resolve({ ...answer(200, b), sentBytes: payload.length }))
+          const results: AckResult[] = seqs.map((s) => [partition, s, AckCode.Stored])
+          done({ kind: 'results', results, url, sentBytes: payload.length })
         }
         // results mode: the PUBACK only says the broker has it; the results message answers
       })
@@ -352,15 +386,22 @@ export class MqttUpstream {
       this.ignore('late', { batch: h.batch }, 'results for a batch not waited for (late, or an earlier run\'s) ignored', 'debug')
       return
     }
-    const body = h.status === 200 ? payload : jsonError(h.error, h.message)
     // MQTT 5 user properties stand for the HTTP answer's headers: `ingest-protocols: 1, 2`
     // lets wire.ts move this upstream to protocol v2, as over HTTP
-    const headers: Record<string, string> = {}
-    for (const [k, v] of Object.entries(userProperties ?? {})) if (k === PROTOCOLS_HEADER || k === ENCODINGS_HEADER) headers[k] = String(Array.isArray(v) ? v[0] : v).slice(0, 100)
-    this.heard = headers
+    const offers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(userProperties ?? {})) if (k === PROTOCOLS_HEADER || k === ENCODINGS_HEADER) offers[k] = String(Array.isArray(v) ? v[0] : v).slice(0, 100)
     const u = this.unacked.get(h.batch)
     if (u) u.answered = true
-    p.resolve({ status: h.status, body, retryAfterMs: h.retryAfterMs, url: p.url, headers, sentBytes: p.sentBytes })
+    const heard = { url: p.url, sentBytes: p.sentBytes, offers }
+    if (h.status !== 200) {
+      p.resolve({ ...heard, kind: 'refused', reason: refusalOf(h.status), label: String(h.status), message: `${h.error}: ${h.message}`, ...(h.retryAfterMs !== undefined ? { retryAfterMs: h.retryAfterMs } : {}) })
+      return
+    }
+    try {
+      p.resolve({ ...heard, kind: 'results', results: decodeAnswer(p.wire, payload).results })
+    } catch (err) {
+      p.resolve({ ...heard, kind: 'garbled', error: new Error(`unreadable 200 response from ${p.url}: ${(err as Error).message}`, { cause: err }) })
+    }
   }
 
   status (): MqttUpstreamStatus {
@@ -386,12 +427,8 @@ export class MqttUpstream {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
-    for (const p of [...this.pending.values()]) p.reject(new UpstreamError('the upstream is closing', { status: 0 }))
+    for (const p of [...this.pending.values()]) p.resolve({ kind: 'none', error: new UpstreamError('the upstream is closing', { status: 0 }) })
     const client = this.client
     if (client) await client.endAsync(true).catch(() => {})
   }
-}
-
-function jsonError (error: string, message: string): Buffer {
-  return Buffer.from(JSON.stringify({ error, message }))
 }

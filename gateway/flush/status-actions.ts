@@ -1,7 +1,9 @@
 /**
- * What the flusher does with each HTTP answer of the ingest to a whole batch (upstream
- * protocol v1; docs/upstream.md quotes this table). Per-item results of a 200 are mapped by
- * ack-mapper.ts.
+ * HTTP statuses in the flusher's words: which Answer (answer.ts) an HTTP status of the
+ * ingest is, and so what the flusher does with the batch (docs/upstream.md quotes this
+ * table). Read by the HTTP client (http-upstream.ts) and by the MQTT upstream for a results
+ * message, whose `status` is the HTTP status the same refusal gets over HTTP (protocol
+ * upstream-mqtt.ts). Per-item results of a 200 are mapped by ack-mapper.ts.
  *
  *   action      what happens to the batch
  *   per-item    decode the results: each item deleted, retried or dead-lettered
@@ -17,29 +19,60 @@
  * `health` is the upstream state reported in /status; `failover` moves the next request to
  * the next --upstream URL.
  */
+import { NO_ANSWER_RULE, REFUSAL_RULES, Refusal, type RefusalRule } from './answer.ts'
 import type { UpstreamState } from './health.ts'
 
-export type StatusAction = 'per-item' | 'bisect' | 'split' | 'pause-auth' | 'retry-after' | 'backoff'
+export type StatusAction = 'per-item' | RefusalRule['action']
 
 export type StatusRule = { action: StatusAction, health: UpstreamState, failover: boolean }
 
+const PER_ITEM: StatusRule = { action: 'per-item', health: 'ok', failover: false }
+
+/** The statuses with a meaning of their own; any other is Broken (5xx) or Other. */
+const STATUS_REFUSALS: Readonly<Record<number, Refusal>> = {
+  400: Refusal.Unreadable,
+  413: Refusal.TooLarge,
+  401: Refusal.Auth,
+  403: Refusal.Auth,
+  429: Refusal.Busy,
+  503: Refusal.Busy,
+  404: Refusal.NoEndpoint,
+  405: Refusal.NoEndpoint
+}
+
+/** Why a non-200 status refused the batch. */
+export function refusalOf (status: number): Refusal {
+  return STATUS_REFUSALS[status] ?? (status >= 500 ? Refusal.Broken : Refusal.Other)
+}
+
 export const STATUS_ACTIONS: Readonly<Record<number, StatusRule>> = {
-  200: { action: 'per-item', health: 'ok', failover: false },
-  400: { action: 'bisect', health: 'ok', failover: false },
-  413: { action: 'split', health: 'ok', failover: false },
-  401: { action: 'pause-auth', health: 'auth-failed', failover: false },
-  403: { action: 'pause-auth', health: 'auth-failed', failover: false },
-  429: { action: 'retry-after', health: 'retrying', failover: false },
-  503: { action: 'retry-after', health: 'retrying', failover: false }
+  200: PER_ITEM,
+  400: REFUSAL_RULES[Refusal.Unreadable],
+  413: REFUSAL_RULES[Refusal.TooLarge],
+  401: REFUSAL_RULES[Refusal.Auth],
+  403: REFUSAL_RULES[Refusal.Auth],
+  429: REFUSAL_RULES[Refusal.Busy],
+  503: REFUSAL_RULES[Refusal.Busy]
 }
 
 /** Any other 5xx: the ingest is broken, try the next URL. */
-export const OTHER_5XX: StatusRule = { action: 'backoff', health: 'unreachable', failover: true }
+export const OTHER_5XX: StatusRule = REFUSAL_RULES[Refusal.Broken]
 /** Any other status (3xx, 404...): misconfigured, retry the same URL. */
-export const OTHER_STATUS: StatusRule = { action: 'backoff', health: 'unreachable', failover: false }
+export const OTHER_STATUS: StatusRule = REFUSAL_RULES[Refusal.Other]
 /** No HTTP answer (connection error, timeout): try the next URL. */
-export const NO_ANSWER: StatusRule = { action: 'backoff', health: 'unreachable', failover: true }
+export const NO_ANSWER: StatusRule = NO_ANSWER_RULE
 
 export function ruleFor (status: number): StatusRule {
-  return STATUS_ACTIONS[status] ?? (status >= 500 ? OTHER_5XX : OTHER_STATUS)
+  return status === 200 ? PER_ITEM : REFUSAL_RULES[refusalOf(status)]
+}
+
+/** The words of an error answer's body (`{error, message}` JSON, else its first bytes). */
+export function errorMessage (body: Buffer): string {
+  if (body.length === 0) return ''
+  try {
+    const j = JSON.parse(body.subarray(0, 4096).toString('utf8')) as { error?: unknown, message?: unknown }
+    return [j.error, j.message].filter((x) => typeof x === 'string').join(': ')
+  } catch {
+    return body.subarray(0, 200).toString('utf8')
+  }
 }

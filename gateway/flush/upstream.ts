@@ -1,117 +1,50 @@
 /**
- * HTTP client for the upstream protocols (v1, v2: wire.ts picks): keep-alive, compression, timeouts, and failover
- * across several `--upstream` URLs (on a connection error, timeout or 5xx the next request
- * goes to the next URL; the answer of any of them counts, since they share one store).
- * With `spread`, partition p starts at URL p mod N instead of all at the current one, so
- * several stateless ingest processes share the load; a URL that failed is skipped for
- * FAILED_URL_PAUSE_MS and its partitions move to the next one (docs/postgres.md).
- *
- * https: the server certificate is checked against `tls.ca` (`--upstream-ca`) or the
- * system CAs, and `tls.cert`/`tls.key` (`--upstream-cert`/`--upstream-key`) are presented
- * when the ingest asks for a client certificate (mTLS: its CN names the gateway). Without
- * a token (certificate-only authentication) no authorization header is sent.
+ * The one place that picks the upstream transport: `--upstream` URLs that are all mqtt://
+ * or mqtts:// make an MQTT upstream (mqtt-upstream.ts), any others the HTTP client
+ * (http-upstream.ts); both are a BatchUpstream (answer.ts), and nothing after this knows which.
+ * Each transport says how its batches are made (`batching`): the MQTT one resolves
+ * compression `auto` for the broker and caps a batch's bytes to one PUBLISH.
  */
-import http from 'node:http'
-import https from 'node:https'
-import { UpstreamError } from '../../protocol/index.ts'
-import { compress, type Wire } from './wire.ts'
+import type { Logger } from 'pino'
+import type { BatchUpstream } from './answer.ts'
+import type { FlushConfig } from './config.ts'
+import { HttpUpstream } from './http-upstream.ts'
+import { isMqttUrl } from './mqtt-config.ts'
+import { MqttUpstream, type MqttUpstreamEvents } from './mqtt-upstream.ts'
 
-const MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-const FAILED_URL_PAUSE_MS = 2000
-
-export type UpstreamTls = { ca?: Buffer, cert?: Buffer, key?: Buffer }
-
-export type UpstreamConfig = {
-  urls: string[]
-  /** '' = none (the client certificate authenticates). */
-  token: string
-  tls?: UpstreamTls
-  timeoutMs: number
-  maxSockets: number
-  /** Spread partitions over the URLs (else: all on one, the others standby). */
-  spread?: boolean
+function isMqttUpstream (config: Pick<FlushConfig, 'upstream'>): boolean {
+  return config.upstream.length > 0 && config.upstream.every(isMqttUrl)
 }
 
-export type UpstreamResponse = { status: number, body: Buffer, retryAfterMs: number | undefined, url: string, headers: http.IncomingHttpHeaders }
-
-export function parseRetryAfter (v: string | string[] | undefined, now = Date.now()): number | undefined {
-  if (typeof v !== 'string' || v === '') return undefined
-  if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000
-  const t = Date.parse(v)
-  return Number.isNaN(t) ? undefined : Math.max(0, t - now)
-}
-
-export class Upstream {
-  private index = 0
-  private readonly httpAgent: http.Agent
-  private readonly httpsAgent: https.Agent
-  private readonly urls: URL[]
-  private readonly pausedUntil: number[]
-  /** URL index each partition used last (spread mode). */
-  private readonly lastPick = new Map<number, number>()
-
-  constructor (private readonly config: UpstreamConfig) {
-    this.urls = config.urls.map((u) => new URL(u.endsWith('/') ? u : u + '/'))
-    this.pausedUntil = this.urls.map(() => 0)
-    this.httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxSockets })
-    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: config.maxSockets, ...config.tls })
+/** The upstream the flags ask for (not started: the Flusher starts it). */
+export function createUpstream (config: FlushConfig, log: Logger, mqttEvents?: MqttUpstreamEvents): BatchUpstream {
+  const compression = config.gzip ? 'gzip' : config.compression
+  if (!isMqttUpstream(config)) {
+    return new HttpUpstream({ urls: config.upstream, token: config.token, timeoutMs: config.requestTimeoutMs, maxSockets: config.maxInFlight, spread: config.upstreamSpread, tls: config.upstreamTls },
+      { compression, batchMaxBytes: config.batchMaxBytes })
   }
-
-  get url (): string {
-    const u = this.urls[this.index]
-    return u ? u.href : ''
-  }
-
-  /** Moves to the next URL (after a failure of the current one, or of partition p's in spread mode). */
-  failover (p = 0): void {
-    if (!this.config.spread) { this.index = (this.index + 1) % this.urls.length; return }
-    const i = this.lastPick.get(p)
-    if (i !== undefined) this.pausedUntil[i] = performance.now() + FAILED_URL_PAUSE_MS
-  }
-
-  /** The base URL partition p's next request goes to. */
-  pick (p: number): string {
-    if (!this.config.spread) return this.urls[this.index]!.href
-    const n = this.urls.length
-    const now = performance.now()
-    let i = p % n
-    for (let k = 0; k < n; k++) if (this.pausedUntil[(p + k) % n]! <= now) { i = (p + k) % n; break }
-    this.lastPick.set(p, i)
-    return this.urls[i]!.href
-  }
-
-  /** POSTs a batch body to `base`'s `v{version}/batches` (base from `pick`), compressed as `wire` says. */
-  async send (body: Buffer, wire: Wire, base: string): Promise<UpstreamResponse & { sentBytes: number }> {
-    const url = new URL(`v${wire.version}/batches`, base)
-    const payload = await compress(body, wire.encoding)
-    const headers: http.OutgoingHttpHeaders = {
-      'content-type': 'application/cbor',
-      accept: 'application/cbor',
-      'content-length': payload.length
-    }
-    if (this.config.token !== '') headers.authorization = `Bearer ${this.config.token}`
-    if (wire.encoding !== 'identity') headers['content-encoding'] = wire.encoding
-    const mod = url.protocol === 'https:' ? https : http
-    return await new Promise((resolve, reject) => {
-      const req = mod.request(url, { method: 'POST', headers, agent: url.protocol === 'https:' ? this.httpsAgent : this.httpAgent, timeout: this.config.timeoutMs }, (res) => {
-        const chunks: Buffer[] = []
-        let n = 0
-        res.on('data', (c: Buffer) => {
-          n += c.length
-          if (n > MAX_RESPONSE_BYTES) { req.destroy(new UpstreamError(`response larger than ${MAX_RESPONSE_BYTES} bytes`, { status: 0 })); return }
-          chunks.push(c)
-        })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), retryAfterMs: parseRetryAfter(res.headers['retry-after']), url: base, headers: res.headers, sentBytes: payload.length }))
-        res.on('error', (err) => reject(new UpstreamError(`response from ${url.origin} broke off: ${err.message}`, { status: 0, cause: err })))
-      })
-      req.on('timeout', () => req.destroy(new UpstreamError(`no response from ${url.origin} within ${this.config.timeoutMs} ms`, { status: 0 })))
-      req.on('error', (err) => reject(err instanceof UpstreamError ? err : new UpstreamError(`request to ${url.origin} failed: ${err.message}`, { status: 0, cause: err })))
-      req.end(payload)
-    })
-  }
-
-  close (): void {
-    this.httpAgent.destroy()
-    this.httpsAgent.destroy()
-  }
+  return new MqttUpstream({
+    urls: config.upstream,
+    gatewayId: config.gatewayId,
+    ackMode: config.upstreamAck,
+    topic: config.upstreamTopic,
+    resultsTopic: config.upstreamResultsTopic,
+    maxMessageBytes: config.upstreamMaxMessageBytes,
+    resultsTimeoutMs: config.resultsTimeoutMs,
+    publishTimeoutMs: config.requestTimeoutMs,
+    clientId: config.upstreamClientId || `gw-${config.gatewayId}`,
+    username: config.upstreamUsername || config.gatewayId,
+    password: config.token,
+    ...(config.upstreamTls ? { tls: config.upstreamTls } : {}),
+    alpn: config.upstreamAlpn,
+    protocolVersion: config.upstreamMqttVersion === '5' ? 5 : 4,
+    reconnectMs: config.upstreamReconnectMs,
+    acceptNoSubscribers: config.upstreamAcceptNoSubscribers,
+    batchMaxItems: config.batchMaxItems,
+    // PUBLISHes waiting for their PUBACK: twice the partitions sending at once (results may overtake a PUBACK)
+    maxUnackedBatches: 2 * config.maxInFlight,
+    maxUnackedBytes: 2 * config.maxInFlight * config.upstreamMaxMessageBytes,
+    compression,
+    batchMaxBytes: config.batchMaxBytes
+  }, log, mqttEvents)
 }

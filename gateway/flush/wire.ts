@@ -63,9 +63,9 @@ export class WireFormat {
     return (before?.v2 ?? false) !== next.v2
   }
 
-  /** A v2 request answered 404/405: this URL has no v2 endpoint (an older ingest). True if that changes the choice. */
-  refusedV2 (url: string, wire: Wire, status: number): boolean {
-    if (wire.version !== 2 || (status !== 404 && status !== 405) || this.protocol !== 'auto') return false
+  /** A v2 request refused as no such endpoint (HTTP 404/405): this URL has no v2 (an older ingest). True if that changes the choice. */
+  refusedV2 (url: string, wire: Wire): boolean {
+    if (wire.version !== 2 || this.protocol !== 'auto') return false
     this.heard.set(url, { v2: false, br: this.heard.get(url)?.br ?? false })
     return true
   }
@@ -79,8 +79,9 @@ export class WireFormat {
     const items = raws.map((r) => decodeTrusted(r) as BatchItem)
     return { body: encodeBatchV2(env, items), items }
   }
+}
 
-  decodeResponse (wire: Wire, body: Buffer): BatchResponse {
-    return wire.version === 2 ? decodeResponseV2(body) : decodeResponse(body)
-  }
+/** The per-item answer to a batch sent as `wire` (an HTTP 200 body, an MQTT results message). */
+export function decodeAnswer (wire: Wire, body: Uint8Array): BatchResponse {
+  return wire.version === 2 ? decodeResponseV2(body) : decodeResponse(body)
 }

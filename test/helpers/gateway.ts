@@ -2,6 +2,7 @@
 import { pino } from 'pino'
 import mqtt, { type MqttClient } from 'mqtt'
 import { Gateway, parseGatewayConfig, type GatewayConfig } from '../../gateway/index.ts'
+import type { BatchUpstream } from '../../gateway/flush/index.ts'
 import { encodeCbor, wireUint } from '../../protocol/index.ts'
 import { join } from 'node:path'
 import { launcherNodeArgs } from '../../scripts/node-options.ts'
@@ -11,10 +12,11 @@ export const silentLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent'
 
 type T = { after: (fn: () => unknown) => void }
 
-export async function startGateway (t: T, overrides: Partial<GatewayConfig> = {}): Promise<Gateway> {
+/** `opts.upstream`: a fake upstream in process instead of the one `overrides.upstream` names. */
+export async function startGateway (t: T, overrides: Partial<GatewayConfig> = {}, opts: { upstream?: BatchUpstream } = {}): Promise<Gateway> {
   const base = parseGatewayConfig({ argv: [], env: {} })
   const dataDir = overrides.dataDir ?? await tempDir(t)
-  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, ...overrides, dataDir }, silentLogger)
+  const gw = await Gateway.create({ ...base, host: '127.0.0.1', mqttPort: 0, adminPort: 0, ...overrides, dataDir }, silentLogger, opts)
   t.after(() => gw.close())
   return gw
 }

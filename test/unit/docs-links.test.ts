@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { ROOT } from '../helpers/index.ts'
-import { NO_ANSWER, OTHER_5XX, OTHER_STATUS, STATUS_ACTIONS } from '../../gateway/flush/status-actions.ts'
+import { NO_ANSWER, OTHER_5XX, OTHER_STATUS, STATUS_ACTIONS, refusalOf } from '../../gateway/flush/status-actions.ts'
 
 const SKIP = new Set(['node_modules', 'dist', 'data', '.git', '.tmp', 'results'])
 const TEXT = /\.(ts|mjs|cjs|js|sh|json|md|html|css|service)$|^run$/
@@ -170,7 +170,11 @@ test('docs/upstream.md quotes the status table of gateway/flush/status-actions.t
     assert.equal(r[3], rule.health, `${label}: upstream state`)
     assert.equal(r[4], rule.failover ? 'yes' : 'no', `${label}: next URL`)
   }
-  for (const [status, rule] of Object.entries(STATUS_ACTIONS)) check(status, rule)
+  for (const [status, rule] of Object.entries(STATUS_ACTIONS)) {
+    check(status, rule)
+    // the answer column names the refusal the status is read as (answer.ts)
+    if (status !== '200') assert.ok(rowFor(status)[5]!.includes(`refused: ${refusalOf(Number(status)).replace('-', ' ')}`), `${status}: answer column`)
+  }
   check('other 5xx', OTHER_5XX)
   check('anything else', OTHER_STATUS)
   check('no answer', NO_ANSWER)

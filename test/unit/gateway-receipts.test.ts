@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { AckCode } from '../../protocol/index.ts'
 import { computeReceipts } from '../../gateway/flush/receipts.ts'
 import { Backoff } from '../../gateway/flush/backoff.ts'
-import { parseRetryAfter } from '../../gateway/flush/upstream.ts'
+import { parseRetryAfter } from '../../gateway/flush/http-upstream.ts'
 
 test('upTo is the highest seq of the settled prefix; a retry stops it; rejected are listed', () => {
   const r = computeReceipts([

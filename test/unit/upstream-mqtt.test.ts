@@ -8,6 +8,8 @@ import { test } from 'node:test'
 import { deflateSync, gzipSync } from 'node:zlib'
 import { parseGatewayConfig } from '../../gateway/index.ts'
 import { resultsBoundBytes, screenResults } from '../../gateway/flush/mqtt-results.ts'
+import { pubackRefusal } from '../../gateway/flush/mqtt-upstream.ts'
+import { Refusal } from '../../gateway/flush/answer.ts'
 import {
   AckCode, ConfigError, decodeResponse, decodeResultsHeader, encodeBatch, encodeBatchV2, encodeCbor, encodeResultsMessage,
   checkTopicTemplate, fillTopic, parseTopic, peekResults, sniffEncoding, sniffVersion, topicFilter, type BatchItem, type ItemResult
@@ -114,4 +116,15 @@ test('results message screening: late, oversized and too many are refused before
   const late = encodeCbor({ v: 1, results: ok, batch: 'mine' })
   assert.deepEqual(screenResults(late, items, 2), { refuse: null, batch: null })
   assert.equal(screenResults(encodeCbor({ v: 1, results: long, batch: 'mine' }), items, 2).refuse, 'oversized')
+})
+
+test('a refused PUBACK is a refusal by its reason code, labelled in the metrics as an HTTP answer of the same meaning', () => {
+  assert.deepEqual(pubackRefusal(0x87), { reason: Refusal.Auth, label: '403' }, 'not authorized pauses flushing, never dead-letters')
+  assert.deepEqual(pubackRefusal(0x95), { reason: Refusal.TooLarge, label: '413' }, 'packet too large splits')
+  assert.deepEqual(pubackRefusal(0x90), { reason: Refusal.Unreadable, label: '400' }, 'topic name invalid bisects')
+  assert.deepEqual(pubackRefusal(0x99), { reason: Refusal.Unreadable, label: '400' })
+  assert.deepEqual(pubackRefusal(0x97), { reason: Refusal.Busy, label: '429' }, 'quota exceeded backs off')
+  assert.deepEqual(pubackRefusal(0x96), { reason: Refusal.Busy, label: '429' })
+  assert.deepEqual(pubackRefusal(0x89), { reason: Refusal.Busy, label: '503' })
+  assert.deepEqual(pubackRefusal(0xa2), { reason: Refusal.Busy, label: '503' }, 'a code not listed keeps the batch and backs off')
 })
