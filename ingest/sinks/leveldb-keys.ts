@@ -7,7 +7,14 @@
  *   d!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> dedup JSON { floor, runs }
  *   e!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> evicted JSON { runs }
  *   n!{hex(fleet)}!{device}!{bootKey}!{seq:14 hex}
- *                                            -> '' (natural key of a stored reading with a seq)
+ *                                            -> {hex(gateway)}!{hex(epoch)}!{p:4 hex}!{s:14 hex}
+ *                                               (natural key of a stored reading with a seq, and
+ *                                               where that reading is; '' when written by a build
+ *                                               that did not record it: its readings are then found
+ *                                               by their (device, boot, seq) prefix)
+ *   c!{hex(fleet)}!{device}!{bootKey}!{seq:14 hex}!{hex(gateway)}!{hex(epoch)}!{p:4 hex}!{s:14 hex}
+ *                                            -> conflict JSON (types.ts ConflictRecord): a copy of the
+ *                                               natural key with other content, and the reading held
  *   s!stats                                   -> stats JSON (global and per gateway)
  *   m!format                                  -> layout version
  *
@@ -26,7 +33,7 @@
  * below 2^53.
  */
 import type { Boot, Values } from '../../protocol/index.ts'
-import type { StoredReading } from './types.ts'
+import type { ReadingCopy, StoredReading } from './types.ts'
 import { ValidationError } from '../../protocol/index.ts'
 
 /**
@@ -81,6 +88,22 @@ export function naturalKeyOfLayout2 (key: string, fleet: string): string | null 
   return parts.length === 4 && parts[0] === 'n' ? `n!${hex(fleet)}!${parts.slice(1).join('!')}` : null
 }
 
+/** The value of a natural key: where its reading is (the reading key's last four fields). */
+export const naturalValue = (gwHex: string, epochHex: string, p: number, s: number): string => `${gwHex}!${epochHex}!${u4(p)}!${u14(s)}`
+
+/** `n!{fleet}!{device}!{bootKey}!{seq}` -> `r!{device}!{bootKey}!0{seq}!`: every reading of that (device, boot, seq), of any fleet. */
+export function readingsPrefixOfNatural (nk: string): string {
+  const [, , device, bk, seq] = nk.split('!')
+  return `r!${device!}!${bk!}!0${seq!}!`
+}
+
+/** The reading key a natural key's (non-empty) value names. */
+export const readingKeyOfNatural = (nk: string, value: string): string => readingsPrefixOfNatural(nk) + value
+
+/** Conflicts sort by fleet, then as readings do, then by the conflicting copy's transport key. */
+export const conflictKey = (fleet: string, device: string, boot: Boot | null, seq: number, gwHex: string, epochHex: string, p: number, s: number): string =>
+  `c!${hex(fleet)}!${device}!${bootKey(boot)}!${u14(seq)}!${gwHex}!${epochHex}!${u4(p)}!${u14(s)}`
+
 export const partitionSuffix = (gwHex: string, epochHex: string, p: number): string => `${gwHex}!${epochHex}!${u4(p)}`
 export const dedupKey = (suffix: string): string => `d!${suffix}`
 export const evictedKey = (suffix: string): string => `e!${suffix}`
@@ -91,6 +114,12 @@ export const evictedKey = (suffix: string): string => `e!${suffix}`
  */
 export function encodeReadingValue (p: number, s: number, seq: number | null, boot: Boot | null, ts: number | null, rx: number, values: Values): string {
   return JSON.stringify([p, s, seq, boot, ts, rx, values])
+}
+
+/** The copy a reading key and value hold (for comparing content and recording conflicts). */
+export function readingCopyOf (key: string, value: string): ReadingCopy {
+  const r = decodeReading(key, value)
+  return { gateway: r.gateway, epoch: r.epoch, p: r.p, s: r.s, ts: r.ts, rx: r.rx, values: r.values }
 }
 
 export function decodeReading (key: string, value: string): StoredReading {

@@ -17,10 +17,12 @@
  *   everything ever stored. Readings themselves are kept forever (query API).
  * - Evicted ranges are merged per partition; a range reported again adds nothing.
  * - Natural key: a reading with a device seq is also identified by (fleet, device, boot, seq),
- *   kept as an n! key written in the same batch as the reading. A copy through another
- *   gateway or epoch of the same fleet finds it (read before the apply step, plus the
- *   window of leveldb-natural.ts for copies not yet durable or written after that read
- *   began) and is answered duplicate, not stored.
+ *   kept as an n! key written in the same batch as the reading; its value names the reading.
+ *   A copy through another gateway or epoch of the same fleet finds it (read before the
+ *   apply step together with the reading it names, plus the window of leveldb-natural.ts for
+ *   copies not yet durable or written after that read began). With the same content
+ *   (types.ts `sameContent`: ts and values) it is answered duplicate; with other content it
+ *   is a conflict: kept under a c! key in the same batch, never as a second reading.
  * - Memory: the dedup state of at most `maxEpochsPerGateway` epochs per gateway is kept in
  *   memory (leveldb-epochs.ts); older epochs reload from disk when they come back.
  * - Queries walk the device's key range with an iterator and stop at `limit` readings,
@@ -42,11 +44,18 @@ import { itemOf, type Item } from '../item.ts'
 import { GroupCommitter, type Op } from './group-commit.ts'
 import { SinkCounters } from './leveldb-counters.ts'
 import { DedupCache } from './leveldb-dedup.ts'
-import { dedupKey, encodeReadingValue, evictedKey, FORMAT_VERSION, hex, META_FORMAT_KEY, naturalKey, partitionSuffix, readingKey, STATS_KEY } from './leveldb-keys.ts'
+import { queryConflicts } from './leveldb-conflicts.ts'
+import {
+  conflictKey, dedupKey, encodeReadingValue, evictedKey, FORMAT_VERSION, hex, META_FORMAT_KEY, naturalKey, naturalValue, partitionSuffix, prefixEnd, readingCopyOf, readingKey,
+  readingKeyOfNatural, readingsPrefixOfNatural, STATS_KEY
+} from './leveldb-keys.ts'
 import { NaturalKeyWindow, type NaturalRead } from './leveldb-natural.ts'
 import { queryDevice } from './leveldb-query.ts'
 import { upgradeLayout } from './leveldb-upgrade.ts'
-import { DEFAULT_FLEET, type DedupState, type DevicePage, type DeviceQuery, type ItemOutcome, type Sink, type Stats, type StoreRequest } from './types.ts'
+import {
+  DEFAULT_FLEET, sameContent, type ConflictPage, type ConflictQuery, type ConflictRecord, type DedupState, type DevicePage, type DeviceQuery, type ItemOutcome, type ReadingCopy, type Sink,
+  type Stats, type StoreRequest
+} from './types.ts'
 
 export { QUERY_SCAN_LIMIT } from './leveldb-query.ts'
 
@@ -69,8 +78,9 @@ type Apply = {
   epHex: string
   /** per item, its natural key (null: the item has no device seq) */
   natKeys: ReadonlyArray<string | null>
-  /** the natural keys of this request found on disk before the apply step */
-  natOnDisk: ReadonlySet<string>
+  /** the natural keys of this request found on disk before the apply step, with the readings that hold them */
+  natOnDisk: ReadonlyMap<string, readonly ReadingCopy[]>
+  fleet: string
 }
 
 export class LevelDbSink implements Sink {
@@ -161,7 +171,7 @@ export class LevelDbSink implements Sink {
     const natKeys = items.map((it) => it.seq === null ? null : naturalKey(fleet, it.device, it.boot, it.seq))
     const natLookup = natKeys.filter((k): k is string => k !== null)
     const reader: NaturalRead = { from: 0 }
-    let onDisk: Set<string>
+    let onDisk: Map<string, ReadingCopy[]>
     try {
       // Load every partition this request touches and look up its natural keys, then apply
       // it in one synchronous turn.
@@ -171,44 +181,97 @@ export class LevelDbSink implements Sink {
         this.natural.beginRead(reader)
         const loads: Promise<void>[] = []
         for (const [p, sfx] of suffixes) { const l = this.cache.load(sfx, evictedParts.has(p)); if (l) loads.push(l) }
-        let found: (string | undefined)[]
         try {
-          [found] = await Promise.all([natLookup.length > 0 ? this.db.getMany(natLookup) : [], ...loads])
+          const [found] = await Promise.all([natLookup.length > 0 ? this.db.getMany(natLookup) : [], ...loads])
+          onDisk = await this.heldReadings(natLookup, found)
         } catch (err) {
           throw new StoreError(`cannot read dedup state: ${(err as Error).message}`, { cause: err })
         }
-        onDisk = new Set(natLookup.filter((_, i) => found[i] !== undefined))
         if (gen === this.cache.generation && !this.recovering) break
       }
       if (this.closing) throw new StoreError('sink is closing', { retryable: true })
-      return this.apply({ req, items, suffixes, gwHex, epHex, natKeys, natOnDisk: onDisk })
+      return this.apply({ req, items, suffixes, gwHex, epHex, natKeys, natOnDisk: onDisk, fleet })
     } finally {
       this.natural.endRead(reader)
     }
   }
 
+  /**
+   * The readings that hold the natural keys found on disk (`found[i]` is the value of
+   * `keys[i]`), to compare a copy's content with. A key written before its value named the
+   * reading ('') is resolved by its (device, boot, seq) prefix, which may hold other fleets'
+   * readings too: all are returned, and a copy equal to any of them counts as a duplicate.
+   */
+  private async heldReadings (keys: readonly string[], found: readonly (string | undefined)[]): Promise<Map<string, ReadingCopy[]>> {
+    const out = new Map<string, ReadingCopy[]>()
+    const named: string[] = []
+    const namedKeys: string[] = []
+    for (let i = 0; i < keys.length; i++) {
+      const v = found[i]
+      if (v === undefined) continue
+      const nk = keys[i]!
+      if (out.has(nk)) continue
+      out.set(nk, [])
+      if (v !== '') { named.push(nk); namedKeys.push(readingKeyOfNatural(nk, v)) } else {
+        const prefix = readingsPrefixOfNatural(nk)
+        for await (const [k, rv] of this.db.iterator({ gte: prefix, lt: prefixEnd(prefix), limit: 64 })) out.get(nk)!.push(readingCopyOf(k, rv))
+      }
+    }
+    if (namedKeys.length > 0) {
+      const values = await this.db.getMany(namedKeys)
+      for (let i = 0; i < named.length; i++) {
+        const v = values[i]
+        if (v !== undefined) out.get(named[i]!)!.push(readingCopyOf(namedKeys[i]!, v))
+      }
+    }
+    return out
+  }
+
   /** Decides every item, floor and evicted range of one request in one synchronous turn, and submits its write. */
-  private apply ({ req, items, suffixes, gwHex, epHex, natKeys, natOnDisk }: Apply): Promise<ItemOutcome[]> {
+  private apply ({ req, items, suffixes, gwHex, epHex, natKeys, natOnDisk, fleet }: Apply): Promise<ItemOutcome[]> {
     const ops: Op[] = []
     const touched = new Set<string>()
     const outcomes: ItemOutcome[] = new Array(items.length)
     const newNat: string[] = []
     let stored = 0
     let duplicates = 0
+    let conflicts = 0
     for (let i = 0; i < items.length; i++) {
       const it = items[i]!
       const sfx = suffixes.get(it.p)!
-      let verdict = this.cache.partition(sfx).check(it.s)
+      let verdict: ItemOutcome = this.cache.partition(sfx).check(it.s)
       const nk = natKeys[i]!
-      if (verdict === 'stored' && nk !== null && (this.natural.has(nk) || natOnDisk.has(nk))) {
-        verdict = 'duplicate'
-        touched.add(sfx) // s is recorded as seen: its retransmits are duplicates by the transport key too
+      if (verdict === 'stored' && nk !== null) {
+        const pending = this.natural.get(nk)
+        const held = pending !== undefined ? [pending] : natOnDisk.get(nk)
+        if (held !== undefined) {
+          touched.add(sfx) // s is recorded as seen: its retransmits are duplicates by the transport key too
+          if (held.some((h) => sameContent(h, it))) verdict = 'duplicate'
+          else {
+            verdict = 'conflict'
+            const record: ConflictRecord = {
+              fleet,
+              device: it.device,
+              boot: it.boot,
+              seq: it.seq!,
+              stored: held[0] ?? null,
+              conflicting: { gateway: req.gateway, epoch: req.epoch, p: it.p, s: it.s, ts: it.ts, rx: it.rx, values: it.values },
+              recordedAt: Date.now()
+            }
+            ops.push({ type: 'put', key: conflictKey(fleet, it.device, it.boot, it.seq!, gwHex, epHex, it.p, it.s), value: JSON.stringify(record) })
+          }
+        }
       }
       outcomes[i] = verdict
       if (verdict === 'duplicate') { duplicates++; continue }
+      if (verdict === 'conflict') { conflicts++; continue }
       stored++
       touched.add(sfx)
-      if (nk !== null) { this.natural.applied(nk); newNat.push(nk); ops.push({ type: 'put', key: nk, value: '' }) }
+      if (nk !== null) {
+        this.natural.applied(nk, { gateway: req.gateway, epoch: req.epoch, p: it.p, s: it.s, ts: it.ts, rx: it.rx, values: it.values })
+        newNat.push(nk)
+        ops.push({ type: 'put', key: nk, value: naturalValue(gwHex, epHex, it.p, it.s) })
+      }
       ops.push({ type: 'put', key: readingKey(it.device, it.boot, it.seq, it.rx, gwHex, epHex, it.p, it.s), value: encodeReadingValue(it.p, it.s, it.seq, it.boot, it.ts, it.rx, it.values) })
     }
     for (const [p, floor] of req.floors) {
@@ -226,7 +289,7 @@ export class LevelDbSink implements Sink {
       }
     }
     for (const sfx of touched) ops.push({ type: 'put', key: dedupKey(sfx), value: JSON.stringify(this.cache.partition(sfx).snapshot()) })
-    this.counters.add(req.gateway, { stored, duplicates, rejected: req.rejected, evicted: evictedNew })
+    this.counters.add(req.gateway, { stored, duplicates, rejected: req.rejected, evicted: evictedNew, conflicts })
     return this.committer.submit(ops).then(() => {
       this.natural.completed(newNat)
       return outcomes
@@ -237,6 +300,10 @@ export class LevelDbSink implements Sink {
 
   queryDevice (q: DeviceQuery): Promise<DevicePage> {
     return queryDevice(this.db, q)
+  }
+
+  queryConflicts (q: ConflictQuery): Promise<ConflictPage> {
+    return queryConflicts(this.db, q)
   }
 
   async stats (): Promise<Stats> {

@@ -16,7 +16,7 @@ const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosq
 
 test('operator page: the MQTT upstream row shows connected, in flight and oldest unanswered; not connected when the broker dies', { skip }, async (t) => {
   const broker = await startMosquitto(t)
-  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'page-mqtt-ingest-'), mqttBroker: broker.url, mqttClientId: `ingest-page-${process.pid}` }, { logger: silentLogger })
+  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'page-mqtt-ingest-'), mqttBroker: broker.url, mqttAllowUnlistedGateways: true, mqttClientId: `ingest-page-${process.pid}` }, { logger: silentLogger })
   t.after(() => ingest.close())
   await waitFor(() => ingest.mqtt?.ready, { what: 'ingest subscribed' })
   const gw = await startGateway(t, { gatewayId: 'gw-page', upstream: [broker.url], lingerMs: 50 })

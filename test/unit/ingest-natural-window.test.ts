@@ -7,12 +7,16 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { NaturalKeyWindow, type NaturalRead } from '../../ingest/sinks/leveldb-natural.ts'
 import { itemOf } from '../../ingest/item.ts'
+import type { ReadingCopy } from '../../ingest/sinks/types.ts'
+
+const copy: ReadingCopy = { gateway: 'gw1', epoch: 'e1', p: 0, s: 1, ts: 5, rx: 6, values: { t: 1 } }
 
 test('natural-key window: kept while not durable and while an older read is in progress, then forgotten', () => {
   const w = new NaturalKeyWindow()
   const early: NaturalRead = { from: 0 }
   w.beginRead(early)
-  w.applied('n!a')
+  w.applied('n!a', copy)
+  assert.deepEqual(w.get('n!a'), copy, 'with the copy that holds it')
   assert.ok(w.has('n!a'), 'not durable yet: visible')
   w.completed(['n!a'])
   assert.ok(w.has('n!a'), 'a read that began before the completion may have missed it')
@@ -27,9 +31,9 @@ test('natural-key window: a failed write forgets only the keys that never became
   const w = new NaturalKeyWindow()
   const r: NaturalRead = { from: 0 }
   w.beginRead(r)
-  w.applied('n!durable')
+  w.applied('n!durable', copy)
   w.completed(['n!durable'])
-  w.applied('n!lost')
+  w.applied('n!lost', copy)
   w.dropVolatile()
   assert.ok(w.has('n!durable'))
   assert.equal(w.has('n!lost'), false)
