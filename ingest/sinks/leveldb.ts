@@ -243,21 +243,19 @@ export class LevelDbSink implements Sink {
    */
   private async readCopies (items: readonly Item[], heads: readonly (Head | null)[], fleet: string): Promise<Map<Head, Map<number, ReadingCopy[]>>> {
     const out = new Map<Head, Map<number, ReadingCopy[]>>()
-    let ranges: Map<Head, { device: string, boot: Item['boot'], from: number, to: number }> | null = null
+    let ranges: Map<Head, { device: string, boot: Item['boot'], from: number, to: number, seqs: number[] }> | null = null
     for (let i = 0; i < items.length; i++) {
       const h = heads[i]
       const it = items[i]!
       if (!h || it.seq! > h.max) continue
       ranges ??= new Map()
       const r = ranges.get(h)
-      if (!r) ranges.set(h, { device: it.device, boot: it.boot, from: it.seq!, to: it.seq! })
-      else { if (it.seq! < r.from) r.from = it.seq!; if (it.seq! > r.to) r.to = it.seq! }
+      if (!r) ranges.set(h, { device: it.device, boot: it.boot, from: it.seq!, to: it.seq!, seqs: [it.seq!] })
+      else { if (it.seq! < r.from) r.from = it.seq!; if (it.seq! > r.to) r.to = it.seq!; r.seqs.push(it.seq!) }
     }
     if (ranges === null) return out
-    await Promise.all([...ranges].map(async ([h, r]) => {
-      const bySeq = new Map<number, ReadingCopy[]>()
-      out.set(h, bySeq)
-      for (const [k, v] of await this.db.iterator(seqsRange(r.device, r.boot, r.from, r.to)).all()) {
+    const read = async (bySeq: Map<number, ReadingCopy[]>, range: { gte: string, lt: string }): Promise<void> => {
+      for (const [k, v] of await this.db.iterator(range).all()) {
         const c = readingCopyOf(k, v, this.fleetOf)
         if (c.fleet !== fleet) continue
         const seq = seqOfKey(k)
@@ -265,6 +263,13 @@ export class LevelDbSink implements Sink {
         if (l) l.push(c.copy)
         else bySeq.set(seq, [c.copy])
       }
+    }
+    await Promise.all([...ranges].map(async ([h, r]) => {
+      const bySeq = new Map<number, ReadingCopy[]>()
+      out.set(h, bySeq)
+      // one range when the seqs are close (a resent run); else one small range each, not everything between
+      if (r.to - r.from < 4 * r.seqs.length + 64) await read(bySeq, seqsRange(r.device, r.boot, r.from, r.to))
+      else await Promise.all([...new Set(r.seqs)].map((q) => read(bySeq, seqsRange(r.device, r.boot, q, q))))
     }))
     return out
   }

@@ -210,6 +210,14 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     assert.equal((await sink.stats()).conflicts, 1 + 3 * n)
   })
 
+  test(`${name}: copies far apart in seq in one request are each found (a resend of old and new readings)`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1, { seq: 1 }), item(0, 2, { seq: 5000 }), item(0, 3, { seq: 9000, boot: null })])), ['stored', 'stored', 'stored'])
+    assert.deepEqual(await sink.storeBatch(req([
+      item(1, 1, { seq: 5000 }), item(1, 2, { seq: 2500 }), item(1, 3, { seq: 1 }), item(1, 4, { seq: 1, values: { t: 9 } }), item(1, 5, { seq: 9000, boot: null }), item(1, 6, { seq: 9001 })
+    ], { gateway: 'gw2' })), ['duplicate', 'stored', 'duplicate', 'conflict', 'duplicate', 'stored'])
+  })
+
   test(`${name}: concurrent copies of a reading through several gateways store it exactly once`, async (t) => {
     const { sink } = await openSink(t, factory)
     const items = Array.from({ length: 40 }, (_, i) => item(i % 3, 100 + i, { seq: i, device: `d${i % 5}` }))
