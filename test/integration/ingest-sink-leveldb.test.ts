@@ -93,3 +93,28 @@ test('leveldb: a store of a newer layout is refused, saying what to do', async (
   await db.close()
   await assert.rejects(LevelDbSink.open({ dataDir: dir }), (err: Error) => err.name === 'StoreError' && /layout 9, written by a newer build; this build reads layouts 1 to 4: run the newer build/.test(err.message))
 })
+
+test('leveldb: a write that fails forgets the natural keys it applied: a copy sent after it is stored, not answered duplicate', async (t) => {
+  // A failed group write leaves nothing on disk; if the natural-key window still held its
+  // copies, a resend through another gateway would be answered duplicate of a reading that
+  // does not exist, and deleted by its gateway: a loss.
+  const sink = await LevelDbSink.open({ dataDir: join(await tempDir(t, 'ingest-sink-'), 'db') })
+  t.after(() => sink.close())
+  assert.deepEqual(await sink.storeBatch(req([item(0, 1, { seq: 1 })])), ['stored'], 'the head of dev1 is loaded')
+  const db = (sink as unknown as { db: Level<string, string> }).db
+  const batch = db.batch.bind(db)
+  let failures = 1
+  db.batch = ((...args: unknown[]) => {
+    const b = (batch as (...a: unknown[]) => ReturnType<typeof db.batch>)(...args)
+    if (args.length === 0 && failures > 0) {
+      failures--
+      b.write = async () => { throw Object.assign(new Error('injected: no space left on device'), { code: 'ENOSPC' }) }
+    }
+    return b
+  }) as typeof db.batch
+  await assert.rejects(sink.storeBatch(req([item(0, 2, { seq: 2 }), item(0, 3, { seq: 3 })])), (err: Error & { retryable?: boolean }) => err.name === 'StoreError' && err.retryable === true)
+  assert.equal(failures, 0, 'the failure landed (not luck)')
+  assert.deepEqual(await sink.storeBatch(req([item(4, 2, { seq: 2 }), item(4, 3, { seq: 3 })], { gateway: 'gw2' })), ['stored', 'stored'], 'the copies through another gateway are stored')
+  assert.deepEqual(await sink.storeBatch(req([item(0, 2, { seq: 2 }), item(0, 3, { seq: 3 })])), ['duplicate', 'duplicate'], 'the failed request, resent: now a copy of what is stored')
+  assert.deepEqual((await sink.queryDevice({ device: 'dev1', limit: 10 })).readings.map((r) => [r.seq, r.gateway]), [[1, 'gw1'], [2, 'gw2'], [3, 'gw2']])
+})
