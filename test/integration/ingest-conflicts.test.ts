@@ -10,12 +10,14 @@
  * listed by `GET /v1/conflicts` and on the page. Over MQTT every gateway the tokens config did
  * not list used to land in fleet `default`, so any gateway the broker admitted could do the
  * same to the listed ones: such gateways are now refused unless the operator opts in.
+ * The page test needs /usr/bin/chromium (fails, never skips, without it).
  */
 import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import mqtt from 'mqtt'
+import { launchBrowser, openPage } from '../../bench/lib/browser.ts'
 import { createIngest, type Ingest, type IngestOptions } from '../../ingest/index.ts'
 import { AckCode, decodeResponse, decodeResultsHeader, encodeBatch, type BatchItem } from '../../protocol/index.ts'
 import type { ConflictPage } from '../../ingest/sinks/types.ts'
@@ -75,6 +77,18 @@ test('http: a second gateway of the fleet that sends a device\'s seqs first with
   const live = jsonOf<{ stats: { conflicts: number }, conflicts: unknown[] }>(await call(`${base}/ui/live`, { headers: bearer(READ) }))
   assert.equal(live.stats.conflicts, 10)
   assert.equal(live.conflicts.length, 10, 'the page lists them')
+
+  // The page shows them (after it asked for the read token).
+  const ctx = await launchBrowser(t)
+  const ui = await openPage(ctx, `${base}/`)
+  await ui.page.waitForSelector('#token-form:not([hidden])', { timeout: 15_000 })
+  await ui.page.fill('#read-token', READ)
+  await ui.page.click('#token-form button')
+  await ui.page.waitForSelector('#conflicts tr[data-device="sensor-1"]', { timeout: 15_000 })
+  assert.equal(await ui.page.$$eval('#conflicts tbody tr', (rows) => rows.length), 10)
+  assert.match(await ui.page.$eval('#conflicts tbody tr', (r) => r.textContent ?? ''), /gw-evil p0 s1: t=666.*gw-real p3 s101: t=21\.5/)
+  assert.equal(await ui.page.$eval('#v-conflicts', (e) => e.getAttribute('data-value')), '10')
+  assert.deepEqual(ui.errors.filter((e) => !/status of 401/.test(e)), [], 'no console errors on the ingest page but the first poll\'s 401 (it asks for the token)')
 
   // A true copy (the same ts and values, another receive time) is still a duplicate.
   const copy = sensor(3, 200, 4, 666)
