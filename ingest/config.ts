@@ -51,6 +51,7 @@ export const schema = {
   mqttShareGroup: { type: 'string', default: 'ingest', doc: 'shared subscription group ($share/GROUP/...) so several ingests split the batches; empty: a plain subscription' },
   mqttClientId: { type: 'string', default: '', doc: 'MQTT client id (default ingest-{hostname}); stable and distinct per ingest process: its session keeps batches while it is away' },
   mqttConnections: { type: 'int', default: 4, min: 1, max: 64, doc: 'broker connections in the share group, each taking one batch at a time, so one process stores several at once (client ids {--mqtt-client-id}-0, -1...; 1: the id itself)' },
+  mqttAllowUnlistedGateways: { type: 'bool', default: false, doc: 'take batches from the broker for gateways the tokens config does not list (--token, --tokens-file): they all write into fleet default, so any of them can write readings under any device id of that fleet; off: such batches are refused 403 in their results' },
   mqttReconnectMs: { type: 'int', default: 1000, min: 100, max: 600_000, doc: 'wait between connection attempts while the broker is unreachable' },
   mqttUsername: { type: 'string', default: 'ingest', doc: 'MQTT user name (sent with --mqtt-password-file)' },
   mqttPasswordFile: { type: 'string', doc: 'file holding the MQTT password (one line)' },

@@ -66,6 +66,9 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     : await LevelDbSink.open({
       dataDir: config.dataDir,
       maxEpochsPerGateway: config.dedupEpochsPerGateway,
+      // readings written before layout 4 do not name their fleet: their gateway's, as configured now
+      fleetOf: (gw) => readAuth.fleetOf(gw),
+      onUpgrade: (from, deleted) => { log.child({ component: 'leveldb' }).warn({ from, to: '4', deletedIndexKeys: deleted, dataDir: config.dataDir }, 'Upgraded the ingest store layout.') },
       onCommit: (requests, _ops, seconds) => { metrics.commitRequests.observe(requests); metrics.commitSeconds.observe(seconds) }
     })
   const openSink = sink

@@ -1,6 +1,6 @@
 /** Prometheus metrics of the ingest (own Registry, names `ingest_*`, docs/design.md section 9). */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { Sink } from './sinks/types.ts'
+import { COUNT_KINDS, type Sink } from './sinks/types.ts'
 
 export type IngestMetrics = ReturnType<typeof createMetrics>
 
@@ -17,18 +17,19 @@ export function createMetrics (sink: () => Sink | undefined) {
     evictedRanges: new Counter({ name: 'ingest_evicted_ranges_received_total', help: 'Evicted ranges received from gateways (repeats included; see ingest_store_items{kind="evicted"})', registers: [registry] }),
     storeItems: new Gauge({
       name: 'ingest_store_items',
-      help: 'Items counted by the sink since the store was created (persisted): stored, duplicates, rejected, evicted (data loss, ranges counted once)',
+      help: 'Items counted by the sink since the store was created (persisted): stored, duplicates, rejected, evicted (data loss, ranges counted once), conflicts (natural-key conflicts kept)',
       labelNames: ['kind'] as const,
       registers: [registry],
       async collect () {
         const st = await sink()?.stats().catch(() => undefined)
         if (!st) return
-        for (const kind of ['stored', 'duplicates', 'rejected', 'evicted'] as const) this.set({ kind }, st[kind])
+        for (const kind of COUNT_KINDS) this.set({ kind }, st[kind])
       }
     }),
     authFailures: new Counter({ name: 'ingest_auth_failures_total', help: 'Requests with a wrong bearer token, by side (write = batches, read = query API, stats, page data, metrics)', labelNames: ['side'] as const, registers: [registry] }),
     authThrottled: new Counter({ name: 'ingest_auth_throttled_total', help: 'Requests answered 429 without checking their token: their address is in back-off after wrong tokens', labelNames: ['side'] as const, registers: [registry] }),
     authBackoffAddresses: new Gauge({ name: 'ingest_auth_backoff_addresses', help: 'Addresses remembered for the wrong-token back-off (at most --auth-tracked-addresses)', registers: [registry] }),
+    conflicts: new Counter({ name: 'ingest_natural_key_conflicts_total', help: 'Items kept as natural-key conflicts: a stored reading of the same fleet, device, boot and seq has other content (ts or values); listed by GET /v1/conflicts', registers: [registry] }),
     rejectedBatches: new Counter({ name: 'ingest_rejected_batches_total', help: 'Batches refused as a whole, by reason', labelNames: ['reason'] as const, registers: [registry] }),
     outOfRangeItems: new Counter({ name: 'ingest_partition_out_of_range_items_total', help: 'Items answered rejected because their partition is not below --max-partitions', registers: [registry] }),
     chaos: new Counter({ name: 'ingest_chaos_injected_total', help: 'Injected faults, by kind', labelNames: ['kind'] as const, registers: [registry] }),

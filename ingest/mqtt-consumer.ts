@@ -15,6 +15,14 @@
  * several stateless ingests split the load). Who may publish to a gateway's topics is the
  * broker's business (its ACL); this side still refuses (403 in the results) a batch whose
  * gateway id differs from the topic's.
+ *
+ * Admission: the ACL proves which gateway sent a batch, not that it may write readings.
+ * That is the tokens config's word, as over HTTP: a gateway it lists (with or without a
+ * secret) writes into its fleet; one it does not list is refused (403) unless the operator
+ * passes --mqtt-allow-unlisted-gateways. Before that rule every unlisted gateway wrote into
+ * fleet `default`, where the natural key (fleet, device, boot, seq) is shared: a gateway
+ * confined by the ACL to its own topics could send other gateways' device ids with forged
+ * values first and have the real readings answered `duplicate` and deleted.
  */
 import { hostname } from 'node:os'
 import type { Logger } from 'pino'
@@ -48,13 +56,19 @@ const ENCODINGS = ACCEPTED_ENCODINGS.join(', ')
 /** A gateway id as the gateway's own config allows it: over HTTP the tokens config names the gateways, here the topic does. */
 const GATEWAY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
 
-/** The topic names the gateway (the broker's ACL vouches for it); the body must say the same. */
-function matchTopic (ctx: BatchCtx): void {
+/**
+ * The topic names the gateway (the broker's ACL vouches for it); the body must say the same,
+ * and the tokens config must list it (see Admission above).
+ */
+function matchTopic (ctx: BatchCtx, deps: ServerDeps): void {
   if (!GATEWAY_ID_RE.test(ctx.gateway)) throw new HttpError(403, 'forbidden', `the topic's gateway id ${JSON.stringify(ctx.gateway.slice(0, 80))} must match ${GATEWAY_ID_RE}`, { field: 'gateway' })
   if (ctx.batch.gateway !== ctx.gateway) throw new HttpError(403, 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
+  if (!deps.config.mqttAllowUnlistedGateways && !deps.readAuth.isKnownGateway(ctx.gateway)) {
+    throw new HttpError(403, 'forbidden', `gateway ${ctx.gateway} is not listed in the ingest's tokens config (--tokens-file, --token): it may not write readings; list it with its fleet, or start the ingest with --mqtt-allow-unlisted-gateways`, { field: 'gateway' })
+  }
 }
 
-export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'mqttConnections' | 'mqttReconnectMs' | 'maxBodyBytes' | 'protocols'> & {
+export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttAllowUnlistedGateways' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'mqttConnections' | 'mqttReconnectMs' | 'maxBodyBytes' | 'protocols'> & {
   tls: { ca?: Buffer, cert?: Buffer, key?: Buffer }
   password: string
 }
@@ -117,6 +131,9 @@ export class MqttConsumer {
     const base = config.mqttClientId || `ingest-${hostname()}`
     const clients = Array.from({ length: config.mqttConnections }, (_, i) => mqtt.connect(url.href, clientOptions(config, config.mqttConnections === 1 ? base : `${base}-${i}`)))
     const c = new MqttConsumer(clients, config, deps, deps.log.child({ component: 'mqtt-consumer' }))
+    if (!config.mqttAllowUnlistedGateways && !deps.readAuth.listsAnyGateway()) {
+      c.log.warn({ broker: brokerForDisplay(config.mqttBroker!) }, 'No gateway is listed in the tokens config: every batch from the broker will be refused.')
+    }
     for (const client of clients) c.attach(client)
     return c
   }

@@ -2,8 +2,9 @@
  * Query API (docs/design.md section 7), JSON:
  *   GET /v1/devices/{deviceId}/readings?boot=&fromSeq=&limit=&cursor=&gateway=
  *   GET /v1/stats
+ *   GET /v1/conflicts?device=&limit=&cursor=   natural-key conflicts (sinks/types.ts ConflictRecord)
  *
- * Both need a read token and are scoped to its fleet (read-auth.ts). A page holds at most
+ * All need a read token and are scoped to its fleet (read-auth.ts). A page holds at most
  * `limit` readings (a larger `limit` is capped at QUERY_LIMITS.maxLimit) and stops at about
  * `--max-response-bytes` of readings; `next` continues either way. Before the caps,
  * `limit=10000` built ~160 MiB of JSON in memory (issue 9).
@@ -14,7 +15,7 @@
  */
 import { isValidDeviceId, READING_LIMITS, type Boot } from '../protocol/index.ts'
 import { HttpError } from './errors.ts'
-import type { DeviceQuery, DevicePage, Sink, Stats } from './sinks/types.ts'
+import type { ConflictQuery, DeviceQuery, DevicePage, Sink, Stats } from './sinks/types.ts'
 
 export const QUERY_LIMITS = { defaultLimit: 1000, maxLimit: 1000 } as const
 
@@ -74,6 +75,28 @@ export function parseDeviceQuery (device: string, params: URLSearchParams): Pars
     if (gateway === '' || gateway.length > 64) throw bad('gateway', 'must be a gateway id (1..64 characters)')
     q.gateway = gateway
   }
+  return q
+}
+
+function parseLimit (params: URLSearchParams): number {
+  const limit = params.get('limit')
+  if (limit === null) return QUERY_LIMITS.defaultLimit
+  const n = Number(limit)
+  if (!/^\d+$/.test(limit) || n < 1) throw bad('limit', `must be a positive integer (pages hold at most ${QUERY_LIMITS.maxLimit})`)
+  return Math.min(n, QUERY_LIMITS.maxLimit)
+}
+
+/** `GET /v1/conflicts` parameters; the fleet comes from the read token, not the query. */
+export function parseConflictQuery (params: URLSearchParams): ConflictQuery {
+  for (const k of params.keys()) if (k !== 'device' && k !== 'limit' && k !== 'cursor') throw bad(k, 'unknown parameter (device, limit, cursor)')
+  const q: ConflictQuery = { limit: parseLimit(params) }
+  const device = params.get('device')
+  if (device !== null) {
+    if (!isValidDeviceId(device)) throw bad('device', 'must match ^[A-Za-z0-9._-]{1,64}$')
+    q.device = device
+  }
+  const cursor = params.get('cursor')
+  if (cursor !== null && cursor !== '') q.cursor = cursor
   return q
 }
 

@@ -28,7 +28,7 @@ import { secretProblem } from '../protocol/secrets.ts'
 import type { IngestConfig } from './config.ts'
 import { HttpError } from './errors.ts'
 import { hashSecret } from './server.ts'
-import { DEFAULT_FLEET, type Counts, type Stats } from './sinks/types.ts'
+import { COUNT_KINDS, DEFAULT_FLEET, zeroCounts, type Stats } from './sinks/types.ts'
 
 // The sinks key readings by fleet (natural key), so they and this file share the constant.
 export { DEFAULT_FLEET }
@@ -73,6 +73,7 @@ export class ReadAuth {
 
   fleetOf (gateway: string): string { return this.gatewayFleet.get(gateway) ?? DEFAULT_FLEET }
   isKnownGateway (gateway: string): boolean { return this.gatewayFleet.has(gateway) }
+  listsAnyGateway (): boolean { return this.gatewayFleet.size > 0 }
 
   /** The scope of a read request; 401 without a valid read token (when tokens are configured). */
   scope (req: IncomingMessage): ReadScope {
@@ -104,11 +105,11 @@ export class ReadAuth {
   /** Stats restricted to the scope's gateways (totals summed over them). */
   scopeStats (stats: Stats, scope: ReadScope): Stats {
     if (scope.fleet === ALL_FLEETS) return stats
-    const out: Stats = { stored: 0, duplicates: 0, rejected: 0, evicted: 0, gateways: {} }
+    const out: Stats = { ...zeroCounts(), gateways: {} }
     for (const [gw, c] of Object.entries(stats.gateways)) {
       if (this.fleetOf(gw) !== scope.fleet || !this.gatewayFleet.has(gw)) continue
       out.gateways[gw] = { ...c }
-      for (const k of ['stored', 'duplicates', 'rejected', 'evicted'] as const satisfies readonly (keyof Counts)[]) out[k] += c[k]
+      for (const k of COUNT_KINDS) out[k] += c[k]
     }
     return out
   }

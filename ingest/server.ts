@@ -22,11 +22,11 @@ import { ACCEPTED_ENCODINGS, decodeContent, decodeEnvelope, decodeEnvelopeV2, re
 import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
 import { isPagePath, RecentReadings, servePage } from './page/index.ts'
-import { matchReadings, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
-import type { ReadAuth, ReadScope } from './read-auth.ts'
+import { matchReadings, parseConflictQuery, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
+import { ALL_FLEETS, type ReadAuth, type ReadScope } from './read-auth.ts'
 import type { MqttConsumerStatus } from './mqtt-consumer.ts'
 import { readiness } from './readyz.ts'
-import type { Sink } from './sinks/types.ts'
+import type { ItemOutcome, Sink } from './sinks/types.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 
 export type ServerDeps = {
@@ -156,7 +156,7 @@ export async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
     deps.metrics.evictedRanges.inc(batch.evicted.length)
     deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, evicted: batch.evicted.slice(0, 20) }, 'Gateway reports evicted readings (data loss).')
   }
-  let outcomes
+  let outcomes: readonly (ItemOutcome | 'retry')[]
   try {
     outcomes = await deps.sink.storeBatch({
       gateway: batch.gateway,
@@ -175,16 +175,26 @@ export async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
       outcomes = items.valid.map(() => 'retry' as const)
     } else throw err
   }
+  let conflicts = 0
   for (let i = 0; i < items.valid.length; i++) {
     const [p, s] = items.valid[i]!.item
     const o = outcomes[i]
-    items.results[items.valid[i]!.index] = o === 'stored'
+    if (o === 'conflict') conflicts++
+    // A conflict is answered stored: the item, as sent, is durably kept (in the conflicts
+    // record), so the gateway may delete it; `duplicate` would claim that the ingest holds
+    // a copy of it, which it does not, and `rejected` would dead-letter what is kept.
+    items.results[items.valid[i]!.index] = o === 'stored' || o === 'conflict'
       ? [p, s, AckCode.Stored]
       : o === 'duplicate'
         ? [p, s, AckCode.Duplicate]
         : o === 'rejected'
           ? [p, s, AckCode.Rejected, 'the sink cannot store this item (text with U+0000 or an unpaired surrogate)']
           : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
+  }
+  if (conflicts > 0) {
+    deps.metrics.conflicts.inc(conflicts)
+    const first = items.valid[outcomes.indexOf('conflict')]!.item
+    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, conflicts, device: first[2], boot: first[4], seq: first[3] }, 'Readings with the natural key of a stored reading and other content kept as conflicts.')
   }
   ctx.results = items.results as ItemResult[]
   deps.recent?.record(deps.readAuth.fleetOf(batch.gateway), batch.gateway, items.valid.map((v) => v.item), outcomes)
@@ -296,6 +306,12 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), scope))
       return 'stats'
     }
+    if (path === '/v1/conflicts') {
+      const scope = readScope(req)
+      const q = parseConflictQuery(url.searchParams)
+      sendJson(res, 200, await deps.sink.queryConflicts({ ...q, ...(scope.fleet === ALL_FLEETS ? {} : { fleet: scope.fleet }) }))
+      return 'conflicts'
+    }
     const device = matchReadings(path)
     if (device !== null) {
       const scope = readScope(req)
@@ -335,7 +351,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'stats', 'live', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'conflicts', 'stats', 'live', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

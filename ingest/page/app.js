@@ -7,7 +7,7 @@
 import { ago, fmt, lineChart, quantileMs, setText } from './chart.js'
 
 const HISTORY = 300
-const KINDS = ['stored', 'duplicates', 'rejected', 'evicted']
+const KINDS = ['stored', 'duplicates', 'rejected', 'evicted', 'conflicts']
 const $ = (id) => document.getElementById(id)
 const int = (v) => Number(v).toLocaleString('en-US')
 const samples = []
@@ -16,7 +16,7 @@ let query = ''
 const TOKEN_KEY = 'ingest-read-token'
 
 const charts = {
-  items: lineChart($('c-items'), { series: [{ name: 'stored', color: '#1f8a4c' }, { name: 'duplicate', color: '#2563eb' }, { name: 'rejected', color: '#b3261e' }, { name: 'evicted', color: '#b26a00' }] }),
+  items: lineChart($('c-items'), { series: [{ name: 'stored', color: '#1f8a4c' }, { name: 'duplicate', color: '#2563eb' }, { name: 'rejected', color: '#b3261e' }, { name: 'evicted', color: '#b26a00' }, { name: 'conflict', color: '#7c3aed' }] }),
   latency: lineChart($('c-latency'), { series: [{ name: 'p50', color: '#2563eb' }, { name: 'p99', color: '#b26a00' }] })
 }
 
@@ -51,10 +51,11 @@ function render (d) {
   setValue('v-duplicates', total.duplicates, fmt(total.duplicates))
   setValue('v-rejected', total.rejected, fmt(total.rejected))
   setValue('v-evicted', total.evicted, fmt(total.evicted))
+  setValue('v-conflicts', d.stats.conflicts, int(d.stats.conflicts))
   setValue('v-latency', p99 ?? '', `${fmt(p50)} / ${fmt(p99)}`)
   const gws = Object.keys(d.stats.gateways).sort()
   setValue('v-gateways', gws.length, String(gws.length))
-  setText('totals', `stored ${int(d.stats.stored)} · duplicates ${int(d.stats.duplicates)} · rejected ${int(d.stats.rejected)} · evicted ${int(d.stats.evicted)}`)
+  setText('totals', `stored ${int(d.stats.stored)} · duplicates ${int(d.stats.duplicates)} · rejected ${int(d.stats.rejected)} · evicted ${int(d.stats.evicted)} · conflicts ${int(d.stats.conflicts)}`)
   setText('updated', `updated ${new Date(d.t).toLocaleTimeString()}`)
   $('live-pill').textContent = 'live'
   $('live-pill').className = 'pill ok'
@@ -81,7 +82,29 @@ function render (d) {
     cell(tr, Object.entries(r.values).map(([k, v]) => `${k}=${typeof v === 'number' ? fmt(v, 4) : String(v)}`).join('  '), 'values')
     return tr
   }))
+  renderConflicts(d)
   prev = d
+}
+
+const copyText = (c) => c === null ? '(not found)' : `${c.gateway} p${c.p} s${c.s}: ${Object.entries(c.values).map(([k, v]) => `${k}=${String(v)}`).join('  ')}${c.ts === null ? '' : ` ts ${new Date(c.ts).toISOString()}`}`
+
+// A natural-key conflict: a copy that arrived with a stored reading's (fleet, device, boot,
+// seq) and other content; both are kept, the stored one as the reading.
+function renderConflicts (d) {
+  $('conflicts-card').hidden = d.conflicts.length === 0
+  setText('conflicts-sub', `${int(d.conflicts.length)} shown of ${int(d.stats.conflicts)}; all of them: GET /v1/conflicts?device=`)
+  const now = Date.now()
+  $('conflicts').tBodies[0].replaceChildren(...d.conflicts.map((c) => {
+    const tr = document.createElement('tr')
+    tr.dataset.device = c.device
+    cell(tr, c.device)
+    cell(tr, c.boot === null ? '–' : String(c.boot))
+    cell(tr, int(c.seq), 'num')
+    cell(tr, copyText(c.stored), 'values')
+    cell(tr, copyText(c.conflicting), 'values')
+    cell(tr, ago(c.recordedAt, now))
+    return tr
+  }))
 }
 
 function askToken (wrong) {

@@ -1,7 +1,8 @@
 /**
- * The ingest's page at `/`: per gateway stored / duplicate / rejected / evicted rates,
- * batch latency and the latest reading of each device. `GET /ui/live` is its data (the
- * sink's counts, the batch latency histogram's cumulative buckets, the latest readings);
+ * The ingest's page at `/`: per gateway stored / duplicate / rejected / evicted / conflict
+ * rates, batch latency, the latest reading of each device and the first natural-key
+ * conflicts. `GET /ui/live` is its data (the sink's counts, the batch latency histogram's
+ * cumulative buckets, the latest readings, the first conflicts of the token's fleet);
  * the page polls it once a second and computes rates and quantiles from the differences.
  * `/ui/live` is read side like `/v1/stats` (read-auth.ts, issue #19 item 3): with read
  * tokens configured it needs `authorization: Bearer READ_TOKEN` (401 without), and a
@@ -20,6 +21,9 @@ import type { Sink } from '../sinks/types.ts'
 import { RecentReadings } from './recent.ts'
 
 export { RecentReadings } from './recent.ts'
+
+/** Conflicts listed on the page (the rest through GET /v1/conflicts). */
+const CONFLICTS_SHOWN = 20
 
 const page = staticPage(new URL('./', import.meta.url), ['app.js', 'style.css'])
 
@@ -51,10 +55,14 @@ export async function servePage (req: IncomingMessage, res: ServerResponse, url:
   if (url.pathname === '/ui/live') {
     const scope = deps.scope(req) // 401 (HttpError) without a valid read token
     const all = scope.fleet === ALL_FLEETS
+    const stats = deps.readAuth.scopeStats(await deps.sink.stats(), scope)
+    // the first conflicts of the record (GET /v1/conflicts has them all), looked up only when there are any
+    const conflicts = stats.conflicts > 0 ? (await deps.sink.queryConflicts({ limit: CONFLICTS_SHOWN, ...(all ? {} : { fleet: scope.fleet }) })).conflicts : []
     const body = JSON.stringify({
       t: Date.now(),
       fleet: scope.fleet,
-      stats: deps.readAuth.scopeStats(await deps.sink.stats(), scope),
+      stats,
+      conflicts,
       // JSON has no Infinity: the +Inf bucket is sent as null
       batchSeconds: all ? (await batchBuckets(deps.metrics)).map(([le, c]) => [Number.isFinite(le) ? le : null, c]) : [],
       ...deps.recent.latest(Number(url.searchParams.get('limit') ?? 50) || 50, url.searchParams.get('q') ?? '', all ? undefined : scope.fleet)

@@ -1,6 +1,6 @@
 /**
- * The leveldb sink's counters (stored, duplicates, rejected, evicted; in all and per
- * gateway), kept in the one STATS_KEY entry (leveldb-keys.ts) and written with every group
+ * The leveldb sink's counters (stored, duplicates, rejected, evicted, conflicts; in all and
+ * per gateway; a store written before conflicts were counted reads them as 0), kept in the one STATS_KEY entry (leveldb-keys.ts) and written with every group
  * commit. Three copies: `live` includes requests not yet durable, `inFlight` is the snapshot
  * the group being written carries, `durable` is what disk holds and what `stats()` answers.
  * After a failed write `live` goes back to `durable`, and `reload` rereads disk in case a
@@ -8,12 +8,19 @@
  */
 import type { Level } from 'level'
 import { STATS_KEY } from './leveldb-keys.ts'
-import { zeroCounts, type Counts, type Stats } from './types.ts'
+import { COUNT_KINDS, zeroCounts, type Counts, type Stats } from './types.ts'
+
+/** A copy; kinds missing from an older entry count 0. */
+function counts (c: Partial<Counts>): Counts {
+  const out = zeroCounts()
+  for (const k of COUNT_KINDS) out[k] = c[k] ?? 0
+  return out
+}
 
 function cloneStats (s: Stats): Stats {
   const gateways: Record<string, Counts> = {}
-  for (const [k, v] of Object.entries(s.gateways)) gateways[k] = { ...v }
-  return { stored: s.stored, duplicates: s.duplicates, rejected: s.rejected, evicted: s.evicted, gateways }
+  for (const [k, v] of Object.entries(s.gateways)) gateways[k] = counts(v)
+  return { ...counts(s), gateways }
 }
 
 function emptyStats (): Stats { return { ...zeroCounts(), gateways: {} } }
@@ -27,7 +34,7 @@ export class SinkCounters {
 
   async reload (): Promise<void> {
     const raw = await this.db.get(STATS_KEY)
-    const s = raw === undefined ? emptyStats() : JSON.parse(raw) as Stats
+    const s = raw === undefined ? emptyStats() : cloneStats(JSON.parse(raw) as Stats)
     this.durable = s
     this.live = cloneStats(s)
   }
@@ -35,12 +42,7 @@ export class SinkCounters {
   /** A request's counts, applied now (durable with its group). */
   add (gateway: string, n: Counts): void {
     const g = this.live.gateways[gateway] ??= zeroCounts()
-    for (const c of [this.live, g]) {
-      c.stored += n.stored
-      c.duplicates += n.duplicates
-      c.rejected += n.rejected
-      c.evicted += n.evicted
-    }
+    for (const c of [this.live, g]) for (const k of COUNT_KINDS) c[k] += n[k]
   }
 
   /** The value of STATS_KEY for the group about to be written. */

@@ -3,11 +3,12 @@
  * behaviour). Keys are UTF-8 strings that sort in the order the query API returns:
  *
  *   r!{device}!{bootKey}!{seqKey}!{hex(gateway)}!{hex(epoch)}!{p:4 hex}!{s:14 hex}
- *                                            -> reading JSON [p, s, seq, boot, ts, rx, values]
+ *                                            -> reading JSON [p, s, seq, boot, ts, rx, values, fleet]
  *   d!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> dedup JSON { floor, runs }
  *   e!{hex(gateway)}!{hex(epoch)}!{p:4 hex}  -> evicted JSON { runs }
- *   n!{hex(fleet)}!{device}!{bootKey}!{seq:14 hex}
- *                                            -> '' (natural key of a stored reading with a seq)
+ *   c!{hex(fleet)}!{device}!{bootKey}!{seq:14 hex}!{hex(gateway)}!{hex(epoch)}!{p:4 hex}!{s:14 hex}
+ *                                            -> conflict JSON (types.ts ConflictRecord): a copy of the
+ *                                               natural key with other content, and the reading held
  *   s!stats                                   -> stats JSON (global and per gateway)
  *   m!format                                  -> layout version
  *
@@ -17,24 +18,27 @@
  *   text sorts before its extensions, as bytes do).
  * seqKey: `0{seq:14 hex}` with a device seq, `1{rx:14 hex}` without: within a boot, readings
  *   without a seq follow the seq'd ones, ordered by gateway receive time.
- * The natural key is per fleet (types.ts StoreRequest.fleet, undefined = `default`): the same
- * (device, boot, seq) from gateways of two fleets are two readings, from two gateways of one
- * fleet one reading (a device failing over). Layouts 1 and 2 had no fleet in it; their
- * readings are indexed under fleet `default` on upgrade (leveldb.ts `upgradeNaturalKeys`).
+ * The natural key (fleet, device, boot, seq) is the reading key's (device, boot, seq) plus
+ * the fleet in its value: the readings of one (device, boot, seq) are one short key range,
+ * at most one a fleet (types.ts StoreRequest.fleet, undefined = `default`). Readings written
+ * before layout 4 have no fleet in their value: they count for the fleet their gateway has
+ * in the ingest's tokens config (leveldb.ts `fleetOf`). Layouts 1 to 3 kept a second key per
+ * reading (`n!...`) for the natural key; opening such a store deletes those keys
+ * (leveldb-upgrade.ts).
  * Device ids match ^[A-Za-z0-9._-]{1,64}$ (no `!`); gateway ids, epochs and fleets are
  * free text to the sink, so they are hex-encoded to keep the key unambiguous. 14 hex digits hold any integer
  * below 2^53.
  */
 import type { Boot, Values } from '../../protocol/index.ts'
-import type { StoredReading } from './types.ts'
+import type { ReadingCopy, StoredReading } from './types.ts'
 import { ValidationError } from '../../protocol/index.ts'
 
 /**
- * 1: readings, dedup, evicted, stats. 2: plus the natural-key index n!{device}!... (built
- * from r! on open). 3: the n! key starts with the fleet (layout 2's keys are rewritten under
- * fleet `default` on open, layout 1's built from r! the same way).
+ * 1: readings, dedup, evicted, stats. 2: plus the natural-key index n!{device}!...  3: the n!
+ * key starts with the fleet. 4: no n! index; the reading's value names its fleet, and its key
+ * is the natural key's range (1, 2 and 3 are upgraded on open: their n! keys are deleted).
  */
-export const FORMAT_VERSION = '3'
+export const FORMAT_VERSION = '4'
 export const META_FORMAT_KEY = 'm!format'
 export const STATS_KEY = 's!stats'
 
@@ -62,24 +66,24 @@ export function readingKey (device: string, boot: Boot | null, seq: number | nul
   return `r!${device}!${bootKey(boot)}!${seqKey(seq, rx)}!${gwHex}!${epochHex}!${u4(p)}!${u14(s)}`
 }
 
-/**
- * Natural key of a reading with a device seq: a second copy through any gateway or epoch of
- * the same fleet has the same one; a copy from another fleet does not.
- */
-export const naturalKey = (fleet: string, device: string, boot: Boot | null, seq: number): string => `n!${hex(fleet)}!${device}!${bootKey(boot)}!${u14(seq)}`
-
-/** The natural key, under `fleet`, of a stored reading's key, or null when it has no seq (layout 1 -> 3 upgrade). */
-export function naturalKeyOfReadingKey (key: string, fleet: string): string | null {
-  const parts = key.split('!')
-  const sk = parts[3]
-  return sk !== undefined && sk.startsWith('0') ? `n!${hex(fleet)}!${parts[1]}!${parts[2]}!${sk.slice(1)}` : null
+/** The range of the readings with a device seq of (device, boot): the head of the natural key (leveldb-natural.ts). */
+export function seqRange (device: string, boot: Boot | null): { gte: string, lt: string } {
+  const b = bootPrefix(device, boot)
+  return { gte: b + '0', lt: b + '1' }
 }
 
-/** A layout-2 natural key (`n!{device}!{bootKey}!{seq}`, no fleet) under `fleet`, or null if `key` is not one (layout 2 -> 3 upgrade). */
-export function naturalKeyOfLayout2 (key: string, fleet: string): string | null {
-  const parts = key.split('!')
-  return parts.length === 4 && parts[0] === 'n' ? `n!${hex(fleet)}!${parts.slice(1).join('!')}` : null
+/** The range of the readings of (device, boot) with seqs from..to, every fleet and gateway. */
+export function seqsRange (device: string, boot: Boot | null, from: number, to: number): { gte: string, lt: string } {
+  const b = bootPrefix(device, boot)
+  return { gte: b + '0' + u14(from), lt: b + '0' + u14(to + 1) }
 }
+
+/** The device seq of a reading key that has one. */
+export const seqOfKey = (key: string): number => parseInt(key.split('!', 4)[3]!.slice(1), 16)
+
+/** Conflicts sort by fleet, then as readings do, then by the conflicting copy's transport key. */
+export const conflictKey = (fleet: string, device: string, boot: Boot | null, seq: number, gwHex: string, epochHex: string, p: number, s: number): string =>
+  `c!${hex(fleet)}!${device}!${bootKey(boot)}!${u14(seq)}!${gwHex}!${epochHex}!${u4(p)}!${u14(s)}`
 
 export const partitionSuffix = (gwHex: string, epochHex: string, p: number): string => `${gwHex}!${epochHex}!${u4(p)}`
 export const dedupKey = (suffix: string): string => `d!${suffix}`
@@ -87,16 +91,30 @@ export const evictedKey = (suffix: string): string => `e!${suffix}`
 
 /**
  * A reading's value holds what the key does not (gateway and epoch come from the key):
- * fewer bytes per item is what bounds the write rate on a small disk.
+ * fewer bytes per item is what bounds the write rate on a small disk. The fleet comes last,
+ * so a reader that knows only the first seven fields reads layout 4 values too.
  */
-export function encodeReadingValue (p: number, s: number, seq: number | null, boot: Boot | null, ts: number | null, rx: number, values: Values): string {
-  return JSON.stringify([p, s, seq, boot, ts, rx, values])
+export function encodeReadingValue (p: number, s: number, seq: number | null, boot: Boot | null, ts: number | null, rx: number, values: Values, fleet: string): string {
+  return JSON.stringify([p, s, seq, boot, ts, rx, values, fleet])
 }
+
+type Fields = [number, number, number | null, Boot | null, number | null, number, Values, string | undefined]
 
 export function decodeReading (key: string, value: string): StoredReading {
   const parts = key.split('!')
-  const [p, s, seq, boot, ts, rx, values] = JSON.parse(value) as [number, number, number | null, Boot | null, number | null, number, Values]
+  const [p, s, seq, boot, ts, rx, values] = JSON.parse(value) as Fields
   return { gateway: unhex(parts[4]!), epoch: unhex(parts[5]!), p, s, seq, boot, ts, rx, values }
+}
+
+/**
+ * A stored reading's fleet and copy (for comparing content and recording conflicts);
+ * `fleetOf` gives the fleet of a reading written before layout 4 from its gateway.
+ */
+export function readingCopyOf (key: string, value: string, fleetOf: (gateway: string) => string): { fleet: string, copy: ReadingCopy } {
+  const parts = key.split('!')
+  const [p, s, , , ts, rx, values, fleet] = JSON.parse(value) as Fields
+  const gateway = unhex(parts[4]!)
+  return { fleet: fleet ?? fleetOf(gateway), copy: { gateway, epoch: unhex(parts[5]!), p, s, ts, rx, values } }
 }
 
 const unhex = (h: string): string => Buffer.from(h, 'hex').toString('utf8')

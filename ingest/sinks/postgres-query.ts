@@ -1,6 +1,7 @@
 /**
  * Query path of the postgres sink: the query API's readings of one device in (boot, seq)
- * order with keyset pagination, and /v1/stats from the counters.
+ * order with keyset pagination, /v1/stats from the counters, and the natural-key conflicts
+ * (`queryConflicts`, keyset pagination on ingest_conflicts_order).
  *
  * Order: (boot_key, pos, gateway, epoch, p, s), the columns of the readings_device_order
  * index after `device`, so each page is one index range scan whatever its depth. The
@@ -19,7 +20,7 @@
 import type pg from 'pg'
 import { ValidationError, type Boot, type Values } from '../../protocol/index.ts'
 import { bootKey } from './leveldb-keys.ts'
-import { zeroCounts, type Counts, type DevicePage, type DeviceQuery, type Stats, type StoredReading } from './types.ts'
+import { COUNT_KINDS, zeroCounts, type ConflictPage, type ConflictQuery, type Counts, type DevicePage, type DeviceQuery, type Stats, type StoredReading } from './types.ts'
 
 type Row = {
   gateway: string, epoch: string, p: number, s: string, seq: string | null, boot: Boot | null,
@@ -104,15 +105,74 @@ export async function queryDevice (c: pg.ClientBase, q: DeviceQuery, scanLimit =
 }
 
 export async function queryStats (c: pg.ClientBase): Promise<Stats> {
-  const { rows } = await c.query<{ gateway: string, stored: string, duplicates: string, rejected: string, evicted: string }>(
-    `SELECT gateway, sum(stored) AS stored, sum(duplicates) AS duplicates, sum(rejected) AS rejected, sum(evicted) AS evicted
+  const { rows } = await c.query<Record<keyof Counts, string> & { gateway: string }>(
+    `SELECT gateway, sum(stored) AS stored, sum(duplicates) AS duplicates, sum(rejected) AS rejected, sum(evicted) AS evicted, sum(conflicts) AS conflicts
      FROM ingest_counters GROUP BY gateway ORDER BY gateway`)
   const total: Counts = zeroCounts()
   const gateways: Record<string, Counts> = {}
   for (const r of rows) {
-    const g: Counts = { stored: Number(r.stored), duplicates: Number(r.duplicates), rejected: Number(r.rejected), evicted: Number(r.evicted) }
+    const g = zeroCounts()
+    for (const k of COUNT_KINDS) { g[k] = Number(r[k]); total[k] += g[k] }
     gateways[r.gateway] = g
-    for (const k of ['stored', 'duplicates', 'rejected', 'evicted'] as const) total[k] += g[k]
   }
   return { ...total, gateways }
+}
+
+const CONFLICT_ORDER = 'fleet, device, boot_key, seq, gateway, epoch, p, s'
+
+type ConflictRow = {
+  fleet: string, device: string, boot: Boot | null, boot_key: string, seq: string, gateway: string, epoch: string, p: number, s: string, ts: string | null, rx: string, values: Values,
+  stored_gateway: string | null, stored_epoch: string | null, stored_p: number | null, stored_s: string | null, stored_ts: string | null, stored_rx: string | null, stored_values: Values | null,
+  recorded_at: string
+}
+
+type ConflictCursor = [fleet: string, device: string, bootKey: string, seq: string, gateway: string, epoch: string, p: number, s: string]
+
+function decodeConflictCursor (cursor: string, q: ConflictQuery): ConflictCursor {
+  const bad = (why: string): ValidationError => new ValidationError('cursor', why)
+  if (!/^[A-Za-z0-9_-]{1,4096}$/.test(cursor)) throw bad('not a cursor returned by this API')
+  let t: unknown
+  try { t = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) } catch { throw bad('not a cursor returned by this API') }
+  const ok = Array.isArray(t) && t.length === 8 && [0, 1, 2, 4, 5].every((i) => typeof t[i] === 'string') && /^\d{1,20}$/.test(String(t[3])) &&
+    Number.isInteger(t[6]) && /^\d{1,20}$/.test(String(t[7]))
+  if (!ok) throw bad('not a cursor returned by this API')
+  const c = t as ConflictCursor
+  if ((q.fleet !== undefined && c[0] !== q.fleet) || (q.device !== undefined && c[1] !== q.device)) throw bad('not a cursor of this query')
+  return c
+}
+
+/** The natural-key conflicts (ingest_conflicts), ordered as the leveldb sink orders them, with keyset pagination. */
+export async function queryConflicts (c: pg.ClientBase, q: ConflictQuery): Promise<ConflictPage> {
+  const params: unknown[] = []
+  const where: string[] = []
+  if (q.fleet !== undefined) { params.push(q.fleet); where.push(`fleet = $${params.length}`) }
+  if (q.device !== undefined) { params.push(q.device); where.push(`device = $${params.length}`) }
+  if (q.cursor !== undefined) {
+    const k = decodeConflictCursor(q.cursor, q)
+    const i = params.length
+    params.push(...k)
+    where.push(`(${CONFLICT_ORDER}) > ($${i + 1}, $${i + 2}, $${i + 3}, $${i + 4}::bigint, $${i + 5}, $${i + 6}, $${i + 7}::int, $${i + 8}::bigint)`)
+  }
+  params.push(q.limit + 1)
+  const { rows } = await c.query<ConflictRow>(
+    `SELECT * FROM ingest_conflicts ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${CONFLICT_ORDER} LIMIT $${params.length}`, params)
+  const page = rows.slice(0, q.limit)
+  const last = page[page.length - 1]
+  const next = rows.length > q.limit && last !== undefined
+    ? Buffer.from(JSON.stringify([last.fleet, last.device, last.boot_key, last.seq, last.gateway, last.epoch, last.p, last.s] satisfies ConflictCursor), 'utf8').toString('base64url')
+    : null
+  return {
+    conflicts: page.map((r) => ({
+      fleet: r.fleet,
+      device: r.device,
+      boot: r.boot,
+      seq: Number(r.seq),
+      stored: r.stored_gateway === null
+        ? null
+        : { gateway: r.stored_gateway, epoch: r.stored_epoch!, p: r.stored_p!, s: Number(r.stored_s), ts: num(r.stored_ts), rx: Number(r.stored_rx), values: r.stored_values! },
+      conflicting: { gateway: r.gateway, epoch: r.epoch, p: r.p, s: Number(r.s), ts: num(r.ts), rx: Number(r.rx), values: r.values },
+      recordedAt: Number(r.recorded_at)
+    })),
+    next
+  }
 }

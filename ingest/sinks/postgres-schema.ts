@@ -27,6 +27,11 @@
  *   gateway before fleets existed) and replaced the natural key (device, boot_key, seq).
  * ingest_floors, ingest_evicted, ingest_counters: dedup floors, evicted ranges (merged
  *   runs) and per-gateway counters (sharded rows, summed by /v1/stats) of the ingest.
+ * ingest_conflicts (migration 3): natural-key conflicts, one row per copy that arrived with
+ *   a stored reading's natural key and other content (ts or values), with the stored
+ *   reading's transport key and content beside it; keyed by the copy's transport key (with
+ *   device, for Citus), so a retransmit of the copy adds nothing. Migration 3 also adds the
+ *   `conflicts` counter column.
  */
 import type pg from 'pg'
 import { StoreError } from '../../protocol/index.ts'
@@ -98,6 +103,36 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE readings ALTER COLUMN fleet DROP DEFAULT;
       CREATE UNIQUE INDEX readings_natural_key_fleet ON readings (device, fleet, boot_key, seq) WHERE seq IS NOT NULL;
       DROP INDEX readings_natural_key;`
+  },
+  {
+    version: 3,
+    name: 'natural-key conflicts',
+    sql: `
+      ALTER TABLE ingest_counters ADD COLUMN conflicts bigint NOT NULL DEFAULT 0;
+      CREATE TABLE ingest_conflicts (
+        fleet text COLLATE "C" NOT NULL,
+        device text COLLATE "C" NOT NULL,
+        boot jsonb,
+        boot_key text COLLATE "C" NOT NULL,
+        seq bigint NOT NULL,
+        gateway text COLLATE "C" NOT NULL,
+        epoch text COLLATE "C" NOT NULL,
+        p integer NOT NULL,
+        s bigint NOT NULL,
+        ts bigint,
+        rx bigint NOT NULL,
+        values jsonb NOT NULL,
+        stored_gateway text COLLATE "C",
+        stored_epoch text COLLATE "C",
+        stored_p integer,
+        stored_s bigint,
+        stored_ts bigint,
+        stored_rx bigint,
+        stored_values jsonb,
+        recorded_at bigint NOT NULL,
+        PRIMARY KEY (device, gateway, epoch, p, s)
+      );
+      CREATE INDEX ingest_conflicts_order ON ingest_conflicts (fleet, device, boot_key, seq, gateway, epoch, p, s);`
   }
 ]
 

@@ -20,6 +20,18 @@
  *
  * Evicted ranges (rare) are merged per partition under `SELECT ... FOR UPDATE` in the same
  * transaction, so a range reported twice, or by two processes at once, counts once.
+ *
+ * Natural-key conflicts: an item with a device seq that the INSERT skipped is either a
+ * duplicate (its transport key is stored, it is below the floor, or the reading holding its
+ * natural key has the same content: ts and values, types.ts `sameContent`, here jsonb
+ * equality) or a conflict (the reading holding its natural key has other content). Only
+ * when the INSERT skipped such items does a second statement (CONFLICT_SQL) sort them:
+ * run after the first one, it sees whatever copy a concurrent transaction committed, and
+ * the copies of one batch. Conflicts go to ingest_conflicts (keyed by the copy's transport
+ * key: a retransmit adds nothing and is a duplicate) and move from the `duplicates` to the
+ * `conflicts` counter. Without evicted ranges the first statement has committed by then:
+ * if the second fails, the request fails retryable although its stored items are stored;
+ * the gateway's resend gets `duplicate` for those and the second statement runs again.
  */
 import type pg from 'pg'
 import { StoreError, type EvictedRange, type Floor } from '../../protocol/index.ts'
@@ -61,6 +73,49 @@ WITH u AS (
     rejected = c.rejected + EXCLUDED.rejected, evicted = c.evicted + EXCLUDED.evicted
 )
 SELECT p, s FROM ins`
+
+export const CONFLICT_SQL = `
+WITH u AS (
+  SELECT (e->>0)::int AS p, (e->>1)::bigint AS s, e->>2 AS device, (e->>3)::bigint AS seq,
+    CASE WHEN jsonb_typeof(e->4) = 'null' THEN NULL ELSE e->4 END AS boot, e->>8 AS boot_key,
+    (e->>5)::bigint AS ts, (e->>6)::bigint AS rx, e->7 AS vals, ord
+  FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, ord)
+), j AS (
+  SELECT u.*, n.gateway AS sg, n.epoch AS se, n.p AS sp, n.s AS ss, n.ts AS sts, n.rx AS srx, n.values AS svals
+  FROM u
+  JOIN readings n ON n.device = u.device AND n.fleet = $4 AND n.boot_key = u.boot_key AND n.seq = u.seq
+  LEFT JOIN ingest_floors f ON f.gateway = $1 AND f.epoch = $2 AND f.p = u.p
+  WHERE (f.floor IS NULL OR u.s >= f.floor)
+    AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.device = u.device AND r.gateway = $1 AND r.epoch = $2 AND r.p = u.p AND r.s = u.s)
+    AND NOT (n.ts IS NOT DISTINCT FROM u.ts AND n.values = u.vals)
+), ins AS (
+  INSERT INTO ingest_conflicts (fleet, device, boot, boot_key, seq, gateway, epoch, p, s, ts, rx, values,
+    stored_gateway, stored_epoch, stored_p, stored_s, stored_ts, stored_rx, stored_values, recorded_at)
+  SELECT $4, device, boot, boot_key, seq, $1, $2, p, s, ts, rx, vals, sg, se, sp, ss, sts, srx, svals, $6 FROM j ORDER BY ord
+  ON CONFLICT DO NOTHING
+  RETURNING p, s
+), cnt AS (
+  UPDATE ingest_counters c SET duplicates = c.duplicates - k.n, conflicts = c.conflicts + k.n
+  FROM (SELECT count(*) AS n FROM ins) k WHERE c.gateway = $1 AND c.shard = $5 AND k.n > 0
+)
+SELECT p, s FROM ins`
+
+/** The skipped items that may be conflicts: those with a device seq (only they have a natural key). */
+function conflictCandidates (items: readonly Item[], outcomes: readonly ItemOutcome[]): number[] {
+  const out: number[] = []
+  for (let i = 0; i < items.length; i++) if (outcomes[i] === 'duplicate' && items[i]!.seq !== null) out.push(i)
+  return out
+}
+
+/** Sorts the skipped items with a seq into duplicates and conflicts (CONFLICT_SQL); changes `outcomes` in place. */
+async function resolveConflicts (c: pg.ClientBase, req: PgRequest, outcomes: ItemOutcome[], shard: number): Promise<void> {
+  const cands = conflictCandidates(req.items, outcomes)
+  if (cands.length === 0) return
+  const rows = cands.map((i) => { const it = req.items[i]!; return [it.p, it.s, it.device, it.seq, it.boot, it.ts, it.rx, it.values, bootKey(it.boot)] })
+  const res = await c.query<{ p: number, s: string }>(CONFLICT_SQL, [req.gateway, req.epoch, JSON.stringify(rows), req.fleet ?? DEFAULT_FLEET, shard, Date.now()])
+  const conflicted = outcomesOf(cands.map((i) => req.items[i]!), res.rows)
+  for (let j = 0; j < cands.length; j++) if (conflicted[j] === 'stored') outcomes[cands[j]!] = 'conflict'
+}
 
 /**
  * The statement's parameters for one request (evictedNew: seqs newly recorded as evicted).
@@ -115,14 +170,18 @@ async function attempt (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]
   const shard = Math.floor(Math.random() * COUNTER_SHARDS)
   if (req.evicted.length === 0) {
     const { rows } = await c.query<{ p: number, s: string }>(INSERT_SQL, insertParams(req, 0, shard))
-    return outcomesOf(req.items, rows)
+    const outcomes = outcomesOf(req.items, rows)
+    await resolveConflicts(c, req, outcomes, shard)
+    return outcomes
   }
   await c.query('BEGIN')
   try {
     const added = await recordEvicted(c, req.gateway, req.epoch, req.evicted)
     const { rows } = await c.query<{ p: number, s: string }>(INSERT_SQL, insertParams(req, added, shard))
+    const outcomes = outcomesOf(req.items, rows)
+    await resolveConflicts(c, req, outcomes, shard)
     await c.query('COMMIT')
-    return outcomesOf(req.items, rows)
+    return outcomes
   } catch (err) {
     await c.query('ROLLBACK').catch(() => {})
     throw err

@@ -21,10 +21,10 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { StoreError } from '../../protocol/index.ts'
 import { itemOf, type Item } from '../item.ts'
 import { isConnectionError, isTransient, PgPool, watchCheckedOut, type PgHealthState } from './postgres-pool.ts'
-import { queryDevice, queryStats } from './postgres-query.ts'
+import { queryConflicts, queryDevice, queryStats } from './postgres-query.ts'
 import { migrate } from './postgres-schema.ts'
 import { writeRequest, type PgRequest } from './postgres-write.ts'
-import type { DevicePage, DeviceQuery, ItemOutcome, Sink, Stats, StoreRequest } from './types.ts'
+import type { ConflictPage, ConflictQuery, DevicePage, DeviceQuery, ItemOutcome, Sink, Stats, StoreRequest } from './types.ts'
 
 export type PostgresSinkOptions = {
   url: string
@@ -123,6 +123,10 @@ export class PostgresSink implements Sink {
 
   queryDevice (q: DeviceQuery): Promise<DevicePage> {
     return this.pool.withClient((c) => queryDevice(c, q))
+  }
+
+  queryConflicts (q: ConflictQuery): Promise<ConflictPage> {
+    return this.pool.withClient((c) => queryConflicts(c, q))
   }
 
   stats (): Promise<Stats> {

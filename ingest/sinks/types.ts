@@ -30,8 +30,37 @@ export type StoreRequest = {
   rejected: number
 }
 
-/** `rejected`: the sink cannot hold this item at all (postgres: text with U+0000); counted as rejected. */
-export type ItemOutcome = 'stored' | 'duplicate' | 'rejected'
+/**
+ * `rejected`: the sink cannot hold this item at all (postgres: text with U+0000); counted as rejected.
+ * `conflict`: the item's natural key (fleet, device, boot, seq) is held by a stored reading
+ * whose content (CONTENT below) differs: the item is not a copy of it, so it is not a
+ * duplicate; it is kept in the conflicts record (queryConflicts), durably with the batch,
+ * and the stored reading stays as it is.
+ */
+export type ItemOutcome = 'stored' | 'duplicate' | 'rejected' | 'conflict'
+
+/**
+ * What makes two readings with one natural key the same reading: the device's timestamp
+ * `ts` and its values map (names and values; order of names does not matter). Not the
+ * gateway receive time `rx` (two gateways receive one publish at different times), nor the
+ * transport key (gateway, epoch, p, s), which differs by design between two gateways.
+ */
+export type Content = { ts: number | null, values: Values }
+
+/** True when two readings of one natural key carry the same content (`Content`). */
+export function sameContent (a: Content, b: Content): boolean {
+  if (a.ts !== b.ts) return false
+  const ka = Object.keys(a.values)
+  if (ka.length !== Object.keys(b.values).length) return false
+  for (const k of ka) {
+    if (!Object.prototype.hasOwnProperty.call(b.values, k)) return false
+    const x = a.values[k]
+    const y = b.values[k]
+    // numbers by value (as JSON and PostgreSQL's jsonb compare them: 0 and -0 are one)
+    if (x !== y) return false
+  }
+  return true
+}
 
 export type StoredReading = {
   gateway: string
@@ -66,7 +95,44 @@ export type DeviceQuery = {
 
 export type DevicePage = { readings: StoredReading[], next: string | null }
 
-export type Counts = { stored: number, duplicates: number, rejected: number, evicted: number }
+/** One copy of a reading, as a gateway sent it: its transport key and its content. */
+export type ReadingCopy = { gateway: string, epoch: string, p: number, s: number, ts: number | null, rx: number, values: Values }
+
+/**
+ * A natural-key conflict: `conflicting` arrived with the natural key (fleet, device, boot,
+ * seq) of `stored`, the reading the sink holds, and other content. `stored` is null only
+ * when the stored reading could not be found any more (leveldb: a reading indexed before
+ * the index named its reading, whose copies from several fleets differ from this one).
+ */
+export type ConflictRecord = {
+  fleet: string
+  device: string
+  boot: Boot | null
+  seq: number
+  stored: ReadingCopy | null
+  conflicting: ReadingCopy
+  /** when the ingest recorded it, ms since 1970 */
+  recordedAt: number
+}
+
+export type ConflictQuery = {
+  /** undefined: every fleet */
+  fleet?: string
+  /** undefined: every device */
+  device?: string
+  limit: number
+  /** Opaque, from a previous page's `next`. */
+  cursor?: string
+}
+
+/** Conflicts ordered by (fleet, device, boot, seq, gateway, epoch, p, s). */
+export type ConflictPage = { conflicts: ConflictRecord[], next: string | null }
+
+/** conflicts: items kept as natural-key conflicts (ItemOutcome `conflict`), not as readings. */
+export type Counts = { stored: number, duplicates: number, rejected: number, evicted: number, conflicts: number }
+
+/** The kinds of Counts, in the order /v1/stats, the metrics and the page list them. */
+export const COUNT_KINDS = ['stored', 'duplicates', 'rejected', 'evicted', 'conflicts'] as const satisfies readonly (keyof Counts)[]
 export type Stats = Counts & { gateways: Record<string, Counts> }
 
 export interface Sink {
@@ -80,6 +146,8 @@ export interface Sink {
   storeBatch (req: StoreRequest): Promise<ItemOutcome[]>
   /** Readings of one device ordered by (boot, seq); see docs/ingest.md for the boot order. */
   queryDevice (q: DeviceQuery): Promise<DevicePage>
+  /** The natural-key conflicts recorded (ItemOutcome `conflict`). */
+  queryConflicts (q: ConflictQuery): Promise<ConflictPage>
   /** Counts of items since the store was created. */
   stats (): Promise<Stats>
   /** Idempotent; waits for writes in progress. */
@@ -97,5 +165,5 @@ export interface Sink {
 export type DedupState = { partitions: number, seqs: number, runs: number, epochs?: number, epochsEvicted?: number }
 
 export function zeroCounts (): Counts {
-  return { stored: 0, duplicates: 0, rejected: 0, evicted: 0 }
+  return { stored: 0, duplicates: 0, rejected: 0, evicted: 0, conflicts: 0 }
 }

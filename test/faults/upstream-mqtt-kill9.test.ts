@@ -24,7 +24,7 @@ async function status (adminPort: unknown): Promise<Status> {
 test('results mode: kill -9 of the gateway mid-upload, 4 rounds: every acknowledged reading stored exactly once', { timeout: 120_000 }, async (t) => {
   needTools('mosquitto')
   const broker = await startMosquitto(t)
-  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'ingest-k9-'), mqttBroker: broker.url, mqttClientId: 'ingest-k9' }, { logger: silentLogger })
+  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'ingest-k9-'), mqttBroker: broker.url, mqttAllowUnlistedGateways: true, mqttClientId: 'ingest-k9' }, { logger: silentLogger })
   t.after(() => ingest.close())
   await waitFor(() => ingest.mqtt?.ready, { what: 'ingest subscribed' })
   const dir = await tempDir(t, 'gw-k9-')
@@ -68,7 +68,7 @@ test('results mode: kill -9 of the ingest and of Mosquitto (persistence on) unde
   let broker = await startMosquitto(t, { persistence: true, dir: brokerDir })
   const port = broker.port
   const ingestDir = await tempDir(t, 'ingest-k9b-')
-  const ingestArgs = ['--port', '0', '--data-dir', ingestDir, '--mqtt-broker', broker.url, '--mqtt-client-id', 'ingest-k9b', '--mqtt-connections', '2']
+  const ingestArgs = ['--port', '0', '--data-dir', ingestDir, '--mqtt-broker', broker.url, '--mqtt-allow-unlisted-gateways', '--mqtt-client-id', 'ingest-k9b', '--mqtt-connections', '2']
   let ingest = await spawnCli(t, 'ingest/main.ts', ingestArgs)
   assert.equal(ingest.ready.mqttBroker, broker.url, 'the ready line names the broker')
   const gw = await startGateway(t, { gatewayId: 'gw-k9b', upstream: [broker.url], lingerMs: 50, batchMaxItems: 40, resultsTimeoutMs: 1000, retryBaseMs: 50, retryMaxMs: 500 })

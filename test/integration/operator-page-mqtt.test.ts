@@ -16,7 +16,7 @@ import { needTools } from '../helpers/tools.ts'
 test('operator page: the MQTT upstream row shows connected, in flight and oldest unanswered; not connected when the broker dies', async (t) => {
   needTools('mosquitto')
   const broker = await startMosquitto(t)
-  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'page-mqtt-ingest-'), mqttBroker: broker.url, mqttClientId: `ingest-page-${process.pid}` }, { logger: silentLogger })
+  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'page-mqtt-ingest-'), mqttBroker: broker.url, mqttAllowUnlistedGateways: true, mqttClientId: `ingest-page-${process.pid}` }, { logger: silentLogger })
   t.after(() => ingest.close())
   await waitFor(() => ingest.mqtt?.ready, { what: 'ingest subscribed' })
   const gw = await startGateway(t, { gatewayId: 'gw-page', upstream: [broker.url], lingerMs: 50 })

@@ -75,7 +75,7 @@ test('operator pages: gateway page live and consistent with /status, banner, dev
   const ip = await openPage(ctx, ingestUrl + '/')
   await ip.page.waitForSelector('#gateways tr[data-gateway="gw1"]', { timeout: 10_000 })
   await ip.page.waitForSelector('#latest tr[data-device^="page-"]', { timeout: 10_000 })
-  const storedTotal = await ip.page.$eval('#gateways tr[data-gateway="gw1"] td:nth-child(6)', (e) => Number(e.textContent!.replace(/,/g, '')))
+  const storedTotal = await ip.page.$eval('#gateways tr[data-gateway="gw1"] td:nth-child(7)', (e) => Number(e.textContent!.replace(/,/g, '')))
   assert.ok(storedTotal > 0)
 
   // a gateway whose upstream refuses its token: the banner says so

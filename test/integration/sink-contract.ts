@@ -5,15 +5,21 @@
  */
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
-import type { BatchItem, Boot } from '../../protocol/index.ts'
-import type { Sink, StoreRequest, StoredReading } from '../../ingest/sinks/types.ts'
+import type { BatchItem, Boot, Values } from '../../protocol/index.ts'
+import type { ConflictRecord, Sink, StoreRequest, StoredReading } from '../../ingest/sinks/types.ts'
 
 export type SinkFactory = (t: TestContext) => Promise<{ open: () => Promise<Sink> }>
 
 const RX = 1_700_000_000_000
 
-export function item (p: number, s: number, opts: { device?: string, seq?: number | null, boot?: Boot | null, ts?: number | null, rx?: number } = {}): BatchItem {
-  return [p, s, opts.device ?? 'dev1', opts.seq === undefined ? s : opts.seq, opts.boot === undefined ? 1 : opts.boot, opts.ts === undefined ? RX - 5 : opts.ts, opts.rx ?? RX + s, { t: s / 10, ok: true, tag: `x${s}` }]
+/**
+ * An item; its values follow from its device seq (else from s), so that two copies of one
+ * reading through two gateways carry the same content, as a device's resend does.
+ */
+export function item (p: number, s: number, opts: { device?: string, seq?: number | null, boot?: Boot | null, ts?: number | null, rx?: number, values?: Values } = {}): BatchItem {
+  const seq = opts.seq === undefined ? s : opts.seq
+  const v = seq ?? s
+  return [p, s, opts.device ?? 'dev1', seq, opts.boot === undefined ? 1 : opts.boot, opts.ts === undefined ? RX - 5 : opts.ts, opts.rx ?? RX + s, opts.values ?? { t: v / 10, ok: true, tag: `x${v}` }]
 }
 
 export function req (items: BatchItem[], opts: Partial<StoreRequest> = {}): StoreRequest {
@@ -43,6 +49,19 @@ async function allReadings (sink: Sink, device: string, limit: number, extra: { 
     assert.ok(pages < 1000, 'paging terminates')
   }
   return { readings, pages }
+}
+
+async function allConflicts (sink: Sink, q: { fleet?: string, device?: string }, limit: number): Promise<ConflictRecord[]> {
+  const out: ConflictRecord[] = []
+  let cursor: string | undefined
+  for (let pages = 0; pages < 1000; pages++) {
+    const page = await sink.queryConflicts({ ...q, limit, ...(cursor === undefined ? {} : { cursor }) })
+    assert.ok(page.conflicts.length <= limit)
+    out.push(...page.conflicts)
+    if (page.next === null) return out
+    cursor = page.next
+  }
+  throw new Error('paging does not terminate')
 }
 
 export function runSinkContract (name: string, factory: SinkFactory): void {
@@ -89,7 +108,7 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     ], 'one copy of each reading, the first one stored')
     const st = await sink.stats()
     assert.equal(st.stored, 8)
-    assert.deepEqual(st.gateways.gw2, { stored: 1, duplicates: 3, rejected: 0, evicted: 0 })
+    assert.deepEqual(st.gateways.gw2, { stored: 1, duplicates: 3, rejected: 0, evicted: 0, conflicts: 0 })
     await sink.close()
     const again = await reopen()
     assert.deepEqual(await again.storeBatch(req([item(6, 1, { seq: 8 }), item(6, 2, { seq: 6, boot: null })], { gateway: 'gw4' })), ['duplicate', 'duplicate'], 'after a restart')
@@ -116,6 +135,87 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     const again = await reopen()
     assert.deepEqual(await again.storeBatch(req([copy(6, 1)], { gateway: 'gwB3', fleet: 'b' })), ['duplicate'], 'after a restart, fleet b')
     assert.deepEqual(await again.storeBatch(req([copy(6, 1)], { gateway: 'gwC1', fleet: 'c' })), ['stored'], 'after a restart, a new fleet')
+  })
+
+  test(`${name}: a copy of a natural key with other content is a conflict: kept in the conflicts record, the stored reading untouched`, async (t) => {
+    // A gateway of the fleet sends sensor-1's seqs first with forged values; the real
+    // gateway's readings must not be answered duplicate (its gateway would delete them).
+    const { sink, reopen } = await openSink(t, factory)
+    const forged = { t: 666 }
+    const real = { t: 21.5, unit: 'C' }
+    const evil = [1, 2, 3].map((q) => item(0, q, { device: 'sensor-1', seq: q, values: forged }))
+    assert.deepEqual(await sink.storeBatch(req(evil, { gateway: 'gw-evil', fleet: 'a' })), ['stored', 'stored', 'stored'])
+    const realItems = [1, 2, 3].map((q) => item(4, 100 + q, { device: 'sensor-1', seq: q, values: real }))
+    assert.deepEqual(await sink.storeBatch(req(realItems, { gateway: 'gw-real', fleet: 'a' })), ['conflict', 'conflict', 'conflict'])
+    assert.deepEqual((await allReadings(sink, 'sensor-1', 100)).readings.map((r) => [r.gateway, r.seq, r.values]), [1, 2, 3].map((q) => ['gw-evil', q, forged]), 'the first copy stays the reading')
+    const recorded = await allConflicts(sink, { fleet: 'a', device: 'sensor-1' }, 2)
+    assert.equal(recorded.length, 3)
+    assert.deepEqual(recorded[0], {
+      fleet: 'a',
+      device: 'sensor-1',
+      boot: 1,
+      seq: 1,
+      stored: { gateway: 'gw-evil', epoch: 'ep1', p: 0, s: 1, ts: RX - 5, rx: RX + 1, values: forged },
+      conflicting: { gateway: 'gw-real', epoch: 'ep1', p: 4, s: 101, ts: RX - 5, rx: RX + 101, values: real },
+      recordedAt: recorded[0]!.recordedAt
+    })
+    assert.ok(Math.abs(recorded[0]!.recordedAt - Date.now()) < 60_000, 'recordedAt is the time of recording')
+    assert.deepEqual(recorded.map((c) => [c.seq, c.conflicting.s]), [[1, 101], [2, 102], [3, 103]])
+    assert.deepEqual((await sink.stats()).gateways['gw-real'], { stored: 0, duplicates: 0, rejected: 0, evicted: 0, conflicts: 3 })
+    assert.equal((await sink.stats()).conflicts, 3)
+
+    assert.deepEqual(await sink.storeBatch(req([realItems[0]!], { gateway: 'gw-real', fleet: 'a' })), ['duplicate'], 'a retransmit of the conflicting copy is a duplicate by its transport key')
+    assert.deepEqual(await sink.storeBatch(req([
+      item(1, 7, { device: 'sensor-1', seq: 1, values: { t: 666 }, rx: RX + 999 }), // only rx differs: the same reading
+      item(1, 8, { device: 'sensor-1', seq: 2, values: forged, ts: RX - 6 }), // the device time differs
+      item(1, 9, { device: 'sensor-1', seq: 3, values: { t: 666, extra: 1 } }) // one more value
+    ], { gateway: 'gw-third', fleet: 'a' })), ['duplicate', 'conflict', 'conflict'])
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1, { device: 'sensor-1', seq: 1, values: real })], { gateway: 'gw-b', fleet: 'b' })), ['stored'], 'another fleet: another reading')
+    assert.deepEqual(await allConflicts(sink, { fleet: 'b' }, 10), [])
+    assert.equal((await allConflicts(sink, {}, 1)).length, 5, 'every fleet, paged one by one')
+    assert.equal((await allConflicts(sink, { device: 'sensor-1' }, 2)).length, 5, 'every fleet, one device')
+    assert.deepEqual(await allConflicts(sink, { fleet: 'a', device: 'sensor-2' }, 10), [])
+    await sink.close()
+
+    const again = await reopen()
+    assert.deepEqual(await again.storeBatch(req([
+      item(2, 1, { device: 'sensor-1', seq: 3, values: real }),
+      item(2, 2, { device: 'sensor-1', seq: 2, values: { t: 666 } })
+    ], { gateway: 'gw-fourth', fleet: 'a' })), ['conflict', 'duplicate'], 'after a restart, from disk')
+    assert.equal((await allConflicts(again, { fleet: 'a' }, 100)).length, 6)
+    assert.equal((await again.stats()).conflicts, 6)
+  })
+
+  test(`${name}: conflicts within one request and between concurrent requests: one copy stored, each other content recorded once`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    assert.deepEqual(await sink.storeBatch(req([
+      item(0, 1, { seq: 5, values: { t: 1 } }),
+      item(0, 2, { seq: 5, values: { t: 2 } }),
+      item(0, 3, { seq: 5, values: { t: 1 } })
+    ])), ['stored', 'conflict', 'duplicate'])
+    const n = 10
+    const results = await Promise.all(Array.from({ length: 4 }, (_, g) =>
+      sink.storeBatch(req(Array.from({ length: n }, (_, i) => item(i % 2, 10 + i, { device: 'race', seq: i, values: { g } })), { gateway: `gw-race${g}` }))))
+    for (let i = 0; i < n; i++) {
+      assert.deepEqual(results.map((r) => r[i]).sort(), ['conflict', 'conflict', 'conflict', 'stored'], `item ${i}: one copy stored, three conflicts`)
+    }
+    assert.equal((await allReadings(sink, 'race', 100)).readings.length, n)
+    const recorded = await allConflicts(sink, { device: 'race' }, 7)
+    assert.equal(recorded.length, 3 * n)
+    for (const c of recorded) {
+      assert.ok(c.stored !== null)
+      assert.notDeepEqual(c.stored.values, c.conflicting.values)
+      assert.notEqual(c.stored.gateway, c.conflicting.gateway)
+    }
+    assert.equal((await sink.stats()).conflicts, 1 + 3 * n)
+  })
+
+  test(`${name}: copies far apart in seq in one request are each found (a resend of old and new readings)`, async (t) => {
+    const { sink } = await openSink(t, factory)
+    assert.deepEqual(await sink.storeBatch(req([item(0, 1, { seq: 1 }), item(0, 2, { seq: 5000 }), item(0, 3, { seq: 9000, boot: null })])), ['stored', 'stored', 'stored'])
+    assert.deepEqual(await sink.storeBatch(req([
+      item(1, 1, { seq: 5000 }), item(1, 2, { seq: 2500 }), item(1, 3, { seq: 1 }), item(1, 4, { seq: 1, values: { t: 9 } }), item(1, 5, { seq: 9000, boot: null }), item(1, 6, { seq: 9001 })
+    ], { gateway: 'gw2' })), ['duplicate', 'stored', 'duplicate', 'conflict', 'duplicate', 'stored'])
   })
 
   test(`${name}: concurrent copies of a reading through several gateways store it exactly once`, async (t) => {
@@ -166,7 +266,7 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
 
   test(`${name}: stats count stored, duplicates, rejected, globally and per gateway`, async (t) => {
     const { sink } = await openSink(t, factory)
-    assert.deepEqual(await sink.stats(), { stored: 0, duplicates: 0, rejected: 0, evicted: 0, gateways: {} })
+    assert.deepEqual(await sink.stats(), { stored: 0, duplicates: 0, rejected: 0, evicted: 0, conflicts: 0, gateways: {} })
     await sink.storeBatch(req([item(0, 1), item(0, 2)], { rejected: 3 }))
     await sink.storeBatch(req([item(0, 2)]))
     await sink.storeBatch(req([item(0, 1, { device: 'dev2' })], { gateway: 'gw2', rejected: 1 }))
@@ -175,9 +275,10 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
       duplicates: 1,
       rejected: 4,
       evicted: 0,
+      conflicts: 0,
       gateways: {
-        gw1: { stored: 2, duplicates: 1, rejected: 3, evicted: 0 },
-        gw2: { stored: 1, duplicates: 0, rejected: 1, evicted: 0 }
+        gw1: { stored: 2, duplicates: 1, rejected: 3, evicted: 0, conflicts: 0 },
+        gw2: { stored: 1, duplicates: 0, rejected: 1, evicted: 0, conflicts: 0 }
       }
     })
   })
@@ -266,7 +367,7 @@ export function runSinkContract (name: string, factory: SinkFactory): void {
     await sink.close() // idempotent
     const again = await reopen()
     assert.deepEqual(await again.storeBatch(req([item(0, 4), item(0, 5), item(0, 6), item(2, 1), item(0, 7)], { evicted: [[0, 0, 4]] })), ['duplicate', 'duplicate', 'duplicate', 'duplicate', 'stored'])
-    assert.deepEqual(await again.stats(), { stored: 4, duplicates: 4, rejected: 1, evicted: 5, gateways: { gw1: { stored: 4, duplicates: 4, rejected: 1, evicted: 5 } } })
+    assert.deepEqual(await again.stats(), { stored: 4, duplicates: 4, rejected: 1, evicted: 5, conflicts: 0, gateways: { gw1: { stored: 4, duplicates: 4, rejected: 1, evicted: 5, conflicts: 0 } } })
     assert.deepEqual((await allReadings(again, 'dev1', 2)).readings.map((r) => r.s), [1, 5, 6, 7])
   })
 }

@@ -23,7 +23,7 @@ const fast = { lingerMs: 50, retryBaseMs: 20, retryMaxMs: 200 }
 
 async function startIngest (t: { after: (fn: () => unknown) => void }, broker: string, opts: IngestOptions = {}): Promise<Ingest> {
   const dir = await tempDir(t, 'ingest-mqtt-')
-  const ingest = await createIngest({ port: 0, dataDir: dir, mqttBroker: broker, mqttClientId: `ingest-${Math.random().toString(36).slice(2)}`, ...opts }, { logger: silentLogger })
+  const ingest = await createIngest({ port: 0, dataDir: dir, mqttBroker: broker, mqttAllowUnlistedGateways: true, mqttClientId: `ingest-${Math.random().toString(36).slice(2)}`, ...opts }, { logger: silentLogger })
   t.after(() => ingest.close())
   await waitFor(() => ingest.mqtt?.ready, { what: 'ingest subscribed' })
   return ingest
