@@ -10,8 +10,7 @@
  * Guarded by test/unit/broker-limits-memory.test.ts.
  */
 import type { Logger } from 'pino'
-import type { LimitMetrics } from './limit-metrics.ts'
-import type { LimitName } from './limit-rules.ts'
+import type { LimitMetrics, LimitName } from './limit-metrics.ts'
 
 /** Offenders remembered for "log once", per limit; past this that limit's memory is reset (and they may be logged again). */
 const MAX_REMEMBERED_OFFENDERS = 10_000

@@ -17,17 +17,11 @@
  */
 import type { Client, Subscription } from 'aedes'
 import { remoteOf } from './limit-deliveries.ts'
+import type { LimitName } from './limit-metrics.ts'
 import type { OffenderLog } from './limit-offenders.ts'
 import type { PublishRate } from './limit-rate.ts'
 import type { BrokerLimits } from './limits-config.ts'
 import type { BoundedPersistence } from './persistence.ts'
-
-export const LIMITS = [
-  'client_id_bytes', 'will_bytes', 'topic_bytes', 'topic_levels', 'max_qos', 'retain_unavailable',
-  'retained_messages', 'retained_bytes', 'subscriptions', 'queued_messages', 'queued_bytes_total',
-  'sessions', 'inflight_inbound', 'publish_rate'
-] as const
-export type LimitName = (typeof LIMITS)[number]
 
 export type Refusal = { limit: LimitName, message: string }
 

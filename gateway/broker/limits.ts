@@ -28,7 +28,8 @@ import { LimitRules, type Refusal } from './limit-rules.ts'
 import type { BrokerLimits } from './limits-config.ts'
 import { BoundedPersistence, type PersistenceLimit } from './persistence.ts'
 
-export { LIMITS, type LimitName, type Refusal } from './limit-rules.ts'
+export { LIMITS, type LimitName } from './limit-metrics.ts'
+export type { Refusal } from './limit-rules.ts'
 
 export class Limits {
   readonly persistence: BoundedPersistence
