@@ -7,11 +7,12 @@
  */
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
+import { LogOnce } from '../../common/index.ts'
 
 const MAX_REMEMBERED = 10_000
 
 export class Unmapped {
-  private readonly seen = new Set<string>()
+  private readonly seen = new LogOnce(MAX_REMEMBERED)
   private readonly counter: Counter
 
   constructor (registry: Registry, private readonly log: Logger) {
@@ -20,10 +21,7 @@ export class Unmapped {
 
   note (clientId: string, topic: string): void {
     this.counter.inc()
-    const key = `${clientId}\u0000${topic}`
-    if (this.seen.has(key) || topic.startsWith('$')) return
-    if (this.seen.size >= MAX_REMEMBERED) this.seen.clear()
-    this.seen.add(key)
+    if (topic.startsWith('$') || !this.seen.first(`${clientId}\u0000${topic}`)) return
     this.log.info({ clientId, topic, expected: `devices/${clientId}/readings` }, 'publish on a topic that is not stored (neither devices/{id}/readings nor a topic mapping): routed to subscribers only')
   }
 }
