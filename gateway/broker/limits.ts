@@ -70,9 +70,11 @@ export class Limits {
     guardDeliveries(client, () => this.metrics.skipped.inc())
   }
 
+  /** After the broker closed: no sweep, no publish left waiting for the rate; idempotent. */
   close (): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer)
     this.sweepTimer = null
+    this.rules.close()
   }
 
   checkConnect (client: Client, packet: Parameters<LimitRules['checkConnect']>[1]): Refusal | null { return this.rules.checkConnect(client, packet) }
