@@ -61,7 +61,7 @@ export class Mapper {
         this.denied.inc({ rule })
         if (this.logged.first(client.id)) {
           const why = rule === 'client_id' ? 'this mapping requires the client id to be the device id' : 'a client may produce readings only of its own device id (docs/mapping.md: apps, anyDevice)'
-          this.log.warn({ clientId: client.id, role: principal?.role ?? 'anonymous', topic: packet.topic, device, rule, mapping: m.topic }, `mapped publish refused: ${why}; closing the connection (logged once per client)`)
+          this.log.warn({ clientId: client.id, role: principal?.role ?? 'anonymous', topic: packet.topic, device, rule, why, mapping: m.topic }, 'mapped publish refused; closing the connection (logged once per client)')
         }
         cb(new Error(`client ${client.id} may not publish readings of ${device}`))
         return true
