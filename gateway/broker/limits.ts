@@ -12,7 +12,7 @@
  * - limit-hooks.ts: the rules in front of the Aedes hooks, and the broker events wired;
  * - limit-deliveries.ts: the monkey-patch that drops deliveries to closed clients;
  * - limit-offenders.ts: a hit counted, its offender logged once (bounded memory);
- * - limit-metrics.ts: the metrics;
+ * - limit-metrics.ts: the limit names (the metrics' `limit` label) and the metrics;
  * - persistence.ts: the retained store, offline queues and sessions, bounded;
  * - QoS 2 in flight: Aedes' `maxInflightInbound` closes the connection.
  */
