@@ -63,6 +63,39 @@ function coerce (key: string, spec: FieldSpec, raw: unknown, where: string): unk
   }
 }
 
+/** Edit distance (insertions, deletions, substitutions, adjacent swaps), for suggestions. */
+function distance (a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => i === 0 ? j : j === 0 ? i : 0))
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1)
+      d[i]![j] = v
+    }
+  }
+  return d[a.length]![b.length]!
+}
+
+/**
+ * The known name closest to an unknown one, or undefined when none is close: within a third
+ * of its length in edits (at least 2), compared without case, dashes and underscores, or one
+ * that starts with it. One suggestion reads better than a list of a hundred keys.
+ */
+export function nearest (name: string, known: readonly string[]): string | undefined {
+  const norm = (s: string): string => s.toLowerCase().replace(/[-_]/g, '')
+  const n = norm(name)
+  if (n === '') return undefined
+  let best: string | undefined
+  let bestD = Infinity
+  for (const k of known) {
+    const d = distance(n, norm(k))
+    if (d < bestD) { best = k; bestD = d }
+  }
+  if (best !== undefined && bestD <= Math.max(2, Math.floor(n.length / 3))) return best
+  return known.find((k) => norm(k).startsWith(n) && n.length >= 3)
+}
+
 export type ConfigSources = {
   argv: readonly string[]
   env: Record<string, string | undefined>
@@ -89,7 +122,10 @@ export function parseConfig<S extends Schema> (schema: S, src: ConfigSources): C
   if (src.file) {
     for (const [k, v] of Object.entries(src.file)) {
       const spec = schema[k]
-      if (!spec) throw new ConfigError(k, `unknown key in the config file (known: ${Object.keys(schema).join(', ')})`)
+      if (!spec) {
+        const near = nearest(k, Object.keys(schema))
+        throw new ConfigError(k, `unknown key in the config file${near ? `; did you mean ${near}?` : ''} (every key is a flag in camelCase: see --help)`)
+      }
       out[k] = coerce(k, spec, v, 'config file')
     }
   }
@@ -114,7 +150,10 @@ export function parseConfig<S extends Schema> (schema: S, src: ConfigSources): C
       out[byFlag.get(name.slice(3))!] = false
       continue
     }
-    if (!key) throw new ConfigError(name, `unknown flag --${name} (see --help)`)
+    if (!key) {
+      const near = nearest(name, [...byFlag.keys()])
+      throw new ConfigError(name, `unknown flag --${name}${near ? `; did you mean --${near}?` : ''} (see --help)`)
+    }
     const spec = schema[key]!
     if (spec.type === 'bool' && value === undefined) {
       const next = argv[i + 1]
@@ -133,12 +172,33 @@ export function parseConfig<S extends Schema> (schema: S, src: ConfigSources): C
   return out as ConfigOf<S>
 }
 
+/** One flag's lines of `--help`. An empty default ('' or []) prints no `(default )`. */
+function helpEntry (k: string, spec: FieldSpec, envPrefix: string): string {
+  const type = spec.type === 'enum' ? spec.values.join('|') : spec.type
+  const shown = spec.default === undefined ? '' : Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default)
+  const def = shown === '' ? '' : ` (default ${shown})`
+  return `  --${kebab(k)} <${type}>${def}\n      ${spec.doc} [env ${envName(envPrefix, k)}]`
+}
+
 export function helpText (schema: Schema, envPrefix: string): string {
-  const lines: string[] = []
-  for (const [k, spec] of Object.entries(schema)) {
-    const type = spec.type === 'enum' ? spec.values.join('|') : spec.type
-    const def = spec.default === undefined ? '' : ` (default ${Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default)})`
-    lines.push(`  --${kebab(k)} <${type}>${def}\n      ${spec.doc} [env ${envName(envPrefix, k)}]`)
+  return Object.entries(schema).map(([k, spec]) => helpEntry(k, spec, envPrefix)).join('\n')
+}
+
+export type HelpSection = { title: string, keys: readonly string[] }
+
+/**
+ * `--help` in sections (a flat list of a hundred flags put the ones a new user needs after
+ * seventy lines of limits). Each flag is printed once, under the first section that names it.
+ */
+export function helpSections (schema: Schema, envPrefix: string, sections: readonly HelpSection[]): string {
+  const shown = new Set<string>()
+  const out: string[] = []
+  for (const s of sections) {
+    const keys = s.keys.filter((k) => schema[k] !== undefined && !shown.has(k))
+    if (keys.length === 0) continue
+    out.push(`${s.title}:`)
+    for (const k of keys) { shown.add(k); out.push(helpEntry(k, schema[k]!, envPrefix)) }
+    out.push('')
   }
-  return lines.join('\n')
+  return out.join('\n').trimEnd()
 }

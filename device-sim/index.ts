@@ -22,7 +22,7 @@ export { simConfig, parseSimConfig, simSchema, type SimConfig } from './config.t
 export { auditDevice, auditBoot, summarize, isFailure, type AuditResult, type DeviceAudit, type BootAudit, type AuditCounts, type StoredRow } from './audit.ts'
 export { runAudit, fetchReadings, waitForDrain, AuditHttpError, type DrainProgress } from './audit-http.ts'
 export { formatAudit, formatReport, writeReport, type SimReport } from './report.ts'
-export { startProgress, type ProgressHandle } from './progress.ts'
+export { ingestRunLine, startProgress, type IngestCounts, type ProgressHandle } from './progress.ts'
 export type { DeviceRecord, BootRecord } from './record.ts'
 
 export type Snapshot = Counters & {

@@ -7,6 +7,8 @@ export type ProgressSnapshot = {
   devices: number
   online: number
   generated: number
+  /** PUBLISH packets sent, resends included (the report's "published") */
+  publishes: number
   acked: number
   unacked: number
   receipts: number
@@ -35,10 +37,12 @@ export function progressLine (s: ProgressSnapshot, prev: ProgressSnapshot | null
     elapsedS: Math.round(s.elapsedMs / 100) / 10,
     online: s.online,
     devices: s.devices,
-    sentPerS: rate(s.generated, prev?.generated ?? 0),
+    // the report's words: "generated" readings, "published" packets (resends included)
+    generatedPerS: rate(s.generated, prev?.generated ?? 0),
     ackedPerS: rate(s.acked, prev?.acked ?? 0),
     targetPerS: s.targetRate,
     generated: s.generated,
+    published: s.publishes,
     acked: s.acked,
     unacked: s.unacked,
     receipts: s.receipts,
@@ -65,8 +69,8 @@ export function startProgress<S extends ProgressSnapshot> (o: ProgressOptions<S>
     }
     const lines = [
       `devices ${l.online}/${l.devices} online   ${l.elapsedS}s`,
-      `rate    sent ${l.sentPerS}/s  acked ${l.ackedPerS}/s  (target ${l.targetPerS}/s)`,
-      `totals  sent ${l.generated}  acked ${l.acked}  in flight ${l.unacked}  receipts ${l.receipts}`,
+      `rate    generated ${l.generatedPerS}/s  acked ${l.ackedPerS}/s  (target ${l.targetPerS}/s)`,
+      `totals  generated ${l.generated}  published ${l.published}  acked ${l.acked}  in flight ${l.unacked}  receipts ${l.receipts}`,
       `churn   reconnects ${l.reconnects}  connection losses ${l.losses}  reboots ${l.reboots}`,
       ...(o.extra ? o.extra() : [])
     ]
@@ -80,4 +84,18 @@ export function startProgress<S extends ProgressSnapshot> (o: ProgressOptions<S>
   return {
     stop: () => { clearInterval(timer); if (mode === 'tty') draw() }
   }
+}
+
+/** The ingest's /v1/stats counts a live view shows. */
+export type IngestCounts = { stored: number, duplicates: number, rejected: number, evicted: number }
+
+/**
+ * The ingest's line of `npm start`'s view: this run's answers, counted against the ingest's
+ * counts before the gateway started. Its /v1/stats covers its whole data dir, so on a second
+ * run the totals of earlier runs stood beside this run's readings and disagreed with them.
+ */
+export function ingestRunLine (before: IngestCounts | null, now: IngestCounts | null): string {
+  const run = (k: keyof IngestCounts): number | string => now?.[k] === undefined ? '?' : now[k] - (before?.[k] ?? 0)
+  const earlier = before !== null && before.stored > 0 ? `  (all runs: stored ${now?.stored ?? '?'})` : ''
+  return `ingest  this run: stored ${run('stored')}  duplicate ${run('duplicates')}  rejected ${run('rejected')}  evicted ${run('evicted')}${earlier}`
 }

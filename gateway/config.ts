@@ -4,7 +4,7 @@
  * Each component declares the flags it reads in its own config.ts; this file joins them.
  */
 import { ConfigError, GATEWAY_ID_RE } from '../protocol/index.ts'
-import { parseConfig, type ConfigOf, type ConfigSources } from '../common/index.ts'
+import { parseConfig, type ConfigOf, type ConfigSources, type HelpSection } from '../common/index.ts'
 import { brokerSchema } from './broker/config.ts'
 import { flushSchema } from './flush/config.ts'
 import { checkMqttUpstream, isMqttUrl } from './flush/mqtt-config.ts'
@@ -28,13 +28,34 @@ export const gatewaySchema = {
   deviceStatsMax: { type: 'int', default: 10000, min: 0, max: 1_000_000, doc: 'Devices the admin page tracks (least recently seen forgotten first)' },
   ...intakeSchema,
   ...flushSchema,
-  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget on SIGTERM/SIGINT: writes and PUBACKs in progress finish, LevelDB closes (a second signal exits at once)' },
+  shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget on SIGTERM/SIGINT: writes and PUBACKs in progress finish, LevelDB closes (a second signal exits at once; a repeat within 0.5 s is the same Ctrl-C)' },
   ...securitySchema,
   // per-client MQTT limits (issue 9): gateway/broker/limits-config.ts, docs/security-limits.md
   ...brokerLimitsSchema
 } as const
 
 export type GatewayConfig = ConfigOf<typeof gatewaySchema> & { mappings: Mapping[] }
+
+/**
+ * The flags a new user needs first: where readings go, where they are kept, who may publish,
+ * the ports. `--help` lists them before the sections.
+ */
+export const FIRST_FLAGS = ['upstream', 'token', 'tokenFile', 'gatewayId', 'dataDir', 'host', 'mqttPort', 'adminPort', 'auth', 'authFile', 'ackMode', 'durability'] as const
+
+/**
+ * The gateway's flags by component, as docs/configuration.md groups them (the section of a
+ * flag is the component schema that declares it, `gateway` for this file's own), in the
+ * order of their first flag in gatewaySchema.
+ */
+export function gatewayFlagSections (): HelpSection[] {
+  const components: Array<[string, Record<string, unknown>]> = [['store', storeSchema], ['broker', brokerSchema], ['intake', intakeSchema], ['flush', flushSchema], ['broker: security', securitySchema], ['broker: limits', brokerLimitsSchema]]
+  const sections = new Map<string, string[]>()
+  for (const k of Object.keys(gatewaySchema)) {
+    const title = components.find(([, s]) => k in s)?.[0] ?? 'gateway'
+    sections.set(title, [...sections.get(title) ?? [], k])
+  }
+  return [...sections].map(([title, keys]) => ({ title, keys }))
+}
 
 export function parseGatewayConfig (src: Omit<ConfigSources, 'envPrefix'>): GatewayConfig {
   // `mappings` (topic mappings for devices of other shapes, gateway/mapping/) only come from the config file

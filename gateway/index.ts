@@ -3,7 +3,6 @@
  * `await Gateway.create(config, logger)` / `await gateway.close()` (idempotent; finishes
  * writes and PUBACKs in progress, then closes LevelDB).
  */
-import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { ConfigError } from '../protocol/index.ts'
 import { Admin } from './admin/index.ts'
@@ -17,9 +16,14 @@ import { Flusher } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Mapper } from './mapping/index.ts'
 import { Store } from './store/index.ts'
-import { loadUpstreamTls, resolveToken, tlsListenerConfig } from './tls.ts'
+import { loadUpstreamTls, readConfigFile, resolveToken, tlsListenerConfig } from './tls.ts'
 
 export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
+
+/** What /readyz answers: `delivery` false when no upstream is configured (ready for intake only). */
+export type Readiness = { ready: boolean, delivery: boolean, reasons: string[] }
+
+const NO_UPSTREAM = 'no upstream configured (--upstream): ready for intake, not for delivery; readings are stored and acknowledged but never sent'
 
 export class Gateway {
   private closing: Promise<void> | null = null
@@ -42,10 +46,10 @@ export class Gateway {
 
   static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean } = {}): Promise<Gateway> {
     const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics, deviceStatsMax: config.deviceStatsMax })
-    const adminToken = config.adminTokenFile ? (await readFile(config.adminTokenFile, 'utf8')).trim() : config.adminToken
+    const adminToken = config.adminTokenFile ? (await readConfigFile('adminTokenFile', config.adminTokenFile)).toString('utf8').trim() : config.adminToken
     if (config.adminTokenFile && !adminToken) throw new ConfigError('adminTokenFile', `${config.adminTokenFile} is empty`)
     if (config.adminTokenFile) checkSecret('adminTokenFile', `--admin-token-file ${config.adminTokenFile}: the token`, adminToken)
-    const auth = config.auth === 'file' ? AuthFile.parse(await readFile(config.authFile!, 'utf8'), config.authFile!) : null
+    const auth = config.auth === 'file' ? AuthFile.parse((await readConfigFile('authFile', config.authFile!, `with --auth file, create it: gateway passwd ${config.authFile!} add-device ID`)).toString('utf8'), config.authFile!) : null
     const token = await resolveToken(config)
     const upstreamTls = await loadUpstreamTls(config)
     const store = await Store.open(config, logger)
@@ -82,14 +86,23 @@ export class Gateway {
     return gw
   }
 
-  readiness (): { ready: boolean, reasons: string[] } {
+  /**
+   * /readyz. Without an upstream the gateway still takes, stores and acknowledges readings,
+   * so it stays ready (200: an orchestrator may send devices to it; a store-only gateway or
+   * one whose upstream is added later is a real setup), but `delivery` is false and the
+   * reasons say that nothing will leave the box.
+   */
+  readiness (): Readiness {
     const reasons: string[] = []
     if (this.closing) reasons.push('shutting down')
     if (!this.broker.listening) reasons.push('broker not listening')
     const storeErr = this.store.writeFailure
     if (storeErr) reasons.push(`store cannot write: ${storeErr.message}`)
-    if (!this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
-    return { ready: reasons.length === 0, reasons }
+    const delivery = this.config.upstream.length > 0
+    if (delivery && !this.flusher.ready) reasons.push(`upstream ${this.flusher.status().state}: ${this.flusher.status().lastError ?? ''}`)
+    const ready = reasons.length === 0
+    if (!delivery) reasons.push(NO_UPSTREAM)
+    return { ready, delivery, reasons }
   }
 
   async status (): Promise<unknown> {
@@ -103,8 +116,10 @@ export class Gateway {
       partitions: this.store.partitionStats().map((s) => ({
         p: s.p, depth: s.depth, bytes: s.bytes, nextSeq: s.nextSeq, floor: s.head, oldestAgeMs: this.flusher.oldestAgeMs(s.p), inFlight: s.inFlight
       })),
-      upstream: this.flusher.status(),
+      upstream: this.config.upstream.length > 0 ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
+      delivery: this.config.upstream.length > 0,
       clients: { connected: this.broker.connected },
+      unstoredPublishes: this.broker.unstored(),
       config: { durability: this.config.durability, ackMode: this.config.ackMode, fullPolicy: this.config.fullPolicy, partitions: this.store.partitions }
     }
   }

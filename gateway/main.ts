@@ -7,11 +7,12 @@
  */
 import { readFile } from 'node:fs/promises'
 import { ConfigError, VERSION } from '../protocol/index.ts'
-import { configFileArg, createLogger, helpText, LOG_ENV_HELP } from '../common/index.ts'
+import { configFileArg, createLogger, onStopSignals } from '../common/index.ts'
 import { hashPassword } from './broker/auth.ts'
 import { passwdMain } from './cli/passwd.ts'
 import { dlqMain } from './cli/dlq.ts'
-import { gatewaySchema, parseGatewayConfig } from './config.ts'
+import { parseGatewayConfig } from './config.ts'
+import { gatewayUsage } from './help.ts'
 import { Gateway } from './index.ts'
 
 async function main (): Promise<void> {
@@ -20,7 +21,7 @@ async function main (): Promise<void> {
   if (argv[0] === 'dlq') { process.exitCode = await dlqMain(argv.slice(1)); return }
   if (argv.includes('--version')) { process.stdout.write(`gateway ${VERSION}\n`); return }
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: gateway [flags]\n       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n       gateway dlq list|show|export|replay|purge ... (gateway dlq --help)\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
+    process.stdout.write(gatewayUsage())
     return
   }
   if (argv[0] === '--hash-password') {
@@ -56,17 +57,18 @@ async function main (): Promise<void> {
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL
   const readyLog = log.isLevelEnabled('info') ? log : createLogger({ base: { service: 'gateway' }, level: 'info' })
   readyLog.info({ mqttHost: config.host, mqttPort: config.mqtt ? gw.mqttPort : null, tlsPort: gw.tlsPort, adminPort: gw.adminPort, gateway: config.gatewayId, epoch: gw.store.epoch, durability: config.durability, ackMode: config.ackMode }, 'ready')
-  let stopping = false
-  const stop = (signal: string): void => {
-    if (stopping) { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }
-    stopping = true
-    log.info({ signal }, 'shutting down')
-    const t = setTimeout(() => { log.error('graceful shutdown timed out; exiting'); process.exit(1) }, config.shutdownTimeoutMs)
-    t.unref()
-    gw.close().then(() => { log.flush(); process.exitCode = 0 }, (err: Error) => { log.error({ err }, 'shutdown failed'); process.exitCode = 1 })
-  }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+  // one Ctrl-C under `npm run` arrives twice within milliseconds: that copy is not a second
+  // signal (common/signals.ts)
+  onStopSignals({
+    onStop: (signal) => {
+      log.info({ signal }, 'shutting down')
+      const t = setTimeout(() => { log.error('graceful shutdown timed out; exiting'); process.exit(1) }, config.shutdownTimeoutMs)
+      t.unref()
+      gw.close().then(() => { log.flush(); process.exitCode = 0 }, (err: Error) => { log.error({ err }, 'shutdown failed'); process.exitCode = 1 })
+    },
+    onRepeat: (signal, afterMs) => { log.debug({ signal, afterMs }, 'repeated signal ignored: the same Ctrl-C') },
+    onForce: (signal) => { log.warn({ signal }, 'second signal: exiting now'); process.exit(130) }
+  })
   // SIGHUP: new TLS certificate and key for new MQTT TLS handshakes (docs/security-tls.md)
   process.on('SIGHUP', () => { void gw.broker.reloadTls() })
 }

@@ -15,6 +15,7 @@
 import { readFile } from 'node:fs/promises'
 import type { ConfigOf } from '../common/index.ts'
 import { ConfigError } from '../protocol/index.ts'
+import { kebab } from '../common/index.ts'
 import { isLoopback } from '../protocol/loopback.ts'
 import { secretProblem } from '../protocol/secrets.ts'
 import type { brokerSchema } from './broker/config.ts'
@@ -59,8 +60,13 @@ export function tlsListenerConfig (c: TlsFields): TlsListenerConfig | null {
   return { port: c.tlsPort ?? DEFAULT_TLS_PORT, certPath: c.tlsCert, keyPath: c.tlsKey, caPath: c.tlsCa, crlPath: c.tlsCrl, requireClientCert: c.tlsRequireClientCert }
 }
 
-async function readConfigFile (field: string, path: string): Promise<Buffer> {
-  try { return await readFile(path) } catch (err) { throw new ConfigError(field, `cannot read ${path}: ${(err as Error).message}`) }
+/**
+ * A file a flag names, read at startup. A failure is a config error naming the flag (and
+ * so the config file key, `field`) and the path, with `hint` saying how to make the file:
+ * a bare ENOENT did not say which of a config file's paths was missing.
+ */
+export async function readConfigFile (field: string, path: string, hint = ''): Promise<Buffer> {
+  try { return await readFile(path) } catch (err) { throw new ConfigError(field, `--${kebab(field)} ${path}: cannot read it: ${(err as Error).message}${hint ? `; ${hint}` : ''}`, { cause: err }) }
 }
 
 /** The bearer token: `--token`, or the first line of `--token-file`. */

@@ -5,7 +5,7 @@
 import { ConfigError, VERSION } from '../protocol/index.ts'
 import { loadConfig, usage } from './config.ts'
 import { createIngest } from './index.ts'
-import { createLogger } from '../common/index.ts'
+import { createLogger, onStopSignals } from '../common/index.ts'
 
 // base `service`, not `component`: child loggers add their own component (one key a line)
 const log = createLogger({ base: { service: 'ingest' } })
@@ -44,23 +44,25 @@ async function main (): Promise<void> {
   const readyLog = log.isLevelEnabled('info') || log.level === 'silent' ? log : createLogger({ level: 'info', base: { service: 'ingest' } })
   readyLog.info({ port, host, scheme, sink: config.sink, dataDir: config.dataDir, pid: process.pid, ...(config.mqttBroker !== undefined ? { mqttBroker: config.mqttBroker } : {}), ...(chaos ? { chaosSeed } : {}) }, 'ready')
 
-  let signals = 0
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (++signals > 1) {
+  // one Ctrl-C under `npm run` arrives twice within milliseconds: that copy is not a second
+  // signal (common/signals.ts)
+  onStopSignals({
+    onStop: (signal) => {
+      log.info({ signal }, 'Shutting down: finishing requests in progress.')
+      ingest.close().then(() => {
+        log.info('Stopped.')
+        process.exit(0)
+      }, (err: unknown) => {
+        log.error({ err }, 'Shutdown failed.')
+        process.exit(1)
+      })
+    },
+    onRepeat: (signal, afterMs) => { log.debug({ signal, afterMs }, 'Repeated signal ignored: the same Ctrl-C.') },
+    onForce: (signal) => {
       log.warn({ signal }, 'Second signal: exiting now.')
       process.exit(1)
     }
-    log.info({ signal }, 'Shutting down: finishing requests in progress.')
-    ingest.close().then(() => {
-      log.info('Stopped.')
-      process.exit(0)
-    }, (err: unknown) => {
-      log.error({ err }, 'Shutdown failed.')
-      process.exit(1)
-    })
-  }
-  process.on('SIGTERM', onSignal)
-  process.on('SIGINT', onSignal)
+  })
   // SIGHUP: new TLS certificate, key and CA for new handshakes (docs/security-tls.md)
   process.on('SIGHUP', () => { void ingest.reloadTls() })
 }

@@ -28,11 +28,11 @@ import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { GATEWAY_ID_RE, VERSION } from '../protocol/index.ts'
-import { configFileArg, helpText, parseConfig, type ConfigOf } from '../common/index.ts'
+import { configFileArg, helpText, onStopSignals, parseConfig, type ConfigOf } from '../common/index.ts'
 import { ThrowawayPostgres } from './throwaway-postgres.ts'
 import { ThrowawayMosquitto } from './throwaway-mosquitto.ts'
 import { launcherNodeArgs } from './node-options.ts'
-import { createSimulation, formatAudit, formatReport, runAudit, simConfig, startProgress, waitForDrain, writeReport } from '../device-sim/index.ts'
+import { createSimulation, formatAudit, formatReport, ingestRunLine, runAudit, simConfig, startProgress, waitForDrain, writeReport, type IngestCounts } from '../device-sim/index.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -62,8 +62,6 @@ type StartConfig = ConfigOf<typeof schema>
 type Proc = { name: string, proc: ChildProcess, ready: Record<string, unknown>, exited: Promise<number | null> }
 
 const say = (s: string): void => { process.stderr.write(s + '\n') }
-/** Signals this close together are one Ctrl-C (the terminal's and npm's forwarded copy). */
-const SIGNAL_COALESCE_MS = 500
 
 async function spawnCli (name: string, entry: string, args: string[], logFile: string, nodeArgs: string[] = []): Promise<Proc> {
   // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
@@ -117,24 +115,27 @@ async function main (): Promise<number> {
   if (c.fresh) await rm(dataDir, { recursive: true, force: true })
   await mkdir(join(dataDir, 'logs'), { recursive: true })
   const token = randomBytes(18).toString('base64url')
+  // a cold start (TypeScript compiled on first load, LevelDB opened) takes seconds: say what
+  // is happening, so an empty terminal does not look hung
+  const t0 = Date.now()
+  const took = (): string => `${((Date.now() - t0) / 1000).toFixed(1)} s`
+  say(`npm start: the ingest, the gateway and ${c.devices} simulated devices on this machine; data in ${dataDir}`)
 
   const procs: Proc[] = []
   let pgServer: ThrowawayPostgres | undefined
   let mosquitto: ThrowawayMosquitto | undefined
   let sim: ReturnType<typeof createSimulation> | undefined
-  let firstSignalAt = 0
   let interrupted = false
-  const onSignal = (): void => {
-    // `npm start` forwards the SIGINT the terminal already sent us: one Ctrl-C arrives twice
-    if (interrupted && Date.now() - firstSignalAt < SIGNAL_COALESCE_MS) return
-    if (interrupted) { say('second signal: stopping now'); process.exit(130) }
-    interrupted = true
-    firstSignalAt = Date.now()
-    say('\nstopping the devices (Ctrl-C again to quit at once)...')
-    void sim?.stop()
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  // `npm start` forwards the SIGINT the terminal already sent us: one Ctrl-C arrives twice
+  // (common/signals.ts folds the copy into the first)
+  onStopSignals({
+    onStop: () => {
+      interrupted = true
+      say('\nstopping the devices (Ctrl-C again to quit at once)...')
+      void sim?.stop()
+    },
+    onForce: () => { say('second signal: stopping now'); process.exit(130) }
+  })
 
   try {
     const sinkArgs: string[] = []
@@ -142,6 +143,7 @@ async function main (): Promise<number> {
       let url = c.postgresUrl ?? process.env.DATABASE_URL
       if (url === undefined) {
         await mkdir(join(dataDir, 'postgres'), { recursive: true })
+        say('starting a throwaway PostgreSQL...')
         pgServer = await ThrowawayPostgres.start({ dir: join(dataDir, 'postgres') })
         url = pgServer.url()
         say(`postgres ${url}  (throwaway server, cluster in ${join(dataDir, 'postgres')}; psql ${url})`)
@@ -152,6 +154,7 @@ async function main (): Promise<number> {
     if (c.upstream === 'mqtt') {
       const dir = join(dataDir, 'mosquitto')
       await mkdir(dir, { recursive: true })
+      say('starting a throwaway Mosquitto (the cloud MQTT broker)...')
       mosquitto = await ThrowawayMosquitto.start({ dir, detached: true })
       children.push(mosquitto.proc)
       say(`cloud    ${mosquitto.url}  (throwaway Mosquitto, config ${join(dir, 'mosquitto.conf')}; mosquitto_sub -L '${mosquitto.url}/gateways/#' -v)`)
@@ -159,15 +162,21 @@ async function main (): Promise<number> {
       // a second ingest of the same data dir must not take this one's session
       mqttIngestArgs.push('--mqtt-broker', mosquitto.url, '--mqtt-client-id', `ingest-${process.pid}`)
     }
+    say(`starting the ingest (${c.sink}; log ${join(dataDir, 'logs', 'ingest.log')})...`)
     const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs, ...mqttIngestArgs], join(dataDir, 'logs', 'ingest.log'))
     procs.push(ingest)
     const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
+    // the ingest's counts are for its whole data dir, earlier runs included: the view shows
+    // this run's, against what was there before the gateway started
+    const before = (await getJson(`${ingestUrl}/v1/stats`)) as IngestCounts | null
     // over MQTT the broker is anonymous on loopback: the gateway sends no token
     const upstreamArgs = mosquitto ? ['--upstream', mosquitto.url, '--upstream-ack', c.upstreamAck] : ['--upstream', ingestUrl, '--token', token]
+    say(`starting the gateway (ingest ready after ${took()}; log ${join(dataDir, 'logs', 'gateway.log')})...`)
     const gateway = await spawnCli('gateway', 'gateway/main.ts', ['--gateway-id', c.gatewayId, '--data-dir', join(dataDir, 'gateway'), '--mqtt-port', String(c.mqttPort), '--admin-port', String(c.adminPort), ...upstreamArgs], join(dataDir, 'logs', 'gateway.log'), launcherNodeArgs(ROOT)) // the V8 options of the installed gateway (bin/gateway)
     procs.push(gateway)
     const brokerUrl = `mqtt://127.0.0.1:${String(gateway.ready.mqttPort)}`
     const adminUrl = `http://127.0.0.1:${String(gateway.ready.adminPort)}`
+    say(`ready after ${took()}:`)
     say(`ingest   ${ingestUrl}  (query: ${ingestUrl}/v1/stats, ${ingestUrl}/v1/devices/${c.idPrefix}0000/readings)`)
     say(`gateway  mqtt ${brokerUrl}  admin ${adminUrl}/status  ${adminUrl}/metrics`)
     say(`pages    gateway ${adminUrl}/  ingest ${ingestUrl}/  (open in a browser)`)
@@ -182,10 +191,9 @@ async function main (): Promise<number> {
     poll.unref()
     const extra = (): string[] => {
       const g = gw as { buffered?: { items?: number }, upstream?: { state?: string }, clients?: { connected?: number } } | null
-      const s = st as { stored?: number, duplicates?: number, rejected?: number, evicted?: number } | null
       return [
         `gateway backlog ${g?.buffered?.items ?? '?'} items  upstream ${g?.upstream?.state ?? '?'}  clients ${g?.clients?.connected ?? '?'}`,
-        `ingest  acks: stored ${s?.stored ?? '?'}  duplicate ${s?.duplicates ?? '?'}  rejected ${s?.rejected ?? '?'}  evicted ${s?.evicted ?? '?'}`,
+        ingestRunLine(before, st as IngestCounts | null),
         `page    ${adminUrl}/  (ingest ${ingestUrl}/)`
       ]
     }
@@ -204,19 +212,20 @@ async function main (): Promise<number> {
     const report = sim.report()
     say(formatReport(report))
 
+    const beforeTotal = (before?.stored ?? 0) + (before?.duplicates ?? 0) + (before?.rejected ?? 0)
     say(`waiting for the gateway to drain (at most ${c.drainTimeoutS} s)...`)
     let lastSay = 0
     const drain = await waitForDrain({
       ingestUrl,
       gatewayAdmin: adminUrl,
       timeoutMs: c.drainTimeoutS * 1000,
-      onProgress: (p) => { if (p.waitedMs - lastSay >= 2000) { lastSay = p.waitedMs; say(`  backlog ${p.gatewayBuffered ?? '?'} items, ingest total ${p.ingestTotal ?? '?'} (${Math.round(p.waitedMs / 1000)} s)`) } }
+      onProgress: (p) => { if (p.waitedMs - lastSay >= 2000) { lastSay = p.waitedMs; say(`  backlog ${p.gatewayBuffered ?? '?'} items, ingest answered ${p.ingestTotal === undefined ? '?' : p.ingestTotal - beforeTotal} this run (${Math.round(p.waitedMs / 1000)} s)`) } }
     })
     if (!drain.settled) say(`the gateway did not drain within ${c.drainTimeoutS} s: auditing anyway`)
     const audit = await runAudit(sim.records(), { ingestUrl, concurrency: 16 })
     report.audit = audit
     await writeReport(join(dataDir, 'last-report.json'), report)
-    say(`sent ${report.totals.generated}, acknowledged ${audit.totals.acknowledged}, stored upstream ${audit.totals.stored}, lost ${audit.totals.lost}, duplicated ${audit.totals.duplicated}`)
+    say(`generated ${report.totals.generated}, published ${report.totals.publishes}, acknowledged ${audit.totals.acknowledged}, stored upstream ${audit.totals.stored}, lost ${audit.totals.lost}, duplicated ${audit.totals.duplicated}`)
     say(formatAudit(audit))
     say(`report   ${join(dataDir, 'last-report.json')}`)
     return audit.ok ? 0 : 1

@@ -21,7 +21,8 @@ import { servePage } from './page/index.ts'
 import { SseHub } from './sse.ts'
 
 export type AdminHandlers = {
-  ready: () => { ready: boolean, reasons: string[] }
+  /** `delivery` false: ready for intake only (no upstream configured) */
+  ready: () => { ready: boolean, delivery?: boolean, reasons: string[] }
   status: () => Promise<unknown>
   /** the dead-letter tools of the running gateway (absent: /dlq routes answer 404) */
   dlq?: DeadLetters

@@ -8,6 +8,7 @@
  * bucket, like Prometheus' histogram_quantile), so nothing is added to the per-reading path.
  */
 import type { Counter, Histogram } from 'prom-client'
+import type { UnstoredStatus } from '../broker/unmapped.ts'
 import type { MqttUpstreamStatus } from '../flush/mqtt-upstream.ts'
 import type { Metrics } from '../metrics/index.ts'
 
@@ -17,7 +18,7 @@ export const HISTORY = 300
 /** What the gateway reports about itself for a sample (its /status plus readiness). */
 export type LiveSource = {
   status: () => Promise<LiveStatus>
-  ready: () => { ready: boolean, reasons: string[] }
+  ready: () => { ready: boolean, delivery?: boolean, reasons: string[] }
 }
 
 export type LiveStatus = {
@@ -30,7 +31,12 @@ export type LiveStatus = {
   /** `mqtt`: the MQTT upstream's connection, in-flight batches and oldest unanswered (an mqtt:// upstream only) */
   upstream: { state: string, url: string, lastError: string | null, lastOkAt: number | null, mqtt?: MqttUpstreamStatus }
   clients: { connected: number }
+  /** publishes on topics that store nothing (broker/unmapped.ts) */
+  unstoredPublishes?: UnstoredStatus
 }
+
+/** Topics a sample carries for the page's "publishes on topics that store nothing" table. */
+const UNSTORED_TOPICS_SHOWN = 10
 
 export type Sample = {
   t: number
@@ -39,6 +45,8 @@ export type Sample = {
   ready: boolean
   /** why the gateway is unready or cannot take readings; empty when all is well */
   banner: string[]
+  /** ready, but with something an operator should know (no upstream: intake only) */
+  notices: string[]
   /** readings/s received on devices/+/readings (all outcomes), stored (new) of them */
   inPerS: number
   storedPerS: number
@@ -55,6 +63,8 @@ export type Sample = {
   upstream: LiveStatus['upstream']
   dlq: { items: number, invalid: number, tooOld: number, rejected: number }
   clients: number
+  /** publishes on topics that store nothing since start: total, refused, and the busiest topics as [topic, publishes, last client id] */
+  unstored: { publishes: number, refused: number, policy: string, topics: [string, number, string][] }
 }
 
 type Totals = { received: number, stored: number, uploaded: number, rejected: number, invalid: number, tooOld: number, buckets: number[] }
@@ -153,7 +163,10 @@ export class LiveSampler {
       const dt = prev ? Math.max((now - this.prevAt) / 1000, 0.001) : 1
       const rate = (k: 'received' | 'stored' | 'uploaded' | 'rejected'): number => prev ? Math.max(0, Math.round((tot[k] - prev[k]) / dt * 10) / 10) : 0
       const cum = prev ? tot.buckets.map((c, i) => c - (prev.buckets[i] ?? 0)) : tot.buckets.map(() => 0)
-      const banner = [...r.reasons]
+      // ready with reasons: notes (no upstream), not alarms
+      const banner = r.ready ? [] : [...r.reasons]
+      const notices = r.ready ? [...r.reasons] : []
+      const un = st.unstoredPublishes
       if (st.bufferFull) banner.push('buffer full: new readings wait for space (fullPolicy=block) and their PUBACKs are held')
       const s: Sample = {
         t: now,
@@ -161,6 +174,7 @@ export class LiveSampler {
         epoch: st.epoch,
         ready: r.ready && !st.bufferFull,
         banner,
+        notices,
         inPerS: rate('received'),
         storedPerS: rate('stored'),
         uploadedPerS: rate('uploaded'),
@@ -172,7 +186,8 @@ export class LiveSampler {
         partitions: st.partitions.map((p) => [p.depth, p.oldestAgeMs]),
         upstream: st.upstream,
         dlq: { items: st.dlq.items, invalid: tot.invalid, tooOld: tot.tooOld, rejected: tot.rejected },
-        clients: st.clients.connected
+        clients: st.clients.connected,
+        unstored: { publishes: un?.publishes ?? 0, refused: un?.refused ?? 0, policy: un?.policy ?? 'accept', topics: (un?.topics ?? []).slice(0, UNSTORED_TOPICS_SHOWN).map((x) => [x.topic, x.publishes, x.lastClientId]) }
       }
       this.prev = tot
       this.prevAt = now

@@ -25,6 +25,7 @@ export const brokerSchema = {
   maxPacketBytes: { type: 'int', default: 64 * 1024, min: 256, max: 256 * 1024 * 1024, doc: 'Largest MQTT packet; larger ones close the connection before they are buffered' },
   maxConnections: { type: 'int', default: 20000, min: 1, doc: 'MQTT connections accepted at once' },
   connectTimeoutMs: { type: 'int', default: 10000, min: 100, doc: 'A connection that sends no CONNECT within this is closed' },
+  unmatchedTopics: { type: 'enum', values: ['accept', 'refuse'] as const, default: 'accept', doc: 'A device\'s publish on a topic that stores nothing (neither devices/{id}/readings nor a topic mapping): accept (PUBACK, routed to subscribers as a plain broker, warned once per client and topic, counted) or refuse (the connection is closed without a PUBACK, as for another device\'s readings topic); apps\' publishes are always routed' },
   drainTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'A client whose socket stays unwritable this long (it does not read) is disconnected; until then it holds up deliveries' }
 } as const
 

@@ -32,7 +32,7 @@ import { certIdentity, checkCertIdentity, Listeners } from './listeners.ts'
 import { principalKey } from './acl.ts'
 import { Security } from './security.ts'
 import { isLoopback } from '../../protocol/loopback.ts'
-import { Unmapped } from './unmapped.ts'
+import { Unmapped, type UnstoredStatus } from './unmapped.ts'
 import { ReadingRoutes } from './reading-routes.ts'
 
 export type { BrokerConfig } from './config.ts'
@@ -49,7 +49,7 @@ export class Broker {
   private readonly sockets = new Set<Socket>()
   listeners!: Listeners
 
-  private constructor (readonly aedes: Aedes, private readonly log: Logger, readonly limits: Limits, readonly routes: ReadingRoutes) {}
+  private constructor (readonly aedes: Aedes, private readonly log: Logger, readonly limits: Limits, readonly routes: ReadingRoutes, private readonly unmapped: Unmapped) {}
 
   /** The plain MQTT port; throws when that listener is off (`--no-mqtt`). */
   get port (): number {
@@ -61,12 +61,14 @@ export class Broker {
   get tlsPort (): number | null { return this.listeners.tlsPort }
   get listening (): boolean { return this.listeners.listening }
   get connected (): number { return this.aedes.connectedClients }
+  /** Publishes on topics that store nothing, by topic (unmapped.ts). */
+  unstored (): UnstoredStatus { return this.unmapped.status() }
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
     const limits = new Limits(config.limits, metrics, logger) // per-client bounds (issue 9), checked before the hooks below
     const security = new Security(config.security, config.auth, () => aedes, metrics, log, limits.persistence)
-    const unmapped = new Unmapped(metrics.registry, log)
+    const unmapped = new Unmapped(metrics.registry, log, config.unmatchedTopics)
     const hooks = new HookGuard(metrics.registry, log)
     // guarded twice: the limits may run our hooks later (a slowed publish), outside the outer try
     const aedes = await Aedes.createBroker(hooks.wrap(limits.wrap(hooks.wrap({
@@ -107,7 +109,9 @@ export class Broker {
         // topic mappings (gateway/mapping/): readings from devices that publish in their own shapes
         if (!packet.topic.startsWith('$') && config.mapper?.handle(client, packet, cb, security.principal(client))) return
         if (v.kind === 'deny') { cb(v.error); return }
-        unmapped.note(client.id, packet.topic) // PUBACKed, never stored: logged once per client and topic, counted
+        // never stored: warned once per client and topic, counted; PUBACKed and routed, or with
+        // --unmatched-topics refuse the connection closed (an app's own topics stay routed)
+        if (unmapped.note(client.id, packet.topic, security.principal(client)?.role !== 'app') === 'refuse') { cb(new Error(`topic ${packet.topic} stores nothing (the readings topic is devices/${client.id}/readings) and --unmatched-topics is refuse`)); return }
         cb(null)
       },
       authorizeSubscribe (client, sub, cb) {
@@ -126,7 +130,7 @@ export class Broker {
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
-    const broker = new Broker(aedes, log, limits, routes)
+    const broker = new Broker(aedes, log, limits, routes, unmapped)
     const onConnection = (socket: Socket): void => {
       try {
         accept(socket)

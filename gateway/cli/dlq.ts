@@ -10,7 +10,7 @@
 import { createWriteStream } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { pino, type Logger } from 'pino'
-import { ValidationError } from '../../protocol/index.ts'
+import { EdgeError, ValidationError } from '../../protocol/index.ts'
 import { DeadLetters, parseFilter, type DeadLetterView } from '../dlq/index.ts'
 import { openDataDir, readDlqCount, StoreLockedError } from '../store/dlq-reader.ts'
 import { storeDefaults } from '../store/config.ts'
@@ -44,13 +44,32 @@ other
   --max-payload-bytes N   replay on a data dir: the gateway's --max-payload-bytes (16384)
 `
 
+/**
+ * The running gateway's admin API did not answer (no HTTP status at all). fetch says only
+ * "fetch failed"; the network error (ECONNREFUSED, ENOTFOUND...) is its cause, so the
+ * message names the URL and that code.
+ */
+export class AdminUnreachableError extends EdgeError {
+  static override readonly code = 'EDGE_ERR_ADMIN_UNREACHABLE'
+  override name = 'AdminUnreachableError'
+  /** the network error's code, e.g. ECONNREFUSED (undefined when there is none) */
+  readonly errno: string | undefined
+  constructor (readonly url: string, cause: unknown) {
+    const c = (cause as { cause?: { code?: string, message?: string } }).cause
+    const why = c?.code !== undefined ? `${c.code}${c.message ? ` (${c.message})` : ''}` : (c?.message ?? (cause as Error).message)
+    super(`cannot reach the gateway's admin API at ${url}: ${why}; is the gateway running, with its --admin-port there? (on a stopped gateway use --data-dir DIR)`, { cause, retryable: true })
+    this.errno = c?.code
+  }
+}
+
 type Args = { cmd: string, pos: string[], flags: Record<string, string>, bools: Set<string> }
 
 const BOOL_FLAGS = new Set(['json', 'dry-run', 'all', 'help'])
 const VALUE_FLAGS = new Set(['data-dir', 'admin', 'admin-token', 'admin-token-file', 'device', 'reason', 'kind', 'since', 'until', 'id', 'limit', 'after', 'out', 'max-payload-bytes'])
 
 export function parseArgs (argv: string[]): Args {
-  const [cmd = '', ...rest] = argv
+  // `gateway dlq --help` (a flag first): no command, every word a flag
+  const [cmd = '', ...rest] = argv[0]?.startsWith('--') ? ['', ...argv] : argv
   const a: Args = { cmd, pos: [], flags: {}, bools: new Set() }
   for (let i = 0; i < rest.length; i++) {
     const x = rest[i]!
@@ -105,12 +124,20 @@ async function localBackend (dataDir: string, mutating: boolean, maxPayloadBytes
 
 function adminBackend (base: string, token: string | undefined): Backend {
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {}
+  let url: URL
+  try { url = new URL(base) } catch { throw new ValidationError('admin', `--admin ${JSON.stringify(base)} is not a URL (e.g. http://127.0.0.1:8081)`) }
   const call = async (method: string, path: string, body?: unknown): Promise<Response> => {
-    const res = await fetch(new URL(path, base), {
-      method,
-      headers: { ...headers, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {})
-    })
+    let res: Response
+    try {
+      res = await fetch(new URL(path, url), {
+        method,
+        headers: { ...headers, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {})
+      })
+    } catch (e) {
+      // fetch says only "fetch failed"; the reason (ECONNREFUSED, ENOTFOUND...) is its cause
+      throw new AdminUnreachableError(url.origin, e)
+    }
     if (!res.ok && res.status !== 404) {
       const text = await res.text()
       let msg = text
@@ -162,7 +189,7 @@ export async function dlqMain (argv: string[], env: Record<string, string | unde
     }
   } catch (e) {
     err(`gateway dlq: ${(e as Error).message}\n`)
-    return e instanceof StoreLockedError ? 3 : 1
+    return e instanceof StoreLockedError ? 3 : e instanceof ValidationError ? 2 : 1
   }
   try {
     const f = filterOf(a)
@@ -201,15 +228,15 @@ export async function dlqMain (argv: string[], env: Record<string, string | unde
         return 0
       }
       case 'replay': {
-        const r = await backend.replay(f, a.bools.has('dry-run')) as { matched: number, replayed: number, invalidCount: number, bufferFull: boolean, dryRun: boolean }
+        const r = await backend.replay(f, a.bools.has('dry-run')) as { matched: number, replayed: number, wouldReplay?: number, invalidCount: number, bufferFull: boolean, dryRun: boolean }
         out(JSON.stringify(r) + '\n')
-        err(`${r.dryRun ? 'would replay' : 'replayed'} ${r.replayed} of ${r.matched} matching records; ${r.invalidCount} still invalid (kept)${r.bufferFull ? '; stopped: buffer full' : ''}\n`)
+        err(`${r.dryRun ? `dry run: would replay ${r.wouldReplay ?? 0}` : `replayed ${r.replayed}`} of ${r.matched} matching records; ${r.invalidCount} still invalid (kept)${r.bufferFull ? '; stopped: buffer full' : ''}\n`)
         return 0
       }
       case 'purge': {
-        const r = await backend.purge(f, a.bools.has('dry-run'), a.bools.has('all')) as { matched: number, purged: number, dryRun: boolean }
+        const r = await backend.purge(f, a.bools.has('dry-run'), a.bools.has('all')) as { matched: number, purged: number, wouldPurge?: number, dryRun: boolean }
         out(JSON.stringify(r) + '\n')
-        err(`${r.dryRun ? 'would purge' : 'purged'} ${r.purged} records\n`)
+        err(r.dryRun ? `dry run: would purge ${r.wouldPurge ?? 0} records; nothing deleted\n` : `purged ${r.purged} records\n`)
         return 0
       }
     }

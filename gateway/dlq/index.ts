@@ -25,9 +25,15 @@ export type DlqAction = 'list' | 'show' | 'export' | 'replay' | 'purge'
 /** Records per commit cycle during replay and purge. */
 const CHUNK = 256
 
+/**
+ * A dry run says what it would do (`wouldReplay`, `wouldPurge`) and leaves `replayed` and
+ * `purged` at 0: a dry run that answered `"purged": 4` read as if four records were gone.
+ */
 export type ReplayResult = {
   matched: number
   replayed: number
+  /** with dryRun: how many a real run would queue again (absent otherwise) */
+  wouldReplay?: number
   /** records that still fail validation (they stay), first 20 */
   invalid: { id: number, reason: string }[]
   invalidCount: number
@@ -36,7 +42,7 @@ export type ReplayResult = {
   dryRun: boolean
 }
 
-export type PurgeResult = { matched: number, purged: number, dryRun: boolean }
+export type PurgeResult = { matched: number, purged: number, /** with dryRun: how many a real run would delete */ wouldPurge?: number, dryRun: boolean }
 
 /** What list, show and export need: a LevelDB handle (a stopped gateway's, opened directly). */
 export type DlqReadOnly = { readonly db: Level<string, Buffer>, readonly dlqCount: number }
@@ -103,7 +109,7 @@ export class DeadLetters {
   /** Re-validates matching records and queues the valid ones again (module header). */
   replay (filter: DlqFilter, opts: { dryRun?: boolean } = {}): Promise<ReplayResult> {
     return this.serial(async () => {
-      const res: ReplayResult = { matched: 0, replayed: 0, invalid: [], invalidCount: 0, bufferFull: false, dryRun: opts.dryRun === true }
+      const res: ReplayResult = { matched: 0, replayed: 0, ...(opts.dryRun === true ? { wouldReplay: 0 } : {}), invalid: [], invalidCount: 0, bufferFull: false, dryRun: opts.dryRun === true }
       let chunk: { rec: DeadLetter, item: Requeue }[] = []
       const flush = async (): Promise<void> => {
         if (chunk.length === 0 || res.bufferFull) return
@@ -111,7 +117,7 @@ export class DeadLetters {
           const n = await this.requeue(chunk)
           res.replayed += n
           if (n < chunk.length) res.bufferFull = true
-        } else res.replayed += chunk.length
+        } else res.wouldReplay! += chunk.length
         chunk = []
       }
       for await (const rec of scanDeadLetters(this.store.db, filter)) {
@@ -127,7 +133,7 @@ export class DeadLetters {
         if (res.bufferFull) break
       }
       await flush()
-      this.done('replay', res.replayed, { filter, matched: res.matched, replayed: res.replayed, stillInvalid: res.invalidCount, bufferFull: res.bufferFull, dryRun: res.dryRun })
+      this.done('replay', res.replayed, { filter, matched: res.matched, replayed: res.replayed, ...(res.dryRun ? { wouldReplay: res.wouldReplay } : {}), stillInvalid: res.invalidCount, bufferFull: res.bufferFull, dryRun: res.dryRun })
       return res
     })
   }
@@ -136,12 +142,14 @@ export class DeadLetters {
   purge (filter: DlqFilter, opts: { dryRun?: boolean, all?: boolean } = {}): Promise<PurgeResult> {
     if (isEmptyFilter(filter) && !opts.all) return Promise.reject(new ValidationError('filter', 'purge needs a filter (device, reason, kind, since, until, id) or all'))
     return this.serial(async () => {
-      const res: PurgeResult = { matched: 0, purged: 0, dryRun: opts.dryRun === true }
+      const res: PurgeResult = { matched: 0, purged: 0, ...(opts.dryRun === true ? { wouldPurge: 0 } : {}), dryRun: opts.dryRun === true }
       let ids: number[] = []
       const flush = async (): Promise<void> => {
         if (ids.length === 0) return
-        if (!res.dryRun) await new Promise<void>((resolve, reject) => this.writer.dropDeadLetters(ids, (err) => err ? reject(err) : resolve()))
-        res.purged += ids.length
+        if (!res.dryRun) {
+          await new Promise<void>((resolve, reject) => this.writer.dropDeadLetters(ids, (err) => err ? reject(err) : resolve()))
+          res.purged += ids.length
+        } else res.wouldPurge! += ids.length
         ids = []
       }
       for await (const rec of scanDeadLetters(this.store.db, filter)) {
@@ -150,7 +158,7 @@ export class DeadLetters {
         if (ids.length >= CHUNK) await flush()
       }
       await flush()
-      this.done('purge', res.purged, { filter, matched: res.matched, purged: res.purged, dryRun: res.dryRun })
+      this.done('purge', res.purged, { filter, matched: res.matched, purged: res.purged, ...(res.dryRun ? { wouldPurge: res.wouldPurge } : {}), dryRun: res.dryRun })
       return res
     })
   }

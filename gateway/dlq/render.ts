@@ -12,7 +12,7 @@
  *   and without losing what it is: values JSON has no form for become one-key objects whose
  *   key starts with `$` (table in docs/operator.md).
  */
-import { decodeUntrusted } from '../../protocol/index.ts'
+import { decodeUntrusted, textPayloadError } from '../../protocol/index.ts'
 
 /** The tags a dead letter's bytes may carry for display (never on the intake path). */
 export const VIEW_TAGS: readonly number[] = [0, 1, 2, 3, 258, 259]
@@ -35,6 +35,14 @@ export function decodeForView (raw: Buffer, kind: string): Decoded {
     }
     return { value: v }
   } catch (err) {
+    // not CBOR (nor a JSON object) but text, by the intake's own rule (payload-text.ts): a
+    // payload typed by hand (`mosquitto_pub -m 21.5`) is shown as that text. Read as CBOR it
+    // gave `3 trailing bytes after the CBOR item`, beside a reason that already said what
+    // was wrong.
+    if (kind === 'payload') {
+      const i = raw.findIndex((b) => b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09)
+      if (i >= 0 && textPayloadError(raw, i, false) !== null) return { value: { $text: raw.toString('utf8') } }
+    }
     return { value: null, error: err instanceof Error ? err.message : String(err) }
   }
 }

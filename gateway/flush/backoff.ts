@@ -18,8 +18,17 @@ export class Backoff {
   get attempts (): number { return this.attempt }
 }
 
-/** A sleep that `wake()` ends early (shutdown). */
+/**
+ * A sleep that `wake()` ends early (shutdown; for the back-off after a failed request, the
+ * upstream answering again). `woken` counts the wakes, so a sleeper can tell after its
+ * sleep whether it was cut short.
+ */
 export class Sleeper {
+  woken = 0
+
+  /** How many are asleep now. */
+  get sleeping (): number { return this.timers.size }
+
   private timers = new Set<{ t: NodeJS.Timeout, resolve: () => void }>()
 
   sleep (ms: number): Promise<void> {
@@ -30,6 +39,7 @@ export class Sleeper {
   }
 
   wake (): void {
+    this.woken++
     for (const h of this.timers) { clearTimeout(h.t); h.resolve() }
     this.timers.clear()
   }

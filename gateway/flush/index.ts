@@ -14,9 +14,10 @@
  *   upstream.ts        the HTTP client and failover; backoff.ts the retry delays
  *   mqtt-upstream.ts   the MQTT client (mqtt:// upstreams, docs/upstream-mqtt.md), same surface;
  *                      mqtt-results.ts how much of a results message it reads,
-                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
+ *                      mqtt-config.ts its flags, mqtt-metrics.ts its metrics
  */
 import type { Logger } from 'pino'
+import { Counter } from 'prom-client'
 import type { Metrics } from '../metrics/index.ts'
 import type { Store } from '../store/index.ts'
 import { Backoff, Sleeper } from './backoff.ts'
@@ -43,6 +44,14 @@ export class Flusher {
   private readonly oldestAge: OldestAge
   private readonly log: Logger
   private readonly sleeper = new Sleeper()
+  /**
+   * Partitions waiting out their back-off after a failed request. Each partition backs off
+   * on its own (up to retryMaxMs, 30 s), so after an outage the backlog drained one
+   * partition at a time, each at the end of its own long wait, although the first answer
+   * already showed the upstream was back. A request that gets an answer wakes them all.
+   */
+  private readonly failedSleeper = new Sleeper()
+  private readonly backoffWoken: Counter
   private readonly wakers: Array<(() => void) | null>
   /** when the partition's current batch got its first item (linger), 0: no items seen */
   private readonly firstSeenAt: number[]
@@ -53,6 +62,7 @@ export class Flusher {
 
   constructor (private readonly store: Store, private readonly config: FlushConfig, publish: Publisher, metrics: Metrics, logger: Logger) {
     this.log = logger.child({ component: 'flush' })
+    this.backoffWoken = new Counter({ name: 'gateway_upstream_backoff_woken_total', help: 'Partitions whose back-off after a failed request ended early because another partition\'s request was answered (the upstream is back)', registers: [metrics.registry] })
     const mqttEvents = mqttMetrics(metrics, () => this.mqtt?.status())
     let compression: CompressionChoice = config.gzip ? 'gzip' : config.compression
     if (config.upstream.length > 0 && config.upstream.every(isMqttUrl)) {
@@ -191,10 +201,20 @@ export class Flusher {
           this.releaseSlot()
         }
         if (outcome.kind === 'failed') {
-          await this.sleeper.sleep(outcome.waitMs ?? requestBackoff.next())
+          // a wait the upstream asked for (Retry-After, a refused token) is kept; our own
+          // back-off ends when another partition gets an answer
+          if (outcome.waitMs !== undefined) { await this.sleeper.sleep(outcome.waitMs); continue }
+          const woken = this.failedSleeper.woken
+          await this.failedSleeper.sleep(requestBackoff.next())
+          if (this.failedSleeper.woken !== woken) requestBackoff.reset()
           continue
         }
         requestBackoff.reset()
+        if (this.failedSleeper.sleeping > 0) {
+          this.log.info({ partition: p, waking: this.failedSleeper.sleeping }, 'upstream answered again: partitions in back-off retry now')
+          this.backoffWoken.inc(this.failedSleeper.sleeping)
+          this.failedSleeper.wake()
+        }
         if (outcome.kind === 'retry-items') await this.sleeper.sleep(backoff.next())
         else backoff.reset()
       } catch (err) {
@@ -211,6 +231,7 @@ export class Flusher {
     this.closed = true
     this.oldestAge.stop()
     this.sleeper.wake()
+    this.failedSleeper.wake()
     for (const w of this.wakers) w?.()
     for (const r of this.slotWaiters.splice(0)) r()
     await this.upstream.close()

@@ -7,7 +7,7 @@
  * mapping/index.ts) and gateway/index.ts adds the scrape-time gauges.
  *
  * Names, types, labels and help texts are contracts: docs/design.md section 9 lists every
- * one and test/unit/metrics-doc.test.ts fails when the table and the registry disagree.
+ * one and test/integration/metrics-doc.test.ts fails when the table and the registry disagree.
  * Names start `gateway_`, counters end `_total`, durations are histograms in seconds.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'

@@ -12,7 +12,6 @@
  */
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -20,10 +19,9 @@ import type { MqttClient } from 'mqtt'
 import { encodeBatch, type BatchItem } from '../../protocol/index.ts'
 import { spawnCli, tempDir, type Child } from '../helpers/index.ts'
 import { connectDevice, reading } from '../helpers/gateway.ts'
+import { needTools } from '../helpers/tools.ts'
 
 const N = 8
-const probe = spawnSync('strace', ['-V'], { encoding: 'utf8' })
-const missing = probe.status === 0 ? null : `these tests need strace (Debian package strace; CI installs it): ${probe.error?.message ?? probe.stderr}`
 
 const straceArgs = (file: string): string[] => ['strace', '-f', '-qq', '--seccomp-bpf', '-e', 'trace=fdatasync,fsync,write,writev,sendto,sendmsg',
   '-e', 'signal=none', '-yy', '-xx', '-s', '8192', '-o', file]
@@ -112,7 +110,7 @@ async function tracedGateway (t: TestContext, durability: 'power' | 'process'): 
 }
 
 test('durability=power: every PUBACK follows an fdatasync of the LevelDB log holding its reading (strace)', { timeout: 120_000 }, async (t) => {
-  if (missing) assert.fail(missing)
+  needTools('strace')
   const { calls, dataDir, marks, port } = await tracedGateway(t, 'power')
   const o = order(calls, dataDir, port, marks)
   t.diagnostic(`trace positions (log write, sync, PUBACK): ${o.map((x) => `${x.logWrite}/${x.sync}/${x.answer}`).join(' ')}`)
@@ -122,7 +120,7 @@ test('durability=power: every PUBACK follows an fdatasync of the LevelDB log hol
 })
 
 test('durability=process: PUBACKs follow the log write, and no LevelDB log is ever synced (strace)', { timeout: 120_000 }, async (t) => {
-  if (missing) assert.fail(missing)
+  needTools('strace')
   const { calls, dataDir, marks, port } = await tracedGateway(t, 'process')
   const o = order(calls, dataDir, port, marks)
   for (const [i, x] of o.entries()) assert.equal(x.sync, null, `reading ${i + 1}: a log fsync at ${x.sync} before its PUBACK`)
@@ -132,7 +130,7 @@ test('durability=process: PUBACKs follow the log write, and no LevelDB log is ev
 })
 
 test('ingest: every 200 answer follows an fdatasync of the sink log holding its items (strace)', { timeout: 120_000 }, async (t) => {
-  if (missing) assert.fail(missing)
+  needTools('strace')
   const dir = await tempDir(t, 'durability-strace-ingest-')
   const dataDir = join(dir, 'ingest')
   const file = join(dir, 'trace')

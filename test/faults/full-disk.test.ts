@@ -74,11 +74,19 @@ test('full buffer, --full-policy block: acknowledging stops at the quota without
   let last = -1
   await waitFor(() => { const a = sim.stats.counters.acked; const still = a === last; last = a; return still }, { timeoutMs: 10_000, intervalMs: 300, what: 'the last PUBACKs before the quota arrived' })
   const ackedAtFull = sim.stats.counters.acked
-  await sleep(1500) // devices keep publishing against a full buffer
+  // devices keep publishing against the full buffer. No acknowledgement is proven by events,
+  // not by a quiet spell: wait until the gateway has refused 20 more readings, each arriving
+  // after --max-blocked-readings (50) others were already held unacknowledged. A PUBACK
+  // for any of those was written to its loopback socket before the refusals that followed,
+  // so one more turn of this process's event loop has read it.
+  const disconnects = async (): Promise<number> =>
+    Number(/gateway_intake_readings_total\{outcome="blocked_disconnect"\} (\d+)/.exec(await (await fetch(`${s.admin}/metrics`)).text())?.[1] ?? 0)
+  const disconnectsAtFull = await disconnects()
+  await waitFor(async () => await disconnects() >= disconnectsAtFull + 20, { timeoutMs: 15_000, intervalMs: 100, what: '20 more readings refused while full' })
+  await new Promise((r) => setImmediate(r))
   const ackedAfter = sim.stats.counters.acked
   const st = await status(s.admin)
-  const m = await (await fetch(`${s.admin}/metrics`)).text()
-  const blockedDisconnects = Number(/gateway_intake_readings_total\{outcome="blocked_disconnect"\} (\d+)/.exec(m)?.[1] ?? 0)
+  const blockedDisconnects = await disconnects()
   clearInterval(watch)
   assert.equal(st.buffered.items, QUOTA, 'the buffer holds exactly its quota')
   assert.ok(ackedAfter <= QUOTA, `acknowledged ${ackedAfter} with a quota of ${QUOTA} and nothing drained`)
@@ -94,7 +102,7 @@ test('full buffer, --full-policy block: acknowledging stops at the quota without
   assert.equal(drain.settled, true)
   const audit = await runAudit(sim.records(), { ingestUrl: s.ingestUrl })
   const c = sim.stats.counters
-  t.diagnostic(`quota ${QUOTA}; acked at full ${ackedAtFull}, after 1.5 s full ${ackedAfter}; max(acked - buffered) ${maxOver} over ${samples} samples; blocked disconnects ${blockedDisconnects}; ` +
+  t.diagnostic(`quota ${QUOTA}; acked at full ${ackedAtFull}, after 20 more refusals ${ackedAfter}; max(acked - buffered) ${maxOver} over ${samples} samples; blocked disconnects ${blockedDisconnects}; ` +
     `total generated ${c.generated}, acked ${audit.totals.acknowledged}, stored ${audit.totals.stored}, lost ${audit.totals.lost}, duplicated ${audit.totals.duplicated}, resends ${c.resends}`)
   assert.equal(audit.totals.lost, 0)
   assert.equal(audit.totals.duplicated, 0)
@@ -229,6 +237,7 @@ test('ENOSPC (real, 4 MiB tmpfs): no PUBACK for a reading that was not stored; a
     const after = gw.lines.filter((l) => l.msg === 'store write failed; nothing in it is acknowledged')
     step(`no recovery: ${after.length - failuresBefore} more failures after space returned, last: ${errText(after.at(-1)?.err)}`)
     stillFailing = `${after.length - failuresBefore} write failures in 3 s after space returned (last: ${errText(after.at(-1)?.err)})`
+    proxy.detach()
     await gw.kill('SIGKILL')
     gw = await s.spawnGw()
     proxy.retarget(gw.ready.mqttPort as number)
@@ -237,6 +246,7 @@ test('ENOSPC (real, 4 MiB tmpfs): no PUBACK for a reading that was not stored; a
   step(`resumed, restarted ${restarted}`)
   await sleep(500)
   // a crash after the full-disk episode: the write-ahead log with the failed writes in it is replayed
+  proxy.detach()
   await gw.kill('SIGKILL')
   gw = await s.spawnGw()
   proxy.retarget(gw.ready.mqttPort as number)

@@ -170,7 +170,9 @@ test('hostile clients one after another against default limits: each bound holds
     t.after(() => back.endAsync(true).catch(() => {}))
     back.on('message', (_t, p) => got.push(Number(p.toString())))
     await waitFor(() => got.length >= 1000, { timeoutMs: 10_000, what: `1,000 queued messages delivered (${got.length})` })
-    await new Promise((r) => setTimeout(r, 200))
+    // nothing more can come: a queued message leaves the session's queue only when the
+    // client acknowledges it, so an empty queue means every message sent has arrived
+    await waitFor(async () => await metric(gw, 'gateway_mqtt_queued_messages') === 0, { timeoutMs: 10_000, what: 'the session queue emptied' })
     assert.deepEqual(got, Array.from({ length: 1000 }, (_, i) => i), 'the first 1,000, in order, once each')
     await back.endAsync()
     assertBounded(gw, 'offline-queue flood', SEQUENCE_RSS_BOUND_MB, good, t)

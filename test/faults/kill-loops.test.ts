@@ -2,7 +2,10 @@
  * kill -9 loops under load (issue 5; docs/design.md section 10 invariants 1-4).
  *
  * Topology, every hop through a fault proxy so a restarted process (new listen(0) port)
- * keeps its address and faults can be injected between processes:
+ * keeps its address and faults can be injected between processes. A proxy is detached
+ * before its target is killed, so it never dials the freed port: whatever binds that port
+ * meanwhile would get the devices' resends and could acknowledge them. A stranger sits on
+ * every freed port until the end, and `finish` checks that nobody dialed one.
  *
  *   device-sim (20 devices, QoS 1, resend unacked after reconnect)
  *     -> devProxy -> gateway CLI (durability=process) -> upProxy -> ingest CLI (leveldb)
@@ -20,7 +23,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { createSimulation, fetchReadings, runAudit, simConfig, waitForDrain, type AuditResult } from '../../device-sim/index.ts'
 import { spawnCli, tempDir, waitFor, type Child } from '../helpers/index.ts'
-import { FaultProxy, seeded } from '../helpers/fault-proxy.ts'
+import { FaultProxy, seeded, squat, type Squatter } from '../helpers/fault-proxy.ts'
 
 const SEED = Number(process.env.FAULT_SEED ?? 20240605)
 const TOKEN = 'kill-loop-secret'
@@ -36,6 +39,7 @@ class Stack {
   upProxy!: FaultProxy
   gwKills = 0
   ingestKills = 0
+  readonly strangers: Squatter[] = []
   private constructor (private readonly t: T, private readonly dir: string) {}
 
   static async start (t: T, name: string): Promise<Stack> {
@@ -64,8 +68,10 @@ class Stack {
   }
 
   async killGateway (): Promise<void> {
+    this.devProxy.detach()
     await this.gw.kill('SIGKILL')
     this.gwKills++
+    this.strangers.push(await squat(this.t, this.gw.ready.mqttPort as number))
   }
 
   async restartGateway (): Promise<void> {
@@ -74,8 +80,10 @@ class Stack {
   }
 
   async killIngest (): Promise<void> {
+    this.upProxy.detach()
     await this.ingest.kill('SIGKILL')
     this.ingestKills++
+    this.strangers.push(await squat(this.t, this.ingest.ready.port as number))
   }
 
   async restartIngest (): Promise<void> {
@@ -140,6 +148,7 @@ async function finish (t: T, s: Stack, sim: Sim, startedAt: number): Promise<Aud
   const a = audit.totals
   t.diagnostic(`seed ${SEED}; gateway kills ${s.gwKills}, ingest kills ${s.ingestKills}; generated ${c.generated}, acked ${a.acknowledged}, resends ${c.resends}, connection losses ${c.connectionLosses}; ` +
     `ingest rows ${rows} (stored ${st.stored}, duplicate answers ${st.duplicates}); lost ${a.lost}, duplicated ${a.duplicated}, out of order ${a.outOfOrder}, unacked stored ${a.unackedStored}, unacked lost ${a.unackedLost}; ${Math.round((Date.now() - startedAt) / 100) / 10} s`)
+  for (const x of s.strangers) assert.equal(x.accepted(), 0, `a connection reached the freed port ${x.port}`)
   assert.equal(a.lost, 0, `acknowledged readings lost: ${JSON.stringify(audit.failures.slice(0, 3).map((f) => [f.id, f.boots.map((b) => b.lostRanges)]))}`)
   assert.equal(a.duplicated, 0, `duplicated: ${JSON.stringify(audit.failures.slice(0, 3).map((f) => [f.id, f.boots.map((b) => b.duplicatedSeqs)]))}`)
   assert.equal(a.outOfOrder, 0)

@@ -120,6 +120,7 @@ test('3 stateless ingests on one PostgreSQL: random ingest kill -9 every ~1.3 s 
     }
     while (restarting.size >= 2) await Promise.race(restarting.values()) // keep one serving
     const i = [0, 1, 2].filter((j) => !restarting.has(j))[Math.floor(rnd() * (3 - restarting.size))]!
+    proxies[i]!.detach() // never dial the port the kill frees
     await ingests[i]!.kill('SIGKILL')
     ingestKills++
     restarting.set(i, spawnIngest().then((c) => { ingests[i] = c; proxies[i]!.retarget(c.ready.port as number); restarting.delete(i) }))
@@ -155,6 +156,7 @@ test('a device moving between two gateways every ~2 s, both killed -9 at random:
   let kills = 0
   const restarting = new Map<number, Promise<void>>()
   const kill = async (i: number): Promise<void> => {
+    if (i === current) devProxy.detach() // never dial the port the kill frees
     await gws[i]!.kill('SIGKILL')
     kills++
     // restarts in the background; devices sent to it meanwhile are refused and retry
@@ -167,7 +169,9 @@ test('a device moving between two gateways every ~2 s, both killed -9 at random:
     // move every device to the other gateway: connections dropped with PUBACKs in flight
     // (if that gateway is still restarting, devices are refused until it is back)
     current = 1 - current
-    devProxy.retarget(gws[current]!.ready.mqttPort as number)
+    // a gateway still restarting has no port yet (its old one is free): refuse until it is back
+    if (restarting.has(current)) devProxy.detach()
+    else devProxy.retarget(gws[current]!.ready.mqttPort as number)
     devProxy.dropAll()
     switches++
   }

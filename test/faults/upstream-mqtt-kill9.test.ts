@@ -12,9 +12,8 @@ import { decodeBatch, type BatchItem } from '../../protocol/index.ts'
 import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 import { metricValue } from '../helpers/mqtt-from.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
-
-const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
 type Status = { buffered: { items: number }, upstream: { mqtt?: { inFlight: number, lateResults: number } } }
 
@@ -22,7 +21,8 @@ async function status (adminPort: unknown): Promise<Status> {
   return await (await fetch(`http://127.0.0.1:${String(adminPort)}/status`)).json() as Status
 }
 
-test('results mode: kill -9 of the gateway mid-upload, 4 rounds: every acknowledged reading stored exactly once', { skip, timeout: 120_000 }, async (t) => {
+test('results mode: kill -9 of the gateway mid-upload, 4 rounds: every acknowledged reading stored exactly once', { timeout: 120_000 }, async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'ingest-k9-'), mqttBroker: broker.url, mqttClientId: 'ingest-k9' }, { logger: silentLogger })
   t.after(() => ingest.close())
@@ -62,7 +62,8 @@ test('results mode: kill -9 of the gateway mid-upload, 4 rounds: every acknowled
   await gw.kill('SIGTERM')
 })
 
-test('results mode: kill -9 of the ingest and of Mosquitto (persistence on) under load, 4 rounds: every acknowledged reading stored exactly once', { skip, timeout: 120_000 }, async (t) => {
+test('results mode: kill -9 of the ingest and of Mosquitto (persistence on) under load, 4 rounds: every acknowledged reading stored exactly once', { timeout: 120_000 }, async (t) => {
+  needTools('mosquitto')
   const brokerDir = await tempDir(t, 'mosq-k9-')
   let broker = await startMosquitto(t, { persistence: true, dir: brokerDir })
   const port = broker.port
@@ -107,7 +108,8 @@ test('results mode: kill -9 of the ingest and of Mosquitto (persistence on) unde
   }
 })
 
-test('broker mode: kill -9 of the gateway mid-upload, 3 rounds: every acknowledged reading reaches a plain subscriber at least once, exactly once after its dedup by (gateway, epoch, p, s)', { skip, timeout: 120_000 }, async (t) => {
+test('broker mode: kill -9 of the gateway mid-upload, 3 rounds: every acknowledged reading reaches a plain subscriber at least once, exactly once after its dedup by (gateway, epoch, p, s)', { timeout: 120_000 }, async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const sub = await mqtt.connectAsync(broker.url, { clientId: 'k9-plain-sub', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 } })
   t.after(() => sub.endAsync(true))

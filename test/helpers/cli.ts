@@ -16,11 +16,14 @@ export type CliRun = {
 /**
  * Runs the CLI to completion; resolves with exit code, output and timings, or a null code
  * if it was killed at `limitMs`. `mark` times an output line, so "exits promptly after X"
- * can be asserted without counting a loaded box's slow startup.
+ * can be asserted without counting a loaded box's slow startup. `wrap` runs it under another
+ * program (e.g. `['setpriv', ...]`), which must exec node in place (it gets the kill).
  */
-export function runCli (t: { after: (fn: () => unknown) => void }, entry: string, args: string[], limitMs: number, opts: { env?: Record<string, string>, uid?: number, gid?: number, mark?: RegExp } = {}): Promise<CliRun> {
+export function runCli (t: { after: (fn: () => unknown) => void }, entry: string, args: string[], limitMs: number, opts: { env?: Record<string, string>, uid?: number, gid?: number, mark?: RegExp, wrap?: string[] } = {}): Promise<CliRun> {
   const t0 = Date.now()
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], uid: opts.uid, gid: opts.gid })
+  const argv = [process.execPath, '--import', 'tsx', join(ROOT, entry), ...args]
+  const cmd = opts.wrap?.length ? [...opts.wrap, ...argv] : argv
+  const proc = spawn(cmd[0]!, cmd.slice(1), { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], uid: opts.uid, gid: opts.gid })
   let stderr = ''
   let stdout = ''
   let markMs: number | null = null

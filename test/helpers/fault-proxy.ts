@@ -15,6 +15,11 @@
  * - `heal()`: back to plain forwarding (clears blackhole, reset, delay, throttle).
  * - `retarget(port)`: new connections go to another port (a restarted process that picked
  *   a new `listen(0)` port keeps the same address for its peers).
+ * - `detach()`: new connections are reset until the next `retarget`; open ones are left
+ *   alone. Call it before killing the target: once the target is dead its port is free,
+ *   and any process that binds it (another test's server, a Mosquitto) would get the
+ *   connections forwarded there, and could acknowledge what the peers resend. Detached, the
+ *   proxy only ever dials a port whose owner the test started and has not killed.
  *
  * Directions: `up` is client -> target, `down` is target -> client. Backpressure is kept:
  * a direction whose queue holds more than 1 MiB pauses its source.
@@ -149,7 +154,7 @@ export class FaultProxy extends EventEmitter<{ data: [dir: Dir, chunk: Buffer, c
   private cuts: Cut[] = []
   private closed = false
 
-  private constructor (private readonly server: Server, public target: number) { super() }
+  private constructor (private readonly server: Server, public target: number | null) { super() }
 
   /** Starts a proxy on 127.0.0.1:0 to 127.0.0.1:`target`; closed after the test. */
   static async start (t: T, target: number): Promise<FaultProxy> {
@@ -168,7 +173,7 @@ export class FaultProxy extends EventEmitter<{ data: [dir: Dir, chunk: Buffer, c
   private accept (client: Socket): void {
     this.stats.accepted++
     client.on('error', () => {})
-    if (this.closed || this.mode === 'reset') {
+    if (this.closed || this.mode === 'reset' || this.target === null) {
       this.stats.resets++
       client.resetAndDestroy()
       return
@@ -258,6 +263,9 @@ export class FaultProxy extends EventEmitter<{ data: [dir: Dir, chunk: Buffer, c
   /** New connections go to `port` (existing ones are left alone; see `dropAll`). */
   retarget (port: number): void { this.target = port }
 
+  /** New connections are reset until `retarget` (existing ones are left alone): before the target is killed. */
+  detach (): void { this.target = null }
+
   /** Destroys every current connection (FIN/close, not RST); new ones are accepted. */
   dropAll (): void {
     for (const c of [...this.conns]) c.destroy()
@@ -284,6 +292,23 @@ function sleep (ms: number): Promise<void> {
 
 /** A seeded PRNG: fault schedules are reproducible from the seed. */
 export const seeded = mulberry32
+
+export type Squatter = { port: number, accepted: () => number, close: () => Promise<void> }
+
+/**
+ * A stranger on a port a killed process released: listens on 127.0.0.1:`port` until the
+ * test ends and counts the connections it is offered (and closes them). A test that
+ * restarts processes puts one on each freed port and checks that nobody dialed it.
+ */
+export async function squat (t: T, port: number): Promise<Squatter> {
+  let accepted = 0
+  const server = createServer((s) => { accepted++; s.on('error', () => {}); s.destroy() })
+  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, '127.0.0.1', resolve) })
+  let closing: Promise<void> | null = null
+  const close = (): Promise<void> => (closing ??= new Promise<void>((resolve) => server.close(() => resolve())))
+  t.after(close)
+  return { port, accepted: () => accepted, close }
+}
 
 /** Resident set size of a process in MiB (Linux /proc), or null when it is gone. */
 export async function rssMb (pid: number): Promise<number | null> {

@@ -4,10 +4,11 @@
  * and the benches) in a temp dir, killed after the test.
  */
 import type { ChildProcess } from 'node:child_process'
-import { MOSQUITTO, haveMosquitto, ThrowawayMosquitto } from '../../scripts/throwaway-mosquitto.ts'
+import { MOSQUITTO, ThrowawayMosquitto } from '../../scripts/throwaway-mosquitto.ts'
 import { tempDir } from './index.ts'
 
-export { MOSQUITTO, haveMosquitto }
+// no `haveMosquitto` here: a test that needs Mosquitto calls needTools('mosquitto') (tools.ts) and fails without it
+export { MOSQUITTO }
 
 export type Mosquitto = { port: number, url: string, proc: ChildProcess, log: string[], dir: string, kill: (signal?: NodeJS.Signals) => Promise<void> }
 

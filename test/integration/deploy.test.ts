@@ -11,6 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { builtinModules } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { needTools } from '../helpers/tools.ts'
 import { parseGatewayConfig } from '../../gateway/config.ts'
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
@@ -18,8 +19,7 @@ const UNIT = join(ROOT, 'deploy', 'systemd', 'edge-gateway.service')
 
 /** Runs systemd-analyze verify on `text` (ExecStart pointed at this checkout's launcher, which exists here). */
 function verify (t: { after: (fn: () => void) => void }, text: string): { status: number | null, out: string } {
-  const which = spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' })
-  assert.equal(which.status, 0, 'systemd-analyze is missing: install the Debian package systemd (apt-get install systemd)')
+  needTools('systemd')
   const dir = mkdtempSync(join(tmpdir(), 'unit-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const file = join(dir, 'edge-gateway.service')

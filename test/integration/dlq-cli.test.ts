@@ -52,6 +52,11 @@ test('dlq CLI: rejected by a bad rule, listed, exported, replayed after the fix,
   const lines = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { device: string, kind: string, reading: { seq: number }, raw: string })
   assert.deepEqual(lines.map((l) => l.reading.seq), [1, 2, 3, 4, 5, 6, 7, 8])
   assert.ok(lines.every((l) => l.device === 'rt-dev' && l.kind === 'item' && l.raw.length > 0))
+  // a dry run says what it would purge, not "purged": the 8 records are still there after it
+  const dry = await runDlq(t, ['purge', '--data-dir', gwDir, '--device', 'rt-dev', '--dry-run'])
+  assert.equal(dry.code, 0, dry.stderr)
+  assert.deepEqual(JSON.parse(dry.stdout), { matched: 8, purged: 0, wouldPurge: 8, dryRun: true })
+  assert.match(dry.stderr, /dry run: would purge 8 records; nothing deleted/)
   const replay = await runDlq(t, ['replay', '--data-dir', gwDir])
   assert.equal(replay.code, 0, replay.stderr)
   assert.deepEqual(JSON.parse(replay.stdout), { matched: 8, replayed: 8, invalid: [], invalidCount: 0, bufferFull: false, dryRun: false })

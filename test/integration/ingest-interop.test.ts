@@ -11,10 +11,7 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { AckCode, encodeBatch, encodeResponse, type BatchItem } from '../../protocol/index.ts'
 import { tempDir } from '../helpers/index.ts'
-
-const PY = '/usr/bin/python3'
-const probe = spawnSync(PY, ['-c', 'import cbor2'], { encoding: 'utf8' })
-const missing = probe.status === 0 ? null : `needs ${PY} with cbor2 (Debian python3-cbor2; CI installs it): ${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}`
+import { PYTHON as PY, needTools } from '../helpers/tools.ts'
 
 const SCRIPT = String.raw`
 import sys, json, struct, cbor2
@@ -66,7 +63,7 @@ function pyDecode (file: string, script: string): { value: Record<string, unknow
 }
 
 test('interop: a batch body is standard CBOR as documented, read by Python cbor2', async (t) => {
-  if (missing) assert.fail(missing)
+  needTools('cbor2')
   const dir = await tempDir(t, 'ingest-interop-')
   const script = join(dir, 'walk.py')
   await writeFile(script, SCRIPT)
@@ -101,7 +98,7 @@ test('interop: a batch body is standard CBOR as documented, read by Python cbor2
 })
 
 test('interop: a response is standard CBOR { v, batch, results }, read by Python cbor2', async (t) => {
-  if (missing) assert.fail(missing)
+  needTools('cbor2')
   const dir = await tempDir(t, 'ingest-interop-')
   const script = join(dir, 'walk.py')
   await writeFile(script, SCRIPT)

@@ -10,9 +10,8 @@ import { createIngest, type Ingest, type IngestOptions } from '../../ingest/inde
 import { freePort } from '../../bench/lib/procs.ts'
 import { silentLogger } from '../helpers/gateway.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
-
-const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
 type Ready = { code: number, body: { status: string, sink: string, reasons?: string[], mqtt?: { broker: string, connected: boolean, subscribed: boolean, connections: number, connectedConnections: number, subscribedConnections: number } } }
 
@@ -27,7 +26,8 @@ async function startIngest (t: { after: (fn: () => unknown) => void }, opts: Ing
   return ingest
 }
 
-test('ingest /readyz: unready until every broker connection is subscribed, ready then, unready when the broker dies', { skip }, async (t) => {
+test('ingest /readyz: unready until every broker connection is subscribed, ready then, unready when the broker dies', async (t) => {
+  needTools('mosquitto')
   const port = await freePort()
   const url = `mqtt://127.0.0.1:${port}`
   const ingest = await startIngest(t, { mqttBroker: url, mqttConnections: 2, mqttClientId: `ingest-rz-${process.pid}` })

@@ -19,6 +19,7 @@ import { compileTopic, fill } from '../../gateway/mapping/match.ts'
 import { ROOT, tempDir, waitFor } from '../helpers/index.ts'
 import { silentLogger } from '../helpers/gateway.ts'
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts'
+import { needTools } from '../helpers/tools.ts'
 
 type T = { after: (fn: () => unknown) => void }
 type Item = [number, number, string, number | null, unknown, number | null, number, Record<string, unknown>]
@@ -32,12 +33,8 @@ async function start (t: T, mappings: unknown[]): Promise<{ gw: Gateway, up: Fak
 }
 
 async function mosquittoPub (port: number, clientId: string, topic: string, message: string): Promise<void> {
-  try {
-    await promisify(execFile)('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-q', '1', '-i', clientId, '-t', topic, '-m', message], { timeout: 15_000 })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('mosquitto_pub not found: install the Debian package mosquitto-clients')
-    throw err
-  }
+  needTools('mosquitto_pub')
+  await promisify(execFile)('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-q', '1', '-i', clientId, '-t', topic, '-m', message], { timeout: 15_000 })
 }
 
 const items = (up: FakeUpstream): Item[] => up.batches.flatMap((b) => b.items as unknown as Item[])

@@ -10,11 +10,11 @@ import { createIngest } from '../../ingest/index.ts'
 import { launchBrowser, openPage } from '../../bench/lib/browser.ts'
 import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
-const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
-
-test('operator page: the MQTT upstream row shows connected, in flight and oldest unanswered; not connected when the broker dies', { skip }, async (t) => {
+test('operator page: the MQTT upstream row shows connected, in flight and oldest unanswered; not connected when the broker dies', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'page-mqtt-ingest-'), mqttBroker: broker.url, mqttClientId: `ingest-page-${process.pid}` }, { logger: silentLogger })
   t.after(() => ingest.close())
@@ -43,7 +43,8 @@ test('operator page: the MQTT upstream row shows connected, in flight and oldest
   assert.deepEqual(errors, [], 'no console errors on the page')
 })
 
-test('operator page: the broker row says "no consumer subscribed" while the broker\'s PUBACKs say so, and the batches stay buffered', { skip }, async (t) => {
+test('operator page: the broker row says "no consumer subscribed" while the broker\'s PUBACKs say so, and the batches stay buffered', async (t) => {
+  needTools('mosquitto', 'chromium')
   const broker = await startMosquitto(t)
   const gw = await startGateway(t, { gatewayId: 'gw-page-ns', upstream: [broker.url], upstreamAck: 'broker', lingerMs: 50, retryBaseMs: 20, retryMaxMs: 200 })
   await waitFor(() => gw.flusher.status().mqtt?.connected, { what: 'gateway connected' })

@@ -9,11 +9,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { existsSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnCli, tempDir } from '../helpers/index.ts'
-
-const PYTHON = '/usr/bin/python3'
+import { PYTHON, needTools } from '../helpers/tools.ts'
 
 const SCRIPT = String.raw`
 import json, sys, time
@@ -68,9 +67,7 @@ print(json.dumps(out))
 `
 
 test('python3-paho-mqtt: a retained message and an offline queue within the default limits work', { timeout: 60_000 }, async (t) => {
-  assert.ok(existsSync(PYTHON), `${PYTHON} is required (Debian python3); install python3 and python3-paho-mqtt`)
-  const probe = spawnSync(PYTHON, ['-c', 'import paho.mqtt.client'], { encoding: 'utf8' })
-  assert.equal(probe.status, 0, `python3-paho-mqtt is required (apt-get install python3-paho-mqtt): ${probe.stderr}`)
+  needTools('paho')
   const dir = await tempDir(t, 'paho-limits-')
   const gw = await spawnCli(t, 'gateway/main.ts', ['--data-dir', join(dir, 'gw'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0', '--durability', 'process'], { env: { LOG_LEVEL: 'warn' } })
   const script = join(dir, 'limits_check.py') // not paho.py: that would shadow the paho package

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { connect } from 'node:net'
 import { ROOT, tempDir, waitFor } from '../helpers/index.ts'
-import { haveMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
 type Run = { proc: ChildProcess, out: () => string, exited: Promise<number | null> }
 
@@ -40,7 +40,8 @@ async function getJson (url: string): Promise<Record<string, unknown>> {
   return await r.json() as Record<string, unknown>
 }
 
-test('npm start -- --upstream mqtt: devices -> gateway -> Mosquitto -> ingest, Ctrl-C drains, audits clean, exits 0', { skip: !haveMosquitto && 'no /usr/sbin/mosquitto (apt-get install -y mosquitto)' }, async (t) => {
+test('npm start -- --upstream mqtt: devices -> gateway -> Mosquitto -> ingest, Ctrl-C drains, audits clean, exits 0', async (t) => {
+  needTools('mosquitto')
   const run = npmStart(t, ['--data-dir', await tempDir(t), '--upstream', 'mqtt', '--devices', '5', '--rate', '5', '--progress', 'off', '--drain-timeout-s', '30'])
   const what = (s: string): string => `${s} in: ${run.out()}`
   const brokerPort = Number(await waitFor(() => /cloud +mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(run.out())?.[1], { timeoutMs: 120_000, what: what('cloud broker url') }))

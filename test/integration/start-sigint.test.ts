@@ -42,6 +42,13 @@ test('Ctrl-C (SIGINT to the process group) in npm start drains, audits and exits
   assert.equal(code, 0, `exit ${code}; output:\n${run.out()}`)
   assert.match(run.out(), /lost 0, duplicated 0/)
   assert.doesNotMatch(run.out(), /did not drain/)
+  // a cold start used to print nothing for up to 15 s: each step is announced before it runs
+  const out = run.out()
+  for (const [step, done] of [['starting the ingest', 'ingest   http://'], ['starting the gateway', 'gateway  mqtt mqtt://']] as const) {
+    assert.ok(out.includes(step) && out.indexOf(step) < out.indexOf(done), `"${step}" before "${done}" in:\n${out}`)
+  }
+  // the simulator's words: generated readings and published packets, not "sent"
+  assert.match(out, /^generated \d+, published \d+, acknowledged \d+, stored upstream/m)
   await waitFor(() => portClosed(url), { timeoutMs: 10_000, what: 'ingest stopped after npm start exited' })
 })
 

@@ -1,13 +1,13 @@
 /**
  * Issue 15, item 4: a data dir that cannot be opened is reported with its real cause, not
  * always "is another gateway using this --data-dir?". Each cause is produced for real:
- * the store owned by another user (the gateway runs as `nobody` against root's store;
- * root would bypass permission bits), the LOCK held by a running gateway, a file in the
- * way, a corrupt MANIFEST.
+ * the store owned by another user, the LOCK held by a running gateway, a file in the way, a
+ * corrupt MANIFEST.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
+import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
 import { runCli } from '../helpers/cli.ts'
@@ -31,24 +31,34 @@ function assertFailed (r: { code: number | null, stderr: string }, re: RegExp): 
   assert.doesNotMatch(r.stderr, /is another gateway using/)
 }
 
+/**
+ * As root, the store belongs to `nobody` (mode 0700) and the gateway runs as root without
+ * the capabilities that let root ignore permission bits (CAP_DAC_OVERRIDE,
+ * CAP_DAC_READ_SEARCH: setpriv drops them all), as under a systemd unit with an empty
+ * CapabilityBoundingSet. The gateway used to run as `nobody` instead, which cannot read a
+ * checkout in a private directory (a `mktemp -d` or a 0700 home): it failed with
+ * `Cannot find package 'tsx'` instead of the permission error. Run this way it reads the
+ * checkout as its owner wherever the clone is.
+ */
 test('a store owned by another user: permission denied, with the owner', async (t) => {
   const root = await tempDir(t)
   const dir = join(root, 'store')
   await makeStore(dir)
-  let opts: { uid?: number, gid?: number } = {}
-  if (process.getuid?.() === 0) {
-    // root ignores permission bits: run the gateway as nobody against root's store
-    await chmod(root, 0o755)
-    await chmod(dir, 0o755)
-    for (const f of await readdir(dir)) await chmod(join(dir, f), 0o644)
-    opts = { uid: NOBODY, gid: NOBODY }
+  let opts: { wrap?: string[] } = {}
+  const asRoot = process.getuid?.() === 0
+  if (asRoot) {
+    try { execFileSync('setpriv', ['--version'], { stdio: 'ignore' }) } catch { assert.fail('this test needs setpriv (Debian package util-linux) when run as root') }
+    await chown(dir, NOBODY, NOBODY)
+    for (const f of await readdir(dir)) await chown(join(dir, f), NOBODY, NOBODY)
+    await chmod(dir, 0o700)
+    opts = { wrap: ['setpriv', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', '--'] }
   } else {
     await chmod(dir, 0o555)
     t.after(() => chmod(dir, 0o755))
   }
   const r = await runCli(t, 'gateway/main.ts', args(dir), 90_000, opts)
   assertFailed(r, /--data-dir \S+ permission denied/)
-  if (opts.uid !== undefined) assert.match(r.stderr, /owned by uid 0, this process runs as uid 65534/)
+  if (asRoot) assert.match(r.stderr, /owned by uid 65534, this process runs as uid 0/)
 })
 
 test('a store in use by a running gateway: its LOCK is held', async (t) => {

@@ -15,12 +15,13 @@ import { decodeBatch, type BatchItem } from '../../protocol/index.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { metricValue } from '../helpers/mqtt-from.ts'
 import { waitFor } from '../helpers/index.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
-const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
 const fast = { lingerMs: 50, retryBaseMs: 20, retryMaxMs: 200 }
 
-test('broker mode, no consumer subscribed: "no matching subscribers" keeps every batch; a consumer that subscribes then gets each reading exactly once', { skip }, async (t) => {
+test('broker mode, no consumer subscribed: "no matching subscribers" keeps every batch; a consumer that subscribes then gets each reading exactly once', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-ns1', upstreamAck: 'broker' })
   await waitFor(() => gw.flusher.status().mqtt?.connected, { what: 'gateway connected' })
@@ -58,7 +59,8 @@ test('broker mode, no consumer subscribed: "no matching subscribers" keeps every
   assert.equal(gw.flusher.status().state, 'ok')
 })
 
-test('broker mode with --upstream-accept-no-subscribers: a batch answered "no matching subscribers" is deleted, and counted', { skip }, async (t) => {
+test('broker mode with --upstream-accept-no-subscribers: a batch answered "no matching subscribers" is deleted, and counted', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-ns2', upstreamAck: 'broker', upstreamAcceptNoSubscribers: true })
   await waitFor(() => gw.flusher.status().mqtt?.connected, { what: 'gateway connected' })

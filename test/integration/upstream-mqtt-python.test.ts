@@ -5,19 +5,15 @@
  * dedups by (gateway, epoch, p, s).
  */
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { test } from 'node:test'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
-
-const PYTHON = '/usr/bin/python3'
-const probe = existsSync(PYTHON) ? spawnSync(PYTHON, ['-c', 'import paho.mqtt.client, cbor2'], { encoding: 'utf8' }) : null
-const skip = !haveMosquitto ? 'mosquitto is not installed' : probe?.status !== 0 ? `${PYTHON} with paho-mqtt and cbor2 is needed (apt-get install python3-paho-mqtt python3-cbor2)` : false
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { PYTHON, needTools } from '../helpers/tools.ts'
 
 const SCRIPT = String.raw`
 import gzip, json, sys, time, zlib
@@ -53,7 +49,8 @@ c.disconnect(); c.loop_stop()
 print(json.dumps(sorted(seen.values())), flush=True)
 `
 
-test('broker mode: a Python paho-mqtt + cbor2 consumer decodes every batch from the documented format', { skip, timeout: 60_000 }, async (t) => {
+test('broker mode: a Python paho-mqtt + cbor2 consumer decodes every batch from the documented format', { timeout: 60_000 }, async (t) => {
+  needTools('mosquitto', 'paho', 'cbor2')
   const broker = await startMosquitto(t)
   const dir = await tempDir(t, 'py-consumer-')
   const script = join(dir, 'consumer.py')

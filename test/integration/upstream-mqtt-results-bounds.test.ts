@@ -17,9 +17,8 @@ import { AckCode, decodeBatch, encodeResultsMessage, sniffEncoding, type BatchIt
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { metricValue } from '../helpers/mqtt-from.ts'
 import { waitFor } from '../helpers/index.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
-
-const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
 /** A CBOR head (RFC 8949 section 3) of major type `major` with argument `n`. */
 function head (major: number, n: number): number[] {
@@ -35,7 +34,8 @@ function malformedResults (batch: string, declared: number): Buffer {
   return Buffer.from([...head(5, 3), ...text('v'), 1, ...text('batch'), ...text(batch), ...text('results'), ...head(4, declared), 0xff, 0xff, 0xff, 0xff])
 }
 
-test('results messages for an unknown batch, or longer than the pending batch, are refused unread and counted; the broker drops larger ones; devices keep getting PUBACKs', { skip }, async (t) => {
+test('results messages for an unknown batch, or longer than the pending batch, are refused unread and counted; the broker drops larger ones; devices keep getting PUBACKs', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const consumer = await mqtt.connectAsync(broker.url, { clientId: 'bounds-consumer', protocolVersion: 5 })
   t.after(() => consumer.endAsync(true))

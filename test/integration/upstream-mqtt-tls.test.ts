@@ -11,9 +11,8 @@ import { createIngest } from '../../ingest/index.ts'
 import { makeCa, makeCert } from '../helpers/certs.ts'
 import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
-
-const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
 /** The ACL of docs/upstream-mqtt.md, verbatim. */
 const ACL = `# every gateway: its own batches out, its own results in
@@ -25,7 +24,8 @@ topic read gateways/+/batches/+
 topic write gateways/+/results
 `
 
-test('mqtts with client certificates and the documented ACL: two-phase upload works; a wrong certificate or another gateway\'s topic gets nothing deleted', { skip, timeout: 60_000 }, async (t) => {
+test('mqtts with client certificates and the documented ACL: two-phase upload works; a wrong certificate or another gateway\'s topic gets nothing deleted', { timeout: 60_000 }, async (t) => {
+  needTools('mosquitto')
   const dir = await tempDir(t, 'mqtt-tls-')
   const ca = await makeCa(dir, 'ca')
   const other = await makeCa(await tempDir(t, 'mqtt-tls-other-'), 'other-ca')

@@ -16,9 +16,9 @@ import { AckCode, decodeBatch, decodeResultsHeader, encodeBatch, encodeResultsMe
 import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { metricValue } from '../helpers/mqtt-from.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
-import { haveMosquitto, startMosquitto } from '../helpers/mosquitto.ts'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import { needTools } from '../helpers/tools.ts'
 
-const skip = haveMosquitto ? false : 'mosquitto is not installed (/usr/sbin/mosquitto)'
 const fast = { lingerMs: 50, retryBaseMs: 20, retryMaxMs: 200 }
 
 async function startIngest (t: { after: (fn: () => unknown) => void }, broker: string, opts: IngestOptions = {}): Promise<Ingest> {
@@ -35,7 +35,8 @@ async function storedSeqs (ingest: Ingest, device: string): Promise<number[]> {
   return body.readings.map((r) => r.seq)
 }
 
-test('results mode: simulated devices -> gateway -> Mosquitto -> ingest; every reading stored exactly once, then deleted', { skip }, async (t) => {
+test('results mode: simulated devices -> gateway -> Mosquitto -> ingest; every reading stored exactly once, then deleted', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   // three connections in the share group: batches of one gateway handled side by side
   const ingest = await startIngest(t, broker.url, { mqttConnections: 3 })
@@ -65,7 +66,8 @@ test('results mode: simulated devices -> gateway -> Mosquitto -> ingest; every r
   assert.ok(await metricValue(ingest.metrics.registry, 'ingest_received_bytes_total', { encoding: 'br', version: '2' }) > 0, 'negotiated v2 and br')
 })
 
-test('results mode: per-item retry and reject codes over MQTT are retried and dead-lettered', { skip }, async (t) => {
+test('results mode: per-item retry and reject codes over MQTT are retried and dead-lettered', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const ingest = await startIngest(t, broker.url, { chaosRetryRate: 0.2, chaosRejectRate: 0.1, chaosSeed: 7 })
   const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq2' })
@@ -85,7 +87,8 @@ test('results mode: per-item retry and reject codes over MQTT are retried and de
   assert.equal(await metricValue(gw.metrics.registry, 'gateway_upstream_items_total', { code: 'retry' }), retried, 'the gateway saw every retry')
 })
 
-test('results mode: a batch without results is sent again after --results-timeout-ms and answered duplicate', { skip }, async (t) => {
+test('results mode: a batch without results is sent again after --results-timeout-ms and answered duplicate', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   // every other batch is committed and its results dropped (chaos drop)
   const ingest = await startIngest(t, broker.url, { chaosDropRate: 0.5, chaosSeed: 3 })
@@ -101,7 +104,8 @@ test('results mode: a batch without results is sent again after --results-timeou
   assert.deepEqual(stored, Array.from({ length: 20 }, (_, i) => i + 1), 'each reading stored once, in order')
 })
 
-test('results mode: late results, unknown batch ids and garbage on the results topic are counted and ignored', { skip }, async (t) => {
+test('results mode: late results, unknown batch ids and garbage on the results topic are counted and ignored', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   // a hand-written consumer: answers each batch twice, the second time late, plus noise
   const consumer = await mqtt.connectAsync(broker.url, { clientId: 'fake-consumer', protocolVersion: 5 })
@@ -137,7 +141,8 @@ test('results mode: late results, unknown batch ids and garbage on the results t
   assert.equal(await metricValue(gw.metrics.registry, 'gateway_upstream_mqtt_in_flight_batches'), 0)
 })
 
-test('broker mode: a plain subscriber gets every batch, each within the message size bound; items deleted on PUBACK', { skip }, async (t) => {
+test('broker mode: a plain subscriber gets every batch, each within the message size bound; items deleted on PUBACK', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const sub = await mqtt.connectAsync(broker.url, { clientId: 'plain-sub', protocolVersion: 5 })
   t.after(() => sub.endAsync(true))
@@ -166,7 +171,8 @@ test('broker mode: a plain subscriber gets every batch, each within the message 
   assert.equal(gw.flusher.status().mqtt?.ack, 'broker')
 })
 
-test('results mode without any consumer: the PUBACK\'s "no matching subscribers" fails the batch at once; nothing is deleted', { skip }, async (t) => {
+test('results mode without any consumer: the PUBACK\'s "no matching subscribers" fails the batch at once; nothing is deleted', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   // a results timeout far beyond the test: the failure must come from the PUBACK (0x10)
   const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq6', resultsTimeoutMs: 600_000 })
@@ -179,7 +185,8 @@ test('results mode without any consumer: the PUBACK\'s "no matching subscribers"
   assert.equal(gw.flusher.status().mqtt?.inFlight, 0, 'not waiting for results that cannot come')
 })
 
-test('results mode: a whole-batch 400 in the results is bisected down to the poison item, which is dead-lettered', { skip }, async (t) => {
+test('results mode: a whole-batch 400 in the results is bisected down to the poison item, which is dead-lettered', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   // a consumer that cannot read any batch holding device seq 7: it answers { status: 400 }
   const consumer = await mqtt.connectAsync(broker.url, { clientId: 'poison-consumer', protocolVersion: 5 })
@@ -207,7 +214,8 @@ test('results mode: a whole-batch 400 in the results is bisected down to the poi
   assert.ok(refusals >= 4, `bisected in ${refusals} refusals (16 -> 8 -> 4 -> 2 -> 1)`)
 })
 
-test('ingest consumer: a batch whose gateway id is not the topic\'s is refused 403 in the results, nothing stored', { skip }, async (t) => {
+test('ingest consumer: a batch whose gateway id is not the topic\'s is refused 403 in the results, nothing stored', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const ingest = await startIngest(t, broker.url)
   const spy = await mqtt.connectAsync(broker.url, { clientId: 'spy', protocolVersion: 5 })
@@ -234,7 +242,8 @@ test('ingest consumer: a batch whose gateway id is not the topic\'s is refused 4
   assert.equal(await metricValue(ingest.metrics.registry, 'ingest_rejected_batches_total', { reason: 'forbidden' }), 2)
 })
 
-test('results mode with --ack-mode delivered: the device gets its PUBACK only after the ingest committed the reading', { skip }, async (t) => {
+test('results mode with --ack-mode delivered: the device gets its PUBACK only after the ingest committed the reading', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq8', ackMode: 'delivered' })
   await waitFor(() => gw.flusher.status().mqtt?.subscribed, { what: 'gateway subscribed' })
@@ -249,7 +258,8 @@ test('results mode with --ack-mode delivered: the device gets its PUBACK only af
   assert.deepEqual(await storedSeqs(ingest, 'mq-dlv-1'), [1], 'stored before the device got its PUBACK')
 })
 
-test('results mode over MQTT 3.1.1 with protocol v2 batches: the ingest consumer answers in v2, everything stored once', { skip }, async (t) => {
+test('results mode over MQTT 3.1.1 with protocol v2 batches: the ingest consumer answers in v2, everything stored once', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const ingest = await startIngest(t, broker.url)
   const gw = await startGateway(t, { ...fast, upstream: [broker.url], gatewayId: 'gw-mq9', upstreamMqttVersion: '3.1.1', upstreamProtocol: 'v2' })
@@ -262,7 +272,8 @@ test('results mode over MQTT 3.1.1 with protocol v2 batches: the ingest consumer
   assert.equal(await metricValue(ingest.metrics.registry, 'ingest_received_bytes_total', { version: '1' }), 0)
 })
 
-test('results mode: a whole-batch 503 with retryAfterMs in the results is honoured', { skip }, async (t) => {
+test('results mode: a whole-batch 503 with retryAfterMs in the results is honoured', async (t) => {
+  needTools('mosquitto')
   const broker = await startMosquitto(t)
   const consumer = await mqtt.connectAsync(broker.url, { clientId: 'busy-consumer', protocolVersion: 5 })
   t.after(() => consumer.endAsync(true))
@@ -285,7 +296,8 @@ test('results mode: a whole-batch 503 with retryAfterMs in the results is honour
   assert.ok(at[1]! - at[0]! >= 950, `second attempt after ${at[1]! - at[0]!} ms, retryAfterMs said 1000`)
 })
 
-test('several broker URLs: a dead first one is skipped for the next', { skip }, async (t) => {
+test('several broker URLs: a dead first one is skipped for the next', async (t) => {
+  needTools('mosquitto')
   const dead = await startMosquitto(t)
   const deadUrl = dead.url
   await dead.kill()
@@ -303,7 +315,8 @@ test('several broker URLs: a dead first one is skipped for the next', { skip }, 
   assert.equal(gw.flusher.status().url, live.url)
 })
 
-test('a broker that refuses our password: upstream auth-failed, flushing paused, nothing deleted', { skip }, async (t) => {
+test('a broker that refuses our password: upstream auth-failed, flushing paused, nothing deleted', async (t) => {
+  needTools('mosquitto')
   const dir = await tempDir(t, 'mosq-pw-')
   const pw = join(dir, 'passwd')
   execFileSync('/usr/bin/mosquitto_passwd', ['-c', '-b', pw, 'gw-mq12', 'right-secret'])

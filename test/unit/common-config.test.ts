@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { configFileArg, envName, helpText, kebab, parseConfig, type Schema } from '../../common/config.ts'
+import { configFileArg, envName, helpText, kebab, nearest, parseConfig, type Schema } from '../../common/config.ts'
 import { ConfigError } from '../../protocol/errors.ts'
 
 const schema = {
@@ -103,12 +103,25 @@ test('lists: comma lists, repeated flags append, flags replace env/file values',
 })
 
 test('unknown flag, unknown file key and stray argument are errors naming them', () => {
-  assert.match(configError(() => parse(['--mqtt-prot', '1']), 'mqtt-prot').message, /unknown flag --mqtt-prot/)
+  assert.match(configError(() => parse(['--mqtt-prot', '1']), 'mqtt-prot').message, /unknown flag --mqtt-prot; did you mean --mqtt-port\?/)
   const e = configError(() => parse([], {}, { mqttProt: 1 }), 'mqttProt')
-  assert.match(e.message, /unknown key/)
-  assert.match(e.message, /mqttPort/) // lists the known keys
+  assert.match(e.message, /unknown key in the config file; did you mean mqttPort\?/)
+  // one suggestion, not the list of every key (it ran to ~100 keys on one line)
+  assert.ok(e.message.length < 200, e.message)
+  assert.doesNotMatch(e.message, /upstream/)
+  assert.doesNotMatch(configError(() => parse([], {}, { zzzzzz: 1 }), 'zzzzzz').message, /did you mean/)
   configError(() => parse(['1883']), '1883')
   configError(() => parse(['-p', '1883']), '-p')
+})
+
+test('nearest: a typo, a case or separator slip, a prefix; nothing for a far name', () => {
+  const known = ['mqttPort', 'adminPort', 'upstream', 'upstreamProtocol', 'authFile', 'lingerMs']
+  assert.equal(nearest('mqttprot', known), 'mqttPort')
+  assert.equal(nearest('mqtt_port', known), 'mqttPort')
+  assert.equal(nearest('upstreams', known), 'upstream')
+  assert.equal(nearest('auth-file', known), 'authFile')
+  assert.equal(nearest('linger', known), 'lingerMs')
+  assert.equal(nearest('colour', known), undefined)
 })
 
 test('unknown env vars with the prefix are ignored (the environment is shared)', () => {

@@ -49,7 +49,7 @@ test('decodeForView: bignums up to 64 bytes decode; longer ones, other tags and 
   const long = decodeForView(Buffer.concat([hex('c2 58 41'), Buffer.alloc(65, 0xff)]), 'payload')
   assert.equal(long.value, null)
   assert.match(long.error!, /bignum .* at most 64 bytes/)
-  for (const [h, re] of [['d8 1b 82 65 4572726f72 61 78', /tag 27/], ['d8 1c 81 d8 1d 00', /tag 28/], ['d9 e000 81 05', /tag 57344/], ['', /no bytes/], ['ff', /break/], ['7a', /truncated/]] as const) {
+  for (const [h, re] of [['d8 1b 82 65 4572726f72 61 78', /tag 27/], ['d8 1c 81 d8 1d 00', /tag 28/], ['d9 e000 81 05', /tag 57344/], ['', /no bytes/], ['ff', /break/], ['1a', /truncated/]] as const) {
     const d = decodeForView(hex(h), 'payload')
     assert.equal(d.value, null, h)
     assert.match(d.error!, re, h)
@@ -57,6 +57,12 @@ test('decodeForView: bignums up to 64 bytes decode; longer ones, other tags and 
   const bad = decodeForView(Buffer.from('{"values":'), 'payload')
   assert.equal(bad.value, null)
   assert.match(bad.error!, /JSON/)
+  // a payload typed as text (`mosquitto_pub -m 21.5`) is shown as that text, without the
+  // "3 trailing bytes after the CBOR item" of reading it as CBOR
+  // (a lone 0x7a is such text too, "z", as the intake's reason says)
+  for (const text of ['21.5', 'on', 'temp=21.5\n', 'héllo', 'z']) assert.deepEqual(decodeForView(Buffer.from(text), 'payload'), { value: { $text: text } }, text)
+  // bytes that are not text still say why they do not decode
+  assert.match(decodeForView(hex('32 00 01'), 'payload').error!, /trailing/)
   // a 64 KiB bignum is refused by its length, not decoded: fast
   const t0 = performance.now()
   decodeForView(Buffer.concat([hex('c2 5a 00010000'), Buffer.alloc(65536, 0xff)]), 'payload')

@@ -62,6 +62,16 @@ export function brokenLinks (file: string, markdown: string, read: (abs: string)
   return bad
 }
 
+/**
+ * `test/<tier>/<file>.ts` paths a text names that are not in the repository: the systemd
+ * unit said its check was test/unit/deploy.test.ts, which is test/integration/deploy.test.ts.
+ */
+export function missingTestCitations (text: string, exists: (rel: string) => boolean): string[] {
+  const out = new Set<string>()
+  for (const m of text.matchAll(/(?<![\w/.-])test\/(?:unit|integration|faults|helpers)\/[A-Za-z0-9_.-]+\.ts\b/g)) if (!exists(m[0])) out.add(m[0])
+  return [...out]
+}
+
 const exists = (rel: string): boolean => existsSync(join(ROOT, rel))
 const readOrUndefined = (abs: string): string | undefined => {
   try { return statSync(abs).isDirectory() ? '' : readFileSync(abs, 'utf8') } catch { return undefined }
@@ -74,6 +84,17 @@ test('every docs/*.md that code or docs cite exists', () => {
     for (const c of missingCitations(readFileSync(f, 'utf8'), exists)) bad.push(`${relative(ROOT, f)}: ${c}`)
   }
   assert.deepEqual(bad, [])
+})
+
+test('every test file that code, docs, the unit file or the launcher cite exists', () => {
+  const bad: string[] = []
+  for (const f of files(ROOT)) {
+    if (f.endsWith('docs-links.test.ts')) continue
+    for (const c of missingTestCitations(readFileSync(f, 'utf8'), exists)) bad.push(`${relative(ROOT, f)}: ${c}`)
+  }
+  assert.deepEqual(bad, [])
+  // the check can fail
+  assert.deepEqual(missingTestCitations('Checked by test/unit/deploy.test.ts', exists), ['test/unit/deploy.test.ts'])
 })
 
 test('every relative link in README.md, CONTRIBUTING.md and docs/*.md resolves', () => {

@@ -17,6 +17,7 @@ import { ListenError } from '../../gateway/listen.ts'
 import { GateFullError } from '../../gateway/broker/login-guard.ts'
 import { AedesShapeError } from '../../gateway/broker/aedes-internals.ts'
 import { PasswdError } from '../../gateway/cli/passwd.ts'
+import { AdminUnreachableError } from '../../gateway/cli/dlq.ts'
 import { StoreOpenError } from '../../gateway/store/open-error.ts'
 import { StoreLockedError } from '../../gateway/store/dlq-reader.ts'
 import { AuditHttpError } from '../../device-sim/audit-http.ts'
@@ -150,6 +151,7 @@ const MAKE: Record<string, (cause: Error) => EdgeError> = {
   GateFullError: (cause) => new GateFullError(5, { cause }),
   AedesShapeError: (cause) => new AedesShapeError('aedes.mq', { cause }),
   PasswdError: (cause) => new PasswdError('cannot read f', 1, { cause }),
+  AdminUnreachableError: (cause) => new AdminUnreachableError('http://127.0.0.1:8082', cause),
   StoreOpenError: (cause) => new StoreOpenError('/d', 'corrupt', 'corrupt store', cause),
   StoreLockedError: (cause) => new StoreLockedError('/d', { cause }),
   AuditHttpError: (cause) => new AuditHttpError('http://i/', 0, 'GET failed', { cause }),

@@ -11,6 +11,7 @@ import {
   AckCode, decimalScale, decimalValue, decodeBatchV2, decodeResponseV2, encodeBatchV2, encodeCbor, encodeResponse, encodeResponseV2,
   float16Bits, validateItem, ValidationError, type BatchItem, type ItemResult
 } from '../../protocol/index.ts'
+import { needTools } from '../helpers/tools.ts'
 
 const env = { gateway: 'gw1', epoch: 'e1', batch: 'b1', floors: [[0, 10]] as [number, number][] }
 
@@ -78,6 +79,7 @@ test('a decimal column carries the values its scale cannot hold (-0, 1/3) as esc
   const xs: BatchItem[] = vs.map((v, i) => [0, i + 1, i % 2 ? 'a' : 'b', i, null, null, 100 + i, { t: v }])
   const body = encodeBatchV2(env, xs)
   sameItems(decodeBatchV2(body, { maxItems: 100 }).items, xs)
+  needTools('cbor2')
   const py = spawnSync('/usr/bin/python3', ['-c', 'import sys,cbor2,json; print(json.dumps(cbor2.loads(sys.stdin.buffer.read())["cols"][0][:2]))'], { input: body, encoding: 'utf8' })
   assert.equal(py.status, 0, py.stderr)
   const cols = JSON.parse(py.stdout) as unknown[]
@@ -101,6 +103,7 @@ test('a v2 body is standard CBOR: Python cbor2 decodes it to the documented colu
     [3, 250001, 'sim-0002', 1000, 1795750000000, 1795759000010, 1795759000017, { temperature_c: 19.5, door_open: true }]
   ]
   const body = encodeBatchV2(env, xs)
+  needTools('cbor2')
   const py = spawnSync('/usr/bin/python3', ['-c', `
 import sys, json, cbor2
 d = cbor2.loads(sys.stdin.buffer.read())

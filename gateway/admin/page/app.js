@@ -43,7 +43,7 @@ function renderCharts () {
 }
 
 function stateClass (state) {
-  return state === 'ok' ? 'state-ok' : state === 'idle' ? '' : state === 'retrying' ? 'state-warn' : 'state-bad'
+  return state === 'ok' ? 'state-ok' : state === 'idle' ? '' : state === 'retrying' || state === 'none' ? 'state-warn' : 'state-bad'
 }
 
 function render (s) {
@@ -57,6 +57,9 @@ function render (s) {
   const banner = $('banner')
   banner.hidden = s.banner.length === 0
   $('banner-reasons').replaceChildren(...s.banner.map((r) => { const li = document.createElement('li'); li.textContent = r; return li }))
+  const notices = s.notices ?? []
+  $('notice').hidden = notices.length === 0
+  $('notice-reasons').replaceChildren(...notices.map((r) => { const li = document.createElement('li'); li.textContent = r; return li }))
   setValue('v-in', s.inPerS, fmt(s.inPerS))
   setValue('v-puback', s.p99Ms, `${fmt(s.p50Ms)} / ${fmt(s.p99Ms)}`)
   setValue('v-uploaded', s.uploadedPerS, fmt(s.uploadedPerS))
@@ -75,6 +78,28 @@ function render (s) {
   renderMqtt(s.upstream.mqtt)
   renderPartitions(s)
   renderDlq(s)
+  renderUnstored(s.unstored)
+}
+
+/** Publishes acknowledged (or refused) on topics that store nothing: hidden until there is one. */
+function renderUnstored (u) {
+  $('unstored-card').hidden = !u || u.publishes === 0
+  if (!u || u.publishes === 0) return
+  setText('unstored-sub', `${int(u.publishes)} since start${u.refused ? `, ${int(u.refused)} refused` : ''}`)
+  setText('unstored-policy', u.policy === 'refuse'
+    ? 'a device publishing here has its connection closed (--unmatched-topics refuse).'
+    : 'they are acknowledged (PUBACK) and routed to subscribers only, so the publisher sees success (--unmatched-topics refuse closes the connection instead).')
+  $('unstored').tBodies[0].replaceChildren(...u.topics.map(([topic, n, client]) => {
+    const tr = document.createElement('tr')
+    tr.dataset.topic = topic
+    for (const [v, cls] of [[topic], [int(n), 'num'], [client]]) {
+      const td = document.createElement('td')
+      td.textContent = v
+      if (cls) td.className = cls
+      tr.appendChild(td)
+    }
+    return tr
+  }))
 }
 
 /** The MQTT upstream's connection (docs/upstream-mqtt.md): the row is there only for an mqtt:// upstream. */
@@ -118,17 +143,28 @@ function renderPartitions (s) {
 
 let dlqSeen = -1
 let dlqFetched = 0
+// The breakdown counts the stored records by kind (/dlq/summary), like the list under it:
+// counters since the gateway started said "invalid payload 0" beside a list of payload dead
+// letters kept from before a restart.
+function renderDlqKinds (sum) {
+  const k = sum.byKind ?? {}
+  bars($('dlq-bars'), [
+    { label: 'invalid payload', value: k.payload ?? 0, title: 'stored dead letters whose payload failed validation at intake', warn: true },
+    { label: 'too old', value: k['too-old'] ?? 0, title: 'stored dead letters whose seq was below the dedup window', warn: true },
+    { label: 'rejected upstream', value: k.item ?? 0, title: 'stored dead letters the ingest answered rejected', warn: true },
+    ...(k.unreadable ? [{ label: 'unreadable', value: k.unreadable, title: 'stored records that cannot be decoded', warn: true }] : [])
+  ])
+  $('dlq-bars').dataset.complete = String(sum.complete)
+  if (!sum.complete) setText('dlq-sub', `${int(sum.total)} stored (breakdown of the first ${int(sum.scanned)})`)
+}
+
 function renderDlq (s) {
   const d = s.dlq
   setText('dlq-sub', `${int(d.items)} stored`)
-  bars($('dlq-bars'), [
-    { label: 'invalid payload', value: d.invalid, title: 'dead-lettered at intake since the gateway started: payload failed validation', warn: true },
-    { label: 'too old', value: d.tooOld, title: 'seq below the dedup window since the gateway started', warn: true },
-    { label: 'rejected upstream', value: d.rejected, title: 'items the ingest answered rejected since the gateway started', warn: true }
-  ])
   if (d.items !== dlqSeen || s.t - dlqFetched > 10_000) {
     dlqSeen = d.items
     dlqFetched = s.t
+    fetch('/dlq/summary').then((r) => r.ok ? r.json() : null).then((sum) => { if (sum) renderDlqKinds(sum) }).catch(() => {})
     fetch('/dlq?limit=15&order=newest').then((r) => r.ok ? r.json() : null).then((r) => {
       if (!r) return
       const tbody = $('dlq-table').tBodies[0]
