@@ -3,7 +3,7 @@
  * (`--config`), `GATEWAY_*` env vars and `--kebab-case` flags, validated once at startup.
  * Each component declares the flags it reads in its own config.ts; this file joins them.
  */
-import { ConfigError } from '../protocol/index.ts'
+import { ConfigError, GATEWAY_ID_RE } from '../protocol/index.ts'
 import { parseConfig, type ConfigOf, type ConfigSources, type HelpSection } from '../common/index.ts'
 import { brokerSchema } from './broker/config.ts'
 import { flushSchema } from './flush/config.ts'
@@ -18,7 +18,7 @@ import { isLoopback } from '../protocol/loopback.ts'
 import { secretProblem } from '../protocol/secrets.ts'
 
 export const gatewaySchema = {
-  gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'Gateway id sent upstream (must match the ingest token)' },
+  gatewayId: { type: 'string', default: 'gw1', pattern: GATEWAY_ID_RE, doc: 'Gateway id sent upstream (must match the ingest token)' },
   ...storeSchema,
   ...brokerSchema,
   adminHost: { type: 'string', default: '127.0.0.1', doc: 'Address the admin HTTP server binds' },

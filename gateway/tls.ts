@@ -13,18 +13,25 @@
  *   every local user).
  */
 import { readFile } from 'node:fs/promises'
+import type { ConfigOf } from '../common/index.ts'
 import { ConfigError } from '../protocol/index.ts'
 import { kebab } from '../common/index.ts'
 import { isLoopback } from '../protocol/loopback.ts'
 import { secretProblem } from '../protocol/secrets.ts'
+import type { brokerSchema } from './broker/config.ts'
 import type { TlsListenerConfig } from './broker/listeners.ts'
-import type { GatewayConfig } from './config.ts'
+import type { flushSchema } from './flush/config.ts'
 import type { UpstreamTls } from './flush/http-upstream.ts'
 
 export const DEFAULT_TLS_PORT = 8883
 
-type TlsFields = Pick<GatewayConfig, 'mqtt' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsCrl' | 'tlsRequireClientCert' |
-'upstream' | 'token' | 'tokenFile' | 'upstreamCa' | 'upstreamCert' | 'upstreamKey' | 'allowInsecureUpstream'>
+/**
+ * The flags these read, typed from the schemas that declare them (the broker's listener, the
+ * flusher's upstream): config.ts, which joins the schemas, calls `checkTlsConfig`, so this
+ * file does not import it back.
+ */
+type TlsFields = Pick<ConfigOf<typeof brokerSchema>, 'mqtt' | 'tlsPort' | 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsCrl' | 'tlsRequireClientCert'> &
+  Pick<ConfigOf<typeof flushSchema>, 'upstream' | 'token' | 'tokenFile' | 'upstreamCa' | 'upstreamCert' | 'upstreamKey' | 'allowInsecureUpstream'>
 
 export function checkTlsConfig (c: TlsFields): void {
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError(c.tlsCert === undefined ? 'tlsCert' : 'tlsKey', 'the MQTT TLS listener needs both --tls-cert and --tls-key')

@@ -28,7 +28,7 @@ import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
 import {
-  CONTENT_ENCODING, ConfigError, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, checkTopicTemplates, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
+  CONTENT_ENCODING, ConfigError, ENCODINGS_HEADER, GATEWAY_ID_RE, PROTOCOLS_HEADER, StoreError, checkTopicTemplates, encodeResultsMessage, fillTopic, parseTopic, sniffEncoding, sniffVersion, topicFilter,
   type WholeBatchRefusal
 } from '../protocol/index.ts'
 import { noDelay } from '../common/mqtt-nodelay.ts'
@@ -52,9 +52,6 @@ function sharedSteps (chaos: boolean): Step[] {
 
 /** What decodeContent takes, advertised in every results message as the HTTP ingest does in a header. */
 const ENCODINGS = ACCEPTED_ENCODINGS.join(', ')
-
-/** A gateway id as the gateway's own config allows it: over HTTP the tokens config names the gateways, here the topic does. */
-const GATEWAY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
 
 /**
  * The topic names the gateway (the broker's ACL vouches for it); the body must say the same,

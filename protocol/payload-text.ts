@@ -4,7 +4,6 @@
  * reject in CBOR terms; and JSON.parse silently rounds integers above 2^53.
  */
 import { DecodeError, ValidationError } from './errors.ts'
-import type { Values } from './reading.ts'
 
 const HOW = 'a reading is a JSON object such as {"seq":1,"values":{"temperature":21.5}} or a CBOR map; to store plain values from your own topics, add a topic mapping (docs/mapping.md)'
 
@@ -61,9 +60,11 @@ function hasBigIntegerLiteral (text: string): boolean {
 
 /**
  * JSON integers above 2^53 - 1 cannot be kept exact as numbers: a value that JSON.parse
- * rounded is rejected with its field named (send it as text to keep every digit).
+ * rounded is rejected with its field named (send it as text to keep every digit). `values`
+ * is a reading's values (reading.ts `Values`), typed loosely here so that reading.ts, which
+ * calls this, is the only one of the two that imports the other.
  */
-export function checkExactIntegers (text: string, values: Values, field = 'values'): void {
+export function checkExactIntegers (text: string, values: Readonly<Record<string, unknown>>, field = 'values'): void {
   let suspect: string | null = null
   for (const k of Object.keys(values)) {
     const v = values[k]

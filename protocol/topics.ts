@@ -1,6 +1,13 @@
 /** MQTT topic names of docs/design.md section 3. */
 export const DEVICE_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
 
+/**
+ * A gateway id: it names the gateway in every batch and is a topic level of the MQTT
+ * upstream (`gateways/{gateway}/batches/...`). The gateway's `--gateway-id` and the ingest's
+ * MQTT consumer check it with this one pattern.
+ */
+export const GATEWAY_ID_RE = /^[A-Za-z0-9._-]{1,64}$/
+
 export function isValidDeviceId (id: unknown): id is string {
   return typeof id === 'string' && DEVICE_ID_RE.test(id)
 }

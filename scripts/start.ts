@@ -27,7 +27,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { VERSION } from '../protocol/index.ts'
+import { GATEWAY_ID_RE, VERSION } from '../protocol/index.ts'
 import { configFileArg, helpText, onStopSignals, parseConfig, type ConfigOf } from '../common/index.ts'
 import { ThrowawayPostgres } from './throwaway-postgres.ts'
 import { ThrowawayMosquitto } from './throwaway-mosquitto.ts'
@@ -48,7 +48,7 @@ const schema = {
   postgresUrl: { type: 'string', doc: 'PostgreSQL URL for --sink postgres (default: DATABASE_URL, else a throwaway server)' },
   upstream: { type: 'enum', values: ['http', 'mqtt'], default: 'http', doc: 'how batches reach the ingest: http (directly) or mqtt (through a throwaway Mosquitto on a free port, docs/upstream-mqtt.md)' },
   upstreamAck: { type: 'enum', values: ['results', 'broker'], default: 'results', doc: 'with --upstream mqtt: results (the gateway deletes on the ingest\'s per-item results) or broker (on the broker\'s PUBACK)' },
-  gatewayId: { type: 'string', default: 'gw1', pattern: /^[A-Za-z0-9._-]{1,64}$/, doc: 'gateway id' },
+  gatewayId: { type: 'string', default: 'gw1', pattern: GATEWAY_ID_RE, doc: 'gateway id' },
   mqttPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway MQTT port (0 = a free port)' },
   adminPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'gateway admin port (0 = a free port)' },
   ingestPort: { type: 'int', default: 0, min: 0, max: 65535, doc: 'ingest port (0 = a free port)' },

@@ -18,6 +18,7 @@
  */
 import { isValidDeviceId, parseDeviceTopic } from '../../protocol/index.ts'
 
+/** Who a client authenticated as: the one principal type of the broker (auth.ts returns its named kinds). */
 export type Principal =
   | { role: 'device', name: string }
   | { role: 'app', name: string }

@@ -9,15 +9,28 @@
  * | `aedes.persistence`: the object given to `createBroker` | aedes.js | persistence.ts is the one Aedes calls |
  * | a client's `_parser.parse` | lib/client.js | guard.ts: packet size guard |
  * | a client's `deliverQoS`, `deliver0`, `closed`, `conn` | lib/client.js | limit-deliveries.ts: no writes to a closed client |
+ * | `persistence.createRetainedStreamCombi` called in the tick of the `subscribe` event | lib/handlers/subscribe.js | limit-hooks.ts, persistence.ts `replayClient`: no retained replay to a closed client |
+ * | mqtt-packet's `debug`, in the CommonJS module cache | mqtt-packet (Aedes' dependency) | quiet-debug.ts: no-op debug calls |
  *
  * Each shape is checked where it is first needed: the broker's at startup (`brokerInternals`,
  * from `Broker.create`), a client's when its connection is accepted (`clientInternals`). A
  * missing one fails with `AedesShapeError`, naming the internal, the Aedes version installed
  * and the one these were written for: package.json pins Aedes to that version, so an upgrade
- * is a decision that starts here. Not shapes, so not checked here, but relied on and guarded
- * by tests: Aedes asks for the retained stream in the same tick as its `subscribe` event
- * (limit-hooks.ts, persistence.ts `replayClient`), and mqtt-packet's `debug` sits in the
- * module cache (quiet-debug.ts, best effort by design: it runs before Aedes loads).
+ * is a decision that starts here.
+ *
+ * The last two rows are not checked at startup, on purpose:
+ * - The same-tick order is no shape: it is the order of two calls inside Aedes' SUBSCRIBE
+ *   handler (`emit('subscribe')`, a `$SYS` publish, then `createRetainedStreamCombi`, nothing
+ *   asynchronous between). Only driving a client through CONNECT and SUBSCRIBE shows it, on
+ *   the gateway's broker (a phantom client in its sessions, metrics and `$SYS` topics) or on
+ *   a second one made at every start: either changes what the gateway does. So
+ *   test/unit/broker-aedes-internals.test.ts checks it on the installed Aedes (and fails
+ *   when the event comes a tick late).
+ * - quiet-debug.ts must run before Aedes loads (mqtt-packet binds its debug functions when
+ *   it is first required), so before there is a broker to check; and a missing shape there
+ *   costs allocations and CPU, not correctness: failing the start for it would turn a
+ *   slowdown into an outage. It stays best effort, imported by index.ts before Aedes, and
+ *   test/unit/quiet-debug.test.ts checks that it takes effect on the installed Aedes.
  */
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'

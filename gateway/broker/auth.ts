@@ -16,9 +16,7 @@
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 import { ConfigError, isValidDeviceId } from '../../protocol/index.ts'
-
-export type Role = 'device' | 'app'
-export type Principal = { role: Role, name: string }
+import type { Principal } from './acl.ts'
 
 /** scrypt cost of new hashes (N=2^14, r=8: ~16 MiB and ~40 ms on a Pi 4 class core). */
 export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const
@@ -91,7 +89,7 @@ export class AuthFile {
    * The principal for these credentials, or null. Exactly one scrypt whenever a user name and
    * a password are given, whatever the outcome (see the header).
    */
-  async authenticate (clientId: string, username: string | undefined, password: Buffer | undefined): Promise<Principal | null> {
+  async authenticate (clientId: string, username: string | undefined, password: Buffer | undefined): Promise<Exclude<Principal, { role: 'anonymous' }> | null> {
     if (!username || !password) return null
     const dev = this.devices.get(username)
     const app = dev === undefined ? this.apps.get(username) : undefined

@@ -22,6 +22,7 @@
 import type { AedesOptions, Client } from 'aedes'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
+import { LogOnce, WhenFull } from '../../common/index.ts'
 
 export const HOOKS = ['connection', 'preConnect', 'authenticate', 'authorizePublish', 'authorizeSubscribe', 'authorizeForward', 'published'] as const
 export type HookName = (typeof HOOKS)[number]
@@ -31,7 +32,7 @@ const MAX_LOGGED = 100
 
 export class HookGuard {
   private readonly errors: Counter<'hook'>
-  private readonly logged = new Set<string>()
+  private readonly logged = new LogOnce(MAX_LOGGED, WhenFull.Stop)
 
   constructor (registry: Registry, private readonly log: Logger) {
     this.errors = new Counter({ name: 'gateway_mqtt_hook_errors_total', help: 'Exceptions caught in a broker hook (the client was closed instead of the gateway crashing); any is a bug to report', labelNames: ['hook'], registers: [registry] })
@@ -43,9 +44,7 @@ export class HookGuard {
     try {
       this.errors.inc({ hook })
       const message = err instanceof Error ? err.message : String(err)
-      const key = `${hook}\u0000${message}`
-      if (!this.logged.has(key) && this.logged.size < MAX_LOGGED) {
-        this.logged.add(key)
+      if (this.logged.first(`${hook}\u0000${message}`)) {
         this.log.error({ hook, clientId: client?.id, err }, 'exception in a broker hook; closing the client (logged once per hook and message)')
       }
     } catch {}

@@ -50,7 +50,8 @@ export function watchBroker (aedes: Aedes, rules: LimitRules, persistence: Bound
   const p = persistence
   aedes.on('client', (c) => p.clientConnected(c))
   aedes.on('clientDisconnect', (c) => p.clientDisconnected(c))
-  // Aedes asks for the retained stream right after this event, in the same tick
+  // Aedes asks for the retained stream right after this event, in the same tick (an order,
+  // not a shape: aedes-internals.ts says why a test, not a startup check, guards it)
   aedes.on('subscribe', (_subs, c) => { p.replayClient = c as unknown as { id: string, closed: boolean } })
   aedes.on('unsubscribe', (topics, c) => rules.unsubscribed(c, topics))
   const overInflight = new WeakSet<object>() // every packet of the offending chunk fails: count the client once

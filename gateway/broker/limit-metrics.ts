@@ -13,7 +13,18 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { HotCounter, type HotCell } from '../metrics/hot-counter.ts'
 import type { BoundedPersistence } from './persistence.ts'
-import { LIMITS, type LimitName } from './limit-rules.ts'
+
+/**
+ * Every limit, by the `limit` label value it is counted under: the names are part of the
+ * metrics' contract, so they live with the metrics, and the rules and the offender log take
+ * them from here.
+ */
+export const LIMITS = [
+  'client_id_bytes', 'will_bytes', 'topic_bytes', 'topic_levels', 'max_qos', 'retain_unavailable',
+  'retained_messages', 'retained_bytes', 'subscriptions', 'queued_messages', 'queued_bytes_total',
+  'sessions', 'inflight_inbound', 'publish_rate'
+] as const
+export type LimitName = (typeof LIMITS)[number]
 
 export class LimitMetrics {
   /** per limit, the cell of `gateway_mqtt_limit_exceeded_total` */

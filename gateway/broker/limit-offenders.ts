@@ -10,8 +10,8 @@
  * Guarded by test/unit/broker-limits-memory.test.ts.
  */
 import type { Logger } from 'pino'
-import type { LimitMetrics } from './limit-metrics.ts'
-import type { LimitName } from './limit-rules.ts'
+import { LogOnce } from '../../common/index.ts'
+import { LIMITS, type LimitMetrics, type LimitName } from './limit-metrics.ts'
 
 /** Offenders remembered for "log once", per limit; past this that limit's memory is reset (and they may be logged again). */
 const MAX_REMEMBERED_OFFENDERS = 10_000
@@ -26,18 +26,17 @@ function shortId (id: string): string {
 }
 
 export class OffenderLog {
-  private readonly logged = new Map<LimitName, Set<string>>()
+  /** per limit, so the hot path builds no key string */
+  private readonly logged: Record<LimitName, LogOnce>
 
-  constructor (private readonly metrics: LimitMetrics, private readonly log: Logger) {}
+  constructor (private readonly metrics: LimitMetrics, private readonly log: Logger) {
+    this.logged = Object.fromEntries(LIMITS.map((l) => [l, new LogOnce(MAX_REMEMBERED_OFFENDERS)])) as Record<LimitName, LogOnce>
+  }
 
   hit (limit: LimitName, whoRaw: string, fields: Record<string, unknown>): void {
     this.metrics.hits[limit].inc()
     const who = shortId(whoRaw)
-    let seen = this.logged.get(limit) // per limit, so the hot path builds no key string
-    if (!seen) { seen = new Set(); this.logged.set(limit, seen) }
-    if (seen.has(who)) return
-    if (seen.size >= MAX_REMEMBERED_OFFENDERS) seen.clear()
-    seen.add(who)
+    if (!this.logged[limit].first(who)) return
     this.metrics.offenders.inc({ limit })
     this.log.warn({ limit, clientId: who, ...fields }, 'client over an MQTT limit')
   }

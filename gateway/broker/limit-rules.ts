@@ -17,17 +17,11 @@
  */
 import type { Client, Subscription } from 'aedes'
 import { remoteOf } from './limit-deliveries.ts'
+import type { LimitName } from './limit-metrics.ts'
 import type { OffenderLog } from './limit-offenders.ts'
 import type { PublishRate } from './limit-rate.ts'
 import type { BrokerLimits } from './limits-config.ts'
 import type { BoundedPersistence } from './persistence.ts'
-
-export const LIMITS = [
-  'client_id_bytes', 'will_bytes', 'topic_bytes', 'topic_levels', 'max_qos', 'retain_unavailable',
-  'retained_messages', 'retained_bytes', 'subscriptions', 'queued_messages', 'queued_bytes_total',
-  'sessions', 'inflight_inbound', 'publish_rate'
-] as const
-export type LimitName = (typeof LIMITS)[number]
 
 export type Refusal = { limit: LimitName, message: string }
 
@@ -38,6 +32,8 @@ const levelsOf = (topic: string): number => { let n = 1; for (let i = 0; i < top
 
 export class LimitRules {
   private readonly subs = new WeakMap<object, Set<string>>()
+  /** The timers of publishes waiting for the publish rate, cleared by `close`. */
+  private readonly slowed = new Set<NodeJS.Timeout>()
 
   constructor (
     private readonly config: BrokerLimits,
@@ -81,7 +77,18 @@ export class LimitRules {
       return
     }
     this.offenders.hit('publish_rate', who, { waitMs: Math.round(waitMs) })
-    setTimeout(next, waitMs)
+    const timer = setTimeout(() => { this.slowed.delete(timer); next() }, waitMs)
+    this.slowed.add(timer)
+  }
+
+  /**
+   * After the broker has closed its clients: a publish still waiting for the rate is dropped
+   * (its client is gone, no PUBACK is due), so no timer outlives the gateway and none runs
+   * the broker's hooks, and the intake behind them, after they closed.
+   */
+  close (): void {
+    for (const t of this.slowed) clearTimeout(t)
+    this.slowed.clear()
   }
 
   /** SUBSCRIBE, per filter: null refuses it (SUBACK 0x80), else the subscription to grant. */

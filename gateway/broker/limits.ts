@@ -12,7 +12,7 @@
  * - limit-hooks.ts: the rules in front of the Aedes hooks, and the broker events wired;
  * - limit-deliveries.ts: the monkey-patch that drops deliveries to closed clients;
  * - limit-offenders.ts: a hit counted, its offender logged once (bounded memory);
- * - limit-metrics.ts: the metrics;
+ * - limit-metrics.ts: the limit names (the metrics' `limit` label) and the metrics;
  * - persistence.ts: the retained store, offline queues and sessions, bounded;
  * - QoS 2 in flight: Aedes' `maxInflightInbound` closes the connection.
  */
@@ -28,7 +28,8 @@ import { LimitRules, type Refusal } from './limit-rules.ts'
 import type { BrokerLimits } from './limits-config.ts'
 import { BoundedPersistence, type PersistenceLimit } from './persistence.ts'
 
-export { LIMITS, type LimitName, type Refusal } from './limit-rules.ts'
+export { LIMITS, type LimitName } from './limit-metrics.ts'
+export type { Refusal } from './limit-rules.ts'
 
 export class Limits {
   readonly persistence: BoundedPersistence
@@ -69,9 +70,11 @@ export class Limits {
     guardDeliveries(client, () => this.metrics.skipped.inc())
   }
 
+  /** After the broker closed: no sweep, no publish left waiting for the rate; idempotent. */
   close (): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer)
     this.sweepTimer = null
+    this.rules.close()
   }
 
   checkConnect (client: Client, packet: Parameters<LimitRules['checkConnect']>[1]): Refusal | null { return this.rules.checkConnect(client, packet) }

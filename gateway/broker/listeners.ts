@@ -178,7 +178,7 @@ export class Listeners {
             l.crlWarned = true // every device of that CA is refused until the CRL is fixed: say so once per reload
             l.log.warn({ certError, crl: config.tls?.crlPath }, 'a client certificate was refused because --tls-crl has no valid CRL for its CA (missing, expired or not yet valid)')
           }
-          l.log.debug({ remote: socket?.remoteAddress, reason, certError, err: err?.message }, 'TLS handshake failed')
+          l.log.debug({ remote: socket?.remoteAddress, reason, certError, err }, 'TLS handshake failed')
           socket?.destroy()
         })
         l.secure = server

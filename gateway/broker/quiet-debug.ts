@@ -8,7 +8,8 @@
  *
  * Imported by broker/index.ts before Aedes, so it runs before mqtt-packet creates its
  * debug functions. Best effort: if the module layout is not the expected one, nothing
- * changes.
+ * changes. It touches an Aedes internal (its dependency's module cache) outside
+ * aedes-internals.ts, whose header says why this one cannot be among its startup checks.
  */
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'

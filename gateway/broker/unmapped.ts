@@ -11,6 +11,7 @@
  */
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
+import { LogOnce } from '../../common/index.ts'
 
 /** (client, topic) pairs remembered for the once-only warning. */
 const MAX_REMEMBERED = 10_000
@@ -27,7 +28,7 @@ export type UnstoredTopic = { topic: string, publishes: number, refused: number,
 export type UnstoredStatus = { policy: UnmatchedTopicsPolicy, publishes: number, refused: number, topics: UnstoredTopic[] }
 
 export class Unmapped {
-  private readonly seen = new Set<string>()
+  private readonly seen = new LogOnce(MAX_REMEMBERED)
   private readonly topics = new Map<string, UnstoredTopic>()
   private readonly counter: Counter<'outcome'>
   private total = 0
@@ -47,10 +48,7 @@ export class Unmapped {
     this.total++
     if (refuse) this.refusedTotal++
     this.count(clientId, topic, refuse)
-    const key = `${clientId}\u0000${topic}`
-    if (this.seen.has(key) || topic.startsWith('$')) return refuse ? 'refuse' : 'route'
-    if (this.seen.size >= MAX_REMEMBERED) this.seen.clear()
-    this.seen.add(key)
+    if (topic.startsWith('$') || !this.seen.first(`${clientId}\u0000${topic}`)) return refuse ? 'refuse' : 'route'
     const fields = { clientId, topic, expected: `devices/${clientId}/readings`, unmatchedTopics: this.policy }
     if (refuse) this.log.warn(fields, 'publish on a topic that stores nothing (neither devices/{id}/readings nor a topic mapping): refused, closing the connection (logged once per client and topic)')
     else this.log.warn(fields, 'publish on a topic that stores nothing (neither devices/{id}/readings nor a topic mapping): acknowledged and routed to subscribers only, not stored (logged once per client and topic)')

@@ -4,10 +4,14 @@
  * that a cycle not yet durable carries (`pending > 0`) is never evicted: its state is not
  * on disk yet, and reloading it would forget seqs. A window idle past dedupIdleForgetMs
  * counts as absent (store/dedup-sweep.ts deletes it on disk).
+ *
+ * Named for what it holds, a device's anti-replay window (store/dedup.ts): the ingest's
+ * leveldb sink has a cache of another thing, per-partition dedup state loaded from its own
+ * database.
  */
 import type { DedupWindow } from '../store/index.ts'
 
-export class DedupCache {
+export class DedupWindowCache {
   private readonly windows = new Map<string, DedupWindow>()
 
   constructor (private readonly maxDevices: number) {}

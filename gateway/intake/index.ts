@@ -22,7 +22,7 @@ import { decodeReading, encodeItemFast, encodeItemSpan, partitionOf, scanReading
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/index.ts'
 import { DedupWindow, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
-import { DedupCache } from './dedup-cache.ts'
+import { DedupWindowCache } from './dedup-cache.ts'
 import { PayloadFormats, type PayloadFormat } from './formats.ts'
 import { ImplicitBoots, isImplicitBoot } from './implicit-boot.ts'
 
@@ -60,7 +60,7 @@ const QUEUE = Symbol('intakeQueue')
 type WithQueue = Client & { [QUEUE]?: ClientQueue }
 
 export class Intake {
-  private readonly cache: DedupCache
+  private readonly cache: DedupWindowCache
   /** dedupIdleForgetMs in seconds */
   private readonly idleS: number
   private readonly loading = new Map<string, Promise<DedupWindow>>()
@@ -76,7 +76,7 @@ export class Intake {
 
   constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics) {
     this.log = logger.child({ component: 'intake' })
-    this.cache = new DedupCache(config.dedupCacheDevices)
+    this.cache = new DedupWindowCache(config.dedupCacheDevices)
     this.idleS = Math.floor(config.dedupIdleForgetMs / 1000)
     this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intakeOutcome(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions

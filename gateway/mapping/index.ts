@@ -14,6 +14,7 @@ import type { Client, PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import { isValidDeviceId, ValidationError } from '../../protocol/index.ts'
+import { LogOnce } from '../../common/index.ts'
 import type { Principal } from '../broker/acl.ts'
 import type { Intake } from '../intake/index.ts'
 import type { Mapping } from './config.ts'
@@ -33,7 +34,7 @@ export class Mapper {
   private readonly rules: Array<{ m: Mapping, match: Matcher }>
   private readonly counter: Counter
   private readonly denied: Counter<'rule'>
-  private readonly logged = new Set<string>()
+  private readonly logged = new LogOnce(MAX_LOGGED)
   private readonly log: Logger
 
   constructor (mappings: Mapping[], private readonly intake: Intake, private readonly maxPayloadBytes: number, registry: Registry, logger: Logger) {
@@ -58,11 +59,9 @@ export class Mapper {
       const rule = mappedDenial(m, principal, client.id, device)
       if (rule !== null) {
         this.denied.inc({ rule })
-        if (!this.logged.has(client.id)) {
-          if (this.logged.size >= MAX_LOGGED) this.logged.clear()
-          this.logged.add(client.id)
+        if (this.logged.first(client.id)) {
           const why = rule === 'client_id' ? 'this mapping requires the client id to be the device id' : 'a client may produce readings only of its own device id (docs/mapping.md: apps, anyDevice)'
-          this.log.warn({ clientId: client.id, role: principal?.role ?? 'anonymous', topic: packet.topic, device, rule, mapping: m.topic }, `mapped publish refused: ${why}; closing the connection (logged once per client)`)
+          this.log.warn({ clientId: client.id, role: principal?.role ?? 'anonymous', topic: packet.topic, device, rule, why, mapping: m.topic }, 'mapped publish refused; closing the connection (logged once per client)')
         }
         cb(new Error(`client ${client.id} may not publish readings of ${device}`))
         return true

@@ -12,7 +12,7 @@ import { AEDES_WRITTEN_FOR, AedesShapeError, brokerInternals, clientInternals, i
 import { defaultLimits } from '../../gateway/broker/limits-config.ts'
 import { BoundedPersistence } from '../../gateway/broker/persistence.ts'
 import { ReadingRoutes } from '../../gateway/broker/reading-routes.ts'
-import { ROOT } from '../helpers/index.ts'
+import { ROOT, waitFor } from '../helpers/index.ts'
 
 test('package.json pins Aedes to the version the internals were written for, and that is the one installed', () => {
   const pkg = JSON.parse(readFileSync(`${ROOT}/package.json`, 'utf8')) as { dependencies: Record<string, string> }
@@ -53,4 +53,26 @@ test('a missing internal is refused naming it and both Aedes versions', async (t
   t.after(() => new Promise<void>((resolve) => aedes.close(() => resolve())))
   const ours = new BoundedPersistence(defaultLimits(), { limit: () => {}, expired: () => {} })
   assert.throws(() => new ReadingRoutes().install(aedes, ours), /has no aedes\.persistence set to the bounded persistence/)
+})
+
+test('Aedes asks for the retained stream in the same tick as its subscribe event (the replay guard of limit-hooks.ts relies on it)', async (t) => {
+  const aedes = await Aedes.createBroker()
+  t.after(() => new Promise<void>((resolve) => aedes.close(() => resolve())))
+  let inEventTick = false
+  const seen: boolean[] = []
+  aedes.on('subscribe', () => {
+    inEventTick = true
+    queueMicrotask(() => { inEventTick = false }) // the first thing that runs once the tick yields
+  })
+  const p = (aedes as unknown as { persistence: { createRetainedStreamCombi: (...a: unknown[]) => unknown } }).persistence
+  const orig = p.createRetainedStreamCombi.bind(p)
+  p.createRetainedStreamCombi = (...a: unknown[]) => { seen.push(inEventTick); return orig(...a) }
+  const conn = new Duplex({ read () {}, write (_c, _e, cb) { cb() } })
+  t.after(() => conn.destroy())
+  aedes.handle(conn as never)
+  // CONNECT (MQTT 3.1.1, clean session, client id "p"), then SUBSCRIBE "t" at QoS 0
+  conn.push(Buffer.from([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, 0x70]))
+  conn.push(Buffer.from([0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 0x74, 0x00]))
+  await waitFor(() => seen.length > 0, { timeoutMs: 10_000, what: 'Aedes asked for the retained stream' })
+  assert.deepEqual(seen, [true], 'asked for the retained stream before the subscribe event\'s tick yielded')
 })

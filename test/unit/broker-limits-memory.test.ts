@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pino from 'pino'
 import type { Client } from 'aedes'
+import type { LogOnce } from '../../common/index.ts'
 import { Metrics } from '../../gateway/metrics/index.ts'
 import { defaultLimits } from '../../gateway/broker/limits-config.ts'
 import { Limits } from '../../gateway/broker/limits.ts'
@@ -20,10 +21,10 @@ test('2,000 refused 8 KB client ids leave at most ~100 characters each in the of
     const refused = limits.checkConnect(client, { clientId: `${i}-`.padEnd(8192, 'c') })
     assert.equal(refused?.limit, 'client_id_bytes')
   }
-  const remembered = (limits as unknown as { offenders: { logged: Map<string, Set<string>> } }).offenders.logged.get('client_id_bytes')!
+  const remembered = (limits as unknown as { offenders: { logged: Record<string, LogOnce> } }).offenders.logged.client_id_bytes!
   assert.equal(remembered.size, 2000, 'each distinct offender remembered once')
   let chars = 0
-  for (const who of remembered) chars += who.length
+  for (const who of remembered.keys()) chars += who.length
   assert.ok(chars <= 2000 * 100, `offender memory holds ${chars} characters of client ids`)
   assert.equal(lines.length, 2000)
   assert.match(lines[0]!, /"clientId":"0-c+\.\.\. \(8192 chars\)"/)

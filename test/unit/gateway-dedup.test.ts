@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { DedupWindow } from '../../gateway/store/dedup.ts'
-import { DedupCache } from '../../gateway/intake/dedup-cache.ts'
+import { DedupWindowCache } from '../../gateway/intake/dedup-cache.ts'
 
 test('new seqs are new once, repeats are duplicates, in order and out of order', () => {
   const w = new DedupWindow(64)
@@ -84,7 +84,7 @@ test('a window without gaps is written compactly; one with a gap in the window k
 })
 
 test('dedup cache is LRU: a device read since goes last, a pinned window is never evicted', () => {
-  const cache = new DedupCache(10)
+  const cache = new DedupWindowCache(10)
   const ws = Array.from({ length: 11 }, () => new DedupWindow())
   for (let i = 0; i < 10; i++) cache.set(`d${i}`, ws[i]!)
   assert.ok(cache.get('d0'), 'd0 is used again: now the most recent')
@@ -97,7 +97,7 @@ test('dedup cache is LRU: a device read since goes last, a pinned window is neve
 })
 
 test('dedup cache refreshes a window at most once a second: reads in the same second keep the order, a later second moves it again', () => {
-  const cache = new DedupCache(10)
+  const cache = new DedupWindowCache(10)
   const ws = Array.from({ length: 11 }, () => new DedupWindow())
   for (let i = 0; i < 10; i++) cache.set(`d${i}`, ws[i]!)
   const order = (): string[] => [...(cache as unknown as { windows: Map<string, DedupWindow> }).windows.keys()] // oldest first
