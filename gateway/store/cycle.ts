@@ -1,6 +1,15 @@
 /**
  * One group-commit cycle of the store: everything that arrived since the previous write,
  * written as ONE LevelDB batch together with the partition counters it changes (writer.ts).
+ *
+ * Sealing: the dedup windows a cycle carries are live objects the intake keeps checking
+ * seqs against while the cycle is being written. Their bytes are therefore taken when the
+ * cycle is formed (`sealWindows`, the writer's first statement, before any await): a window
+ * on disk then claims only seqs whose items are in the same batch or an earlier one. Encoded
+ * later, after the writer awaited a read, a window could claim a seq the intake accepted
+ * meanwhile and appended to the next cycle; a crash between the two cycles left a window
+ * ahead of its items, and the device's resend of that seq was acknowledged as a duplicate
+ * of a reading that was never stored.
  */
 import type { EvictedRange } from '../../protocol/index.ts'
 import type { DedupWindow } from './dedup.ts'
@@ -41,6 +50,16 @@ export function cycleEmpty (c: Cycle): boolean {
 /** Someone waits on this cycle (close writes it before closing). */
 export function cycleAwaited (c: Cycle): boolean {
   return c.waiters.length > 0 || c.appends.length > 0
+}
+
+/**
+ * The bytes of the cycle's dedup windows as they are now. Call it where the cycle is formed,
+ * before any await of its write (see the header).
+ */
+export function sealWindows (c: Cycle): Array<[device: string, bytes: Buffer]> {
+  const out: Array<[string, Buffer]> = []
+  for (const [dev, w] of c.devices) out.push([dev, w.encode()])
+  return out
 }
 
 export function appendedBytes (c: Cycle): number {

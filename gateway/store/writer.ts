@@ -11,7 +11,7 @@ import type { Logger } from 'pino'
 import { encodeCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
 import { type GroupWriter } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
-import { appendedBytes, cycleEmpty, newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
+import { appendedBytes, cycleEmpty, newCycle, sealWindows, tell, type Cycle, type StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'
 import type { DeadLetters, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
 import type { Evictions } from './evict.ts'
@@ -57,6 +57,9 @@ export class CycleWriter implements GroupWriter<Cycle> {
 
   write = async (c: Cycle): Promise<void> => {
     const { config, db, parts, quota, deadLetters, evictions } = this.d
+    // before the first await: the intake goes on checking seqs against these window objects
+    // while this cycle is written, and those seqs' items belong to the next cycle (cycle.ts)
+    const windows = sealWindows(c)
     const t0 = performance.now()
     this.d.evictions.wanted = false
     const appendedItems = c.appends.length
@@ -104,7 +107,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       const bound = this.d.dedupBound.plan(c.devices, removed)
       for (const dev of bound.deletes) b.del(K.dedup(dev))
       const dl = deadLetters.stage(b, records.length || c.dlqDrops.length ? await deadLetters.plan(records, c.dlqDrops) : NO_RECORDS, c.quarantine)
-      for (const [dev, w] of c.devices) if (bound.unwritten === null || !bound.unwritten.has(dev)) b.put(K.dedup(dev), w.encode())
+      for (const [dev, bytes] of windows) if (bound.unwritten === null || !bound.unwritten.has(dev)) b.put(K.dedup(dev), bytes)
       for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
       for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
       for (const [p, x] of delta) {
