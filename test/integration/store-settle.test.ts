@@ -113,3 +113,22 @@ test('reads racing the delete commits never return an answered item twice', asyn
   assert.equal(store.partitionStats()[0]!.settling, 0)
   assert.equal(store.floor(0), total)
 })
+
+test('an emptied partition\'s floor passes every committed item, whatever order the deletes landed in', async (t) => {
+  // The failure this guards (found by the acknowledgment-path simulation): deletes that
+  // land out of order (a retried item answered after later ones) left the head, and so the
+  // floor, below an empty partition. Only a read raised it, and an idle partition is never
+  // read: a delivered-mode PUBACK waiting for the floor to pass its reading never came.
+  const store = await openStore(t)
+  await fill(store, 3)
+  const floors: number[] = []
+  store.on('floor', (_p, f) => floors.push(f))
+  const raw = (await store.readBatch(0, 3, 1 << 20)).raws
+  store.release(0)
+  await store.settle(0, [{ s: 1, size: raw[1]!.length }, { s: 2, size: raw[2]!.length }], [])
+  assert.equal(store.floor(0), 0, 'seq 0 is still on disk')
+  await store.settle(0, [{ s: 0, size: raw[0]!.length }], [])
+  assert.equal(store.partitionStats()[0]!.depth, 0)
+  assert.equal(store.floor(0), 3, 'nothing is left on disk: the floor is past every committed seq')
+  assert.equal(floors.at(-1), 3, 'and the floor event says so (the intake releases delivered-mode PUBACKs on it)')
+})
