@@ -55,6 +55,8 @@ export type MqttUpstreamConfig = {
   protocolVersion: 4 | 5
   /** wait between connection attempts */
   reconnectMs: number
+  /** makes the client (default MQTT.js `connect`; the acknowledgment-path simulation passes a model broker) */
+  connect?: (opts: IClientOptions) => MqttClient
 }
 
 export type MqttUpstreamStatus = {
@@ -132,7 +134,7 @@ export class MqttUpstream {
       ...(c.alpn.length ? { ALPNProtocols: c.alpn } : {}),
       rejectUnauthorized: true
     }
-    const client = mqtt.connect(opts)
+    const client = (c.connect ?? mqtt.connect)(opts)
     this.client = client
     client.on('connect', (connack) => {
       noDelay(client)

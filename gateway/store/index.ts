@@ -119,7 +119,6 @@ export class Store extends EventEmitter<StoreEvents> {
   }
 
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
-    const log = logger.child({ component: 'store' })
     const db = new Level<string, Buffer>(config.dataDir, {
       keyEncoding: 'utf8',
       valueEncoding: 'buffer',
@@ -136,14 +135,32 @@ export class Store extends EventEmitter<StoreEvents> {
       throw openError(config.dataDir, err)
     }
     try {
-      const r = await recover(config, db, log)
-      const store = new Store(config, db, r, await DedupBound.open(db, config.maxDedupDevices, log), log)
-      log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count, dedupWindows: store.dedupWindows }, 'store recovered')
-      return store
+      return await Store.openOn(config, db, logger)
     } catch (err) {
       await db.close().catch(() => {})
       throw err
     }
+  }
+
+  /**
+   * Recovers a store from an open database handle (`open` makes one from `dataDir`). The
+   * acknowledgment-path simulation runs the store on an in-memory database through this.
+   */
+  static async openOn (config: StoreConfig, db: Db, logger: Logger): Promise<Store> {
+    const log = logger.child({ component: 'store' })
+    const r = await recover(config, db, log)
+    const store = new Store(config, db, r, await DedupBound.open(db, config.maxDedupDevices, log), log)
+    log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count, dedupWindows: store.dedupWindows }, 'store recovered')
+    return store
+  }
+
+  /**
+   * Stops the store's own timers without writing or closing anything: what a crash leaves
+   * of it (the simulation abandons a store this way; everything else uses `close`).
+   */
+  abandon (): void {
+    this.closed = true
+    this.dedupSweep.stop()
   }
 
   // ---- intake side ----------------------------------------------------------------
