@@ -11,6 +11,7 @@ import { configFileArg, createLogger, helpText, LOG_ENV_HELP } from '../common/i
 import { hashPassword } from './broker/auth.ts'
 import { passwdMain } from './cli/passwd.ts'
 import { dlqMain } from './cli/dlq.ts'
+import { checkMain } from './cli/check.ts'
 import { gatewaySchema, parseGatewayConfig } from './config.ts'
 import { Gateway } from './index.ts'
 
@@ -18,9 +19,10 @@ async function main (): Promise<void> {
   const argv = process.argv.slice(2)
   if (argv[0] === 'passwd') { process.exitCode = await passwdMain(argv.slice(1)); return }
   if (argv[0] === 'dlq') { process.exitCode = await dlqMain(argv.slice(1)); return }
+  if (argv[0] === 'check') { process.exitCode = await checkMain(argv.slice(1)); return }
   if (argv.includes('--version')) { process.stdout.write(`gateway ${VERSION}\n`); return }
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: gateway [flags]\n       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n       gateway dlq list|show|export|replay|purge ... (gateway dlq --help)\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
+    process.stdout.write(`usage: gateway [flags]\n       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list\n       gateway dlq list|show|export|replay|purge ... (gateway dlq --help)\n       gateway check [--data-dir DIR] (verify a stopped gateway's store; gateway check --help)\n\n${helpText(gatewaySchema, 'GATEWAY')}\n  --config <file>\n      JSON file with any of the keys above in camelCase\n  --hash-password\n      read a password on stdin, print its hash for --auth-file\n  --version\n      print the version\n\nenvironment:\n${LOG_ENV_HELP}`)
     return
   }
   if (argv[0] === '--hash-password') {

@@ -13,12 +13,19 @@
  *                nextId; every record readable, with a reason
  *   windows      readable; every buffered item of a device that sends seq is claimed by
  *                the device's window when the window covers its seq (an item the window
- *                does not claim would be stored again on a resend)
+ *                does not claim would be stored again on a resend); and a window does not
+ *                claim seqs above its device's newest item where the disk proves their
+ *                items were never written (below)
  *
- * What it cannot see: a window claiming a seq whose item was never written. Items leave
- * the store once stored upstream, so disk alone cannot tell "delivered" from "never
- * written"; the acknowledgment-path simulation checks that direction with the whole
- * history (test/sim/oracle.ts) and runs this checker after every crash.
+ * A window ahead of its items (a claimed seq whose item was never written: its resend
+ * would be acknowledged as a duplicate and lost) is mostly invisible on disk, since items
+ * leave the store once stored upstream and "delivered" looks like "never written". One
+ * case is decidable: the device's newest item on disk (seq k) holds its partition's last
+ * seq (counter - 1), and no seq above k was ever skipped (the window's gapMax < k, so the
+ * seqs above k arrived after it and got higher partition seqs): then the items of the seqs
+ * the window claims above k would need seqs at or above the counter, which no batch wrote.
+ * The acknowledgment-path simulation checks the general case with the whole history
+ * (test/sim/oracle.ts) and runs this checker after every crash.
  */
 import { decodeUntrusted } from '../../protocol/index.ts'
 import type { Db } from './db.ts'
@@ -165,6 +172,18 @@ export async function checkReport (db: Db, opts: CheckOptions): Promise<CheckRep
       if (r.seq > m.hw || !w.claims(r.boot, r.seq)) {
         if (listed++ < MAX_LISTED) say(`device ${device}: buffered item (partition ${r.p} seq ${r.s}) of boot ${JSON.stringify(r.boot)} seq ${r.seq} is not claimed by the device's dedup window (high-water ${m.hw}): a resend would be stored twice (unless the window was evicted by --max-dedup-devices and started afresh)`)
       }
+    }
+  }
+  // windows ahead of their items, where the disk can tell (header)
+  for (const [device, refs] of byDevice) {
+    const w = windows.get(device)
+    if (!w) continue
+    for (const m of w.bootMarks()) {
+      let newest: ItemRef | null = null
+      for (const r of refs) if (r.boot === m.boot && (newest === null || r.seq > newest.seq)) newest = r
+      if (newest === null || m.hw <= newest.seq || m.gapMax >= newest.seq) continue
+      const c = counters.get(newest.p)
+      if (c && newest.s === c[0] - 1) say(`device ${device}: dedup window claims boot ${JSON.stringify(m.boot)} seq ${newest.seq + 1}${m.hw > newest.seq + 1 ? `-${m.hw}` : ''} above its newest item (seq ${newest.seq}, partition ${newest.p} seq ${newest.s}, the partition's last), whose items were never written: a resend would be acknowledged as a duplicate and lost`)
     }
   }
   if (listed > MAX_LISTED) say(`... and ${listed - MAX_LISTED} more items not claimed by their windows`)

@@ -80,9 +80,9 @@ export class DedupWindow {
     return (w.bits[i >> 3]! & (1 << (i & 7))) !== 0
   }
 
-  /** The boots the window holds, newest first: high-water mark and lowest seq seen. */
-  bootMarks (): Array<{ boot: Boot | null, hw: number, low: number }> {
-    return this.boots.map((b) => ({ boot: b.boot, hw: b.hw, low: b.low }))
+  /** The boots the window holds, newest first: high-water mark, lowest seq seen, highest seq ever skipped (-1 none). */
+  bootMarks (): Array<{ boot: Boot | null, hw: number, low: number, gapMax: number }> {
+    return this.boots.map((b) => ({ boot: b.boot, hw: b.hw, low: b.low, gapMax: b.gapMax }))
   }
 
   /** The newest boot that is `null` or gateway-assigned (intake/implicit-boot.ts), else null. */
