@@ -168,6 +168,10 @@ export class CycleWriter implements GroupWriter<Cycle> {
         for (const a of behind.appends) a.settled(err)
         for (const w of behind.waiters) tell(w, err)
       }
+      // the failed cycles' reservations ended: readings waiting for room (fullPolicy=block)
+      // may go now. Without this, readings blocked behind a failed write waited for a delete
+      // that an empty buffer never makes, and the gateway acknowledged nothing more
+      if (c.appends.length || behind?.appends.length) events.emit('space')
       return
     }
     const r = this.results.get(c)!

@@ -132,3 +132,31 @@ test('an emptied partition\'s floor passes every committed item, whatever order 
   assert.equal(store.floor(0), 3, 'nothing is left on disk: the floor is past every committed seq')
   assert.equal(floors.at(-1), 3, 'and the floor event says so (the intake releases delivered-mode PUBACKs on it)')
 })
+
+test('a failed write gives back the room its readings had reserved (block)', async (t) => {
+  // The failure this guards (found by the acknowledgment-path simulation): under
+  // fullPolicy=block, readings appended to a cycle reserve room; when that write failed,
+  // the reservation ended but nobody was told, so readings the intake held back for room
+  // waited for a delete, which an empty buffer never makes: nothing was acknowledged again.
+  const store = await openStore(t, { maxBufferItems: 2 })
+  const realBatch = store.db.batch.bind(store.db)
+  let failNext = true
+  ;(store.db as { batch: () => unknown }).batch = () => {
+    const b = realBatch()
+    const write = b.write.bind(b)
+    b.write = ((opts?: object) => {
+      if (failNext) { failNext = false; return Promise.reject(new Error('IO error: No space left on device (test)')) }
+      return write(opts)
+    }) as typeof b.write
+    return b
+  }
+  let spaces = 0
+  store.on('space', () => { spaces++ })
+  const results = await Promise.all([0, 1].map(() => new Promise<Error | null>((resolve) => {
+    const s = store.nextSeq(0)
+    store.append({ p: 0, s, raw: encodeItemFast(0, s, 'dev', s, 1, 1, 1, { t: s }), settled: resolve })
+  })))
+  assert.ok(results.every((e) => e instanceof Error), 'both readings failed with the write')
+  assert.equal(store.hasRoom(10), true, 'their room is back')
+  assert.ok(spaces > 0, 'and the store said so (the intake admits readings waiting for room on it)')
+})
