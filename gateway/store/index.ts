@@ -175,6 +175,14 @@ export class Store extends EventEmitter<StoreEvents> {
     return this.parts[p]!.next
   }
 
+  /**
+   * The highest seq of p whose write is durable (-1 none). Seqs above it may belong to a
+   * write that failed: such a seq never reaches the disk, and the floor never passes it.
+   */
+  lastCommitted (p: number): number {
+    return this.parts[p]!.committedNext - 1
+  }
+
   /** True when one more item of `bytes` fits the quota (always true under drop-oldest). */
   hasRoom (bytes: number): boolean {
     return this.quota.hasRoom(bytes)
