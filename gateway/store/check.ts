@@ -21,9 +21,9 @@
  * would be acknowledged as a duplicate and lost) is mostly invisible on disk, since items
  * leave the store once stored upstream and "delivered" looks like "never written". One
  * case is decidable: the device's newest item on disk (seq k) holds its partition's last
- * seq (counter - 1), and no seq above k was ever skipped (the window's gapMax < k, so the
- * seqs above k arrived after it and got higher partition seqs): then the items of the seqs
- * the window claims above k would need seqs at or above the counter, which no batch wrote.
+ * seq (counter - 1), the window saw seqs below k, and no seq above k was ever skipped (the
+ * window's gapMax < k): the seqs above k then arrived after it and got higher partition
+ * seqs, at or above the counter, which no batch wrote.
  * The acknowledgment-path simulation checks the general case with the whole history
  * (test/sim/oracle.ts) and runs this checker after every crash.
  */
@@ -181,7 +181,9 @@ export async function checkReport (db: Db, opts: CheckOptions): Promise<CheckRep
     for (const m of w.bootMarks()) {
       let newest: ItemRef | null = null
       for (const r of refs) if (r.boot === m.boot && (newest === null || r.seq > newest.seq)) newest = r
-      if (newest === null || m.hw <= newest.seq || m.gapMax >= newest.seq) continue
+      // low < k: k was not the window's first seq (a window that began above k and then
+      // got k lowers `low` to k without recording a gap)
+      if (newest === null || m.hw <= newest.seq || m.gapMax >= newest.seq || m.low >= newest.seq) continue
       const c = counters.get(newest.p)
       if (c && newest.s === c[0] - 1) say(`device ${device}: dedup window claims boot ${JSON.stringify(m.boot)} seq ${newest.seq + 1}${m.hw > newest.seq + 1 ? `-${m.hw}` : ''} above its newest item (seq ${newest.seq}, partition ${newest.p} seq ${newest.s}, the partition's last), whose items were never written: a resend would be acknowledged as a duplicate and lost`)
     }

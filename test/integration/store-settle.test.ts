@@ -144,9 +144,9 @@ test('a failed write gives back the room its readings had reserved (block)', asy
   ;(store.db as { batch: () => unknown }).batch = () => {
     const b = realBatch()
     const write = b.write.bind(b)
-    b.write = ((opts?: object) => {
+    b.write = ((opts?: Parameters<typeof write>[0]) => {
       if (failNext) { failNext = false; return Promise.reject(new Error('IO error: No space left on device (test)')) }
-      return write(opts)
+      return write(opts ?? {})
     }) as typeof b.write
     return b
   }

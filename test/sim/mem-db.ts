@@ -25,6 +25,8 @@ export class MemDb {
   /** a crashed database: nothing completes any more */
   dead = false
   status = 'open'
+  /** the next write to complete fails (a disk error: nothing of it is written) */
+  failNextWrite = false
   /** called with every write when it becomes durable */
   onCommit: ((c: Commit) => void) | null = null
 
@@ -97,7 +99,13 @@ export class MemDb {
 
   /** @internal */
   writeBatch (c: Commit): Promise<void> {
-    return this.op('write', () => this.apply(c))
+    return this.op('write', () => {
+      if (this.failNextWrite) {
+        this.failNextWrite = false
+        throw Object.assign(new Error('IO error: No space left on device (simulated)'), { code: 'LEVEL_IO_ERROR' })
+      }
+      this.apply(c)
+    })
   }
 
   private range (r: Range): Array<[string, Buffer]> {

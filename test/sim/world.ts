@@ -41,6 +41,8 @@ export type SimOptions = {
   deadLetters: boolean
   /** MQTT: the broker answers a batch with PUBACK 0x10, no matching subscribers (nobody got it) */
   noSubscribers: boolean
+  /** store writes fail now and then (a full disk): the failed cycle and the one behind it fail, the store reopens */
+  writeFailures: boolean
   protocol: 1 | 2
   partitions: number
   durability: 'power' | 'process'
@@ -74,6 +76,7 @@ export function optionsFor (seed: number, over: Partial<SimOptions> = {}): SimOp
     idleForget: r() < 0.15,
     deadLetters: r() < 0.4,
     noSubscribers: upstream !== 'http' && r() < 0.3,
+    writeFailures: r() < 0.3,
     protocol: r() < 0.5 ? 1 : 2,
     partitions: 1 + Math.floor(r() * 3),
     durability: r() < 0.5 ? 'power' : 'process',
@@ -353,6 +356,8 @@ export class World {
         } finally {
           store.release(p)
         }
+      } catch {
+        // the flusher's loop logs it and goes on (a failed delete: the items are sent again)
       } finally {
         inc.flushing[p] = false
       }
@@ -393,8 +398,12 @@ export class World {
       } else if (x < 0.92) {
         req.reject(new Error('timed out'))
         this.late.push(() => { process() }) // it arrives after the gateway gave up
-      } else {
+      } else if (x < 0.95) {
         ok({ status: 503, body: Buffer.from('{"error":"busy"}') })
+      } else if (x < 0.97) {
+        req.resolve({ status: 429, body: Buffer.from('{"error":"slow down"}'), retryAfterMs: 1000, url: 'http://ingest.sim/', headers: {}, sentBytes: req.body.length })
+      } else {
+        ok({ status: 413, body: Buffer.from('{"error":"too_large"}') }) // the gateway splits the batch
       }
       return
     }
@@ -459,7 +468,9 @@ export class World {
     if (this.crashes < o.crashes) acts.push([1.5, () => this.crash(this.gws[this.int(this.gws.length)]!)])
     if (o.sweep) acts.push([4, () => { for (const g of this.gws) g.inc.store.sweepDedup() }])
     if (o.idleForget) acts.push([0.7, () => { this.clock += IDLE_FORGET_MS + 1000 }])
-    if (o.upstream !== 'http') acts.push([2, () => { mock.timers.tick(TIMEOUT_MS) }])
+    if (o.writeFailures) acts.push([1.5, () => { const g = this.gws[this.int(this.gws.length)]!; g.inc.db.failNextWrite = true; this.trace(`${g.id} the next write fails`) }])
+    // time passes: MQTT answers time out, a store waiting to reopen after a failed write goes on
+    if (o.upstream !== 'http' || o.writeFailures) acts.push([2, () => { mock.timers.tick(TIMEOUT_MS) }])
     acts.push([6, () => {}]) // time passes: one event-loop turn
     let total = 0
     for (const [w] of acts) total += w
@@ -514,7 +525,7 @@ export class World {
       while (this.late.length) this.late.shift()!()
       for (const d of this.devices) for (const p of this.resendable(d).slice(0, MAX_IN_FLIGHT)) this.send(d, p, true)
       for (const [inc, p] of this.flushable()) this.startFlush(inc, p)
-      if (round % 50 === 49) mock.timers.tick(TIMEOUT_MS) // answers lost before the heal time out
+      if (round % 50 === 49) mock.timers.tick(TIMEOUT_MS) // answers lost before the heal time out, reopens go on
       await this.turn()
       if (this.ledger.violation) return
       if (this.quiet()) return
