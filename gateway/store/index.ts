@@ -65,7 +65,7 @@ import { DedupSweep } from './dedup-sweep.ts'
 import { DedupBound } from './dedup-bound.ts'
 import { Evictions } from './evict.ts'
 import { FlushSide, type ReadBatch } from './flush-side.ts'
-import { ITEM_OVERHEAD, type Partition } from './partition.ts'
+import type { Partition } from './partition.ts'
 import { Quota } from './quota.ts'
 import { recover, type Recovered } from './recover.ts'
 import { Reopener } from './reopen.ts'
@@ -190,8 +190,7 @@ export class Store extends EventEmitter<StoreEvents> {
 
   /** Appends an item (its wire CBOR) to the current cycle; `a.settled` runs once it is durable. */
   append (a: Append): void {
-    this.gc.current.appends.push(a)
-    this.quota.reserve(a.raw.length + ITEM_OVERHEAD)
+    this.quota.reserve(this.gc.current.append(a))
     this.gc.schedule()
   }
 
@@ -217,7 +216,7 @@ export class Store extends EventEmitter<StoreEvents> {
   }
 
   deadLetter (rec: DlqRecord, cb: Waiter): void {
-    this.gc.current.dlq.push(rec)
+    this.gc.current.deadLetter(rec)
     this.sync(cb)
   }
 
@@ -226,13 +225,13 @@ export class Store extends EventEmitter<StoreEvents> {
    * made in the same synchronous turn land in the same atomic batch (dlq replay).
    */
   dropDeadLetters (ids: number[], cb: Waiter): void {
-    for (const id of ids) this.gc.current.dlqDrops.push(id)
+    for (const id of ids) this.gc.current.dropDeadLetter(id)
     this.sync(cb)
   }
 
   /** Runs `cb` once everything submitted so far is durable. */
   sync (cb: Waiter): void {
-    this.gc.current.waiters.push(cb)
+    this.gc.current.wait(cb)
     this.gc.schedule()
   }
 

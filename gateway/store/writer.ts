@@ -11,7 +11,7 @@ import type { Logger } from 'pino'
 import { encodeCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
 import { type GroupWriter } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
-import { appendedBytes, cycleEmpty, newCycle, sealWindows, tell, type Cycle, type StoreEvents } from './cycle.ts'
+import { newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'
 import type { DeadLetters, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
 import type { Evictions } from './evict.ts'
@@ -48,7 +48,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
 
   create = newCycle
 
-  empty = (c: Cycle): boolean => cycleEmpty(c) && !this.d.evictions.wanted && !this.d.dedupSweep.wanted
+  empty = (c: Cycle): boolean => c.empty && !this.d.evictions.wanted && !this.d.dedupSweep.wanted
 
   recover = (): Promise<boolean> => this.d.reopener.recover()
 
@@ -59,11 +59,11 @@ export class CycleWriter implements GroupWriter<Cycle> {
     const { config, db, parts, quota, deadLetters, evictions } = this.d
     // before the first await: the intake goes on checking seqs against these window objects
     // while this cycle is written, and those seqs' items belong to the next cycle (cycle.ts)
-    const windows = sealWindows(c)
+    const windows = c.seal()
     const t0 = performance.now()
     this.d.evictions.wanted = false
     const appendedItems = c.appends.length
-    const appended = appendedBytes(c)
+    const appended = c.appendedBytes
     let evictedRanges: EvictedRange[] = []
     let evictedCount = 0
     let dedupForgotten = 0
@@ -117,8 +117,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       // A cycle that only deletes items answered upstream needs no fsync: losing it to a
       // power cut only makes the gateway resend items the ingest answers `duplicate`, and the
       // next synced cycle makes it durable anyway (LevelDB's log is written in order).
-      const onlyDeletes = appendedItems === 0 && c.devices.size === 0 && records.length === 0 && c.quarantine.length === 0 &&
-        c.evictedDone.length === 0 && evictedRanges.length === 0 && c.dlqDrops.length === 0
+      const onlyDeletes = c.deletesOnly(evictedRanges.length)
       await b.write({ sync: config.durability === 'power' && !onlyDeletes })
       // durable: apply to memory
       for (const [p, x] of delta) {
@@ -149,7 +148,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
   private release (c: Cycle): void {
     for (const x of c.deletes) this.d.parts[x.p]!.settled(x.s)
     for (const x of c.deadItems) this.d.parts[x.p]!.settled(x.s)
-    this.d.quota.unreserve(c.appends.length, appendedBytes(c))
+    this.d.quota.unreserve(c.appends.length, c.appendedBytes)
     for (const w of c.devices.values()) w.pending--
   }
 
