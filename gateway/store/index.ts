@@ -21,7 +21,7 @@
  * - `partitions` is recorded at creation; opening with another value is a ConfigError.
  * - A dedup window on disk never claims a seq whose item is not durable in the same or an
  *   earlier batch: a cycle's windows are encoded when the cycle is formed, before its write
- *   awaits anything (cycle.ts, `sealWindows`), so a seq the intake accepts while the cycle
+ *   awaits anything (`Cycle.seal` in cycle.ts), so a seq the intake accepts while the cycle
  *   is written is claimed only by the next cycle, the one that carries its item. Otherwise
  *   a crash between the two cycles leaves a window ahead of its items and the device's
  *   resend is acknowledged as a duplicate of a reading never stored.
