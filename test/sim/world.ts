@@ -24,6 +24,7 @@ import { ReceiptSender } from '../../gateway/flush/receipt-sender.ts'
 import { WireFormat, type Wire } from '../../gateway/flush/wire.ts'
 import { MqttUpstream, type BatchMeta } from '../../gateway/flush/mqtt-upstream.ts'
 import type { UpstreamResponse } from '../../gateway/flush/upstream.ts'
+import { DeadLetters } from '../../gateway/dlq/index.ts'
 import { MemDb } from './mem-db.ts'
 import { Ledger, ModelIngest, Violation, nkOf, type ReadingKind } from './oracle.ts'
 
@@ -104,6 +105,8 @@ type Inc = {
   mqtt: MqttUpstream | null
   client: ModelBrokerClient | null
   flushing: boolean[]
+  /** the dead-letter tools, as the admin API runs them */
+  dlq: DeadLetters
 }
 
 type Gw = { id: string, inc: Inc }
@@ -242,6 +245,7 @@ export class World {
       inc.client = client
       upstream = mqtt
     }
+    inc.dlq = new DeadLetters(store, { maxPayloadBytes: 16 * 1024, via: 'admin' }, log)
     inc.deliverer = new Deliverer({
       store,
       config,
@@ -466,6 +470,9 @@ export class World {
     if (this.results.length) acts.push([10, () => this.deliverResults(this.int(this.results.length))])
     if (this.late.length) acts.push([3, () => { this.late.splice(this.int(this.late.length), 1)[0]!() }])
     if (this.crashes < o.crashes) acts.push([1.5, () => this.crash(this.gws[this.int(this.gws.length)]!)])
+    // an operator replays the dead letters: each valid record queued again and its record
+    // dropped in one atomic batch (rejected and poison items come back as dead letters)
+    if (o.deadLetters) acts.push([1, () => { const g = this.gws[this.int(this.gws.length)]!; this.trace(`${g.id} dlq replay`); g.inc.dlq.replay({}).catch(() => {}) }])
     if (o.sweep) acts.push([4, () => { for (const g of this.gws) g.inc.store.sweepDedup() }])
     if (o.idleForget) acts.push([0.7, () => { this.clock += IDLE_FORGET_MS + 1000 }])
     if (o.writeFailures) acts.push([1.5, () => { const g = this.gws[this.int(this.gws.length)]!; g.inc.db.failNextWrite = true; this.trace(`${g.id} the next write fails`) }])

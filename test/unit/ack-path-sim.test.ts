@@ -22,7 +22,7 @@
  *   dedups on device, boot, seq), upstream HTTP / MQTT broker ack / MQTT results, full
  *   policy block / drop-oldest, ack mode persisted / delivered, idle-window sweeps and
  *   clock jumps past the idle time, dead letters (invalid payloads, rejected and poison
- *   items), MQTT PUBACK 0x10, store write failures (the store reopens), protocol v1 / v2,
+ *   items, the dead-letter replay), MQTT PUBACK 0x10, store write failures (the store reopens), protocol v1 / v2,
  *   1-3 partitions, durability power / process.
  * - The oracle (test/sim/oracle.ts): a PUBACK only for a reading durable somewhere (the
  *   gateway's disk, the ingest, a dead letter, an evicted range); an acknowledged reading
