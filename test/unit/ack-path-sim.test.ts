@@ -78,10 +78,17 @@ test('acknowledgment-path simulation: every acknowledged reading accounted for',
   for (const k of KNOWN_FAILURES) assert.ok(expected.get(k.name), `no seed of the known-to-fail scenario ${k.name} failed: if its defect is fixed, remove it from test/sim/known.ts (${k.reason})`)
 })
 
-/** Seeds that failed on the code before a fix, kept as regression guards (each names what it guards). */
+/**
+ * Seeds that failed on the code before a fix, kept as regression guards (each names what
+ * it guards). A seed's path depends on every draw of the simulation: when the simulation
+ * changes, check each still fails with its fix reverted, and pick new ones if not
+ * (`npm run sim:ack -- --seeds 300 --keep-going` on the reverted code).
+ */
 const GUARDS: Array<{ seed: number, over: Parameters<typeof simulate>[1], guards: string }> = [
-  { seed: 61, over: { writeFailures: true }, guards: 'readings blocked for room behind a failed write were never admitted again (block)' },
-  { seed: 195, over: { writeFailures: true }, guards: 'a delivered-mode duplicate waited for the floor to pass a seq that only a failed write had allocated' }
+  { seed: 9, over: {}, guards: 'a dedup window written ahead of its reading (the window check)' },
+  { seed: 13, over: {}, guards: 'a dedup window written ahead of its reading: the resend acknowledged as a duplicate and lost (fails so with SIM_WINDOW_CHECK=0 too)' },
+  { seed: 85, over: { writeFailures: true }, guards: 'readings blocked for room behind a failed write were never admitted again (block)' },
+  { seed: 31, over: { writeFailures: true, ackMode: 'delivered' }, guards: 'a delivered-mode duplicate waited for the floor to pass a seq that only a failed write had allocated' }
 ]
 
 test('regression seeds: each passes', async () => {
