@@ -139,7 +139,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       throw e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error).message}`, { cause: e })
     } finally {
       this.release(c)
-      evictions.planning.clear()
+      evictions.endWrite()
     }
     this.results.set(c, { t0, evictedRanges, evictedCount, dlqDropped: dlqResult.dropped, dlqDroppedIds: dlqResult.droppedIds, dedupForgotten, dedupEvicted })
   }

@@ -10,7 +10,7 @@ import pino from 'pino'
 import { encodeItemFast } from '../../protocol/index.ts'
 import { Store, type StoreConfig } from '../../gateway/store/index.ts'
 import { storeDefaults } from '../../gateway/store/config.ts'
-import { tempDir } from '../helpers/index.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
 
 const log = pino({ level: 'silent' })
 
@@ -159,4 +159,31 @@ test('a failed write gives back the room its readings had reserved (block)', asy
   assert.ok(results.every((e) => e instanceof Error), 'both readings failed with the write')
   assert.equal(store.hasRoom(10), true, 'their room is back')
   assert.ok(spaces > 0, 'and the store said so (the intake admits readings waiting for room on it)')
+})
+
+test('a failed write takes back the extension of an evicted range (drop-oldest)', async (t) => {
+  // The failure this guards (found by the acknowledgment-path simulation, seed 107918):
+  // an eviction that extends the last evicted range does so in place before its write;
+  // when the write failed, only new ranges were taken back, so the range stayed extended
+  // over items still on disk: they were reported upstream as evicted and sent as well.
+  const store = await openStore(t, { fullPolicy: 'drop-oldest', maxBufferItems: 2 })
+  await fill(store, 2)
+  await fill(store, 1) // seq 0 evicted: range [0, 0]
+  assert.deepEqual(store.pendingEvicted(), [[0, 0, 0]])
+  const realBatch = store.db.batch.bind(store.db)
+  let failNext = true
+  ;(store.db as { batch: () => unknown }).batch = () => {
+    const b = realBatch()
+    const write = b.write.bind(b)
+    b.write = ((opts?: Parameters<typeof write>[0]) => {
+      if (failNext) { failNext = false; return Promise.reject(new Error('IO error: No space left on device (test)')) }
+      return write(opts ?? {})
+    }) as typeof b.write
+    return b
+  }
+  await assert.rejects(fill(store, 1), /No space left/) // would evict seq 1: the write fails
+  assert.deepEqual(store.pendingEvicted(), [[0, 0, 0]], 'the failed eviction is not counted')
+  await waitFor(() => store.writeFailure === null, { timeoutMs: 10_000, what: 'the store reopened' })
+  await fill(store, 1) // evicts seq 1 for real
+  assert.deepEqual(store.pendingEvicted(), [[0, 0, 1]], 'one range, each seq once')
 })

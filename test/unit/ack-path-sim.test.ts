@@ -88,7 +88,8 @@ const GUARDS: Array<{ seed: number, over: Parameters<typeof simulate>[1], guards
   { seed: 9, over: {}, guards: 'a dedup window written ahead of its reading (the window check)' },
   { seed: 13, over: {}, guards: 'a dedup window written ahead of its reading: the resend acknowledged as a duplicate and lost (fails so with SIM_WINDOW_CHECK=0 too)' },
   { seed: 85, over: { writeFailures: true }, guards: 'readings blocked for room behind a failed write were never admitted again (block)' },
-  { seed: 31, over: { writeFailures: true, ackMode: 'delivered' }, guards: 'a delivered-mode duplicate waited for the floor to pass a seq that only a failed write had allocated' }
+  { seed: 31, over: { writeFailures: true, ackMode: 'delivered' }, guards: 'a delivered-mode duplicate waited for the floor to pass a seq that only a failed write had allocated' },
+  { seed: 107918, over: {}, guards: 'a failed write left an evicted range extended over items still on disk (drop-oldest; gateway check after the crash)' }
 ]
 
 test('regression seeds: each passes', async () => {
