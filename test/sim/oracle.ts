@@ -56,6 +56,11 @@ export class Ledger {
   private readonly inStore = new Map<string, number>()
   private readonly inDlq = new Map<string, number>()
   private readonly evicted = new Set<string>()
+  /**
+   * readings a dead-letter replay queued again (its record dropped, its item written, one
+   * batch): replay is at least once by design (docs/operator.md), the ingest may get it twice
+   */
+  private readonly replayed = new Set<string>()
   /** readings that left a gateway's buffer upstream at least once: stored, dead-lettered or evicted (delivered mode's PUBACK) */
   private readonly settledOnce = new Set<string>()
   readonly stored = new Map<string, number>()
@@ -122,6 +127,8 @@ export class Ledger {
   commit (gw: string, c: Commit): void {
     const b = this.book(gw)
     const gone: string[] = []
+    const requeued: string[] = []
+    const undead = new Set<string>()
     const windows: Array<[string, Buffer]> = []
     for (const [k, v] of c) {
       const t = k.slice(0, 2)
@@ -133,12 +140,13 @@ export class Ledger {
           const nk = nkOf(it[2] as string, it[4], it[3])
           b.items.set(k, nk)
           inc(this.inStore, nk)
+          requeued.push(nk)
           b.everPut.set(`${it[0] as number}|${it[1] as number}`, nk)
           b.everNk.add(nk)
         }
       } else if (t === 'x!') {
         const old = b.dlq.get(k)
-        if (old !== undefined) { b.dlq.delete(k); dec(this.inDlq, old); gone.push(old) }
+        if (old !== undefined) { b.dlq.delete(k); dec(this.inDlq, old); gone.push(old); undead.add(old) }
         if (v !== null) {
           const nk = dlqNk(v)
           b.dlq.set(k, nk)
@@ -159,6 +167,7 @@ export class Ledger {
         b.epoch = v.toString()
       }
     }
+    for (const nk of requeued) if (undead.has(nk)) this.replayed.add(nk)
     for (const nk of gone) this.check(nk, `a write of ${gw}`)
     if (this.windowCheck) for (const [device, v] of windows) this.checkWindow(gw, device, v)
   }
@@ -183,7 +192,7 @@ export class Ledger {
     const n = (this.stored.get(nk) ?? 0) + 1
     this.stored.set(nk, n)
     this.settledOnce.add(nk)
-    if (n > 1 && this.exactlyOnce) return this.fail(`step ${this.step}: ${nk} stored upstream twice (second copy ${where})`)
+    if (n > 1 && this.exactlyOnce && !this.replayed.has(nk)) return this.fail(`step ${this.step}: ${nk} stored upstream twice (second copy ${where})`)
   }
 
   /** After the drain: every acknowledged reading stored once, dead-lettered or evicted. */
@@ -193,7 +202,7 @@ export class Ledger {
       if (!r.acked) continue
       out.acked++
       const n = this.stored.get(r.nk) ?? 0
-      if (n > 1 && this.exactlyOnce) throw new Violation(`drained: ${r.nk} stored upstream ${n} times`)
+      if (n > 1 && this.exactlyOnce && !this.replayed.has(r.nk)) throw new Violation(`drained: ${r.nk} stored upstream ${n} times`)
       if (n >= 1) { out.stored++; continue }
       if ((this.inDlq.get(r.nk) ?? 0) > 0) { out.deadLettered++; continue }
       if (this.evicted.has(r.nk)) { out.evicted++; continue }

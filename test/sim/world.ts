@@ -10,7 +10,7 @@ import type { Client, PublishPacket } from 'aedes'
 import type { IClientOptions, MqttClient } from 'mqtt'
 import pino from 'pino'
 import { mulberry32, parseConfig } from '../../common/index.ts'
-import { encodeCbor, encodeResponse, encodeResponseV2, encodeResultsMessage, type ItemResult } from '../../protocol/index.ts'
+import { decodeTrusted, encodeCbor, encodeResponse, encodeResponseV2, encodeResultsMessage, type ItemResult } from '../../protocol/index.ts'
 import { DedupWindow, Store, type StoreConfig } from '../../gateway/store/index.ts'
 import { storeDefaults } from '../../gateway/store/config.ts'
 import type { Db } from '../../gateway/store/db.ts'
@@ -201,7 +201,7 @@ export class World {
   private async boot (gw: Gw, data: Map<string, Buffer>): Promise<Inc> {
     const db = new MemDb(data)
     db.onCommit = (c) => {
-      if (this.log) for (const [k, v] of c) if (!k.startsWith('c!')) this.trace(`${gw.id} disk ${v === null ? 'del' : 'put'} ${k}${v && k.startsWith('d!') ? ' ' + JSON.stringify(DedupWindow.decode(v).bootMarks()) : ''}`)
+      if (this.log) for (const [k, v] of c) if (!k.startsWith('c!')) this.trace(`${gw.id} disk ${v === null ? 'del' : 'put'} ${k}${v && k.startsWith('d!') ? ' ' + JSON.stringify(DedupWindow.decode(v).bootMarks()) : ''}${v && k.startsWith('x!') ? ' ' + String((decodeTrusted(v) as { reason: string }).reason) : ''}`)
       this.ledger.commit(gw.id, c)
     }
     const store = await Store.openOn(this.storeConfig, db as unknown as Db, log)
