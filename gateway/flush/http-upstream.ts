@@ -94,15 +94,7 @@ export class HttpUpstream implements BatchUpstream {
     } catch (err) {
       return { kind: 'none', error: err as Error }
     }
-    const heard = { url: res.url, sentBytes: res.sentBytes, offers: res.headers }
-    if (res.status !== 200) {
-      return { ...heard, kind: 'refused', reason: refusalOf(res.status), message: errorMessage(res.body), label: String(res.status), ...(res.retryAfterMs !== undefined ? { retryAfterMs: res.retryAfterMs } : {}) }
-    }
-    try {
-      return { ...heard, kind: 'results', results: decodeAnswer(batch.wire, res.body).results }
-    } catch (err) {
-      return { ...heard, kind: 'garbled', error: new Error(`unreadable 200 response from ${res.url}: ${(err as Error).message}`, { cause: err }) }
-    }
+    return answerOf(batch.wire, res)
   }
 
   /** POSTs a batch body to `base`'s `v{version}/batches` (base from `pick`), compressed as `wire` says. */
@@ -138,5 +130,22 @@ export class HttpUpstream implements BatchUpstream {
   close (): void {
     this.httpAgent.destroy()
     this.httpsAgent.destroy()
+  }
+}
+
+/**
+ * An HTTP answer in the flusher's words: 200 with per-item results, any other status a
+ * refusal (status-actions.ts), an unreadable 200 body garbled. The acknowledgment-path
+ * simulation answers through this too, so it exercises the same mapping.
+ */
+export function answerOf (wire: Wire, res: UpstreamResponse & { sentBytes: number }): Answer {
+  const heard = { url: res.url, sentBytes: res.sentBytes, offers: res.headers }
+  if (res.status !== 200) {
+    return { ...heard, kind: 'refused', reason: refusalOf(res.status), message: errorMessage(res.body), label: String(res.status), ...(res.retryAfterMs !== undefined ? { retryAfterMs: res.retryAfterMs } : {}) }
+  }
+  try {
+    return { ...heard, kind: 'results', results: decodeAnswer(wire, res.body).results }
+  } catch (err) {
+    return { ...heard, kind: 'garbled', error: new Error(`unreadable 200 response from ${res.url}: ${(err as Error).message}`, { cause: err }) }
   }
 }

@@ -89,6 +89,8 @@ export type MqttUpstreamConfig = {
   compression: CompressionChoice
   /** the --batch-max-bytes flag: capped here so a batch's items fit in one PUBLISH */
   batchMaxBytes: number
+  /** makes the client (default MQTT.js `connect`; the acknowledgment-path simulation passes a model broker) */
+  connect?: (opts: IClientOptions) => MqttClient
 }
 
 /** What the metrics hear of: a results message ignored (and why), a PUBACK saying nobody is subscribed. */
@@ -213,7 +215,7 @@ export class MqttUpstream implements BatchUpstream {
       ...(c.alpn.length ? { ALPNProtocols: c.alpn } : {}),
       rejectUnauthorized: true
     }
-    const client = mqtt.connect(opts)
+    const client = (c.connect ?? mqtt.connect)(opts)
     this.client = client
     client.on('connect', (connack) => {
       noDelay(client)

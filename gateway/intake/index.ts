@@ -200,8 +200,10 @@ export class Intake {
       // acknowledge only once the original is durable (it may sit in the cycle being written)
       this.store.sync((err) => {
         if (err || this.config.ackMode === 'persisted') { this.finish(q, entry, err); return }
+        // the original is durable now, so at or below the last committed seq; not the last
+        // allocated one, which may belong to a failed write that the floor never passes
         const p = partitionOf(device, this.partitions)
-        this.waitFloor(p, this.store.peekNext(p) - 1, entry, q)
+        this.waitFloor(p, this.store.lastCommitted(p), entry, q)
       })
     } else {
       this.outcome.too_old.inc()

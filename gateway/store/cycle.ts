@@ -1,6 +1,15 @@
 /**
  * One group-commit cycle of the store: everything that arrived since the previous write,
  * written as ONE LevelDB batch together with the partition counters it changes (writer.ts).
+ *
+ * Sealing: the dedup windows a cycle carries are live objects the intake keeps checking
+ * seqs against while the cycle is being written. Their bytes are therefore taken when the
+ * cycle is formed (`Cycle.seal`, the writer's first statement, before any await): a window
+ * on disk then claims only seqs whose items are in the same batch or an earlier one. Encoded
+ * later, after the writer awaited a read, a window could claim a seq the intake accepted
+ * meanwhile and appended to the next cycle; a crash between the two cycles left a window
+ * ahead of its items, and the device's resend of that seq was acknowledged as a duplicate
+ * of a reading that was never stored.
  */
 import type { EvictedRange } from '../../protocol/index.ts'
 import type { DedupWindow } from './dedup.ts'
@@ -18,36 +27,98 @@ export type Removal = { p: number, s: number, size: number }
 
 export type DeadItem = Removal & { raw: Buffer, reason: string }
 
-export type Cycle = {
-  appends: Append[]
-  dlq: DlqRecord[]
-  devices: Map<string, DedupWindow>
-  deletes: Removal[]
-  deadItems: DeadItem[]
-  evictedDone: EvictedRange[]
-  quarantine: Quarantined[]
+/**
+ * One cycle's contents. Its `add` methods account for what each addition costs (bytes
+ * with ITEM_OVERHEAD, the pin on a dedup window), and it says what kind of cycle it is
+ * (empty, awaited, deletes only). It owns the sealing rule of the header: `seal()` is the
+ * writer's first statement, and a window can no longer be added to a sealed cycle.
+ */
+export class Cycle {
+  readonly appends: Append[] = []
+  readonly dlq: DlqRecord[] = []
+  readonly devices = new Map<string, DedupWindow>()
+  readonly deletes: Removal[] = []
+  readonly deadItems: DeadItem[] = []
+  readonly evictedDone: EvictedRange[] = []
+  readonly quarantine: Quarantined[] = []
   /** dead-letter record ids to delete (purged, or replayed by appends of this same cycle) */
-  dlqDrops: number[]
-  waiters: Waiter[]
+  readonly dlqDrops: number[] = []
+  readonly waiters: Waiter[] = []
+  /** bytes of the appended items, ITEM_OVERHEAD included (their reservation in the quota) */
+  appendedBytes = 0
+  private sealed: Array<[device: string, bytes: Buffer]> | null = null
+
+  /** Adds an item; returns what it reserves in the quota (bytes with ITEM_OVERHEAD). */
+  append (a: Append): number {
+    const size = a.raw.length + ITEM_OVERHEAD
+    this.appends.push(a)
+    this.appendedBytes += size
+    return size
+  }
+
+  /** A window changed by one of this cycle's readings (once per cycle; pinned in caches until written). */
+  saveWindow (device: string, w: DedupWindow): void {
+    if (this.sealed) throw new Error('a sealed cycle takes no more dedup windows (they belong to the next cycle)')
+    if (this.devices.has(device)) return
+    this.devices.set(device, w)
+    w.pending++
+  }
+
+  /** An item answered upstream: `rawSize` as read (ITEM_OVERHEAD is added here). */
+  remove (p: number, s: number, rawSize: number): void {
+    this.deletes.push({ p, s, size: rawSize + ITEM_OVERHEAD })
+  }
+
+  /** An item moved to the dead-letter store. */
+  deadItem (p: number, s: number, raw: Buffer, reason: string): void {
+    this.deadItems.push({ p, s, size: raw.length + ITEM_OVERHEAD, raw, reason })
+  }
+
+  deadLetter (rec: DlqRecord): void { this.dlq.push(rec) }
+  dropDeadLetter (id: number): void { this.dlqDrops.push(id) }
+  evictedReported (r: EvictedRange): void { this.evictedDone.push(r) }
+  quarantined (q: Quarantined): void { this.quarantine.push(q) }
+  wait (w: Waiter): void { this.waiters.push(w) }
+
+  /**
+   * The bytes of the cycle's dedup windows as they are now, taken once. The writer calls it
+   * where the cycle is formed, before any await of its write (see the header).
+   */
+  seal (): Array<[device: string, bytes: Buffer]> {
+    if (this.sealed) return this.sealed
+    const out: Array<[string, Buffer]> = []
+    for (const [dev, w] of this.devices) out.push([dev, w.encode()])
+    this.sealed = out
+    return out
+  }
+
+  get empty (): boolean {
+    return this.waiters.length === 0 && this.appends.length === 0 && this.devices.size === 0 && this.deletes.length === 0 &&
+      this.deadItems.length === 0 && this.evictedDone.length === 0 && this.quarantine.length === 0 && this.dlqDrops.length === 0
+  }
+
+  /** Someone waits on this cycle (close writes it before closing). */
+  get awaited (): boolean {
+    return this.waiters.length > 0 || this.appends.length > 0
+  }
+
+  /**
+   * Only deletes of items answered upstream (`evicted`: ranges this write evicts): such a
+   * write needs no fsync, losing it to a power cut only makes the gateway resend items the
+   * ingest answers `duplicate` (writer.ts).
+   */
+  deletesOnly (evicted: number): boolean {
+    return this.appends.length === 0 && this.devices.size === 0 && this.dlq.length === 0 && this.deadItems.length === 0 &&
+      this.quarantine.length === 0 && this.evictedDone.length === 0 && evicted === 0 && this.dlqDrops.length === 0
+  }
 }
 
-export const newCycle = (): Cycle => ({ appends: [], dlq: [], devices: new Map(), deletes: [], deadItems: [], evictedDone: [], quarantine: [], dlqDrops: [], waiters: [] })
+export const newCycle = (): Cycle => new Cycle()
 
-export function cycleEmpty (c: Cycle): boolean {
-  return c.waiters.length === 0 && c.appends.length === 0 && c.devices.size === 0 && c.deletes.length === 0 &&
-    c.deadItems.length === 0 && c.evictedDone.length === 0 && c.quarantine.length === 0 && c.dlqDrops.length === 0
-}
+export const cycleEmpty = (c: Cycle): boolean => c.empty
 
 /** Someone waits on this cycle (close writes it before closing). */
-export function cycleAwaited (c: Cycle): boolean {
-  return c.waiters.length > 0 || c.appends.length > 0
-}
-
-export function appendedBytes (c: Cycle): number {
-  let n = 0
-  for (const a of c.appends) n += a.raw.length + ITEM_OVERHEAD
-  return n
-}
+export const cycleAwaited = (c: Cycle): boolean => c.awaited
 
 export function tell (w: Waiter, err: Error | null): void {
   if (typeof w === 'function') w(err)

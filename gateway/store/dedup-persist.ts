@@ -20,7 +20,7 @@ export class DedupPersistence {
       return DedupWindow.decode(buf)
     } catch (err) {
       this.log.warn({ device, err }, 'dedup window unreadable; quarantined, starting a new window')
-      this.gc.current.quarantine.push({ key: K.dedup(device), raw: buf, reason: (err as Error).message })
+      this.gc.current.quarantined({ key: K.dedup(device), raw: buf, reason: (err as Error).message })
       this.gc.schedule()
       return null
     }
@@ -28,11 +28,7 @@ export class DedupPersistence {
 
   /** Records a changed window in the current cycle (once per cycle; `pending` pins it in caches). */
   save (device: string, w: DedupWindow): void {
-    const c = this.gc.current
-    if (!c.devices.has(device)) {
-      c.devices.set(device, w)
-      w.pending++
-    }
+    this.gc.current.saveWindow(device, w)
     this.gc.schedule()
   }
 }

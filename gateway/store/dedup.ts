@@ -72,6 +72,19 @@ export class DedupWindow {
     return 'new'
   }
 
+  /** True when the window records `seq` of `boot` as seen (read only, unlike `check`). */
+  claims (boot: Boot | null, seq: number): boolean {
+    const w = this.boots.find((b) => b.boot === boot)
+    if (!w || seq > w.hw || w.hw - seq >= this.window) return false
+    const i = seq % this.window
+    return (w.bits[i >> 3]! & (1 << (i & 7))) !== 0
+  }
+
+  /** The boots the window holds, newest first: high-water mark, lowest seq seen, highest seq ever skipped (-1 none). */
+  bootMarks (): Array<{ boot: Boot | null, hw: number, low: number, gapMax: number }> {
+    return this.boots.map((b) => ({ boot: b.boot, hw: b.hw, low: b.low, gapMax: b.gapMax }))
+  }
+
   /** The newest boot that is `null` or gateway-assigned (intake/implicit-boot.ts), else null. */
   currentImplicit (isImplicit: (b: Boot | null) => boolean): Boot | null {
     return this.boots.find((b) => isImplicit(b.boot))?.boot ?? null

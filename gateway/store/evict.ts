@@ -21,6 +21,8 @@ export class Evictions {
   readonly planning = new Set<number>()
   /** the flusher released items eviction had to skip: evict on the next cycle */
   wanted = false
+  /** ranges the write under way extended in place, with their ends before: `rollback` restores them */
+  private extended: Array<[range: EvictedRange, end: number]> = []
 
   constructor (recovered: EvictedRange[], private readonly db: Db, private readonly parts: Partition[], private readonly log: Logger) {
     this.ranges = recovered
@@ -86,15 +88,37 @@ export class Evictions {
    */
   merge (ranges: EvictedRange[]): EvictedRange[] {
     const out: EvictedRange[] = []
+    this.extended = []
     for (const r of ranges) {
       const prev = this.ranges.findLast((e) => e[0] === r[0])
-      if (prev && prev[2] + 1 === r[1]) { prev[2] = r[2]; out.push(prev) } else { this.ranges.push(r); out.push(r) }
+      if (prev && prev[2] + 1 === r[1]) {
+        this.extended.push([prev, prev[2]])
+        prev[2] = r[2]
+        out.push(prev)
+      } else {
+        this.ranges.push(r)
+        out.push(r)
+      }
     }
     return out
   }
 
+  /**
+   * The write failed: takes back the new ranges and the extensions of existing ones.
+   * An extension left in place was written by the next eviction as part of its range,
+   * so the range on disk covered items the failed write never deleted: reported upstream
+   * as evicted, and sent as well.
+   */
   rollback (ranges: EvictedRange[]): void {
+    for (const [r, end] of this.extended.reverse()) r[2] = end
+    this.extended = []
     if (ranges.length) this.ranges = this.ranges.filter((r) => !ranges.includes(r))
+  }
+
+  /** The write ended (after `rollback` when it failed): nothing left to take back. */
+  endWrite (): void {
+    this.planning.clear()
+    this.extended = []
   }
 
   /** Ranges not yet acknowledged upstream (at most `max`), copies. */

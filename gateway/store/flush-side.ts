@@ -16,7 +16,7 @@ import type { Cycle, StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'
 import type { Evictions } from './evict.ts'
 import { K, seqOfItemKey } from './keys.ts'
-import { ITEM_OVERHEAD, type Partition } from './partition.ts'
+import type { Partition } from './partition.ts'
 import type { Quota } from './quota.ts'
 
 export type ReadBatch = { p: number, seqs: number[], raws: Buffer[], bytes: number }
@@ -65,7 +65,7 @@ export class FlushSide {
           scanCbor(v, { maxDepth: 4 })
         } catch (err) {
           this.d.log.error({ partition: p, seq: s, err }, 'buffered item unreadable; moved to the dead-letter store')
-          gc.current.deadItems.push({ p, s, size: v.length + ITEM_OVERHEAD, raw: v, reason: `unreadable item in store: ${(err as Error).message}` })
+          gc.current.deadItem(p, s, v, `unreadable item in store: ${(err as Error).message}`)
           part.markSettling(s)
           gc.schedule()
           continue
@@ -99,9 +99,9 @@ export class FlushSide {
     return new Promise((resolve, reject) => {
       const part = this.d.parts[p]!
       const c = this.d.gc.current
-      for (const x of deletes) { c.deletes.push({ p, s: x.s, size: x.size + ITEM_OVERHEAD }); part.markSettling(x.s) }
-      for (const x of dead) { c.deadItems.push({ p, s: x.s, size: x.raw.length + ITEM_OVERHEAD, raw: x.raw, reason: x.reason }); part.markSettling(x.s) }
-      c.waiters.push((err) => err ? reject(err) : resolve())
+      for (const x of deletes) { c.remove(p, x.s, x.size); part.markSettling(x.s) }
+      for (const x of dead) { c.deadItem(p, x.s, x.raw, x.reason); part.markSettling(x.s) }
+      c.wait((err) => err ? reject(err) : resolve())
       this.d.gc.schedule()
     })
   }
@@ -111,8 +111,8 @@ export class FlushSide {
     if (ranges.length === 0) return Promise.resolve()
     return new Promise((resolve, reject) => {
       const c = this.d.gc.current
-      for (const r of this.d.evictions.unchanged(ranges)) c.evictedDone.push(r)
-      c.waiters.push((err) => err ? reject(err) : resolve())
+      for (const r of this.d.evictions.unchanged(ranges)) c.evictedReported(r)
+      c.wait((err) => err ? reject(err) : resolve())
       this.d.gc.schedule()
     })
   }

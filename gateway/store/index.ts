@@ -19,6 +19,12 @@
  *   item was deleted and the process restarted. (epoch, partition, seq) names an item
  *   forever; the epoch is a random id made when the store is created.
  * - `partitions` is recorded at creation; opening with another value is a ConfigError.
+ * - A dedup window on disk never claims a seq whose item is not durable in the same or an
+ *   earlier batch: a cycle's windows are encoded when the cycle is formed, before its write
+ *   awaits anything (`Cycle.seal` in cycle.ts), so a seq the intake accepts while the cycle
+ *   is written is claimed only by the next cycle, the one that carries its item. Otherwise
+ *   a crash between the two cycles leaves a window ahead of its items and the device's
+ *   resend is acknowledged as a duplicate of a reading never stored.
  * - Readers use bounded iterators from the partition head (lowest held seq): memory does
  *   not grow with the backlog.
  *
@@ -59,7 +65,7 @@ import { DedupSweep } from './dedup-sweep.ts'
 import { DedupBound } from './dedup-bound.ts'
 import { Evictions } from './evict.ts'
 import { FlushSide, type ReadBatch } from './flush-side.ts'
-import { ITEM_OVERHEAD, type Partition } from './partition.ts'
+import type { Partition } from './partition.ts'
 import { Quota } from './quota.ts'
 import { recover, type Recovered } from './recover.ts'
 import { Reopener } from './reopen.ts'
@@ -113,7 +119,6 @@ export class Store extends EventEmitter<StoreEvents> {
   }
 
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
-    const log = logger.child({ component: 'store' })
     const db = new Level<string, Buffer>(config.dataDir, {
       keyEncoding: 'utf8',
       valueEncoding: 'buffer',
@@ -130,14 +135,32 @@ export class Store extends EventEmitter<StoreEvents> {
       throw openError(config.dataDir, err)
     }
     try {
-      const r = await recover(config, db, log)
-      const store = new Store(config, db, r, await DedupBound.open(db, config.maxDedupDevices, log), log)
-      log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count, dedupWindows: store.dedupWindows }, 'store recovered')
-      return store
+      return await Store.openOn(config, db, logger)
     } catch (err) {
       await db.close().catch(() => {})
       throw err
     }
+  }
+
+  /**
+   * Recovers a store from an open database handle (`open` makes one from `dataDir`). The
+   * acknowledgment-path simulation runs the store on an in-memory database through this.
+   */
+  static async openOn (config: StoreConfig, db: Db, logger: Logger): Promise<Store> {
+    const log = logger.child({ component: 'store' })
+    const r = await recover(config, db, log)
+    const store = new Store(config, db, r, await DedupBound.open(db, config.maxDedupDevices, log), log)
+    log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count, dedupWindows: store.dedupWindows }, 'store recovered')
+    return store
+  }
+
+  /**
+   * Stops the store's own timers without writing or closing anything: what a crash leaves
+   * of it (the simulation abandons a store this way; everything else uses `close`).
+   */
+  abandon (): void {
+    this.closed = true
+    this.dedupSweep.stop()
   }
 
   // ---- intake side ----------------------------------------------------------------
@@ -152,6 +175,14 @@ export class Store extends EventEmitter<StoreEvents> {
     return this.parts[p]!.next
   }
 
+  /**
+   * The highest seq of p whose write is durable (-1 none). Seqs above it may belong to a
+   * write that failed: such a seq never reaches the disk, and the floor never passes it.
+   */
+  lastCommitted (p: number): number {
+    return this.parts[p]!.committedNext - 1
+  }
+
   /** True when one more item of `bytes` fits the quota (always true under drop-oldest). */
   hasRoom (bytes: number): boolean {
     return this.quota.hasRoom(bytes)
@@ -159,8 +190,7 @@ export class Store extends EventEmitter<StoreEvents> {
 
   /** Appends an item (its wire CBOR) to the current cycle; `a.settled` runs once it is durable. */
   append (a: Append): void {
-    this.gc.current.appends.push(a)
-    this.quota.reserve(a.raw.length + ITEM_OVERHEAD)
+    this.quota.reserve(this.gc.current.append(a))
     this.gc.schedule()
   }
 
@@ -186,7 +216,7 @@ export class Store extends EventEmitter<StoreEvents> {
   }
 
   deadLetter (rec: DlqRecord, cb: Waiter): void {
-    this.gc.current.dlq.push(rec)
+    this.gc.current.deadLetter(rec)
     this.sync(cb)
   }
 
@@ -195,13 +225,13 @@ export class Store extends EventEmitter<StoreEvents> {
    * made in the same synchronous turn land in the same atomic batch (dlq replay).
    */
   dropDeadLetters (ids: number[], cb: Waiter): void {
-    for (const id of ids) this.gc.current.dlqDrops.push(id)
+    for (const id of ids) this.gc.current.dropDeadLetter(id)
     this.sync(cb)
   }
 
   /** Runs `cb` once everything submitted so far is durable. */
   sync (cb: Waiter): void {
-    this.gc.current.waiters.push(cb)
+    this.gc.current.wait(cb)
     this.gc.schedule()
   }
 

@@ -108,6 +108,11 @@ export class Partition {
   /** The item at s left the store: the head moves past it when it was the lowest. */
   removed (s: number): void {
     if (s === this.head) this.head = s + 1
+    // deletes land out of order (retries, bisected halves, dead letters), so the head alone
+    // can stay below an emptied partition; with nothing on disk, everything committed is
+    // gone. Otherwise the floor would wait for the next read, which an idle partition never
+    // makes, and a delivered-mode PUBACK waiting on the floor would never come.
+    if (this.items === 0 && this.committedNext > this.head) this.head = this.committedNext
   }
 
   /** A read found the first item still on disk at `head` (or none below it): raise the floor. */

@@ -11,7 +11,7 @@ import type { Logger } from 'pino'
 import { encodeCbor, StoreError, type EvictedRange } from '../../protocol/index.ts'
 import { type GroupWriter } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
-import { appendedBytes, cycleEmpty, newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
+import { newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'
 import type { DeadLetters, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
 import type { Evictions } from './evict.ts'
@@ -48,7 +48,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
 
   create = newCycle
 
-  empty = (c: Cycle): boolean => cycleEmpty(c) && !this.d.evictions.wanted && !this.d.dedupSweep.wanted
+  empty = (c: Cycle): boolean => c.empty && !this.d.evictions.wanted && !this.d.dedupSweep.wanted
 
   recover = (): Promise<boolean> => this.d.reopener.recover()
 
@@ -57,10 +57,13 @@ export class CycleWriter implements GroupWriter<Cycle> {
 
   write = async (c: Cycle): Promise<void> => {
     const { config, db, parts, quota, deadLetters, evictions } = this.d
+    // before the first await: the intake goes on checking seqs against these window objects
+    // while this cycle is written, and those seqs' items belong to the next cycle (cycle.ts)
+    const windows = c.seal()
     const t0 = performance.now()
     this.d.evictions.wanted = false
     const appendedItems = c.appends.length
-    const appended = appendedBytes(c)
+    const appended = c.appendedBytes
     let evictedRanges: EvictedRange[] = []
     let evictedCount = 0
     let dedupForgotten = 0
@@ -104,7 +107,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       const bound = this.d.dedupBound.plan(c.devices, removed)
       for (const dev of bound.deletes) b.del(K.dedup(dev))
       const dl = deadLetters.stage(b, records.length || c.dlqDrops.length ? await deadLetters.plan(records, c.dlqDrops) : NO_RECORDS, c.quarantine)
-      for (const [dev, w] of c.devices) if (bound.unwritten === null || !bound.unwritten.has(dev)) b.put(K.dedup(dev), w.encode())
+      for (const [dev, bytes] of windows) if (bound.unwritten === null || !bound.unwritten.has(dev)) b.put(K.dedup(dev), bytes)
       for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
       for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
       for (const [p, x] of delta) {
@@ -114,8 +117,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       // A cycle that only deletes items answered upstream needs no fsync: losing it to a
       // power cut only makes the gateway resend items the ingest answers `duplicate`, and the
       // next synced cycle makes it durable anyway (LevelDB's log is written in order).
-      const onlyDeletes = appendedItems === 0 && c.devices.size === 0 && records.length === 0 && c.quarantine.length === 0 &&
-        c.evictedDone.length === 0 && evictedRanges.length === 0 && c.dlqDrops.length === 0
+      const onlyDeletes = c.deletesOnly(evictedRanges.length)
       await b.write({ sync: config.durability === 'power' && !onlyDeletes })
       // durable: apply to memory
       for (const [p, x] of delta) {
@@ -137,7 +139,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       throw e instanceof StoreError ? e : new StoreError(`store write failed: ${(e as Error).message}`, { cause: e })
     } finally {
       this.release(c)
-      evictions.planning.clear()
+      evictions.endWrite()
     }
     this.results.set(c, { t0, evictedRanges, evictedCount, dlqDropped: dlqResult.dropped, dlqDroppedIds: dlqResult.droppedIds, dedupForgotten, dedupEvicted })
   }
@@ -146,7 +148,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
   private release (c: Cycle): void {
     for (const x of c.deletes) this.d.parts[x.p]!.settled(x.s)
     for (const x of c.deadItems) this.d.parts[x.p]!.settled(x.s)
-    this.d.quota.unreserve(c.appends.length, appendedBytes(c))
+    this.d.quota.unreserve(c.appends.length, c.appendedBytes)
     for (const w of c.devices.values()) w.pending--
   }
 
@@ -165,6 +167,10 @@ export class CycleWriter implements GroupWriter<Cycle> {
         for (const a of behind.appends) a.settled(err)
         for (const w of behind.waiters) tell(w, err)
       }
+      // the failed cycles' reservations ended: readings waiting for room (fullPolicy=block)
+      // may go now. Without this, readings blocked behind a failed write waited for a delete
+      // that an empty buffer never makes, and the gateway acknowledged nothing more
+      if (c.appends.length || behind?.appends.length) events.emit('space')
       return
     }
     const r = this.results.get(c)!

@@ -10,7 +10,7 @@ import pino from 'pino'
 import { encodeItemFast } from '../../protocol/index.ts'
 import { Store, type StoreConfig } from '../../gateway/store/index.ts'
 import { storeDefaults } from '../../gateway/store/config.ts'
-import { tempDir } from '../helpers/index.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
 
 const log = pino({ level: 'silent' })
 
@@ -112,4 +112,78 @@ test('reads racing the delete commits never return an answered item twice', asyn
   assert.equal(store.bytes, 0)
   assert.equal(store.partitionStats()[0]!.settling, 0)
   assert.equal(store.floor(0), total)
+})
+
+test('an emptied partition\'s floor passes every committed item, whatever order the deletes landed in', async (t) => {
+  // The failure this guards (found by the acknowledgment-path simulation): deletes that
+  // land out of order (a retried item answered after later ones) left the head, and so the
+  // floor, below an empty partition. Only a read raised it, and an idle partition is never
+  // read: a delivered-mode PUBACK waiting for the floor to pass its reading never came.
+  const store = await openStore(t)
+  await fill(store, 3)
+  const floors: number[] = []
+  store.on('floor', (_p, f) => floors.push(f))
+  const raw = (await store.readBatch(0, 3, 1 << 20)).raws
+  store.release(0)
+  await store.settle(0, [{ s: 1, size: raw[1]!.length }, { s: 2, size: raw[2]!.length }], [])
+  assert.equal(store.floor(0), 0, 'seq 0 is still on disk')
+  await store.settle(0, [{ s: 0, size: raw[0]!.length }], [])
+  assert.equal(store.partitionStats()[0]!.depth, 0)
+  assert.equal(store.floor(0), 3, 'nothing is left on disk: the floor is past every committed seq')
+  assert.equal(floors.at(-1), 3, 'and the floor event says so (the intake releases delivered-mode PUBACKs on it)')
+})
+
+test('a failed write gives back the room its readings had reserved (block)', async (t) => {
+  // The failure this guards (found by the acknowledgment-path simulation): under
+  // fullPolicy=block, readings appended to a cycle reserve room; when that write failed,
+  // the reservation ended but nobody was told, so readings the intake held back for room
+  // waited for a delete, which an empty buffer never makes: nothing was acknowledged again.
+  const store = await openStore(t, { maxBufferItems: 2 })
+  const realBatch = store.db.batch.bind(store.db)
+  let failNext = true
+  ;(store.db as { batch: () => unknown }).batch = () => {
+    const b = realBatch()
+    const write = b.write.bind(b)
+    b.write = ((opts?: Parameters<typeof write>[0]) => {
+      if (failNext) { failNext = false; return Promise.reject(new Error('IO error: No space left on device (test)')) }
+      return write(opts ?? {})
+    }) as typeof b.write
+    return b
+  }
+  let spaces = 0
+  store.on('space', () => { spaces++ })
+  const results = await Promise.all([0, 1].map(() => new Promise<Error | null>((resolve) => {
+    const s = store.nextSeq(0)
+    store.append({ p: 0, s, raw: encodeItemFast(0, s, 'dev', s, 1, 1, 1, { t: s }), settled: resolve })
+  })))
+  assert.ok(results.every((e) => e instanceof Error), 'both readings failed with the write')
+  assert.equal(store.hasRoom(10), true, 'their room is back')
+  assert.ok(spaces > 0, 'and the store said so (the intake admits readings waiting for room on it)')
+})
+
+test('a failed write takes back the extension of an evicted range (drop-oldest)', async (t) => {
+  // The failure this guards (found by the acknowledgment-path simulation, seed 107918):
+  // an eviction that extends the last evicted range does so in place before its write;
+  // when the write failed, only new ranges were taken back, so the range stayed extended
+  // over items still on disk: they were reported upstream as evicted and sent as well.
+  const store = await openStore(t, { fullPolicy: 'drop-oldest', maxBufferItems: 2 })
+  await fill(store, 2)
+  await fill(store, 1) // seq 0 evicted: range [0, 0]
+  assert.deepEqual(store.pendingEvicted(), [[0, 0, 0]])
+  const realBatch = store.db.batch.bind(store.db)
+  let failNext = true
+  ;(store.db as { batch: () => unknown }).batch = () => {
+    const b = realBatch()
+    const write = b.write.bind(b)
+    b.write = ((opts?: Parameters<typeof write>[0]) => {
+      if (failNext) { failNext = false; return Promise.reject(new Error('IO error: No space left on device (test)')) }
+      return write(opts ?? {})
+    }) as typeof b.write
+    return b
+  }
+  await assert.rejects(fill(store, 1), /No space left/) // would evict seq 1: the write fails
+  assert.deepEqual(store.pendingEvicted(), [[0, 0, 0]], 'the failed eviction is not counted')
+  await waitFor(() => store.writeFailure === null, { timeoutMs: 10_000, what: 'the store reopened' })
+  await fill(store, 1) // evicts seq 1 for real
+  assert.deepEqual(store.pendingEvicted(), [[0, 0, 1]], 'one range, each seq once')
 })
