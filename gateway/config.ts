@@ -30,7 +30,7 @@ export const gatewaySchema = {
   ...flushSchema,
   shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget on SIGTERM/SIGINT: writes and PUBACKs in progress finish, LevelDB closes (a second signal exits at once; a repeat within 0.5 s is the same Ctrl-C)' },
   ...securitySchema,
-  // per-client MQTT limits (issue 9): gateway/broker/limits-config.ts, docs/security-limits.md
+  // per-client MQTT limits (bounds on what one client can make the broker hold): gateway/broker/limits-config.ts, docs/security-limits.md
   ...brokerLimitsSchema
 } as const
 

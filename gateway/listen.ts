@@ -1,6 +1,6 @@
 /**
  * Binding a listener at startup, with a failure that says which flag and port are at
- * fault (issue 15: "EADDRINUSE" alone, logged by a process that then kept running on
+ * fault ("EADDRINUSE" alone, logged by a process that then kept running on
  * nothing, left a Pi that already ran Mosquitto on 1883 looking alive under systemd).
  */
 import type { Server } from 'node:net'

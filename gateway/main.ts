@@ -53,7 +53,7 @@ async function main (): Promise<void> {
     log.fatal({ err, field: (err as ConfigError).field }, 'gateway failed to start')
     process.stderr.write(`gateway: failed to start: ${(err as Error).message}\n`)
     // exit now, whatever a half-started component left open: a process that listens on
-    // nothing must not look alive to systemd (issue 15)
+    // nothing must not look alive to systemd, which would not restart it
     process.exit(err instanceof ConfigError ? 2 : 1)
   }
   // the ready line is a contract (tests, orchestrators wait for it): logged whatever LOG_LEVEL

@@ -1,5 +1,5 @@
 /**
- * Per-address back-off of failed authentication at the ingest (issue #19 item 7), the same
+ * Per-address back-off of failed authentication at the ingest (against token guessing), the same
  * mechanism as the gateway's MQTT login back-off (gateway/broker/login-guard.ts): after
  * `freeFailures` wrong tokens from one address, each further wrong token bans the address
  * for base * 2^k ms (capped at maxMs). While banned, every request from it that needs a

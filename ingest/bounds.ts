@@ -1,5 +1,5 @@
 /**
- * Partition bound of the ingest (issue 9). The sink keeps dedup state per (gateway, epoch,
+ * Partition bound of the ingest. The sink keeps dedup state per (gateway, epoch,
  * partition); a gateway has a fixed, small number of partitions (its `--partitions`, at
  * most 1024), so a batch naming partition 40000 is not from a well-behaved gateway. Before
  * this bound, one valid token sending floors for partitions 0..65535 under fresh epochs

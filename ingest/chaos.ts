@@ -9,7 +9,7 @@
  * - dropRate: per batch, commit, then destroy the socket without answering (the lost ack).
  * - latencyMs: per batch, wait this long after the commit before answering (the late ack).
  *
- * The faults sit around the commit, not inside the request pipeline (issue #21):
+ * The faults sit around the commit, not inside the request pipeline:
  * `withChaos(commit)` returns the commit step wrapped in them, and server.ts puts the wrapped
  * step in its pipeline only when chaos is enabled, so a normal ingest runs no chaos code.
  * The order of the PRNG draws (batch fault, one per item, drop) is part of reproducibility.

@@ -1,5 +1,5 @@
 /**
- * A batch item with names (issue #21). On the wire an item is the 8-element array
+ * A batch item with names. On the wire an item is the 8-element array
  * `[p, s, device, seq, boot, ts, rx, values]` (protocol/batch.ts, docs/design.md section 6);
  * code that reads more than `p` and `s` decodes it once with `itemOf` and reads fields,
  * instead of indexing the tuple (`it[4]`) in many places.

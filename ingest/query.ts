@@ -7,7 +7,7 @@
  * All need a read token and are scoped to its fleet (read-auth.ts). A page holds at most
  * `limit` readings (a larger `limit` is capped at QUERY_LIMITS.maxLimit) and stops at about
  * `--max-response-bytes` of readings; `next` continues either way. Before the caps,
- * `limit=10000` built ~160 MiB of JSON in memory (issue 9).
+ * `limit=10000` built ~160 MiB of JSON in memory.
  *
  * `boot` values: digits -> numeric boot; `null` -> readings without a boot; `"..."` (JSON
  * string, quotes included) -> that text boot (use it for text boots made of digits or the

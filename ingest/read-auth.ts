@@ -1,6 +1,6 @@
 /**
  * The ingest's read side (docs/security-tls.md): who may call the query API, `/v1/stats`,
- * the page's data `/ui/live` (issue #19) and `/metrics`, and which readings they see.
+ * the page's data `/ui/live` and `/metrics`, and which readings they see.
  *
  * Fleets. Every gateway belongs to one fleet: `--token GATEWAY_ID:SECRET` puts it in fleet
  * `default`; a `--tokens-file` entry may name another (`"gw7": { "secret": "...", "fleet":

@@ -1,6 +1,6 @@
 /**
  * `GET /readyz` of the ingest: ready when the sink can store and, with `--mqtt-broker`, every
- * broker connection is up and subscribed to the batch topics (issue 20: an ingest that cannot
+ * broker connection is up and subscribed to the batch topics (an ingest that cannot
  * reach its broker takes no batches, whatever its HTTP side says). The body names what is
  * not ready, so a load balancer's log or an operator's curl says why.
  */

@@ -70,7 +70,7 @@ type Step = (ctx: BatchCtx, deps: ServerDeps) => void | Promise<void>
 
 type Side = 'read' | 'write'
 
-/** 429 while the request's address is in back-off after wrong tokens (auth-backoff.ts, issue #19). */
+/** 429 while the request's address is in back-off after wrong tokens (auth-backoff.ts: against token guessing). */
 function holdBack (req: IncomingMessage, deps: ServerDeps, side: Side): void {
   const ms = deps.authBackoff?.bannedFor(addressKey(req.socket.remoteAddress)) ?? 0
   if (ms === 0) return

@@ -15,7 +15,7 @@
  * Without a token (loopback-bound, the default) that Origin = Host rule is not enough: with
  * DNS rebinding, `rebind.example` first resolves to the attacker and then to 127.0.0.1, so the
  * attacker's page sends Host and Origin `rebind.example:8081`, equal to each other, and
- * reads or purges the DLQ (issue #19 item 4). So every route but the probes then needs a
+ * reads or purges the DLQ. So every route but the probes then needs a
  * Host naming this server by a loopback name, `127.0.0.1:PORT`, `localhost:PORT` or
  * `[::1]:PORT` (protocol/loopback.ts; PORT = the port the request arrived on, no port = 80),
  * else 421; and an Origin, when sent, must be `http://` one of those, else 403. An IP
@@ -92,7 +92,7 @@ type Refusal = { status: 421 | 403, error: string, message: string, field: 'host
 
 /**
  * Without an admin token: null when Host (and Origin, if sent) name this loopback server,
- * else the refusal (DNS rebinding, issue #19 item 4).
+ * else the refusal (DNS rebinding: a page of another origin must not reach the DLQ).
  */
 export function loopbackOriginProblem (req: IncomingMessage): Refusal | null {
   const port = req.socket.localPort

@@ -5,7 +5,7 @@
  * - nobody publishes to a `$`-topic. Aedes acts on `$SYS/{brokerId}/new/clients` by closing
  *   the local client named in the payload (cluster takeover), so one such publish would
  *   disconnect any device; the gateway's own `authorizePublish` replaced Aedes' default
- *   `$SYS` refusal (issue 9). Wills go through the same hook.
+ *   `$SYS` refusal, so it has to refuse `$SYS` itself. Wills go through the same hook.
  * - `devices/{id}/readings` only by client id `{id}`, never by an app;
  * - `devices/{id}/receipts` only by the gateway itself;
  * - an authenticated device publishes nothing else.

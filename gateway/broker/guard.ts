@@ -7,7 +7,8 @@
  *
  * It wraps `client._parser.parse` (Aedes 1.x: lib/client.js reads the socket and calls it),
  * reached through aedes-internals.ts, which throws at connection time if that shape ever
- * changes; the oversize-packet integration test guards it (issue 2).
+ * changes; the oversize-packet integration test guards it, so an Aedes upgrade cannot
+ * silently drop the limit.
  */
 import type { Client } from 'aedes'
 import { clientInternals } from './aedes-internals.ts'

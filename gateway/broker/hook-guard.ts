@@ -1,9 +1,9 @@
 /**
- * Nothing a network peer sends may throw out of an Aedes hook (issue 19). Aedes calls its
+ * Nothing a network peer sends may throw out of an Aedes hook. Aedes calls its
  * hooks from socket reads and from `setImmediate` (lib/handlers/connect.js runs
  * `authenticate` one tick after `preConnect`) with no try/catch around them, so an
  * exception in a hook is an uncaught exception: the gateway exits, every device with it.
- * Issue 19's case: `getPeerCertificate()` returns null once a TLS socket's handle is gone,
+ * The case that did: `getPeerCertificate()` returns null once a TLS socket's handle is gone,
  * and a device whose connection reset between its CONNECT and `authenticate` crashed the
  * gateway in about half the runs (listeners.ts now reads the certificate at the handshake).
  *

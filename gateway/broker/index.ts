@@ -14,7 +14,7 @@
  *   client id starts clean (security.ts, persistence.ts),
  * - readings handed to the intake from `authorizePublish`, the only hook before the PUBACK,
  *   and routed to subscribers only when one could match (reading-routes.ts),
- * - every hook and the connection callback under a try/catch (hook-guard.ts, issue 19):
+ * - every hook and the connection callback under a try/catch (hook-guard.ts):
  *   nothing a peer sends throws out of one; a hook that cannot decide closes that client.
  */
 import type { Socket } from 'node:net'
@@ -66,7 +66,7 @@ export class Broker {
 
   static async create (config: BrokerConfig, intake: Intake, metrics: Metrics, logger: Logger): Promise<Broker> {
     const log = logger.child({ component: 'broker' })
-    const limits = new Limits(config.limits, metrics, logger) // per-client bounds (issue 9), checked before the hooks below
+    const limits = new Limits(config.limits, metrics, logger) // bounds on what one client can make the broker hold, checked before the hooks below
     const security = new Security(config.security, config.auth, () => aedes, metrics, log, limits.persistence)
     const unmapped = new Unmapped(metrics.registry, log, config.unmatchedTopics)
     const hooks = new HookGuard(metrics.registry, log)
@@ -87,7 +87,7 @@ export class Broker {
         if (c[EMPTY_PERSISTENT_ID]) { cb(authError('a zero-byte client id requires CleanSession=1 [MQTT-3.1.3-8]', 2), null); return }
         const cert = certIdentity(client) // a verified client certificate: its CN is the device (listeners.ts)
         if (cert.kind === 'unreadable') {
-          // issue 19: not an identity we can check, so not one to accept
+          // not an identity we can check, so not one to accept
           log[client.closed ? 'debug' : 'warn']({ clientId: client.id, reason: cert.reason }, 'client certificate unreadable; refusing the client')
           cb(authError(`client certificate: ${cert.reason}`, 5), null)
           return
@@ -134,7 +134,7 @@ export class Broker {
     const onConnection = (socket: Socket): void => {
       try {
         accept(socket)
-      } catch (err) { // issue 19: a socket that went away as it arrived must not take the gateway with it
+      } catch (err) { // a socket that went away as it arrived must not take the gateway with it
         hooks.fail('connection', null, err)
         socket.destroy()
       }

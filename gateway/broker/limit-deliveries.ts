@@ -1,5 +1,5 @@
 /**
- * Monkey-patches of Aedes 1.x client internals (issue 9). Aedes keeps writing deliveries (a
+ * Monkey-patches of Aedes 1.x client internals. Aedes keeps writing deliveries (a
  * whole retained replay) to a client that already hung up: each such write builds an
  * `Error` whose stack keeps a chain of finished Immediates alive (nodejs/node#66129),
  * ~1.25 KB per failed delivery, millions of them under a fuzzer. `guardDeliveries` wraps the

@@ -1,5 +1,5 @@
 /**
- * The limits in front of the broker's Aedes hooks (issue 9): `limitedOptions` wraps the
+ * The limits in front of the broker's Aedes hooks: `limitedOptions` wraps the
  * `preConnect`, `authorizePublish` and `authorizeSubscribe` of `Aedes.createBroker`'s
  * options so a refused CONNECT, PUBLISH or subscription (limit-rules.ts) never reaches them
  * (nor the intake), and sets the bounded persistence and Aedes' own QoS 2 window and

@@ -1,5 +1,5 @@
 /**
- * The metrics of the MQTT limits (issue 9), registered by the broker into the gateway's
+ * The metrics of the MQTT limits, registered by the broker into the gateway's
  * registry (gateway/metrics/index.ts; the names are contracts, docs/design.md section 9):
  * `gateway_mqtt_limit_exceeded_total` and `gateway_mqtt_limit_offenders_total` by `limit`,
  * sessions expired, deliveries skipped, and scrape-time gauges of what the bounded
@@ -39,7 +39,7 @@ export class LimitMetrics {
     this.hits = Object.fromEntries(LIMITS.map((l) => [l, hot.cell(l)])) as Record<LimitName, HotCell>
     this.offenders = new Counter({ name: 'gateway_mqtt_limit_offenders_total', help: 'Distinct offenders logged per limit (one warn line each)', labelNames: ['limit'], registers })
     this.expired = new Counter({ name: 'gateway_mqtt_sessions_expired_total', help: 'Persistent sessions removed after sessionExpirySec offline', registers })
-    this.skipped = new Counter({ name: 'gateway_mqtt_deliveries_skipped_total', help: 'Deliveries not written because the client had already gone (issue 9: writes to closed sockets leaked)', registers })
+    this.skipped = new Counter({ name: 'gateway_mqtt_deliveries_skipped_total', help: 'Deliveries not written because the client had already gone (writes to closed sockets leak memory)', registers })
     // every limit shows on /metrics from the start, at 0
     for (const l of LIMITS) { hot.counter.inc({ limit: l }, 0); this.offenders.inc({ limit: l }, 0) }
   }

@@ -1,5 +1,5 @@
 /**
- * Counting a limit hit and logging its offender once (issue 9): every hit increments
+ * Counting a limit hit and logging its offender once: every hit increments
  * `gateway_mqtt_limit_exceeded_total{limit}`; the first hit of an offender (client id, or
  * remote address before CONNECT) on a limit writes one warn line and increments
  * `gateway_mqtt_limit_offenders_total{limit}`. A fuzzer hitting a limit a million times

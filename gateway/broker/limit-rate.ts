@@ -1,7 +1,7 @@
 /**
  * The per-client PUBLISH rate (`publishRateLimit` a second on average, `publishRateBurst`
  * at once): a token bucket a client, refilled continuously from the monotonic clock. Aedes
- * has no rate limit of its own (issue 9). Keyed by the Aedes client object in a WeakMap, so
+ * has no rate limit of its own. Keyed by the Aedes client object in a WeakMap, so
  * a bucket goes with its client. Guarded by test/faults/hostile-clients.test.ts.
  */
 type Bucket = { tokens: number, at: number }

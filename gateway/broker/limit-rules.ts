@@ -1,5 +1,5 @@
 /**
- * The limit rules (issue 9): what a CONNECT, PUBLISH or SUBSCRIBE may carry, checked before
+ * The limit rules: what a CONNECT, PUBLISH or SUBSCRIBE may carry, checked before
  * the broker's own hooks (limit-hooks.ts puts them in front). The flags and defaults are in
  * limits-config.ts, the table in docs/security-limits.md. What is refused:
  * - CONNECT: client id longer than `maxClientIdBytes`, a will over `maxWillBytes`, a will

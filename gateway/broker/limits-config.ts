@@ -1,5 +1,5 @@
 /**
- * The broker's per-client resource limits (issue 9): one schema block that gateway/config.ts
+ * The broker's per-client resource limits: one schema block that gateway/config.ts
  * spreads into the gateway's schema, so each is a `--kebab-case` flag, a `GATEWAY_*` env var
  * and a config-file key. Defaults follow Mosquitto 2.x where it has one
  * (`max_queued_messages` 1000, `max_qos` 2, `retain_available` true) and are otherwise sized

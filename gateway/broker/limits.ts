@@ -1,5 +1,5 @@
 /**
- * Per-client MQTT resource limits (issue 9), the broker's one handle on them. Aedes 1.x
+ * Per-client MQTT resource limits, the broker's one handle on them. Aedes 1.x
  * bounds almost nothing a client can make it hold: topic length, subscriptions per client,
  * will size and client-id length (MQTT 3.1.1) are unlimited, it has no maximum QoS, no
  * publish rate limit, and keeps writing deliveries to a client that already hung up.

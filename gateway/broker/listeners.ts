@@ -13,8 +13,8 @@
  * MQTT client id equals the CN, so a certificate for `a` cannot publish as `b`. The CN is
  * read once, at the handshake (`readCertIdentity`): later the socket may already be gone.
  *
- * Revocation (`--tls-crl`, issue 19): PEM CRLs of the device CA(s); OpenSSL then checks every
- * client certificate against them (Node sets X509_V_FLAG_CRL_CHECK | CRL_CHECK_ALL), so a
+ * Revocation (`--tls-crl`, so a stolen or retired device certificate can be shut out): PEM
+ * CRLs of the device CA(s); OpenSSL then checks every client certificate against them (Node sets X509_V_FLAG_CRL_CHECK | CRL_CHECK_ALL), so a
  * revoked certificate fails the handshake, and so does any certificate whose CA has no CRL in
  * the file, or whose CRL is past its nextUpdate (docs/security-tls.md).
  *
@@ -85,7 +85,7 @@ export async function loadCrls (path: string): Promise<string[]> {
  * certificate: the usual `--auth` applies), the device its verified certificate names
  * (subject CN), or `unreadable`: a verified certificate whose identity cannot be read (the
  * connection is already gone, no CN, several CNs). A hook that gets `unreadable` refuses
- * the client: it cannot decide who it is (issue 19).
+ * the client: it cannot decide who it is, and must not guess.
  */
 export type CertIdentity =
   | { kind: 'none' }
@@ -98,7 +98,7 @@ const identities = new WeakMap<TLSSocket, CertIdentity>()
 
 /**
  * Reads a TLS socket's verified client certificate. Never throws: the certificate is peer
- * input, and `getPeerCertificate()` returns null once the socket's handle is gone (issue 19:
+ * input, and `getPeerCertificate()` returns null once the socket's handle is gone (when
  * `certIdentity` read it in `authenticate`, a tick after the CONNECT, and a device that reset
  * its connection in between crashed the gateway with "Cannot read properties of null").
  */

@@ -1,5 +1,5 @@
 /**
- * Login hardening (issue 9), three mechanisms, each bounded in memory:
+ * Login hardening against password guessing, three mechanisms, each bounded in memory:
  *
  * - `Gate`: at most `max` password checks (scrypt) at once, at most `maxQueued` waiting.
  *   scrypt runs on the libuv thread pool, which LevelDB shares (4 threads by default): 60

@@ -1,5 +1,5 @@
 /**
- * Aedes persistence with bounds (issue 9). Aedes keeps retained messages, the queues of
+ * Aedes persistence with bounds. Aedes keeps retained messages, the queues of
  * persistent (clean=false) sessions and their subscriptions in its persistence; the stock
  * in-memory one (aedes-persistence 11) bounds none of them: 1,000 retained 60 KiB messages
  * are all kept and replayed to every `#` subscriber, a persistent subscriber that went
@@ -19,7 +19,7 @@
  * - tracks persistent sessions (online or offline since when): one offline for
  *   `sessionExpirySec` is removed with its subscriptions, queue and QoS 2 state, and past
  *   `maxSessions` the longest-offline one goes first;
- * - records the principal that owns each persistent session (issue 19): a CONNECT by another
+ * - records the principal that owns each persistent session, so no other principal takes it over: a CONNECT by another
  *   principal with that client id makes `claimSession` remove the session (subscriptions,
  *   queue, inflight and inbound QoS 2 state) before Aedes restores it, so the newcomer starts
  *   clean and never sees what was kept for the owner (docs/security.md).
@@ -191,7 +191,7 @@ export class BoundedPersistence {
 
   private * retainedMatching (patterns: string[], client: ClientRef | null): Generator<Pkt> {
     for (const p of patterns) {
-      if (client?.closed) return // issue 9: nobody is left to replay to
+      if (client?.closed) return // nobody is left to replay to, and writes to a closed socket leak
       if (!p.includes('+') && !p.includes('#')) { // no wildcard: one lookup
         const r = this.retained.get(p)
         if (r) yield r.packet

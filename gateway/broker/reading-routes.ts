@@ -1,5 +1,5 @@
 /**
- * Routing shortcut for readings (issue 22). Aedes 1.x hands every accepted PUBLISH to
+ * Routing shortcut for readings. Aedes 1.x hands every accepted PUBLISH to
  * `broker.publish` after the PUBACK: a packet copy, the offline-session lookup (a topic split
  * and a trie match in the persistence), the emitter's trie match, then the `published` hook.
  * For a reading the intake has taken that is all work for nobody unless some subscription

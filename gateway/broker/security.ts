@@ -17,8 +17,9 @@
  * half-open connection). On loopback every client shares an address: there the loopback-only
  * listener is the protection.
  *
- * Session ownership (issue 19): a persistent session (CleanSession=0) belongs to the
- * principal that made it (`principalKey`: the device, the app, or with `--auth none` anyone
+ * Session ownership, so no client takes over another principal's session: a persistent
+ * session (CleanSession=0) belongs to the principal that made it (`principalKey`: the
+ * device, the app, or with `--auth none` anyone
  * anonymous with that client id). A CONNECT by another principal with that client id starts
  * clean: the old session, with its subscriptions and queued messages, is removed first
  * (`SessionClaims.claimSession`), logged and counted in `gateway_mqtt_sessions_wiped_total`.
@@ -158,7 +159,7 @@ export class Security {
       }
     }
     // the holder: the connected client with this id, or one that passed authenticate and that
-    // Aedes has not registered yet (issue 19: two principals CONNECTing at once would each
+    // Aedes has not registered yet (two principals CONNECTing at once would each
     // restore, or wipe, the session the other then takes over)
     const registered = (this.aedes() as Aedes & { clients: Record<string, Client | undefined> }).clients[client.id]
     const holder = [registered, this.connecting.get(client.id)].find((c) => c !== undefined && c !== client && !c.closed)
@@ -167,7 +168,7 @@ export class Security {
       this.refuse('takeover', { ...fields, holder: prior.address }, key, 'client id in use by another principal; takeover refused')
       return { ok: false, returnCode: 2, message: 'client id in use' }
     }
-    // the client went away (issue 19: a socket reset during authenticate): nothing to decide, and no session to take
+    // the client went away (a socket reset during authenticate): nothing to decide, and no session to take
     if (client.closed) return { ok: false, returnCode: 3, message: 'client went away' }
     const who: Who = { principal, clientId: client.id, local: this.local.has(address) }
     this.state.set(client, { ...who, key, address, logged: false, own: ownReadings(who) })

@@ -5,7 +5,7 @@
  * - The password comes from stdin (one line; `printf 'secret\n' | gateway passwd ...`), or,
  *   on a TTY, from a prompt without echo, asked twice.
  * - Hashes are scrypt (broker/auth.ts, N=16384 r=8 p=1).
- * - Passwords are at least 16 characters (protocol/secrets.ts, issue #19): a device's
+ * - Passwords are at least 16 characters (protocol/secrets.ts): a device's
  *   password guards what it may publish, and a short one falls to online guessing.
  * - The file is replaced atomically: written to a temp file in the same directory (mode
  *   0600, created exclusively), fsynced, renamed over FILE, then the directory fsynced. A

@@ -1,5 +1,5 @@
 /**
- * How the dead-letter tools show a record's bytes, whatever they hold (issue #19 item 6:
+ * How the dead-letter tools show a record's bytes, whatever they hold (once,
  * a dead-lettered `{"values":{"a":tag2(h'01')}}` decoded to a BigInt, `JSON.stringify`
  * threw, and `/dlq`, `dlq show` and `dlq export` failed on it until it was purged blind).
  *

@@ -1,5 +1,5 @@
 /**
- * Which devices publish JSON, so their receipts come back in JSON (issue 15: a device that
+ * Which devices publish JSON, so their receipts come back in JSON (a device that
  * speaks JSON should not need a CBOR decoder to read its receipts). The latest reading
  * decides; bounded like the dedup cache (a forgotten device gets CBOR, the default).
  */

@@ -1,5 +1,5 @@
 /**
- * Implicit boots for devices that send `seq` without `boot` (issue 15; docs/design.md,
+ * Implicit boots for devices that send `seq` without `boot` (docs/design.md,
  * "Devices without boot").
  *
  * `boot` is optional in the payload contract, but the dedup window is kept per boot: a

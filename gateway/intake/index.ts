@@ -214,7 +214,7 @@ export class Intake {
     }
   }
 
-  /** A reading with seq and no boot gets the boot implicit-boot.ts decides (issue 15). */
+  /** A reading with seq and no boot gets the boot implicit-boot.ts decides. */
   private implicitBoot (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
     const d = this.implicit.decide(device, q.conn, reading.seq!, raw, entry.dup, {
       current: () => w.currentImplicit(isImplicitBoot),

@@ -1,5 +1,5 @@
 /**
- * Who may produce which device's readings through a mapping (issue 19, item 5). A mapping
+ * Who may produce which device's readings through a mapping. A mapping
  * takes the device id from the topic, so without a rule any client could forge readings of
  * any device (`sensor-1` publishing `shellies/sensor-7/sensor/temp`), indistinguishable
  * upstream from sensor-7's own. The rule is the one `devices/{id}/readings` has (acl.ts):

@@ -1,5 +1,5 @@
 /**
- * A Prometheus histogram without labels for hot paths (issue 22): `record(v)` adds to plain
+ * A Prometheus histogram without labels for hot paths: `record(v)` adds to plain
  * bucket counts, which are added to the prom-client histogram when it is read (a scrape,
  * /status, the live sampler). prom-client's `observe` allocates a closure and a label
  * object per call; the intake observes every reading's PUBACK latency.

@@ -1,6 +1,5 @@
 /**
- * Gateway metrics, owned by the core (issue #21: they used to live in admin/, which only
- * serves them). One prom-client Registry per gateway instance so tests can run several.
+ * Gateway metrics, owned by the core, not by admin/, which only serves them. One prom-client Registry per gateway instance so tests can run several.
  * This file declares the intake, store, flush/upstream and dead-letter metrics; a component
  * with metrics of its own registers them into `registry` from its folder
  * (broker/limit-metrics.ts, broker/security.ts, broker/listeners.ts, broker/unmapped.ts,

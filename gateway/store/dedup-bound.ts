@@ -1,5 +1,5 @@
 /**
- * The bound on dedup windows on disk, `maxDedupDevices` (issue 19 item 7): without it every
+ * The bound on dedup windows on disk, `maxDedupDevices`: without it every
  * client id that ever sent a reading with a seq (millions under `--auth none`, or through an
  * `anyDevice` mapping) keeps a `d!{deviceId}` key forever (until `dedupIdleForgetMs`), outside
  * every quota. Boots need no bound of their own: a window keeps at most the two newest boots

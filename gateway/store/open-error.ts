@@ -1,5 +1,5 @@
 /**
- * Why the store could not be opened, in words a user can act on (issue 15: every failure
+ * Why the store could not be opened, in words a user can act on (every failure
  * used to end in "is another gateway using this --data-dir?", which sent people hunting
  * for a second process when the store belonged to another user or was corrupt).
  *

@@ -99,7 +99,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       }
       // deletes of dedup windows (idle ones, quarantined unreadable ones) before this cycle's
       // windows are put: a window saved in the cycle that quarantines its unreadable
-      // predecessor was deleted with it (issue 13)
+      // predecessor was deleted with it
       const forgotten = this.d.dedupSweep.wanted ? await this.d.dedupSweep.plan(c) : []
       for (const k of forgotten) b.del(k)
       // maxDedupDevices: evictions to make room for this cycle's new windows (dedup-bound.ts)

@@ -4,7 +4,7 @@
  * conflicts. `GET /ui/live` is its data (the sink's counts, the batch latency histogram's
  * cumulative buckets, the latest readings, the first conflicts of the token's fleet);
  * the page polls it once a second and computes rates and quantiles from the differences.
- * `/ui/live` is read side like `/v1/stats` (read-auth.ts, issue #19 item 3): with read
+ * `/ui/live` is read side like `/v1/stats` (read-auth.ts: it shows readings): with read
  * tokens configured it needs `authorization: Bearer READ_TOKEN` (401 without), and a
  * fleet-bound token sees only its fleet's gateways and devices; the batch latency histogram
  * counts every fleet's batches, so, like /metrics, only fleet * gets it. The page asks for

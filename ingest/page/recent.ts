@@ -1,7 +1,7 @@
 /**
  * The latest reading of each device of each fleet, for the ingest page (keyed by fleet and
  * device: fleets may use the same device ids, and a fleet-bound read token sees only its
- * own fleet's entries, issue #19 item 3). Bounded: at most `max` devices,
+ * own fleet's entries). Bounded: at most `max` devices,
  * the least recently updated forgotten first (an entry moves to the Map's end at most once
  * per 5 s, so a busy device costs one Map lookup and a few field writes per stored item).
  */

@@ -1,5 +1,5 @@
 /**
- * Bounds the leveldb sink's in-memory dedup state by epochs (issue 9). The sink loads the
+ * Bounds the leveldb sink's in-memory dedup state by epochs. The sink loads the
  * dedup state of a (gateway, epoch, partition) on first use and used to keep it forever, so
  * a valid token sending batches under ever new epochs grew the ingest without limit. Each
  * gateway normally has one live epoch (a new one only when its store is wiped), so this
