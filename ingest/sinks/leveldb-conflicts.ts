@@ -10,7 +10,7 @@
 import type { Level } from 'level'
 import { ValidationError } from '../../protocol/index.ts'
 import { hex, prefixEnd } from './leveldb-keys.ts'
-import { QUERY_SCAN_LIMIT } from './leveldb-query.ts'
+import { scanPage } from './leveldb-query.ts'
 import type { ConflictPage, ConflictQuery, ConflictRecord } from './types.ts'
 
 const ALL = 'c!'
@@ -29,28 +29,11 @@ export async function queryConflicts (db: Level<string, string>, q: ConflictQuer
   // every fleet, one device: the device is the third field
   const device = q.fleet === undefined ? q.device : undefined
   const conflicts: ConflictRecord[] = []
-  let next: string | null = null
-  let skipped = 0
-  let last: string | null = null
-  const it = db.iterator(range)
-  try {
-    for (;;) {
-      const rows = await it.nextv(Math.min(q.limit + 1, 1000))
-      if (rows.length === 0) break
-      for (const [k, v] of rows) {
-        if (device !== undefined && k.split('!', 3)[2] !== device) {
-          last = k
-          if (++skipped >= QUERY_SCAN_LIMIT) { next = Buffer.from(k, 'utf8').toString('base64url'); break }
-          continue
-        }
-        if (conflicts.length >= q.limit) { next = Buffer.from(last!, 'utf8').toString('base64url'); break }
-        conflicts.push(JSON.parse(v) as ConflictRecord)
-        last = k
-      }
-      if (next !== null) break
-    }
-  } finally {
-    await it.close()
-  }
+  const after = await scanPage(db, range, q.limit, (k) => device !== undefined && k.split('!', 3)[2] !== device, (_k, v) => {
+    if (conflicts.length >= q.limit) return false
+    conflicts.push(JSON.parse(v) as ConflictRecord)
+    return true
+  })
+  const next = after === null ? null : Buffer.from(after, 'utf8').toString('base64url')
   return { conflicts, next }
 }

@@ -25,29 +25,41 @@ export async function queryDevice (db: Level<string, string>, q: DeviceQuery): P
   const maxBytes = q.maxBytes ?? Infinity
   const readings: StoredReading[] = []
   let bytes = 0
+  const after = await scanPage(db, range, q.limit, (k) => only !== null && !only.has(gatewayHexOfKey(k)), (k, v) => {
+    if (readings.length >= q.limit || (readings.length > 0 && bytes + v.length > maxBytes)) return false
+    readings.push(decodeReading(k, v))
+    bytes += v.length
+    return true
+  })
+  const next = after === null ? null : encodeCursor(after)
+  return { readings, next }
+}
+
+/**
+ * One page of a key-ordered walk of `range`: keys `skip` says are not the caller's (another
+ * fleet's) count toward QUERY_SCAN_LIMIT, `take` takes a row or says the page is full. Returns
+ * the key to go on after (the last one taken or skipped), or null when the range is done.
+ */
+export async function scanPage (db: Level<string, string>, range: { gt?: string, gte?: string, lt: string }, limit: number,
+  skip: (k: string) => boolean, take: (k: string, v: string) => boolean): Promise<string | null> {
   let skipped = 0
   let last: string | null = null
-  let next: string | null = null
   const it = db.iterator(range)
   try {
     for (;;) {
-      const rows = await it.nextv(Math.min(q.limit + 1, 1000))
-      if (rows.length === 0) break
+      const rows = await it.nextv(Math.min(limit + 1, 1000))
+      if (rows.length === 0) return null
       for (const [k, v] of rows) {
-        if (only !== null && !only.has(gatewayHexOfKey(k))) {
+        if (skip(k)) {
           last = k
-          if (++skipped >= QUERY_SCAN_LIMIT) { next = encodeCursor(k); break }
+          if (++skipped >= QUERY_SCAN_LIMIT) return k
           continue
         }
-        if (readings.length >= q.limit || (readings.length > 0 && bytes + v.length > maxBytes)) { next = encodeCursor(last!); break }
-        readings.push(decodeReading(k, v))
-        bytes += v.length
+        if (!take(k, v)) return last
         last = k
       }
-      if (next !== null) break
     }
   } finally {
     await it.close()
   }
-  return { readings, next }
 }

@@ -47,13 +47,16 @@ export type PgRequest = Omit<StoreRequest, 'items'> & { items: readonly Item[] }
 export const COUNTER_SHARDS = 8
 const MAX_ATTEMPTS = 5
 
-export const INSERT_SQL = `
-WITH u AS (
+/** The batch's items, one row each, from the JSON array in $3 (both statements read them so). */
+const ITEMS_CTE = `WITH u AS (
   SELECT (e->>0)::int AS p, (e->>1)::bigint AS s, e->>2 AS device, (e->>3)::bigint AS seq,
     CASE WHEN jsonb_typeof(e->4) = 'null' THEN NULL ELSE e->4 END AS boot, e->>8 AS boot_key,
     (e->>5)::bigint AS ts, (e->>6)::bigint AS rx, e->7 AS vals, ord
   FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, ord)
-), ins AS (
+)`
+
+export const INSERT_SQL = `
+${ITEMS_CTE}, ins AS (
   INSERT INTO readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key, fleet)
   SELECT to_timestamp(coalesce(u.ts, u.rx)::float8 / 1000), u.rx, u.ts, $1, $2, u.p, u.s, u.device, u.boot, u.seq, u.vals, u.boot_key, $10
   FROM u LEFT JOIN ingest_floors f ON f.gateway = $1 AND f.epoch = $2 AND f.p = u.p
@@ -75,12 +78,7 @@ WITH u AS (
 SELECT p, s FROM ins`
 
 export const CONFLICT_SQL = `
-WITH u AS (
-  SELECT (e->>0)::int AS p, (e->>1)::bigint AS s, e->>2 AS device, (e->>3)::bigint AS seq,
-    CASE WHEN jsonb_typeof(e->4) = 'null' THEN NULL ELSE e->4 END AS boot, e->>8 AS boot_key,
-    (e->>5)::bigint AS ts, (e->>6)::bigint AS rx, e->7 AS vals, ord
-  FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS x(e, ord)
-), j AS (
+${ITEMS_CTE}, j AS (
   SELECT u.*, n.gateway AS sg, n.epoch AS se, n.p AS sp, n.s AS ss, n.ts AS sts, n.rx AS srx, n.values AS svals
   FROM u
   JOIN readings n ON n.device = u.device AND n.fleet = $4 AND n.boot_key = u.boot_key AND n.seq = u.seq
