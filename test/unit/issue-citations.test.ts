@@ -58,13 +58,11 @@ export const ISSUE_CITATIONS_REMAINDER: readonly string[] = [
   'gateway/store/writer.ts',
   'ingest/auth-backoff.ts',
   'ingest/bounds.ts',
-  'ingest/chaos.ts',
   'ingest/item.ts',
   'ingest/page/index.ts',
   'ingest/page/recent.ts',
   'ingest/query.ts',
   'ingest/read-auth.ts',
-  'ingest/readyz.ts',
   'ingest/server.ts',
   'ingest/sinks/leveldb-epochs.ts',
 ]
