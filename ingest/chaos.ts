@@ -9,14 +9,14 @@
  * - dropRate: per batch, commit, then destroy the socket without answering (the lost ack).
  * - latencyMs: per batch, wait this long after the commit before answering (the late ack).
  *
- * The faults sit around the commit, not inside the request pipeline:
- * `withChaos(commit)` returns the commit step wrapped in them, and server.ts puts the wrapped
- * step in its pipeline only when chaos is enabled, so a normal ingest runs no chaos code.
+ * The faults sit around the commit, not inside the batch pipeline, so that the pipeline
+ * reads as what a real ingest does: `withChaos(commit)` returns the commit step wrapped in
+ * them, and pipeline.ts `commitStep` puts the wrapped step in the pipeline only when chaos
+ * is enabled, so a normal ingest runs no chaos code.
  * The order of the PRNG draws (batch fault, one per item, drop) is part of reproducibility.
  * Guarded by test/unit/ingest-chaos.test.ts and the chaos tests of
  * test/integration/ingest-http.test.ts.
  */
-import type { IncomingMessage } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { AckCode, AckCodeName } from '../protocol/index.ts'
@@ -82,13 +82,12 @@ export class Chaos {
   }
 }
 
-/** What the wrapper reads and sets of a batch request (server.ts `BatchCtx`). */
+/** What the wrapper reads and sets of a batch (pipeline.ts `BatchCtx`). */
 export type ChaosCtx = {
-  req: IncomingMessage
   gateway: string
   batch: { batch: string }
   items: ValidatedItems
-  /** set when the connection was destroyed after the commit: nothing is answered */
+  /** set after the commit when the answer is to be lost: the transport answers nothing (HTTP destroys the socket) */
   dropped: boolean
 }
 
@@ -139,5 +138,4 @@ function dropAfterCommit (ctx: ChaosCtx, deps: ChaosDeps): void {
   deps.metrics.chaos.inc({ kind: 'drop' })
   deps.log.info({ gateway: ctx.gateway, batch: ctx.batch.batch }, 'Injected drop: committed, closing without an answer.')
   ctx.dropped = true
-  ctx.req.socket.destroy()
 }

@@ -1,7 +1,7 @@
 /**
  * The ingest as an MQTT consumer (`--mqtt-broker URL`, docs/upstream-mqtt.md): batches that
- * gateways publish to a cloud broker go through the same steps as `POST /v1/batches`
- * (server.ts `batchSteps`: decode with the untrusted-CBOR limits, validate, bound the
+ * gateways publish to a cloud broker go through the same transport-free steps as `POST
+ * /v1/batches` (pipeline.ts: decode with the untrusted-CBOR limits, validate, bound the
  * partitions, commit to the sink with its dedup, chaos around the commit when on), and
  * the per-item results go back to the gateway's results topic at QoS 1.
  *
@@ -32,22 +32,19 @@ import {
   type WholeBatchRefusal
 } from '../protocol/index.ts'
 import { noDelay } from '../common/mqtt-nodelay.ts'
-import { withChaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
 import { ACCEPTED_ENCODINGS, decodeContent } from './decode.ts'
 import { HttpError } from './errors.ts'
-import { checkPartitions, decode as decodeStep, store, validate as validateStep, type batchSteps, type ServerDeps } from './server.ts'
-
-type Step = ReturnType<typeof batchSteps>[number]
-type BatchCtx = Parameters<Step>[0]
+import { answer, checkPartitions, commitStep, decode, newBatch, validate, type BatchCtx, type PipelineDeps, type Step } from './pipeline.ts'
+import type { MqttConsumerStatus } from './readyz.ts'
 
 /**
- * The HTTP pipeline's steps this consumer runs (server.ts exports them; the HTTP-only ones,
- * auth, media type and body, are replaced by the topic check), then the commit, wrapped in
- * fault injection when it is on.
+ * The pipeline's steps this consumer runs: where the HTTP server checks a token or a
+ * certificate, the media type and the body, this consumer checks the topic; then the commit,
+ * wrapped in fault injection when it is on.
  */
-function sharedSteps (chaos: boolean): Step[] {
-  return [decodeStep, validateStep, checkPartitions, matchTopic, chaos ? withChaos<BatchCtx, ServerDeps>(store) : store]
+function sharedSteps (deps: PipelineDeps): Step[] {
+  return [decode, validate, checkPartitions, matchTopic, commitStep(deps.chaos)]
 }
 
 /** What decodeContent takes, advertised in every results message as the HTTP ingest does in a header. */
@@ -57,7 +54,7 @@ const ENCODINGS = ACCEPTED_ENCODINGS.join(', ')
  * The topic names the gateway (the broker's ACL vouches for it); the body must say the same,
  * and the tokens config must list it (see Admission above).
  */
-function matchTopic (ctx: BatchCtx, deps: ServerDeps): void {
+function matchTopic (ctx: BatchCtx, deps: PipelineDeps): void {
   if (!GATEWAY_ID_RE.test(ctx.gateway)) throw new HttpError(403, 'forbidden', `the topic's gateway id ${JSON.stringify(ctx.gateway.slice(0, 80))} must match ${GATEWAY_ID_RE}`, { field: 'gateway' })
   if (ctx.batch.gateway !== ctx.gateway) throw new HttpError(403, 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
   if (!deps.config.mqttAllowUnlistedGateways && !deps.readAuth.isKnownGateway(ctx.gateway)) {
@@ -68,21 +65,6 @@ function matchTopic (ctx: BatchCtx, deps: ServerDeps): void {
 export type MqttConsumerConfig = Pick<IngestConfig, 'mqttBroker' | 'mqttAllowUnlistedGateways' | 'mqttTopic' | 'mqttResultsTopic' | 'mqttShareGroup' | 'mqttClientId' | 'mqttUsername' | 'mqttConnections' | 'mqttReconnectMs' | 'maxBodyBytes' | 'protocols'> & {
   tls: { ca?: Buffer, cert?: Buffer, key?: Buffer }
   password: string
-}
-
-/**
- * What /readyz shows of the broker connection: `broker` is the URL without user info;
- * `connected` and `subscribed` are true when every connection is; the counts say how many.
- */
-export type MqttConsumerStatus = {
-  broker: string
-  connected: boolean
-  subscribed: boolean
-  connections: number
-  connectedConnections: number
-  subscribedConnections: number
-  batches: number
-  unanswerable: number
 }
 
 /** The broker URL to show: no user name or password, even when the operator put them in it. */
@@ -114,8 +96,8 @@ export class MqttConsumer {
   private readonly working = new Map<MqttClient, Promise<void>>()
   private readonly steps: Step[]
 
-  private constructor (private readonly clients: MqttClient[], private readonly config: MqttConsumerConfig, private readonly deps: ServerDeps, private readonly log: Logger) {
-    this.steps = sharedSteps(deps.chaos.enabled)
+  private constructor (private readonly clients: MqttClient[], private readonly config: MqttConsumerConfig, private readonly deps: PipelineDeps, private readonly log: Logger) {
+    this.steps = sharedSteps(deps)
   }
 
   /**
@@ -123,7 +105,7 @@ export class MqttConsumer {
    * subscribes, over `mqttConnections` connections: each takes one batch at a time, so
    * several let the shared subscription hand this process several batches at once.
    */
-  static create (config: MqttConsumerConfig, deps: ServerDeps): MqttConsumer {
+  static create (config: MqttConsumerConfig, deps: PipelineDeps): MqttConsumer {
     const url = new URL(config.mqttBroker!)
     const base = config.mqttClientId || `ingest-${hostname()}`
     const clients = Array.from({ length: config.mqttConnections }, (_, i) => mqtt.connect(url.href, clientOptions(config, config.mqttConnections === 1 ? base : `${base}-${i}`)))
@@ -177,9 +159,8 @@ export class MqttConsumer {
     const marked = packet.properties?.userProperties?.[CONTENT_ENCODING]
     const encoding = marked === undefined ? sniffEncoding(payload) : String(Array.isArray(marked) ? marked[0] : marked).trim().toLowerCase().slice(0, 40)
     this.batches++
-    // what the chaos wrapper reads of an HTTP request: a dropped answer is "no results"
-    const req = { socket: { destroy () {} }, headers: {} }
-    const ctx = { req, res: null, version: 1, gateway: where.gatewayId, raw: payload, dropped: false } as unknown as BatchCtx
+    const ctx = newBatch(where.gatewayId)
+    ctx.raw = payload
     let refusal: WholeBatchRefusal | null = null
     try {
       ctx.body = await decodeContent(payload, encoding, config.maxBodyBytes)
@@ -192,14 +173,15 @@ export class MqttConsumer {
       deps.metrics.rejectedBatches.inc({ reason: refusal.error })
       log.warn({ status: refusal.status, error: refusal.error, reason: refusal.message.slice(0, 300), gateway: where.gatewayId, topic }, 'Batch refused.')
     }
-    if (ctx.dropped) return // chaos: committed, the answer is lost
+    const answered = refusal === null ? answer(ctx) : null
+    if (refusal === null && answered === null) return // chaos: committed, the answer is lost: no results message
     const batchId = (ctx.batch as BatchCtx['batch'] | undefined)?.batch ?? (correlation ? Buffer.from(correlation).toString('utf8') : undefined)
     if (batchId === undefined || batchId.length === 0 || batchId.length > 128) {
       this.unanswerable++
       log.warn({ topic, gateway: where.gatewayId }, 'Batch without a readable id cannot be answered; the gateway sends it again after its timeout.')
       return
     }
-    const body = encodeResultsMessage(ctx.version, batchId, refusal ?? { results: ctx.results })
+    const body = encodeResultsMessage(ctx.version, batchId, refusal ?? { results: answered!.results })
     // Not awaited: our PUBACK for this results message comes in on the connection this
     // handler is holding; the broker has the message once it is written.
     // MQTT 5 user property = the HTTP answer's header: a gateway on `auto` moves to v2

@@ -20,6 +20,7 @@
  * or with `--allow-anonymous-read`; anything else is a startup error. `/healthz` needs
  * nothing: it says only that the process answers.
  */
+import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import type { IncomingMessage } from 'node:http'
 import { ConfigError } from '../protocol/index.ts'
@@ -27,8 +28,10 @@ import { isLoopback } from '../protocol/loopback.ts'
 import { secretProblem } from '../protocol/secrets.ts'
 import type { IngestConfig } from './config.ts'
 import { HttpError } from './errors.ts'
-import { hashSecret } from './server.ts'
 import { COUNT_KINDS, DEFAULT_FLEET, zeroCounts, type Stats } from './sinks/types.ts'
+
+/** How a token secret is kept in memory and looked up: its sha256, hex (write tokens, server.ts; read tokens, here). */
+export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
 
 // The sinks key readings by fleet (natural key), so they and this file share the constant.
 export { DEFAULT_FLEET }

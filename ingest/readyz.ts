@@ -1,11 +1,27 @@
 /**
  * `GET /readyz` of the ingest: ready when the sink can store and, with `--mqtt-broker`, every
- * broker connection is up and subscribed to the batch topics (an ingest that cannot
- * reach its broker takes no batches, whatever its HTTP side says). The body names what is
+ * broker connection is up and subscribed to the batch topics: an ingest that cannot
+ * reach its broker takes no batches, whatever its HTTP side says. The body names what is
  * not ready, so a load balancer's log or an operator's curl says why.
  */
-import type { MqttConsumerStatus } from './mqtt-consumer.ts'
 import type { Sink } from './sinks/types.ts'
+
+/**
+ * What /readyz shows of the broker connection (mqtt-consumer.ts reports it): `broker` is the
+ * URL without user info; `connected` and `subscribed` are true when every connection is;
+ * the counts say how many. Declared here, where it is shown, so the consumer and the HTTP
+ * server each import this file and not each other.
+ */
+export type MqttConsumerStatus = {
+  broker: string
+  connected: boolean
+  subscribed: boolean
+  connections: number
+  connectedConnections: number
+  subscribedConnections: number
+  batches: number
+  unanswerable: number
+}
 
 export type Readiness = {
   ok: boolean

@@ -1,7 +1,9 @@
 /**
  * HTTP front of the ingest (node:http). `POST /v1/batches` runs the named steps of
- * `batchSteps` in order (fault injection, when on, wraps the commit step: chaos.ts); any
- * step may end the request by throwing an HttpError. Nothing a client sends can throw past
+ * `batchSteps` in order: the HTTP ones (token or certificate, media type, body) around the
+ * transport-free steps of pipeline.ts (decode, validate, partitions, commit, answer; fault
+ * injection, when on, wraps the commit step: chaos.ts); any step may end the request by
+ * throwing an HttpError. Nothing a client sends can throw past
  * `handle`: unexpected errors become 500 and are logged.
  *
  * Wrong tokens: after --auth-free-failures wrong tokens from one address, its requests that
@@ -10,60 +12,33 @@
  * Slow clients: `requestTimeoutMs` bounds the time to receive headers and body, checked
  * every second, so a slowloris connection is closed and its buffers freed.
  */
-import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import type { Logger } from 'pino'
-import { AckCode, AckCodeName, encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError, type ItemResult, type RawBatchRequest } from '../protocol/index.ts'
+import { encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError } from '../protocol/index.ts'
 import { addressKey, AuthBackoff } from './auth-backoff.ts'
-import { boundPartitions } from './bounds.ts'
-import { withChaos, type Chaos } from './chaos.ts'
-import type { IngestConfig } from './config.ts'
-import { ACCEPTED_ENCODINGS, decodeContent, decodeEnvelope, decodeEnvelopeV2, readBody, validateItems, type ValidatedItems } from './decode.ts'
+import { ACCEPTED_ENCODINGS, decodeContent, readBody } from './decode.ts'
 import { HttpError } from './errors.ts'
-import type { IngestMetrics } from './metrics.ts'
 import { isPagePath, RecentReadings, servePage } from './page/index.ts'
+import { answer, checkPartitions, commitStep, decode, newBatch, store, validate, type BatchCtx as PipelineCtx, type PipelineDeps, type Step as PipelineStep } from './pipeline.ts'
 import { matchReadings, parseConflictQuery, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
-import { ALL_FLEETS, type ReadAuth, type ReadScope } from './read-auth.ts'
-import type { MqttConsumerStatus } from './mqtt-consumer.ts'
-import { readiness } from './readyz.ts'
-import type { ItemOutcome, Sink } from './sinks/types.ts'
+import { ALL_FLEETS, hashSecret, type ReadScope } from './read-auth.ts'
+import { readiness, type MqttConsumerStatus } from './readyz.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 
-export type ServerDeps = {
-  config: IngestConfig
+export type ServerDeps = PipelineDeps & {
   /** sha256(secret) hex -> gateway id */
   tokens: Map<string, string>
-  sink: Sink
-  chaos: Chaos
-  metrics: IngestMetrics
-  log: Logger
-  /** Read tokens, fleets (read-auth.ts). */
-  readAuth: ReadAuth
   /** HTTPS (tls.ts), or null for HTTP. */
   tls: TlsSetup | null
-  /** latest reading per device, for the page at / (made by createIngestServer if absent) */
-  recent?: RecentReadings
   /** wrong-token back-off per address (made by createIngestServer from the config if absent) */
   authBackoff?: AuthBackoff
   /** the broker consumer's state with `--mqtt-broker` (mqtt-consumer.ts), for /readyz; absent or null without */
   mqttStatus?: () => MqttConsumerStatus | null
 }
 
-export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex')
-
-type BatchCtx = {
+/** A batch of the pipeline (its `version` from the route: `/v1/batches` or `/v2/batches`) with the HTTP exchange that brought it. */
+type BatchCtx = PipelineCtx & {
   req: IncomingMessage
   res: ServerResponse
-  /** upstream protocol of the route: 1 (`/v1/batches`) or 2 (`/v2/batches`, columnar) */
-  version: 1 | 2
-  gateway: string
-  raw: Buffer
-  body: Buffer
-  batch: RawBatchRequest
-  items: ValidatedItems
-  /** Final per-item answers, request order. */
-  results: ItemResult[]
-  dropped: boolean
 }
 
 type Step = (ctx: BatchCtx, deps: ServerDeps) => void | Promise<void>
@@ -123,96 +98,25 @@ async function decompress (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
   ctx.body = await decodeContent(ctx.raw, ctx.req.headers['content-encoding'], deps.config.maxBodyBytes)
 }
 
-export function decode (ctx: BatchCtx, deps: ServerDeps): void {
-  ctx.batch = ctx.version === 2 ? decodeEnvelopeV2(ctx.body, deps.config.maxItems) : decodeEnvelope(ctx.body, deps.config.maxItems)
-}
-
 function authorizeGateway (ctx: BatchCtx): void {
   if (ctx.batch.gateway !== ctx.gateway) {
     throw new HttpError(403, 'forbidden', `the token belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
   }
 }
 
-export function validate (ctx: BatchCtx): void {
-  ctx.items = validateItems(ctx.batch.items)
-}
-
-const warnedPartitions = new WeakMap<ServerDeps, Set<string>>()
-
-export function checkPartitions (ctx: BatchCtx, deps: ServerDeps): void {
-  const n = boundPartitions(ctx.batch, ctx.items, deps.config.maxPartitions)
-  if (n === 0) return
-  deps.metrics.outOfRangeItems.inc(n)
-  let warned = warnedPartitions.get(deps)
-  if (!warned) warnedPartitions.set(deps, warned = new Set())
-  if (warned.has(ctx.gateway)) return
-  warned.add(ctx.gateway) // once per offending gateway; the counter counts every item
-  deps.log.warn({ gateway: ctx.gateway, items: n, maxPartitions: deps.config.maxPartitions }, 'Items with a partition out of range rejected.')
-}
-
-export async function store (ctx: BatchCtx, deps: ServerDeps): Promise<void> {
-  const { batch, items } = ctx
-  if (batch.evicted && batch.evicted.length > 0) {
-    deps.metrics.evictedRanges.inc(batch.evicted.length)
-    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, evicted: batch.evicted.slice(0, 20) }, 'Gateway reports evicted readings (data loss).')
-  }
-  let outcomes: readonly (ItemOutcome | 'retry')[]
-  try {
-    outcomes = await deps.sink.storeBatch({
-      gateway: batch.gateway,
-      fleet: deps.readAuth.fleetOf(batch.gateway),
-      epoch: batch.epoch,
-      floors: batch.floors,
-      evicted: batch.evicted ?? [],
-      items: items.valid.map((v) => v.item),
-      rejected: items.rejected
-    })
-  } catch (err) {
-    if (err instanceof StoreError) {
-      deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'Sink write failed.')
-      if (!err.retryable) throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
-      // Transient (e.g. the database restarting): nothing was stored; every item is answered retry.
-      outcomes = items.valid.map(() => 'retry' as const)
-    } else throw err
-  }
-  let conflicts = 0
-  for (let i = 0; i < items.valid.length; i++) {
-    const [p, s] = items.valid[i]!.item
-    const o = outcomes[i]
-    if (o === 'conflict') conflicts++
-    // A conflict is answered stored: the item, as sent, is durably kept (in the conflicts
-    // record), so the gateway may delete it; `duplicate` would claim that the ingest holds
-    // a copy of it, which it does not, and `rejected` would dead-letter what is kept.
-    items.results[items.valid[i]!.index] = o === 'stored' || o === 'conflict'
-      ? [p, s, AckCode.Stored]
-      : o === 'duplicate'
-        ? [p, s, AckCode.Duplicate]
-        : o === 'rejected'
-          ? [p, s, AckCode.Rejected, 'the sink cannot store this item (text with U+0000 or an unpaired surrogate)']
-          : [p, s, AckCode.Retry, 'the sink is unavailable; retry']
-  }
-  if (conflicts > 0) {
-    deps.metrics.conflicts.inc(conflicts)
-    const first = items.valid[outcomes.indexOf('conflict')]!.item
-    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, conflicts, device: first[2], boot: first[4], seq: first[3] }, 'Readings with the natural key of a stored reading and other content kept as conflicts.')
-  }
-  ctx.results = items.results as ItemResult[]
-  deps.recent?.record(deps.readAuth.fleetOf(batch.gateway), batch.gateway, items.valid.map((v) => v.item), outcomes)
-  const m = deps.metrics
-  for (const r of ctx.results) m.items.inc({ code: AckCodeName[r[2]] })
-  m.batchItems.observe(ctx.results.length)
-}
-
 function respond (ctx: BatchCtx): void {
-  if (ctx.dropped) return
-  const res = { batch: ctx.batch.batch, results: ctx.results }
+  const res = answer(ctx)
+  if (res === null) { ctx.req.socket.destroy(); return } // fault injection: committed, the answer is lost
   const body = ctx.version === 2 ? encodeResponseV2(res) : encodeResponse(res)
   ctx.res.writeHead(200, { 'content-type': 'application/cbor', 'content-length': body.length })
   ctx.res.end(body)
 }
 
-/** The steps of one batch request; `commit` is `store`, or `store` wrapped in fault injection (chaos.ts) when chaos is on. */
-export function batchSteps (commit: Step = store): readonly Step[] {
+/**
+ * The steps of one batch request: the HTTP ones around the shared steps of pipeline.ts;
+ * `commit` is `store`, or `store` wrapped in fault injection (chaos.ts) when chaos is on.
+ */
+export function batchSteps (commit: PipelineStep = store): readonly Step[] {
   return [authenticate, checkMediaType, readRequestBody, decompress, decode, authorizeGateway, validate, checkPartitions, commit, respond]
 }
 
@@ -242,7 +146,7 @@ export type IngestServer = {
 export function createIngestServer (deps: ServerDeps): IngestServer {
   const { config, metrics, log } = deps
   deps.recent ??= new RecentReadings()
-  const steps = batchSteps(deps.chaos.enabled ? withChaos<BatchCtx, ServerDeps>(store) : store)
+  const steps = batchSteps(commitStep(deps.chaos))
   deps.authBackoff ??= new AuthBackoff({ freeFailures: config.authFreeFailures, baseMs: config.authBackoffBaseMs, maxMs: config.authBackoffMaxMs, maxAddresses: config.authTrackedAddresses })
   let inFlight = 0
   let batchesInFlight = 0
@@ -262,7 +166,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     batchesInFlight++
     metrics.inFlight.inc()
     try {
-      const ctx = { req, res, version, dropped: false } as BatchCtx
+      const ctx = { ...newBatch('', version), req, res } as BatchCtx
       for (const step of steps) await step(ctx, deps)
       log.debug({ gateway: ctx.gateway, batch: ctx.batch.batch, items: ctx.results.length }, 'Batch answered.')
     } finally {

@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { brokerForDisplay, type MqttConsumerStatus } from '../../ingest/mqtt-consumer.ts'
-import { readiness } from '../../ingest/readyz.ts'
+import { brokerForDisplay } from '../../ingest/mqtt-consumer.ts'
+import { readiness, type MqttConsumerStatus } from '../../ingest/readyz.ts'
 import type { Sink } from '../../ingest/sinks/types.ts'
 
 const sink = (ready: boolean): Sink => ({ kind: 'leveldb', ready: () => Promise.resolve(ready) }) as unknown as Sink
