@@ -136,6 +136,6 @@ async function injectLatency (deps: ChaosDeps): Promise<void> {
 function dropAfterCommit (ctx: ChaosCtx, deps: ChaosDeps): void {
   if (!deps.chaos.dropAfterCommit()) return
   deps.metrics.chaos.inc({ kind: 'drop' })
-  deps.log.info({ gateway: ctx.gateway, batch: ctx.batch.batch }, 'Injected drop: committed, closing without an answer.')
+  deps.log.info({ gateway: ctx.gateway, batch: ctx.batch.batch }, 'injected drop: committed, closing without an answer')
   ctx.dropped = true
 }

@@ -48,18 +48,18 @@ async function main (): Promise<void> {
   // signal (common/signals.ts)
   onStopSignals({
     onStop: (signal) => {
-      log.info({ signal }, 'Shutting down: finishing requests in progress.')
+      log.info({ signal }, 'shutting down: finishing requests in progress')
       ingest.close().then(() => {
-        log.info('Stopped.')
+        log.info('stopped')
         process.exit(0)
       }, (err: unknown) => {
-        log.error({ err }, 'Shutdown failed.')
+        log.error({ err }, 'shutdown failed')
         process.exit(1)
       })
     },
-    onRepeat: (signal, afterMs) => { log.debug({ signal, afterMs }, 'Repeated signal ignored: the same Ctrl-C.') },
+    onRepeat: (signal, afterMs) => { log.debug({ signal, afterMs }, 'repeated signal ignored: the same Ctrl-C') },
     onForce: (signal) => {
-      log.warn({ signal }, 'Second signal: exiting now.')
+      log.warn({ signal }, 'second signal: exiting now')
       process.exit(1)
     }
   })
@@ -68,6 +68,6 @@ async function main (): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  log.fatal({ err }, 'Ingest failed to start.')
+  log.fatal({ err }, 'ingest failed to start')
   process.exit(1)
 })

@@ -111,7 +111,7 @@ export class MqttConsumer {
     const clients = Array.from({ length: config.mqttConnections }, (_, i) => mqtt.connect(url.href, clientOptions(config, config.mqttConnections === 1 ? base : `${base}-${i}`)))
     const c = new MqttConsumer(clients, config, deps, deps.log.child({ component: 'mqtt-consumer' }))
     if (!config.mqttAllowUnlistedGateways && !deps.readAuth.listsAnyGateway()) {
-      c.log.warn({ broker: brokerForDisplay(config.mqttBroker!) }, 'No gateway is listed in the tokens config: every batch from the broker will be refused.')
+      c.log.warn({ broker: brokerForDisplay(config.mqttBroker!) }, 'no gateway is listed in the tokens config: every batch from the broker will be refused')
     }
     for (const client of clients) c.attach(client)
     return c
@@ -126,21 +126,21 @@ export class MqttConsumer {
     const { log } = this
     client.on('connect', (connack) => {
       noDelay(client)
-      log.info({ broker: this.config.mqttBroker, clientId: client.options.clientId, sessionPresent: connack.sessionPresent }, 'Connected to the broker.')
+      log.info({ broker: this.config.mqttBroker, clientId: client.options.clientId, sessionPresent: connack.sessionPresent }, 'connected to the broker')
       client.subscribe(this.filter, { qos: 1 }, (err, granted) => {
         const g = granted?.[0]
-        if (err || !g || g.qos > 2) { log.error({ err, filter: this.filter, granted: g?.qos }, 'The broker refused the batch subscription.'); return }
+        if (err || !g || g.qos > 2) { log.error({ err, filter: this.filter, granted: g?.qos }, 'the broker refused the batch subscription'); return }
         this.subscribed.add(client)
-        log.info({ filter: this.filter, clientId: client.options.clientId }, 'Subscribed to gateway batches.')
+        log.info({ filter: this.filter, clientId: client.options.clientId }, 'subscribed to gateway batches')
       })
     })
     client.on('close', () => { this.subscribed.delete(client) })
-    client.on('error', (err) => log.warn({ err }, 'Broker connection error.'))
+    client.on('error', (err) => log.warn({ err }, 'broker connection error'))
     // [MQTT-4.3.2] our PUBACK of a batch goes out only when this callback is called: after the commit
     client.handleMessage = (packet, done) => {
       // closing: no PUBACK, so the broker keeps the batch for the next consumer
       if (this.closed) return
-      const work = this.onBatch(client, packet).catch((err: unknown) => log.error({ err, topic: packet.topic }, 'Batch handling failed unexpectedly.'))
+      const work = this.onBatch(client, packet).catch((err: unknown) => log.error({ err, topic: packet.topic }, 'batch handling failed unexpectedly'))
       this.working.set(client, work)
       void work.then(() => done())
     }
@@ -151,7 +151,7 @@ export class MqttConsumer {
     const { deps, config, log } = this
     const topic = String(packet.topic)
     const where = parseTopic(config.mqttTopic, topic)
-    if (where === null) { log.warn({ topic }, 'Message on a topic that is not a batch topic ignored.'); return }
+    if (where === null) { log.warn({ topic }, 'message on a topic that is not a batch topic ignored'); return }
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
     const correlation = packet.properties?.correlationData
     // MQTT 5: the user property content-encoding marks the compression (br has no magic
@@ -171,14 +171,14 @@ export class MqttConsumer {
     } catch (e) {
       refusal = refusalOf(e, log)
       deps.metrics.rejectedBatches.inc({ reason: refusal.error })
-      log.warn({ status: refusal.status, error: refusal.error, reason: refusal.message.slice(0, 300), gateway: where.gatewayId, topic }, 'Batch refused.')
+      log.warn({ status: refusal.status, error: refusal.error, reason: refusal.message.slice(0, 300), gateway: where.gatewayId, topic }, 'batch refused')
     }
     const answered = refusal === null ? answer(ctx) : null
     if (refusal === null && answered === null) return // chaos: committed, the answer is lost: no results message
     const batchId = (ctx.batch as BatchCtx['batch'] | undefined)?.batch ?? (correlation ? Buffer.from(correlation).toString('utf8') : undefined)
     if (batchId === undefined || batchId.length === 0 || batchId.length > 128) {
       this.unanswerable++
-      log.warn({ topic, gateway: where.gatewayId }, 'Batch without a readable id cannot be answered; the gateway sends it again after its timeout.')
+      log.warn({ topic, gateway: where.gatewayId }, 'batch without a readable id cannot be answered; the gateway sends it again after its timeout')
       return
     }
     const body = encodeResultsMessage(ctx.version, batchId, refusal ?? { results: answered!.results })
@@ -188,7 +188,7 @@ export class MqttConsumer {
     // and the encodings it takes (ingest-encodings): a gateway on `auto` compresses with br
     const opts = config.protocols.includes('2') ? { qos: 1 as const, properties: { userProperties: { [PROTOCOLS_HEADER]: '1, 2', [ENCODINGS_HEADER]: ENCODINGS } } } : { qos: 1 as const }
     client.publish(fillTopic(config.mqttResultsTopic, where.gatewayId), body, opts, (err) => {
-      if (err) log.warn({ err, gateway: where.gatewayId, batch: batchId }, 'Publishing results failed; the gateway sends the batch again after its timeout.')
+      if (err) log.warn({ err, gateway: where.gatewayId, batch: batchId }, 'publishing results failed; the gateway sends the batch again after its timeout')
     })
   }
 
@@ -230,7 +230,7 @@ function refusalOf (e: unknown, log: Logger): WholeBatchRefusal {
     return { status: e.status, error: e.errorCode, message: e.message, ...(ra !== undefined && /^\d+$/.test(ra) ? { retryAfterMs: Number(ra) * 1000 } : {}) }
   }
   if (e instanceof StoreError) return { status: 503, error: 'store_unavailable', message: e.message, retryAfterMs: 1000 }
-  log.error({ err: e }, 'Batch failed unexpectedly.')
+  log.error({ err: e }, 'batch failed unexpectedly')
   return { status: 500, error: 'internal', message: 'internal error' }
 }
 

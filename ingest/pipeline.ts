@@ -81,14 +81,14 @@ export function checkPartitions (ctx: BatchCtx, deps: PipelineDeps): void {
   if (!warned) warnedPartitions.set(deps, warned = new Set())
   if (warned.has(ctx.gateway)) return
   warned.add(ctx.gateway) // once per offending gateway; the counter counts every item
-  deps.log.warn({ gateway: ctx.gateway, items: n, maxPartitions: deps.config.maxPartitions }, 'Items with a partition out of range rejected.')
+  deps.log.warn({ gateway: ctx.gateway, items: n, maxPartitions: deps.config.maxPartitions }, 'items with a partition out of range rejected')
 }
 
 export async function store (ctx: BatchCtx, deps: PipelineDeps): Promise<void> {
   const { batch, items } = ctx
   if (batch.evicted && batch.evicted.length > 0) {
     deps.metrics.evictedRanges.inc(batch.evicted.length)
-    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, evicted: batch.evicted.slice(0, 20) }, 'Gateway reports evicted readings (data loss).')
+    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, evicted: batch.evicted.slice(0, 20) }, 'gateway reports evicted readings (data loss)')
   }
   let outcomes: readonly (ItemOutcome | 'retry')[]
   try {
@@ -103,7 +103,7 @@ export async function store (ctx: BatchCtx, deps: PipelineDeps): Promise<void> {
     })
   } catch (err) {
     if (err instanceof StoreError) {
-      deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'Sink write failed.')
+      deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'sink write failed')
       if (!err.retryable) throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
       // Transient (e.g. the database restarting): nothing was stored; every item is answered retry.
       outcomes = items.valid.map(() => 'retry' as const)
@@ -128,7 +128,7 @@ export async function store (ctx: BatchCtx, deps: PipelineDeps): Promise<void> {
   if (conflicts > 0) {
     deps.metrics.conflicts.inc(conflicts)
     const first = items.valid[outcomes.indexOf('conflict')]!.item
-    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, conflicts, device: first[2], boot: first[4], seq: first[3] }, 'Readings with the natural key of a stored reading and other content kept as conflicts.')
+    deps.log.warn({ gateway: batch.gateway, epoch: batch.epoch, conflicts, device: first[2], boot: first[4], seq: first[3] }, 'readings with the natural key of a stored reading and other content kept as conflicts')
   }
   ctx.results = items.results as ItemResult[]
   deps.recent?.record(deps.readAuth.fleetOf(batch.gateway), batch.gateway, items.valid.map((v) => v.item), outcomes)

@@ -61,7 +61,7 @@ function wrongToken (req: IncomingMessage, deps: ServerDeps, side: Side): void {
   const key = addressKey(req.socket.remoteAddress)
   const banMs = deps.authBackoff.fail(key)
   deps.metrics.authBackoffAddresses.set(deps.authBackoff.tracked)
-  if (banMs > 0) deps.log.warn({ remote: key, side, banMs }, 'Wrong tokens from one address: back-off.')
+  if (banMs > 0) deps.log.warn({ remote: key, side, banMs }, 'wrong tokens from one address: back-off')
 }
 
 function authenticate (ctx: BatchCtx, deps: ServerDeps): void {
@@ -168,7 +168,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     try {
       const ctx = { ...newBatch('', version), req, res } as BatchCtx
       for (const step of steps) await step(ctx, deps)
-      log.debug({ gateway: ctx.gateway, batch: ctx.batch.batch, items: ctx.results.length }, 'Batch answered.')
+      log.debug({ gateway: ctx.gateway, batch: ctx.batch.batch, items: ctx.results.length }, 'batch answered')
     } finally {
       batchesInFlight--
       metrics.inFlight.dec()
@@ -244,12 +244,12 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       else if (e instanceof ValidationError) err = new HttpError(400, 'invalid_query', e.message, { field: e.field })
       else if (e instanceof StoreError) err = new HttpError(503, 'store_unavailable', e.message, { headers: { 'retry-after': '1' } })
       else {
-        log.error({ err: e, url: req.url }, 'Request failed unexpectedly.')
+        log.error({ err: e, url: req.url }, 'request failed unexpectedly')
         err = new HttpError(500, 'internal', 'internal error')
       }
       if (routeName === 'batches') {
         metrics.rejectedBatches.inc({ reason: err.errorCode })
-        if (err.status < 500 || err.errorCode === 'store_unavailable') log.warn({ status: err.status, error: err.errorCode, field: err.field, reason: err.message.slice(0, 300), remote: req.socket.remoteAddress }, 'Batch refused.')
+        if (err.status < 500 || err.errorCode === 'store_unavailable') log.warn({ status: err.status, error: err.errorCode, field: err.field, reason: err.message.slice(0, 300), remote: req.socket.remoteAddress }, 'batch refused')
       }
       sendError(res, err)
     } finally {

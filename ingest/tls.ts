@@ -68,9 +68,9 @@ export async function reloadTls (server: Server, tls: TlsSetup | null, log: Logg
   try {
     (server as unknown as HttpsServer).setSecureContext(await loadContext(tls.config))
   } catch (err) {
-    log.error({ err, cert: tls.config.certPath }, 'TLS reload failed; the previous certificate stays in use.')
+    log.error({ err, cert: tls.config.certPath }, 'TLS reload failed; the previous certificate stays in use')
     return false
   }
-  log.info({ cert: tls.config.certPath, ca: tls.config.caPath }, 'TLS certificate reloaded.')
+  log.info({ cert: tls.config.certPath, ca: tls.config.caPath }, 'TLS certificate reloaded')
   return true
 }
