@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import { encodeItemFast, partitionOf, ValidationError } from '../../protocol/index.ts'
 import { readDeadLetter, reasonSummary, scanDeadLetters, type DeadLetter, type DlqFilter } from '../store/dlq-reader.ts'
 import type { Level } from 'level'
-import type { Store } from '../store/index.ts'
+import { itemCost, type Store } from '../store/index.ts'
 import { isEmptyFilter } from './filter.ts'
 import { revalidate, view, viewJson, type DeadLetterView, type Requeue } from './replay.ts'
 
@@ -173,7 +173,8 @@ export class DeadLetters {
       const ids: number[] = []
       for (const { rec, item } of chunk) {
         const p = partitionOf(item.device, store.partitions)
-        if (!store.hasRoom(256)) break
+        // the item is encoded once it has a seq: 256 bytes is the allowance asked for before
+        if (!store.hasRoom(itemCost(256))) break
         const s = store.nextSeq(p)
         const raw = encodeItemFast(p, s, item.device, item.seq, item.boot, item.ts, item.rx, item.values)
         store.append({ p, s, raw, settled: () => {} })

@@ -32,7 +32,7 @@ import type { Db } from './db.ts'
 import { DedupWindow } from './dedup.ts'
 import { dlqRecordBytes } from './dead-letters.ts'
 import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
-import { ITEM_OVERHEAD } from './partition.ts'
+import { itemCost } from './partition.ts'
 import { readCounter } from './recover.ts'
 
 /** What the check found: `store` false when the directory holds no gateway store at all. */
@@ -90,7 +90,7 @@ export async function checkReport (db: Db, opts: CheckOptions): Promise<CheckRep
       const s = seqOfItemKey(k)
       let it = items.get(p)
       if (!it) { it = { n: 0, bytes: 0, seqs: [] }; items.set(p, it) }
-      it.n++; it.bytes += v.length + ITEM_OVERHEAD; it.seqs.push(s)
+      it.n++; it.bytes += itemCost(v.length); it.seqs.push(s)
       summary.items++
       const item = safeDecode(v)
       if (!Array.isArray(item) || item.length !== 8) { say(`partition ${p} seq ${s}: item unreadable`); continue }

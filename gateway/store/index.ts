@@ -65,7 +65,7 @@ import { DedupSweep } from './dedup-sweep.ts'
 import { DedupBound } from './dedup-bound.ts'
 import { Evictions } from './evict.ts'
 import { FlushSide, type ReadBatch } from './flush-side.ts'
-import type { Partition } from './partition.ts'
+import { itemCost, type Partition } from './partition.ts'
 import { Quota } from './quota.ts'
 import { recover, type Recovered } from './recover.ts'
 import { Reopener } from './reopen.ts'
@@ -77,6 +77,7 @@ export type { StoreConfig } from './config.ts'
 export type { Append, StoreEvents, Waiter } from './cycle.ts'
 export type { DlqRecord } from './dead-letters.ts'
 export type { ReadBatch } from './flush-side.ts'
+export { itemCost } from './partition.ts'
 
 /** `settling`: items answered upstream whose delete is not durable yet (part of `depth`). */
 export type PartitionStats = { p: number, depth: number, bytes: number, nextSeq: number, head: number, inFlight: boolean, settling: number }
@@ -183,9 +184,12 @@ export class Store extends EventEmitter<StoreEvents> {
     return this.parts[p]!.committedNext - 1
   }
 
-  /** True when one more item of `bytes` fits the quota (always true under drop-oldest). */
-  hasRoom (bytes: number): boolean {
-    return this.quota.hasRoom(bytes)
+  /**
+   * True when one more item costing `cost` fits the quota (always true under drop-oldest).
+   * `cost` is `itemCost` of the item's bytes, the measure the store accounts in.
+   */
+  hasRoom (cost: number): boolean {
+    return this.quota.hasRoom(cost)
   }
 
   /** Appends an item (its wire CBOR) to the current cycle; `a.settled` runs once it is durable. */
@@ -284,7 +288,7 @@ export class Store extends EventEmitter<StoreEvents> {
   get bytes (): number { return this.quota.bytes }
   get dlqCount (): number { return this.dlq.count }
   get dlqBytes (): number { return this.dlq.bytes }
-  get full (): boolean { return !this.hasRoom(0) }
+  get full (): boolean { return !this.hasRoom(itemCost(0)) }
 
   partitionStats (): PartitionStats[] {
     return this.parts.map((s) => ({ p: s.p, depth: s.items, bytes: s.bytes, nextSeq: s.next, head: s.head, inFlight: s.inFlight, settling: s.settlingCount }))

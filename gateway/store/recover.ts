@@ -10,7 +10,7 @@ import { dlqRecordBytes } from './dead-letters.ts'
 import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
 import type { StoreConfig } from './config.ts'
 import type { Db } from './db.ts'
-import { ITEM_OVERHEAD, Partition } from './partition.ts'
+import { itemCost, Partition } from './partition.ts'
 
 export type Recovered = { epoch: string, parts: Partition[], dlq: [nextId: number, count: number, bytes: number], evicted: EvictedRange[], quarantineNext: number }
 
@@ -61,7 +61,7 @@ export async function recover (config: StoreConfig, db: Db, log: Logger): Promis
       // no counter (new store) or an unreadable one: count the partition with a bounded iterator
       let items = 0
       let bytes = 0
-      for await (const [, v] of db.iterator(range)) { items++; bytes += v.length + ITEM_OVERHEAD }
+      for await (const [, v] of db.iterator(range)) { items++; bytes += itemCost(v.length) }
       counter = { next: lastSeq + 1, items, bytes }
       if (buf !== undefined) await db.put(K.counter(p), encodeCbor([counter.next, items, bytes]), { sync: true })
     }

@@ -16,7 +16,7 @@ import type { Db } from './db.ts'
 import type { DeadLetters, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
 import type { Evictions } from './evict.ts'
 import { K } from './keys.ts'
-import { ITEM_OVERHEAD, type Partition } from './partition.ts'
+import { itemCost, type Partition } from './partition.ts'
 import type { Quota } from './quota.ts'
 import type { Reopener } from './reopen.ts'
 import type { DedupSweep } from './dedup-sweep.ts'
@@ -85,7 +85,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       const b = db.batch()
       for (const a of c.appends) {
         b.put(K.item(a.p, a.s), a.raw)
-        const x = d(a.p); x.items++; x.bytes += a.raw.length + ITEM_OVERHEAD
+        const x = d(a.p); x.items++; x.bytes += itemCost(a.raw.length)
       }
       for (const x of c.deletes) {
         b.del(K.item(x.p, x.s))
