@@ -15,7 +15,7 @@
 import { decodeUntrusted, encodeCbor } from '../../protocol/index.ts'
 import type { StoreConfig } from './config.ts'
 import type { Batch, Db } from './db.ts'
-import { K, seqOfItemKey } from './keys.ts'
+import { K } from './keys.ts'
 
 export type DlqRecord = {
   kind: 'payload' | 'item' | 'too-old'
@@ -86,7 +86,7 @@ export class DeadLetters {
     let after: string | undefined
     while (over()) {
       const limit = Math.min(Math.max(items - maxDlqItems, 0) + 64, 4096)
-      const range = after === undefined ? K.range('x!') : { gt: after, lt: K.range('x!').lt }
+      const range = after === undefined ? K.all('dlq') : { gt: after, lt: K.all('dlq').lt }
       const chunk = await this.db.iterator({ ...range, limit }).all()
       for (const [k, v] of chunk) {
         if (gone.has(k)) continue
@@ -129,8 +129,8 @@ export class DeadLetters {
       b.put(K.quarantine(qId++), encodeCbor({ key: q.key, reason: q.reason, raw: q.raw }))
     }
     const dropped = plan.dropOld.length + plan.dropNew
-    const firstDropped = plan.dropOld.length ? seqOfItemKey(plan.dropOld[0]!.key) : this.nextId
-    const lastDropped = plan.dropNew ? this.nextId + plan.dropNew - 1 : plan.dropOld.length ? seqOfItemKey(plan.dropOld[plan.dropOld.length - 1]!.key) : -1
+    const firstDropped = plan.dropOld.length ? K.idOf(plan.dropOld[0]!.key) : this.nextId
+    const lastDropped = plan.dropNew ? this.nextId + plan.dropNew - 1 : plan.dropOld.length ? K.idOf(plan.dropOld[plan.dropOld.length - 1]!.key) : -1
     return { nextId: id, count, bytes, quarantineNext: qId, dropped, droppedIds: dropped ? [firstDropped, lastDropped] : null }
   }
 
@@ -152,6 +152,6 @@ export const dlqRecordBytes = (value: Uint8Array): number => value.length + KEY_
 /** Dead-letter records, oldest first (bounded). */
 export async function readDeadLetters (db: Db, limit: number): Promise<DlqRecord[]> {
   const out: DlqRecord[] = []
-  for await (const v of db.values({ ...K.range('x!'), limit })) out.push(decodeUntrusted(v, { maxDepth: 3 }) as DlqRecord)
+  for await (const v of db.values({ ...K.all('dlq'), limit })) out.push(decodeUntrusted(v, { maxDepth: 3 }) as DlqRecord)
   return out
 }

@@ -82,15 +82,15 @@ export async function recover (config: StoreConfig, db: Db, log: Logger): Promis
   if (!dlqOk) {
     log.warn('dead-letter counter unreadable or without bytes; recounting')
     dlq[1] = 0
-    for await (const v of db.values(K.range('x!'))) { dlq[1]++; dlq[2] += dlqRecordBytes(v) }
+    for await (const v of db.values(K.all('dlq'))) { dlq[1]++; dlq[2] += dlqRecordBytes(v) }
   }
-  const lastDlq = await db.keys({ ...K.range('x!'), limit: 1, reverse: true }).all()
-  if (lastDlq.length) dlq[0] = Math.max(dlq[0], seqOfItemKey(lastDlq[0]!) + 1)
+  const lastDlq = await db.keys({ ...K.all('dlq'), limit: 1, reverse: true }).all()
+  if (lastDlq.length) dlq[0] = Math.max(dlq[0], K.idOf(lastDlq[0]!) + 1)
   const evicted: EvictedRange[] = []
-  for await (const [k, v] of db.iterator(K.range('e!'))) {
+  for await (const [k, v] of db.iterator(K.all('evicted'))) {
     const { p, from } = parseEvictedKey(k)
     try { evicted.push([p, from, decodeUntrusted(v, { maxDepth: 1 }) as number]) } catch { log.warn({ key: k }, 'evicted range unreadable; skipped') }
   }
-  const lastQ = await db.keys({ ...K.range('q!'), limit: 1, reverse: true }).all()
-  return { epoch, parts, dlq, evicted, quarantineNext: lastQ.length ? seqOfItemKey(lastQ[0]!) + 1 : 0 }
+  const lastQ = await db.keys({ ...K.all('quarantine'), limit: 1, reverse: true }).all()
+  return { epoch, parts, dlq, evicted, quarantineNext: lastQ.length ? K.idOf(lastQ[0]!) + 1 : 0 }
 }

@@ -204,7 +204,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
 /** Device ids of the dedup windows a cycle deletes anyway: idle (sweep) and quarantined. */
 function dedupRemoved (forgotten: string[], c: Cycle): string[] {
   if (forgotten.length === 0 && c.quarantine.length === 0) return forgotten
-  const out = forgotten.map((k) => k.slice(2))
-  for (const q of c.quarantine) if (q.key.startsWith('d!')) out.push(q.key.slice(2))
+  const out = forgotten.map(K.deviceOfDedup)
+  for (const q of c.quarantine) if (K.isDedup(q.key)) out.push(K.deviceOfDedup(q.key))
   return out
 }
