@@ -1,7 +1,9 @@
 /**
- * Dead-letter tools: list, show, export, replay, purge. One implementation serves the
- * `gateway dlq ...` CLI on a stopped gateway's data dir and the admin API of a running
- * gateway (the store's LevelDB lock makes the two exclusive).
+ * Dead-letter tools (`DeadLetterTools`): list, show, export, replay, purge, over the
+ * records the store keeps (store/dead-letters.ts, whose header maps where dead letters
+ * live). One implementation serves the `gateway dlq ...` CLI on a stopped gateway's data
+ * dir and the admin API of a running gateway (the store's LevelDB lock makes the two
+ * exclusive).
  *
  * Replay is exactly-once: the re-queued items (store appends) and the deletion of their
  * dead-letter records go into the same group-commit cycle, i.e. one atomic LevelDB batch.
@@ -48,7 +50,7 @@ export type PurgeResult = { matched: number, purged: number, /** with dryRun: ho
 export type DlqReadOnly = { readonly db: Level<string, Buffer>, readonly dlqCount: number }
 type Writable = Pick<Store, 'db' | 'dlqCount' | 'partitions' | 'hasRoom' | 'nextSeq' | 'append' | 'dropDeadLetters'>
 
-export class DeadLetters {
+export class DeadLetterTools {
   private queue: Promise<unknown> = Promise.resolve()
   private readonly log: Logger
 

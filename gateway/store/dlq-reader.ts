@@ -1,6 +1,6 @@
 /**
- * Reads the dead-letter store (keys.ts: `x!NNNNNNNNNNNNNNNN`, a CBOR map per record) for
- * the dlq tools. Read-only: records are removed only through the store's writer
+ * Reads the dead-letter records (keys.ts: `x!NNNNNNNNNNNNNNNN`, a CBOR map per record) for
+ * the dlq tools (dead-letters.ts maps where dead letters live). Read-only: records are removed only through the store's writer
  * (`Store.dropDeadLetters`), which keeps the `m!dlq` counter in the same atomic batch.
  *
  * Works on a live store's LevelDB handle and on one opened directly on a stopped

@@ -42,7 +42,8 @@
  *   reopen.ts         reopen LevelDB after a failed write
  *   quota.ts          maxBufferItems / maxBufferBytes and reservations
  *   evict.ts          fullPolicy=drop-oldest and the evicted ranges
- *   dead-letters.ts   dead-letter records and quarantine
+ *   dead-letters.ts   dead-letter records and quarantine on disk (its header maps every
+ *                     file dead letters touch); dlq-reader.ts reads them
  *   flush-side.ts     reads, hold/release, settle and the floor
  *   dedup-persist.ts  dedup windows on disk
  *   dedup-sweep.ts    forgetting the windows of idle devices on disk
@@ -58,7 +59,7 @@ import { GroupCommit } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
 import { cycleAwaited, type Append, type Cycle, type StoreEvents, type Waiter } from './cycle.ts'
 import type { Db } from './db.ts'
-import { DeadLetters, readDeadLetters, type DlqRecord } from './dead-letters.ts'
+import { DeadLetterStore, readDeadLetters, type DlqRecord } from './dead-letters.ts'
 import type { DedupWindow } from './dedup.ts'
 import { DedupPersistence } from './dedup-persist.ts'
 import { DedupSweep } from './dedup-sweep.ts'
@@ -89,7 +90,7 @@ export class Store extends EventEmitter<StoreEvents> {
   readonly log: Logger
   private readonly parts: Partition[]
   private readonly quota: Quota
-  private readonly dlq: DeadLetters
+  private readonly dlq: DeadLetterStore
   private readonly evictions: Evictions
   private readonly reopener: Reopener
   private readonly gc: GroupCommit<Cycle>
@@ -108,7 +109,7 @@ export class Store extends EventEmitter<StoreEvents> {
     this.log = log
     this.quota = new Quota(config)
     for (const p of r.parts) this.quota.apply(p.items, p.bytes)
-    this.dlq = new DeadLetters(r, config, db)
+    this.dlq = new DeadLetterStore(r, config, db)
     this.evictions = new Evictions(r.evicted, db, r.parts, log)
     this.reopener = new Reopener(db, r.parts, this.quota, log, () => this.closed)
     this.dedupSweep = new DedupSweep(db, config.dedupIdleForgetMs, log, () => this.gc.schedule())

@@ -13,7 +13,7 @@ import { type GroupWriter } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
 import { newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'
-import type { DeadLetters, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
+import type { DeadLetterStore, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
 import type { Evictions } from './evict.ts'
 import { K } from './keys.ts'
 import { itemCost, type Partition } from './partition.ts'
@@ -27,7 +27,7 @@ type Deps = {
   db: Db
   parts: Partition[]
   quota: Quota
-  deadLetters: DeadLetters
+  deadLetters: DeadLetterStore
   evictions: Evictions
   reopener: Reopener
   dedupSweep: DedupSweep

@@ -26,7 +26,7 @@ import { ReceiptSender } from '../../gateway/flush/receipt-sender.ts'
 import { WireFormat, type Wire } from '../../gateway/flush/wire.ts'
 import { MqttUpstream } from '../../gateway/flush/mqtt-upstream.ts'
 import { answerOf, type UpstreamResponse } from '../../gateway/flush/http-upstream.ts'
-import { DeadLetters } from '../../gateway/dlq/index.ts'
+import { DeadLetterTools } from '../../gateway/dlq/index.ts'
 import { MemDb } from './mem-db.ts'
 import { Ledger, ModelIngest, Violation, nkOf, type ReadingKind } from './oracle.ts'
 
@@ -108,7 +108,7 @@ type Inc = {
   client: ModelBrokerClient | null
   flushing: boolean[]
   /** the dead-letter tools, as the admin API runs them */
-  dlq: DeadLetters
+  dlq: DeadLetterTools
 }
 
 type Gw = { id: string, inc: Inc }
@@ -281,7 +281,7 @@ export class World {
       inc.client = client
       upstream = mqtt
     }
-    inc.dlq = new DeadLetters(store, { maxPayloadBytes: 16 * 1024, via: 'admin' }, log)
+    inc.dlq = new DeadLetterTools(store, { maxPayloadBytes: 16 * 1024, via: 'admin' }, log)
     inc.deliverer = new Deliverer({
       store,
       config,
