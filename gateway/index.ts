@@ -11,7 +11,7 @@ import { AuthFile } from './broker/auth.ts'
 import { Broker } from './broker/index.ts'
 import { pickLimits } from './broker/limits-config.ts'
 import { checkSecret, type GatewayConfig } from './config.ts'
-import { DeadLetters } from './dlq/index.ts'
+import { DeadLetterTools } from './dlq/index.ts'
 import { Flusher, type BatchUpstream } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Mapper } from './mapping/index.ts'
@@ -65,7 +65,7 @@ export class Gateway {
     const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config), mapper }, intake, metrics, logger), store)
     const flusher = new Flusher(store, { ...config, token, upstreamTls, receiptFormat: (device) => intake.payloadFormat(device) }, (topic, payload) => broker.publish(topic, payload), metrics, logger, { upstream: opts.upstream })
     let gw: Gateway | undefined
-    const dlq = new DeadLetters(store, { maxPayloadBytes: config.maxPayloadBytes, via: 'admin' }, logger, (action, n) => {
+    const dlq = new DeadLetterTools(store, { maxPayloadBytes: config.maxPayloadBytes, via: 'admin' }, logger, (action, n) => {
       metrics.dlqActions.inc({ action })
       metrics.dlqActionItems.inc({ action }, n)
     })

@@ -11,7 +11,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { HttpError, ValidationError } from '../../protocol/index.ts'
-import { parseFilter, type DeadLetters } from '../dlq/index.ts'
+import { parseFilter, type DeadLetterTools } from '../dlq/index.ts'
 import { csrfProblem } from './auth.ts'
 
 const MAX_BODY = 64 * 1024
@@ -48,7 +48,7 @@ const json = (res: ServerResponse, status: number, body: unknown): void => {
 }
 
 /** Handles /dlq routes; false when `path` is not one. */
-export async function dlqRoute (req: IncomingMessage, res: ServerResponse, url: URL, dlq: DeadLetters): Promise<boolean> {
+export async function dlqRoute (req: IncomingMessage, res: ServerResponse, url: URL, dlq: DeadLetterTools): Promise<boolean> {
   const path = url.pathname
   if (path !== '/dlq' && !path.startsWith('/dlq/')) return false
   const q = Object.fromEntries(url.searchParams)

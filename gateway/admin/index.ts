@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { listen } from '../listen.ts'
 import { HttpError, ValidationError } from '../../protocol/index.ts'
-import type { DeadLetters } from '../dlq/index.ts'
+import type { DeadLetterTools } from '../dlq/index.ts'
 import { AdminAuth } from './auth.ts'
 import { dlqRoute } from './dlq-routes.ts'
 import { LiveSampler, type LiveStatus } from './live.ts'
@@ -25,7 +25,7 @@ export type AdminHandlers = {
   ready: () => { ready: boolean, delivery?: boolean, reasons: string[] }
   status: () => Promise<unknown>
   /** the dead-letter tools of the running gateway (absent: /dlq routes answer 404) */
-  dlq?: DeadLetters
+  dlq?: DeadLetterTools
 }
 
 export type AdminOptions = {

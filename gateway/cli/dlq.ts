@@ -11,7 +11,7 @@ import { createWriteStream } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { pino, type Logger } from 'pino'
 import { EdgeError, ValidationError } from '../../protocol/index.ts'
-import { DeadLetters, parseFilter, type DeadLetterView } from '../dlq/index.ts'
+import { DeadLetterTools, parseFilter, type DeadLetterView } from '../dlq/index.ts'
 import { openDataDir, readDlqCount, StoreLockedError } from '../store/dlq-reader.ts'
 import { storeDefaults } from '../store/config.ts'
 import { Store } from '../store/index.ts'
@@ -102,15 +102,15 @@ type Backend = {
 async function localBackend (dataDir: string, mutating: boolean, maxPayloadBytes: number, log: Logger): Promise<Backend> {
   const { db, partitions } = await openDataDir(dataDir)
   let store: Store | null = null
-  let dlq: DeadLetters
+  let dlq: DeadLetterTools
   if (mutating) {
     await db.close()
     // the tool changes only what it is asked to: no quota drops while it works on the store
     store = await Store.open({ ...storeDefaults(), dataDir, partitions, durability: 'power', maxBufferItems: Number.MAX_SAFE_INTEGER, maxBufferBytes: Number.MAX_SAFE_INTEGER, fullPolicy: 'block', maxDlqItems: Number.MAX_SAFE_INTEGER, maxDlqBytes: Number.MAX_SAFE_INTEGER }, log)
-    dlq = new DeadLetters(store, { maxPayloadBytes, via: 'cli' }, log)
+    dlq = new DeadLetterTools(store, { maxPayloadBytes, via: 'cli' }, log)
   } else {
     // read-only: no recovery, no writes
-    dlq = new DeadLetters({ db, dlqCount: await readDlqCount(db) }, { maxPayloadBytes, via: 'cli' }, log)
+    dlq = new DeadLetterTools({ db, dlqCount: await readDlqCount(db) }, { maxPayloadBytes, via: 'cli' }, log)
   }
   return {
     list: (f, limit, after) => dlq.list(parseFilter(f), { limit, afterId: after }),

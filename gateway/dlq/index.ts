@@ -1,7 +1,9 @@
 /**
- * Dead-letter tools: list, show, export, replay, purge. One implementation serves the
- * `gateway dlq ...` CLI on a stopped gateway's data dir and the admin API of a running
- * gateway (the store's LevelDB lock makes the two exclusive).
+ * Dead-letter tools (`DeadLetterTools`): list, show, export, replay, purge, over the
+ * records the store keeps (store/dead-letters.ts, whose header maps where dead letters
+ * live). One implementation serves the `gateway dlq ...` CLI on a stopped gateway's data
+ * dir and the admin API of a running gateway (the store's LevelDB lock makes the two
+ * exclusive).
  *
  * Replay is exactly-once: the re-queued items (store appends) and the deletion of their
  * dead-letter records go into the same group-commit cycle, i.e. one atomic LevelDB batch.
@@ -12,7 +14,7 @@ import type { Logger } from 'pino'
 import { encodeItemFast, partitionOf, ValidationError } from '../../protocol/index.ts'
 import { readDeadLetter, reasonSummary, scanDeadLetters, type DeadLetter, type DlqFilter } from '../store/dlq-reader.ts'
 import type { Level } from 'level'
-import type { Store } from '../store/index.ts'
+import { itemCost, type Store } from '../store/index.ts'
 import { isEmptyFilter } from './filter.ts'
 import { revalidate, view, viewJson, type DeadLetterView, type Requeue } from './replay.ts'
 
@@ -48,7 +50,7 @@ export type PurgeResult = { matched: number, purged: number, /** with dryRun: ho
 export type DlqReadOnly = { readonly db: Level<string, Buffer>, readonly dlqCount: number }
 type Writable = Pick<Store, 'db' | 'dlqCount' | 'partitions' | 'hasRoom' | 'nextSeq' | 'append' | 'dropDeadLetters'>
 
-export class DeadLetters {
+export class DeadLetterTools {
   private queue: Promise<unknown> = Promise.resolve()
   private readonly log: Logger
 
@@ -173,7 +175,8 @@ export class DeadLetters {
       const ids: number[] = []
       for (const { rec, item } of chunk) {
         const p = partitionOf(item.device, store.partitions)
-        if (!store.hasRoom(256)) break
+        // the item is encoded once it has a seq: 256 bytes is the allowance asked for before
+        if (!store.hasRoom(itemCost(256))) break
         const s = store.nextSeq(p)
         const raw = encodeItemFast(p, s, item.device, item.seq, item.boot, item.ts, item.rx, item.values)
         store.append({ p, s, raw, settled: () => {} })

@@ -20,7 +20,7 @@ import type { Logger } from 'pino'
 import { Counter, Gauge } from 'prom-client'
 import { decodeReading, encodeItemFast, encodeItemSpan, partitionOf, scanReading, ScannedReading, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/index.ts'
-import { DedupWindow, type Store } from '../store/index.ts'
+import { DedupWindow, itemCost, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
 import { DedupWindowCache } from './dedup-cache.ts'
 import { PayloadFormats, type PayloadFormat } from './formats.ts'
@@ -52,6 +52,9 @@ class Entry {
     this.intake.itemSettled(this, err)
   }
 }
+
+/** Bytes asked for on top of a payload for the rest of its item (see `costOf`). */
+const ITEM_ENVELOPE_ALLOWANCE = 64
 const EMPTY = Buffer.alloc(0)
 type Blocked = { device: string, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue }
 type FloorWaiter = { target: number, entry: Entry, q: ClientQueue }
@@ -138,7 +141,7 @@ export class Intake {
       return
     }
     this.metrics.devices.reading(device, reading.seq)
-    if (this.blocked.length > 0 || !this.store.hasRoom(raw.length + 64)) {
+    if (this.blocked.length > 0 || !this.store.hasRoom(this.costOf(raw))) {
       if (this.blocked.length >= this.config.maxBlockedReadings) {
         this.outcome.blocked_disconnect.inc()
         this.log.warn({ device, blocked: this.blocked.length }, 'buffer full and too many readings waiting; disconnecting the publisher')
@@ -154,13 +157,22 @@ export class Intake {
 
   private admitBlocked (): void {
     let n = 0
-    while (this.blocked.length > 0 && this.store.hasRoom(this.blocked[0]!.raw.length + 64)) {
+    while (this.blocked.length > 0 && this.store.hasRoom(this.costOf(this.blocked[0]!.raw))) {
       const b = this.blocked.shift()!
       n++
       if (b.q.failed) { this.finish(b.q, b.entry, b.q.failed); continue }
       this.accept(b.device, b.reading, b.raw, b.entry, b.q)
     }
     if (n) this.metrics.blocked.set(this.blocked.length)
+  }
+
+  /**
+   * What the item of a payload will cost the store's quota. The item is encoded only once
+   * the reading is admitted (its seq is part of it), so its envelope (partition, seq,
+   * device id, boot, timestamps) is an allowance on top of the payload's bytes.
+   */
+  private costOf (raw: Buffer): number {
+    return itemCost(raw.length + ITEM_ENVELOPE_ALLOWANCE)
   }
 
   private accept (device: string, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {

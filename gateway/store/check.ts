@@ -32,13 +32,12 @@ import type { Db } from './db.ts'
 import { DedupWindow } from './dedup.ts'
 import { dlqRecordBytes } from './dead-letters.ts'
 import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
-import { ITEM_OVERHEAD } from './partition.ts'
+import { itemCost } from './partition.ts'
 import { readCounter } from './recover.ts'
 
 /** What the check found: `store` false when the directory holds no gateway store at all. */
 export type CheckReport = { store: boolean, problems: string[], summary: { partitions: number, items: number, deadLetters: number, windows: number, evictedRanges: number } }
 
-const PREFIXES = new Set(['m!', 'c!', 'i!', 'd!', 'e!', 'x!', 'q!'])
 const META = new Set<string>([K.epoch, K.partitions, K.version, K.dlqMeta])
 const MAX_LISTED = 50
 
@@ -54,10 +53,10 @@ export async function checkReport (db: Db, opts: CheckOptions): Promise<CheckRep
   const say = (msg: string): void => { problems.push(msg) }
   const epoch = await db.get(K.epoch)
   const partsBuf = await db.get(K.partitions)
-  if (epoch === undefined && partsBuf === undefined) return { store: false, problems: ['no gateway store here (no m!epoch, no m!partitions)'], summary }
+  if (epoch === undefined && partsBuf === undefined) return { store: false, problems: [`no gateway store here (no ${K.epoch}, no ${K.partitions})`], summary }
   const partitions = Number(partsBuf?.toString())
-  if (epoch === undefined || !/^[A-Za-z0-9_-]{8,64}$/.test(epoch.toString())) say('the store identity m!epoch is missing or unreadable')
-  if (!Number.isInteger(partitions) || partitions < 1) say('the store identity m!partitions is missing or unreadable')
+  if (epoch === undefined || !/^[A-Za-z0-9_-]{8,64}$/.test(epoch.toString())) say(`the store identity ${K.epoch} is missing or unreadable`)
+  if (!Number.isInteger(partitions) || partitions < 1) say(`the store identity ${K.partitions} is missing or unreadable`)
   summary.partitions = Number.isInteger(partitions) ? partitions : 0
 
   const counters = new Map<number, [number, number, number]>()
@@ -71,26 +70,26 @@ export async function checkReport (db: Db, opts: CheckOptions): Promise<CheckRep
   let dlqMaxId = -1
 
   for await (const [k, v] of db.iterator()) {
-    const prefix = k.slice(0, 2)
-    if (!PREFIXES.has(prefix)) { say(`unknown key ${JSON.stringify(k.slice(0, 40))}`); continue }
-    if (prefix === 'm!') {
+    const kind = K.kindOf(k)
+    if (kind === null) { say(`unknown key ${JSON.stringify(k.slice(0, 40))}`); continue }
+    if (kind === 'meta') {
       if (!META.has(k)) say(`unknown key ${JSON.stringify(k)}`)
       else if (k === K.dlqMeta) {
         const d = safeDecode(v)
         if (Array.isArray(d) && d.length === 3 && d.every((x) => Number.isSafeInteger(x) && x >= 0)) dlqMeta = d as [number, number, number]
-        else say('the dead-letter counter m!dlq is unreadable')
+        else say(`the dead-letter counter ${K.dlqMeta} is unreadable`)
       }
-    } else if (prefix === 'c!') {
-      const p = Number(k.slice(2))
+    } else if (kind === 'counter') {
+      const p = K.partitionOfCounter(k)
       const c = readCounter(v)
       if (!c) say(`partition ${p}: counter unreadable`)
       else counters.set(p, c)
-    } else if (prefix === 'i!') {
-      const p = Number(k.slice(2, 6))
+    } else if (kind === 'item') {
+      const p = K.partitionOfItem(k)
       const s = seqOfItemKey(k)
       let it = items.get(p)
       if (!it) { it = { n: 0, bytes: 0, seqs: [] }; items.set(p, it) }
-      it.n++; it.bytes += v.length + ITEM_OVERHEAD; it.seqs.push(s)
+      it.n++; it.bytes += itemCost(v.length); it.seqs.push(s)
       summary.items++
       const item = safeDecode(v)
       if (!Array.isArray(item) || item.length !== 8) { say(`partition ${p} seq ${s}: item unreadable`); continue }
@@ -101,19 +100,19 @@ export async function checkReport (db: Db, opts: CheckOptions): Promise<CheckRep
         if (!l) { l = []; byDevice.set(device, l) }
         l.push({ p, s, seq, boot: boot as string | number | null, rx: typeof item[6] === 'number' ? item[6] : 0 })
       }
-    } else if (prefix === 'e!') {
+    } else if (kind === 'evicted') {
       const { p, from } = parseEvictedKey(k)
       const to = safeDecode(v)
       if (typeof to !== 'number') { say(`partition ${p}: evicted range from seq ${from} unreadable`); continue }
       evicted.push({ p, from, to })
       summary.evictedRanges++
-    } else if (prefix === 'x!') {
-      const id = seqOfItemKey(k)
+    } else if (kind === 'dlq') {
+      const id = K.idOf(k)
       dlqCount++; dlqBytes += dlqRecordBytes(v); dlqMaxId = Math.max(dlqMaxId, id)
       const rec = safeDecode(v, 3) as { reason?: unknown } | null
       if (rec === null || typeof rec !== 'object' || typeof rec.reason !== 'string' || rec.reason === '') say(`dead letter ${id}: unreadable or without a reason`)
-    } else if (prefix === 'd!') {
-      const device = k.slice(2)
+    } else if (kind === 'dedup') {
+      const device = K.deviceOfDedup(k)
       try { windows.set(device, DedupWindow.decode(v)); summary.windows++ } catch (err) { say(`device ${device}: dedup window unreadable (${(err as Error).message})`) }
     }
   }

@@ -14,7 +14,7 @@
 import type { EvictedRange } from '../../protocol/index.ts'
 import type { DedupWindow } from './dedup.ts'
 import type { DlqRecord, Quarantined } from './dead-letters.ts'
-import { ITEM_OVERHEAD } from './partition.ts'
+import { itemCost } from './partition.ts'
 
 /** Told once its cycle is durable (null) or failed. An object form avoids a closure per reading. */
 export type Waiter = ((err: Error | null) => void) | { settled: (err: Error | null) => void }
@@ -22,14 +22,14 @@ export type Waiter = ((err: Error | null) => void) | { settled: (err: Error | nu
 /** An item to append: the intake's per-reading entry carries p, s and its wire bytes itself. */
 export type Append = { p: number, s: number, raw: Buffer, settled: (err: Error | null) => void }
 
-/** An item leaving the store; `size` counts ITEM_OVERHEAD. */
+/** An item leaving the store; `size` is its `itemCost`. */
 export type Removal = { p: number, s: number, size: number }
 
 export type DeadItem = Removal & { raw: Buffer, reason: string }
 
 /**
  * One cycle's contents. Its `add` methods account for what each addition costs (bytes
- * with ITEM_OVERHEAD, the pin on a dedup window), and it says what kind of cycle it is
+ * by `itemCost`, the pin on a dedup window), and it says what kind of cycle it is
  * (empty, awaited, deletes only). It owns the sealing rule of the header: `seal()` is the
  * writer's first statement, and a window can no longer be added to a sealed cycle.
  */
@@ -44,13 +44,13 @@ export class Cycle {
   /** dead-letter record ids to delete (purged, or replayed by appends of this same cycle) */
   readonly dlqDrops: number[] = []
   readonly waiters: Waiter[] = []
-  /** bytes of the appended items, ITEM_OVERHEAD included (their reservation in the quota) */
+  /** bytes of the appended items, each by `itemCost` (their reservation in the quota) */
   appendedBytes = 0
   private sealed: Array<[device: string, bytes: Buffer]> | null = null
 
-  /** Adds an item; returns what it reserves in the quota (bytes with ITEM_OVERHEAD). */
+  /** Adds an item; returns what it reserves in the quota (its `itemCost`). */
   append (a: Append): number {
-    const size = a.raw.length + ITEM_OVERHEAD
+    const size = itemCost(a.raw.length)
     this.appends.push(a)
     this.appendedBytes += size
     return size
@@ -64,14 +64,14 @@ export class Cycle {
     w.pending++
   }
 
-  /** An item answered upstream: `rawSize` as read (ITEM_OVERHEAD is added here). */
+  /** An item answered upstream: `rawSize` as read (its `itemCost` is taken here). */
   remove (p: number, s: number, rawSize: number): void {
-    this.deletes.push({ p, s, size: rawSize + ITEM_OVERHEAD })
+    this.deletes.push({ p, s, size: itemCost(rawSize) })
   }
 
   /** An item moved to the dead-letter store. */
   deadItem (p: number, s: number, raw: Buffer, reason: string): void {
-    this.deadItems.push({ p, s, size: raw.length + ITEM_OVERHEAD, raw, reason })
+    this.deadItems.push({ p, s, size: itemCost(raw.length), raw, reason })
   }
 
   deadLetter (rec: DlqRecord): void { this.dlq.push(rec) }

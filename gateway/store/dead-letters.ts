@@ -1,9 +1,24 @@
 /**
- * Dead letters and quarantine. A dead-letter record (`x!` keys) keeps what could not be
- * delivered with its reason and the raw bytes: invalid payloads, readings older than the
- * dedup window, items the ingest rejected or that became unreadable in the store. A
- * quarantined entry (`q!` keys) is a store entry that could not be read at all (e.g. a
- * corrupt dedup window), moved aside so startup never crash-loops on it.
+ * The dead-letter store: dead-letter records and quarantine on disk (`DeadLetterStore`).
+ *
+ * Where dead letters live (this header is the one map of them):
+ *   store/dead-letters.ts  records on disk: their ids, count, bytes and quota, and the
+ *                          quarantine (`DeadLetterStore`, owned by the store)
+ *   store/index.ts         `Store.deadLetter`: the intake's invalid and too-old readings
+ *   store/flush-side.ts    items the upstream rejected and items unreadable in the store
+ *   store/cycle.ts         a dead letter joins the current cycle (`Cycle.deadLetter`,
+ *                          `deadItem`, `dropDeadLetter`); store/writer.ts writes it in the
+ *                          cycle's batch
+ *   store/dlq-reader.ts    reads and filters records (read-only, also on a stopped gateway)
+ *   store/recover.ts       recounts the records when their counter cannot be trusted
+ *   dlq/                   the operator's tools: list, show, export, replay, purge
+ *                          (`DeadLetterTools`), for cli/dlq.ts and admin/dlq-routes.ts
+ *
+ * A dead-letter record (`x!` keys) keeps what could not be delivered with its reason and
+ * the raw bytes: invalid payloads, readings older than the dedup window, items the ingest
+ * rejected or that became unreadable in the store. A quarantined entry (`q!` keys) is a
+ * store entry that could not be read at all (e.g. a corrupt dedup window), moved aside so
+ * startup never crash-loops on it.
  *
  * `m!dlq` holds [nextId, count, bytes] and is written in the same batch as the records it
  * counts; recovery recounts when it is unreadable or from an older layout (recover.ts).
@@ -15,7 +30,7 @@
 import { decodeUntrusted, encodeCbor } from '../../protocol/index.ts'
 import type { StoreConfig } from './config.ts'
 import type { Batch, Db } from './db.ts'
-import { K, seqOfItemKey } from './keys.ts'
+import { K } from './keys.ts'
 
 export type DlqRecord = {
   kind: 'payload' | 'item' | 'too-old'
@@ -46,8 +61,8 @@ export type DlqPlan = {
 
 export type DlqStaged = { nextId: number, count: number, bytes: number, quarantineNext: number, dropped: number, droppedIds: [number, number] | null }
 
-/** Ids, count, bytes and quota of the dead-letter store, and the quarantine's ids. */
-export class DeadLetters {
+/** Ids, count, bytes and quota of the dead-letter records on disk, and the quarantine's ids. */
+export class DeadLetterStore {
   private nextId: number
   private countValue: number
   private bytesValue: number
@@ -86,7 +101,7 @@ export class DeadLetters {
     let after: string | undefined
     while (over()) {
       const limit = Math.min(Math.max(items - maxDlqItems, 0) + 64, 4096)
-      const range = after === undefined ? K.range('x!') : { gt: after, lt: K.range('x!').lt }
+      const range = after === undefined ? K.all('dlq') : { gt: after, lt: K.all('dlq').lt }
       const chunk = await this.db.iterator({ ...range, limit }).all()
       for (const [k, v] of chunk) {
         if (gone.has(k)) continue
@@ -129,8 +144,8 @@ export class DeadLetters {
       b.put(K.quarantine(qId++), encodeCbor({ key: q.key, reason: q.reason, raw: q.raw }))
     }
     const dropped = plan.dropOld.length + plan.dropNew
-    const firstDropped = plan.dropOld.length ? seqOfItemKey(plan.dropOld[0]!.key) : this.nextId
-    const lastDropped = plan.dropNew ? this.nextId + plan.dropNew - 1 : plan.dropOld.length ? seqOfItemKey(plan.dropOld[plan.dropOld.length - 1]!.key) : -1
+    const firstDropped = plan.dropOld.length ? K.idOf(plan.dropOld[0]!.key) : this.nextId
+    const lastDropped = plan.dropNew ? this.nextId + plan.dropNew - 1 : plan.dropOld.length ? K.idOf(plan.dropOld[plan.dropOld.length - 1]!.key) : -1
     return { nextId: id, count, bytes, quarantineNext: qId, dropped, droppedIds: dropped ? [firstDropped, lastDropped] : null }
   }
 
@@ -152,6 +167,6 @@ export const dlqRecordBytes = (value: Uint8Array): number => value.length + KEY_
 /** Dead-letter records, oldest first (bounded). */
 export async function readDeadLetters (db: Db, limit: number): Promise<DlqRecord[]> {
   const out: DlqRecord[] = []
-  for await (const v of db.values({ ...K.range('x!'), limit })) out.push(decodeUntrusted(v, { maxDepth: 3 }) as DlqRecord)
+  for await (const v of db.values({ ...K.all('dlq'), limit })) out.push(decodeUntrusted(v, { maxDepth: 3 }) as DlqRecord)
   return out
 }

@@ -54,7 +54,7 @@ export class DedupBound {
   static async open (db: Db, max: number, log: Logger): Promise<DedupBound> {
     const t0 = performance.now()
     const found: Array<{ device: string, seenAtS: number }> = []
-    for await (const [k, v] of db.iterator(K.range('d!'))) found.push({ device: k.slice(2), seenAtS: DedupWindow.seenAtOf(v) })
+    for await (const [k, v] of db.iterator(K.all('dedup'))) found.push({ device: K.deviceOfDedup(k), seenAtS: DedupWindow.seenAtOf(v) })
     // Array.prototype.sort is stable: equal times keep key order
     found.sort((a, b) => a.seenAtS - b.seenAtS)
     const excess = Math.max(0, found.length - max)

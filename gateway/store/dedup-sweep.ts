@@ -33,11 +33,11 @@ export class DedupSweep {
   async plan (c: Cycle): Promise<string[]> {
     const nowS = Math.floor(Date.now() / 1000)
     const idleS = Math.floor(this.idleMs / 1000)
-    const range = this.after === undefined ? K.range('d!') : { gt: this.after, lt: K.range('d!').lt }
+    const range = this.after === undefined ? K.all('dedup') : { gt: this.after, lt: K.all('dedup').lt }
     const chunk = await this.db.iterator({ ...range, limit: CHUNK }).all()
     const out: string[] = []
     for (const [k, v] of chunk) {
-      if (c.devices.has(k.slice(2))) continue
+      if (c.devices.has(K.deviceOfDedup(k))) continue
       let w: DedupWindow
       try { w = DedupWindow.decode(v) } catch { continue } // unreadable: quarantined when loaded
       if (w.idleSince(nowS, idleS)) out.push(k)

@@ -1,6 +1,6 @@
 /**
- * Reads the dead-letter store (keys.ts: `x!NNNNNNNNNNNNNNNN`, a CBOR map per record) for
- * the dlq tools. Read-only: records are removed only through the store's writer
+ * Reads the dead-letter records (keys.ts: `x!NNNNNNNNNNNNNNNN`, a CBOR map per record) for
+ * the dlq tools (dead-letters.ts maps where dead letters live). Read-only: records are removed only through the store's writer
  * (`Store.dropDeadLetters`), which keeps the `m!dlq` counter in the same atomic batch.
  *
  * Works on a live store's LevelDB handle and on one opened directly on a stopped
@@ -42,8 +42,6 @@ export type DlqFilter = {
 }
 
 type Db = Level<string, Buffer>
-
-const idOfKey = (key: string): number => Number(key.slice(2))
 
 /** A stored field as text, without calling anything on it (a damaged record may hold any value). */
 const text = (v: unknown): string =>
@@ -108,12 +106,12 @@ export async function * scanDeadLetters (db: Db, filter: DlqFilter = {}, opts: {
   const limit = opts.limit ?? Infinity
   let n = 0
   if (limit <= 0) return
-  const all = K.range('x!')
+  const all = K.all('dlq')
   const range = opts.afterId === undefined
     ? all
     : opts.newest ? { gt: all.gt, lt: K.dlq(opts.afterId) } : { gt: K.dlq(opts.afterId), lt: all.lt }
   for await (const [k, v] of db.iterator({ ...range, reverse: opts.newest === true })) {
-    const r = decodeDeadLetter(idOfKey(k), v)
+    const r = decodeDeadLetter(K.idOf(k), v)
     if (!match(r)) continue
     yield r
     if (++n >= limit) return
@@ -130,7 +128,7 @@ export async function reasonSummary (db: Db, max = 10_000): Promise<{ scanned: n
   const byKind: Record<string, number> = {}
   const byReason: Record<string, number> = {}
   let scanned = 0
-  for await (const v of db.values({ ...K.range('x!'), limit: max + 1 })) {
+  for await (const v of db.values({ ...K.all('dlq'), limit: max + 1 })) {
     if (scanned === max) return { scanned, complete: false, byKind, byReason }
     scanned++
     const r = decodeDeadLetter(0, v)

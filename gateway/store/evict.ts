@@ -10,7 +10,7 @@ import type { EvictedRange } from '../../protocol/index.ts'
 import type { Cycle, Removal } from './cycle.ts'
 import type { Db } from './db.ts'
 import { K, seqOfItemKey } from './keys.ts'
-import { ITEM_OVERHEAD, type Partition } from './partition.ts'
+import { itemCost, type Partition } from './partition.ts'
 
 export type EvictionPlan = { deletes: Removal[], ranges: EvictedRange[] }
 
@@ -57,7 +57,7 @@ export class Evictions {
       let last = from
       const limit = Math.min(Math.max(items - max.maxBufferItems, 0) + 64, 4096)
       for await (const [k, v] of this.db.iterator({ gte: K.item(best, from), lt: K.itemEnd(best), limit })) {
-        const size = v.length + ITEM_OVERHEAD
+        const size = itemCost(v.length)
         last = seqOfItemKey(k)
         if (part.isSettling(last)) continue // answered upstream, its delete is queued
         got.push({ p: best, s: last, size })

@@ -42,7 +42,8 @@
  *   reopen.ts         reopen LevelDB after a failed write
  *   quota.ts          maxBufferItems / maxBufferBytes and reservations
  *   evict.ts          fullPolicy=drop-oldest and the evicted ranges
- *   dead-letters.ts   dead-letter records and quarantine
+ *   dead-letters.ts   dead-letter records and quarantine on disk (its header maps every
+ *                     file dead letters touch); dlq-reader.ts reads them
  *   flush-side.ts     reads, hold/release, settle and the floor
  *   dedup-persist.ts  dedup windows on disk
  *   dedup-sweep.ts    forgetting the windows of idle devices on disk
@@ -58,14 +59,14 @@ import { GroupCommit } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
 import { cycleAwaited, type Append, type Cycle, type StoreEvents, type Waiter } from './cycle.ts'
 import type { Db } from './db.ts'
-import { DeadLetters, readDeadLetters, type DlqRecord } from './dead-letters.ts'
+import { DeadLetterStore, readDeadLetters, type DlqRecord } from './dead-letters.ts'
 import type { DedupWindow } from './dedup.ts'
 import { DedupPersistence } from './dedup-persist.ts'
 import { DedupSweep } from './dedup-sweep.ts'
 import { DedupBound } from './dedup-bound.ts'
 import { Evictions } from './evict.ts'
 import { FlushSide, type ReadBatch } from './flush-side.ts'
-import type { Partition } from './partition.ts'
+import { itemCost, type Partition } from './partition.ts'
 import { Quota } from './quota.ts'
 import { recover, type Recovered } from './recover.ts'
 import { Reopener } from './reopen.ts'
@@ -77,6 +78,7 @@ export type { StoreConfig } from './config.ts'
 export type { Append, StoreEvents, Waiter } from './cycle.ts'
 export type { DlqRecord } from './dead-letters.ts'
 export type { ReadBatch } from './flush-side.ts'
+export { itemCost } from './partition.ts'
 
 /** `settling`: items answered upstream whose delete is not durable yet (part of `depth`). */
 export type PartitionStats = { p: number, depth: number, bytes: number, nextSeq: number, head: number, inFlight: boolean, settling: number }
@@ -88,7 +90,7 @@ export class Store extends EventEmitter<StoreEvents> {
   readonly log: Logger
   private readonly parts: Partition[]
   private readonly quota: Quota
-  private readonly dlq: DeadLetters
+  private readonly dlq: DeadLetterStore
   private readonly evictions: Evictions
   private readonly reopener: Reopener
   private readonly gc: GroupCommit<Cycle>
@@ -107,7 +109,7 @@ export class Store extends EventEmitter<StoreEvents> {
     this.log = log
     this.quota = new Quota(config)
     for (const p of r.parts) this.quota.apply(p.items, p.bytes)
-    this.dlq = new DeadLetters(r, config, db)
+    this.dlq = new DeadLetterStore(r, config, db)
     this.evictions = new Evictions(r.evicted, db, r.parts, log)
     this.reopener = new Reopener(db, r.parts, this.quota, log, () => this.closed)
     this.dedupSweep = new DedupSweep(db, config.dedupIdleForgetMs, log, () => this.gc.schedule())
@@ -183,9 +185,12 @@ export class Store extends EventEmitter<StoreEvents> {
     return this.parts[p]!.committedNext - 1
   }
 
-  /** True when one more item of `bytes` fits the quota (always true under drop-oldest). */
-  hasRoom (bytes: number): boolean {
-    return this.quota.hasRoom(bytes)
+  /**
+   * True when one more item costing `cost` fits the quota (always true under drop-oldest).
+   * `cost` is `itemCost` of the item's bytes, the measure the store accounts in.
+   */
+  hasRoom (cost: number): boolean {
+    return this.quota.hasRoom(cost)
   }
 
   /** Appends an item (its wire CBOR) to the current cycle; `a.settled` runs once it is durable. */
@@ -284,7 +289,7 @@ export class Store extends EventEmitter<StoreEvents> {
   get bytes (): number { return this.quota.bytes }
   get dlqCount (): number { return this.dlq.count }
   get dlqBytes (): number { return this.dlq.bytes }
-  get full (): boolean { return !this.hasRoom(0) }
+  get full (): boolean { return !this.hasRoom(itemCost(0)) }
 
   partitionStats (): PartitionStats[] {
     return this.parts.map((s) => ({ p: s.p, depth: s.items, bytes: s.bytes, nextSeq: s.next, head: s.head, inFlight: s.inFlight, settling: s.settlingCount }))

@@ -14,8 +14,17 @@
  * while the head stays below them until the write lands.
  */
 
-/** Bytes an item costs against `maxBufferBytes`: value plus key. */
-export const ITEM_OVERHEAD = 24
+/** Bytes an item's key and bookkeeping cost against `maxBufferBytes` on top of its value. */
+const ITEM_OVERHEAD = 24
+
+/**
+ * What one item of `valueBytes` costs against `maxBufferBytes`: the one measure the quota,
+ * the cycle, the writer, recovery, eviction, the flusher's settling and `gateway check`
+ * count in, and the one the intake asks `hasRoom` in. Nothing else adds the overhead.
+ */
+export function itemCost (valueBytes: number): number {
+  return valueBytes + ITEM_OVERHEAD
+}
 
 export type Hold = { state: 'idle' } | { state: 'reading' } | { state: 'holding', heldTo: number }
 
@@ -27,7 +36,7 @@ export class Partition {
   next: number
   /** one past the highest seq written durably */
   committedNext: number
-  /** durable item count and bytes (with ITEM_OVERHEAD) */
+  /** durable item count and bytes (each item counted by `itemCost`) */
   items: number
   bytes: number
   /** lowest seq that may still be held: reads start here, the upstream floor */

@@ -5,7 +5,6 @@
  * (evict.ts).
  */
 import type { StoreConfig } from './config.ts'
-import { ITEM_OVERHEAD } from './partition.ts'
 
 export class Quota {
   items = 0
@@ -15,11 +14,11 @@ export class Quota {
 
   constructor (private readonly config: Pick<StoreConfig, 'maxBufferItems' | 'maxBufferBytes' | 'fullPolicy'>) {}
 
-  /** True when one more item of `bytes` fits (always true under drop-oldest). */
-  hasRoom (bytes: number): boolean {
+  /** True when one more item costing `cost` (its `itemCost`) fits (always true under drop-oldest). */
+  hasRoom (cost: number): boolean {
     if (this.config.fullPolicy === 'drop-oldest') return true
     return this.items + this.reservedItems < this.config.maxBufferItems &&
-      this.bytes + this.reservedBytes + bytes + ITEM_OVERHEAD <= this.config.maxBufferBytes
+      this.bytes + this.reservedBytes + cost <= this.config.maxBufferBytes
   }
 
   /** True when the durable totals exceed the quota (drop-oldest evicts then). */
@@ -27,7 +26,7 @@ export class Quota {
     return this.items > this.config.maxBufferItems || this.bytes > this.config.maxBufferBytes
   }
 
-  /** An item of `size` bytes (with overhead) was appended to a cycle. */
+  /** An item costing `size` (its `itemCost`) was appended to a cycle. */
   reserve (size: number): void {
     this.reservedItems++
     this.reservedBytes += size

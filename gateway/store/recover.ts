@@ -10,7 +10,7 @@ import { dlqRecordBytes } from './dead-letters.ts'
 import { K, parseEvictedKey, seqOfItemKey } from './keys.ts'
 import type { StoreConfig } from './config.ts'
 import type { Db } from './db.ts'
-import { ITEM_OVERHEAD, Partition } from './partition.ts'
+import { itemCost, Partition } from './partition.ts'
 
 export type Recovered = { epoch: string, parts: Partition[], dlq: [nextId: number, count: number, bytes: number], evicted: EvictedRange[], quarantineNext: number }
 
@@ -61,7 +61,7 @@ export async function recover (config: StoreConfig, db: Db, log: Logger): Promis
       // no counter (new store) or an unreadable one: count the partition with a bounded iterator
       let items = 0
       let bytes = 0
-      for await (const [, v] of db.iterator(range)) { items++; bytes += v.length + ITEM_OVERHEAD }
+      for await (const [, v] of db.iterator(range)) { items++; bytes += itemCost(v.length) }
       counter = { next: lastSeq + 1, items, bytes }
       if (buf !== undefined) await db.put(K.counter(p), encodeCbor([counter.next, items, bytes]), { sync: true })
     }
@@ -82,15 +82,15 @@ export async function recover (config: StoreConfig, db: Db, log: Logger): Promis
   if (!dlqOk) {
     log.warn('dead-letter counter unreadable or without bytes; recounting')
     dlq[1] = 0
-    for await (const v of db.values(K.range('x!'))) { dlq[1]++; dlq[2] += dlqRecordBytes(v) }
+    for await (const v of db.values(K.all('dlq'))) { dlq[1]++; dlq[2] += dlqRecordBytes(v) }
   }
-  const lastDlq = await db.keys({ ...K.range('x!'), limit: 1, reverse: true }).all()
-  if (lastDlq.length) dlq[0] = Math.max(dlq[0], seqOfItemKey(lastDlq[0]!) + 1)
+  const lastDlq = await db.keys({ ...K.all('dlq'), limit: 1, reverse: true }).all()
+  if (lastDlq.length) dlq[0] = Math.max(dlq[0], K.idOf(lastDlq[0]!) + 1)
   const evicted: EvictedRange[] = []
-  for await (const [k, v] of db.iterator(K.range('e!'))) {
+  for await (const [k, v] of db.iterator(K.all('evicted'))) {
     const { p, from } = parseEvictedKey(k)
     try { evicted.push([p, from, decodeUntrusted(v, { maxDepth: 1 }) as number]) } catch { log.warn({ key: k }, 'evicted range unreadable; skipped') }
   }
-  const lastQ = await db.keys({ ...K.range('q!'), limit: 1, reverse: true }).all()
-  return { epoch, parts, dlq, evicted, quarantineNext: lastQ.length ? seqOfItemKey(lastQ[0]!) + 1 : 0 }
+  const lastQ = await db.keys({ ...K.all('quarantine'), limit: 1, reverse: true }).all()
+  return { epoch, parts, dlq, evicted, quarantineNext: lastQ.length ? K.idOf(lastQ[0]!) + 1 : 0 }
 }

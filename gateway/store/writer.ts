@@ -13,10 +13,10 @@ import { type GroupWriter } from '../../common/index.ts'
 import type { StoreConfig } from './config.ts'
 import { newCycle, tell, type Cycle, type StoreEvents } from './cycle.ts'
 import type { Db } from './db.ts'
-import type { DeadLetters, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
+import type { DeadLetterStore, DlqPlan, DlqRecord, DlqStaged } from './dead-letters.ts'
 import type { Evictions } from './evict.ts'
 import { K } from './keys.ts'
-import { ITEM_OVERHEAD, type Partition } from './partition.ts'
+import { itemCost, type Partition } from './partition.ts'
 import type { Quota } from './quota.ts'
 import type { Reopener } from './reopen.ts'
 import type { DedupSweep } from './dedup-sweep.ts'
@@ -27,7 +27,7 @@ type Deps = {
   db: Db
   parts: Partition[]
   quota: Quota
-  deadLetters: DeadLetters
+  deadLetters: DeadLetterStore
   evictions: Evictions
   reopener: Reopener
   dedupSweep: DedupSweep
@@ -85,7 +85,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
       const b = db.batch()
       for (const a of c.appends) {
         b.put(K.item(a.p, a.s), a.raw)
-        const x = d(a.p); x.items++; x.bytes += a.raw.length + ITEM_OVERHEAD
+        const x = d(a.p); x.items++; x.bytes += itemCost(a.raw.length)
       }
       for (const x of c.deletes) {
         b.del(K.item(x.p, x.s))
@@ -204,7 +204,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
 /** Device ids of the dedup windows a cycle deletes anyway: idle (sweep) and quarantined. */
 function dedupRemoved (forgotten: string[], c: Cycle): string[] {
   if (forgotten.length === 0 && c.quarantine.length === 0) return forgotten
-  const out = forgotten.map((k) => k.slice(2))
-  for (const q of c.quarantine) if (q.key.startsWith('d!')) out.push(q.key.slice(2))
+  const out = forgotten.map(K.deviceOfDedup)
+  for (const q of c.quarantine) if (K.isDedup(q.key)) out.push(K.deviceOfDedup(q.key))
   return out
 }

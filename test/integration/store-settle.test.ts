@@ -8,7 +8,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import pino from 'pino'
 import { encodeItemFast } from '../../protocol/index.ts'
-import { Store, type StoreConfig } from '../../gateway/store/index.ts'
+import { itemCost, Store, type StoreConfig } from '../../gateway/store/index.ts'
 import { storeDefaults } from '../../gateway/store/config.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
 
@@ -157,7 +157,7 @@ test('a failed write gives back the room its readings had reserved (block)', asy
     store.append({ p: 0, s, raw: encodeItemFast(0, s, 'dev', s, 1, 1, 1, { t: s }), settled: resolve })
   })))
   assert.ok(results.every((e) => e instanceof Error), 'both readings failed with the write')
-  assert.equal(store.hasRoom(10), true, 'their room is back')
+  assert.equal(store.hasRoom(itemCost(10)), true, 'their room is back')
   assert.ok(spaces > 0, 'and the store said so (the intake admits readings waiting for room on it)')
 })
 

@@ -24,6 +24,7 @@
  */
 import { AckCode, decodeBatch, decodeBatchV2, decodeTrusted, type ItemResult } from '../../protocol/index.ts'
 import { DedupWindow } from '../../gateway/store/index.ts'
+import { K, parseEvictedKey } from '../../gateway/store/keys.ts'
 import type { Commit } from './mem-db.ts'
 
 export class Violation extends Error {
@@ -131,8 +132,8 @@ export class Ledger {
     const undead = new Set<string>()
     const windows: Array<[string, Buffer]> = []
     for (const [k, v] of c) {
-      const t = k.slice(0, 2)
-      if (t === 'i!') {
+      const t = K.kindOf(k)
+      if (t === 'item') {
         const old = b.items.get(k)
         if (old !== undefined) { b.items.delete(k); dec(this.inStore, old); gone.push(old) }
         if (v !== null) {
@@ -144,7 +145,7 @@ export class Ledger {
           b.everPut.set(`${it[0] as number}|${it[1] as number}`, nk)
           b.everNk.add(nk)
         }
-      } else if (t === 'x!') {
+      } else if (t === 'dlq') {
         const old = b.dlq.get(k)
         if (old !== undefined) { b.dlq.delete(k); dec(this.inDlq, old); gone.push(old); undead.add(old) }
         if (v !== null) {
@@ -153,17 +154,16 @@ export class Ledger {
           inc(this.inDlq, nk)
           this.settledOnce.add(nk)
         }
-      } else if (t === 'e!' && v !== null) {
-        const p = Number(k.slice(2, 6))
-        const from = Number(k.slice(7))
+      } else if (t === 'evicted' && v !== null) {
+        const { p, from } = parseEvictedKey(k)
         const to = decodeTrusted(v) as number
         for (let s = from; s <= to; s++) {
           const nk = b.everPut.get(`${p}|${s}`)
           if (nk !== undefined) { this.evicted.add(nk); this.settledOnce.add(nk) }
         }
-      } else if (t === 'd!' && v !== null) {
-        windows.push([k.slice(2), v])
-      } else if (k === 'm!epoch' && v !== null) {
+      } else if (t === 'dedup' && v !== null) {
+        windows.push([K.deviceOfDedup(k), v])
+      } else if (k === K.epoch && v !== null) {
         b.epoch = v.toString()
       }
     }

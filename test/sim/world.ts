@@ -14,6 +14,7 @@ import { decodeTrusted, encodeCbor, encodeResponse, encodeResponseV2, encodeResu
 import { DedupWindow, Store, type StoreConfig } from '../../gateway/store/index.ts'
 import { storeDefaults } from '../../gateway/store/config.ts'
 import type { Db } from '../../gateway/store/db.ts'
+import { K } from '../../gateway/store/keys.ts'
 import { checkStore } from '../../gateway/store/check.ts'
 import { Intake } from '../../gateway/intake/index.ts'
 import { Metrics } from '../../gateway/metrics/index.ts'
@@ -25,7 +26,7 @@ import { ReceiptSender } from '../../gateway/flush/receipt-sender.ts'
 import { WireFormat, type Wire } from '../../gateway/flush/wire.ts'
 import { MqttUpstream } from '../../gateway/flush/mqtt-upstream.ts'
 import { answerOf, type UpstreamResponse } from '../../gateway/flush/http-upstream.ts'
-import { DeadLetters } from '../../gateway/dlq/index.ts'
+import { DeadLetterTools } from '../../gateway/dlq/index.ts'
 import { MemDb } from './mem-db.ts'
 import { Ledger, ModelIngest, Violation, nkOf, type ReadingKind } from './oracle.ts'
 
@@ -107,7 +108,7 @@ type Inc = {
   client: ModelBrokerClient | null
   flushing: boolean[]
   /** the dead-letter tools, as the admin API runs them */
-  dlq: DeadLetters
+  dlq: DeadLetterTools
 }
 
 type Gw = { id: string, inc: Inc }
@@ -225,7 +226,7 @@ export class World {
   private async boot (gw: Gw, data: Map<string, Buffer>): Promise<Inc> {
     const db = new MemDb(data)
     db.onCommit = (c) => {
-      if (this.log) for (const [k, v] of c) if (!k.startsWith('c!')) this.trace(`${gw.id} disk ${v === null ? 'del' : 'put'} ${k}${v && k.startsWith('d!') ? ' ' + JSON.stringify(DedupWindow.decode(v).bootMarks()) : ''}${v && k.startsWith('x!') ? ' ' + String((decodeTrusted(v) as { reason: string }).reason) : ''}`)
+      if (this.log) for (const [k, v] of c) if (K.kindOf(k) !== 'counter') this.trace(`${gw.id} disk ${v === null ? 'del' : 'put'} ${k}${v && K.isDedup(k) ? ' ' + JSON.stringify(DedupWindow.decode(v).bootMarks()) : ''}${v && K.kindOf(k) === 'dlq' ? ' ' + String((decodeTrusted(v) as { reason: string }).reason) : ''}`)
       this.ledger.commit(gw.id, c)
     }
     const store = await Store.openOn(this.storeConfig, db as unknown as Db, log)
@@ -280,7 +281,7 @@ export class World {
       inc.client = client
       upstream = mqtt
     }
-    inc.dlq = new DeadLetters(store, { maxPayloadBytes: 16 * 1024, via: 'admin' }, log)
+    inc.dlq = new DeadLetterTools(store, { maxPayloadBytes: 16 * 1024, via: 'admin' }, log)
     inc.deliverer = new Deliverer({
       store,
       config,

@@ -9,7 +9,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cycle } from '../../gateway/store/cycle.ts'
 import { DedupWindow } from '../../gateway/store/dedup.ts'
-import { ITEM_OVERHEAD } from '../../gateway/store/partition.ts'
+import { itemCost } from '../../gateway/store/partition.ts'
 
 test('a sealed cycle keeps its windows as they were when it was formed', () => {
   const c = new Cycle()
@@ -30,12 +30,12 @@ test('a sealed cycle keeps its windows as they were when it was formed', () => {
 test('a cycle accounts for what it carries', () => {
   const c = new Cycle()
   assert.equal(c.empty, true)
-  assert.equal(c.append({ p: 0, s: 0, raw: Buffer.alloc(10), settled: () => {} }), 10 + ITEM_OVERHEAD)
-  assert.equal(c.appendedBytes, 10 + ITEM_OVERHEAD)
+  assert.equal(c.append({ p: 0, s: 0, raw: Buffer.alloc(10), settled: () => {} }), itemCost(10))
+  assert.equal(c.appendedBytes, itemCost(10))
   assert.equal(c.awaited, true)
   const d = new Cycle()
   d.remove(0, 3, 7)
-  assert.deepEqual(d.deletes, [{ p: 0, s: 3, size: 7 + ITEM_OVERHEAD }])
+  assert.deepEqual(d.deletes, [{ p: 0, s: 3, size: itemCost(7) }])
   assert.equal(d.deletesOnly(0), true, 'only deletes: written without fsync')
   assert.equal(d.deletesOnly(1), false, 'an eviction with it is not')
   d.deadItem(0, 4, Buffer.alloc(5), 'rejected')
