@@ -133,12 +133,8 @@ test('an emptied partition\'s floor passes every committed item, whatever order 
   assert.equal(floors.at(-1), 3, 'and the floor event says so (the intake releases delivered-mode PUBACKs on it)')
 })
 
-test('a failed write gives back the room its readings had reserved (block)', async (t) => {
-  // The failure this guards (found by the acknowledgment-path simulation): under
-  // fullPolicy=block, readings appended to a cycle reserve room; when that write failed,
-  // the reservation ended but nobody was told, so readings the intake held back for room
-  // waited for a delete, which an empty buffer never makes: nothing was acknowledged again.
-  const store = await openStore(t, { maxBufferItems: 2 })
+/** The store's next batch write fails as a full disk would; the writes after it go through. */
+function failNextWrite (store: Store): void {
   const realBatch = store.db.batch.bind(store.db)
   let failNext = true
   ;(store.db as { batch: () => unknown }).batch = () => {
@@ -150,6 +146,15 @@ test('a failed write gives back the room its readings had reserved (block)', asy
     }) as typeof b.write
     return b
   }
+}
+
+test('a failed write gives back the room its readings had reserved (block)', async (t) => {
+  // The failure this guards (found by the acknowledgment-path simulation): under
+  // fullPolicy=block, readings appended to a cycle reserve room; when that write failed,
+  // the reservation ended but nobody was told, so readings the intake held back for room
+  // waited for a delete, which an empty buffer never makes: nothing was acknowledged again.
+  const store = await openStore(t, { maxBufferItems: 2 })
+  failNextWrite(store)
   let spaces = 0
   store.on('space', () => { spaces++ })
   const results = await Promise.all([0, 1].map(() => new Promise<Error | null>((resolve) => {
@@ -170,17 +175,7 @@ test('a failed write takes back the extension of an evicted range (drop-oldest)'
   await fill(store, 2)
   await fill(store, 1) // seq 0 evicted: range [0, 0]
   assert.deepEqual(store.pendingEvicted(), [[0, 0, 0]])
-  const realBatch = store.db.batch.bind(store.db)
-  let failNext = true
-  ;(store.db as { batch: () => unknown }).batch = () => {
-    const b = realBatch()
-    const write = b.write.bind(b)
-    b.write = ((opts?: Parameters<typeof write>[0]) => {
-      if (failNext) { failNext = false; return Promise.reject(new Error('IO error: No space left on device (test)')) }
-      return write(opts ?? {})
-    }) as typeof b.write
-    return b
-  }
+  failNextWrite(store)
   await assert.rejects(fill(store, 1), /No space left/) // would evict seq 1: the write fails
   assert.deepEqual(store.pendingEvicted(), [[0, 0, 0]], 'the failed eviction is not counted')
   await waitFor(() => store.writeFailure === null, { timeoutMs: 10_000, what: 'the store reopened' })
