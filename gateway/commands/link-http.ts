@@ -130,6 +130,7 @@ export class HttpCommandLink implements CommandLink {
         continue
       }
       this.polls++
+      if (this.state !== 'ok') this.log.info({ url: base.href, after: this.lastError }, 'command link: polling the ingest for commands')
       this.state = 'ok'
       this.lastError = null
       this.lastOkAt = Date.now()

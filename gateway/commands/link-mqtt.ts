@@ -151,7 +151,7 @@ export class MqttCommandLink implements CommandLink {
         this.lastOkAt = Date.now()
       })
     })
-    client.on('close', () => { this.subscribed = false })
+    client.on('close', () => { this.subscribed = false; this.gen++ })
     client.on('packetreceive', (packet) => {
       if (packet.cmd === 'puback' && packet.reasonCode === NO_MATCHING_SUBSCRIBERS && packet.messageId !== undefined) this.unrouted.add(packet.messageId)
     })
@@ -166,11 +166,14 @@ export class MqttCommandLink implements CommandLink {
   /** One PUBLISH from the broker; `callback()` PUBACKs it (QoS 1), `callback(err)` does not. */
   private onPublish (packet: IPublishPacket, callback: (err?: Error) => void, onCommands: (m: CommandsMessage) => Promise<void>): void {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
-    if (packet.topic === this.resultsTopic) { this.onResults(payload); callback(); return }
-    if (packet.topic !== this.commandsTopic) { callback(); return }
-    if (this.poisoned || this.closed) { callback(new Error('not acknowledged: the connection is being replaced')); return }
     const gen = this.gen
-    const live = (): boolean => !this.closed && gen === this.gen
+    // a PUBACK made while the connection is down would wait in MQTT.js's offline queue and go
+    // out on the next connection: nothing is acknowledged once this one is gone or given up
+    const live = (): boolean => !this.closed && !this.poisoned && gen === this.gen && this.client?.connected === true
+    const nack = (): void => { callback(new Error('not acknowledged: the connection is gone or being replaced')) }
+    if (packet.topic === this.resultsTopic) { this.onResults(payload); if (live()) callback(); else nack(); return }
+    if (!live()) { nack(); return }
+    if (packet.topic !== this.commandsTopic) { callback(); return }
     // one at a time across connections too: a copy redelivered after a reconnect waits for the first call
     this.chain = this.chain.then(async () => {
       if (!live()) return

@@ -210,6 +210,17 @@ test('http link: polls and reports fail over to the second --upstream URL', asyn
   assert.equal(a.kind, 'results')
 })
 
+test('http link: close() aborts the poll the ingest is holding', async (t) => {
+  let aborted = false
+  const ingest = await fakeIngest(t, { poll: (p) => { p.res.on('close', () => { aborted = !p.res.writableEnded }) } })
+  const link = httpLink(t, [ingest.url], { pollWaitMs: 30_000 })
+  link.start(async () => {})
+  await waitFor(() => ingest.polls() === 1, { what: 'a held poll' })
+  await link.close()
+  await waitFor(() => aborted, { what: 'the poll\'s connection closed by the link' })
+  assert.equal(ingest.polls(), 1)
+})
+
 // ---- MQTT ------------------------------------------------------------------------------
 
 function mqttLink (t: TestContext, url: string, over: Partial<MqttLinkConfig> = {}): MqttCommandLink {
