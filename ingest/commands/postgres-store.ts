@@ -161,8 +161,12 @@ export class PostgresCommandStore implements CommandStore {
     }
   }
 
-  /** One transaction; deadlocks and serialization failures run it again (`body` must be repeatable). */
-  private async tx<T> (body: (c: pg.PoolClient) => Promise<TxResult<T>>): Promise<T> {
+  /**
+   * One transaction; with `retry`, deadlocks and serialization failures run it again (`body`
+   * must be repeatable then). update does not retry: `change` runs once per call, so a
+   * caller may act on what it decided (its row locks are taken in id order: no deadlock).
+   */
+  private async tx<T> (body: (c: pg.PoolClient) => Promise<TxResult<T>>, retry = true): Promise<T> {
     if (this.closed) throw new StoreError('command store is closed', { retryable: true })
     for (let attempt = 1; ; attempt++) {
       try {
@@ -179,7 +183,7 @@ export class PostgresCommandStore implements CommandStore {
           return r.value
         })
       } catch (err) {
-        if (attempt < MAX_ATTEMPTS && isRetryableInPlace(err)) continue
+        if (retry && attempt < MAX_ATTEMPTS && isRetryableInPlace(err)) continue
         throw toStoreError(err)
       }
     }
@@ -246,7 +250,7 @@ export class PostgresCommandStore implements CommandStore {
       }
       for (let i = 0; i < ids.length; i++) { const w = written.get(ids[i]!); if (w !== undefined) out[i] = w }
       return { value: out }
-    })
+    }, false)
   }
 
   async openForGateway (gateway: string, limit: number): Promise<CommandRecord[]> {

@@ -8,6 +8,9 @@
  * What the suite fixes beyond the interface's words (both stores must agree):
  * - create sets `updatedAt` to `createdAt`; update stores the records `change` returned as
  *   they are, `updatedAt` included (the caller sets it);
+ * - a create answered from an idempotency key writes nothing and takes no `n` (the next
+ *   create of that device gets the next number without a gap); the key is per fleet, not
+ *   per device; an update that drops `idempotencyKey` frees the key;
  * - an optional field that is absent stays absent (no `result: undefined` key), and
  *   `result: null` is a result (kept, told apart from no result);
  * - openForGateway orders by (device, n); openForDevice by n; dueForExpiry's order is not
