@@ -23,7 +23,7 @@ import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/in
 import { itemCost, type DedupWindow, type DedupWindows, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
 import { PayloadFormats, type PayloadFormat } from './formats.ts'
-import { ImplicitBoots, isImplicitBoot } from './implicit-boot.ts'
+import { ImplicitBoots } from './implicit-boot.ts'
 
 export type { IntakeConfig } from './config.ts'
 
@@ -208,10 +208,7 @@ export class Intake {
 
   /** A reading with seq and no boot gets the boot implicit-boot.ts decides. */
   private implicitBoot (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
-    const d = this.implicit.decide(device, q.conn, reading.seq!, raw, entry.dup, {
-      current: () => w.currentImplicit(isImplicitBoot),
-      highWater: (b) => w.highWater(b)
-    })
+    const d = this.implicit.decide(device, q.conn, reading.seq!, raw, entry.dup, w)
     if (d.firstSeen) this.log.warn({ device }, 'device sends seq without boot: a seq that restarts on a new connection opens a new implicit boot (see docs/design.md)')
     if (d.started) {
       this.metrics.implicitBoots.inc()
