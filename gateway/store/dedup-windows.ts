@@ -235,6 +235,30 @@ export class DedupWindows {
   /** A sweep of idle windows is under way or due: `sweepChunk` runs with the next cycle. */
   get sweepDue (): boolean { return this.sweepWanted }
 
+  /** Keys of idle windows to delete in cycle `c` (one chunk of the scan). */
+  async sweepChunk (c: Cycle): Promise<string[]> {
+    const nowS = Math.floor(Date.now() / 1000)
+    const range = this.sweepAfter === undefined ? K.all('dedup') : { gt: this.sweepAfter, lt: K.all('dedup').lt }
+    const chunk = await this.db.iterator({ ...range, limit: SWEEP_CHUNK }).all()
+    const out: string[] = []
+    for (const [k, v] of chunk) {
+      if (c.devices.has(K.deviceOfDedup(k))) continue
+      let w: DedupWindow
+      try { w = DedupWindow.decode(v) } catch { continue } // unreadable: quarantined when loaded
+      if (w.idleSince(nowS, this.idleS)) out.push(k)
+    }
+    this.forgottenInSweep += out.length
+    if (chunk.length < SWEEP_CHUNK) {
+      if (this.forgottenInSweep) this.log.info({ devices: this.forgottenInSweep, idleMs: this.config.dedupIdleForgetMs }, 'dedup state of idle devices forgotten')
+      this.sweepAfter = undefined
+      this.sweepWanted = false
+      this.forgottenInSweep = 0
+    } else {
+      this.sweepAfter = chunk[chunk.length - 1]![0]
+    }
+    return out
+  }
+
   /**
    * The deletes cycle `c` (already sealed) makes on disk besides its own windows: the idle
    * windows `forgotten` (keys, from `sweepChunk`) and the evictions `maxDedupDevices` needs
@@ -307,29 +331,5 @@ export class DedupWindows {
   stop (): void {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
-  }
-
-  /** Keys of idle windows to delete in cycle `c` (one chunk of the scan). */
-  async sweepChunk (c: Cycle): Promise<string[]> {
-    const nowS = Math.floor(Date.now() / 1000)
-    const range = this.sweepAfter === undefined ? K.all('dedup') : { gt: this.sweepAfter, lt: K.all('dedup').lt }
-    const chunk = await this.db.iterator({ ...range, limit: SWEEP_CHUNK }).all()
-    const out: string[] = []
-    for (const [k, v] of chunk) {
-      if (c.devices.has(K.deviceOfDedup(k))) continue
-      let w: DedupWindow
-      try { w = DedupWindow.decode(v) } catch { continue } // unreadable: quarantined when loaded
-      if (w.idleSince(nowS, this.idleS)) out.push(k)
-    }
-    this.forgottenInSweep += out.length
-    if (chunk.length < SWEEP_CHUNK) {
-      if (this.forgottenInSweep) this.log.info({ devices: this.forgottenInSweep, idleMs: this.config.dedupIdleForgetMs }, 'dedup state of idle devices forgotten')
-      this.sweepAfter = undefined
-      this.sweepWanted = false
-      this.forgottenInSweep = 0
-    } else {
-      this.sweepAfter = chunk[chunk.length - 1]![0]
-    }
-    return out
   }
 }
