@@ -12,7 +12,7 @@
  * parent's window); on SIGTERM publishing stops, the readings in flight get up to 2 s for
  * their PUBACKs, then {"msg":"done", sent, acked, unacked, skipped, disconnects, p50Ms,
  * p99Ms, p999Ms, maxMs, count, windowS, cpuUs} (counters and latencies since the last
- * SIGUSR1; cpuUs = this process's user + system CPU over that time) and the process exits.
+ * SIGUSR1, acked counting readings sent since then; cpuUs = this process's user + system CPU over that time) and the process exits.
  */
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
@@ -65,8 +65,7 @@ function main (): void {
           const now = performance.now()
           const { t } = d.inflight.ack((body[0]! << 8) | body[1]!)
           if (t < 0) return
-          c.acked++
-          if (t >= t0) hist.recordMs(now - t)
+          if (t >= t0) { c.acked++; hist.recordMs(now - t) }
         } else if (type === PacketType.Connack && body[1] === 0 && !d.up) {
           d.up = true
           if (++connected === n) start()
