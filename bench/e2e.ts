@@ -114,7 +114,14 @@ async function main (): Promise<void> {
       '--mqtt-port', '0', '--admin-port', '0', ...upstreamArgs, '--durability', str(f, 'durability')!,
       '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)], str(f, 'gateway-node-args')!.split(' ').filter(Boolean)), { cwd: ROOT, env: quiet, echo })
     const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
-    const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
+    const status = async (): Promise<Status> => {
+      try {
+        return await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
+      } catch (err) {
+        // say why: a gateway that exited, or one too starved to answer
+        throw new Error(`gateway /status: ${(err as Error).message} (${(err as Error & { cause?: Error }).cause?.message ?? 'no cause'}); gateway ${gw.exit ? `exited ${JSON.stringify(gw.exit)}` : 'still running'}; ${gw.describeTail()}`)
+      }
+    }
     const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
     const sentBytes = async (): Promise<number> => {
       const text = await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/metrics`)).text()
