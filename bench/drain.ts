@@ -15,6 +15,14 @@
  * the broker accepts connections, so the drain includes both sides' reconnect (every 250 ms
  * here, as the HTTP upstream's --retry-max-ms 250). The mqtt record names the http one as its
  * baseline. `steadyPerSec` counts from the first answered batch (without the reconnect).
+ *
+ * `--live-devices N --live-rate R`: N more devices (bench/lib/live-devices.ts, its own
+ * process, with the ingest on core 0) publish R readings/s in total through the gateway
+ * while the backlog drains, and the record has their PUBACK p50/p99/p999/max over the drain
+ * (`live`). Their readings join the backlog, so the drain counts as done once the buffer is
+ * down to `drainDoneItems` (R, at least batch size x batches in flight) instead of 0;
+ * `msgsPerSec` is still the backlog's fall over the drain time, `uploadedPerSec` all the
+ * ingest stored in it (backlog and live readings).
  */
 import { performance } from 'node:perf_hooks'
 import { join } from 'node:path'
@@ -23,7 +31,7 @@ import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.
 import { mkdirSync } from 'node:fs'
 import { canPin, Cleanup, freePort, pinned, rssKb, type Proc } from './lib/procs.ts'
 import { ThrowawayMosquitto } from '../scripts/throwaway-mosquitto.ts'
-import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
+import { appendRecord, fmtInt, fmtMs, gitSha, hostInfo } from './lib/results.ts'
 import { commandLine, compiledBuild, ROOT } from './lib/systems.ts'
 
 const FLAGS: FlagSpec = {
@@ -40,8 +48,12 @@ const FLAGS: FlagSpec = {
   'upstream-ack': { type: 'string', default: 'results', doc: 'gateway --upstream-ack for the mqtt upstream: results or broker' },
   'cpu-prof-dir': { type: 'string', default: '', doc: 'write V8 CPU profiles of the gateway and the ingest to this directory (node --cpu-prof; read them with bench/lib/profile-top.ts)' },
   compiled: { type: 'bool', default: false, doc: 'run the gateway and the ingest as tsc-compiled JavaScript without the tsx loader (as deployed)' },
-  'mqtt-connections': { type: 'number', default: 4, doc: 'ingest --mqtt-connections for the mqtt upstream (each takes one batch at a time)' }
+  'mqtt-connections': { type: 'number', default: 4, doc: 'ingest --mqtt-connections for the mqtt upstream (each takes one batch at a time)' },
+  'live-devices': { type: 'number', default: 0, doc: 'devices that keep publishing through the gateway during the drain (0 = none); their PUBACK latency is reported' },
+  'live-rate': { type: 'number', default: 2000, doc: 'readings/s in total of the --live-devices' }
 }
+
+type LiveDone = { sent: number, acked: number, unacked: number, skipped: number, disconnects: number, count: number, p50Ms: number, p99Ms: number, p999Ms: number, maxMs: number, windowS: number, cpuUs: number }
 
 type Status = { buffered: { items: number, bytes: number } }
 
@@ -100,7 +112,7 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     '--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
     ...(upstream === 'mqtt' ? ['--upstream', brokerUrl, '--upstream-ack', upstreamAck, '--upstream-reconnect-ms', '250'] : ['--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token]), '--durability', str(f, 'durability')!,
     '--batch-max-items', String(num(f, 'batch-max-items')), '--max-in-flight', String(num(f, 'max-in-flight')),
-    '--retry-base-ms', '50', '--retry-max-ms', '250', '--max-buffer-items', String(target * 4), '--no-receipts'
+    '--retry-base-ms', '50', '--retry-max-ms', '250', '--max-buffer-items', String(Math.max(target * 4, 200_000)), '--no-receipts'
   ]))
   const gw = cleanup.spawn('gateway', gwArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error' }, echo })
   const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
@@ -136,6 +148,14 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
   phase = 'drain'
   const mqttIngestArgs = upstream === 'mqtt' ? ['--mqtt-broker', brokerUrl, '--mqtt-client-id', `bench-drain-${process.pid}`, '--mqtt-connections', String(num(f, 'mqtt-connections')), '--mqtt-reconnect-ms', '250'] : []
   const ingestArgv = pinned(otherCore, node('ingest/main.ts', ['--port', String(ingestPort), '--data-dir', join(dir, 'ingest'), '--token', `bench:${token}`, ...mqttIngestArgs]))
+  // live devices: connected and publishing before the upstream comes up; their window starts with the drain (SIGUSR1)
+  const liveN = num(f, 'live-devices')
+  const liveRate = num(f, 'live-rate')
+  const live = liveN > 0
+    ? cleanup.spawn('live-devices', pinned(otherCore, node('bench/lib/live-devices.ts', ['--port', String(mqttPort), '--connections', String(liveN), '--rate', String(liveRate), '--id-prefix', `live${process.pid}-`])), { cwd: ROOT, echo })
+    : null
+  if (live) await live.waitFor((o) => o.msg === 'ready', 60_000, 'live devices ready')
+  const doneAt = live ? Math.max(liveRate, num(f, 'batch-max-items') * num(f, 'max-in-flight')) : 0
   const ingest = cleanup.spawn('ingest', ingestArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error' }, echo })
   await ingest.waitFor((o) => o.msg === 'ready', 30_000, 'ingest ready')
   let mosquitto: ThrowawayMosquitto | undefined
@@ -147,14 +167,18 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     cleanup.atExit(() => { mq.proc.kill('SIGKILL') })
   }
   const drainStart = performance.now()
-  let last = filled.items
+  live?.child.kill('SIGUSR1')
+  // with live devices the buffer holds what they sent since the fill
+  const startItems = live ? (await status(adminPort)).buffered.items : filled.items
+  let last = startItems
   let lastPrint = drainStart
   // the first answered batch: from here on the drain rate is the upstream's, not the reconnect's
   let firstProgress = 0
+  let remaining = 0
   for (;;) {
     const s = await status(adminPort)
-    if (firstProgress === 0 && s.buffered.items < filled.items) firstProgress = performance.now()
-    if (s.buffered.items === 0) break
+    if (firstProgress === 0 && s.buffered.items < startItems) firstProgress = performance.now()
+    if (s.buffered.items <= doneAt) { remaining = s.buffered.items; break }
     if (Date.now() > deadline) throw new Error(`drain timed out with ${s.buffered.items} items left`)
     if (performance.now() - lastPrint > 2000) {
       process.stderr.write(`drain: ${fmtInt(s.buffered.items)} left, ${fmtInt((last - s.buffered.items) / ((performance.now() - lastPrint) / 1000))}/s, gateway RSS ${(rssKb(gw.pid)! / 1024).toFixed(0)} MB\n`)
@@ -167,6 +191,15 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
   const drainS = (drainEnd - drainStart) / 1000
   const steadyS = (drainEnd - (firstProgress || drainStart)) / 1000
   clearInterval(sampler)
+  const storedAtEnd = (await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as { stored: number }).stored
+  let liveDone: LiveDone | null = null
+  if (live) {
+    const got = live.waitFor((o) => o.msg === 'done', 10_000, 'live devices result')
+    live.child.kill('SIGTERM')
+    liveDone = await got as unknown as LiveDone
+    // the live readings still buffered go up before the ingest's count is compared
+    for (let waited = 0; (await status(adminPort)).buffered.items > 0 && waited < 60_000; waited += 100) await new Promise((r) => setTimeout(r, 100))
+  }
   const rtt = await batchRoundTrip(adminPort)
   const stats = await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as { stored: number, duplicates: number }
   const ingestRssMb = (rssKb(ingest.pid) ?? 0) / 1024
@@ -188,10 +221,10 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     host: hostInfo(pin ? 'gateway core 1; loadgen and ingest core 0' : 'not pinned'),
     system: `${build ? 'gateway-js' : 'gateway'}${upstream === 'http' ? '' : `/mqtt-${upstreamAck}`}`,
     ...(upstream === 'mqtt' && withBaseline ? { baseline: build ? 'gateway-js' : 'gateway' } : {}),
-    params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}) },
-    msgsPerSec: Math.round(filled.items / drainS),
+    params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}), ...(liveN > 0 ? { liveDevices: liveN, liveRate } : {}) },
+    msgsPerSec: Math.round((startItems - remaining) / drainS),
     /** from the first answered batch to the end: without the time both sides take to (re)connect */
-    steadyPerSec: Math.round(filled.items / steadyS),
+    steadyPerSec: Math.round((startItems - remaining) / steadyS),
     connectS: Number((((firstProgress || drainStart) - drainStart) / 1000).toFixed(2)),
     batchRoundTripMs: rtt,
     fillPerSec: Math.round(filled.items / fillS),
@@ -206,14 +239,27 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     drainRssLastMb: Number((drainRss[drainRss.length - 1] ?? 0).toFixed(1)),
     drainRssMaxMb: Number(Math.max(...drainRss).toFixed(1)),
     ingestRssMb: Number(ingestRssMb.toFixed(1)),
+    ...(liveDone
+      ? {
+          /** everything the ingest stored during the drain: backlog and live readings */
+          uploadedPerSec: Math.round(storedAtEnd / drainS),
+          drainDoneItems: doneAt,
+          live: { devices: liveN, rate: liveRate, ...liveDone },
+          p50Ms: liveDone.p50Ms,
+          p99Ms: liveDone.p99Ms,
+          p999Ms: liveDone.p999Ms
+        }
+      : {}),
     command: commandLine(['node', '--import', 'tsx', 'bench/drain.ts', ...process.argv.slice(2)])
   }
   process.stdout.write(JSON.stringify(rec) + '\n')
   process.stderr.write(`\n${upstream}: drained ${fmtInt(filled.items)} readings in ${drainS.toFixed(1)} s = ${fmtInt(rec.msgsPerSec)}/s (target >= 50,000: ${rec.msgsPerSec >= 50_000 ? 'PASS' : 'MISS'})\n` +
     `from the first answered batch: ${fmtInt(rec.steadyPerSec)}/s (connecting took ${rec.connectS} s); mean batch round trip ${rtt} ms\n` +
     `fill ${fmtInt(rec.fillPerSec)}/s; gateway RSS fill median ${rec.fillRssMedianMb} MB, drain first/median/max/last ${rec.drainRssFirstMb}/${rec.drainRssMedianMb}/${rec.drainRssMaxMb}/${rec.drainRssLastMb} MB\n` +
-    `ingest stored ${fmtInt(stats.stored)} (duplicates ${fmtInt(stats.duplicates)})\n`)
-  if (stats.stored !== filled.items) process.stderr.write(`WARNING: ingest stored ${stats.stored}, gateway had ${filled.items}\n`)
+    `ingest stored ${fmtInt(stats.stored)} (duplicates ${fmtInt(stats.duplicates)})\n` +
+    (liveDone ? `live devices during the drain (${liveN} at ${fmtInt(liveRate)}/s, ${fmtInt(liveDone.acked)} of ${fmtInt(liveDone.sent)} acked, ${liveDone.skipped} skipped, ${liveDone.disconnects} disconnects): PUBACK p50 ${fmtMs(liveDone.p50Ms)} / p99 ${fmtMs(liveDone.p99Ms)} / max ${fmtMs(liveDone.maxMs)} ms (goal p99 <= 50 ms: ${liveDone.p99Ms <= 50 ? 'PASS' : 'MISS'}); uploaded ${fmtInt(storedAtEnd / drainS)}/s in all while draining\n` : ''))
+  const expected = filled.items + (liveDone?.acked ?? 0)
+  if (stats.stored < expected) process.stderr.write(`WARNING: ingest stored ${stats.stored}, the gateway had ${filled.items}${liveDone ? ` + ${liveDone.acked} live readings acked` : ''}\n`)
   if (bool(f, 'write')) appendRecord('drain.jsonl', rec)
   return rec.msgsPerSec
 }

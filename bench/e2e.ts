@@ -10,7 +10,16 @@
  * Processes: gateway and ingest CLIs (under tsx, or with --compiled as tsc output like a
  * deployment), bench/loadgen.ts; not pinned (three processes on two cores: the sum is what
  * one box does). Each record has the CPU each process used over the window, in % of a core
- * and in microseconds per reading. Appends one record per rate to bench/results/e2e.jsonl.
+ * and in microseconds per reading: `cpuUsPerMsgByProc` per acknowledged reading (as before),
+ * `cpuUsPerStoredByProc` per uploaded (stored) reading and `cpuPctByProc` (user + system from
+ * /proc/PID/stat over the measured wall time). "loadgen" is the device simulator here:
+ * bench/loadgen.ts, a child process; "bench" is this orchestrator itself (in-process,
+ * `process.cpuUsage()`: it only polls /status, /v1/stats and /metrics). The load average at
+ * the end of the window is in `loadAvg`. Appends one record per rate to
+ * bench/results/e2e.jsonl, then one `checks` record per upstream: the highest sustained rate
+ * against 30,000/s, and whether the uploaded rate falls as the offered rate rises past it
+ * (bench/lib/e2e-checks.ts). The closing table lists offered vs acknowledged vs uploaded,
+ * PUBACK p99 and the CPU split per rate.
  *
  * `--upstreams http,mqtt` runs the same rates over each upstream in one run: http
  * (gateway -> ingest) and mqtt (gateway -> a throwaway Mosquitto -> `ingest --mqtt-broker`,
@@ -19,12 +28,19 @@
  * payloads; no HTTP headers or MQTT framing); the mqtt records name the http one of the same
  * run and rate as their baseline, and the end of the run prints the ratios.
  */
+import { readFileSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
+import { loadavg } from 'node:os'
+import { spawnSync } from 'node:child_process'
+import { performance } from 'node:perf_hooks'
 import { join } from 'node:path'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
 import { Cleanup, cpuSeconds, RssSampler, type Proc } from './lib/procs.ts'
 import { ThrowawayMosquitto } from '../scripts/throwaway-mosquitto.ts'
-import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
+import { appendRecord, fmtInt, fmtMs, gitSha, hostInfo, table } from './lib/results.ts'
+import { cpuShare, fromCpuUsage, parseProcStat, type CpuShare, type CpuTimes } from './lib/cpu-split.ts'
+import { e2eChecks, type Step } from './lib/e2e-checks.ts'
+import type { Check } from './lib/types.ts'
 import { commandLine, compiledBuild, ROOT } from './lib/systems.ts'
 import type { LoadResult } from './lib/types.ts'
 
@@ -47,6 +63,15 @@ const nodeJs = (script: string, args: string[], nodeArgs: string[] = []): string
 type Status = { buffered: { items: number } }
 type Stats = { stored: number, duplicates: number }
 
+const clkTck = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
+/** user and system CPU of a child process (/proc/PID/stat), null if it is gone */
+function procTimes (pid: number): CpuTimes | null {
+  try { return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'latin1'), clkTck) } catch { return null }
+}
+const PROCS = ['gateway', 'ingest', 'loadgen', 'bench'] as const
+type ProcName = typeof PROCS[number]
+const r1 = (n: number | null | undefined): number | null => n === null || n === undefined ? null : Math.round(n * 10) / 10
+
 async function main (): Promise<void> {
   const f = parseFlags(process.argv.slice(2), FLAGS)
   if (f.get('help')) { process.stdout.write(helpText(FLAGS) + '\n'); return }
@@ -64,6 +89,8 @@ async function main (): Promise<void> {
   const durationS = num(f, 'duration-s')
   const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
   const rows: string[] = []
+  const tableRows: string[][] = []
+  const checks: Check[] = []
   /** upstream -> rate -> [stored/s, uplink bytes/reading] */
   const seen = new Map<string, Map<number, [number, number]>>()
   let prefix = 0
@@ -87,7 +114,14 @@ async function main (): Promise<void> {
       '--mqtt-port', '0', '--admin-port', '0', ...upstreamArgs, '--durability', str(f, 'durability')!,
       '--no-receipts', ...str(f, 'gateway-args')!.split(' ').filter(Boolean)], str(f, 'gateway-node-args')!.split(' ').filter(Boolean)), { cwd: ROOT, env: quiet, echo })
     const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
-    const status = async (): Promise<Status> => await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
+    const status = async (): Promise<Status> => {
+      try {
+        return await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/status`)).json() as Status
+      } catch (err) {
+        // say why: a gateway that exited, or one too starved to answer
+        throw new Error(`gateway /status: ${(err as Error).message} (${(err as Error & { cause?: Error }).cause?.message ?? 'no cause'}); gateway ${gw.exit ? `exited ${JSON.stringify(gw.exit)}` : 'still running'}; ${gw.describeTail()}`)
+      }
+    }
     const stats = async (): Promise<Stats> => await (await fetch(`http://127.0.0.1:${ingestPort}/v1/stats`)).json() as Stats
     const sentBytes = async (): Promise<number> => {
       const text = await (await fetch(`http://127.0.0.1:${String(ready.adminPort)}/metrics`)).text()
@@ -103,18 +137,21 @@ async function main (): Promise<void> {
       }
     }
     const system = upstream === 'http' ? baseSystem : `${baseSystem}/mqtt-${upstreamAck}`
+    const steps: Step[] = []
     for (const rate of str(f, 'rates')!.split(',').map(Number)) {
       const rss = new RssSampler(gw.pid)
       const lg = cleanup.spawn('loadgen', node('bench/loadgen.ts', ['--port', String(ready.mqttPort), '--connections', String(num(f, 'connections')),
         '--rate', String(rate), '--duration-s', String(durationS), '--warmup-s', '3', '--id-prefix', `e2e${prefix++}-`]), { cwd: ROOT, echo })
     // window boundaries come from the load generator's phase lines
-    type Snap = { buffered: number, stored: number, cpu: number[], sent: number }
+    type Snap = { buffered: number, stored: number, cpu: number[], sent: number, times: Record<ProcName, CpuTimes | null>, at: number }
     let atStart: Snap | null = null
     let atEnd: Snap | null = null
     const cpu = (): number[] => [gw.pid, ingest.pid, lg.pid].map((pid) => cpuSeconds(pid) ?? NaN)
     const snap = async (): Promise<Snap> => {
       const c = cpu()
-      return { buffered: (await status()).buffered.items, stored: (await stats()).stored, cpu: c, sent: await sentBytes() }
+      const times = { gateway: procTimes(gw.pid), ingest: procTimes(ingest.pid), loadgen: procTimes(lg.pid), bench: fromCpuUsage(process.cpuUsage()) }
+      const at = performance.now()
+      return { buffered: (await status()).buffered.items, stored: (await stats()).stored, cpu: c, sent: await sentBytes(), times, at }
     }
     const phases: Promise<void>[] = []
     lg.onLine((_l, o) => {
@@ -135,6 +172,11 @@ async function main (): Promise<void> {
     const stored = s1.stored - s0.stored
     const uplinkBytesPerReading = stored > 0 ? Number(((s1.sent - s0.sent) / stored).toFixed(1)) : null
     const sustained = result.msgsPerSec >= 0.98 * rate && storedPerSec >= 0.98 * rate && backlogGrowth <= 0.02 * rate * durationS
+    // the split per process over the measured wall time, per uploaded reading
+    const wallS = (s1.at - s0.at) / 1000
+    const share = {} as Record<ProcName, CpuShare | null>
+    for (const p of PROCS) share[p] = cpuShare(s0.times[p], s1.times[p], wallS, stored)
+    const load = loadavg().map((x) => Number(x.toFixed(2)))
     const rec = {
       scenario: 'e2e', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
       system, ...(upstream === 'mqtt' && upstreams.includes('http') ? { baseline: baseSystem } : {}), params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
@@ -142,6 +184,12 @@ async function main (): Promise<void> {
       p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
       cpuPct: { gateway: Math.round(gwCpu * 100 / durationS), ingest: Math.round(ingestCpu * 100 / durationS), loadgen: Math.round(loadgenCpu * 100 / durationS) },
       cpuUsPerMsgByProc: { gateway: perMsg(gwCpu), ingest: perMsg(ingestCpu), loadgen: perMsg(loadgenCpu) },
+      offeredPerSec: rate,
+      cpuUsPerStoredByProc: Object.fromEntries(PROCS.map((p) => [p, share[p]?.usPerReading ?? null])),
+      cpuPctByProc: Object.fromEntries(PROCS.map((p) => [p, r1(share[p]?.pct)])),
+      cpuWindowS: Number(wallS.toFixed(2)),
+      cpuInProcess: 'bench (the orchestrator); loadgen (the device simulator) is a child process',
+      loadAvg: load,
       errors: result.errors.skipped + result.errors.disconnects + result.errors.unacked, sustained,
       command: commandLine(['node', '--import', 'tsx', 'bench/e2e.ts', ...process.argv.slice(2)])
     }
@@ -150,6 +198,11 @@ async function main (): Promise<void> {
     seen.get(upstream)!.set(rate, [storedPerSec, uplinkBytesPerReading ?? NaN])
     rows.push(`${upstream.padEnd(4)} ${fmtInt(rate).padStart(7)}/s offered: ${fmtInt(result.msgsPerSec).padStart(7)} acked/s, ${fmtInt(storedPerSec).padStart(7)} stored/s upstream, backlog ${backlogGrowth >= 0 ? '+' : ''}${fmtInt(backlogGrowth)}, uplink ${uplinkBytesPerReading ?? '?'} B/reading, PUBACK p50 ${result.latency.p50Ms} p99 ${result.latency.p99Ms} ms, gateway RSS ${peakRssMb.toFixed(0)} MB, CPU % gateway/ingest/loadgen ${rec.cpuPct.gateway}/${rec.cpuPct.ingest}/${rec.cpuPct.loadgen}: ${sustained ? 'sustained' : 'NOT sustained'}`)
     process.stderr.write(rows[rows.length - 1] + '\n')
+    steps.push({ offered: rate, acked: result.msgsPerSec, uploaded: storedPerSec, p99Ms: result.latency.p99Ms, sustained })
+    const us = (p: ProcName): string => share[p]?.usPerReading === null || share[p] === null ? '-' : share[p].usPerReading.toFixed(1)
+    const pct = (p: ProcName): string => share[p] === null ? '-' : share[p].pct.toFixed(0)
+    tableRows.push([upstream, fmtInt(rate), fmtInt(result.msgsPerSec), fmtInt(storedPerSec), `${backlogGrowth >= 0 ? '+' : ''}${fmtInt(backlogGrowth)}`, fmtMs(result.latency.p99Ms),
+      PROCS.map(pct).join('/'), PROCS.map(us).join('/'), load[0]!.toFixed(1), sustained ? 'yes' : 'no'])
     if (bool(f, 'write')) appendRecord('e2e.jsonl', rec)
     // let the backlog of this step drain before the next
     const drainUntil = Date.now() + 60_000
@@ -158,6 +211,14 @@ async function main (): Promise<void> {
     await gw.stop()
     await ingest.stop()
     await mosquitto?.stop()
+    const cs = e2eChecks(steps, system)
+    checks.push(...cs)
+    if (bool(f, 'write')) {
+      appendRecord('e2e.jsonl', {
+        scenario: 'e2e', kind: 'checks', runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
+        system, params: {}, checks: cs, command: commandLine(['node', '--import', 'tsx', 'bench/e2e.ts', ...process.argv.slice(2)])
+      })
+    }
   }
   cleanup.killAll()
   const http = seen.get('http')
@@ -170,6 +231,9 @@ async function main (): Promise<void> {
     }
   }
   process.stderr.write('\n' + rows.join('\n') + '\n')
+  process.stderr.write('\n' + table(['upstream', 'offered/s', 'acked/s', 'uploaded/s', 'backlog', 'PUBACK p99 ms', 'CPU % gateway/ingest/loadgen/bench', 'CPU us/uploaded gateway/ingest/loadgen/bench', 'load avg', 'sustained'], tableRows, false) + '\n')
+  process.stderr.write('(loadgen = the device simulator, bench/loadgen.ts, a child process; bench = this orchestrator, in-process)\n\n')
+  for (const c of checks) process.stderr.write(`${c.pass === null ? 'N/A ' : c.pass ? 'PASS' : 'MISS'}  ${c.name}: ${c.value} (target ${c.target})\n`)
 }
 
 main().catch((err: Error) => { process.stderr.write(`e2e bench failed: ${err.stack ?? err.message}\n`); process.exit(1) })

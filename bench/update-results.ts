@@ -55,6 +55,8 @@ const COLUMNS: Column[] = [
   metric('backlogGrowth', 'backlog growth', fmtInt),
   { head: 'CPU % gateway/ingest/loadgen', get: (r) => triple(r.cpuPct, (n) => n.toFixed(0)) },
   { head: 'CPU us/reading gateway/ingest/loadgen', get: (r) => triple(r.cpuUsPerMsgByProc, (n) => n.toFixed(1)) },
+  { head: 'CPU us/uploaded reading gateway/ingest/loadgen', get: (r) => triple(r.cpuUsPerStoredByProc, (n) => n.toFixed(1)) },
+  { head: 'load avg (1 min)', get: (r) => Array.isArray(r.loadAvg) && typeof r.loadAvg[0] === 'number' ? (r.loadAvg[0]).toFixed(1) : null },
   { head: 'sustained', get: (r) => typeof r.sustained === 'boolean' ? (r.sustained ? 'yes' : 'no') : null },
   // drain
   metric('drainS', 'drain s', (n) => n.toFixed(1)),

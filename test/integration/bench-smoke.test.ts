@@ -72,3 +72,21 @@ test('histogram percentiles are within one sub-bucket of the truth', () => {
   assert.equal(s.maxMs, 100)
   for (let i = 0; i < 3000; i++) assert.ok(Histogram.indexOf(Math.floor(Histogram.valueOf(i))) === i, `bucket ${i} round-trips`)
 })
+
+test('live devices (bench/drain.ts --live-devices) publish at their rate and report PUBACK latency since SIGUSR1', async (t) => {
+  const broker = await spawnCli(t, 'bench/lib/aedes-broker.ts', [])
+  const live = await spawnCli(t, 'bench/lib/live-devices.ts', ['--port', String(broker.ready.mqttPort), '--connections', '5', '--rate', '200'])
+  await new Promise((r) => setTimeout(r, 300))
+  live.proc.kill('SIGUSR1')
+  await new Promise((r) => setTimeout(r, 1000))
+  live.proc.kill('SIGTERM')
+  const exit = await live.exited
+  assert.equal(exit.code, 0, `live-devices exit (stderr: ${live.stderr.join(' | ')})`)
+  const done = live.lines.find((l) => l.msg === 'done') as { sent: number, acked: number, count: number, skipped: number, disconnects: number, unacked: number, windowS: number, p50Ms: number, p99Ms: number, maxMs: number } | undefined
+  assert.ok(done, `no done line in ${JSON.stringify(live.lines)}`)
+  assert.ok(done.sent >= 100 && done.sent <= 200 * done.windowS + 5, `sent ${done.sent} in ${done.windowS} s at 200/s`)
+  assert.equal(done.acked, done.sent, 'every reading sent since SIGUSR1 acked')
+  assert.equal(done.count, done.acked, 'one latency per acked reading')
+  assert.deepEqual([done.skipped, done.disconnects, done.unacked], [0, 0, 0])
+  assert.ok(done.p50Ms <= done.p99Ms && done.p99Ms <= done.maxMs, `percentiles ordered: ${JSON.stringify(done)}`)
+})
