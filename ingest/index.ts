@@ -12,6 +12,10 @@ import type { AddressInfo } from 'node:net'
 import { pino, type Logger } from 'pino'
 import { ConfigError } from '../protocol/index.ts'
 import { Chaos } from './chaos.ts'
+import { CommandAuth } from './commands/auth.ts'
+import { Commands } from './commands/index.ts'
+import { LevelDbCommandStore } from './commands/leveldb-store.ts'
+import type { CommandStore } from './commands/store.ts'
 import { checkProtocols, resolvePostgresUrl, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
 import { createMetrics, type IngestMetrics } from './metrics.ts'
 import { checkMqttConsumerConfig, MqttConsumer } from './mqtt-consumer.ts'
@@ -34,6 +38,8 @@ export type Ingest = {
   chaosSeed: number
   /** 'https' with --tls-cert (tls.ts). */
   scheme: 'http' | 'https'
+  /** Commands to devices (commands/index.ts) over the command store. */
+  commands: Commands
   /** The broker consumer (`mqttBroker`), else null. */
   mqtt: MqttConsumer | null
   /** Re-reads the TLS files for new handshakes (SIGHUP); false without TLS or on failure. */
@@ -41,7 +47,11 @@ export type Ingest = {
   close: () => Promise<void>
 }
 
-export async function createIngest (options: IngestOptions = {}, deps: { logger?: Logger } = {}): Promise<Ingest> {
+/**
+ * `deps.commandStore`: the store of commands to devices; by default a LevelDB one in
+ * `<dataDir>/commands` (whatever the readings' sink), closed with the ingest either way.
+ */
+export async function createIngest (options: IngestOptions = {}, deps: { logger?: Logger, commandStore?: CommandStore } = {}): Promise<Ingest> {
   const config = withDefaults(options)
   const log = deps.logger ?? pino({ level: 'silent' })
   checkProtocols(config)
@@ -50,11 +60,13 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const postgresUrl = await resolvePostgresUrl(config, process.env)
   const secrets = await resolveTokens(config)
   const readAuth = await ReadAuth.create(config)
+  const commandAuth = await CommandAuth.create(config, new Set([...secrets.keys(), ...config.readToken.map((t) => t.slice(t.indexOf(':') + 1))].map(hashSecret)))
   const tlsConfig = ingestTlsConfig(config)
   const tls = tlsConfig ? { config: tlsConfig, context: await loadContext(tlsConfig) } : null
   const tokens = new Map([...secrets].map(([secret, gw]) => [hashSecret(secret), gw]))
   let sink: Sink | undefined
-  const metrics = createMetrics(() => sink)
+  let commandStore: CommandStore | undefined
+  const metrics = createMetrics(() => sink, () => commandStore)
   sink = postgresUrl !== undefined
     // loaded only for this sink: the leveldb ingest starts without pg and its modules
     ? await (await import('./sinks/postgres.ts')).PostgresSink.open({
@@ -72,6 +84,28 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
       onCommit: (requests, _ops, seconds) => { metrics.commitRequests.observe(requests); metrics.commitSeconds.observe(seconds) }
     })
   const openSink = sink
+  try {
+    commandStore = deps.commandStore ?? await LevelDbCommandStore.open({ dataDir: config.dataDir })
+  } catch (err) {
+    await openSink.close()
+    throw err
+  }
+  const openCommandStore = commandStore
+  const commands = new Commands(openCommandStore, {
+    ttlMs: config.commandTtlMs,
+    maxTtlMs: config.commandMaxTtlMs,
+    maxWaitMs: config.commandMaxWaitMs,
+    maxArgsBytes: config.commandMaxArgsBytes,
+    maxPendingPerDevice: config.commandMaxPendingPerDevice,
+    rate: config.commandRate,
+    presenceTtlMs: config.presenceTtlMs,
+    expiryGraceMs: config.commandExpiryGraceMs
+  }, {
+    log: log.child({ component: 'commands' }),
+    transition: (state) => metrics.commandTransitions.inc({ state }),
+    report: (code) => metrics.commandReports.inc({ code: String(code) }),
+    refusal: (reason) => metrics.commandRefusals.inc({ reason })
+  })
   const chaosSeed = config.chaosSeed ?? randomInt(0, 0xffffffff)
   const chaos = new Chaos({
     retryRate: config.chaosRetryRate,
@@ -82,13 +116,15 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     seed: chaosSeed
   })
   if (chaos.enabled) log.child({ component: 'chaos' }).warn({ ...chaos.config }, 'Fault injection is on.')
-  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls }
+  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls, commands: { commands, auth: commandAuth } }
   const http = createIngestServer(serverDeps)
   const { server } = http
   try {
     server.listen(config.port, config.host)
     await once(server, 'listening')
   } catch (err) {
+    await commands.close()
+    await openCommandStore.close()
     await openSink.close()
     throw err
   }
@@ -100,15 +136,17 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      await commands.close() // answers the long polls and the waiting POSTs now
       await mqtt?.close()
       await http.stop(config.shutdownTimeoutMs)
+      await openCommandStore.close()
       await openSink.close()
     })()
     return closing
   }
 
   const tlsLog = log.child({ component: 'tls' })
-  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, mqtt, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
+  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, commands, mqtt, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
 }
 
 /** CA, client certificate, key and password of the broker connection, read from their files. */
