@@ -15,6 +15,7 @@ import { Chaos } from './chaos.ts'
 import { CommandAuth } from './commands/auth.ts'
 import { Commands } from './commands/index.ts'
 import { LevelDbCommandStore } from './commands/leveldb-store.ts'
+import { CommandsMqtt } from './commands/mqtt.ts'
 import type { CommandStore } from './commands/store.ts'
 import { checkProtocols, resolvePostgresUrl, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
 import { createMetrics, type IngestMetrics } from './metrics.ts'
@@ -40,6 +41,8 @@ export type Ingest = {
   scheme: 'http' | 'https'
   /** Commands to devices (commands/index.ts) over the command store. */
   commands: Commands
+  /** Commands and reports over the broker (`mqttBroker`), else null. */
+  commandsMqtt: CommandsMqtt | null
   /** The broker consumer (`mqttBroker`), else null. */
   mqtt: MqttConsumer | null
   /** Re-reads the TLS files for new handshakes (SIGHUP); false without TLS or on failure. */
@@ -132,11 +135,13 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   // the same deps (sink, chaos, metrics, the page's recent readings) as the HTTP batches
   const mqtt = config.mqttBroker === undefined ? null : MqttConsumer.create({ ...config, ...mqttTls }, { ...serverDeps, log })
   serverDeps.mqttStatus = () => mqtt?.status() ?? null
+  const commandsMqtt = config.mqttBroker === undefined ? null : CommandsMqtt.create({ ...config, ...mqttTls }, { commands, readAuth, metrics, log })
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
       await commands.close() // answers the long polls and the waiting POSTs now
+      await commandsMqtt?.close()
       await mqtt?.close()
       await http.stop(config.shutdownTimeoutMs)
       await openCommandStore.close()
@@ -146,7 +151,7 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   }
 
   const tlsLog = log.child({ component: 'tls' })
-  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, commands, mqtt, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
+  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, commands, commandsMqtt, mqtt, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
 }
 
 /** CA, client certificate, key and password of the broker connection, read from their files. */

@@ -234,7 +234,7 @@ function refusalOf (e: unknown, log: Logger): WholeBatchRefusal {
   return { status: 500, error: 'internal', message: 'internal error' }
 }
 
-function clientOptions (config: MqttConsumerConfig, clientId: string): IClientOptions {
+export function clientOptions (config: MqttConsumerConfig, clientId: string): IClientOptions {
   return {
     clientId,
     clean: false, // batches published while we are away wait in the session
