@@ -86,6 +86,10 @@ function fleetFor (scope: CommandScope, url: URL): string {
   return f
 }
 
+function pathPart (s: string, field: string): string {
+  try { return decodeURIComponent(s) } catch { throw new HttpError(400, 'invalid_query', `${field}: malformed percent-encoding in the path`, { field }) }
+}
+
 const DEVICE_PATH = /^\/v1\/devices\/([^/]+)\/commands$/
 const COMMAND_PATH = /^\/v1\/commands\/([^/]+)$/
 
@@ -124,7 +128,7 @@ export async function serveCommands (req: IncomingMessage, res: ServerResponse, 
   if (dm !== null) {
     method(req, 'POST')
     const scope = deps.scope(req)
-    const device = decodeURIComponent(dm[1]!)
+    const device = pathPart(dm[1]!, 'device')
     const ct = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase()
     if (ct !== 'application/json') throw new HttpError(415, 'unsupported_media_type', `content-type must be application/json, got ${JSON.stringify(ct.slice(0, 60))}`, { field: 'content-type', closeConnection: true })
     const raw = await readBody(req, MAX_JSON_BYTES)
@@ -167,7 +171,7 @@ export async function serveCommands (req: IncomingMessage, res: ServerResponse, 
   if (cm !== null) {
     method(req, 'GET', 'DELETE')
     const scope = deps.scope(req)
-    const id = decodeURIComponent(cm[1]!)
+    const id = pathPart(cm[1]!, 'id')
     if (req.method === 'DELETE') {
       const { status, record } = await commands.cancel(id, scope.fleet)
       sendJson(res, status, view(record))

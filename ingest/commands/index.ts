@@ -310,6 +310,10 @@ export class Commands {
     const stored = ids.length === 0
       ? []
       : await this.store.update(ids, (current) => {
+        // a store may run `change` again (a PostgreSQL retry): decide from scratch each time
+        verdicts.clear()
+        touched.clear()
+        recalledIds.clear()
         const recs = new Map<string, CommandRecord | null>(ids.map((id, i) => [id, current[i] ?? null]))
         req.reports.forEach(([id, device, state, at, detail], index) => {
           const cur = recs.get(id) ?? null
@@ -344,7 +348,7 @@ export class Commands {
           touched.add(id)
           verdict(APPLIED)
         })
-        return ids.map((id, i) => touched.has(id) ? recs.get(id)! : current[i] ?? null).map((r, i) => touched.has(ids[i]!) ? r : null)
+        return ids.map((id) => touched.has(id) ? recs.get(id)! : null)
       })
     for (let i = 0; i < req.reports.length; i++) {
       const v = verdicts.get(i) ?? [i, 2 as const, 'not decided']

@@ -281,3 +281,17 @@ test('the store survives a reopen: every record, index, counter and presence ent
   assert.equal(rest.commands.length, 1)
   assert.equal(rest.next, null)
 })
+
+test('presence snapshot: devices a gateway no longer lists count as not connected there', async (t) => {
+  const r = await rig(t)
+  await connect(r, 'gwA', 'dev1')
+  await connect(r, 'gwA', 'dev2')
+  await r.c.applyReports('gwA', 'default', { reports: [], presence: [['dev2', 1, r.clock.t]], snapshot: true })
+  await refused(create(r, 'dev1', { name: 'x' }, { offlineFail: true }), 409, 'device_offline')
+  assert.equal((await create(r, 'dev2', { name: 'x' }, { offlineFail: true })).record.gateway, 'gwA')
+  const p = await r.store.presenceOf('default', 'dev1')
+  assert.deepEqual(p.map((e) => [e.gateway, e.connected]), [['gwA', false]])
+  // an entry older than the one held is ignored
+  await r.c.applyReports('gwA', 'default', { reports: [], presence: [['dev2', 0, r.clock.t - 1]] })
+  assert.equal((await r.store.presenceOf('default', 'dev2'))[0]?.connected, true)
+})
