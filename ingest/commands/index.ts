@@ -42,6 +42,8 @@ export type CommandsOptions = {
   expiryGraceMs: number
   /** period of the expiry sweep */
   sweepMs?: number
+  /** about the most bytes of commands one CommandsMessage carries (default 2 MiB, half the gateway's decode limit); the rest go in the next */
+  maxMessageBytes?: number
   now?: () => number
 }
 
@@ -69,7 +71,10 @@ export type CreateOptions = {
 export type Pending = { commands: WireCommand[], recalls: Recall[] }
 
 const RANK: Record<CommandState, number> = { queued: 0, 'at-gateway': 1, delivered: 2, completed: 3, rejected: 3, expired: 3, cancelled: 3 }
-const PENDING_LIMIT = 1000
+/** open commands of a gateway looked at per poll (held ones included) */
+const PENDING_SCAN = 10_000
+/** what one wire command costs in a CommandsMessage besides its args and name (ids, numbers, keys) */
+const WIRE_OVERHEAD_BYTES = 200
 const SWEEP_LIMIT = 1000
 /** How often `wait` re-reads the store (a command finished through another ingest process). */
 export const WAIT_REREAD_MS = 250
@@ -261,12 +266,23 @@ export class Commands {
   /** Commands routed to `gateway` that it has not reported at-gateway, and its recalls. */
   async pendingFor (gateway: string): Promise<Pending> {
     const now = this.now()
-    const open = await this.store.openForGateway(gateway, PENDING_LIMIT)
+    const open = await this.store.openForGateway(gateway, PENDING_SCAN)
     const commands: WireCommand[] = []
     const recalls: Recall[] = []
+    // the message must stay under the gateway's decode limit: what does not fit goes in the next one
+    // (in n order: once one does not fit, no later one goes before it)
+    let budget = this.opts.maxMessageBytes ?? 2 * 1024 * 1024
+    let full = false
     for (const r of open) {
-      if (r.state === 'queued' && r.expiresAt > now) commands.push(toWire(r))
-      else if (r.state === 'at-gateway' && r.recall !== null) recalls.push({ id: r.id, device: r.device, cancel: r.recall === 'cancel' })
+      if (r.state === 'queued' && r.expiresAt > now) {
+        const size = WIRE_OVERHEAD_BYTES + r.name.length + Buffer.byteLength(JSON.stringify(r.args ?? null))
+        if (full || (size > budget && commands.length > 0)) { full = true; continue }
+        budget -= size
+        commands.push(toWire(r))
+      } else if (r.state === 'at-gateway' && r.recall !== null) {
+        budget -= WIRE_OVERHEAD_BYTES
+        recalls.push({ id: r.id, device: r.device, cancel: r.recall === 'cancel' })
+      }
     }
     return { commands, recalls }
   }

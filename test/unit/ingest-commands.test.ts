@@ -295,3 +295,14 @@ test('presence snapshot: devices a gateway no longer lists count as not connecte
   await r.c.applyReports('gwA', 'default', { reports: [], presence: [['dev2', 0, r.clock.t - 1]] })
   assert.equal((await r.store.presenceOf('default', 'dev2'))[0]?.connected, true)
 })
+
+test('pendingFor: one message carries at most about maxMessageBytes of commands; the rest come in the next', async (t) => {
+  const r = await rig(t, { maxArgsBytes: 4096, maxMessageBytes: 10_000, maxPendingPerDevice: 10 })
+  await connect(r, 'gwA', 'dev1')
+  const ids: string[] = []
+  for (let i = 0; i < 5; i++) ids.push((await create(r, 'dev1', { name: 'x', args: 'y'.repeat(4000) })).record.id)
+  const first = await r.c.pendingFor('gwA')
+  assert.deepEqual(first.commands.map((c) => c.id), ids.slice(0, 2))
+  await report(r, 'gwA', first.commands.map((c): Report => [c.id, 'dev1', 'at-gateway', r.clock.t]))
+  assert.deepEqual((await r.c.pendingFor('gwA')).commands.map((c) => c.id), ids.slice(2, 4))
+})
