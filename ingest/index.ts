@@ -39,8 +39,12 @@ export type Ingest = {
   chaosSeed: number
   /** 'https' with --tls-cert (tls.ts). */
   scheme: 'http' | 'https'
-  /** Commands to devices (commands/index.ts) over the command store. */
-  commands: Commands
+  /**
+   * Commands to devices (commands/index.ts) over the command store; null with sink postgres
+   * and no `deps.commandStore` (the PostgreSQL command store is not wired in yet: the
+   * command routes answer 501).
+   */
+  commands: Commands | null
   /** Commands and reports over the broker (`mqttBroker`), else null. */
   commandsMqtt: CommandsMqtt | null
   /** The broker consumer (`mqttBroker`), else null. */
@@ -51,8 +55,10 @@ export type Ingest = {
 }
 
 /**
- * `deps.commandStore`: the store of commands to devices; by default a LevelDB one in
- * `<dataDir>/commands` (whatever the readings' sink), closed with the ingest either way.
+ * `deps.commandStore`: the store of commands to devices; by default with sink leveldb a
+ * LevelDB one in `<dataDir>/commands`, with sink postgres none (commands off: a LevelDB
+ * store would tie commands to one of the processes that share the database). Closed with
+ * the ingest.
  */
 export async function createIngest (options: IngestOptions = {}, deps: { logger?: Logger, commandStore?: CommandStore } = {}): Promise<Ingest> {
   const config = withDefaults(options)
@@ -63,7 +69,8 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const postgresUrl = await resolvePostgresUrl(config, process.env)
   const secrets = await resolveTokens(config)
   const readAuth = await ReadAuth.create(config)
-  const commandAuth = await CommandAuth.create(config, new Set([...secrets.keys(), ...config.readToken.map((t) => t.slice(t.indexOf(':') + 1))].map(hashSecret)))
+  const commandsOn = deps.commandStore !== undefined || postgresUrl === undefined
+  const commandAuth = commandsOn ? await CommandAuth.create(config, new Set([...secrets.keys(), ...config.readToken.map((t) => t.slice(t.indexOf(':') + 1))].map(hashSecret))) : null
   const tlsConfig = ingestTlsConfig(config)
   const tls = tlsConfig ? { config: tlsConfig, context: await loadContext(tlsConfig) } : null
   const tokens = new Map([...secrets].map(([secret, gw]) => [hashSecret(secret), gw]))
@@ -88,27 +95,29 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     })
   const openSink = sink
   try {
-    commandStore = deps.commandStore ?? await LevelDbCommandStore.open({ dataDir: config.dataDir })
+    commandStore = deps.commandStore ?? (commandsOn ? await LevelDbCommandStore.open({ dataDir: config.dataDir }) : undefined)
   } catch (err) {
     await openSink.close()
     throw err
   }
   const openCommandStore = commandStore
-  const commands = new Commands(openCommandStore, {
-    ttlMs: config.commandTtlMs,
-    maxTtlMs: config.commandMaxTtlMs,
-    maxWaitMs: config.commandMaxWaitMs,
-    maxArgsBytes: config.commandMaxArgsBytes,
-    maxPendingPerDevice: config.commandMaxPendingPerDevice,
-    rate: config.commandRate,
-    presenceTtlMs: config.presenceTtlMs,
-    expiryGraceMs: config.commandExpiryGraceMs
-  }, {
-    log: log.child({ component: 'commands' }),
-    transition: (state) => metrics.commandTransitions.inc({ state }),
-    report: (code) => metrics.commandReports.inc({ code: String(code) }),
-    refusal: (reason) => metrics.commandRefusals.inc({ reason })
-  })
+  const commands = openCommandStore === undefined
+    ? null
+    : new Commands(openCommandStore, {
+      ttlMs: config.commandTtlMs,
+      maxTtlMs: config.commandMaxTtlMs,
+      maxWaitMs: config.commandMaxWaitMs,
+      maxArgsBytes: config.commandMaxArgsBytes,
+      maxPendingPerDevice: config.commandMaxPendingPerDevice,
+      rate: config.commandRate,
+      presenceTtlMs: config.presenceTtlMs,
+      expiryGraceMs: config.commandExpiryGraceMs
+    }, {
+      log: log.child({ component: 'commands' }),
+      transition: (state) => metrics.commandTransitions.inc({ state }),
+      report: (code) => metrics.commandReports.inc({ code: String(code) }),
+      refusal: (reason) => metrics.commandRefusals.inc({ reason })
+    })
   const chaosSeed = config.chaosSeed ?? randomInt(0, 0xffffffff)
   const chaos = new Chaos({
     retryRate: config.chaosRetryRate,
@@ -119,15 +128,15 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     seed: chaosSeed
   })
   if (chaos.enabled) log.child({ component: 'chaos' }).warn({ ...chaos.config }, 'Fault injection is on.')
-  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls, commands: { commands, auth: commandAuth } }
+  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls, ...(commands !== null && commandAuth !== null ? { commands: { commands, auth: commandAuth } } : {}) }
   const http = createIngestServer(serverDeps)
   const { server } = http
   try {
     server.listen(config.port, config.host)
     await once(server, 'listening')
   } catch (err) {
-    await commands.close()
-    await openCommandStore.close()
+    await commands?.close()
+    await openCommandStore?.close()
     await openSink.close()
     throw err
   }
@@ -135,16 +144,16 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   // the same deps (sink, chaos, metrics, the page's recent readings) as the HTTP batches
   const mqtt = config.mqttBroker === undefined ? null : MqttConsumer.create({ ...config, ...mqttTls }, { ...serverDeps, log })
   serverDeps.mqttStatus = () => mqtt?.status() ?? null
-  const commandsMqtt = config.mqttBroker === undefined ? null : CommandsMqtt.create({ ...config, ...mqttTls }, { commands, readAuth, metrics, log })
+  const commandsMqtt = config.mqttBroker === undefined || commands === null ? null : CommandsMqtt.create({ ...config, ...mqttTls }, { commands, readAuth, metrics, log })
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await commands.close() // answers the long polls and the waiting POSTs now
+      await commands?.close() // answers the long polls and the waiting POSTs now
       await commandsMqtt?.close()
       await mqtt?.close()
       await http.stop(config.shutdownTimeoutMs)
-      await openCommandStore.close()
+      await openCommandStore?.close()
       await openSink.close()
     })()
     return closing

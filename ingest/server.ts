@@ -24,7 +24,7 @@ import { ALL_FLEETS, hashSecret, type ReadScope } from './read-auth.ts'
 import { readiness, type MqttConsumerStatus } from './readyz.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 import type { CommandAuth } from './commands/auth.ts'
-import { serveCommands } from './commands/http.ts'
+import { isCommandPath, serveCommands } from './commands/http.ts'
 import type { Commands } from './commands/index.ts'
 
 export type ServerDeps = PipelineDeps & {
@@ -215,6 +215,8 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
         maxBodyBytes: config.maxBodyBytes
       })
       if (name !== null) return name
+    } else if (isCommandPath(path)) {
+      throw new HttpError(501, 'commands_unavailable', 'commands to devices are off in this ingest: sink postgres has no command store wired in yet (docs/commands.md)')
     }
     if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })

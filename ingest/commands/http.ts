@@ -93,6 +93,11 @@ function pathPart (s: string, field: string): string {
 const DEVICE_PATH = /^\/v1\/devices\/([^/]+)\/commands$/
 const COMMAND_PATH = /^\/v1\/commands\/([^/]+)$/
 
+/** Whether `path` is one of the command routes. */
+export function isCommandPath (path: string): boolean {
+  return path === '/v1/gateway/commands' || path === '/v1/gateway/command-reports' || path === '/v1/commands' || DEVICE_PATH.test(path) || COMMAND_PATH.test(path)
+}
+
 /** Serves a command route; null when `url` is not one (server.ts goes on with its own). */
 export async function serveCommands (req: IncomingMessage, res: ServerResponse, url: URL, deps: CommandHttpDeps): Promise<string | null> {
   const path = url.pathname
