@@ -227,7 +227,7 @@ export class Commands {
 
   /**
    * Waits up to `ms` for the command to reach a final state; resolves with the record as it
-   * is then (null if it vanished or `fleet` may not see it).
+   * is then (null for an unknown id; the caller checked its fleet when it made or read it).
    */
   async wait (id: string, ms: number): Promise<CommandRecord | null> {
     const deadline = this.now() + Math.min(ms, this.opts.maxWaitMs)
