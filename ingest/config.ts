@@ -58,6 +58,18 @@ export const schema = {
   mqttCa: { type: 'string', doc: 'PEM CA(s) trusted for an mqtts:// broker (default: the system CAs)' },
   mqttCert: { type: 'string', doc: 'PEM client certificate presented to the broker (mTLS)' },
   mqttKey: { type: 'string', doc: 'PEM private key of --mqtt-cert' },
+  commandToken: { type: 'list', doc: 'FLEET:SECRET command token (at least 16 characters) for the command API /v1/devices/{id}/commands and /v1/commands (fleet * = every fleet; docs/commands.md); repeatable' },
+  commandTokensFile: { type: 'string', doc: 'JSON file { "FLEET": "secret" | ["secret", ...] } of command tokens, merged with --command-token' },
+  allowAnonymousCommands: { type: 'bool', default: false, doc: 'with no command token, open the command API to anyone even on a non-loopback --host (every fleet)' },
+  commandTtlMs: { type: 'int', default: 3_600_000, min: 1000, max: 365 * 86_400_000, doc: 'TTL of a command whose request gives no ttlMs' },
+  commandMaxTtlMs: { type: 'int', default: 7 * 86_400_000, min: 1000, max: 365 * 86_400_000, doc: 'largest ttlMs a command may ask for (400 above)' },
+  commandMaxWaitMs: { type: 'int', default: 300_000, min: 0, max: 3_600_000, doc: 'largest ?wait=MS of POST /v1/devices/{id}/commands (longer waits are cut to it)' },
+  commandMaxArgsBytes: { type: 'int', default: 4096, min: 2, max: 1024 * 1024, doc: 'largest args of a command, JSON-encoded (413 args_too_large above)' },
+  commandMaxPendingPerDevice: { type: 'int', default: 100, min: 1, max: 1_000_000, doc: 'open (not final) commands per device (429 too_many_pending above)' },
+  commandRate: { type: 'number', default: 50, min: 0.001, max: 1_000_000, doc: 'commands created per second per command token (a bucket of twice as many; 429 rate_limited + Retry-After above)' },
+  commandResendMs: { type: 'int', default: 30_000, min: 100, max: 3_600_000, doc: 'with --mqtt-broker: publish a gateway\'s commands again this often until it reports them at-gateway' },
+  commandExpiryGraceMs: { type: 'int', default: 60_000, min: 0, max: 86_400_000, doc: 'a command held by a gateway that has not reported it final by expiresAt + this is recorded expired by the ingest itself' },
+  presenceTtlMs: { type: 'int', default: 90_000, min: 1000, max: 86_400_000, doc: 'a gateway not heard from (poll or reports) for this long counts as connecting no device (POST ...?offline=fail)' },
   help: { type: 'bool', doc: 'print this help and exit' }
 } as const satisfies Schema
 

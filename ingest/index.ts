@@ -12,6 +12,11 @@ import type { AddressInfo } from 'node:net'
 import { pino, type Logger } from 'pino'
 import { ConfigError } from '../protocol/index.ts'
 import { Chaos } from './chaos.ts'
+import { CommandAuth } from './commands/auth.ts'
+import { Commands } from './commands/index.ts'
+import { LevelDbCommandStore } from './commands/leveldb-store.ts'
+import { CommandsMqtt } from './commands/mqtt.ts'
+import type { CommandStore } from './commands/store.ts'
 import { checkProtocols, resolvePostgresUrl, resolveTokens, withDefaults, type IngestConfig, type IngestOptions } from './config.ts'
 import { createMetrics, type IngestMetrics } from './metrics.ts'
 import { checkMqttConsumerConfig, MqttConsumer } from './mqtt-consumer.ts'
@@ -34,6 +39,13 @@ export type Ingest = {
   chaosSeed: number
   /** 'https' with --tls-cert (tls.ts). */
   scheme: 'http' | 'https'
+  /**
+   * Commands to devices (commands/index.ts) over the command store (LevelDB with sink
+   * leveldb, the PostgreSQL command tables with sink postgres).
+   */
+  commands: Commands | null
+  /** Commands and reports over the broker (`mqttBroker`), else null. */
+  commandsMqtt: CommandsMqtt | null
   /** The broker consumer (`mqttBroker`), else null. */
   mqtt: MqttConsumer | null
   /** Re-reads the TLS files for new handshakes (SIGHUP); false without TLS or on failure. */
@@ -41,7 +53,12 @@ export type Ingest = {
   close: () => Promise<void>
 }
 
-export async function createIngest (options: IngestOptions = {}, deps: { logger?: Logger } = {}): Promise<Ingest> {
+/**
+ * `deps.commandStore`: the store of commands to devices; by default with sink leveldb a
+ * LevelDB one in `<dataDir>/commands`, with sink postgres the command tables of the same
+ * database (every ingest process on it shares them). Closed with the ingest.
+ */
+export async function createIngest (options: IngestOptions = {}, deps: { logger?: Logger, commandStore?: CommandStore } = {}): Promise<Ingest> {
   const config = withDefaults(options)
   const log = deps.logger ?? pino({ level: 'silent' })
   checkProtocols(config)
@@ -50,11 +67,13 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const postgresUrl = await resolvePostgresUrl(config, process.env)
   const secrets = await resolveTokens(config)
   const readAuth = await ReadAuth.create(config)
+  const commandAuth = await CommandAuth.create(config, new Set([...secrets.keys(), ...config.readToken.map((t) => t.slice(t.indexOf(':') + 1))].map(hashSecret)))
   const tlsConfig = ingestTlsConfig(config)
   const tls = tlsConfig ? { config: tlsConfig, context: await loadContext(tlsConfig) } : null
   const tokens = new Map([...secrets].map(([secret, gw]) => [hashSecret(secret), gw]))
   let sink: Sink | undefined
-  const metrics = createMetrics(() => sink)
+  let commandStore: CommandStore | undefined
+  const metrics = createMetrics(() => sink, () => commandStore)
   sink = postgresUrl !== undefined
     // loaded only for this sink: the leveldb ingest starts without pg and its modules
     ? await (await import('./sinks/postgres.ts')).PostgresSink.open({
@@ -72,6 +91,37 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
       onCommit: (requests, _ops, seconds) => { metrics.commitRequests.observe(requests); metrics.commitSeconds.observe(seconds) }
     })
   const openSink = sink
+  try {
+    commandStore = deps.commandStore ?? (postgresUrl !== undefined
+      // the command tables beside the readings: every ingest process on the database shares them
+      ? await (await import('./commands/postgres-store.ts')).PostgresCommandStore.open({
+        url: postgresUrl,
+        poolMax: Math.max(2, Math.ceil(config.postgresPoolMax / 4)),
+        onState: (state, err) => { log.child({ component: 'postgres-commands' })[state === 'up' ? 'info' : 'warn']({ state, err }, state === 'up' ? 'PostgreSQL reachable again (commands).' : 'PostgreSQL unreachable (commands): command calls answer 503.') }
+      })
+      : await LevelDbCommandStore.open({ dataDir: config.dataDir }))
+  } catch (err) {
+    await openSink.close()
+    throw err
+  }
+  const openCommandStore = commandStore
+  const commands = openCommandStore === undefined
+    ? null
+    : new Commands(openCommandStore, {
+      ttlMs: config.commandTtlMs,
+      maxTtlMs: config.commandMaxTtlMs,
+      maxWaitMs: config.commandMaxWaitMs,
+      maxArgsBytes: config.commandMaxArgsBytes,
+      maxPendingPerDevice: config.commandMaxPendingPerDevice,
+      rate: config.commandRate,
+      presenceTtlMs: config.presenceTtlMs,
+      expiryGraceMs: config.commandExpiryGraceMs
+    }, {
+      log: log.child({ component: 'commands' }),
+      transition: (state) => metrics.commandTransitions.inc({ state }),
+      report: (code) => metrics.commandReports.inc({ code: String(code) }),
+      refusal: (reason) => metrics.commandRefusals.inc({ reason })
+    })
   const chaosSeed = config.chaosSeed ?? randomInt(0, 0xffffffff)
   const chaos = new Chaos({
     retryRate: config.chaosRetryRate,
@@ -82,13 +132,15 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     seed: chaosSeed
   })
   if (chaos.enabled) log.child({ component: 'chaos' }).warn({ ...chaos.config }, 'Fault injection is on.')
-  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls }
+  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls, ...(commands !== null && commandAuth !== null ? { commands: { commands, auth: commandAuth } } : {}) }
   const http = createIngestServer(serverDeps)
   const { server } = http
   try {
     server.listen(config.port, config.host)
     await once(server, 'listening')
   } catch (err) {
+    await commands?.close()
+    await openCommandStore?.close()
     await openSink.close()
     throw err
   }
@@ -96,19 +148,23 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   // the same deps (sink, chaos, metrics, the page's recent readings) as the HTTP batches
   const mqtt = config.mqttBroker === undefined ? null : MqttConsumer.create({ ...config, ...mqttTls }, { ...serverDeps, log })
   serverDeps.mqttStatus = () => mqtt?.status() ?? null
+  const commandsMqtt = config.mqttBroker === undefined || commands === null ? null : CommandsMqtt.create({ ...config, ...mqttTls }, { commands, readAuth, metrics, log })
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      await commands?.close() // answers the long polls and the waiting POSTs now
+      await commandsMqtt?.close()
       await mqtt?.close()
       await http.stop(config.shutdownTimeoutMs)
+      await openCommandStore?.close()
       await openSink.close()
     })()
     return closing
   }
 
   const tlsLog = log.child({ component: 'tls' })
-  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, mqtt, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
+  return { port, host: config.host, config, sink: openSink, metrics, chaosSeed, commands, commandsMqtt, mqtt, scheme: tls ? 'https' : 'http', reloadTls: () => reloadTls(server, tls, tlsLog), close }
 }
 
 /** CA, client certificate, key and password of the broker connection, read from their files. */

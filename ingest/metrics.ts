@@ -1,10 +1,12 @@
 /** Prometheus metrics of the ingest (own Registry, names `ingest_*`, docs/design.md section 9). */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { COMMAND_STATES } from '../protocol/commands.ts'
+import type { CommandStore } from './commands/store.ts'
 import { COUNT_KINDS, type Sink } from './sinks/types.ts'
 
 export type IngestMetrics = ReturnType<typeof createMetrics>
 
-export function createMetrics (sink: () => Sink | undefined) {
+export function createMetrics (sink: () => Sink | undefined, commandStore: () => CommandStore | undefined = () => undefined) {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'ingest_' })
   const m = {
@@ -26,7 +28,7 @@ export function createMetrics (sink: () => Sink | undefined) {
         for (const kind of COUNT_KINDS) this.set({ kind }, st[kind])
       }
     }),
-    authFailures: new Counter({ name: 'ingest_auth_failures_total', help: 'Requests with a wrong bearer token, by side (write = batches, read = query API, stats, page data, metrics)', labelNames: ['side'] as const, registers: [registry] }),
+    authFailures: new Counter({ name: 'ingest_auth_failures_total', help: 'Requests with a wrong bearer token, by side (write = batches and the gateways\' command routes, read = query API, stats, page data, metrics, command = the command API)', labelNames: ['side'] as const, registers: [registry] }),
     authThrottled: new Counter({ name: 'ingest_auth_throttled_total', help: 'Requests answered 429 without checking their token: their address is in back-off after wrong tokens', labelNames: ['side'] as const, registers: [registry] }),
     authBackoffAddresses: new Gauge({ name: 'ingest_auth_backoff_addresses', help: 'Addresses remembered for the wrong-token back-off (at most --auth-tracked-addresses)', registers: [registry] }),
     conflicts: new Counter({ name: 'ingest_natural_key_conflicts_total', help: 'Items kept as natural-key conflicts: a stored reading of the same fleet, device, boot and seq has other content (ts or values); listed by GET /v1/conflicts', registers: [registry] }),
@@ -36,6 +38,20 @@ export function createMetrics (sink: () => Sink | undefined) {
     commitSeconds: new Histogram({ name: 'ingest_sink_commit_duration_seconds', help: 'Duration of one sink group commit (fsync included)', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry] }),
     commitRequests: new Histogram({ name: 'ingest_sink_commit_requests', help: 'Requests written by one sink group commit', buckets: [1, 2, 4, 8, 16, 32, 64], registers: [registry] }),
     inFlight: new Gauge({ name: 'ingest_batches_in_flight', help: 'Batch requests being processed', registers: [registry] }),
+    commandTransitions: new Counter({ name: 'ingest_commands_total', help: 'Commands to devices that moved into each state (by this process: created queued, gateway reports, cancels, expiry)', labelNames: ['state'] as const, registers: [registry] }),
+    commands: new Gauge({
+      name: 'ingest_commands',
+      help: 'Commands to devices in each state now, from the command store (every ingest process sharing it)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+      async collect () {
+        const c = await commandStore()?.counts().catch(() => undefined)
+        if (!c) return
+        for (const state of COMMAND_STATES) this.set({ state }, c[state])
+      }
+    }),
+    commandReports: new Counter({ name: 'ingest_command_reports_total', help: 'Gateways\' command reports answered, by result code (0 applied, 1 duplicate, 2 retry, 3 rejected)', labelNames: ['code'] as const, registers: [registry] }),
+    commandRefusals: new Counter({ name: 'ingest_command_refusals_total', help: 'Command requests refused, by reason (a limit, an unknown or offline device, a reused Idempotency-Key, a gateway refused over MQTT)', labelNames: ['reason'] as const, registers: [registry] }),
     dedupSeqs: new Gauge({
       name: 'ingest_dedup_tracked_seqs',
       help: 'Seqs held in dedup state (at or above the gateways\' floors), in loaded partitions',

@@ -237,7 +237,7 @@ export function resultsRefusal (e: unknown, log: Logger): WholeBatchRefusal {
   return { status: 500, error: 'internal', message: 'internal error' }
 }
 
-function clientOptions (config: MqttConsumerConfig, clientId: string): IClientOptions {
+export function clientOptions (config: MqttConsumerConfig, clientId: string): IClientOptions {
   return {
     clientId,
     clean: false, // batches published while we are away wait in the session

@@ -77,6 +77,8 @@ export class ReadAuth {
   fleetOf (gateway: string): string { return this.gatewayFleet.get(gateway) ?? DEFAULT_FLEET }
   isKnownGateway (gateway: string): boolean { return this.gatewayFleet.has(gateway) }
   listsAnyGateway (): boolean { return this.gatewayFleet.size > 0 }
+  /** Every gateway the tokens config lists. */
+  listedGateways (): string[] { return [...this.gatewayFleet.keys()] }
 
   /** The scope of a read request; 401 without a valid read token (when tokens are configured). */
   scope (req: IncomingMessage): ReadScope {

@@ -27,6 +27,9 @@ import { ALL_FLEETS, hashSecret, type ReadScope } from './read-auth.ts'
 import { readiness, type MqttConsumerStatus } from './readyz.ts'
 import { BatchRefusal, REFUSAL_STATUS } from './refusal.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
+import type { CommandAuth } from './commands/auth.ts'
+import { isCommandPath, serveCommands } from './commands/http.ts'
+import type { Commands } from './commands/index.ts'
 
 export type ServerDeps = PipelineDeps & {
   /** sha256(secret) hex -> gateway id */
@@ -37,6 +40,8 @@ export type ServerDeps = PipelineDeps & {
   authBackoff?: AuthBackoff
   /** the broker consumer's state with `--mqtt-broker` (mqtt-consumer.ts), for /readyz; absent or null without */
   mqttStatus?: () => MqttConsumerStatus | null
+  /** commands to devices (commands/): their routes are served when set */
+  commands?: { commands: Commands, auth: CommandAuth }
 }
 
 /** A batch of the pipeline (its `version` from the route: `/v1/batches` or `/v2/batches`) with the HTTP exchange that brought it. */
@@ -47,7 +52,7 @@ type BatchCtx = PipelineCtx & {
 
 type Step = (ctx: BatchCtx, deps: ServerDeps) => void | Promise<void>
 
-type Side = 'read' | 'write'
+type Side = 'read' | 'write' | 'command'
 
 /** 429 while the request's address is in back-off after wrong tokens (auth-backoff.ts: against token guessing). */
 function holdBack (req: IncomingMessage, deps: ServerDeps, side: Side): void {
@@ -68,23 +73,31 @@ function wrongToken (req: IncomingMessage, deps: ServerDeps, side: Side): void {
   if (banMs > 0) deps.log.warn({ remote: key, side, banMs }, 'wrong tokens from one address: back-off')
 }
 
-function authenticate (ctx: BatchCtx, deps: ServerDeps): void {
-  const h = ctx.req.headers.authorization
-  const certGw = clientCertGateway(ctx.req) // verified client certificate: CN = gateway id (tls.ts)
-  if (certGw === undefined) holdBack(ctx.req, deps, 'write') // a certificate is not a guess: never held back
+/**
+ * The gateway a request authenticates as: a verified client certificate (its CN, listed in
+ * the tokens config) or a gateway's bearer token; else 401/403. Used by the batches and by
+ * the command routes of the gateways (commands/http.ts).
+ */
+export function authenticateGateway (req: IncomingMessage, deps: ServerDeps): string {
+  const h = req.headers.authorization
+  const certGw = clientCertGateway(req) // verified client certificate: CN = gateway id (tls.ts)
+  if (certGw === undefined) holdBack(req, deps, 'write') // a certificate is not a guess: never held back
   const m = h === undefined ? null : /^Bearer +(\S+) *$/i.exec(h)
   const gw = m ? deps.tokens.get(hashSecret(m[1]!)) : undefined
   if (certGw !== undefined) {
     if (!deps.readAuth.isKnownGateway(certGw)) throw new HttpError(403, 'forbidden', `client certificate CN ${JSON.stringify(certGw.slice(0, 64))} is not a gateway of the tokens config`, { field: 'certificate' })
     if (h !== undefined && gw !== certGw) throw new HttpError(403, 'forbidden', `the bearer token does not belong to gateway ${certGw} of the client certificate`, { field: 'authorization' })
-    ctx.gateway = certGw
-    return
+    return certGw
   }
   if (gw === undefined) {
-    if (h !== undefined) wrongToken(ctx.req, deps, 'write')
+    if (h !== undefined) wrongToken(req, deps, 'write')
     throw new HttpError(401, 'unauthorized', h === undefined ? 'missing authorization: Bearer token' : 'unknown token', { field: 'authorization', headers: { 'www-authenticate': 'Bearer' }, closeConnection: true })
   }
-  ctx.gateway = gw
+  return gw
+}
+
+function authenticate (ctx: BatchCtx, deps: ServerDeps): void {
+  ctx.gateway = authenticateGateway(ctx.req, deps)
 }
 
 function checkMediaType (ctx: BatchCtx): void {
@@ -203,6 +216,28 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       await handleBatch(req, res, version)
       return 'batches'
     }
+    if (deps.commands !== undefined) {
+      const { commands, auth } = deps.commands
+      const name = await serveCommands(req, res, url, {
+        commands,
+        auth,
+        authenticateGateway: (r) => authenticateGateway(r, deps),
+        scope: (r) => {
+          holdBack(r, deps, 'command')
+          try {
+            return auth.scope(r)
+          } catch (e) {
+            if (e instanceof HttpError && e.status === 401 && r.headers.authorization !== undefined) wrongToken(r, deps, 'command')
+            throw e
+          }
+        },
+        fleetOf: (gw) => deps.readAuth.fleetOf(gw),
+        maxBodyBytes: config.maxBodyBytes
+      })
+      if (name !== null) return name
+    } else if (isCommandPath(path)) {
+      throw new HttpError(501, 'commands_unavailable', 'commands to devices are off in this ingest: sink postgres has no command store wired in yet (docs/commands.md)')
+    }
     if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
     if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return 'healthz' }
@@ -276,7 +311,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } finally {
       inFlight--
       active.delete(res)
-      const known = ['batches', 'readings', 'conflicts', 'stats', 'live', 'metrics', 'healthz', 'readyz', 'capabilities'].includes(routeName) ? routeName : 'other'
+      const known = ['batches', 'readings', 'conflicts', 'stats', 'live', 'metrics', 'healthz', 'readyz', 'capabilities', 'commands', 'gateway-commands', 'command-reports'].includes(routeName) ? routeName : 'other'
       metrics.requests.inc({ route: known, status: res.headersSent ? String(res.statusCode) : 'dropped' })
       metrics.requestSeconds.observe({ route: known }, Number(process.hrtime.bigint() - t0) / 1e9)
     }

@@ -1,0 +1,275 @@
+/**
+ * The LevelDB command store (store.ts): its own database in `<dataDir>/commands`, beside the
+ * readings' sink, so the two never share a batch or a lock.
+ *
+ * Key layout (utf8 keys, parts joined by \x00; numbers are 16 decimal digits, zero-padded,
+ * so byte order is numeric order; ids, device ids, fleets and gateway ids never hold \x00):
+ *
+ *   c  id                         -> the CommandRecord (JSON)
+ *   g  gateway device n id        -> ''   open command routed to `gateway` (openForGateway)
+ *   o  fleet device n id          -> ''   open command of a device (openForDevice)
+ *   x  expiresAt id               -> ''   open command by expiry (dueForExpiry)
+ *   u  updatedAt id               -> ''   every command by its last change (the feed, list)
+ *   i  fleet key                  -> id   Idempotency-Key of a fleet
+ *   n  fleet device               -> the last n given to the device's commands
+ *   p  fleet device gateway       -> { connected, at } (a gateway's word on a device)
+ *   q  gateway fleet device       -> ''   the devices a gateway has a word on (snapshots)
+ *   s  gateway                    -> seenAt (when the ingest last heard from the gateway)
+ *   k  state                      -> how many commands are in that state
+ *
+ * Invariants: the index keys of a record are a function of the record (indexKeys); every
+ * write replaces the old record's index keys with the new one's in the same batch, and that
+ * batch is written with `sync: true`, so after kill -9 or a power cut the database holds
+ * either the old record with its keys or the new one with its keys. Writes are serialised
+ * in this process (one promise chain), so a read-modify-write (update, create's n counter
+ * and idempotency lookup) never interleaves with another. One process per directory: LevelDB
+ * holds a lock.
+ */
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Level } from 'level'
+import { StoreError, ValidationError } from '../../protocol/index.ts'
+import { COMMAND_STATES, isFinalState, type CommandState } from '../../protocol/commands.ts'
+import type { CommandPage, CommandQuery, CommandRecord, CommandStore, NewCommand, PresenceEntry } from './store.ts'
+
+const S = '\x00'
+const END = '\xff'
+const num = (n: number): string => String(n).padStart(16, '0')
+const key = (...parts: (string | number)[]): string => parts.map((p) => typeof p === 'number' ? num(p) : p).join(S)
+
+type BatchOp = { type: 'put', key: string, value: string } | { type: 'del', key: string }
+
+function indexKeys (r: CommandRecord): string[] {
+  const keys = [key('u', r.updatedAt, r.id)]
+  if (!isFinalState(r.state)) {
+    keys.push(key('o', r.fleet, r.device, r.n, r.id), key('x', r.expiresAt, r.id))
+    if (r.gateway !== null) keys.push(key('g', r.gateway, r.device, r.n, r.id))
+  }
+  return keys
+}
+
+function encodeCursor (updatedAt: number, id: string): string {
+  return Buffer.from(`${updatedAt}:${id}`).toString('base64url')
+}
+function decodeCursor (c: string): string | null {
+  const m = /^(\d{1,16}):(.+)$/.exec(Buffer.from(c, 'base64url').toString('utf8'))
+  return m ? key('u', Number(m[1]), m[2]!) : null
+}
+
+export class LevelDbCommandStore implements CommandStore {
+  readonly kind = 'leveldb'
+  private chain: Promise<unknown> = Promise.resolve()
+  private closed = false
+
+  private constructor (private readonly db: Level<string, string>) {}
+
+  /** Opens (creating) `<dataDir>/commands`. */
+  static async open (opts: { dataDir: string }): Promise<LevelDbCommandStore> {
+    const dir = join(opts.dataDir, 'commands')
+    await mkdir(dir, { recursive: true })
+    const db = new Level<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' })
+    try { await db.open() } catch (err) { throw new StoreError(`cannot open the command store ${dir}: ${(err as Error).message}`, { cause: err }) }
+    return new LevelDbCommandStore(db)
+  }
+
+  /** Runs `fn` after every write queued before it (the in-process serialisation). */
+  private serial<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn)
+    this.chain = run.catch(() => {})
+    return run
+  }
+
+  private async read (k: string): Promise<string | undefined> {
+    return await this.db.get(k) ?? undefined
+  }
+
+  private async records (ids: readonly string[]): Promise<(CommandRecord | null)[]> {
+    if (ids.length === 0) return []
+    const vals = await this.db.getMany(ids.map((id) => key('c', id)))
+    return vals.map((v) => v === undefined || v === null ? null : JSON.parse(v) as CommandRecord)
+  }
+
+  private async write (ops: BatchOp[]): Promise<void> {
+    if (this.closed) throw new StoreError('the command store is closed')
+    try {
+      await this.db.batch(ops, { sync: true })
+    } catch (err) { throw new StoreError(`command store write failed: ${(err as Error).message}`, { cause: err }) }
+  }
+
+  /** The ops that turn `old` (or nothing) into `rec`, counters included. */
+  private async replaceOps (old: CommandRecord | null, rec: CommandRecord, counts: Map<CommandState, number>): Promise<BatchOp[]> {
+    const ops: BatchOp[] = []
+    const newKeys = new Set(indexKeys(rec))
+    if (old !== null) for (const k of indexKeys(old)) if (!newKeys.has(k)) ops.push({ type: 'del', key: k })
+    for (const k of newKeys) ops.push({ type: 'put', key: k, value: '' })
+    ops.push({ type: 'put', key: key('c', rec.id), value: JSON.stringify(rec) })
+    // a key taken off a command (or changed) is free again
+    if (old?.idempotencyKey !== undefined && old.idempotencyKey !== rec.idempotencyKey) ops.push({ type: 'del', key: key('i', old.fleet, old.idempotencyKey) })
+    if (rec.idempotencyKey !== undefined && rec.idempotencyKey !== old?.idempotencyKey) ops.push({ type: 'put', key: key('i', rec.fleet, rec.idempotencyKey), value: rec.id })
+    if (old?.state !== rec.state) {
+      const bump = async (s: CommandState, d: number): Promise<void> => {
+        const cur = counts.get(s) ?? Number(await this.read(key('k', s)) ?? 0)
+        counts.set(s, cur + d)
+      }
+      if (old !== null) await bump(old.state, -1)
+      await bump(rec.state, 1)
+    }
+    return ops
+  }
+
+  private static countOps (counts: Map<CommandState, number>): BatchOp[] {
+    return [...counts].map(([s, n]) => ({ type: 'put', key: key('k', s), value: String(Math.max(0, n)) }))
+  }
+
+  create (c: NewCommand): Promise<{ record: CommandRecord, created: boolean }> {
+    return this.serial(async () => {
+      const ops: BatchOp[] = []
+      if (c.idempotencyKey !== undefined) {
+        const ik = key('i', c.fleet, c.idempotencyKey)
+        const prior = await this.read(ik)
+        if (prior !== undefined) {
+          const [rec] = await this.records([prior])
+          if (rec?.idempotencyKey === c.idempotencyKey) return { record: rec, created: false }
+        }
+      }
+      const nk = key('n', c.fleet, c.device)
+      const n = Number(await this.read(nk) ?? 0) + 1
+      ops.push({ type: 'put', key: nk, value: String(n) })
+      const record: CommandRecord = { ...c, n, updatedAt: c.createdAt }
+      const counts = new Map<CommandState, number>()
+      ops.push(...await this.replaceOps(null, record, counts), ...LevelDbCommandStore.countOps(counts))
+      await this.write(ops)
+      return { record, created: true }
+    })
+  }
+
+  async get (id: string): Promise<CommandRecord | null> {
+    return (await this.records([id]))[0] ?? null
+  }
+
+  update (ids: readonly string[], change: (current: readonly (CommandRecord | null)[]) => readonly (CommandRecord | null)[]): Promise<(CommandRecord | null)[]> {
+    return this.serial(async () => {
+      const current = await this.records(ids)
+      const next = change(current)
+      const ops: BatchOp[] = []
+      const counts = new Map<CommandState, number>()
+      const out: (CommandRecord | null)[] = []
+      for (let i = 0; i < ids.length; i++) {
+        const old = current[i] ?? null
+        const rec = next[i] ?? null
+        if (rec === null || old === null || rec === old) { out.push(old); continue }
+        // as stored: the value is JSON, so a field set to undefined is gone (as a read would show)
+        const stored = JSON.parse(JSON.stringify(rec)) as CommandRecord
+        ops.push(...await this.replaceOps(old, stored, counts))
+        out.push(stored)
+      }
+      if (ops.length > 0) await this.write([...ops, ...LevelDbCommandStore.countOps(counts)])
+      return out
+    })
+  }
+
+  private async idsUnder (prefix: string, limit: number): Promise<string[]> {
+    const ids: string[] = []
+    for await (const k of this.db.keys({ gt: prefix, lt: prefix + END, limit })) ids.push(k.slice(k.lastIndexOf(S) + 1))
+    return ids
+  }
+
+  private async recordsOf (ids: string[]): Promise<CommandRecord[]> {
+    return (await this.records(ids)).filter((r): r is CommandRecord => r !== null)
+  }
+
+  async openForGateway (gateway: string, limit: number): Promise<CommandRecord[]> {
+    return await this.recordsOf(await this.idsUnder(key('g', gateway) + S, limit))
+  }
+
+  async openForDevice (fleet: string, device: string): Promise<CommandRecord[]> {
+    return await this.recordsOf(await this.idsUnder(key('o', fleet, device) + S, Infinity))
+  }
+
+  async dueForExpiry (now: number, limit: number): Promise<CommandRecord[]> {
+    const ids: string[] = []
+    for await (const k of this.db.keys({ gt: 'x' + S, lte: key('x', now) + S + END, limit })) ids.push(k.slice(k.lastIndexOf(S) + 1))
+    return await this.recordsOf(ids)
+  }
+
+  async list (q: CommandQuery): Promise<CommandPage> {
+    const after = q.cursor === undefined ? null : decodeCursor(q.cursor)
+    if (q.cursor !== undefined && after === null) throw new ValidationError('cursor', 'is not one this store gave')
+    const since = key('u', q.since ?? 0)
+    const gt = after !== null && after > since ? after : null
+    const out: CommandRecord[] = []
+    let next: string | null = null
+    const it = this.db.keys(gt !== null ? { gt, lt: 'u' + S + END } : { gte: since, lt: 'u' + S + END })
+    const pending: string[] = []
+    const flush = async (): Promise<boolean> => {
+      for (const r of await this.recordsOf(pending.splice(0))) {
+        if ((q.fleet !== undefined && r.fleet !== q.fleet) || (q.device !== undefined && r.device !== q.device) || (q.state !== undefined && r.state !== q.state)) continue
+        out.push(r)
+        if (out.length >= q.limit) { next = encodeCursor(r.updatedAt, r.id); return true }
+      }
+      return false
+    }
+    for await (const k of it) {
+      pending.push(k.slice(k.lastIndexOf(S) + 1))
+      if (pending.length >= 256 && await flush()) break
+    }
+    if (out.length < q.limit && pending.length > 0) await flush()
+    return { commands: out, next }
+  }
+
+  async counts (): Promise<Record<CommandState, number>> {
+    const out = Object.fromEntries(COMMAND_STATES.map((s) => [s, 0])) as Record<CommandState, number>
+    const vals = await this.db.getMany(COMMAND_STATES.map((s) => key('k', s)))
+    COMMAND_STATES.forEach((s, i) => { out[s] = Number(vals[i] ?? 0) })
+    return out
+  }
+
+  setPresence (fleet: string, gateway: string, entries: readonly { device: string, connected: boolean, at: number }[], snapshot: boolean, seenAt: number): Promise<void> {
+    return this.serial(async () => {
+      const ops: BatchOp[] = [{ type: 'put', key: key('s', gateway), value: String(seenAt) }]
+      const listed = new Set<string>()
+      for (const e of entries) {
+        const pk = key('p', fleet, e.device, gateway)
+        const old = await this.read(pk)
+        listed.add(`${fleet}${S}${e.device}`)
+        if (old !== undefined && (JSON.parse(old) as { at: number }).at > e.at) continue
+        ops.push({ type: 'put', key: pk, value: JSON.stringify({ connected: e.connected, at: e.at }) })
+        ops.push({ type: 'put', key: key('q', gateway, fleet, e.device), value: '' })
+      }
+      if (snapshot) {
+        for await (const k of this.db.keys({ gt: key('q', gateway) + S, lt: key('q', gateway) + S + END })) {
+          const [, f, d] = k.slice(2).split(S) as [string, string, string]
+          if (listed.has(`${f}${S}${d}`)) continue
+          const pk = key('p', f, d, gateway)
+          const old = await this.read(pk)
+          if (old === undefined) continue
+          const o = JSON.parse(old) as { connected: boolean, at: number }
+          if (o.connected) ops.push({ type: 'put', key: pk, value: JSON.stringify({ connected: false, at: o.at }) })
+        }
+      }
+      await this.write(ops)
+    })
+  }
+
+  touchGateway (gateway: string, seenAt: number): Promise<void> {
+    return this.serial(() => this.write([{ type: 'put', key: key('s', gateway), value: String(seenAt) }]))
+  }
+
+  async presenceOf (fleet: string, device: string): Promise<PresenceEntry[]> {
+    const prefix = key('p', fleet, device) + S
+    const rows: { gateway: string, connected: boolean, at: number }[] = []
+    for await (const [k, v] of this.db.iterator({ gt: prefix, lt: prefix + END })) {
+      const o = JSON.parse(v) as { connected: boolean, at: number }
+      rows.push({ gateway: k.slice(prefix.length), connected: o.connected, at: o.at })
+    }
+    const seen = await this.db.getMany(rows.map((r) => key('s', r.gateway)))
+    return rows.map((r, i) => ({ ...r, seenAt: Number(seen[i] ?? 0) }))
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.chain
+    await this.db.close()
+  }
+}
