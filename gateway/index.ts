@@ -95,7 +95,7 @@ export class Gateway {
     if (config.commands === 'on') {
       const link = opts.commandLink ?? (config.upstream.length ? createCommandLink(config, logger) : null)
       if (link) {
-        commands = new GatewayCommands(store.db, link, broker, (device) => intake.payloadFormat(device), config, commandMetrics, logger)
+        commands = new GatewayCommands(store.db, link, broker, (device) => intake.commandFormat(device), config, commandMetrics, logger)
         await closeOnError(() => commands!.start(), link, admin, broker, store)
       }
     }

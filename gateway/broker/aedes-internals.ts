@@ -10,7 +10,7 @@
  * | a client's `_parser.parse` | lib/client.js | guard.ts: packet size guard |
  * | a client's `deliverQoS`, `deliver0`, `closed`, `conn` | lib/client.js | limit-deliveries.ts: no writes to a closed client |
  * | `persistence.createRetainedStreamCombi` called in the tick of the `subscribe` event | lib/handlers/subscribe.js | limit-hooks.ts, persistence.ts `replayClient`: no retained replay to a closed client |
- * | `aedes.id`, `aedes.counter` (a packet's brokerId/brokerCounter), `aedes.clients`, a client's `subscriptions` and `deliverQoS` called with a packet of ours | aedes.js, lib/client.js | commands.ts: a command written into its device's own session only, never routed to other subscribers |
+ * | `aedes.id`, `aedes.counter` (a packet's brokerId/brokerCounter), `aedes.clients`, a client's `subscriptions` and `deliverQoS` called with a packet of ours, `persistence.outgoingEnqueue` for a persistent session | aedes.js, lib/client.js | commands.ts: a command written into its device's own session only, never routed to other subscribers |
  * | mqtt-packet's `debug`, in the CommonJS module cache | mqtt-packet (Aedes' dependency) | quiet-debug.ts: no-op debug calls |
  *
  * Each shape is checked where it is first needed: the broker's at startup (`brokerInternals`,
@@ -167,10 +167,14 @@ export type CommandInternals = {
 
 /** What commands.ts needs of Aedes, after checking each one is there (at startup). */
 export function commandInternals (aedes: Aedes): CommandInternals {
-  const a = aedes as unknown as { id?: unknown, counter?: unknown, clients?: unknown }
+  const a = aedes as unknown as { id?: unknown, counter?: unknown, clients?: unknown, persistence?: { outgoingEnqueue?: unknown } }
   if (typeof a.id !== 'string') throw new AedesShapeError('aedes.id (a packet\'s brokerId)')
   if (typeof a.counter !== 'number') throw new AedesShapeError('aedes.counter (a packet\'s brokerCounter)')
   if (a.clients === null || typeof a.clients !== 'object') throw new AedesShapeError('aedes.clients')
+  const persistence = a.persistence
+  if (persistence === null || typeof persistence !== 'object') throw new AedesShapeError('aedes.persistence')
+  fn(persistence.outgoingEnqueue, 'aedes.persistence.outgoingEnqueue')
+  const enqueue = persistence.outgoingEnqueue as (sub: { clientId: string }, packet: unknown) => Promise<void>
   type RawSubClient = { subscriptions?: Record<string, { qos?: number } | undefined>, deliverQoS?: unknown }
   return {
     client: (id) => (a.clients as Record<string, Client | undefined>)[id],
@@ -186,7 +190,11 @@ export function commandInternals (aedes: Aedes): CommandInternals {
       const brokerCounter = (a.counter as number) + 1
       a.counter = brokerCounter
       const packet = { cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false, brokerId: a.id as string, brokerCounter }
-      ;(c.deliverQoS as Deliver).call(client, packet, cb)
+      const write = (): void => { (c.deliverQoS as Deliver).call(client, packet, cb) }
+      // a persistent session: queued as Aedes queues a routed message (its PUBACK then names
+      // the packet in the 'ack' event, and Aedes resends it on the session's next connect)
+      if (client.clean === false) enqueue.call(persistence, { clientId: client.id }, packet).then(write, write)
+      else write()
     }
   }
 }

@@ -127,6 +127,7 @@ export class CommandStore {
       ? { type: 'del' as const, key: K.command(id) }
       : { type: 'put' as const, key: K.command(id), value: encodeCommandRecord(r) })
     this.writing = (async () => {
+      await Promise.resolve() // `writing` is set before this body can clear it
       try {
         if (ops.length) await this.db.batch(ops, { sync: this.sync })
         changes.forEach(([, r], i) => { if (r !== null && r.durable < lengths[i]!) r.durable = lengths[i]! })
@@ -146,7 +147,7 @@ export class CommandStore {
 
   /** Waits for the write in progress and any queued. */
   async drain (): Promise<void> {
-    while (this.writing !== null || this.waiters.length) await (this.writing ?? Promise.resolve())
+    while (this.writing !== null) await this.writing
   }
 }
 

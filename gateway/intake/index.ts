@@ -113,6 +113,11 @@ export class Intake {
     return this.formats.of(device)
   }
 
+  /** The payload format of a device's commands: CBOR when its latest reading was CBOR, else JSON. */
+  commandFormat (device: string): PayloadFormat {
+    return this.formats.commandFormat(device)
+  }
+
   /**
    * Handles one reading published by `client` on its own readings topic, or on a mapped
    * topic (`decode`: how that payload becomes a reading, gateway/mapping/).
