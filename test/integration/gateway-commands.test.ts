@@ -229,3 +229,21 @@ test('over --commands-max-per-device: not stored, nothing reported, counted', as
   assert.equal(await counter(gw, 'gateway_commands_not_taken_total', '{reason="device"}'), 1)
   assert.deepEqual(link.statesOf(b.id), [])
 })
+
+test('gateway commands list shows a stopped gateway\'s held commands', async (t) => {
+  const dataDir = await tempDir(t)
+  const link = new FakeLink()
+  const gw = await start(t, link, { dataDir })
+  const c = cmd('dev-l')
+  await link.offer([c])
+  await gw.close()
+  const { commandsMain } = await import('../../gateway/cli/commands.ts')
+  const chunks: string[] = []
+  const write = process.stdout.write
+  process.stdout.write = ((s: string) => { chunks.push(s); return true }) as typeof process.stdout.write
+  let code
+  try { code = await commandsMain(['list', '--data-dir', dataDir, '--device', 'dev-l', '--json'], {}) } finally { process.stdout.write = write }
+  assert.equal(code, 0)
+  const doc = JSON.parse(chunks.join('')) as { commands: Array<{ id: string, state: string }> }
+  assert.deepEqual(doc.commands.map((x) => [x.id, x.state]), [[c.id, 'at-gateway']])
+})
