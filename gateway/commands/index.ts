@@ -70,6 +70,7 @@ type Sent = { id: string, session: Client }
 type Pending = { r: CommandRecord, from: number, to: number }
 
 const MAX_TIMER_MS = 2 ** 31 - 1
+const IDLE_CHECK_MS = 2000
 
 export class GatewayCommands implements CommandHooks {
   private readonly store: CommandStore
@@ -85,6 +86,7 @@ export class GatewayCommands implements CommandHooks {
   private loop: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
   private readonly logged = new Set<string>()
+  private linkState: string | null = null
 
   constructor (
     db: Db,
@@ -146,7 +148,7 @@ export class GatewayCommands implements CommandHooks {
 
   private openOf (device: string): CommandRecord[] {
     const out: CommandRecord[] = []
-    for (const r of this.store.records.values()) if (r.cmd.device === device && !isFinished(r)) out.push(r)
+    for (const r of this.store.ofDevice(device)) if (!isFinished(r)) out.push(r)
     return out
   }
 
@@ -343,7 +345,12 @@ export class GatewayCommands implements CommandHooks {
         : [...this.presence.values()].slice(0, max)
       const sentPresence = snapshot ? null : presence
       if (reports.length === 0 && presence.length === 0 && !snapshot) {
-        await new Promise<void>((resolve) => { this.idle = resolve })
+        // woken by a change; the link's state is looked at every IDLE_CHECK_MS meanwhile
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => { this.idle = null; resolve() }, IDLE_CHECK_MS)
+          this.idle = () => { clearTimeout(t); resolve() }
+        })
+        this.noteLink()
         continue
       }
       if (snapshot) this.presence = new Map()
@@ -359,16 +366,33 @@ export class GatewayCommands implements CommandHooks {
         await this.sleeper.sleep(wait)
         continue
       }
-      this.backoff.reset()
+      this.noteLink()
       if (snapshot) this.snapshotDue = false
       else for (const p of sentPresence!) if (this.presence.get(p[0]) === p) this.presence.delete(p[0])
-      this.apply(refs, ans.results)
+      const acked = this.apply(refs, ans.results)
       await this.store.persist().catch(() => {})
       this.schedule()
+      if (acked === 0 && reports.length > 0) {
+        // every report answered retry (or not at all): not at once again
+        const wait = this.backoff.next()
+        this.log.warn({ reports: reports.length, retryInMs: wait }, 'command reports answered retry; sending again after back-off')
+        await this.sleeper.sleep(wait)
+      } else {
+        this.backoff.reset()
+      }
     }
   }
 
-  private apply (refs: Array<{ r: CommandRecord, i: number }>, results: readonly (readonly [number, number, string?])[]): void {
+  /** After a link reconnect (its state back to ok), the next request carries a presence snapshot. */
+  private noteLink (): void {
+    const state = this.link.status().state
+    if (state === 'ok' && this.linkState !== null && this.linkState !== 'ok') this.snapshotDue = true
+    this.linkState = state
+  }
+
+  /** Applies the per-report answers; returns how many reports were acknowledged. */
+  private apply (refs: Array<{ r: CommandRecord, i: number }>, results: readonly (readonly [number, number, string?])[]): number {
+    let acked = 0
     const code = new Map<number, readonly [number, number, string?]>()
     for (const x of results) code.set(x[0], x)
     const blocked = new Set<CommandRecord>()
@@ -383,9 +407,11 @@ export class GatewayCommands implements CommandHooks {
         this.log.warn({ command: r.cmd.id, device: r.cmd.device, state: r.t[i]![0], reason: res?.[2] }, 'command report rejected by the ingest; dropped')
       }
       r.reported = i + 1
+      acked++
       if (isTombstone(r) && stateOf(r) === 'recalled') this.store.delete(r.cmd.id)
       else this.store.put(r)
     })
+    return acked
   }
 
   /** Stops delivering and reporting, closes the link, waits for the writes in progress. */

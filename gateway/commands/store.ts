@@ -75,6 +75,7 @@ type Waiter = { resolve: () => void, reject: (err: Error) => void }
 
 export class CommandStore {
   readonly records = new Map<string, CommandRecord>()
+  private readonly byDevice = new Map<string, Map<string, CommandRecord>>()
   private readonly dirty = new Map<string, CommandRecord | null>()
   private waiters: Waiter[] = []
   private writing: Promise<void> | null = null
@@ -87,7 +88,7 @@ export class CommandStore {
     for await (const [k, v] of this.db.iterator(K.all('command'))) {
       try {
         const r = decodeCommandRecord(v)
-        this.records.set(r.cmd.id, r)
+        this.index(r)
       } catch (err) {
         this.log.error({ key: k, err: (err as Error).message }, 'command record unreadable; left on disk')
       }
@@ -98,13 +99,31 @@ export class CommandStore {
 
   /** Marks a record changed (or, with `null`, deleted): written by the next `persist`. */
   put (r: CommandRecord): void {
-    this.records.set(r.cmd.id, r)
+    this.index(r)
     this.dirty.set(r.cmd.id, r)
   }
 
   delete (id: string): void {
+    const r = this.records.get(id)
     this.records.delete(id)
+    if (r) {
+      const m = this.byDevice.get(r.cmd.device)
+      m?.delete(id)
+      if (m?.size === 0) this.byDevice.delete(r.cmd.device)
+    }
     this.dirty.set(id, null)
+  }
+
+  /** The records of one device. */
+  ofDevice (device: string): Iterable<CommandRecord> {
+    return this.byDevice.get(device)?.values() ?? []
+  }
+
+  private index (r: CommandRecord): void {
+    this.records.set(r.cmd.id, r)
+    let m = this.byDevice.get(r.cmd.device)
+    if (!m) { m = new Map(); this.byDevice.set(r.cmd.device, m) }
+    m.set(r.cmd.id, r)
   }
 
   /** Resolves once every change made so far is durable; rejects when its write failed. */
