@@ -71,6 +71,11 @@ type Pending = { r: CommandRecord, from: number, to: number }
 
 const MAX_TIMER_MS = 2 ** 31 - 1
 const IDLE_CHECK_MS = 2000
+/**
+ * A tombstone outlives its command's `expiresAt` by this much: a late answer then counts as
+ * `expired` (not `unknown`), and clocks a little apart do not revive a finished id.
+ */
+const TOMBSTONE_GRACE_MS = 60_000
 
 export class GatewayCommands implements CommandHooks {
   private readonly store: CommandStore
@@ -286,7 +291,10 @@ export class GatewayCommands implements CommandHooks {
   private schedule (): void {
     if (this.closed) return
     let next = Infinity
-    for (const r of this.store.records.values()) if (!isFinished(r) || isTombstone(r)) next = Math.min(next, r.cmd.expiresAt)
+    for (const r of this.store.records.values()) {
+      if (!isFinished(r)) next = Math.min(next, r.cmd.expiresAt)
+      else if (isTombstone(r)) next = Math.min(next, r.cmd.expiresAt + TOMBSTONE_GRACE_MS)
+    }
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     if (next === Infinity) return
@@ -302,7 +310,15 @@ export class GatewayCommands implements CommandHooks {
     let changed = false
     for (const r of [...this.store.records.values()]) {
       if (now < r.cmd.expiresAt) continue
-      if (!isFinished(r)) { this.move(r, 'expired'); if (this.sent.get(r.cmd.device)?.id === r.cmd.id) this.sent.delete(r.cmd.device); devices.add(r.cmd.device); changed = true } else if (isTombstone(r)) { this.store.delete(r.cmd.id); changed = true }
+      if (!isFinished(r)) {
+        this.move(r, 'expired')
+        if (this.sent.get(r.cmd.device)?.id === r.cmd.id) this.sent.delete(r.cmd.device)
+        devices.add(r.cmd.device)
+        changed = true
+      } else if (isTombstone(r) && now >= r.cmd.expiresAt + TOMBSTONE_GRACE_MS) {
+        this.store.delete(r.cmd.id)
+        changed = true
+      }
     }
     if (changed) this.persistQuietly()
     for (const d of devices) this.deliverNext(d)

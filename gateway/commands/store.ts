@@ -8,7 +8,7 @@
  * them the ingest acknowledged (answered applied, duplicate or rejected). The outbox of
  * reports is `t.slice(r)` of every record, in order per command: it is on disk, so it
  * survives kill -9. A record whose last state is final (`completed`, `rejected`, `expired`,
- * `recalled`) and fully reported is a tombstone: kept until its `expiresAt` (a late repeated
+ * `recalled`) and fully reported is a tombstone: kept until a minute past its `expiresAt` (a late repeated
  * offer of its id is then ignored, not delivered again), then deleted. A `recalled` record
  * is deleted as soon as its report is acknowledged (the ingest may route the command back
  * here later).

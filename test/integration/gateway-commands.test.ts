@@ -12,7 +12,7 @@ import type { CommandLink, LinkState, ReportsAnswer } from '../../gateway/comman
 import { decodeDeviceCommand, encodeDeviceAnswer, type CommandsMessage, type Report, type ReportsRequest, type WireCommand } from '../../protocol/commands.ts'
 import { decodeUntrusted } from '../../protocol/cbor.ts'
 import { connectDevice, publish, reading } from '../helpers/gateway.ts'
-import { tempDir, waitFor } from '../helpers/index.ts'
+import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
 
@@ -246,4 +246,54 @@ test('gateway commands list shows a stopped gateway\'s held commands', async (t)
   assert.equal(code, 0)
   const doc = JSON.parse(chunks.join('')) as { commands: Array<{ id: string, state: string }> }
   assert.deepEqual(doc.commands.map((x) => [x.id, x.state]), [[c.id, 'at-gateway']])
+})
+
+test('kill -9 after the commands are stored: held and reported after the restart, then delivered', async (t) => {
+  const dataDir = await tempDir(t)
+  const c1 = cmd('dev-k'); const c2 = cmd('dev-k')
+  const child = await spawnCli(t, 'test/fixtures/commands-child.ts', [], { env: { DATA_DIR: dataDir, COMMANDS: JSON.stringify([c1, c2]) } })
+  assert.equal(child.ready.stored, 2)
+  await child.kill('SIGKILL')
+  const link = new FakeLink()
+  const gw = await start(t, link, { dataDir })
+  await waitFor(() => link.statesOf(c1.id).includes('at-gateway') && link.statesOf(c2.id).includes('at-gateway'), { what: 'at-gateway reported after kill -9' })
+  const d = await device(t, gw, 'dev-k')
+  await waitFor(() => d.got.length === 1, { what: 'delivered' })
+  assert.equal(d.got[0]!.id, c1.id)
+  await answer(d, 'dev-k', c1.id)
+  await waitFor(() => d.got.length === 2, { what: 'second delivered' })
+  assert.equal(d.got[1]!.id, c2.id)
+})
+
+test('a delivered command unanswered at expiresAt expires; its late answer is dropped and counted', async (t) => {
+  const link = new FakeLink()
+  const gw = await start(t, link)
+  const d = await device(t, gw, 'dev-e')
+  const c = cmd('dev-e', { expiresAt: Date.now() + 600 })
+  await link.offer([c])
+  await waitFor(() => link.statesOf(c.id).includes('delivered'), { what: 'delivered' })
+  await waitFor(() => link.statesOf(c.id).includes('expired'), { what: 'expired' })
+  await answer(d, 'dev-e', c.id)
+  await waitFor(async () => await counter(gw, 'gateway_command_answers_refused_total', '{reason="expired"}') === 1, { what: 'late answer counted' })
+  assert.deepEqual(link.statesOf(c.id), ['at-gateway', 'delivered', 'expired'])
+})
+
+test('reports: retry keeps a report, rejected drops it (counted), no answer backs off and sends again', async (t) => {
+  const link = new FakeLink()
+  let calls = 0
+  link.answer = (req) => {
+    calls++
+    if (calls === 2) return { kind: 'none', error: 'down' }
+    return { kind: 'results', results: req.reports.map((r, i) => [i, r[2] === 'at-gateway' && r[0].startsWith('rej') ? 3 : calls === 1 ? 2 : 0] as [number, 0 | 2 | 3]) }
+  }
+  const gw = await start(t, link)
+  const keep = cmd('dev-p')
+  const rej = cmd('dev-p2', { id: `rej-${Math.random().toString(36).slice(2, 8)}` })
+  await link.offer([keep, rej])
+  await waitFor(() => gw.commands!.reportsPending === 0, { what: 'outbox empty', timeoutMs: 15_000 })
+  assert.ok(calls >= 3, `sent again after retry and after no answer (${calls} requests)`)
+  assert.equal(await counter(gw, 'gateway_command_reports_rejected_total'), 1)
+  assert.ok(link.statesOf(keep.id).filter((s) => s === 'at-gateway').length >= 2, 'the retried report was sent again')
+  const snapshots = link.requests.filter((r) => r.snapshot === true).length
+  assert.ok(snapshots >= 2, 'a snapshot again after the failed request')
 })
