@@ -246,6 +246,14 @@ test('gateway commands list shows a stopped gateway\'s held commands', async (t)
   assert.equal(code, 0)
   const doc = JSON.parse(chunks.join('')) as { commands: Array<{ id: string, state: string }> }
   assert.deepEqual(doc.commands.map((x) => [x.id, x.state]), [[c.id, 'at-gateway']])
+  // gateway check knows the k! records
+  const { openDataDir } = await import('../../gateway/store/dlq-reader.ts')
+  const { checkReport } = await import('../../gateway/store/check.ts')
+  const { db } = await openDataDir(dataDir)
+  try {
+    const r = await checkReport(db, { dedupIdleForgetMs: 86_400_000 })
+    assert.deepEqual(r.problems, [])
+  } finally { await db.close() }
 })
 
 test('kill -9 after the commands are stored: held and reported after the restart, then delivered', async (t) => {
