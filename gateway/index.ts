@@ -145,15 +145,17 @@ export class Gateway {
 
   /**
    * Graceful stop: no new connections, let the intake's writes and PUBACKs in progress
-   * finish, close the broker (clients resend anything unacked to the next process), stop
+   * finish, stop the commands (no delivery or report more; their writes finish), close the broker (clients resend anything unacked to the next process), stop
    * flushing, close LevelDB.
    */
   close (): Promise<void> {
     this.closing ??= (async () => {
       this.broker.stopAccepting()
       await new Promise<void>((resolve) => this.store.sync(() => resolve()))
-      await this.broker.close()
+      // commands: no delivery, no report from here on; answers arriving now are refused
+      // unacknowledged (the device sends them again to the next process)
       await this.commands?.close()
+      await this.broker.close()
       await this.flusher.close()
       await this.admin.close()
       await this.store.close()

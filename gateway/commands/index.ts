@@ -253,6 +253,7 @@ export class GatewayCommands implements CommandHooks {
   }
 
   answer (_session: Client, id: string, payload: Buffer, done: (err: Error | null) => void): void {
+    if (this.closed) { done(new Error('gateway closing: answer not stored')); return }
     let a
     try { a = decodeDeviceAnswer(payload) } catch (err) { this.refuse(id, 'invalid', undefined, (err as Error).message); done(null); return }
     const r = this.store.records.get(a.id)
