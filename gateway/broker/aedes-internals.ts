@@ -10,7 +10,7 @@
  * | a client's `_parser.parse` | lib/client.js | guard.ts: packet size guard |
  * | a client's `deliverQoS`, `deliver0`, `closed`, `conn` | lib/client.js | limit-deliveries.ts: no writes to a closed client |
  * | `persistence.createRetainedStreamCombi` called in the tick of the `subscribe` event | lib/handlers/subscribe.js | limit-hooks.ts, persistence.ts `replayClient`: no retained replay to a closed client |
- * | `aedes.id`, `aedes.counter` (a packet's brokerId/brokerCounter), `aedes.clients`, a client's `subscriptions` and `deliverQoS` called with a packet of ours, `persistence.outgoingEnqueue` for a persistent session | aedes.js, lib/client.js | commands.ts: a command written into its device's own session only, never routed to other subscribers |
+ * | `aedes.id`, `aedes.counter` (a packet's brokerId/brokerCounter), `aedes.clients`, a client's `subscriptions` and `deliverQoS` called with a packet of ours, `persistence.outgoingEnqueue` for a persistent session, `outgoingStream` and `outgoingClearMessageId` (a gone device's queued commands dropped) | aedes.js, lib/client.js | commands.ts: a command written into its device's own session only, never routed to other subscribers |
  * | mqtt-packet's `debug`, in the CommonJS module cache | mqtt-packet (Aedes' dependency) | quiet-debug.ts: no-op debug calls |
  *
  * Each shape is checked where it is first needed: the broker's at startup (`brokerInternals`,
@@ -161,6 +161,12 @@ export type CommandInternals = {
   client (id: string): Client | undefined
   /** The QoS `client` subscribed `topic` (an exact filter) at, or null. */
   subscribedQoS (client: Client, topic: string): number | null
+  /**
+   * Removes the messages on `topic` from a persistent session's queue (a device that went
+   * away): Aedes would resend them at its next connect, past any expiry or recall; the
+   * commands core sends what is still due itself.
+   */
+  forgetQueued (clientId: string, topic: string): Promise<void>
   /** Writes a QoS 1 PUBLISH into `client`'s session alone (its persistent session keeps it until the PUBACK). */
   deliver (client: Client, topic: string, payload: Buffer, cb: () => void): void
 }
@@ -175,6 +181,11 @@ export function commandInternals (aedes: Aedes): CommandInternals {
   if (persistence === null || typeof persistence !== 'object') throw new AedesShapeError('aedes.persistence')
   fn(persistence.outgoingEnqueue, 'aedes.persistence.outgoingEnqueue')
   const enqueue = persistence.outgoingEnqueue as (sub: { clientId: string }, packet: unknown) => Promise<void>
+  const p = persistence as { outgoingStream?: unknown, outgoingClearMessageId?: unknown }
+  fn(p.outgoingStream, 'aedes.persistence.outgoingStream')
+  fn(p.outgoingClearMessageId, 'aedes.persistence.outgoingClearMessageId')
+  const stream = p.outgoingStream as (client: { id: string }) => AsyncIterable<{ topic?: string, messageId?: number }>
+  const clear = p.outgoingClearMessageId as (client: { id: string }, packet: { messageId: number }) => Promise<unknown>
   type RawSubClient = { subscriptions?: Record<string, { qos?: number } | undefined>, deliverQoS?: unknown }
   return {
     client: (id) => (a.clients as Record<string, Client | undefined>)[id],
@@ -183,6 +194,11 @@ export function commandInternals (aedes: Aedes): CommandInternals {
       if (subs === null || typeof subs !== 'object') throw new AedesShapeError('client.subscriptions')
       const s = subs[topic]
       return s === undefined ? null : (s.qos ?? 0)
+    },
+    forgetQueued: async (clientId, topic) => {
+      const ids: number[] = []
+      for await (const q of stream.call(persistence, { id: clientId })) if (q.topic === topic && typeof q.messageId === 'number') ids.push(q.messageId)
+      for (const messageId of ids) await clear.call(persistence, { id: clientId }, { messageId })
     },
     deliver: (client, topic, payload, cb) => {
       const c = client as unknown as RawSubClient

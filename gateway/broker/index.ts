@@ -187,7 +187,12 @@ export class Broker {
     this.commandHooks = hooks
     const a = this.aedes
     a.on('clientReady', (c) => hooks.connected(c.id, c))
-    a.on('clientDisconnect', (c) => hooks.disconnected(c.id, c))
+    a.on('clientDisconnect', (c) => {
+      hooks.disconnected(c.id, c)
+      // a persistent session's unacknowledged commands: not resent by Aedes at the next
+      // connect (maybe past their expiry or a recall); the commands core sends what is due
+      if (c.clean === false) this.commandDoor.forgetQueued(c.id, commandsTopic(c.id)).catch((err: unknown) => this.log.warn({ clientId: c.id, err }, 'could not drop the queued commands of a gone session'))
+    })
     a.on('subscribe', (subs, c) => { if (c && subs.some((s) => s.topic === commandsTopic(c.id))) hooks.subscribed(c.id, c) })
     a.on('ack', (packet, c) => {
       const p = packet as { topic?: string, payload?: Buffer } | undefined

@@ -13,6 +13,8 @@ import { decodeDeviceCommand, encodeDeviceAnswer, type CommandsMessage, type Rep
 import { decodeUntrusted } from '../../protocol/cbor.ts'
 import { connectDevice, publish, reading } from '../helpers/gateway.ts'
 import { spawnCli, tempDir, waitFor } from '../helpers/index.ts'
+import * as P from '../../bench/lib/mqtt-hostile.ts'
+import { connect as netConnect } from 'node:net'
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' })
 
@@ -304,4 +306,29 @@ test('reports: retry keeps a report, rejected drops it (counted), no answer back
   assert.ok(link.statesOf(keep.id).filter((s) => s === 'at-gateway').length >= 2, 'the retried report was sent again')
   const snapshots = link.requests.filter((r) => r.snapshot === true).length
   assert.ok(snapshots >= 2, 'a snapshot again after the failed request')
+})
+
+test('a persistent session\'s unacknowledged command is not resent by the broker after it expired', async (t) => {
+  const link = new FakeLink()
+  const gw = await start(t, link)
+  // a raw client that never PUBACKs: the command stays in its persistent session's queue
+  const sock = netConnect(gw.mqttPort, '127.0.0.1')
+  t.after(() => sock.destroy())
+  let bytes = Buffer.alloc(0)
+  sock.on('data', (b: Buffer) => { bytes = Buffer.concat([bytes, b]) })
+  sock.write(Buffer.concat([P.connect({ clientId: 'dev-s', clean: false }), P.subscribe(1, [{ topic: 'devices/dev-s/commands', qos: 1 }])]))
+  await waitFor(() => bytes.length >= 9, { what: 'CONNACK and SUBACK' })
+  const c = cmd('dev-s', { expiresAt: Date.now() + 700 })
+  await link.offer([c])
+  await waitFor(() => bytes.includes(c.id), { what: 'received, not acknowledged' })
+  const gone = new Promise<void>((resolve) => sock.once('close', () => resolve()))
+  sock.destroy()
+  await gone
+  await waitFor(() => link.statesOf(c.id).includes('expired'), { what: 'expired' })
+  const d = await device(t, gw, 'dev-s')
+  const c2 = cmd('dev-s')
+  await link.offer([c2])
+  await waitFor(() => d.got.some((g) => g.id === c2.id), { what: 'the next command' })
+  assert.deepEqual(d.got.map((g) => g.id), [c2.id], 'the expired command was not resent')
+  assert.deepEqual(link.statesOf(c.id), ['at-gateway', 'expired'])
 })
