@@ -94,6 +94,7 @@ export class Gateway {
     let commands: GatewayCommands | null = null
     if (config.commands === 'on') {
       const link = opts.commandLink ?? (config.upstream.length ? createCommandLink(config, logger) : null)
+      if (!link && config.upstream.length) logger.warn({ upstream: config.upstream }, 'commands on, but no command link for these upstream URLs: commands to devices are off')
       if (link) {
         commands = new GatewayCommands(store.db, link, broker, (device) => intake.commandFormat(device), config, commandMetrics, logger)
         await closeOnError(() => commands!.start(), link, admin, broker, store)
