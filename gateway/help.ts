@@ -13,6 +13,7 @@ export function gatewayUsage (): string {
     '       gateway passwd FILE add-device ID | add-app NAME | remove NAME | list',
     '       gateway dlq list|show|export|replay|purge ... (gateway dlq --help)',
     '       gateway check [--data-dir DIR] (verify a stopped gateway\'s store; gateway check --help)',
+    '       gateway commands list [--data-dir DIR] [--device ID] [--json] (a stopped gateway\'s commands to devices)',
     '',
     'Every flag is also an env var GATEWAY_* and a camelCase key of --config FILE;',
     'all of them: docs/configuration.md; the ones that matter most: README.md.',

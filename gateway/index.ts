@@ -16,6 +16,9 @@ import { Flusher, type BatchUpstream } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
 import { Mapper } from './mapping/index.ts'
 import { Store } from './store/index.ts'
+import { CommandMetrics, GatewayCommands } from './commands/index.ts'
+import type { CommandLink } from './commands/link.ts'
+import { createCommandLink } from './commands/links.ts'
 import { loadUpstreamTls, readConfigFile, resolveToken, tlsListenerConfig } from './tls.ts'
 
 export { parseGatewayConfig, gatewaySchema, type GatewayConfig } from './config.ts'
@@ -36,7 +39,9 @@ export class Gateway {
     readonly flusher: Flusher,
     readonly admin: Admin,
     readonly metrics: Metrics,
-    private readonly log: Logger
+    private readonly log: Logger,
+    /** Commands to devices (gateway/commands/): null with `--commands off` or without an upstream */
+    readonly commands: GatewayCommands | null = null
   ) {}
 
   /** The plain MQTT port (throws with `--no-mqtt`). */
@@ -44,8 +49,11 @@ export class Gateway {
   get tlsPort (): number | null { return this.broker.tlsPort }
   get adminPort (): number { return this.admin.port }
 
-  /** `opts.upstream`: an upstream of the caller's instead of the one `--upstream` makes (a test's or a simulation's fake: gateway/flush/answer.ts). */
-  static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean, upstream?: BatchUpstream } = {}): Promise<Gateway> {
+  /**
+   * `opts.upstream`: an upstream of the caller's instead of the one `--upstream` makes (a test's or a simulation's fake: gateway/flush/answer.ts).
+   * `opts.commandLink`: a command link of the caller's instead of the one `createCommandLink` makes (a test's fake).
+   */
+  static async create (config: GatewayConfig, logger: Logger, opts: { defaultMetrics?: boolean, upstream?: BatchUpstream, commandLink?: CommandLink } = {}): Promise<Gateway> {
     const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics, deviceStatsMax: config.deviceStatsMax })
     const adminToken = config.adminTokenFile ? (await readConfigFile('adminTokenFile', config.adminTokenFile)).toString('utf8').trim() : config.adminToken
     if (config.adminTokenFile && !adminToken) throw new ConfigError('adminTokenFile', `${config.adminTokenFile} is empty`)
@@ -82,7 +90,17 @@ export class Gateway {
     })
     metrics.gauge('gateway_dlq_items', 'Items in the dead-letter store', [], (g) => g.set(store.dlqCount))
     metrics.gauge('gateway_connected_clients', 'Connected MQTT clients', [], (g) => g.set(broker.connected))
-    gw = new Gateway(config, store, intake, broker, flusher, admin, metrics, logger.child({ component: 'gateway' }))
+    const commandMetrics = new CommandMetrics(metrics.registry)
+    let commands: GatewayCommands | null = null
+    if (config.commands === 'on') {
+      const link = opts.commandLink ?? (config.upstream.length ? createCommandLink({ ...config, token, upstreamTls }, logger) : null)
+      if (!link && config.upstream.length) logger.warn({ upstream: config.upstream }, 'commands on, but no command link for these upstream URLs: commands to devices are off')
+      if (link) {
+        commands = new GatewayCommands(store.db, link, broker, (device) => intake.commandFormat(device), config, commandMetrics, logger)
+        await closeOnError(() => commands!.start(), link, admin, broker, store)
+      }
+    }
+    gw = new Gateway(config, store, intake, broker, flusher, admin, metrics, logger.child({ component: 'gateway' }), commands)
     flusher.start()
     return gw
   }
@@ -120,6 +138,7 @@ export class Gateway {
       upstream: this.flusher.hasUpstream ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
       delivery: this.flusher.hasUpstream,
       clients: { connected: this.broker.connected },
+      ...(this.commands ? { commands: this.commands.status() } : {}),
       unstoredPublishes: this.broker.unstored(),
       config: { durability: this.config.durability, ackMode: this.config.ackMode, fullPolicy: this.config.fullPolicy, partitions: this.store.partitions }
     }
@@ -127,13 +146,16 @@ export class Gateway {
 
   /**
    * Graceful stop: no new connections, let the intake's writes and PUBACKs in progress
-   * finish, close the broker (clients resend anything unacked to the next process), stop
+   * finish, stop the commands (no delivery or report more; their writes finish), close the broker (clients resend anything unacked to the next process), stop
    * flushing, close LevelDB.
    */
   close (): Promise<void> {
     this.closing ??= (async () => {
       this.broker.stopAccepting()
       await new Promise<void>((resolve) => this.store.sync(() => resolve()))
+      // commands: no delivery, no report from here on; answers arriving now are refused
+      // unacknowledged (the device sends them again to the next process)
+      await this.commands?.close()
       await this.broker.close()
       await this.flusher.close()
       await this.admin.close()

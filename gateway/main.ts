@@ -12,6 +12,7 @@ import { hashPassword } from './broker/auth.ts'
 import { passwdMain } from './cli/passwd.ts'
 import { dlqMain } from './cli/dlq.ts'
 import { checkMain } from './cli/check.ts'
+import { commandsMain } from './cli/commands.ts'
 import { parseGatewayConfig } from './config.ts'
 import { gatewayUsage } from './help.ts'
 import { Gateway } from './index.ts'
@@ -21,6 +22,7 @@ async function main (): Promise<void> {
   if (argv[0] === 'passwd') { process.exitCode = await passwdMain(argv.slice(1)); return }
   if (argv[0] === 'dlq') { process.exitCode = await dlqMain(argv.slice(1)); return }
   if (argv[0] === 'check') { process.exitCode = await checkMain(argv.slice(1)); return }
+  if (argv[0] === 'commands') { process.exitCode = await commandsMain(argv.slice(1)); return }
   if (argv.includes('--version')) { process.stdout.write(`gateway ${VERSION}\n`); return }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(gatewayUsage())

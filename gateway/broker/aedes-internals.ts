@@ -10,6 +10,7 @@
  * | a client's `_parser.parse` | lib/client.js | guard.ts: packet size guard |
  * | a client's `deliverQoS`, `deliver0`, `closed`, `conn` | lib/client.js | limit-deliveries.ts: no writes to a closed client |
  * | `persistence.createRetainedStreamCombi` called in the tick of the `subscribe` event | lib/handlers/subscribe.js | limit-hooks.ts, persistence.ts `replayClient`: no retained replay to a closed client |
+ * | `aedes.id`, `aedes.counter` (a packet's brokerId/brokerCounter), `aedes.clients`, a client's `subscriptions` and `deliverQoS` called with a packet of ours, `persistence.outgoingEnqueue` for a persistent session, `outgoingStream` and `outgoingClearMessageId` (a gone device's queued commands dropped) | aedes.js, lib/client.js | commands.ts: a command written into its device's own session only, never routed to other subscribers |
  * | mqtt-packet's `debug`, in the CommonJS module cache | mqtt-packet (Aedes' dependency) | quiet-debug.ts: no-op debug calls |
  *
  * Each shape is checked where it is first needed: the broker's at startup (`brokerInternals`,
@@ -153,4 +154,63 @@ export function clientInternals (client: Client): ClientInternals {
 /** The peer's address of a client, without the checks (for log lines about offenders). */
 export function remoteAddressOf (client: Client): string {
   return (client as unknown as RawClient).conn?.remoteAddress ?? 'unknown'
+}
+
+export type CommandInternals = {
+  /** The connected client with this id, if any. */
+  client (id: string): Client | undefined
+  /** The QoS `client` subscribed `topic` (an exact filter) at, or null. */
+  subscribedQoS (client: Client, topic: string): number | null
+  /**
+   * Removes the messages on `topic` from a persistent session's queue (a device that went
+   * away): Aedes would resend them at its next connect, past any expiry or recall; the
+   * commands core sends what is still due itself.
+   */
+  forgetQueued (clientId: string, topic: string): Promise<void>
+  /** Writes a QoS 1 PUBLISH into `client`'s session alone (its persistent session keeps it until the PUBACK). */
+  deliver (client: Client, topic: string, payload: Buffer, cb: () => void): void
+}
+
+/** What commands.ts needs of Aedes, after checking each one is there (at startup). */
+export function commandInternals (aedes: Aedes): CommandInternals {
+  const a = aedes as unknown as { id?: unknown, counter?: unknown, clients?: unknown, persistence?: { outgoingEnqueue?: unknown } }
+  if (typeof a.id !== 'string') throw new AedesShapeError('aedes.id (a packet\'s brokerId)')
+  if (typeof a.counter !== 'number') throw new AedesShapeError('aedes.counter (a packet\'s brokerCounter)')
+  if (a.clients === null || typeof a.clients !== 'object') throw new AedesShapeError('aedes.clients')
+  const persistence = a.persistence
+  if (persistence === null || typeof persistence !== 'object') throw new AedesShapeError('aedes.persistence')
+  fn(persistence.outgoingEnqueue, 'aedes.persistence.outgoingEnqueue')
+  const enqueue = persistence.outgoingEnqueue as (sub: { clientId: string }, packet: unknown) => Promise<void>
+  const p = persistence as { outgoingStream?: unknown, outgoingClearMessageId?: unknown }
+  fn(p.outgoingStream, 'aedes.persistence.outgoingStream')
+  fn(p.outgoingClearMessageId, 'aedes.persistence.outgoingClearMessageId')
+  const stream = p.outgoingStream as (client: { id: string }) => AsyncIterable<{ topic?: string, messageId?: number }>
+  const clear = p.outgoingClearMessageId as (client: { id: string }, packet: { messageId: number }) => Promise<unknown>
+  type RawSubClient = { subscriptions?: Record<string, { qos?: number } | undefined>, deliverQoS?: unknown }
+  return {
+    client: (id) => (a.clients as Record<string, Client | undefined>)[id],
+    subscribedQoS: (client, topic) => {
+      const subs = (client as unknown as RawSubClient).subscriptions
+      if (subs === null || typeof subs !== 'object') throw new AedesShapeError('client.subscriptions')
+      const s = subs[topic]
+      return s === undefined ? null : (s.qos ?? 0)
+    },
+    forgetQueued: async (clientId, topic) => {
+      const ids: number[] = []
+      for await (const q of stream.call(persistence, { id: clientId })) if (q.topic === topic && typeof q.messageId === 'number') ids.push(q.messageId)
+      for (const messageId of ids) await clear.call(persistence, { id: clientId }, { messageId })
+    },
+    deliver: (client, topic, payload, cb) => {
+      const c = client as unknown as RawSubClient
+      fn(c.deliverQoS, 'client.deliverQoS')
+      const brokerCounter = (a.counter as number) + 1
+      a.counter = brokerCounter
+      const packet = { cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false, brokerId: a.id as string, brokerCounter }
+      const write = (): void => { (c.deliverQoS as Deliver).call(client, packet, cb) }
+      // a persistent session: queued as Aedes queues a routed message (its PUBACK then names
+      // the packet in the 'ack' event, and Aedes resends it on the session's next connect)
+      if (client.clean === false) enqueue.call(persistence, { clientId: client.id }, packet).then(write, write)
+      else write()
+    }
+  }
 }

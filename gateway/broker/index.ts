@@ -34,8 +34,20 @@ import { Security } from './security.ts'
 import { isLoopback } from '../../protocol/loopback.ts'
 import { Unmapped, type UnstoredStatus } from './unmapped.ts'
 import { ReadingRoutes } from './reading-routes.ts'
+import { commandInternals, type CommandInternals } from './aedes-internals.ts'
+import { commandsTopic } from '../../protocol/commands.ts'
 
 export type { BrokerConfig } from './config.ts'
+
+/** What the broker tells the commands core (gateway/commands/index.ts); `session` is the client object of that connection. */
+export type CommandHooks = {
+  connected (id: string, session: Client): void
+  disconnected (id: string, session: Client): void
+  subscribed (id: string, session: Client): void
+  acked (id: string, session: Client, payload: Buffer): void
+  /** `done`: call once the answer is durable (its PUBACK then goes out in publish order) */
+  answer (session: Client, id: string, payload: Buffer, done: (err: Error | null) => void): void
+}
 
 const EMPTY_PERSISTENT_ID = Symbol('emptyPersistentId')
 type Tagged = Client & { [EMPTY_PERSISTENT_ID]?: boolean }
@@ -46,6 +58,8 @@ function authError (message: string, returnCode: number): AuthenticateError {
 
 export class Broker {
   private closed = false
+  commandHooks: CommandHooks | null = null
+  private commandDoor!: CommandInternals
   private readonly sockets = new Set<Socket>()
   listeners!: Listeners
 
@@ -106,6 +120,8 @@ export class Broker {
         if (!client) { cb(null); return } // the gateway's own publishes (receipts)
         const v = security.authorizePublish(client, packet.topic)
         if (v.kind === 'readings') { ReadingRoutes.mark(packet); intake.handle(client, v.deviceId, packet, cb); return }
+        // a device's answer to a command: stored before its PUBACK (gateway/commands/)
+        if (v.kind === 'answer' && broker.commandHooks) { broker.commandHooks.answer(client, v.deviceId, packet.payload as Buffer, intake.slot(client, cb)); return }
         // topic mappings (gateway/mapping/): readings from devices that publish in their own shapes
         if (!packet.topic.startsWith('$') && config.mapper?.handle(client, packet, cb, security.principal(client))) return
         if (v.kind === 'deny') { cb(v.error); return }
@@ -130,7 +146,8 @@ export class Broker {
     aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err }, 'client error'))
     aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err }, 'connection error'))
 
-    const broker = new Broker(aedes, log, limits, routes, unmapped)
+    const broker: Broker = new Broker(aedes, log, limits, routes, unmapped)
+    broker.commandDoor = commandInternals(aedes)
     const onConnection = (socket: Socket): void => {
       try {
         accept(socket)
@@ -160,6 +177,39 @@ export class Broker {
     }
     if (!config.auth && config.mqttPort !== null && !isLoopback(config.host)) log.warn({ host: config.host }, 'anonymous clients allowed on a non-loopback address (--allow-anonymous): anyone who reaches the port may publish as any device')
     return broker
+  }
+
+  /**
+   * Commands to devices (gateway/commands/): `hooks` gets the devices' sessions, their
+   * subscriptions to their own commands topic, the PUBACKs of commands and their answers.
+   */
+  attachCommands (hooks: CommandHooks): void {
+    this.commandHooks = hooks
+    const a = this.aedes
+    a.on('clientReady', (c) => hooks.connected(c.id, c))
+    a.on('clientDisconnect', (c) => {
+      hooks.disconnected(c.id, c)
+      // a persistent session's unacknowledged commands: not resent by Aedes at the next
+      // connect (maybe past their expiry or a recall); the commands core sends what is due
+      if (c.clean === false) this.commandDoor.forgetQueued(c.id, commandsTopic(c.id)).catch((err: unknown) => this.log.warn({ clientId: c.id, err }, 'could not drop the queued commands of a gone session'))
+    })
+    a.on('subscribe', (subs, c) => { if (c && subs.some((s) => s.topic === commandsTopic(c.id))) hooks.subscribed(c.id, c) })
+    a.on('ack', (packet, c) => {
+      const p = packet as { topic?: string, payload?: Buffer } | undefined
+      if (c && p?.topic === commandsTopic(c.id) && p.payload) hooks.acked(c.id, c, p.payload)
+    })
+  }
+
+  /** The session of device `id` when it is connected and subscribed to its commands topic at QoS 1. */
+  commandSession (id: string): Client | null {
+    const c = this.commandDoor.client(id)
+    if (!c || c.closed || !c.connected) return null
+    return (this.commandDoor.subscribedQoS(c, commandsTopic(id)) ?? 0) >= 1 ? c : null
+  }
+
+  /** Writes a command into `client`'s session alone, at QoS 1. */
+  deliverCommand (client: Client, payload: Buffer): void {
+    this.commandDoor.deliver(client, commandsTopic(client.id), payload, () => {})
   }
 
   publish (topic: string, payload: Buffer): Promise<void> {

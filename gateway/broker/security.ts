@@ -210,7 +210,7 @@ export class Security {
     this.log.warn({ clientId: client.id, address: s.address, action, rule, topic, ...expected }, msg)
   }
 
-  authorizePublish (client: Client, topic: string): { kind: 'allow' } | { kind: 'readings', deviceId: string } | { kind: 'deny', error: Error } {
+  authorizePublish (client: Client, topic: string): { kind: 'allow' } | { kind: 'readings', deviceId: string } | { kind: 'answer', deviceId: string } | { kind: 'deny', error: Error } {
     const s = this.who(client)
     if (s.own !== null && topic === s.own.topic) return s.own.verdict
     const v = publishVerdict(s, topic)

@@ -7,6 +7,8 @@ export type PayloadFormat = 'cbor' | 'json'
 
 export class PayloadFormats {
   private readonly json = new Set<string>()
+  /** devices whose latest reading was CBOR (their commands go out in CBOR; everyone else's in JSON) */
+  private readonly cbor = new Set<string>()
 
   constructor (private readonly maxDevices: number) {}
 
@@ -18,9 +20,18 @@ export class PayloadFormats {
       if (this.json.has(device)) return
       if (this.json.size >= this.maxDevices) this.json.delete(this.json.values().next().value!)
       this.json.add(device)
-    } else if (this.json.size > 0) {
-      this.json.delete(device)
+      if (this.cbor.size > 0) this.cbor.delete(device)
+    } else {
+      if (this.json.size > 0) this.json.delete(device)
+      if (this.cbor.has(device)) return
+      if (this.cbor.size >= this.maxDevices) this.cbor.delete(this.cbor.values().next().value!)
+      this.cbor.add(device)
     }
+  }
+
+  /** The format of a device's commands (docs/commands.md): CBOR when its latest reading was, JSON otherwise. */
+  commandFormat (device: string): PayloadFormat {
+    return this.cbor.has(device) ? 'cbor' : 'json'
   }
 
   of (device: string): PayloadFormat {

@@ -105,6 +105,11 @@ export class Intake {
     return this.formats.of(device)
   }
 
+  /** The payload format of a device's commands: CBOR when its latest reading was CBOR, else JSON. */
+  commandFormat (device: string): PayloadFormat {
+    return this.formats.commandFormat(device)
+  }
+
   /**
    * Handles one reading published by `client` on its own readings topic, or on a mapped
    * topic (`decode`: how that payload becomes a reading, gateway/mapping/).
@@ -247,6 +252,22 @@ export class Intake {
     let i = 0
     while (i < ws.length && ws[i]!.target < floor) { this.finish(ws[i]!.q, ws[i]!.entry, null); i++ }
     if (i) ws.splice(0, i)
+  }
+
+  /**
+   * A place in `client`'s PUBACK order for a publish that is not a reading (a command
+   * answer, gateway/commands/): call the returned function once it is durable (or failed);
+   * its callback is released in publish order with the client's readings.
+   */
+  slot (client: Client, cb: Callback): (err: Error | null) => void {
+    const c = client as WithQueue
+    let q = c[QUEUE]
+    if (!q) { q = { entries: [], failed: null, conn: ++this.conns }; c[QUEUE] = q }
+    if (q.failed) { cb(q.failed); return () => {} }
+    const entry = new Entry(this, q, cb)
+    q.entries.push(entry)
+    const queue = q
+    return (err) => { if (!entry.done) this.finish(queue, entry, err) }
   }
 
   private finish (q: ClientQueue, entry: Entry, err: Error | null | undefined): void {

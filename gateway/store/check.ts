@@ -27,6 +27,7 @@
  * The acknowledgment-path simulation checks the general case with the whole history
  * (test/sim/oracle.ts) and runs this checker after every crash.
  */
+import { decodeCommandRecord } from '../commands/store.ts'
 import { decodeUntrusted } from '../../protocol/index.ts'
 import type { Db } from './db.ts'
 import { DedupWindow } from './dedup.ts'
@@ -111,6 +112,8 @@ export async function checkReport (db: Db, opts: CheckOptions): Promise<CheckRep
       dlqCount++; dlqBytes += dlqRecordBytes(v); dlqMaxId = Math.max(dlqMaxId, id)
       const rec = safeDecode(v, 3) as { reason?: unknown } | null
       if (rec === null || typeof rec !== 'object' || typeof rec.reason !== 'string' || rec.reason === '') say(`dead letter ${id}: unreadable or without a reason`)
+    } else if (kind === 'command') {
+      try { decodeCommandRecord(v) } catch (err) { say(`command ${K.idOfCommand(k)}: record unreadable (${(err as Error).message})`) }
     } else if (kind === 'dedup') {
       const device = K.deviceOfDedup(k)
       try { windows.set(device, DedupWindow.decode(v)); summary.windows++ } catch (err) { say(`device ${device}: dedup window unreadable (${(err as Error).message})`) }

@@ -10,9 +10,10 @@
  *   e!PPPP!FFFFFFFFFFFFFFFF            evicted range [from, to] not yet reported upstream
  *   x!NNNNNNNNNNNNNNNN                 dead-letter record (CBOR map with reason and raw bytes)
  *   q!NNNNNNNNNNNNNNNN                 quarantined entry that could not be read at all
+ *   k!{commandId}                      a command to a device and its state (gateway/commands/store.ts)
  */
 /** The kinds of key by their prefix; every prefix is spelled here and nowhere else. */
-const PREFIX = { meta: 'm!', counter: 'c!', item: 'i!', dedup: 'd!', evicted: 'e!', dlq: 'x!', quarantine: 'q!' } as const
+const PREFIX = { meta: 'm!', counter: 'c!', item: 'i!', dedup: 'd!', evicted: 'e!', dlq: 'x!', quarantine: 'q!', command: 'k!' } as const
 export type KeyKind = keyof typeof PREFIX
 const KIND_OF = new Map<string, KeyKind>(Object.entries(PREFIX).map(([kind, prefix]) => [prefix, kind as KeyKind]))
 const PREFIX_LENGTH = 2
@@ -40,6 +41,9 @@ export const K = {
   evicted: (p: number, from: number): string => `${PREFIX.evicted}${pad4(p)}!${pad16(from)}`,
   dlq: (id: number): string => `${PREFIX.dlq}${pad16(id)}`,
   quarantine: (id: number): string => `${PREFIX.quarantine}${pad16(id)}`,
+  command: (id: string): string => `${PREFIX.command}${id}`,
+  /** The command id of a command record's key. */
+  idOfCommand: (key: string): string => key.slice(PREFIX_LENGTH),
   range,
   /** Every key of one kind (`K.all('dedup')`: every dedup window). */
   all: (kind: KeyKind): { gt: string, lt: string } => range(PREFIX[kind]),
