@@ -84,6 +84,9 @@ export type DriverCounts = {
   lastError: string | null
 }
 
+type Pct = { count: number, p50Ms: number | null, p99Ms: number | null }
+export type DriverSummary = { sendingS: number, createdPerS: number, roundTripMs: Pct & { maxMs: number | null }, toFinalMs: Pct }
+
 export type CommandDriverOptions = {
   ingestUrl: string
   token?: string | undefined
@@ -309,9 +312,11 @@ export class CommandDriver {
 
   /** Stops sending new commands (what is in flight goes on). */
   stop (): void {
-    if (this.timer) clearInterval(this.timer)
+    if (this.timer) { clearInterval(this.timer); this.stoppedAt = this.o.now() }
     this.timer = null
   }
+
+  private stoppedAt: number | null = null
 
   /**
    * Stops sending, waits for the POSTs in flight, then (bounded by timeoutMs) until every
@@ -345,6 +350,24 @@ export class CommandDriver {
     const c = this.counts
     const refused = c.refusedUnknownDevice + c.refusedRateLimited + c.refusedOther
     return `commands sent ${c.created}  final ${c.final}  open ${this.open}  sync answered ${c.syncAnswered} (wait ran out ${c.syncTimedOut})  refused ${refused}  failed ${c.failed}${c.lastError ? `  last error: ${c.lastError.slice(0, 80)}` : ''}`
+  }
+
+  /**
+   * For reports and benches: the sending window, commands created per second in it, the
+   * round trip of the sync commands answered within their wait, and POST to final state of
+   * the followed ones (sync and async; polled every pollMs, so that coarse).
+   */
+  summary (): DriverSummary {
+    const pct = (a: number[], q: number): number | null => a.length === 0 ? null : Math.round(a[Math.min(a.length - 1, Math.floor(q * a.length))]! * 10) / 10
+    const rt = this.roundTrips()
+    const followed = this.sent.filter((c) => c.kind !== 'deferred' && c.finalAt !== null).map((c) => c.finalAt! - c.sentAt).sort((a, b) => a - b)
+    const sendingS = ((this.stoppedAt ?? this.o.now()) - this.startedAt) / 1000
+    return {
+      sendingS: Math.round(sendingS * 100) / 100,
+      createdPerS: sendingS > 0 ? Math.round(this.counts.created / sendingS * 10) / 10 : 0,
+      roundTripMs: { count: rt.length, p50Ms: pct(rt, 0.5), p99Ms: pct(rt, 0.99), maxMs: rt.length ? Math.round(rt.at(-1)! * 10) / 10 : null },
+      toFinalMs: { count: followed.length, p50Ms: pct(followed, 0.5), p99Ms: pct(followed, 0.99) }
+    }
   }
 
   /** Round trip of the sync commands answered in time, sorted (ms). */

@@ -26,7 +26,7 @@ export { formatAudit, formatReport, writeReport, type SimReport } from './report
 export { ingestRunLine, startProgress, type IngestCounts, type ProgressHandle } from './progress.ts'
 export type { DeviceRecord, BootRecord } from './record.ts'
 export { CommandFlash, handleCommand, COMMAND_NAMES, type CommandEntry, type DeviceCommandRecord, type CommandOutcome } from './commands.ts'
-export { CommandDriver, type CommandDriverOptions, type SentCommand, type CommandView, type CommandKind, type DriverCounts } from './command-driver.ts'
+export { CommandDriver, type CommandDriverOptions, type SentCommand, type CommandView, type CommandKind, type DriverCounts, type DriverSummary } from './command-driver.ts'
 export { auditCommands, formatCommandAudit, fetchCommandViews, type CommandAuditResult, type CommandAuditCounts, type CommandFailure } from './command-audit.ts'
 
 export type Snapshot = Counters & {

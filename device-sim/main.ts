@@ -65,7 +65,9 @@ async function main (): Promise<number> {
   const driver = config.commandsRate > 0 && commandsIngest !== undefined
     ? new CommandDriver({ ingestUrl: commandsIngest, token: config.commandToken, rate: config.commandsRate, waitMs: config.commandsWaitMs, ttlMs: config.commandsTtlMs, kinds: config.commandsKinds.split(',') as CommandKind[], targets: sim.onlineIds })
     : null
-  driver?.start()
+  // commands start once every device is connected (or after 60 s): a bench's first numbers
+  // must not be those of a fleet still connecting
+  if (driver) void sim.waitConnected(60_000).catch(() => {}).then(() => { driver.start() })
   const progress = startProgress({ snapshot: sim.snapshot, mode: config.progress, intervalS: config.progressIntervalS, log: (f, m) => log.info(driver ? { ...f, commands: driver.counts } : f, m), ...(driver ? { extra: () => [driver.line()] } : {}) })
 
   await sim.done
@@ -115,9 +117,9 @@ async function main (): Promise<number> {
     try {
       const views = await fetchCommandViews(commandsIngest, driver.sent.map((c) => c.id), { token: config.commandToken })
       const ca = auditCommands(driver.sent, views, sim.commandRecords())
-      report.commandAudit = { ...ca, driver: driver.counts }
+      report.commandAudit = { ...ca, driver: driver.counts, summary: driver.summary() }
       process.stderr.write(formatCommandAudit(ca) + '\n')
-      log.info({ ok: ca.ok, counts: ca.counts, driver: driver.counts }, 'command audit')
+      log.info({ ok: ca.ok, counts: ca.counts, driver: driver.counts, summary: driver.summary() }, 'command audit')
       if (!ca.ok && code === 0) code = 1
     } catch (err) {
       log.error({ err }, 'command audit could not run')

@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises'
 import type { AuditResult } from './audit.ts'
 import type { CommandAuditResult } from './command-audit.ts'
-import type { DriverCounts } from './command-driver.ts'
+import type { DriverCounts, DriverSummary } from './command-driver.ts'
 import type { SimConfig } from './config.ts'
 import { bootToJson, type DeviceJson, type DeviceRecord } from './record.ts'
 import type { LatenessStats } from './scheduler.ts'
@@ -27,7 +27,7 @@ export type SimReport = {
   devices: (DeviceJson & { generated: number, acknowledged: number, unackedAtEnd: number })[]
   audit?: AuditResult
   /** With commands sent (--commands-rate): the command audit and the driver's counts. */
-  commandAudit?: CommandAuditResult & { driver: DriverCounts }
+  commandAudit?: CommandAuditResult & { driver: DriverCounts, summary: DriverSummary }
 }
 
 const wallOf = (perfMs: number): string => new Date(perfMs).toISOString()
