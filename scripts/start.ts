@@ -259,7 +259,7 @@ async function main (): Promise<number> {
     let commandsOk = true
     if (driver) {
       const ca = auditCommands(driver.sent, await fetchCommandViews(ingestUrl, driver.sent.map((x) => x.id), { token: commandSecret }), sim.commandRecords())
-      report.commandAudit = { ...ca, driver: driver.counts }
+      report.commandAudit = { ...ca, driver: driver.counts, summary: driver.summary() }
       commandsOk = ca.ok
       say(formatCommandAudit(ca))
     }
