@@ -85,7 +85,7 @@ export type DriverCounts = {
 }
 
 type Pct = { count: number, p50Ms: number | null, p99Ms: number | null }
-export type DriverSummary = { sendingS: number, createdPerS: number, roundTripMs: Pct & { maxMs: number | null }, toFinalMs: Pct }
+export type DriverSummary = { sendingS: number, createdPerS: number, roundTripMs: Pct & { maxMs: number | null }, toFinalMs: Pct, asyncPostMs: Pct }
 
 export type CommandDriverOptions = {
   ingestUrl: string
@@ -248,6 +248,7 @@ export class CommandDriver {
     }
     const b = r.body ?? {}
     if (typeof b.id !== 'string') { this.counts.refusedOther++; this.counts.lastError = `POST ${url}: ${r.status} without an id`; return }
+    if (kind !== 'sync') this.postMs.push(this.o.now() - t0)
     const cmd: SentCommand = { id: b.id, device, name, args, kind, key, sentAt: t0, state: (b.state as CommandState) ?? 'queued', finalAt: null, roundTripMs: null, repeated: false, repeatId: null }
     if (this.byId.has(cmd.id)) return // cannot happen with distinct keys; the audit counts ids once
     this.sent.push(cmd)
@@ -317,6 +318,8 @@ export class CommandDriver {
   }
 
   private stoppedAt: number | null = null
+  /** POST to 202 of the async and deferred commands (ms). */
+  private readonly postMs: number[] = []
 
   /**
    * Stops sending, waits for the POSTs in flight, then (bounded by timeoutMs) until every
@@ -366,7 +369,8 @@ export class CommandDriver {
       sendingS: Math.round(sendingS * 100) / 100,
       createdPerS: sendingS > 0 ? Math.round(this.counts.created / sendingS * 10) / 10 : 0,
       roundTripMs: { count: rt.length, p50Ms: pct(rt, 0.5), p99Ms: pct(rt, 0.99), maxMs: rt.length ? Math.round(rt.at(-1)! * 10) / 10 : null },
-      toFinalMs: { count: followed.length, p50Ms: pct(followed, 0.5), p99Ms: pct(followed, 0.99) }
+      toFinalMs: { count: followed.length, p50Ms: pct(followed, 0.5), p99Ms: pct(followed, 0.99) },
+      asyncPostMs: (() => { const a = this.postMs.slice().sort((x, y) => x - y); return { count: a.length, p50Ms: pct(a, 0.5), p99Ms: pct(a, 0.99) } })()
     }
   }
 
