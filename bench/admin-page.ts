@@ -18,7 +18,7 @@ import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.
 import { Cleanup, cpuSeconds } from './lib/procs.ts'
 import { appendRecord, gitSha, hostInfo } from './lib/results.ts'
 import { commandLine, ROOT } from './lib/systems.ts'
-import { launchBrowser } from './lib/browser.ts'
+import { launchBrowser } from '../scripts/browser.ts'
 
 const FLAGS: FlagSpec = {
   rate: { type: 'number', default: 5000, doc: 'offered readings/s' },

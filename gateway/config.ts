@@ -7,6 +7,7 @@ import { ConfigError, GATEWAY_ID_RE } from '../protocol/index.ts'
 import { parseConfig, type ConfigOf, type ConfigSources, type HelpSection } from '../common/index.ts'
 import { brokerSchema } from './broker/config.ts'
 import { flushSchema } from './flush/config.ts'
+import { commandLinkSchema } from './commands/link-config.ts'
 import { checkMqttUpstream, isMqttUrl } from './flush/mqtt-config.ts'
 import { intakeSchema } from './intake/config.ts'
 import { storeSchema } from './store/config.ts'
@@ -28,6 +29,7 @@ export const gatewaySchema = {
   deviceStatsMax: { type: 'int', default: 10000, min: 0, max: 1_000_000, doc: 'Devices the admin page tracks (least recently seen forgotten first)' },
   ...intakeSchema,
   ...flushSchema,
+  ...commandLinkSchema,
   shutdownTimeoutMs: { type: 'int', default: 5000, min: 100, doc: 'Graceful shutdown budget on SIGTERM/SIGINT: writes and PUBACKs in progress finish, LevelDB closes (a second signal exits at once; a repeat within 0.5 s is the same Ctrl-C)' },
   ...securitySchema,
   // per-client MQTT limits (bounds on what one client can make the broker hold): gateway/broker/limits-config.ts, docs/security-limits.md
@@ -48,7 +50,7 @@ export const FIRST_FLAGS = ['upstream', 'token', 'tokenFile', 'gatewayId', 'data
  * order of their first flag in gatewaySchema.
  */
 export function gatewayFlagSections (): HelpSection[] {
-  const components: Array<[string, Record<string, unknown>]> = [['store', storeSchema], ['broker', brokerSchema], ['intake', intakeSchema], ['flush', flushSchema], ['broker: security', securitySchema], ['broker: limits', brokerLimitsSchema]]
+  const components: Array<[string, Record<string, unknown>]> = [['store', storeSchema], ['broker', brokerSchema], ['intake', intakeSchema], ['flush', flushSchema], ['commands: link', commandLinkSchema], ['broker: security', securitySchema], ['broker: limits', brokerLimitsSchema]]
   const sections = new Map<string, string[]>()
   for (const k of Object.keys(gatewaySchema)) {
     const title = components.find(([, s]) => k in s)?.[0] ?? 'gateway'

@@ -5,7 +5,8 @@
  *
  * - retryRate / rejectRate: per item, answer 2 (retry) or 3 (rejected) instead of storing.
  *   Such an item is not passed to the sink: it is not stored.
- * - failRate: per batch, answer 503 (half of them with Retry-After) or 500 before storing.
+ * - failRate: per batch, refuse it before storing: busy, 503 (half of them with a retry
+ *   after 1 s), or broken, 500 (refusal.ts).
  * - dropRate: per batch, commit, then destroy the socket without answering (the lost ack).
  * - latencyMs: per batch, wait this long after the commit before answering (the late ack).
  *
@@ -22,7 +23,7 @@ import type { Logger } from 'pino'
 import { AckCode, AckCodeName } from '../protocol/index.ts'
 import { mulberry32 } from '../common/index.ts'
 import type { ValidatedItems } from './decode.ts'
-import { HttpError } from './errors.ts'
+import { BatchRefusal } from './refusal.ts'
 import type { IngestMetrics } from './metrics.ts'
 
 export type ChaosConfig = {
@@ -110,7 +111,8 @@ function injectBatchFault (deps: ChaosDeps): void {
   const f = deps.chaos.batchFault()
   if (f.kind === 'none') return
   deps.metrics.chaos.inc({ kind: `fail_${f.status}` })
-  throw new HttpError(f.status, 'chaos', 'injected failure (--chaos-fail-rate)', { headers: f.retryAfterS === undefined ? {} : { 'retry-after': String(f.retryAfterS) } })
+  // 503 is `busy` (retry later), 500 is `broken` (refusal.ts)
+  throw new BatchRefusal(f.status === 503 ? 'busy' : 'broken', 'chaos', 'injected failure (--chaos-fail-rate)', f.retryAfterS === undefined ? {} : { retryAfterMs: f.retryAfterS * 1000 })
 }
 
 /** Answers some items retry or rejected and takes them out of what the commit stores. */

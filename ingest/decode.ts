@@ -1,21 +1,22 @@
 /**
- * Request body -> validated batch. Limits are enforced while the body streams in and again
- * after gzip decompression (zlib's maxOutputLength stops a gzip bomb at the limit), so a
- * request never holds more than 2 x maxBodyBytes.
+ * Body -> validated batch, for either transport. The size limit is enforced while an HTTP
+ * body streams in (server.ts) and again here after decompression (zlib's maxOutputLength
+ * stops a gzip bomb at the limit), so a request never holds more than 2 x maxBodyBytes.
+ * A failure is a `BatchRefusal` (refusal.ts), which each front answers in its own way.
  *
  * An item whose p and s are unsigned integers but which is otherwise invalid is answered
  * on its own (code 3 with the reason). An item without a usable [p, s] cannot be answered
- * at all, so the whole batch gets 400 naming `items[i]`: the gateway bisects the batch down
- * to that item and dead-letters it (docs/design.md section 6), which is where it belongs.
+ * at all, so the whole batch is refused `unreadable` (400) naming `items[i]`: the gateway
+ * bisects the batch down to that item and dead-letters it (docs/design.md section 6),
+ * which is where it belongs.
  */
-import type { IncomingMessage } from 'node:http'
 import { promisify } from 'node:util'
 import { brotliDecompress, gunzip, inflate, inflateRaw } from 'node:zlib'
 import {
   AckCode, DecodeError, ValidationError, decodeBatch, decodeBatchV2, itemKey, validateItem,
   type BatchItem, type ItemResult, type RawBatchRequest
 } from '../protocol/index.ts'
-import { HttpError } from './errors.ts'
+import { BatchRefusal } from './refusal.ts'
 
 const decompressors = {
   gzip: promisify(gunzip),
@@ -26,44 +27,8 @@ const decompressors = {
   'deflate-raw': promisify(inflateRaw)
 } as const
 
-const tooLarge = (what: string, max: number): HttpError =>
-  new HttpError(413, 'body_too_large', `${what} exceeds maxBodyBytes ${max}`, { field: 'body', closeConnection: true })
-
-/** Reads the raw (possibly compressed) body, at most maxBytes. */
-export function readBody (req: IncomingMessage, maxBytes: number): Promise<Buffer> {
-  const declared = req.headers['content-length']
-  if (declared !== undefined && Number(declared) > maxBytes) return Promise.reject(tooLarge(`content-length ${declared}`, maxBytes))
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const done = (err: Error | null): void => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('error', onError)
-      req.off('aborted', onAborted)
-      if (err) reject(err)
-      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
-    }
-    const onData = (c: Buffer): void => {
-      size += c.length
-      if (size > maxBytes) {
-        // Stop buffering at once; the connection is closed after the 413.
-        req.pause()
-        chunks.length = 0
-        done(tooLarge('body', maxBytes))
-        return
-      }
-      chunks.push(c)
-    }
-    const onEnd = (): void => done(null)
-    const onError = (err: Error): void => done(new HttpError(400, 'body_error', `request body: ${err.message}`, { closeConnection: true, cause: err }))
-    const onAborted = (): void => done(new HttpError(400, 'body_aborted', 'client aborted the request', { closeConnection: true }))
-    req.on('data', onData)
-    req.on('end', onEnd)
-    req.on('error', onError)
-    req.on('aborted', onAborted)
-  })
-}
+const tooLarge = (what: string, max: number): BatchRefusal =>
+  new BatchRefusal('too-large', 'body_too_large', `${what} exceeds maxBodyBytes ${max}`, { field: 'body' })
 
 /** The body encodings `decodeContent` takes: advertised to gateways (the HTTP header ingest-encodings, the MQTT user property of that name). */
 export const ACCEPTED_ENCODINGS = ['identity', 'gzip', 'deflate', 'br'] as const
@@ -73,40 +38,40 @@ export async function decodeContent (body: Buffer, encoding: string | undefined,
   const enc = (encoding ?? 'identity').trim().toLowerCase()
   if (enc === 'identity' || enc === '') return body
   const fn = Object.hasOwn(decompressors, enc) ? decompressors[enc as keyof typeof decompressors] : undefined
-  if (!fn) throw new HttpError(415, 'unsupported_encoding', `content-encoding ${JSON.stringify(enc.slice(0, 40))} not supported (identity, gzip, deflate or br)`, { field: 'content-encoding' })
+  if (!fn) throw new BatchRefusal('unsupported', 'unsupported_encoding', `content-encoding ${JSON.stringify(enc.slice(0, 40))} not supported (identity, gzip, deflate or br)`, { field: 'content-encoding' })
   try {
     return await fn(body, { maxOutputLength: maxBytes })
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge('decompressed body', maxBytes)
     if (enc === 'deflate') return await decodeContent(body, 'deflate-raw', maxBytes)
-    throw new HttpError(400, `bad_${enc === 'x-gzip' ? 'gzip' : enc.replace('-', '_')}`, `body is not valid ${enc}: ${(err as Error).message}`, { field: 'body', cause: err })
+    throw new BatchRefusal('unreadable', `bad_${enc === 'x-gzip' ? 'gzip' : enc.replace('-', '_')}`, `body is not valid ${enc}: ${(err as Error).message}`, { field: 'body', cause: err })
   }
 }
 
-/** Envelope errors as HTTP answers: too many items is 413 (split), anything else 400. */
+/** Envelope errors as refusals: too many items is too-large (split), anything else unreadable (bisect). */
 export function decodeEnvelope (body: Buffer, maxItems: number): RawBatchRequest {
-  return httpErrors(() => decodeBatch(body, { maxItems }))
+  return refusals(() => decodeBatch(body, { maxItems }))
 }
 
 /** The same for a protocol v2 (columnar) body: items come out in the v1 shape. */
 export function decodeEnvelopeV2 (body: Buffer, maxItems: number): RawBatchRequest {
-  return httpErrors(() => decodeBatchV2(body, { maxItems }))
+  return refusals(() => decodeBatchV2(body, { maxItems }))
 }
 
-function httpErrors (decode: () => RawBatchRequest): RawBatchRequest {
+function refusals (decode: () => RawBatchRequest): RawBatchRequest {
   try {
     return decode()
   } catch (err) {
     // protocol/ has no typed limit error yet: it reports these two limits by message.
     if (err instanceof ValidationError && err.field === 'items' && err.message.includes('exceeds the limit')) {
-      throw new HttpError(413, 'too_many_items', err.message, { field: 'items', cause: err })
+      throw new BatchRefusal('too-large', 'too_many_items', err.message, { field: 'items', cause: err })
     }
     if (err instanceof DecodeError && err.message.startsWith('CBOR has more than')) {
-      throw new HttpError(413, 'too_many_items', `batch too large: ${err.message}`, { field: 'items', cause: err })
+      throw new BatchRefusal('too-large', 'too_many_items', `batch too large: ${err.message}`, { field: 'items', cause: err })
     }
-    if (err instanceof ValidationError) throw new HttpError(400, 'invalid_batch', err.message, { field: err.field, cause: err })
-    if (err instanceof DecodeError) throw new HttpError(400, 'malformed_cbor', err.message, { field: 'body', cause: err })
-    throw new HttpError(400, 'malformed_cbor', `cannot decode the body: ${(err as Error).message}`, { field: 'body', cause: err })
+    if (err instanceof ValidationError) throw new BatchRefusal('unreadable', 'invalid_batch', err.message, { field: err.field, cause: err })
+    if (err instanceof DecodeError) throw new BatchRefusal('unreadable', 'malformed_cbor', err.message, { field: 'body', cause: err })
+    throw new BatchRefusal('unreadable', 'malformed_cbor', `cannot decode the body: ${(err as Error).message}`, { field: 'body', cause: err })
   }
 }
 
@@ -126,7 +91,7 @@ export function validateItems (items: readonly unknown[]): ValidatedItems {
     const raw = items[i]
     const key = itemKey(raw)
     if (key === null) {
-      throw new HttpError(400, 'invalid_item', `items[${i}]: p and s must be unsigned integers, so this item cannot be answered on its own`, { field: `items[${i}]` })
+      throw new BatchRefusal('unreadable', 'invalid_item', `items[${i}]: p and s must be unsigned integers, so this item cannot be answered on its own`, { field: `items[${i}]` })
     }
     try {
       valid.push({ index: i, item: validateItem(raw) })

@@ -13,8 +13,9 @@
  *
  * Subscription: `$share/{group}/gateways/+/batches/+` (MQTT 5 shared subscription, so
  * several stateless ingests split the load). Who may publish to a gateway's topics is the
- * broker's business (its ACL); this side still refuses (403 in the results) a batch whose
- * gateway id differs from the topic's.
+ * broker's business (its ACL); this side still refuses (`forbidden`, 403 in the results) a
+ * batch whose gateway id differs from the topic's. A step's refusal (refusal.ts) becomes
+ * the results message's `status`, `error`, `message` and `retryAfterMs` (`resultsRefusal`).
  *
  * Admission: the ACL proves which gateway sent a batch, not that it may write readings.
  * That is the tokens config's word, as over HTTP: a gateway it lists (with or without a
@@ -34,9 +35,9 @@ import {
 import { noDelay } from '../common/mqtt-nodelay.ts'
 import type { IngestConfig } from './config.ts'
 import { ACCEPTED_ENCODINGS, decodeContent } from './decode.ts'
-import { HttpError } from './errors.ts'
 import { answer, checkPartitions, commitStep, decode, newBatch, validate, type BatchCtx, type PipelineDeps, type Step } from './pipeline.ts'
 import type { MqttConsumerStatus } from './readyz.ts'
+import { BatchRefusal, REFUSAL_STATUS } from './refusal.ts'
 
 /**
  * The pipeline's steps this consumer runs: where the HTTP server checks a token or a
@@ -55,10 +56,10 @@ const ENCODINGS = ACCEPTED_ENCODINGS.join(', ')
  * and the tokens config must list it (see Admission above).
  */
 function matchTopic (ctx: BatchCtx, deps: PipelineDeps): void {
-  if (!GATEWAY_ID_RE.test(ctx.gateway)) throw new HttpError(403, 'forbidden', `the topic's gateway id ${JSON.stringify(ctx.gateway.slice(0, 80))} must match ${GATEWAY_ID_RE}`, { field: 'gateway' })
-  if (ctx.batch.gateway !== ctx.gateway) throw new HttpError(403, 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
+  if (!GATEWAY_ID_RE.test(ctx.gateway)) throw new BatchRefusal('forbidden', 'forbidden', `the topic's gateway id ${JSON.stringify(ctx.gateway.slice(0, 80))} must match ${GATEWAY_ID_RE}`, { field: 'gateway' })
+  if (ctx.batch.gateway !== ctx.gateway) throw new BatchRefusal('forbidden', 'forbidden', `the topic belongs to gateway ${ctx.gateway}, the batch says ${JSON.stringify(ctx.batch.gateway)}`, { field: 'gateway' })
   if (!deps.config.mqttAllowUnlistedGateways && !deps.readAuth.isKnownGateway(ctx.gateway)) {
-    throw new HttpError(403, 'forbidden', `gateway ${ctx.gateway} is not listed in the ingest's tokens config (--tokens-file, --token): it may not write readings; list it with its fleet, or start the ingest with --mqtt-allow-unlisted-gateways`, { field: 'gateway' })
+    throw new BatchRefusal('forbidden', 'forbidden', `gateway ${ctx.gateway} is not listed in the ingest's tokens config (--tokens-file, --token): it may not write readings; list it with its fleet, or start the ingest with --mqtt-allow-unlisted-gateways`, { field: 'gateway' })
   }
 }
 
@@ -166,10 +167,10 @@ export class MqttConsumer {
       ctx.body = await decodeContent(payload, encoding, config.maxBodyBytes)
       ctx.version = sniffVersion(ctx.body)
       deps.metrics.receivedBytes.inc({ encoding, version: String(ctx.version) }, payload.length)
-      if (ctx.version === 2 && !config.protocols.includes('2')) throw new HttpError(400, 'invalid_batch', 'v: protocol 2 is not served by this ingest (--protocols)', { field: 'v' })
+      if (ctx.version === 2 && !config.protocols.includes('2')) throw new BatchRefusal('unreadable', 'invalid_batch', 'v: protocol 2 is not served by this ingest (--protocols)', { field: 'v' })
       for (const step of this.steps) await step(ctx, deps)
     } catch (e) {
-      refusal = refusalOf(e, log)
+      refusal = resultsRefusal(e, log)
       deps.metrics.rejectedBatches.inc({ reason: refusal.error })
       log.warn({ status: refusal.status, error: refusal.error, reason: refusal.message.slice(0, 300), gateway: where.gatewayId, topic }, 'batch refused')
     }
@@ -223,13 +224,15 @@ export class MqttConsumer {
   }
 }
 
-/** What a failed step becomes in the results: the status HTTP gives the same failure. */
-function refusalOf (e: unknown, log: Logger): WholeBatchRefusal {
-  if (e instanceof HttpError) {
-    const ra = e.headers['retry-after']
-    return { status: e.status, error: e.errorCode, message: e.message, ...(ra !== undefined && /^\d+$/.test(ra) ? { retryAfterMs: Number(ra) * 1000 } : {}) }
+/**
+ * What a failed step becomes in the results message: a refusal gets the status of
+ * `REFUSAL_STATUS` (refusal.ts), the one HTTP gives it (server.ts `httpErrorOf`).
+ */
+export function resultsRefusal (e: unknown, log: Logger): WholeBatchRefusal {
+  if (e instanceof BatchRefusal) {
+    return { status: REFUSAL_STATUS[e.kind], error: e.errorCode, message: e.message, ...(e.retryAfterMs !== undefined ? { retryAfterMs: e.retryAfterMs } : {}) }
   }
-  if (e instanceof StoreError) return { status: 503, error: 'store_unavailable', message: e.message, retryAfterMs: 1000 }
+  if (e instanceof StoreError) return { status: REFUSAL_STATUS.busy, error: 'store_unavailable', message: e.message, retryAfterMs: 1000 }
   log.error({ err: e }, 'batch failed unexpectedly')
   return { status: 500, error: 'internal', message: 'internal error' }
 }

@@ -6,9 +6,11 @@
  * and turns `answer` into its own reply (an HTTP 200 body, a results message). Nothing here
  * holds a request, a response or a connection, so neither transport imports the other.
  *
- * A step ends a batch by throwing; what it throws says the status a refusal gets
- * (decode.ts, chaos.ts, `store` below), which HTTP sends as its status and MQTT puts in its
- * results message, so a gateway hears the same refusal on either path.
+ * A step ends a batch by throwing a `BatchRefusal` (refusal.ts: decode.ts, bounds.ts,
+ * chaos.ts, `store` below), which says what happened, not how a transport answers it: HTTP
+ * turns it into a status, headers and JSON body (server.ts), MQTT into a results message
+ * (mqtt-consumer.ts), both with the status of the one table `REFUSAL_STATUS`, so a gateway
+ * hears the same refusal on either path.
  *
  * Fault injection, when on, wraps the commit step (chaos.ts); a dropped answer sets
  * `dropped`, and the transport drops its reply (HTTP: the socket; MQTT: no results message).
@@ -19,10 +21,10 @@ import { boundPartitions } from './bounds.ts'
 import { withChaos, type Chaos } from './chaos.ts'
 import type { IngestConfig } from './config.ts'
 import { decodeEnvelope, decodeEnvelopeV2, validateItems, type ValidatedItems } from './decode.ts'
-import { HttpError } from './errors.ts'
 import type { IngestMetrics } from './metrics.ts'
 import type { RecentReadings } from './page/recent.ts'
 import type { ReadAuth } from './read-auth.ts'
+import { BatchRefusal } from './refusal.ts'
 import type { ItemOutcome, Sink } from './sinks/types.ts'
 
 /** What the pipeline's steps use, whatever brought the batch. */
@@ -104,7 +106,7 @@ export async function store (ctx: BatchCtx, deps: PipelineDeps): Promise<void> {
   } catch (err) {
     if (err instanceof StoreError) {
       deps.log.error({ err, gateway: batch.gateway, batch: batch.batch }, 'sink write failed')
-      if (!err.retryable) throw new HttpError(503, 'store_unavailable', `the sink could not store the batch: ${err.message}`, { headers: { 'retry-after': '1' }, cause: err })
+      if (!err.retryable) throw new BatchRefusal('busy', 'store_unavailable', `the sink could not store the batch: ${err.message}`, { retryAfterMs: 1000, cause: err })
       // Transient (e.g. the database restarting): nothing was stored; every item is answered retry.
       outcomes = items.valid.map(() => 'retry' as const)
     } else throw err

@@ -3,8 +3,10 @@
  * `batchSteps` in order: the HTTP ones (token or certificate, media type, body) around the
  * transport-free steps of pipeline.ts (decode, validate, partitions, commit, answer; fault
  * injection, when on, wraps the commit step: chaos.ts); any step may end the request by
- * throwing an HttpError. Nothing a client sends can throw past
- * `handle`: unexpected errors become 500 and are logged.
+ * throwing: an HTTP step an HttpError, a pipeline step a BatchRefusal (refusal.ts), which
+ * `httpErrorOf` turns into its status (the table `REFUSAL_STATUS`), headers and JSON body.
+ * Nothing a client sends can throw past `handle`: unexpected errors become 500 and are
+ * logged.
  *
  * Wrong tokens: after --auth-free-failures wrong tokens from one address, its requests that
  * need a token get 429 + Retry-After without their token being looked at (auth-backoff.ts).
@@ -15,13 +17,15 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { encodeResponse, encodeResponseV2, ENCODINGS_HEADER, PROTOCOLS_HEADER, StoreError, ValidationError } from '../protocol/index.ts'
 import { addressKey, AuthBackoff } from './auth-backoff.ts'
-import { ACCEPTED_ENCODINGS, decodeContent, readBody } from './decode.ts'
+import { readBody } from './body.ts'
+import { ACCEPTED_ENCODINGS, decodeContent } from './decode.ts'
 import { HttpError } from './errors.ts'
 import { isPagePath, RecentReadings, servePage } from './page/index.ts'
 import { answer, checkPartitions, commitStep, decode, newBatch, store, validate, type BatchCtx as PipelineCtx, type PipelineDeps, type Step as PipelineStep } from './pipeline.ts'
 import { matchReadings, parseConflictQuery, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
 import { ALL_FLEETS, hashSecret, type ReadScope } from './read-auth.ts'
 import { readiness, type MqttConsumerStatus } from './readyz.ts'
+import { BatchRefusal, REFUSAL_STATUS } from './refusal.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 
 export type ServerDeps = PipelineDeps & {
@@ -125,6 +129,22 @@ function sendJson (res: ServerResponse, status: number, obj: unknown, headers: R
   const body = JSON.stringify(obj)
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers })
   res.end(body)
+}
+
+/**
+ * A pipeline step's refusal as this front answers it: the status of `REFUSAL_STATUS` (the
+ * one the MQTT results message carries, mqtt-consumer.ts `resultsRefusal`), a Retry-After
+ * in whole seconds when the refusal says when to retry, and the JSON body of every error.
+ * A body over the limit after decompression closes the connection, as one over it on the
+ * wire does (body.ts).
+ */
+export function httpErrorOf (r: BatchRefusal): HttpError {
+  return new HttpError(REFUSAL_STATUS[r.kind], r.errorCode, r.message, {
+    ...(r.field !== undefined ? { field: r.field } : {}),
+    headers: r.retryAfterMs === undefined ? {} : { 'retry-after': String(Math.ceil(r.retryAfterMs / 1000)) },
+    closeConnection: r.errorCode === 'body_too_large',
+    cause: r
+  })
 }
 
 function sendError (res: ServerResponse, err: HttpError): void {
@@ -241,6 +261,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
     } catch (e) {
       let err: HttpError
       if (e instanceof HttpError) err = e
+      else if (e instanceof BatchRefusal) err = httpErrorOf(e)
       else if (e instanceof ValidationError) err = new HttpError(400, 'invalid_query', e.message, { field: e.field })
       else if (e instanceof StoreError) err = new HttpError(503, 'store_unavailable', e.message, { headers: { 'retry-after': '1' } })
       else {

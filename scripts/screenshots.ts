@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import mqtt from 'mqtt'
 import { createSimulation, simConfig } from '../device-sim/index.ts'
-import { launchBrowser } from '../bench/lib/browser.ts'
+import { launchBrowser } from './browser.ts'
 
 const ROOT = resolve(import.meta.dirname, '..')
 const outDir = resolve(process.argv.includes('--out') ? process.argv[process.argv.indexOf('--out') + 1]! : join(ROOT, 'docs', 'img'))

@@ -12,7 +12,7 @@ import { HttpUpstream } from './http-upstream.ts'
 import { isMqttUrl } from './mqtt-config.ts'
 import { MqttUpstream, type MqttUpstreamEvents } from './mqtt-upstream.ts'
 
-function isMqttUpstream (config: Pick<FlushConfig, 'upstream'>): boolean {
+export function isMqttUpstream (config: Pick<FlushConfig, 'upstream'>): boolean {
   return config.upstream.length > 0 && config.upstream.every(isMqttUrl)
 }
 

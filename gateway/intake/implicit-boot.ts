@@ -25,6 +25,7 @@
  * so it survives restarts; the fingerprints do not.
  */
 import type { Boot } from '../../protocol/index.ts'
+import type { DedupWindow } from '../store/index.ts'
 
 /** Readings fingerprinted per boot-less device (covers the unacked tail a client resends). */
 export const FINGERPRINTS = 32
@@ -44,9 +45,6 @@ type DeviceState = { conn: number, boot: Boot | null, seqs: number[], prints: nu
 
 export type ImplicitDecision = { boot: Boot | null, started: boolean, firstSeen: boolean }
 
-/** What the window knows about the device's current implicit boot. */
-export type WindowView = { current: () => Boot | null, highWater: (boot: Boot | null) => number | null }
-
 export class ImplicitBoots {
   private readonly devices = new Map<string, DeviceState>()
   private lastBootMs = 0
@@ -55,15 +53,16 @@ export class ImplicitBoots {
 
   /**
    * The boot a boot-less reading belongs to. `conn` identifies the MQTT connection; `dup`
-   * is the packet's DUP flag. Call in per-device arrival order, with the device's window.
+   * is the packet's DUP flag. Call in per-device arrival order, with the device's dedup
+   * window (read only: its current implicit boot and that boot's high-water mark).
    */
-  decide (device: string, conn: number, seq: number, raw: Uint8Array, dup: boolean, w: WindowView): ImplicitDecision {
+  decide (device: string, conn: number, seq: number, raw: Uint8Array, dup: boolean, w: DedupWindow): ImplicitDecision {
     let st = this.devices.get(device)
     const firstSeen = st === undefined
     const print = fingerprint(raw)
     let started = false
     if (!st || st.conn !== conn) {
-      const boot = st ? st.boot : w.current()
+      const boot = st ? st.boot : w.currentImplicit(isImplicitBoot)
       const hw = w.highWater(boot)
       const resend = dup || (st !== undefined && st.boot === boot && this.printOf(st, seq) === print)
       let next = boot

@@ -20,11 +20,10 @@ import type { Logger } from 'pino'
 import { Counter, Gauge } from 'prom-client'
 import { decodeReading, encodeItemFast, encodeItemSpan, partitionOf, scanReading, ScannedReading, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/index.ts'
-import { DedupWindow, itemCost, type Store } from '../store/index.ts'
+import { itemCost, type DedupWindow, type DedupWindows, type Store } from '../store/index.ts'
 import type { IntakeConfig } from './config.ts'
-import { DedupWindowCache } from './dedup-cache.ts'
 import { PayloadFormats, type PayloadFormat } from './formats.ts'
-import { ImplicitBoots, isImplicitBoot } from './implicit-boot.ts'
+import { ImplicitBoots } from './implicit-boot.ts'
 
 export type { IntakeConfig } from './config.ts'
 
@@ -63,10 +62,8 @@ const QUEUE = Symbol('intakeQueue')
 type WithQueue = Client & { [QUEUE]?: ClientQueue }
 
 export class Intake {
-  private readonly cache: DedupWindowCache
-  /** dedupIdleForgetMs in seconds */
-  private readonly idleS: number
-  private readonly loading = new Map<string, Promise<DedupWindow>>()
+  /** the store's dedup windows (store/dedup-windows.ts) */
+  private readonly windows: DedupWindows
   private readonly blocked: Blocked[] = []
   private readonly implicit: ImplicitBoots
   private readonly formats: PayloadFormats
@@ -79,25 +76,20 @@ export class Intake {
 
   constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics) {
     this.log = logger.child({ component: 'intake' })
-    this.cache = new DedupWindowCache(config.dedupCacheDevices)
-    this.idleS = Math.floor(config.dedupIdleForgetMs / 1000)
+    this.windows = store.dedup
     this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intakeOutcome(o)])) as Record<IntakeOutcome, { inc: () => void }>
     this.partitions = store.partitions
     this.implicit = new ImplicitBoots(config.dedupCacheDevices)
     this.formats = new PayloadFormats(config.dedupCacheDevices)
     this.floorWaiters = Array.from({ length: this.partitions }, () => [])
-    store.on('writeError', () => {
-      // windows may hold seqs of the failed writes: forget them, the store has the truth
-      this.cache.dropUnpinned()
-    })
     store.on('space', () => this.admitBlocked())
-    // maxDedupDevices (store/dedup-bound.ts): the store logs evictions, the counter is here
-    // beside the cache the windows live in
+    // maxDedupDevices (store/dedup-windows.ts): the store logs evictions, the counter is
+    // here with the intake's other dedup metrics
     const registers = [metrics.registry]
     const evicted = new Counter({ name: 'gateway_dedup_evicted_total', help: 'Dedup windows evicted from disk to stay within maxDedupDevices (least recently used first); their devices\' retransmits of older readings are stored again', registers })
-    evicted.inc(store.dedupEvictedAtOpen)
+    evicted.inc(store.dedup.evictedAtOpen)
     store.on('dedupEvicted', (n: number) => evicted.inc(n))
-    new Gauge({ name: 'gateway_dedup_windows', help: 'Dedup windows on disk (at most maxDedupDevices)', registers, collect () { this.set(store.dedupWindows) } }) // eslint-disable-line no-new
+    new Gauge({ name: 'gateway_dedup_windows', help: 'Dedup windows on disk (at most maxDedupDevices)', registers, collect () { this.set(store.dedup.size) } }) // eslint-disable-line no-new
     store.on('floor', (p: number, floor: number) => this.releaseFloor(p, floor))
   }
 
@@ -181,22 +173,10 @@ export class Intake {
       return
     }
     const nowS = Math.floor(Date.now() / 1000)
-    const w = this.cache.get(device, nowS, this.idleS)
+    const w = this.windows.get(device, nowS)
     if (w) { this.dedup(device, w, reading, raw, entry, q); return }
-    let p = this.loading.get(device)
-    if (!p) {
-      p = this.store.loadDedup(device).then((loaded) => {
-        this.loading.delete(device)
-        // a device idle past dedupIdleForgetMs starts a new window (docs/store.md)
-        const fresh = loaded && !loaded.idleSince(nowS, this.idleS) ? loaded : null
-        const win = this.cache.get(device) ?? fresh ?? new DedupWindow()
-        this.cache.set(device, win)
-        return win
-      }, (err: unknown) => { this.loading.delete(device); throw err })
-      this.loading.set(device, p)
-    }
     // continuations run in registration order: per-device arrival order is kept
-    p.then((win) => this.dedup(device, win, reading, raw, entry, q), (err: Error) => this.finish(q, entry, err))
+    this.windows.load(device, nowS).then((win) => this.dedup(device, win, reading, raw, entry, q), (err: Error) => this.finish(q, entry, err))
   }
 
   private dedup (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
@@ -204,7 +184,7 @@ export class Intake {
     const verdict = w.check(reading.boot, reading.seq!)
     if (verdict === 'new') {
       w.seenAtS = Math.floor(Date.now() / 1000)
-      this.store.saveDedup(device, w)
+      this.windows.changed(device, w)
       this.append(device, reading, entry)
     } else if (verdict === 'duplicate') {
       this.outcome.duplicate.inc()
@@ -228,10 +208,7 @@ export class Intake {
 
   /** A reading with seq and no boot gets the boot implicit-boot.ts decides. */
   private implicitBoot (device: string, w: DedupWindow, reading: Reading, raw: Buffer, entry: Entry, q: ClientQueue): void {
-    const d = this.implicit.decide(device, q.conn, reading.seq!, raw, entry.dup, {
-      current: () => w.currentImplicit(isImplicitBoot),
-      highWater: (b) => w.highWater(b)
-    })
+    const d = this.implicit.decide(device, q.conn, reading.seq!, raw, entry.dup, w)
     if (d.firstSeen) this.log.warn({ device }, 'device sends seq without boot: a seq that restarts on a new connection opens a new implicit boot (see docs/design.md)')
     if (d.started) {
       this.metrics.implicitBoots.inc()

@@ -19,6 +19,7 @@ export const storeSchema = {
   maxDlqItems: { type: 'int', default: 100_000, min: 1, doc: 'Dead-letter store quota in records; past it the oldest records are dropped (counted and logged)' },
   maxDlqBytes: { type: 'int', default: 128 * 1024 ** 2, min: 1024, doc: 'Dead-letter store quota in bytes (record plus key); past it the oldest records are dropped' },
   dedupIdleForgetMs: { type: 'int', default: 7 * 24 * 3600 * 1000, min: 1000, doc: 'A device that sent no new reading for this long loses its dedup state (memory and disk); its next readings are taken as new (docs/store.md)' },
+  dedupCacheDevices: { type: 'int', default: 100000, min: 16, doc: 'Dedup windows kept in memory (others reload from disk)' },
   maxDedupDevices: { type: 'int', default: 100_000, min: 16, max: 100_000_000, doc: 'Dedup windows kept on disk (one per device that sends seq); past it the least recently used is evicted and its device\'s older retransmits are stored again (docs/store.md)' }
 } as const
 

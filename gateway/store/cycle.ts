@@ -3,13 +3,14 @@
  * written as ONE LevelDB batch together with the partition counters it changes (writer.ts).
  *
  * Sealing: the dedup windows a cycle carries are live objects the intake keeps checking
- * seqs against while the cycle is being written. Their bytes are therefore taken when the
- * cycle is formed (`Cycle.seal`, the writer's first statement, before any await): a window
- * on disk then claims only seqs whose items are in the same batch or an earlier one. Encoded
- * later, after the writer awaited a read, a window could claim a seq the intake accepted
- * meanwhile and appended to the next cycle; a crash between the two cycles left a window
- * ahead of its items, and the device's resend of that seq was acknowledged as a duplicate
- * of a reading that was never stored.
+ * seqs against while the cycle is being written. The windows changed since the previous
+ * cycle are therefore handed to a cycle, and their bytes taken, in one step when it is
+ * formed (`Cycle.seal`, called through `DedupWindows.handTo` as the writer's first
+ * statement, before any await): a window on disk then claims only seqs whose items are in
+ * the same batch or an earlier one. Encoded later, after the writer awaited a read, a
+ * window could claim a seq the intake accepted meanwhile and appended to the next cycle; a
+ * crash between the two cycles left a window ahead of its items, and the device's resend
+ * of that seq was acknowledged as a duplicate of a reading that was never stored.
  */
 import type { EvictedRange } from '../../protocol/index.ts'
 import type { DedupWindow } from './dedup.ts'
@@ -28,15 +29,16 @@ export type Removal = { p: number, s: number, size: number }
 export type DeadItem = Removal & { raw: Buffer, reason: string }
 
 /**
- * One cycle's contents. Its `add` methods account for what each addition costs (bytes
- * by `itemCost`, the pin on a dedup window), and it says what kind of cycle it is
- * (empty, awaited, deletes only). It owns the sealing rule of the header: `seal()` is the
- * writer's first statement, and a window can no longer be added to a sealed cycle.
+ * One cycle's contents. Its methods add to it and account for what each addition costs
+ * (bytes by `itemCost`), and it says what kind of cycle it is (empty, awaited, deletes
+ * only). It owns the sealing rule of the header: its dedup windows come in one call,
+ * `seal`, which encodes them there and then; a cycle is sealed once.
  */
 export class Cycle {
   readonly appends: Append[] = []
   readonly dlq: DlqRecord[] = []
-  readonly devices = new Map<string, DedupWindow>()
+  /** the dedup windows it writes (set by `seal`; each pinned by the writer of its change until written) */
+  devices: ReadonlyMap<string, DedupWindow> = new Map()
   readonly deletes: Removal[] = []
   readonly deadItems: DeadItem[] = []
   readonly evictedDone: EvictedRange[] = []
@@ -46,7 +48,7 @@ export class Cycle {
   readonly waiters: Waiter[] = []
   /** bytes of the appended items, each by `itemCost` (their reservation in the quota) */
   appendedBytes = 0
-  private sealed: Array<[device: string, bytes: Buffer]> | null = null
+  private sealed = false
 
   /** Adds an item; returns what it reserves in the quota (its `itemCost`). */
   append (a: Append): number {
@@ -54,14 +56,6 @@ export class Cycle {
     this.appends.push(a)
     this.appendedBytes += size
     return size
-  }
-
-  /** A window changed by one of this cycle's readings (once per cycle; pinned in caches until written). */
-  saveWindow (device: string, w: DedupWindow): void {
-    if (this.sealed) throw new Error('a sealed cycle takes no more dedup windows (they belong to the next cycle)')
-    if (this.devices.has(device)) return
-    this.devices.set(device, w)
-    w.pending++
   }
 
   /** An item answered upstream: `rawSize` as read (its `itemCost` is taken here). */
@@ -77,19 +71,27 @@ export class Cycle {
   deadLetter (rec: DlqRecord): void { this.dlq.push(rec) }
   dropDeadLetter (id: number): void { this.dlqDrops.push(id) }
   evictedReported (r: EvictedRange): void { this.evictedDone.push(r) }
-  quarantined (q: Quarantined): void { this.quarantine.push(q) }
   wait (w: Waiter): void { this.waiters.push(w) }
 
   /**
-   * The bytes of the cycle's dedup windows as they are now, taken once. The writer calls it
-   * where the cycle is formed, before any await of its write (see the header).
+   * Takes the dedup windows changed since the previous cycle was formed (each pinned once,
+   * `pending`) and the unreadable ones to quarantine, and returns the windows' bytes as
+   * they are now. Called once, where the cycle is formed, before any await of its write
+   * (see the header).
    */
-  seal (): Array<[device: string, bytes: Buffer]> {
-    if (this.sealed) return this.sealed
+  seal (windows: ReadonlyMap<string, DedupWindow>, quarantined: readonly Quarantined[]): Array<[device: string, bytes: Buffer]> {
+    if (this.sealed) throw new Error('a cycle is sealed once (its dedup windows are taken when it is formed)')
+    this.devices = windows
+    for (const q of quarantined) this.quarantine.push(q)
     const out: Array<[string, Buffer]> = []
-    for (const [dev, w] of this.devices) out.push([dev, w.encode()])
-    this.sealed = out
+    for (const [dev, w] of windows) out.push([dev, w.encode()])
+    this.sealed = true
     return out
+  }
+
+  /** Items `fullPolicy=drop-oldest` evicts in this cycle (evict.ts). */
+  evict (removals: readonly Removal[]): void {
+    for (const x of removals) this.deletes.push(x)
   }
 
   get empty (): boolean {
@@ -133,7 +135,7 @@ export type StoreEvents = {
   dlqDropped: [records: number]
   /** dedup windows of idle devices deleted from disk (dedupIdleForgetMs) */
   dedupForgotten: [devices: number]
-  /** dedup windows evicted from disk by maxDedupDevices (dedup-bound.ts) */
+  /** dedup windows evicted from disk by maxDedupDevices (dedup-windows.ts) */
   dedupEvicted: [devices: number]
   writeError: [err: Error]
   cycle: [info: { ops: number, items: number, ms: number }]

@@ -45,9 +45,9 @@
  *   dead-letters.ts   dead-letter records and quarantine on disk (its header maps every
  *                     file dead letters touch); dlq-reader.ts reads them
  *   flush-side.ts     reads, hold/release, settle and the floor
- *   dedup-persist.ts  dedup windows on disk
- *   dedup-sweep.ts    forgetting the windows of idle devices on disk
- *   dedup-bound.ts    maxDedupDevices: the count of windows on disk, LRU eviction
+ *   dedup.ts          one device's dedup window and its encoding
+ *   dedup-windows.ts  DedupWindows: the windows in memory (LRU) and on disk, loading,
+ *                     the idle sweep, maxDedupDevices; hands its changes to each cycle
  *   recover.ts        startup recovery
  */
 import { EventEmitter } from 'node:events'
@@ -60,10 +60,7 @@ import type { StoreConfig } from './config.ts'
 import { cycleAwaited, type Append, type Cycle, type StoreEvents, type Waiter } from './cycle.ts'
 import type { Db } from './db.ts'
 import { DeadLetterStore, readDeadLetters, type DlqRecord } from './dead-letters.ts'
-import type { DedupWindow } from './dedup.ts'
-import { DedupPersistence } from './dedup-persist.ts'
-import { DedupSweep } from './dedup-sweep.ts'
-import { DedupBound } from './dedup-bound.ts'
+import { DedupWindows } from './dedup-windows.ts'
 import { Evictions } from './evict.ts'
 import { FlushSide, type ReadBatch } from './flush-side.ts'
 import { itemCost, type Partition } from './partition.ts'
@@ -74,6 +71,7 @@ import { CycleWriter } from './writer.ts'
 import { openError } from './open-error.ts'
 
 export { DedupWindow, DEDUP_WINDOW } from './dedup.ts'
+export type { DedupWindows } from './dedup-windows.ts'
 export type { StoreConfig } from './config.ts'
 export type { Append, StoreEvents, Waiter } from './cycle.ts'
 export type { DlqRecord } from './dead-letters.ts'
@@ -95,12 +93,11 @@ export class Store extends EventEmitter<StoreEvents> {
   private readonly reopener: Reopener
   private readonly gc: GroupCommit<Cycle>
   private readonly flushSide: FlushSide
-  private readonly dedup: DedupPersistence
-  private readonly dedupSweep: DedupSweep
-  private readonly dedupBound: DedupBound
+  /** the per-device dedup windows, in memory and on disk (the intake checks seqs against them) */
+  readonly dedup: DedupWindows
   private closed = false
 
-  private constructor (readonly config: StoreConfig, db: Db, r: Recovered, bound: DedupBound, log: Logger) {
+  private constructor (readonly config: StoreConfig, db: Db, r: Recovered, dedup: DedupWindows, log: Logger) {
     super()
     this.db = db
     this.epoch = r.epoch
@@ -112,12 +109,10 @@ export class Store extends EventEmitter<StoreEvents> {
     this.dlq = new DeadLetterStore(r, config, db)
     this.evictions = new Evictions(r.evicted, db, r.parts, log)
     this.reopener = new Reopener(db, r.parts, this.quota, log, () => this.closed)
-    this.dedupSweep = new DedupSweep(db, config.dedupIdleForgetMs, log, () => this.gc.schedule())
-    this.dedupBound = bound
-    const writer = new CycleWriter({ config, db, parts: r.parts, quota: this.quota, deadLetters: this.dlq, evictions: this.evictions, reopener: this.reopener, dedupSweep: this.dedupSweep, dedupBound: bound, events: this, log })
+    this.dedup = dedup
+    const writer = new CycleWriter({ config, db, parts: r.parts, quota: this.quota, deadLetters: this.dlq, evictions: this.evictions, reopener: this.reopener, dedup, events: this, log })
     this.gc = new GroupCommit(writer)
     this.flushSide = new FlushSide({ config, db, parts: r.parts, quota: this.quota, evictions: this.evictions, gc: this.gc, events: this, log })
-    this.dedup = new DedupPersistence(db, this.gc, log)
   }
 
   static async open (config: StoreConfig, logger: Logger): Promise<Store> {
@@ -151,8 +146,10 @@ export class Store extends EventEmitter<StoreEvents> {
   static async openOn (config: StoreConfig, db: Db, logger: Logger): Promise<Store> {
     const log = logger.child({ component: 'store' })
     const r = await recover(config, db, log)
-    const store = new Store(config, db, r, await DedupBound.open(db, config.maxDedupDevices, log), log)
-    log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count, dedupWindows: store.dedupWindows }, 'store recovered')
+    let store: Store | null = null
+    const dedup = await DedupWindows.open(db, config, log, () => store?.gc.schedule())
+    store = new Store(config, db, r, dedup, log)
+    log.info({ epoch: store.epoch, partitions: store.partitions, items: store.items, bytes: store.bytes, dlq: store.dlqCount, evictedRanges: store.evictions.count, dedupWindows: dedup.size }, 'store recovered')
     return store
   }
 
@@ -162,7 +159,7 @@ export class Store extends EventEmitter<StoreEvents> {
    */
   abandon (): void {
     this.closed = true
-    this.dedupSweep.stop()
+    this.dedup.stop()
   }
 
   // ---- intake side ----------------------------------------------------------------
@@ -197,27 +194,6 @@ export class Store extends EventEmitter<StoreEvents> {
   append (a: Append): void {
     this.quota.reserve(this.gc.current.append(a))
     this.gc.schedule()
-  }
-
-  /** Dedup windows on disk now (at most `maxDedupDevices`). */
-  get dedupWindows (): number { return this.dedupBound.size }
-
-  /** Dedup windows evicted when the store opened, to come under `maxDedupDevices`. */
-  get dedupEvictedAtOpen (): number { return this.dedupBound.evictedAtOpen }
-
-  /** Starts a sweep of idle dedup windows on disk now (it also runs on a timer). */
-  sweepDedup (): void {
-    this.dedupSweep.wanted = true
-    this.gc.schedule()
-  }
-
-  /** Records a changed dedup window in the current cycle. */
-  saveDedup (device: string, w: DedupWindow): void {
-    this.dedup.save(device, w)
-  }
-
-  loadDedup (device: string): Promise<DedupWindow | null> {
-    return this.dedup.load(device)
   }
 
   deadLetter (rec: DlqRecord, cb: Waiter): void {
@@ -303,7 +279,7 @@ export class Store extends EventEmitter<StoreEvents> {
   /** Waits for every submitted write, then closes LevelDB. Idempotent. */
   async close (): Promise<void> {
     if (this.closed) return
-    this.dedupSweep.stop()
+    this.dedup.stop()
     await this.gc.close(cycleAwaited)
     this.closed = true
     await this.db.close()

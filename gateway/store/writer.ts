@@ -19,8 +19,7 @@ import { K } from './keys.ts'
 import { itemCost, type Partition } from './partition.ts'
 import type { Quota } from './quota.ts'
 import type { Reopener } from './reopen.ts'
-import type { DedupSweep } from './dedup-sweep.ts'
-import type { DedupBound } from './dedup-bound.ts'
+import type { DedupWindows } from './dedup-windows.ts'
 
 type Deps = {
   config: StoreConfig
@@ -30,8 +29,7 @@ type Deps = {
   deadLetters: DeadLetterStore
   evictions: Evictions
   reopener: Reopener
-  dedupSweep: DedupSweep
-  dedupBound: DedupBound
+  dedup: DedupWindows
   events: EventEmitter<StoreEvents>
   log: Logger
 }
@@ -48,7 +46,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
 
   create = newCycle
 
-  empty = (c: Cycle): boolean => c.empty && !this.d.evictions.wanted && !this.d.dedupSweep.wanted
+  empty = (c: Cycle): boolean => c.empty && !this.d.evictions.wanted && !this.d.dedup.wanted
 
   recover = (): Promise<boolean> => this.d.reopener.recover()
 
@@ -56,10 +54,10 @@ export class CycleWriter implements GroupWriter<Cycle> {
   intervalMs = (): number => this.d.config.durability === 'power' ? this.d.config.commitIntervalMs : 0
 
   write = async (c: Cycle): Promise<void> => {
-    const { config, db, parts, quota, deadLetters, evictions } = this.d
+    const { config, db, parts, quota, deadLetters, evictions, dedup } = this.d
     // before the first await: the intake goes on checking seqs against these window objects
     // while this cycle is written, and those seqs' items belong to the next cycle (cycle.ts)
-    const windows = c.seal()
+    const windows = dedup.handTo(c)
     const t0 = performance.now()
     this.d.evictions.wanted = false
     const appendedItems = c.appends.length
@@ -80,7 +78,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
         const ev = await evictions.plan(c, quota.items + appendedItems, quota.bytes + appended, config)
         evictedRanges = ev.ranges
         evictedCount = ev.deletes.length
-        for (const x of ev.deletes) c.deletes.push(x)
+        c.evict(ev.deletes)
       }
       const b = db.batch()
       for (const a of c.appends) {
@@ -97,17 +95,13 @@ export class CycleWriter implements GroupWriter<Cycle> {
         const y = d(x.p); y.items--; y.bytes -= x.size
         records.push({ kind: 'item', reason: x.reason, at: Date.now(), raw: x.raw, p: x.p, s: x.s })
       }
-      // deletes of dedup windows (idle ones, quarantined unreadable ones) before this cycle's
-      // windows are put: a window saved in the cycle that quarantines its unreadable
-      // predecessor was deleted with it
-      const forgotten = this.d.dedupSweep.wanted ? await this.d.dedupSweep.plan(c) : []
-      for (const k of forgotten) b.del(k)
-      // maxDedupDevices: evictions to make room for this cycle's new windows (dedup-bound.ts)
-      const removed = dedupRemoved(forgotten, c)
-      const bound = this.d.dedupBound.plan(c.devices, removed)
-      for (const dev of bound.deletes) b.del(K.dedup(dev))
+      // deletes of dedup windows (idle ones; evictions of maxDedupDevices to make room for
+      // this cycle's new windows) before this cycle's windows are put: a window saved in the
+      // cycle that quarantines its unreadable predecessor was deleted with it
+      const disk = dedup.plan(c, dedup.sweepDue ? await dedup.sweepChunk(c) : [])
+      for (const k of disk.deletes) b.del(k)
       const dl = deadLetters.stage(b, records.length || c.dlqDrops.length ? await deadLetters.plan(records, c.dlqDrops) : NO_RECORDS, c.quarantine)
-      for (const [dev, bytes] of windows) if (bound.unwritten === null || !bound.unwritten.has(dev)) b.put(K.dedup(dev), bytes)
+      for (const [dev, bytes] of windows) if (disk.unwritten === null || !disk.unwritten.has(dev)) b.put(K.dedup(dev), bytes)
       for (const r of evictions.merge(evictedRanges)) b.put(K.evicted(r[0], r[1]), encodeCbor(r[2]))
       for (const r of c.evictedDone) b.del(K.evicted(r[0], r[1]))
       for (const [p, x] of delta) {
@@ -129,9 +123,9 @@ export class CycleWriter implements GroupWriter<Cycle> {
       for (const x of c.deadItems) parts[x.p]!.removed(x.s)
       deadLetters.committed(dl)
       dlqResult = dl
-      dedupForgotten = forgotten.length
-      this.d.dedupBound.committed(c.devices, removed, bound)
-      dedupEvicted = bound.evicted
+      dedupForgotten = disk.forgotten
+      dedup.committed(c, disk)
+      dedupEvicted = disk.evicted
       evictions.forgotten(c.evictedDone)
     } catch (e) {
       // the evicted ranges were merged into memory before the write: take them back
@@ -157,6 +151,7 @@ export class CycleWriter implements GroupWriter<Cycle> {
     if (err) {
       // the cycle gathering behind this one may hold dedup decisions that relied on it
       if (behind) this.release(behind)
+      this.d.dedup.writeFailed()
       const failedBehind = behind ? behind.waiters.length + behind.appends.length : 0
       this.d.log.error({ err, items: c.appends.length, failedBehind }, 'store write failed; nothing in it is acknowledged')
       this.d.reopener.failed(err)
@@ -199,12 +194,4 @@ export class CycleWriter implements GroupWriter<Cycle> {
       for (const p of new Set([...c.deletes.map((x) => x.p), ...c.deadItems.map((x) => x.p)])) events.emit('floor', p, parts[p]!.head)
     }
   }
-}
-
-/** Device ids of the dedup windows a cycle deletes anyway: idle (sweep) and quarantined. */
-function dedupRemoved (forgotten: string[], c: Cycle): string[] {
-  if (forgotten.length === 0 && c.quarantine.length === 0) return forgotten
-  const out = forgotten.map(K.deviceOfDedup)
-  for (const q of c.quarantine) if (K.isDedup(q.key)) out.push(K.deviceOfDedup(q.key))
-  return out
 }

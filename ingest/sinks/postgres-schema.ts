@@ -32,9 +32,18 @@
  *   reading's transport key and content beside it; keyed by the copy's transport key (with
  *   device, for Citus), so a retransmit of the copy adds nothing. Migration 3 also adds the
  *   `conflicts` counter column.
+ * commands, command_device_counters, command_presence, command_gateways (migration 4): the
+ *   commands to devices (ingest/commands/postgres-store.ts, docs/commands.md). Every unique
+ *   key holds `device` or is the command id, except the idempotency key (fleet,
+ *   idempotency_key): a key names one request of a fleet whatever device it was for (the
+ *   same key sent for another device is a reused key, not a new command), so it cannot
+ *   hold the device; command_gateways is keyed by gateway (it says when a gateway was last
+ *   heard from, for all its devices).
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import type pg from 'pg'
 import { StoreError } from '../../protocol/index.ts'
+import { isConnectionError, isTransient, watchCheckedOut, type PgPool } from './postgres-pool.ts'
 
 /** Key of the advisory lock held while migrating (any constant unique to this app). */
 export const MIGRATION_LOCK_KEY = 7_264_912_001
@@ -133,6 +142,58 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (device, gateway, epoch, p, s)
       );
       CREATE INDEX ingest_conflicts_order ON ingest_conflicts (fleet, device, boot_key, seq, gateway, epoch, p, s);`
+  },
+  {
+    version: 4,
+    name: 'commands to devices',
+    // "open": not in a final state; the partial indexes' predicate is OPEN_STATES_SQL of
+    // ingest/commands/postgres-store.ts, written the same way so the planner matches it.
+    sql: `
+      CREATE TABLE commands (
+        id text COLLATE "C" PRIMARY KEY,
+        fleet text COLLATE "C" NOT NULL,
+        device text COLLATE "C" NOT NULL,
+        n bigint NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        args jsonb NOT NULL,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        state text COLLATE "C" NOT NULL CHECK (state IN ('queued', 'at-gateway', 'delivered', 'completed', 'rejected', 'expired', 'cancelled')),
+        gateway text COLLATE "C",
+        recall text COLLATE "C" CHECK (recall IN ('move', 'cancel')),
+        result jsonb,
+        error text,
+        history jsonb NOT NULL,
+        idempotency_key text COLLATE "C",
+        fingerprint text COLLATE "C"
+      );
+      CREATE UNIQUE INDEX commands_device_n ON commands (fleet, device, n);
+      CREATE UNIQUE INDEX commands_idempotency ON commands (fleet, idempotency_key) WHERE idempotency_key IS NOT NULL;
+      CREATE INDEX commands_open_gateway ON commands (gateway, device, n) WHERE state IN ('queued', 'at-gateway', 'delivered');
+      CREATE INDEX commands_open_device ON commands (fleet, device, n) WHERE state IN ('queued', 'at-gateway', 'delivered');
+      CREATE INDEX commands_open_expiry ON commands (expires_at, id) WHERE state IN ('queued', 'at-gateway', 'delivered');
+      CREATE INDEX commands_feed ON commands (updated_at, id);
+      CREATE TABLE command_device_counters (
+        fleet text COLLATE "C" NOT NULL,
+        device text COLLATE "C" NOT NULL,
+        last_n bigint NOT NULL,
+        PRIMARY KEY (fleet, device)
+      );
+      CREATE TABLE command_presence (
+        fleet text COLLATE "C" NOT NULL,
+        gateway text COLLATE "C" NOT NULL,
+        device text COLLATE "C" NOT NULL,
+        connected boolean NOT NULL,
+        at bigint NOT NULL,
+        seen_at bigint NOT NULL,
+        PRIMARY KEY (fleet, gateway, device)
+      );
+      CREATE INDEX command_presence_device ON command_presence (fleet, device);
+      CREATE TABLE command_gateways (
+        gateway text COLLATE "C" PRIMARY KEY,
+        seen_at bigint NOT NULL
+      );`
   }
 ]
 
@@ -167,5 +228,35 @@ export async function migrate (client: pg.ClientBase): Promise<number[]> {
     return applied
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch(() => {})
+  }
+}
+
+/**
+ * Opens the schema on a fresh pool at startup: migrates, retrying transient failures (the
+ * database still starting, a connection refused) with back-off until `startupTimeoutMs`;
+ * anything else, or the deadline, is a permanent StoreError. Used by every store on the
+ * database (the readings sink, the command store).
+ */
+export async function prepareSchema (pool: PgPool, startupTimeoutMs: number): Promise<void> {
+  const deadline = Date.now() + startupTimeoutMs
+  for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+    try {
+      const c = await pool.pool.connect()
+      let broken: Error | undefined
+      const unwatch = watchCheckedOut(c, (err) => { broken ??= err })
+      try {
+        await migrate(c)
+      } catch (err) {
+        if (isConnectionError(err)) broken ??= err as Error
+        throw err
+      } finally { unwatch(); c.release(broken) }
+      return
+    } catch (err) {
+      if (!isTransient(err) || Date.now() + delay > deadline) {
+        if (err instanceof StoreError) throw err
+        throw new StoreError(`cannot prepare the PostgreSQL schema: ${(err as Error).message}`, { cause: err, retryable: false })
+      }
+      await sleep(delay)
+    }
   }
 }

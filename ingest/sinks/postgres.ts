@@ -17,12 +17,11 @@
  * cannot go into text or jsonb columns: such an item is answered `rejected` with a reason
  * instead of failing its whole batch again and again (the leveldb sink stores it).
  */
-import { setTimeout as sleep } from 'node:timers/promises'
 import { StoreError } from '../../protocol/index.ts'
 import { itemOf, type Item } from '../item.ts'
-import { isConnectionError, isTransient, PgPool, watchCheckedOut, type PgHealthState } from './postgres-pool.ts'
+import { isTransient, PgPool, type PgHealthState } from './postgres-pool.ts'
 import { queryConflicts, queryDevice, queryStats } from './postgres-query.ts'
-import { migrate } from './postgres-schema.ts'
+import { prepareSchema } from './postgres-schema.ts'
 import { writeRequest, type PgRequest } from './postgres-write.ts'
 import type { ConflictPage, ConflictQuery, DevicePage, DeviceQuery, ItemOutcome, Sink, Stats, StoreRequest } from './types.ts'
 
@@ -58,27 +57,11 @@ export class PostgresSink implements Sink {
 
   static async open (opts: PostgresSinkOptions): Promise<PostgresSink> {
     const pool = new PgPool({ url: opts.url, max: opts.poolMax ?? 10, connectTimeoutMs: opts.connectTimeoutMs ?? 5000, onState: opts.onState })
-    const deadline = Date.now() + (opts.startupTimeoutMs ?? 30_000)
-    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
-      try {
-        const c = await pool.pool.connect()
-        let broken: Error | undefined
-        const unwatch = watchCheckedOut(c, (err) => { broken ??= err })
-        try {
-          await migrate(c)
-        } catch (err) {
-          if (isConnectionError(err)) broken ??= err as Error
-          throw err
-        } finally { unwatch(); c.release(broken) }
-        break
-      } catch (err) {
-        if (!isTransient(err) || Date.now() + delay > deadline) {
-          await pool.close()
-          if (err instanceof StoreError) throw err
-          throw new StoreError(`cannot prepare the PostgreSQL schema: ${(err as Error).message}`, { cause: err, retryable: false })
-        }
-        await sleep(delay)
-      }
+    try {
+      await prepareSchema(pool, opts.startupTimeoutMs ?? 30_000)
+    } catch (err) {
+      await pool.close()
+      throw err
     }
     return new PostgresSink(pool, opts)
   }

@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { MOSQUITTO } from '../../scripts/throwaway-mosquitto.ts'
 
 export const PYTHON = '/usr/bin/python3'
-// where bench/lib/browser.ts finds it (not imported from there: that would load playwright
+// where scripts/browser.ts finds it (not imported from there: that would load playwright
 // into every test that asks for a tool)
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 // where scripts/throwaway-postgres.ts finds the server

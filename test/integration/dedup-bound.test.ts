@@ -32,7 +32,7 @@ function save (s: Store, device: string, seenAtS: number): void {
   const w = new DedupWindow()
   w.check(1, 1)
   w.seenAtS = seenAtS
-  s.saveDedup(device, w)
+  s.dedup.changed(device, w)
 }
 
 const dev = (i: number): string => `dev-${String(i).padStart(2, '0')}`
@@ -58,7 +58,7 @@ test('past --max-dedup-devices the least recently written window is evicted; one
   for (let i = 0; i < 20; i++) save(store, `new-${i}`, NOW)
   await flush(store)
   assert.equal((await windowsOnDisk(store)).length, 16)
-  assert.equal(store.dedupWindows, 16)
+  assert.equal(store.dedup.size, 16)
   assert.equal(evicted, 1 + 16 + 4)
 })
 
@@ -71,8 +71,8 @@ test('a restart recounts the windows on disk and keeps the bound; a lower bound 
   await store.close()
 
   store = await Store.open({ ...storeDefaults(), dataDir, maxDedupDevices: 20 }, silentLogger)
-  assert.equal(store.dedupWindows, 20, 'recounted at startup')
-  assert.equal(store.dedupEvictedAtOpen, 0)
+  assert.equal(store.dedup.size, 20, 'recounted at startup')
+  assert.equal(store.dedup.evictedAtOpen, 0)
   save(store, 'late-1', NOW)
   await flush(store)
   let keys = await windowsOnDisk(store)
@@ -81,10 +81,10 @@ test('a restart recounts the windows on disk and keeps the bound; a lower bound 
   await store.close()
 
   store = await openStore(t, dataDir, 16)
-  assert.equal(store.dedupEvictedAtOpen, 4)
+  assert.equal(store.dedup.evictedAtOpen, 4)
   keys = await windowsOnDisk(store)
   assert.equal(keys.length, 16)
-  assert.equal(store.dedupWindows, 16)
+  assert.equal(store.dedup.size, 16)
   assert.deepEqual(keys.filter((k) => k.startsWith('dev-')).sort(), Array.from({ length: 15 }, (_, i) => dev(i)), 'dev-15..dev-18 (the oldest) evicted')
 })
 

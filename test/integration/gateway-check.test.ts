@@ -31,7 +31,7 @@ async function healthy (t: T): Promise<string> {
   const done: Array<Promise<void>> = []
   for (const seq of [1, 2, 3]) {
     w.check(1, seq)
-    store.saveDedup('dev-a', w)
+    store.dedup.changed('dev-a', w)
     const s = store.nextSeq(0)
     done.push(new Promise((resolve, reject) => store.append({ p: 0, s, raw: encodeItemFast(0, s, 'dev-a', seq, 1, null, Date.now(), { t: seq }), settled: (err) => err ? reject(err) : resolve() })))
   }

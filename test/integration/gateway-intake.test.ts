@@ -20,9 +20,9 @@ test('PUBACKs come back in publish order even when later readings commit first',
   const gw = await startGateway(t)
   // the first reading's dedup window is loaded slowly; the second reading (no seq) needs
   // no window and commits first
-  const load = gw.store.loadDedup.bind(gw.store)
+  const load = gw.store.dedup.read.bind(gw.store.dedup)
   let slow = true
-  gw.store.loadDedup = async (d: string) => {
+  gw.store.dedup.read = async (d: string) => {
     if (slow) { slow = false; await new Promise((r) => setTimeout(r, 300)) }
     return load(d)
   }

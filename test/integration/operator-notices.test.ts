@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { launchBrowser, openPage } from '../../bench/lib/browser.ts'
+import { launchBrowser, openPage } from '../../scripts/browser.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
 import { startFakeUpstream } from '../helpers/fake-upstream.ts'

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { createIngest } from '../../ingest/index.ts'
-import { launchBrowser, openPage } from '../../bench/lib/browser.ts'
+import { launchBrowser, openPage } from '../../scripts/browser.ts'
 import { connectDevice, publish, reading, silentLogger, startGateway } from '../helpers/gateway.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
 import { startMosquitto } from '../helpers/mosquitto.ts'

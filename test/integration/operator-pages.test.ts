@@ -10,7 +10,7 @@ import { test } from 'node:test'
 import { createSimulation, simConfig } from '../../device-sim/index.ts'
 import { pageBytes } from '../../gateway/admin/page/index.ts'
 import { createIngest } from '../../ingest/index.ts'
-import { launchBrowser, openPage } from '../../bench/lib/browser.ts'
+import { launchBrowser, openPage } from '../../scripts/browser.ts'
 import { connectDevice, publish, reading, startGateway } from '../helpers/gateway.ts'
 import { tempDir, waitFor } from '../helpers/index.ts'
 

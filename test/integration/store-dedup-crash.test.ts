@@ -31,7 +31,7 @@ const cases: Case[] = [
   { name: 'block (no await before the window is encoded)', over: { fullPolicy: 'block' } },
   // at quota, so the eviction plan reads the partition before the batch is built
   { name: 'drop-oldest at its quota', over: { fullPolicy: 'drop-oldest', maxBufferItems: 2 }, before: async (s) => { await appendDurable(s, 'other', 1); await appendDurable(s, 'other', 2) } },
-  { name: 'a cycle that sweeps idle windows', over: { fullPolicy: 'block' }, before: async (s) => { await appendDurable(s, 'other', 1); s.sweepDedup() } }
+  { name: 'a cycle that sweeps idle windows', over: { fullPolicy: 'block' }, before: async (s) => { await appendDurable(s, 'other', 1); s.dedup.sweep() } }
 ]
 
 function append (store: Store, device: string, seq: number, settled: (err: Error | null) => void): void {
@@ -54,7 +54,7 @@ for (const c of cases) {
     // seq 1 checked and appended: its cycle is scheduled
     const w = new DedupWindow()
     assert.equal(w.check(BOOT, 1), 'new')
-    store.saveDedup('dev', w)
+    store.dedup.changed('dev', w)
     let copied = false
     append(store, 'dev', 1, (err) => {
       assert.equal(err, null)
@@ -66,7 +66,7 @@ for (const c of cases) {
     // seq 2 is checked against the same window object and goes to the next cycle
     await new Promise((resolve) => setImmediate(resolve))
     assert.equal(w.check(BOOT, 2), 'new')
-    store.saveDedup('dev', w)
+    store.dedup.changed('dev', w)
     await appendDurable(store, 'dev', 2)
     assert.ok(copied, 'the copy was taken when seq 1 became durable')
 
@@ -77,7 +77,7 @@ for (const c of cases) {
     after.release(0)
     const devSeqs = items.raws.map((r) => r.toString('latin1')).filter((x) => x.includes('dev') && !x.includes('other')).length
     assert.equal(devSeqs, 1, 'only seq 1 of dev is on disk at the crash')
-    const loaded = await after.loadDedup('dev')
+    const loaded = await after.dedup.read('dev')
     assert.ok(loaded, 'the window of seq 1 is on disk')
     assert.equal(loaded.check(BOOT, 2), 'new', 'the window on disk claims seq 2, whose item was never durable: its resend would be acknowledged as a duplicate and lost')
   })

@@ -61,7 +61,7 @@ test('a device idle past --dedup-idle-forget-ms loses its dedup state in memory 
     await publish(active, 'devices/active-1/readings', reading(++seq))
     await new Promise((r) => setTimeout(r, 300)) // pacing, not a wait for a condition
   }
-  gw.store.sweepDedup()
+  gw.store.dedup.sweep()
   await waitFor(async () => await gw.store.db.get(K.dedup('idle-1')) === undefined, { timeoutMs: 5000, what: 'the idle device\'s window deleted on disk' })
   assert.ok(await gw.store.db.get(K.dedup('active-1')), 'the active device keeps its window on disk')
   // the idle device's resend of seq 2 is taken as new: its state is gone from memory too

@@ -193,7 +193,8 @@ export class World {
       commitIntervalMs: 0,
       fullPolicy: o.fullPolicy,
       maxBufferItems: quota,
-      dedupIdleForgetMs: IDLE_FORGET_MS
+      dedupIdleForgetMs: IDLE_FORGET_MS,
+      dedupCacheDevices: 16
     }
     this.flushConfig = {
       ...parseConfig(flushSchema, { argv: [], env: {}, envPrefix: 'GATEWAY' }),
@@ -231,7 +232,7 @@ export class World {
     }
     const store = await Store.openOn(this.storeConfig, db as unknown as Db, log)
     const metrics = new Metrics()
-    const intake = new Intake(store, { ackMode: this.o.ackMode, maxBlockedReadings: 4 + this.int(20), maxPayloadBytes: 16 * 1024, dedupCacheDevices: 16, dedupIdleForgetMs: IDLE_FORGET_MS }, log, metrics)
+    const intake = new Intake(store, { ackMode: this.o.ackMode, maxBlockedReadings: 4 + this.int(20), maxPayloadBytes: 16 * 1024, dedupCacheDevices: 16 }, log, metrics)
     const config: FlushConfig = { ...this.flushConfig, gatewayId: gw.id }
     const inc = { alive: true, db, store, intake, mqtt: null, client: null, flushing: Array.from({ length: this.o.partitions }, () => false) } as unknown as Inc
     let upstream: BatchUpstream
@@ -512,7 +513,7 @@ export class World {
     // an operator replays the dead letters: each valid record queued again and its record
     // dropped in one atomic batch (rejected and poison items come back as dead letters)
     if (o.deadLetters) acts.push([1, () => { const g = this.gws[this.int(this.gws.length)]!; this.trace(`${g.id} dlq replay`); g.inc.dlq.replay({}).catch(() => {}) }])
-    if (o.sweep) acts.push([4, () => { for (const g of this.gws) g.inc.store.sweepDedup() }])
+    if (o.sweep) acts.push([4, () => { for (const g of this.gws) g.inc.store.dedup.sweep() }])
     if (o.idleForget) acts.push([0.7, () => { this.clock += IDLE_FORGET_MS + 1000 }])
     if (o.writeFailures) acts.push([1.5, () => { const g = this.gws[this.int(this.gws.length)]!; g.inc.db.failNextWrite = true; this.trace(`${g.id} the next write fails`) }])
     // time passes: MQTT answers time out, a store waiting to reopen after a failed write goes on

@@ -1,7 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { DedupWindow } from '../../gateway/store/dedup.ts'
-import { DedupWindowCache } from '../../gateway/intake/dedup-cache.ts'
 
 test('new seqs are new once, repeats are duplicates, in order and out of order', () => {
   const w = new DedupWindow(64)
@@ -81,34 +80,4 @@ test('a window without gaps is written compactly; one with a gap in the window k
   const fd2 = DedupWindow.decode(fd.encode())
   assert.equal(fd2.check('b', 499), 'duplicate')
   assert.equal(fd2.check('b', 498), 'new')
-})
-
-test('dedup cache is LRU: a device read since goes last, a pinned window is never evicted', () => {
-  const cache = new DedupWindowCache(10)
-  const ws = Array.from({ length: 11 }, () => new DedupWindow())
-  for (let i = 0; i < 10; i++) cache.set(`d${i}`, ws[i]!)
-  assert.ok(cache.get('d0'), 'd0 is used again: now the most recent')
-  ws[1]!.pending = 1 // a write carrying d1's window is not durable yet
-  cache.set('d10', ws[10]!) // over the bound: evicts least recently used down to 9
-  assert.equal(cache.has('d0'), true, 'FIFO would have evicted d0, the first inserted')
-  assert.equal(cache.has('d1'), true, 'pinned by a pending write')
-  assert.equal(cache.has('d2'), false, 'least recently used and unpinned')
-  assert.equal(cache.size, 9)
-})
-
-test('dedup cache refreshes a window at most once a second: reads in the same second keep the order, a later second moves it again', () => {
-  const cache = new DedupWindowCache(10)
-  const ws = Array.from({ length: 11 }, () => new DedupWindow())
-  for (let i = 0; i < 10; i++) cache.set(`d${i}`, ws[i]!)
-  const order = (): string[] => [...(cache as unknown as { windows: Map<string, DedupWindow> }).windows.keys()] // oldest first
-  cache.get('d0', 100)
-  cache.get('d1', 100)
-  cache.get('d0', 100) // same second: not moved again, so d1 stays the youngest
-  cache.get('d2', 101)
-  cache.get('d2', 101)
-  cache.set('d10', ws[10]!) // evicts the two least recently used: d3 and d4
-  assert.deepEqual(order(), ['d5', 'd6', 'd7', 'd8', 'd9', 'd0', 'd1', 'd2', 'd10'])
-  assert.equal(cache.has('d3'), false)
-  assert.equal(cache.has('d4'), false)
-  assert.equal(cache.size, 9)
 })
