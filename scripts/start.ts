@@ -198,18 +198,17 @@ async function main (): Promise<number> {
     // an ingest without the command API answers its routes 404: the commands are off then
     const commandSecret = commandToken.slice(commandToken.indexOf(':') + 1)
     let commandsOn = false
-    if (c.commandsRate > 0) {
-      try {
-        const r = await fetch(`${ingestUrl}/v1/commands?limit=1`, { headers: { authorization: `Bearer ${commandSecret}` }, signal: AbortSignal.timeout(5000) })
-        commandsOn = r.status === 200
-        if (!commandsOn) say(`commands off: the ingest answers GET /v1/commands with ${r.status} (no command API?)`)
-      } catch (err) { say(`commands off: ${(err as Error).message}`) }
-    }
+    try {
+      const r = await fetch(`${ingestUrl}/v1/commands?limit=1`, { headers: { authorization: `Bearer ${commandSecret}` }, signal: AbortSignal.timeout(5000) })
+      commandsOn = r.status === 200
+      if (!commandsOn) say(`commands off: the ingest answers GET /v1/commands with ${r.status} (no command API?)`)
+    } catch (err) { say(`commands off: ${(err as Error).message}`) }
     sim = createSimulation(simConfig({ broker: brokerUrl, devices: c.devices, rate: c.rate, duration: c.duration, churn: c.churn, payload: c.payload, idPrefix: c.idPrefix, progress: 'off' }))
     say(`devices  ${c.devices} x ${c.rate}/s, boot ${sim.devices[0]!.currentBoot}${c.duration ? `, for ${c.duration} s` : ', until Ctrl-C'}`)
     const s0 = sim
-    const driver = commandsOn ? new CommandDriver({ ingestUrl, token: commandSecret, rate: c.commandsRate, waitMs: c.commandsWaitMs, ttlMs: c.commandsTtlMs, targets: () => s0.onlineIds() }) : null
-    if (driver) say(`commands ${c.commandsRate}/s (sync ?wait=${c.commandsWaitMs}, async, deferred) to ${ingestUrl}/v1/devices/{id}/commands  (curl -H 'authorization: Bearer ${commandSecret}' ${ingestUrl}/v1/commands)`)
+    if (commandsOn) say(`commands ${ingestUrl}/v1/devices/{id}/commands  (command token: curl -H 'authorization: Bearer ${commandSecret}' ${ingestUrl}/v1/commands)`)
+    const driver = commandsOn && c.commandsRate > 0 ? new CommandDriver({ ingestUrl, token: commandSecret, rate: c.commandsRate, waitMs: c.commandsWaitMs, ttlMs: c.commandsTtlMs, targets: () => s0.onlineIds() }) : null
+    if (driver) say(`         ${c.commandsRate}/s to random online devices: sync (?wait=${c.commandsWaitMs}), async and deferred in turn`)
     let gw: Record<string, unknown> | null = null
     let st: Record<string, unknown> | null = null
     const poll = setInterval(() => { void getJson(`${adminUrl}/status`).then((v) => { gw = v }); void getJson(`${ingestUrl}/v1/stats`).then((v) => { st = v }) }, 1000)
