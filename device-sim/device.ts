@@ -1,5 +1,5 @@
 /**
- * One simulated device: one MQTT.js client (client id = device id, clean session), QoS 1
+ * One simulated device: one MQTT.js client (client id = device id), QoS 1
  * readings on `devices/{id}/readings`, a per-boot `seq` starting at 1, and an in-memory
  * queue of readings not acknowledged yet.
  *
@@ -10,11 +10,22 @@
  * (docs/design.md section 4). A reboot starts a new boot, restarts seq and loses the queue, as
  * a device that keeps it in RAM would.
  *
+ * Commands (docs/commands.md, commands.ts): with `commands` on, the device connects with a
+ * persistent session (clean = false, under the same client id after a drop or a reboot, as a
+ * device with flash would) and SUBSCRIBEs at QoS 1 to `devices/{id}/commands` on every
+ * connection (harmless when the session kept it; needed when the broker lost it). Commands
+ * sent while it was away wait in its session at the broker. Each id is executed at most once
+ * (the flash outlives reboots); answers go to `devices/{id}/commands/answers` at QoS 1 in
+ * the device's payload format. A `reboot` command reboots once its answer is PUBACKed (or
+ * the connection is gone), so the answer is not lost with the boot.
+ *
  * Each connection has a generation number; callbacks of an older client are ignored, so a
  * late PUBACK from a dead connection can never be mixed up with the current one.
  */
 import mqtt, { type MqttClient } from 'mqtt'
 import { encodeCbor, readingsTopic, receiptsTopic, wireUint } from '../protocol/index.ts'
+import { answersTopic, commandsTopic, decodeDeviceCommand, encodeDeviceAnswer, type DeviceCommand } from '../protocol/commands.ts'
+import { CommandFlash, handleCommand } from './commands.ts'
 import type { SimConfig } from './config.ts'
 import { handleReceipt, PublishTimes } from './receipts.ts'
 import { newBoot, type BootRecord, type DeviceRecord } from './record.ts'
@@ -32,6 +43,8 @@ export type DeviceContext = {
   random: () => number
   /** Called with true when the device becomes connected, false when it stops being so. */
   onOnline: (online: boolean) => void
+  /** A `set-interval` command changed this device's reading period. */
+  onPeriod?: (periodMs: number) => void
 }
 
 export type DeviceState = 'idle' | 'connecting' | 'online' | 'offline' | 'stopped'
@@ -54,6 +67,10 @@ export class Device {
   private backoff = 1
   /** Readings generated over every boot (for --count). */
   total = 0
+  /** Every command id this device received and its answer: kept across drops and reboots. */
+  readonly flash: CommandFlash
+  private readonly cmdTopic: string
+  private rebootPending = false
 
   constructor (id: string, firstBoot: number, sensorSeed: number, ctx: DeviceContext) {
     this.id = id
@@ -62,6 +79,8 @@ export class Device {
     this.topic = readingsTopic(id)
     this.boot = newBoot(firstBoot)
     this.record = { id, boots: [this.boot] }
+    this.flash = new CommandFlash(id)
+    this.cmdTopic = commandsTopic(id)
   }
 
   get currentBoot (): number { return this.boot.boot }
@@ -75,7 +94,8 @@ export class Device {
     this.state = 'connecting'
     const client = mqtt.connect(c.broker, {
       clientId: this.id,
-      clean: true,
+      // a persistent session keeps the commands sent while the device is away
+      clean: !c.commands,
       protocolVersion: 4,
       reconnectPeriod: 0,
       connectTimeout: 10_000,
@@ -92,10 +112,17 @@ export class Device {
       this.ctx.stats.counters.connects++
       this.ctx.onOnline(true)
       if (c.receipts) client.subscribe(receiptsTopic(this.id), { qos: 1 }, () => {})
+      if (c.commands) {
+        client.subscribe(this.cmdTopic, { qos: 1 }, (err, granted) => {
+          if (gen !== this.gen) return
+          if (err || granted?.some((g) => g.qos === 128)) this.ctx.stats.counters.commandSubscribeRefused++
+        })
+      }
       this.pump()
     })
-    client.on('message', (_topic, payload) => {
+    client.on('message', (topic, payload) => {
       if (gen !== this.gen) return
+      if (topic === this.cmdTopic) { this.onCommand(client, gen, payload); return }
       handleReceipt(payload, this.record.boots, this.boot, this.times, this.ctx.clock.now(), this.ctx.stats)
     })
     client.on('error', (err: Error) => {
@@ -130,9 +157,29 @@ export class Device {
     this.client?.stream?.destroy()
   }
 
+  /** One command delivery: decode, execute once (or answer from flash), answer at QoS 1. */
+  private onCommand (client: MqttClient, gen: number, payload: Buffer): void {
+    const counters = this.ctx.stats.counters
+    let cmd: DeviceCommand
+    try { cmd = decodeDeviceCommand(payload) } catch { counters.commandErrors++; this.flash.record.undecodable++; return }
+    counters.commandsReceived++
+    const out = handleCommand(this.flash, cmd, Date.now())
+    if (out.redelivered) counters.commandsRedelivered++
+    if (out.expired) counters.commandsExpired++
+    if (out.executed) counters.commandsExecuted++
+    if (out.effect?.kind === 'set-interval') this.ctx.onPeriod?.(out.effect.seconds * 1000)
+    if (out.effect?.kind === 'reboot') this.rebootPending = true
+    counters.commandAnswers++
+    client.publish(answersTopic(this.id), encodeDeviceAnswer(out.answer, this.ctx.config.payload), { qos: 1 }, () => {
+      // the answer is PUBACKed (or the connection is gone): now the reboot the command asked for
+      if (out.effect?.kind === 'reboot' && this.rebootPending && gen === this.gen) this.reboot()
+    })
+  }
+
   /** Simulated reboot: the connection dies, the unacked queue is lost, seq restarts. */
   reboot (): void {
     if (this.state === 'stopped') return
+    this.rebootPending = false
     this.ctx.stats.counters.reboots++
     this.ctx.stats.counters.droppedOnReboot += this.queue.length
     this.endBoot('reboot')
@@ -174,6 +221,8 @@ export class Device {
 
   private lost (): void {
     if (this.state === 'online' || this.state === 'connecting') this.ctx.stats.counters.connectionLosses++
+    // a reboot command answered on a connection that died before the answer's PUBACK
+    if (this.rebootPending) { this.reboot(); return }
     this.teardown()
     this.scheduleReconnect()
   }

@@ -12,6 +12,7 @@
 import { Churn } from './churn.ts'
 import type { SimConfig } from './config.ts'
 import { Device } from './device.ts'
+import type { DeviceCommandRecord } from './commands.ts'
 import type { DeviceRecord } from './record.ts'
 import { buildReport, type SimReport } from './report.ts'
 import { realClock, Scheduler, type Clock, type LatenessStats } from './scheduler.ts'
@@ -24,6 +25,9 @@ export { runAudit, fetchReadings, waitForDrain, AuditHttpError, type DrainProgre
 export { formatAudit, formatReport, writeReport, type SimReport } from './report.ts'
 export { ingestRunLine, startProgress, type IngestCounts, type ProgressHandle } from './progress.ts'
 export type { DeviceRecord, BootRecord } from './record.ts'
+export { CommandFlash, handleCommand, COMMAND_NAMES, type CommandEntry, type DeviceCommandRecord, type CommandOutcome } from './commands.ts'
+export { CommandDriver, type CommandDriverOptions, type SentCommand, type CommandView, type CommandKind, type DriverCounts, type DriverSummary } from './command-driver.ts'
+export { auditCommands, formatCommandAudit, fetchCommandViews, type CommandAuditResult, type CommandAuditCounts, type CommandFailure } from './command-audit.ts'
 
 export type Snapshot = Counters & {
   elapsedMs: number
@@ -52,6 +56,10 @@ export type Simulation = {
   /** Starts a new window for the tick lateness statistics (benchmarks). */
   resetLateness: () => void
   records: () => DeviceRecord[]
+  /** Each device's command flash: ids received, executed, answered (the command audit's device half). */
+  commandRecords: () => DeviceCommandRecord[]
+  /** Ids of the devices connected now. */
+  onlineIds: () => string[]
   report: () => SimReport
 }
 
@@ -68,6 +76,9 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
   let online = 0
   let everConnected = 0
   const connectedOnce = new Uint8Array(config.devices)
+  // each device's reading period: set-interval commands change it
+  const periods = new Float64Array(config.devices).fill(periodMs)
+  let targetRate = config.devices * config.rate
   const devices: Device[] = []
   for (let i = 0; i < config.devices; i++) {
     const id = deviceId(config.idPrefix, i, config.devices)
@@ -80,6 +91,12 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
       onOnline: (up) => {
         online += up ? 1 : -1
         if (up && !connectedOnce[idx]) { connectedOnce[idx] = 1; everConnected++ }
+      },
+      onPeriod: (ms) => {
+        targetRate += 1000 / ms - 1000 / periods[idx]!
+        periods[idx] = ms
+        // a device that reached --count, or a stopped run, stays unscheduled
+        if (scheduler.has(idx)) scheduler.add(idx, clock.now() + ms, ms)
       }
     }))
   }
@@ -160,7 +177,7 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
       online,
       unacked,
       inFlight,
-      targetRate: devices.length * config.rate,
+      targetRate: Math.round(targetRate * 1000) / 1000,
       lateness: scheduler.lateness()
     }
   }
@@ -176,6 +193,8 @@ export function createSimulation (config: SimConfig, opts: { clock?: Clock } = {
     snapshot,
     resetLateness: () => scheduler.resetLateness(),
     records: () => devices.map((d) => d.record),
+    commandRecords: () => devices.map((d) => d.flash.record),
+    onlineIds: () => devices.filter((d) => d.state === 'online').map((d) => d.id),
     report: () => buildReport({ config, stats, snapshot: snapshot(), startedAt, endedAt, records: devices.map((d) => d.record) })
   }
 }

@@ -2,14 +2,16 @@
  * device-sim CLI: `node --import tsx device-sim/main.ts --broker URL --devices N ...`.
  * Logs pino JSON on stdout (`ready`, `progress`, `report`, `audit`); the live view and the
  * human summary go to stderr. Exit code: 0 ok, 1 audit failed (acknowledged readings lost,
- * duplicated, out of order or unexpected), 2 bad config or a run error. SIGINT/SIGTERM stop
+ * duplicated, out of order or unexpected; or, with --commands-rate, a command lost, with
+ * two final states, a result that is not the device's answer, or executed twice), 2 bad
+ * config or a run error. SIGINT/SIGTERM stop
  * gracefully and still report (and audit); a second signal exits at once.
  */
 import { readFile } from 'node:fs/promises'
 import { ConfigError, VERSION } from '../protocol/index.ts'
 import { configFileArg, createLogger, helpText, LOG_ENV_HELP } from '../common/index.ts'
 import { ENV_PREFIX, parseSimConfig, simSchema, type SimConfig } from './config.ts'
-import { createSimulation, formatAudit, formatReport, runAudit, startProgress, waitForDrain, writeReport } from './index.ts'
+import { auditCommands, CommandDriver, createSimulation, fetchCommandViews, formatAudit, formatCommandAudit, formatReport, runAudit, startProgress, waitForDrain, writeReport, type CommandKind } from './index.ts'
 
 async function loadConfig (argv: string[]): Promise<SimConfig> {
   const file = configFileArg(argv, process.env, ENV_PREFIX)
@@ -54,9 +56,23 @@ async function main (): Promise<number> {
     }
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
-  const progress = startProgress({ snapshot: sim.snapshot, mode: config.progress, intervalS: config.progressIntervalS, log: (f, m) => log.info(f, m) })
+  const commandsIngest = config.commandsIngest ?? config.audit
+  if (config.commandsRate > 0 && commandsIngest === undefined) {
+    process.stderr.write('device-sim: --commands-rate needs --commands-ingest (or --audit): the ingest\'s command API\n')
+    await sim.stop()
+    return 2
+  }
+  const driver = config.commandsRate > 0 && commandsIngest !== undefined
+    ? new CommandDriver({ ingestUrl: commandsIngest, token: config.commandToken, rate: config.commandsRate, waitMs: config.commandsWaitMs, ttlMs: config.commandsTtlMs, kinds: config.commandsKinds.split(',') as CommandKind[], targets: sim.onlineIds })
+    : null
+  // commands start once every device is connected (or after 60 s): a bench's first numbers
+  // must not be those of a fleet still connecting
+  if (driver) void sim.waitConnected(60_000).catch(() => {}).then(() => { driver.start() })
+  const progress = startProgress({ snapshot: sim.snapshot, mode: config.progress, intervalS: config.progressIntervalS, log: (f, m) => log.info(driver ? { ...f, commands: driver.counts } : f, m), ...(driver ? { extra: () => [driver.line()] } : {}) })
 
   await sim.done
+  // devices stay connected while the last commands finish: their answers need them
+  const open = driver ? await driver.finish(config.commandsFinalTimeoutS * 1000) : 0
   await sim.stop()
   progress.stop()
   const report = sim.report()
@@ -93,6 +109,20 @@ async function main (): Promise<number> {
       code = audit.ok ? 0 : 1
     } catch (err) {
       log.error({ err }, 'audit could not run')
+      code = 2
+    }
+  }
+  if (driver && commandsIngest !== undefined) {
+    if (open > 0) log.warn({ open }, 'commands not final within --commands-final-timeout-s')
+    try {
+      const views = await fetchCommandViews(commandsIngest, driver.sent.map((c) => c.id), { token: config.commandToken })
+      const ca = auditCommands(driver.sent, views, sim.commandRecords())
+      report.commandAudit = { ...ca, driver: driver.counts, summary: driver.summary() }
+      process.stderr.write(formatCommandAudit(ca) + '\n')
+      log.info({ ok: ca.ok, counts: ca.counts, driver: driver.counts, summary: driver.summary() }, 'command audit')
+      if (!ca.ok && code === 0) code = 1
+    } catch (err) {
+      log.error({ err }, 'command audit could not run')
       code = 2
     }
   }

@@ -5,6 +5,8 @@
  */
 import { writeFile } from 'node:fs/promises'
 import type { AuditResult } from './audit.ts'
+import type { CommandAuditResult } from './command-audit.ts'
+import type { DriverCounts, DriverSummary } from './command-driver.ts'
 import type { SimConfig } from './config.ts'
 import { bootToJson, type DeviceJson, type DeviceRecord } from './record.ts'
 import type { LatenessStats } from './scheduler.ts'
@@ -24,6 +26,8 @@ export type SimReport = {
   receiptMs: ReturnType<SimStats['receiptMs']['summary']>
   devices: (DeviceJson & { generated: number, acknowledged: number, unackedAtEnd: number })[]
   audit?: AuditResult
+  /** With commands sent (--commands-rate): the command audit and the driver's counts. */
+  commandAudit?: CommandAuditResult & { driver: DriverCounts, summary: DriverSummary }
 }
 
 const wallOf = (perfMs: number): string => new Date(perfMs).toISOString()
@@ -79,7 +83,10 @@ export function formatReport (r: SimReport): string {
     `  generated ${t.generated}  published ${t.publishes} (${t.resends} resends)  acknowledged ${t.acknowledged}  unacked at end ${t.unackedAtEnd}  skipped ${t.skipped}`,
     `  rate target ${r.pacing.targetRate}/s achieved ${r.pacing.achievedRate}/s (${r.pacing.errorPct}%)  acked ${r.pacing.ackedRate}/s  tick lateness p99 ${r.pacing.lateness.p99Ms} ms`,
     `  connects ${t.connects}  losses ${t.connectionLosses}  churn drops ${t.churnDisconnects}  reboots ${t.reboots} (${t.droppedOnReboot} unacked dropped)`,
-    `  PUBACK ms p50 ${r.pubackMs.p50Ms} p99 ${r.pubackMs.p99Ms}  receipts ${t.receipts}, confirmation ms p50 ${r.receiptMs.p50Ms} p99 ${r.receiptMs.p99Ms}`
+    `  PUBACK ms p50 ${r.pubackMs.p50Ms} p99 ${r.pubackMs.p99Ms}  receipts ${t.receipts}, confirmation ms p50 ${r.receiptMs.p50Ms} p99 ${r.receiptMs.p99Ms}`,
+    ...(t.commandsReceived > 0 || t.commandSubscribeRefused > 0
+      ? [`  commands received ${t.commandsReceived} (${t.commandsRedelivered} redelivered)  executed ${t.commandsExecuted}  expired on arrival ${t.commandsExpired}  answers ${t.commandAnswers}  undecodable ${t.commandErrors}  subscriptions refused ${t.commandSubscribeRefused}`]
+      : [])
   ].join('\n')
 }
 

@@ -22,10 +22,22 @@ export type Counters = {
   droppedOnReboot: number
   receipts: number
   receiptErrors: number
+  /** Command deliveries (first deliveries and redeliveries). */
+  commandsReceived: number
+  /** Deliveries of an id already in the device's flash (answered from the stored answer). */
+  commandsRedelivered: number
+  commandsExecuted: number
+  /** Commands that arrived after their expiresAt (answered "expired", not executed). */
+  commandsExpired: number
+  commandAnswers: number
+  /** Command messages that could not be decoded (no id, so no answer). */
+  commandErrors: number
+  /** SUBSCRIBEs to the commands topic the broker refused (SUBACK 0x80). */
+  commandSubscribeRefused: number
 }
 
 export function newCounters (): Counters {
-  return { generated: 0, skipped: 0, publishes: 0, resends: 0, acked: 0, connects: 0, connectErrors: 0, connectionLosses: 0, churnDisconnects: 0, reboots: 0, droppedOnReboot: 0, receipts: 0, receiptErrors: 0 }
+  return { generated: 0, skipped: 0, publishes: 0, resends: 0, acked: 0, connects: 0, connectErrors: 0, connectionLosses: 0, churnDisconnects: 0, reboots: 0, droppedOnReboot: 0, receipts: 0, receiptErrors: 0, commandsReceived: 0, commandsRedelivered: 0, commandsExecuted: 0, commandsExpired: 0, commandAnswers: 0, commandErrors: 0, commandSubscribeRefused: 0 }
 }
 
 export type SimStats = {

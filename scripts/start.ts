@@ -14,6 +14,14 @@
  * DATABASE_URL), else a throwaway one started here with its cluster in `{data-dir}/postgres`
  * (Debian's postgresql package; see scripts/throwaway-postgres.ts) and stopped at the end.
  *
+ * Commands (docs/commands.md): at `--commands-rate` (5/s by default, 0 = off) commands go to
+ * the ingest's command API for random online devices, synchronous, asynchronous and deferred
+ * in turn, with a command token made here (`default:<random>`, given to the ingest as
+ * INGEST_COMMAND_TOKEN, so an ingest without the command API starts as before and the
+ * commands are then off, said so). At the end every command must reach exactly one final
+ * state, a completed one's result must be the device's stored answer, and no device may have
+ * executed an id twice: the exit code depends on it as on the readings' audit.
+ *
  * `--upstream mqtt` puts a cloud MQTT broker between the gateway and the ingest: a throwaway
  * Mosquitto (Debian's mosquitto package; scripts/throwaway-mosquitto.ts) on a free loopback
  * port with its config in `{data-dir}/mosquitto`, the gateway publishing its batches there
@@ -32,7 +40,7 @@ import { configFileArg, helpText, onStopSignals, parseConfig, type ConfigOf } fr
 import { ThrowawayPostgres } from './throwaway-postgres.ts'
 import { ThrowawayMosquitto } from './throwaway-mosquitto.ts'
 import { launcherNodeArgs } from './node-options.ts'
-import { createSimulation, formatAudit, formatReport, ingestRunLine, runAudit, simConfig, startProgress, waitForDrain, writeReport, type IngestCounts } from '../device-sim/index.ts'
+import { auditCommands, CommandDriver, createSimulation, fetchCommandViews, formatAudit, formatCommandAudit, formatReport, ingestRunLine, runAudit, simConfig, startProgress, waitForDrain, writeReport, type IngestCounts } from '../device-sim/index.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -55,6 +63,9 @@ const schema = {
   idPrefix: { type: 'string', default: 'dev-', pattern: /^[A-Za-z0-9._-]{0,50}$/, doc: 'device id prefix' },
   drainTimeoutS: { type: 'number', default: 60, min: 0, doc: 'max seconds to wait for the gateway to drain before the audit' },
   progress: { type: 'enum', values: ['auto', 'tty', 'line', 'off'], default: 'auto', doc: 'live view on a TTY, else a line every 5 s' },
+  commandsRate: { type: 'number', default: 5, min: 0, max: 10_000, doc: 'commands per second to random online devices through the ingest\'s command API, sync, async and deferred mixed (0 = off); audited at the end' },
+  commandsWaitMs: { type: 'int', default: 10_000, min: 1, max: 300_000, doc: 'the ?wait=MS of the synchronous commands' },
+  commandsTtlMs: { type: 'int', default: 30_000, min: 1000, doc: 'ttlMs of each command' },
   help: { type: 'bool', default: false, doc: 'print this help' }
 } as const
 type StartConfig = ConfigOf<typeof schema>
@@ -63,11 +74,11 @@ type Proc = { name: string, proc: ChildProcess, ready: Record<string, unknown>, 
 
 const say = (s: string): void => { process.stderr.write(s + '\n') }
 
-async function spawnCli (name: string, entry: string, args: string[], logFile: string, nodeArgs: string[] = []): Promise<Proc> {
+async function spawnCli (name: string, entry: string, args: string[], logFile: string, nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<Proc> {
   // detached: the child gets its own process group, so the terminal's Ctrl-C reaches only
   // this script, which stops the devices, lets the gateway drain and audits before it
   // stops the children (they died with the SIGINT and the audit failed)
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env }, detached: true })
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, entry), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, detached: true })
   children.push(proc)
   const log = createWriteStream(logFile, { flags: 'a' })
   proc.stderr!.pipe(log)
@@ -115,6 +126,7 @@ async function main (): Promise<number> {
   if (c.fresh) await rm(dataDir, { recursive: true, force: true })
   await mkdir(join(dataDir, 'logs'), { recursive: true })
   const token = randomBytes(18).toString('base64url')
+  const commandToken = `default:${randomBytes(18).toString('base64url')}`
   // a cold start (TypeScript compiled on first load, LevelDB opened) takes seconds: say what
   // is happening, so an empty terminal does not look hung
   const t0 = Date.now()
@@ -163,7 +175,7 @@ async function main (): Promise<number> {
       mqttIngestArgs.push('--mqtt-broker', mosquitto.url, '--mqtt-client-id', `ingest-${process.pid}`)
     }
     say(`starting the ingest (${c.sink}; log ${join(dataDir, 'logs', 'ingest.log')})...`)
-    const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs, ...mqttIngestArgs], join(dataDir, 'logs', 'ingest.log'))
+    const ingest = await spawnCli('ingest', 'ingest/main.ts', ['--port', String(c.ingestPort), '--data-dir', join(dataDir, 'ingest'), '--token', `${c.gatewayId}:${token}`, ...sinkArgs, ...mqttIngestArgs], join(dataDir, 'logs', 'ingest.log'), [], { INGEST_COMMAND_TOKEN: commandToken })
     procs.push(ingest)
     const ingestUrl = `http://127.0.0.1:${String(ingest.ready.port)}`
     // the ingest's counts are for its whole data dir, earlier runs included: the view shows
@@ -183,8 +195,20 @@ async function main (): Promise<number> {
     say(`data     ${dataDir}  (logs in ${join(dataDir, 'logs')})`)
     if (interrupted) return 130
 
+    // an ingest without the command API answers its routes 404: the commands are off then
+    const commandSecret = commandToken.slice(commandToken.indexOf(':') + 1)
+    let commandsOn = false
+    try {
+      const r = await fetch(`${ingestUrl}/v1/commands?limit=1`, { headers: { authorization: `Bearer ${commandSecret}` }, signal: AbortSignal.timeout(5000) })
+      commandsOn = r.status === 200
+      if (!commandsOn) say(`commands off: the ingest answers GET /v1/commands with ${r.status} (no command API?)`)
+    } catch (err) { say(`commands off: ${(err as Error).message}`) }
     sim = createSimulation(simConfig({ broker: brokerUrl, devices: c.devices, rate: c.rate, duration: c.duration, churn: c.churn, payload: c.payload, idPrefix: c.idPrefix, progress: 'off' }))
     say(`devices  ${c.devices} x ${c.rate}/s, boot ${sim.devices[0]!.currentBoot}${c.duration ? `, for ${c.duration} s` : ', until Ctrl-C'}`)
+    const s0 = sim
+    if (commandsOn) say(`commands ${ingestUrl}/v1/devices/{id}/commands  (command token: curl -H 'authorization: Bearer ${commandSecret}' ${ingestUrl}/v1/commands)`)
+    const driver = commandsOn && c.commandsRate > 0 ? new CommandDriver({ ingestUrl, token: commandSecret, rate: c.commandsRate, waitMs: c.commandsWaitMs, ttlMs: c.commandsTtlMs, targets: () => s0.onlineIds() }) : null
+    if (driver) say(`         ${c.commandsRate}/s to random online devices: sync (?wait=${c.commandsWaitMs}), async and deferred in turn`)
     let gw: Record<string, unknown> | null = null
     let st: Record<string, unknown> | null = null
     const poll = setInterval(() => { void getJson(`${adminUrl}/status`).then((v) => { gw = v }); void getJson(`${ingestUrl}/v1/stats`).then((v) => { st = v }) }, 1000)
@@ -194,6 +218,7 @@ async function main (): Promise<number> {
       return [
         `gateway backlog ${g?.buffered?.items ?? '?'} items  upstream ${g?.upstream?.state ?? '?'}  clients ${g?.clients?.connected ?? '?'}`,
         ingestRunLine(before, st as IngestCounts | null),
+        ...(driver ? [driver.line()] : []),
         `page    ${adminUrl}/  (ingest ${ingestUrl}/)`
       ]
     }
@@ -205,7 +230,13 @@ async function main (): Promise<number> {
       log: (f) => say(JSON.stringify({ msg: 'progress', ...f, status: extra() }))
     })
     await sim.start()
+    driver?.start()
     await sim.done
+    // the devices stay online while the last commands finish: their answers need them
+    if (driver) {
+      say(`waiting for ${driver.open} commands to reach a final state (at most ${c.drainTimeoutS} s)...`)
+      await driver.finish(c.drainTimeoutS * 1000)
+    }
     await sim.stop()
     progress.stop()
     clearInterval(poll)
@@ -224,11 +255,18 @@ async function main (): Promise<number> {
     if (!drain.settled) say(`the gateway did not drain within ${c.drainTimeoutS} s: auditing anyway`)
     const audit = await runAudit(sim.records(), { ingestUrl, concurrency: 16 })
     report.audit = audit
+    let commandsOk = true
+    if (driver) {
+      const ca = auditCommands(driver.sent, await fetchCommandViews(ingestUrl, driver.sent.map((x) => x.id), { token: commandSecret }), sim.commandRecords())
+      report.commandAudit = { ...ca, driver: driver.counts, summary: driver.summary() }
+      commandsOk = ca.ok
+      say(formatCommandAudit(ca))
+    }
     await writeReport(join(dataDir, 'last-report.json'), report)
     say(`generated ${report.totals.generated}, published ${report.totals.publishes}, acknowledged ${audit.totals.acknowledged}, stored upstream ${audit.totals.stored}, lost ${audit.totals.lost}, duplicated ${audit.totals.duplicated}`)
     say(formatAudit(audit))
     say(`report   ${join(dataDir, 'last-report.json')}`)
-    return audit.ok ? 0 : 1
+    return audit.ok && commandsOk ? 0 : 1
   } finally {
     await sim?.stop()
     for (const p of procs.reverse()) await stopChild(p)
