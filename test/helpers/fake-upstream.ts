@@ -29,6 +29,8 @@ export const allStored: Handler = (req) => ({ status: 200, results: req.items.ma
 export async function startFakeUpstream (t: { after: (fn: () => unknown) => void }, handler: Handler = allStored): Promise<FakeUpstream> {
   const f: FakeUpstream = { url: '', batches: [], stored: new Map(), requests: 0, handler, close: async () => {} }
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    // a readings-only upstream: the gateway's command link (long poll, reports) finds no command API here
+    if (!/^\/v[12]\/batches$/.test(req.url ?? '')) { res.writeHead(404, { 'content-type': 'application/json' }); res.end('{"error":"not_found","message":"no such route"}'); return }
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {

@@ -103,6 +103,7 @@ test('gateway: a 200 response carrying a 60 KiB bignum is a bad response, refuse
   let answers = 0
   const stored: string[] = []
   const server = createServer((req, res) => {
+    if (req.url !== '/v1/batches') { res.writeHead(404); res.end(); return } // no command API here
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
