@@ -182,7 +182,7 @@ async function main (): Promise<void> {
     const load = loadavg().map((x) => Number(x.toFixed(2)))
     const rec = {
       scenario: 'e2e', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
-      system, ...(upstream === 'mqtt' && upstreams.includes('http') ? { baseline: baseSystem } : {}), params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
+      system, ...(rev ? { gatewayRev: rev } : {}), ...(upstream === 'mqtt' && upstreams.includes('http') ? { baseline: baseSystem } : {}), params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
       msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth, bytesPerReading: uplinkBytesPerReading,
       p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
       cpuPct: { gateway: Math.round(gwCpu * 100 / durationS), ingest: Math.round(ingestCpu * 100 / durationS), loadgen: Math.round(loadgenCpu * 100 / durationS) },

@@ -8,12 +8,8 @@ import type { StoreConfig } from '../store/config.ts'
 export const intakeSchema = {
   ackMode: { type: 'enum', values: ['persisted', 'delivered'] as const, default: 'persisted', doc: 'persisted: PUBACK when on disk; delivered: PUBACK when the ingest stored it' },
   maxBlockedReadings: { type: 'int', default: 1000, min: 0, doc: 'Readings waiting for space (block) before further publishers are disconnected' },
-  intakeSliceMs: { type: 'int', default: 20, min: 0, max: 10000, doc: 'Longest stretch of one event-loop turn spent releasing PUBACKs (and so reading the devices\' next packets); the rest waits for the next turn, so the flusher\'s callbacks get turns under overload (docs/upstream.md). 0: no limit' },
   maxPayloadBytes: { type: 'int', default: 16 * 1024, min: 64, max: 1024 * 1024, doc: 'Largest reading payload in bytes; a larger one is acknowledged and dead-lettered' }
 } as const
 
 /** The intake's flags, and the store's bound on devices kept in memory (also bounds its per-device state). */
-export type IntakeConfig = Omit<ConfigOf<typeof intakeSchema>, 'intakeSliceMs'> & Pick<StoreConfig, 'dedupCacheDevices'> & {
-  /** absent: the flag's default */
-  intakeSliceMs?: number
-}
+export type IntakeConfig = ConfigOf<typeof intakeSchema> & Pick<StoreConfig, 'dedupCacheDevices'>

@@ -21,7 +21,7 @@ import { Counter, Gauge } from 'prom-client'
 import { decodeReading, encodeItemFast, encodeItemSpan, partitionOf, scanReading, ScannedReading, type Reading } from '../../protocol/index.ts'
 import { INTAKE_OUTCOMES, type IntakeOutcome, type Metrics } from '../metrics/index.ts'
 import { itemCost, type DedupWindow, type DedupWindows, type Store } from '../store/index.ts'
-import { intakeSchema, type IntakeConfig } from './config.ts'
+import type { IntakeConfig } from './config.ts'
 import { PayloadFormats, type PayloadFormat } from './formats.ts'
 import { ImplicitBoots } from './implicit-boot.ts'
 
@@ -71,11 +71,6 @@ export class Intake {
   private readonly floorWaiters: FloorWaiter[][]
   private readonly partitions: number
   private readonly log: Logger
-  /** when this turn's slice of PUBACK releases started (performance.now), -1: none (sliceSpent) */
-  private sliceStart = -1
-  /** client queues with answered readings held to the next slice, in deferral order */
-  private readonly deferred = new Set<ClientQueue>()
-  private readonly slicesDeferred: Counter
   /** label children resolved once: prom-client hashes labels on every inc otherwise */
   private readonly outcome: Record<IntakeOutcome, { inc: () => void }>
 
@@ -91,7 +86,6 @@ export class Intake {
     // maxDedupDevices (store/dedup-windows.ts): the store logs evictions, the counter is
     // here with the intake's other dedup metrics
     const registers = [metrics.registry]
-    this.slicesDeferred = new Counter({ name: 'gateway_intake_release_deferred_total', help: 'Event-loop turns whose PUBACK releases went past --intake-slice-ms and were finished in a later turn (the intake yielded to the flusher and the rest of the gateway)', registers })
     const evicted = new Counter({ name: 'gateway_dedup_evicted_total', help: 'Dedup windows evicted from disk to stay within maxDedupDevices (least recently used first); their devices\' retransmits of older readings are stored again', registers })
     evicted.inc(store.dedup.evictedAtOpen)
     store.on('dedupEvicted', (n: number) => evicted.inc(n))
@@ -259,49 +253,6 @@ export class Intake {
     entry.done = true
     entry.err = err ?? null
     if (err && !q.failed) q.failed = err
-    if (this.sliceSpent()) { this.deferRelease(q); return }
-    this.release(q)
-  }
-
-  /**
-   * True when this turn's slice for releases is used up. Releasing a PUBACK is what lets
-   * Aedes read and parse that client's next packets, synchronously, so one group commit's
-   * answer for tens of thousands of readings would otherwise run the whole next round of
-   * the intake in one callback: seconds under overload, with the flusher's callbacks
-   * (answers, store reads, gzip) waiting behind it. The slice starts at the first release
-   * after the previous one ended; a setImmediate (the next turn's check phase, after its
-   * timers and I/O) ends it.
-   */
-  private sliceSpent (): boolean {
-    const budget = this.config.intakeSliceMs ?? intakeSchema.intakeSliceMs.default
-    if (!budget) return false
-    const now = performance.now()
-    if (this.sliceStart < 0) {
-      this.sliceStart = now
-      setImmediate(this.endSlice)
-      return false
-    }
-    return now - this.sliceStart >= budget
-  }
-
-  private readonly endSlice = (): void => {
-    this.sliceStart = -1
-    if (this.deferred.size === 0) return
-    this.slicesDeferred.inc()
-    // queues in the order they were deferred; each releases its done prefix, in order
-    for (const q of this.deferred) {
-      if (this.sliceSpent()) return
-      this.deferred.delete(q)
-      this.release(q)
-    }
-  }
-
-  private deferRelease (q: ClientQueue): void {
-    this.deferred.add(q)
-  }
-
-  /** Releases q's answered prefix: callbacks in publish order. */
-  private release (q: ClientQueue): void {
     // [MQTT-4.6.0-2] release in publish order; after a failure nothing further is acked
     const es = q.entries
     let i = 0
