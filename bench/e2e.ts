@@ -52,6 +52,7 @@ const FLAGS: FlagSpec = {
   'gateway-args': { type: 'string', default: '', doc: 'extra gateway flags, space-separated (e.g. "--max-in-flight 8")' },
   'gateway-node-args': { type: 'string', default: '', doc: 'extra node flags for the gateway, space-separated (e.g. "--cpu-prof --cpu-prof-dir /tmp/prof")' },
   compiled: { type: 'bool', default: false, doc: 'run gateway and ingest as tsc-compiled JavaScript without the tsx loader (as deployed)' },
+  'gateway-rev': { type: 'string', default: '', doc: 'with --compiled: build gateway and ingest from this git revision instead of the working tree (a baseline run back to back with the change)' },
   write: { type: 'bool', default: true, doc: 'append to bench/results/e2e.jsonl' },
   upstreams: { type: 'string', default: 'http', doc: 'upstreams to measure in this run, comma list of http and mqtt (through a throwaway Mosquitto)' },
   'upstream-ack': { type: 'string', default: 'results', doc: 'gateway --upstream-ack for the mqtt upstream: results or broker' },
@@ -81,7 +82,9 @@ async function main (): Promise<void> {
   const token = 'bench-secret-pad'
   const quiet = { ...process.env, LOG_LEVEL: 'error' }
   const compiled = bool(f, 'compiled')
-  const build = compiled ? await compiledBuild(cleanup) : null
+  const rev = str(f, 'gateway-rev') || undefined
+  if (rev && !compiled) throw new Error('--gateway-rev needs --compiled')
+  const build = compiled ? await compiledBuild(cleanup, rev) : null
   const entry = (name: string, args: string[], nodeArgs: string[] = []): string[] => build ? nodeJs(join(build, name, 'main.js'), args, nodeArgs) : node(`${name}/main.ts`, args, nodeArgs)
   const upstreams = str(f, 'upstreams')!.split(',').filter(Boolean)
   for (const u of upstreams) if (u !== 'http' && u !== 'mqtt') throw new Error(`--upstreams: ${u} is not http or mqtt`)
@@ -179,7 +182,7 @@ async function main (): Promise<void> {
     const load = loadavg().map((x) => Number(x.toFixed(2)))
     const rec = {
       scenario: 'e2e', kind: 'result' as const, runId, ts: new Date().toISOString(), gitSha: gitSha(), node: process.version, host: hostInfo('not pinned'),
-      system, ...(upstream === 'mqtt' && upstreams.includes('http') ? { baseline: baseSystem } : {}), params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
+      system, ...(rev ? { gatewayRev: rev } : {}), ...(upstream === 'mqtt' && upstreams.includes('http') ? { baseline: baseSystem } : {}), params: { rate, connections: num(f, 'connections'), durability: str(f, 'durability')!, gatewayArgs: str(f, 'gateway-args')! },
       msgsPerSec: Math.round(result.msgsPerSec), storedPerSec: Math.round(storedPerSec), backlogGrowth, bytesPerReading: uplinkBytesPerReading,
       p50Ms: result.latency.p50Ms, p99Ms: result.latency.p99Ms, p999Ms: result.latency.p999Ms, peakRssMb: Number(peakRssMb.toFixed(1)),
       cpuPct: { gateway: Math.round(gwCpu * 100 / durationS), ingest: Math.round(ingestCpu * 100 / durationS), loadgen: Math.round(loadgenCpu * 100 / durationS) },
