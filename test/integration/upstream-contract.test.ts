@@ -111,6 +111,7 @@ const http: Transport = {
     /** items whose answer was lost: the ingest stored them, so a resend is answered duplicate */
     const stored = new Set<string>()
     const server = createServer((req, res) => {
+      if (!/^\/v[12]\/batches$/.test(req.url ?? '')) { res.writeHead(404).end(); return } // a readings-only stub: no command API
       const chunks: Buffer[] = []
       req.on('data', (c: Buffer) => chunks.push(c))
       req.on('end', () => {

@@ -31,7 +31,8 @@ async function silentBroker (t: { after: (fn: () => unknown) => void }): Promise
       if (p.cmd === 'connect') send({ cmd: 'connack', reasonCode: 0, sessionPresent: false })
       else if (p.cmd === 'subscribe') send({ cmd: 'suback', messageId: p.messageId, granted: p.subscriptions.map(() => 1) })
       else if (p.cmd === 'pingreq') send({ cmd: 'pingresp' })
-      else if (p.cmd === 'publish') publishes.push({ topic: p.topic, messageId: p.messageId ?? 0, bytes: Buffer.byteLength(p.payload), dup: p.dup })
+      // batches only: the gateway's command link publishes its reports on this broker too
+      else if (p.cmd === 'publish' && p.topic.includes('/batches/')) publishes.push({ topic: p.topic, messageId: p.messageId ?? 0, bytes: Buffer.byteLength(p.payload), dup: p.dup })
     })
     parser.on('error', () => socket.destroy())
     socket.on('data', (b) => parser.parse(b))
