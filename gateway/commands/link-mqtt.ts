@@ -30,14 +30,14 @@
  * pipeline as the commands, so `onCommands` must not wait for a `sendReports` answer.
  */
 import type { Logger } from 'pino'
-import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient, type Packet } from 'mqtt'
+import mqtt, { type IClientPublishOptions, type IPublishPacket, type MqttClient, type Packet } from 'mqtt'
 import { decodeCommandsMessage, decodeReportsResponse, encodeReportsRequest, gatewayCommandsTopic, gatewayReportResultsTopic, gatewayReportsTopic, type CommandsMessage, type ReportsRequest } from '../../protocol/commands.ts'
 import { noDelay } from '../../common/mqtt-nodelay.ts'
 import type { UpstreamTls } from '../flush/http-upstream.ts'
+import { isAuthRefusal, NO_MATCHING_SUBSCRIBERS, persistentClientOptions } from '../flush/mqtt-client.ts'
 import { pubackRefusal } from '../flush/mqtt-upstream.ts'
 import type { CommandLink, LinkState, ReportsAnswer } from './link.ts'
 
-const NO_MATCHING_SUBSCRIBERS = 16
 /** Reports PUBLISHes MQTT.js may hold unacknowledged (clean=false: it resends them on reconnect); beyond: no answer at once. */
 const MAX_UNACKED_REPORTS = 8
 const SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -105,28 +105,7 @@ export class MqttCommandLink implements CommandLink {
   start (onCommands: (m: CommandsMessage) => Promise<void>): void {
     if (this.client || this.closed) return
     const c = this.config
-    const servers = c.urls.map((u) => {
-      const url = new URL(u)
-      const tls = url.protocol === 'mqtts:'
-      return { host: url.hostname, port: Number(url.port || (tls ? 8883 : 1883)), protocol: tls ? 'mqtts' as const : 'mqtt' as const }
-    })
-    const opts: IClientOptions = {
-      ...servers[0],
-      servers,
-      clientId: c.clientId,
-      clean: false, // [MQTT-3.1.2-4] the session and the commands queued in it outlive a connection
-      protocolVersion: c.protocolVersion,
-      ...(c.protocolVersion === 5 ? { properties: { sessionExpiryInterval: SESSION_EXPIRY_S } } : {}),
-      reconnectPeriod: c.reconnectMs,
-      connectTimeout: c.connectTimeoutMs,
-      keepalive: 30,
-      resubscribe: false,
-      ...(c.password !== '' ? { username: c.username, password: c.password } : {}),
-      ...(c.tls?.ca ? { ca: c.tls.ca } : {}),
-      ...(c.tls?.cert ? { cert: c.tls.cert, key: c.tls.key } : {}),
-      ...(c.alpn.length ? { ALPNProtocols: c.alpn } : {}),
-      rejectUnauthorized: true
-    }
+    const opts = persistentClientOptions(c, { sessionExpiryInterval: SESSION_EXPIRY_S })
     const client = mqtt.connect(opts)
     this.client = client
     // MQTT.js sends a QoS 1 PUBACK when this calls back, and takes the connection's next packet only then
@@ -158,8 +137,7 @@ export class MqttCommandLink implements CommandLink {
     client.on('error', (err) => {
       if (err.message !== this.connError) this.log.warn({ err, url: this.url }, 'command link: upstream broker connection error')
       this.connError = err.message
-      const code = (err as Error & { code?: unknown }).code
-      this.authRefused = code === 4 || code === 5 || code === 134 || code === 135
+      this.authRefused = isAuthRefusal(err)
     })
   }
 

@@ -54,6 +54,7 @@ import { CONTENT_ENCODING, ENCODINGS_HEADER, PROTOCOLS_HEADER, UpstreamError, de
 import type { AckResult } from './ack-mapper.ts'
 import { Refusal, type Answer, type BatchUpstream, type OutgoingBatch } from './answer.ts'
 import type { UpstreamTls } from './http-upstream.ts'
+import { isAuthRefusal, NO_MATCHING_SUBSCRIBERS, persistentClientOptions } from './mqtt-client.ts'
 import { maxResultsPacketBytes, screenResults, type ResultsRefusal } from './mqtt-results.ts'
 import { refusalOf } from './status-actions.ts'
 import { compress, decodeAnswer, type CompressionChoice, type Wire } from './wire.ts'
@@ -141,8 +142,6 @@ export function pubackRefusal (code: number): { reason: Refusal, label: string }
   return REASON_REFUSALS[code] ?? OTHER_REASON
 }
 
-const NO_MATCHING_SUBSCRIBERS = 16
-
 export class MqttUpstream implements BatchUpstream {
   private client: MqttClient | null = null
   private readonly pending = new Map<string, Pending>()
@@ -191,30 +190,10 @@ export class MqttUpstream implements BatchUpstream {
   start (): void {
     if (this.client || this.closed) return
     const c = this.config
-    const servers = c.urls.map((u) => {
-      const url = new URL(u)
-      const tls = url.protocol === 'mqtts:'
-      return { host: url.hostname, port: Number(url.port || (tls ? 8883 : 1883)), protocol: tls ? 'mqtts' as const : 'mqtt' as const }
-    })
-    const opts: IClientOptions = {
-      ...servers[0],
-      servers,
-      clientId: c.clientId,
-      clean: false, // [MQTT-3.1.2-4] the session (our results subscription, its queued messages) outlives a connection
-      protocolVersion: c.protocolVersion,
-      // [MQTT-3.1.2-24] the broker sends nothing larger than maximumPacketSize: no results
-      // message longer than the answer to our largest batch (mqtt-results.ts)
-      ...(c.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600, maximumPacketSize: maxResultsPacketBytes(c.batchMaxItems) } } : {}),
-      reconnectPeriod: c.reconnectMs,
-      connectTimeout: Math.min(30_000, c.publishTimeoutMs),
-      keepalive: 30,
-      resubscribe: false,
-      ...(c.password !== '' ? { username: c.username, password: c.password } : {}),
-      ...(c.tls?.ca ? { ca: c.tls.ca } : {}),
-      ...(c.tls?.cert ? { cert: c.tls.cert, key: c.tls.key } : {}),
-      ...(c.alpn.length ? { ALPNProtocols: c.alpn } : {}),
-      rejectUnauthorized: true
-    }
+    // [MQTT-3.1.2-24] the broker sends nothing larger than maximumPacketSize: no results
+    // message longer than the answer to our largest batch (mqtt-results.ts)
+    const opts = persistentClientOptions({ ...c, connectTimeoutMs: Math.min(30_000, c.publishTimeoutMs) },
+      { sessionExpiryInterval: 7 * 24 * 3600, maximumPacketSize: maxResultsPacketBytes(c.batchMaxItems) })
     const client = (c.connect ?? mqtt.connect)(opts)
     this.client = client
     client.on('connect', (connack) => {
@@ -232,8 +211,7 @@ export class MqttUpstream implements BatchUpstream {
       // MQTT.js retries every second: log a failure when it changes, not at every attempt
       if (err.message !== this.connError) this.log.warn({ err, url: this.url }, 'upstream broker connection error')
       this.connError = err.message
-      const code = (err as Error & { code?: unknown }).code
-      this.authRefused = code === 4 || code === 5 || code === 134 || code === 135
+      this.authRefused = isAuthRefusal(err)
     })
     client.on('message', (topic, payload, packet) => { if (topic === this.resultsTopic) this.onResults(payload, packet.properties?.userProperties) })
   }
