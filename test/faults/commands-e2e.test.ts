@@ -259,18 +259,23 @@ async function spawnIngest (t: T, dir: string, extra: string[]): Promise<Child> 
   return spawnCli(t, 'ingest/main.ts', ['--port', '0', '--data-dir', join(dir, 'ingest'), '--token', `gw1:${GW_TOKEN}`, '--command-token', `default:${CMD_TOKEN}`, ...extra])
 }
 
-test('commands end to end over the HTTP upstream: sync, async, idempotency, expiry, kill -9 of both, partition', async (t: T) => {
-  const dir = await tempDir(t, 'commands-e2e-')
-  let ingest = await spawnIngest(t, dir, [])
-  const up = await FaultProxy.start(t, ingest.ready.port as number)
+/**
+ * The two processes of a run: the ingest (restarted on its data dir with `ingestArgs`, behind
+ * `ingestProxy` when the gateway reaches it over HTTP) and the gateway (restarted on its data
+ * dir, its devices behind a proxy of their own); `link` is the proxy the partition cuts.
+ */
+async function startWorld (t: T, dir: string, o: { ingestArgs: string[], gatewayArgs: (ingestProxy: FaultProxy | null) => string[], ingestProxy: boolean, link: (ingestProxy: FaultProxy | null) => FaultProxy }): Promise<World> {
+  let ingest = await spawnIngest(t, dir, o.ingestArgs)
+  const up = o.ingestProxy ? await FaultProxy.start(t, ingest.ready.port as number) : null
   const gwArgs = [
     '--gateway-id', 'gw1', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
-    '--upstream', `http://${up.url}`, '--token', GW_TOKEN, '--durability', 'process', '--linger-ms', '0',
-    '--request-timeout-ms', '2000', '--retry-base-ms', '50', '--retry-max-ms', '500', '--command-poll-wait-ms', '2000'
+    '--token', GW_TOKEN, '--durability', 'process', '--linger-ms', '0', '--request-timeout-ms', '2000', '--retry-base-ms', '50', '--retry-max-ms', '500',
+    ...o.gatewayArgs(up)
   ]
   let gw = await spawnCli(t, 'gateway/main.ts', gwArgs)
   const devProxy = await FaultProxy.start(t, gw.ready.mqttPort as number)
-  const w: World = {
+  const link = o.link(up)
+  return {
     ingestUrl: () => `http://127.0.0.1:${String(ingest.ready.port)}`,
     adminUrl: () => `http://127.0.0.1:${String(gw.ready.adminPort)}`,
     deviceUrl: `mqtt://${devProxy.url}`,
@@ -284,12 +289,22 @@ test('commands end to end over the HTTP upstream: sync, async, idempotency, expi
     killIngest: async () => {
       await ingest.kill('SIGKILL')
       await squat(t, ingest.ready.port as number)
-      ingest = await spawnIngest(t, dir, [])
-      up.retarget(ingest.ready.port as number)
+      ingest = await spawnIngest(t, dir, o.ingestArgs)
+      up?.retarget(ingest.ready.port as number)
     },
-    partition: () => { up.blackhole() },
-    heal: () => { up.heal() }
+    partition: () => { link.blackhole() },
+    heal: () => { link.heal() }
   }
+}
+
+test('commands end to end over the HTTP upstream: sync, async, idempotency, expiry, kill -9 of both, partition', async (t: T) => {
+  const dir = await tempDir(t, 'commands-e2e-')
+  const w = await startWorld(t, dir, {
+    ingestArgs: [],
+    ingestProxy: true,
+    gatewayArgs: (up) => ['--upstream', `http://${up!.url}`, '--command-poll-wait-ms', '2000'],
+    link: (up) => up!
+  })
   await scenario(t, w)
 })
 
@@ -298,35 +313,13 @@ test('commands end to end over the MQTT upstream (Mosquitto): the same guarantee
   const dir = await tempDir(t, 'commands-e2e-mqtt-')
   const broker = await startMosquitto(t, { persistence: true })
   const brokerProxy = await FaultProxy.start(t, broker.port)
-  const mqttArgs = ['--mqtt-broker', `mqtt://${brokerProxy.url}`, '--command-resend-ms', '2000']
-  let ingest = await spawnIngest(t, dir, mqttArgs)
   // the gateway reaches the broker through its own proxy: the partition cuts only the gateway's link
   const gwLink = await FaultProxy.start(t, broker.port)
-  const gwArgs = [
-    '--gateway-id', 'gw1', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
-    '--upstream', `mqtt://${gwLink.url}`, '--token', GW_TOKEN, '--upstream-ack', 'results', '--durability', 'process', '--linger-ms', '0',
-    '--request-timeout-ms', '2000', '--retry-base-ms', '50', '--retry-max-ms', '500', '--results-timeout-ms', '3000', '--command-results-timeout-ms', '3000'
-  ]
-  let gw = await spawnCli(t, 'gateway/main.ts', gwArgs)
-  const devProxy = await FaultProxy.start(t, gw.ready.mqttPort as number)
-  const w: World = {
-    ingestUrl: () => `http://127.0.0.1:${String(ingest.ready.port)}`,
-    adminUrl: () => `http://127.0.0.1:${String(gw.ready.adminPort)}`,
-    deviceUrl: `mqtt://${devProxy.url}`,
-    killGateway: async () => {
-      devProxy.detach()
-      await gw.kill('SIGKILL')
-      await squat(t, gw.ready.mqttPort as number)
-      gw = await spawnCli(t, 'gateway/main.ts', gwArgs)
-      devProxy.retarget(gw.ready.mqttPort as number)
-    },
-    killIngest: async () => {
-      await ingest.kill('SIGKILL')
-      await squat(t, ingest.ready.port as number)
-      ingest = await spawnIngest(t, dir, mqttArgs)
-    },
-    partition: () => { gwLink.blackhole() },
-    heal: () => { gwLink.heal() }
-  }
+  const w = await startWorld(t, dir, {
+    ingestArgs: ['--mqtt-broker', `mqtt://${brokerProxy.url}`, '--command-resend-ms', '2000'],
+    ingestProxy: false,
+    gatewayArgs: () => ['--upstream', `mqtt://${gwLink.url}`, '--upstream-ack', 'results', '--results-timeout-ms', '3000', '--command-results-timeout-ms', '3000'],
+    link: () => gwLink
+  })
   await scenario(t, w)
 })
