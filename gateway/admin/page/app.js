@@ -101,7 +101,8 @@ function renderCommandFigures (s) {
   setValue('cmd-reports', c.reportsPending)
   const link = $('cmd-link')
   link.dataset.state = c.link.state
-  setText('cmd-link', `${c.link.state}${c.link.url ? ` (${c.link.url})` : ''}${c.link.lastOkAt ? `, last ok ${ago(c.link.lastOkAt, s.t)}` : ''}`)
+  const what = c.link.state === 'idle' ? 'idle: no answer from the ingest yet (the first long poll is waiting)' : c.link.state
+  setText('cmd-link', `${what}${c.link.url ? ` (${c.link.url})` : ''}${c.link.lastOkAt ? `, last ok ${ago(c.link.lastOkAt, s.t)}` : ''}`)
   link.className = c.link.state === 'ok' ? 'state-ok' : c.link.state === 'idle' ? '' : 'state-bad'
   setText('cmd-link-error', c.link.lastError ?? '–')
 }
