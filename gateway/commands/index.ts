@@ -171,9 +171,10 @@ export class GatewayCommands implements CommandHooks {
       if (device !== undefined && r.cmd.device !== device) continue
       total++
       const t = at(r)
-      if (top.length === n && t <= at(top[n - 1]!)) continue
+      // ties: the later record (created or loaded later) first
+      if (top.length === n && t < at(top[n - 1]!)) continue
       let i = top.length
-      while (i > 0 && at(top[i - 1]!) < t) i--
+      while (i > 0 && at(top[i - 1]!) <= t) i--
       top.splice(i, 0, r)
       if (top.length > n) top.pop()
     }
