@@ -117,7 +117,7 @@ async function loadCommands () {
       const tbody = $('commands').tBodies[0]
       $('cmd-empty').hidden = !d.enabled || d.commands.length > 0
       $('commands').hidden = d.commands.length === 0
-      setText('cmd-sub', d.enabled ? `${int(d.total)} held or remembered${d.total > d.commands.length ? `, the ${d.commands.length} most recently changed shown` : ''}; newest first` : '')
+      setText('cmd-sub', d.enabled && d.total > 0 ? `${int(d.total)} held or remembered${d.total > d.commands.length ? `, the ${d.commands.length} most recently changed shown` : ''}; newest first` : '')
       tbody.replaceChildren(...d.commands.map((x) => {
         const tr = document.createElement('tr')
         tr.dataset.command = x.id
