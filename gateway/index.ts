@@ -80,7 +80,8 @@ export class Gateway {
     const admin = await closeOnError(() => Admin.create(config.adminHost, config.adminPort, metrics, {
       ready: () => gw!.readiness(),
       status: () => gw!.status(),
-      dlq
+      dlq,
+      commands: (limit, device) => gw?.commands?.recent(limit, device) ?? null
     }, logger, { token: adminToken }), broker, store)
     metrics.gauge('gateway_buffer_items', 'Items buffered per partition', ['partition'], (g) => {
       for (const s of store.partitionStats()) g.set({ partition: String(s.p) }, s.depth)

@@ -259,10 +259,13 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       res.end(text)
       return 'metrics'
     }
-    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent!, readAuth, scope: readScope }); return path === '/ui/live' ? 'live' : 'page' }
+    if (isPagePath(path)) { await servePage(req, res, url, { sink: deps.sink, metrics, recent: deps.recent!, readAuth, scope: readScope, ...(deps.commands ? { commands: deps.commands.commands } : {}) }); return path === '/ui/live' ? 'live' : 'page' }
     if (path === '/v1/stats') {
       const scope = readScope(req)
-      sendJson(res, 200, readAuth.scopeStats(await queryStats(deps.sink), scope))
+      const stats = readAuth.scopeStats(await queryStats(deps.sink), scope)
+      // commands by state: the store counts every fleet's, so fleet * only
+      const commands = deps.commands !== undefined && scope.fleet === ALL_FLEETS ? { commands: await deps.commands.commands.store.counts() } : {}
+      sendJson(res, 200, { ...stats, ...commands })
       return 'stats'
     }
     if (path === '/v1/conflicts') {

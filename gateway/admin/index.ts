@@ -2,7 +2,8 @@
  * Admin HTTP (docs/operator.md): GET /healthz (live), /readyz (store open, broker
  * listening, upstream not failing), /status (JSON), /metrics (Prometheus text), and the
  * operator surface: the page at / (assets under /assets/), /events (live samples, SSE),
- * /devices (the devices table), /dlq... (dead-letter tools, dlq-routes.ts).
+ * /devices (the devices table), /commands (the latest commands held here, newest first),
+ * /dlq... (dead-letter tools, dlq-routes.ts).
  *
  * Bound to 127.0.0.1 by default; elsewhere every route but the probes needs the admin
  * token (auth.ts).
@@ -26,6 +27,8 @@ export type AdminHandlers = {
   status: () => Promise<unknown>
   /** the dead-letter tools of the running gateway (absent: /dlq routes answer 404) */
   dlq?: DeadLetterTools
+  /** the most recently changed commands (null or absent: commands are off) */
+  commands?: (limit: number, device?: string) => { total: number, commands: unknown[] } | null
 }
 
 export type AdminOptions = {
@@ -74,6 +77,12 @@ export class Admin {
               limit: Number(url.searchParams.get('limit') ?? 100) || 100,
               sort: sort === 'lastSeen' || sort === 'rate' ? sort : 'device'
             })))
+            return
+          }
+          case '/commands': {
+            const device = url.searchParams.get('device') ?? undefined
+            const r = handlers.commands?.(Number(url.searchParams.get('limit') ?? 50) || 50, device) ?? null
+            send(200, JSON.stringify({ t: Date.now(), enabled: r !== null, total: r?.total ?? 0, commands: r?.commands ?? [] }))
             return
           }
           default: send(404, JSON.stringify({ error: 'not_found', message: `no route ${path}` }))

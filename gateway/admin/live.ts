@@ -33,6 +33,16 @@ export type LiveStatus = {
   clients: { connected: number }
   /** publishes on topics that store nothing (broker/unmapped.ts) */
   unstoredPublishes?: UnstoredStatus
+  /** commands to devices (gateway/commands/): absent when they are off */
+  commands?: LiveCommands
+}
+
+/** The commands core's figures (`GatewayCommands.status()`). */
+export type LiveCommands = {
+  held: number
+  byState: Record<string, number>
+  reportsPending: number
+  link: { state: string, url: string, lastError: string | null, lastOkAt: number | null }
 }
 
 /** Topics a sample carries for the page's "publishes on topics that store nothing" table. */
@@ -65,6 +75,8 @@ export type Sample = {
   clients: number
   /** publishes on topics that store nothing since start: total, refused, and the busiest topics as [topic, publishes, last client id] */
   unstored: { publishes: number, refused: number, policy: string, topics: [string, number, string][] }
+  /** commands held here by state, reports pending upstream and the command link; null when commands are off */
+  commands: LiveCommands | null
 }
 
 type Totals = { received: number, stored: number, uploaded: number, rejected: number, invalid: number, tooOld: number, buckets: number[] }
@@ -187,7 +199,8 @@ export class LiveSampler {
         upstream: st.upstream,
         dlq: { items: st.dlq.items, invalid: tot.invalid, tooOld: tot.tooOld, rejected: tot.rejected },
         clients: st.clients.connected,
-        unstored: { publishes: un?.publishes ?? 0, refused: un?.refused ?? 0, policy: un?.policy ?? 'accept', topics: (un?.topics ?? []).slice(0, UNSTORED_TOPICS_SHOWN).map((x) => [x.topic, x.publishes, x.lastClientId]) }
+        unstored: { publishes: un?.publishes ?? 0, refused: un?.refused ?? 0, policy: un?.policy ?? 'accept', topics: (un?.topics ?? []).slice(0, UNSTORED_TOPICS_SHOWN).map((x) => [x.topic, x.publishes, x.lastClientId]) },
+        commands: st.commands ? { held: st.commands.held, byState: st.commands.byState, reportsPending: st.commands.reportsPending, link: { state: st.commands.link.state, url: st.commands.link.url, lastError: st.commands.link.lastError, lastOkAt: st.commands.link.lastOkAt } } : null
       }
       this.prev = tot
       this.prevAt = now

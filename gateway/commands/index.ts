@@ -64,6 +64,21 @@ export interface CommandBroker {
   deliverCommand (client: Client, payload: Buffer): void
 }
 
+/** One command as the operator page lists it (`GatewayCommands.recent`). */
+export type CommandSummary = {
+  id: string
+  device: string
+  name: string
+  n: number
+  state: string
+  createdAt: number
+  /** time of its last state change */
+  changedAt: number
+  expiresAt: number
+  /** state changes not yet acknowledged by the ingest */
+  unreported: number
+}
+
 export type CommandsStatus = { held: number, byState: Record<string, number>, reportsPending: number, link: ReturnType<CommandLink['status']> }
 
 type Sent = { id: string, session: Client }
@@ -140,6 +155,33 @@ export class GatewayCommands implements CommandHooks {
       byState[s] = (byState[s] ?? 0) + 1
     }
     return { held: this.held, byState, reportsPending: this.reportsPending, link: this.link.status() }
+  }
+
+  /**
+   * The `limit` most recently changed commands (newest first), of `device` only when given:
+   * held ones and finished ones still remembered. Read-only and one pass over the records
+   * (the admin page polls it): a bounded insertion into at most `limit` entries.
+   */
+  recent (limit = 50, device?: string): { total: number, commands: CommandSummary[] } {
+    const n = Math.max(1, Math.min(Math.floor(limit) || 50, 500))
+    const top: CommandRecord[] = []
+    const at = (r: CommandRecord): number => r.t[r.t.length - 1]![1]
+    let total = 0
+    for (const r of this.store.records.values()) {
+      if (device !== undefined && r.cmd.device !== device) continue
+      total++
+      const t = at(r)
+      // ties: the later record (created or loaded later) first
+      if (top.length === n && t < at(top[n - 1]!)) continue
+      let i = top.length
+      while (i > 0 && at(top[i - 1]!) <= t) i--
+      top.splice(i, 0, r)
+      if (top.length > n) top.pop()
+    }
+    return {
+      total,
+      commands: top.map((r) => ({ id: r.cmd.id, device: r.cmd.device, name: r.cmd.name, n: r.cmd.n, state: stateOf(r), createdAt: r.cmd.createdAt, changedAt: at(r), expiresAt: r.cmd.expiresAt, unreported: r.t.length - r.reported }))
+    }
   }
 
   /** A record (tests, /status tools). */

@@ -79,6 +79,11 @@ const SWEEP_LIMIT = 1000
 /** How often `wait` re-reads the store (a command finished through another ingest process). */
 export const WAIT_REREAD_MS = 250
 
+/** `recent`: the windows tried, longest first, the page size and the most pages read of the shortest. */
+const RECENT_WINDOWS_MS = [600_000, 60_000, 10_000] as const
+const RECENT_PAGE = 500
+const RECENT_PAGES = 4
+
 const APPLIED = 0
 const DUPLICATE = 1
 const REJECTED = 3
@@ -223,6 +228,31 @@ export class Commands {
 
   async list (fleet: string, q: { device?: string, state?: CommandState, since?: number, cursor?: string, limit: number }): Promise<CommandPage> {
     return await this.store.list({ ...q, ...(fleet === '*' ? {} : { fleet }) })
+  }
+
+  /**
+   * The `limit` most recently changed commands of `fleet` (`*`: any), newest first, for the
+   * ingest page. The feed pages oldest first, so this reads the changes of a recent window
+   * to its end: the last 10 minutes, or, when they hold more than RECENT_PAGE changes, the
+   * last minute, then the last 10 s (then at most RECENT_PAGES pages of it). Bounded: at most
+   * a few pages of RECENT_PAGE records per call, whatever the store holds. `windowMs`: the
+   * window the commands come from (none changed earlier than now - windowMs is listed).
+   */
+  async recent (fleet: string, limit = 50): Promise<{ windowMs: number, commands: CommandRecord[] }> {
+    const n = Math.max(1, Math.min(Math.floor(limit) || 50, 500))
+    const now = this.now()
+    for (const windowMs of RECENT_WINDOWS_MS) {
+      const last = windowMs === RECENT_WINDOWS_MS[RECENT_WINDOWS_MS.length - 1]
+      let page = await this.list(fleet, { since: now - windowMs, limit: RECENT_PAGE })
+      if (page.next !== null && !last) continue // too many in this window: a shorter one
+      let tail = page.commands.slice(-n)
+      for (let i = 1; page.next !== null && i < RECENT_PAGES; i++) {
+        page = await this.list(fleet, { since: now - windowMs, cursor: page.next, limit: RECENT_PAGE })
+        tail = [...tail, ...page.commands].slice(-n)
+      }
+      return { windowMs, commands: tail.reverse() }
+    }
+    return { windowMs: 0, commands: [] }
   }
 
   /**

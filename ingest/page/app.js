@@ -3,8 +3,9 @@
 // in between. Everything the server sends is inserted as text, never as HTML.
 // With read tokens configured /ui/live answers 401 without one: the page then stops polling
 // and asks for it, keeps it in sessionStorage (this tab only, never in a URL) and sends it
-// as `authorization: Bearer`. A fleet-bound token sees only its fleet (no latency histogram).
-import { ago, fmt, lineChart, quantileMs, setText } from './chart.js'
+// as `authorization: Bearer`. A fleet-bound token sees only its fleet (no latency histogram,
+// no command counts by state: the panel then counts the commands it lists).
+import { ago, bars, fmt, fmtMs, lineChart, quantileMs, setText } from './chart.js'
 
 const HISTORY = 300
 const KINDS = ['stored', 'duplicates', 'rejected', 'evicted', 'conflicts']
@@ -83,6 +84,7 @@ function render (d) {
     return tr
   }))
   renderConflicts(d)
+  renderCommands(d.commands, d.t)
   prev = d
 }
 
@@ -103,6 +105,41 @@ function renderConflicts (d) {
     cell(tr, copyText(c.stored), 'values')
     cell(tr, copyText(c.conflicting), 'values')
     cell(tr, ago(c.recordedAt, now))
+    return tr
+  }))
+}
+
+const COMMAND_STATES = ['queued', 'at-gateway', 'delivered', 'completed', 'rejected', 'expired', 'cancelled']
+
+// Commands to devices: counts by state (fleet * only: the store counts every fleet; a
+// fleet-bound token gets the counts of the commands listed) and the latest changed ones.
+function renderCommands (c, t) {
+  $('cmd-off').hidden = c !== null
+  $('commands-card').dataset.enabled = String(c !== null)
+  if (c === null) { $('cmd-empty').hidden = true; $('commands').hidden = true; return }
+  $('cmd-empty').hidden = c.recent.length > 0
+  $('commands').hidden = c.recent.length === 0
+  let counts = c.counts
+  if (counts === null) {
+    counts = {}
+    for (const x of c.recent) counts[x.state] = (counts[x.state] ?? 0) + 1
+  }
+  $('cmd-counts').dataset.counts = JSON.stringify(counts)
+  bars($('cmd-counts'), COMMAND_STATES.map((s) => ({ label: s, value: counts[s] ?? 0, warn: s === 'rejected' || s === 'expired' })))
+  setText('cmd-sub', `${c.counts === null ? 'counts of the commands listed; ' : 'counts: all commands kept; '}${int(c.recent.length)} changed in the last ${fmtMs(c.windowMs)} shown, newest first; all of them: GET /v1/commands`)
+  $('commands').tBodies[0].replaceChildren(...c.recent.map((x) => {
+    const tr = document.createElement('tr')
+    tr.dataset.command = x.id
+    tr.dataset.device = x.device
+    tr.dataset.state = x.state
+    cell(tr, x.id, 'id')
+    cell(tr, x.device)
+    cell(tr, x.name)
+    cell(tr, x.state, 'st')
+    cell(tr, x.gateway ?? '–')
+    cell(tr, int(x.history), 'num')
+    cell(tr, ago(x.updatedAt, t))
+    cell(tr, ago(x.createdAt, t))
     return tr
   }))
 }

@@ -332,3 +332,29 @@ test('a persistent session\'s unacknowledged command is not resent by the broker
   assert.deepEqual(d.got.map((g) => g.id), [c2.id], 'the expired command was not resent')
   assert.deepEqual(link.statesOf(c.id), ['at-gateway', 'expired'])
 })
+
+test('recent (the admin page\'s /commands): newest change first, bounded, per device; finished ones still listed', async (t) => {
+  const link = new FakeLink()
+  const gw = await start(t, link)
+  const a1 = cmd('rec-a')
+  const b1 = cmd('rec-b')
+  await link.offer([a1, b1])
+  await new Promise((r) => setTimeout(r, 5))
+  const a2 = cmd('rec-a')
+  await link.offer([a2])
+  const c = gw.commands!
+  assert.deepEqual(c.recent(50).commands.map((x) => x.id), [a2.id, b1.id, a1.id])
+  assert.equal(c.recent(50).total, 3)
+  assert.deepEqual(c.recent(1).commands.map((x) => x.id), [a2.id])
+  assert.deepEqual(c.recent(50, 'rec-b').commands.map((x) => [x.id, x.state, x.expiresAt]), [[b1.id, 'at-gateway', b1.expiresAt]])
+  // a1 answered (completed), then a2 delivered: the two latest changes on top, a1 still listed while remembered
+  const dev = await device(t, gw, 'rec-a')
+  await waitFor(() => dev.got.some((g) => g.id === a1.id), { what: 'a1 delivered' })
+  await answer(dev, 'rec-a', a1.id)
+  const top2 = (): string => JSON.stringify(c.recent(2).commands.map((x) => [x.id, x.state, x.unreported]))
+  await waitFor(() => top2() === JSON.stringify([[a2.id, 'delivered', 0], [a1.id, 'completed', 0]]), { what: `a2 delivered and a1 completed on top, reported (${top2()})` })
+  const body = await (await fetch(`http://127.0.0.1:${gw.adminPort}/commands?limit=2`)).json() as { enabled: boolean, total: number, commands: { id: string, state: string }[] }
+  assert.equal(body.enabled, true)
+  assert.equal(body.total, 3)
+  assert.deepEqual(body.commands.map((x) => [x.id, x.state]), [[a2.id, 'delivered'], [a1.id, 'completed']])
+})

@@ -85,7 +85,16 @@ test('http: a batch is stored, the same batch again is duplicate; results in ite
   assert.deepEqual(res.results, [[0, 3, 0], [1, 1, 0], [0, 4, 0]])
   assert.deepEqual(await codes(port, body), [1, 1, 1])
   const stats = json(await send(port, '/v1/stats'))
-  assert.deepEqual(stats, { stored: 3, duplicates: 3, rejected: 0, evicted: 0, conflicts: 0, gateways: { gw1: { stored: 3, duplicates: 3, rejected: 0, evicted: 0, conflicts: 0 } } })
+  assert.deepEqual(stats, {
+    stored: 3,
+    duplicates: 3,
+    rejected: 0,
+    evicted: 0,
+    conflicts: 0,
+    gateways: { gw1: { stored: 3, duplicates: 3, rejected: 0, evicted: 0, conflicts: 0 } },
+    // commands to devices by state (the LevelDB sink has the command store)
+    commands: { queued: 0, 'at-gateway': 0, delivered: 0, completed: 0, rejected: 0, expired: 0, cancelled: 0 }
+  })
 })
 
 test('http: unreadable bodies get 400 JSON naming the problem, and the server keeps serving', async (t) => {

@@ -92,3 +92,72 @@ test('operator pages: gateway page live and consistent with /status, banner, dev
   assert.deepEqual(ip.errors, [], 'no console errors on the ingest page')
   assert.deepEqual(w.errors, [], 'no console errors on the unready page')
 })
+
+test('operator pages: a command to a device shows on both pages (id, state, counts, link), fleet-scoped at the ingest', async (t) => {
+  const READ_ALL = 'read-all-pad-0123456'
+  const READ_NORTH = 'read-north-pad-01234'
+  const CMD = 'cmd-all-pad-01234567'
+  const ingest = await createIngest({ port: 0, dataDir: await tempDir(t, 'pages-cmd-ingest-'), token: ['gw1:right-pad-012345'], readToken: [`*:${READ_ALL}`, `north:${READ_NORTH}`], commandToken: [`*:${CMD}`] })
+  t.after(() => ingest.close())
+  const ingestUrl = `http://127.0.0.1:${ingest.port}`
+  const gw = await startGateway(t, { gatewayId: 'gw1', upstream: [ingestUrl], token: 'right-pad-012345', lingerMs: 100 })
+  const base = `http://127.0.0.1:${gw.adminPort}`
+  const ctx = await launchBrowser(t)
+
+  // no command yet: the gateway's panel says what it is for
+  const g = await openPage(ctx, base + '/')
+  await g.page.waitForSelector('#ready-pill.ok', { timeout: 10_000 })
+  await g.page.waitForSelector('#cmd-empty:not([hidden])', { timeout: 5000 })
+  assert.match(await g.page.$eval('#cmd-empty', (e) => e.textContent ?? ''), /Commands sent to devices/)
+  // the link: idle until its first long poll is answered (a command, or the wait running out), never failing
+  await g.page.waitForSelector('#cmd-link[data-state="idle"], #cmd-link[data-state="ok"]', { timeout: 5000 })
+
+  // a device on a persistent session that takes commands and does not answer (the command stays delivered)
+  const dev = await connectDevice(t, gw.mqttPort, 'cmd-dev-1', { clean: false })
+  await dev.subscribeAsync('devices/cmd-dev-1/commands', { qos: 1 })
+  let id = ''
+  await waitFor(async () => {
+    const r = await fetch(`${ingestUrl}/v1/devices/cmd-dev-1/commands`, { method: 'POST', headers: { authorization: `Bearer ${CMD}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'set-interval', args: { seconds: 30 }, ttlMs: 600_000 }) })
+    if (r.status !== 202) return false // 404 unknown_device until the gateway reported the device
+    id = ((await r.json()) as { id: string }).id
+    return true
+  }, { timeoutMs: 15_000, what: 'the command accepted once the gateway reported the device' })
+  const readAs = async (token: string, path: string): Promise<Record<string, unknown>> => await (await fetch(ingestUrl + path, { headers: { authorization: `Bearer ${token}` } })).json() as Record<string, unknown>
+  await waitFor(async () => ((await readAs(READ_ALL, '/v1/stats')).commands as Record<string, number>).delivered === 1, { timeoutMs: 15_000, what: 'the command delivered' })
+
+  // the gateway's page: the row with the command's id and state, the counts, nothing pending upstream
+  await g.page.waitForSelector(`#commands tr[data-command="${id}"][data-state="delivered"]`, { timeout: 10_000 })
+  const row = await g.page.$$eval(`#commands tr[data-command="${id}"] td`, (tds) => tds.map((td) => td.textContent))
+  assert.deepEqual(row.slice(0, 4), [id, 'cmd-dev-1', 'set-interval', 'delivered'])
+  assert.match(row[5] ?? '', /min|s$/, 'expires in')
+  assert.equal(await g.page.isHidden('#cmd-empty'), true)
+  await g.page.waitForSelector('#cmd-link[data-state="ok"]', { timeout: 5000 })
+  await waitFor(async () => await g.page.$eval('#cmd-held', (e) => e.getAttribute('data-value')) === '1', { timeoutMs: 5000, what: 'one command held on the page' })
+  assert.deepEqual(JSON.parse(await g.page.$eval('#cmd-states', (e) => e.getAttribute('data-value') ?? '{}')), { delivered: 1 })
+  await waitFor(async () => await g.page.$eval('#cmd-reports', (e) => e.getAttribute('data-value')) === '0', { timeoutMs: 10_000, what: 'no report pending upstream' })
+  const listed = await (await fetch(base + '/commands?limit=5')).json() as { enabled: boolean, total: number, commands: { id: string, state: string, device: string }[] }
+  assert.equal(listed.enabled, true)
+  assert.deepEqual(listed.commands.map((c) => [c.id, c.device, c.state]), [[id, 'cmd-dev-1', 'delivered']])
+
+  // the ingest's data, fleet-scoped: fleet * sees the command and the counts; fleet north neither
+  const all = (await readAs(READ_ALL, '/ui/live')).commands as { counts: Record<string, number> | null, recent: { id: string, state: string, gateway: string, history: number }[] }
+  assert.equal(all.counts?.delivered, 1)
+  assert.deepEqual(all.recent.map((c) => [c.id, c.state, c.gateway, c.history]), [[id, 'delivered', 'gw1', 3]])
+  const north = (await readAs(READ_NORTH, '/ui/live')).commands as { counts: unknown, recent: unknown[] }
+  assert.deepEqual(north, { counts: null, windowMs: 600_000, recent: [] })
+  assert.equal((await readAs(READ_NORTH, '/v1/stats')).commands, undefined, 'the store counts every fleet: fleet * only')
+
+  // the ingest's page, after its read token
+  const ip = await openPage(ctx, ingestUrl + '/')
+  await ip.page.waitForSelector('#token-form:not([hidden])', { timeout: 10_000 })
+  await ip.page.fill('#read-token', READ_ALL)
+  await ip.page.click('#token-form button')
+  await ip.page.waitForSelector(`#commands tr[data-command="${id}"][data-state="delivered"]`, { timeout: 10_000 })
+  const irow = await ip.page.$$eval(`#commands tr[data-command="${id}"] td`, (tds) => tds.map((td) => td.textContent))
+  assert.deepEqual(irow.slice(0, 6), [id, 'cmd-dev-1', 'set-interval', 'delivered', 'gw1', '3'])
+  assert.equal(JSON.parse(await ip.page.$eval('#cmd-counts', (e) => e.getAttribute('data-counts') ?? '{}')).delivered, 1)
+  assert.equal(await ip.page.isHidden('#cmd-empty'), true)
+
+  assert.deepEqual(g.errors, [], 'no console errors on the gateway page')
+  assert.deepEqual(ip.errors.filter((e) => !/401/.test(e)), [], 'no console errors on the ingest page (but the 401 that asks for the token)')
+})

@@ -1,6 +1,6 @@
 // The gateway admin page: live samples over server-sent events (/events, one a second,
 // the last 5 minutes first), the devices table from /devices, the latest dead letters from
-// /dlq. Plain browser JavaScript, no framework; everything the server sends is inserted as
+// /dlq, the latest commands from /commands. Plain browser JavaScript, no framework; everything the server sends is inserted as
 // text, never as HTML.
 import { ago, bars, fmt, fmtMs, lineChart, setText } from './chart.js'
 
@@ -79,6 +79,64 @@ function render (s) {
   renderPartitions(s)
   renderDlq(s)
   renderUnstored(s.unstored)
+  renderCommandFigures(s)
+}
+
+// ---- commands ------------------------------------------------------------------------
+const COMMANDS_SHOWN = 50
+let commandsOn = null
+
+/** Counts by state, reports pending upstream and the command link, from the live sample. */
+function renderCommandFigures (s) {
+  const c = s.commands ?? null
+  commandsOn = c !== null
+  $('cmd-off').hidden = commandsOn
+  $('cmd-figures').hidden = !commandsOn
+  if (!c) { $('cmd-empty').hidden = true; return }
+  setValue('cmd-held', c.held)
+  const states = Object.entries(c.byState).sort(([a], [b]) => a < b ? -1 : 1)
+  const st = $('cmd-states')
+  st.dataset.value = JSON.stringify(Object.fromEntries(states))
+  setText('cmd-states', states.length ? states.map(([k, v]) => `${k} ${int(v)}`).join(' · ') : 'none')
+  setValue('cmd-reports', c.reportsPending)
+  const link = $('cmd-link')
+  link.dataset.state = c.link.state
+  const what = c.link.state === 'idle' ? 'idle: no answer from the ingest yet (the first long poll is waiting)' : c.link.state
+  setText('cmd-link', `${what}${c.link.url ? ` (${c.link.url})` : ''}${c.link.lastOkAt ? `, last ok ${ago(c.link.lastOkAt, s.t)}` : ''}`)
+  link.className = c.link.state === 'ok' ? 'state-ok' : c.link.state === 'idle' ? '' : 'state-bad'
+  setText('cmd-link-error', c.link.lastError ?? '–')
+}
+
+let cmdTimer = null
+async function loadCommands () {
+  clearTimeout(cmdTimer)
+  try {
+    const r = await fetch(`/commands?limit=${COMMANDS_SHOWN}`)
+    if (r.ok) {
+      const d = await r.json()
+      const tbody = $('commands').tBodies[0]
+      $('cmd-empty').hidden = !d.enabled || d.commands.length > 0
+      $('commands').hidden = d.commands.length === 0
+      setText('cmd-sub', d.enabled && d.total > 0 ? `${int(d.total)} held or remembered${d.total > d.commands.length ? `, the ${d.commands.length} most recently changed shown` : ''}; newest first` : '')
+      tbody.replaceChildren(...d.commands.map((x) => {
+        const tr = document.createElement('tr')
+        tr.dataset.command = x.id
+        tr.dataset.device = x.device
+        tr.dataset.state = x.state
+        const left = x.expiresAt - d.t
+        const open = !['completed', 'rejected', 'expired', 'recalled'].includes(x.state)
+        for (const [v, cls] of [[x.id, 'id'], [x.device], [x.name], [x.state, 'st'], [fmtMs(Math.max(0, d.t - x.createdAt)), 'num'], [open ? (left > 0 ? fmtMs(left) : 'due') : '–', 'num'], [int(x.unreported), 'num']]) {
+          const td = document.createElement('td')
+          td.textContent = v
+          if (cls) td.className = cls
+          tr.appendChild(td)
+        }
+        return tr
+      }))
+    }
+  } catch {}
+  // nothing to list while commands are off: look again now and then
+  cmdTimer = setTimeout(loadCommands, commandsOn === false ? 10_000 : 2000)
 }
 
 /** Publishes acknowledged (or refused) on topics that store nothing: hidden until there is one. */
@@ -262,3 +320,4 @@ function connect () {
 cmds()
 connect()
 loadDevices()
+loadCommands()
