@@ -76,6 +76,14 @@ const PENDING_SCAN = 10_000
 /** what one wire command costs in a CommandsMessage besides its args and name (ids, numbers, keys) */
 const WIRE_OVERHEAD_BYTES = 200
 const SWEEP_LIMIT = 1000
+/**
+ * A long poll answers at once only when it has a command (or recall) it did not offer within
+ * this long: one stays pending until the gateway's at-gateway (recalled) report is applied,
+ * and without this the gateway's next poll would get it again at once (a busy loop of polls
+ * while its report is on the way). A gateway that did not store it (restart, write failure)
+ * gets it again after at most this long.
+ */
+export const REOFFER_MS = 3000
 /** How often `wait` re-reads the store (a command finished through another ingest process). */
 export const WAIT_REREAD_MS = 250
 
@@ -133,6 +141,8 @@ export class Commands {
   private closed = false
   /** per (fleet, device): creates one at a time, so the pending limit holds */
   private readonly deviceLocks = new Map<string, Promise<unknown>>()
+  /** per gateway: what its long polls offered, and when (not offered again within REOFFER_MS) */
+  private readonly offered = new Map<string, Map<string, number>>()
 
   constructor (readonly store: CommandStore, readonly opts: CommandsOptions, private readonly hooks: CommandsHooks = {}) {
     this.events.setMaxListeners(0)
@@ -294,9 +304,26 @@ export class Commands {
     for (;;) {
       const p = await this.pendingFor(gateway)
       const left = deadline - this.now()
-      if (p.commands.length > 0 || p.recalls.length > 0 || left <= 0 || aborted() || this.closed) return p
+      if (this.anythingNew(gateway, p) || left <= 0 || aborted() || this.closed) return p
       await this.once(`g:${gateway}`, Math.min(left, 1000))
     }
+  }
+
+  /**
+   * True when `p` holds a command or recall no poll of `gateway` offered within REOFFER_MS
+   * (noted as offered now). The poll then answers with all of `p` (the gateway ignores the
+   * ones it holds, and gets each device's commands in n order); otherwise it waits.
+   */
+  private anythingNew (gateway: string, p: Pending): boolean {
+    const now = this.now()
+    let seen = this.offered.get(gateway)
+    if (!seen) { seen = new Map(); this.offered.set(gateway, seen) }
+    for (const [k, at] of seen) if (now - at >= REOFFER_MS) seen.delete(k)
+    let fresh = false
+    const note = (k: string): void => { if (!seen.has(k)) { seen.set(k, now); fresh = true } }
+    for (const c of p.commands) note(`c${c.id}`)
+    for (const r of p.recalls) note(`r${r.id}`)
+    return fresh
   }
 
   /** Subscribes to "this gateway may have new pending work" (mqtt.ts publishes then). */
