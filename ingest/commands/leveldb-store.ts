@@ -53,6 +53,10 @@ type BatchOp = { type: 'put', key: string, value: string } | { type: 'del', key:
 /** One durable write: the ops of every change gathered while the previous write ran. */
 type Group = { ops: BatchOp[], waiters: { resolve: () => void, reject: (err: Error) => void }[] }
 
+/** keys kept in the store's read cache (see `cache`), and how many at most */
+const cacheable = (k: string): boolean => k[1] === S && (k[0] === 'k' || k[0] === 'n' || k[0] === 'p' || k[0] === 's')
+const CACHE_MAX = 200_000
+
 function indexKeys (r: CommandRecord): string[] {
   const keys = [key('u', r.updatedAt, r.id)]
   if (!isFinalState(r.state)) {
@@ -76,6 +80,13 @@ export class LevelDbCommandStore implements CommandStore {
   private closed = false
   /** values of changes not yet durable (null: deleted), with the group that writes them */
   private readonly pending = new Map<string, { value: string | null, group: Group }>()
+  /**
+   * The last value queued of the small keys a read-modify-write reads one by one (counters
+   * `k`, `n`, presence `p`, `s`): read from the database once, then kept here, so a create or
+   * a report does not wait for a database read per key inside the serialisation. Only this
+   * process writes the database (LevelDB's lock). Cleared on a failed write.
+   */
+  private readonly cache = new Map<string, string | null>()
   /** moves on each failed write: a change computed over its pending values is refused */
   private epoch = 0
   private readonly gc: GroupCommit<Group>
@@ -92,6 +103,7 @@ export class LevelDbCommandStore implements CommandStore {
         }
         if (err === null) { for (const w of g.waiters) w.resolve(); return }
         this.epoch++
+        this.cache.clear()
         for (const grp of groups) for (const w of grp.waiters) w.reject(err)
       }
     })
@@ -134,7 +146,9 @@ export class LevelDbCommandStore implements CommandStore {
       const g = this.gc.current
       for (const op of ops) {
         g.ops.push(op)
-        this.pending.set(op.key, { value: op.type === 'put' ? op.value : null, group: g })
+        const value = op.type === 'put' ? op.value : null
+        this.pending.set(op.key, { value, group: g })
+        if (cacheable(op.key)) this.cacheSet(op.key, value)
       }
       g.waiters.push({ resolve, reject })
       this.gc.schedule()
@@ -145,7 +159,18 @@ export class LevelDbCommandStore implements CommandStore {
   private async read (k: string): Promise<string | undefined> {
     const p = this.pending.get(k)
     if (p !== undefined) return p.value ?? undefined
-    return await this.db.get(k) ?? undefined
+    const c = this.cache.get(k)
+    if (c !== undefined) return c ?? undefined
+    const v = await this.db.get(k) ?? undefined
+    // (only the serialised read-modify-writes queue values, and this is one of them: nothing
+    // was queued for `k` meanwhile)
+    if (cacheable(k)) this.cacheSet(k, v ?? null)
+    return v
+  }
+
+  private cacheSet (k: string, v: string | null): void {
+    if (this.cache.size >= CACHE_MAX && !this.cache.has(k)) this.cache.clear()
+    this.cache.set(k, v)
   }
 
   /** Records as stored (committed state), or with `pending` as the read-modify-writes see them. */
