@@ -336,8 +336,15 @@ export class Commands {
   async applyReports (gateway: string, fleet: string, req: Pick<ReportsRequest, 'reports' | 'presence' | 'snapshot'>): Promise<ReportResult[]> {
     const now = this.now()
     const entries = req.presence.map(([device, connected, at]) => ({ device, connected: connected === 1, at }))
-    await this.store.setPresence(fleet, gateway, entries, req.snapshot === true, now)
-    for (const d of new Set(entries.filter((e) => e.connected).map((e) => e.device))) await this.reroute(fleet, d)
+    // without presence entries (only the gateway's seenAt to write) the presence write and the
+    // reports' update go in one group commit; else the presence is durable before anything
+    // reads it (re-routes). The answer waits for both to be durable.
+    const presenceStored = this.store.setPresence(fleet, gateway, entries, req.snapshot === true, now)
+    presenceStored.catch(() => {}) // awaited below
+    if (entries.length > 0 || req.snapshot === true) {
+      await presenceStored
+      await Promise.all([...new Set(entries.filter((e) => e.connected).map((e) => e.device))].map((d) => this.reroute(fleet, d)))
+    }
     const results: ReportResult[] = []
     const ids = [...new Set(req.reports.map((r) => r[0]))]
     const verdicts = new Map<number, ReportResult>()
@@ -410,7 +417,8 @@ export class Commands {
       this.hooks.transition?.(rep[2] === 'recalled' ? (stored.find((s) => s?.id === rep[0])?.state ?? 'queued') : rep[2])
     }
     // a device that is at-gateway here and connected elsewhere: recall it now that it is held
-    for (const d of new Set(req.reports.filter((r) => r[2] === 'at-gateway').map((r) => r[1]))) await this.reroute(fleet, d)
+    await presenceStored
+    await Promise.all([...new Set(req.reports.filter((r) => r[2] === 'at-gateway').map((r) => r[1]))].map((d) => this.reroute(fleet, d)))
     return results
   }
 
@@ -468,7 +476,9 @@ export class Commands {
     return { ...r, state, updatedAt: now, history: [...r.history, { state, at, ...(gateway !== undefined ? { gateway } : {}) }] }
   }
 
-  private notify (r: CommandRecord): void { this.events.emit(`c:${r.id}`) }
+  private notify (r: CommandRecord): void {
+    this.events.emit(`c:${r.id}`)
+  }
 
   private wakeGateway (gateway: string): void {
     this.events.emit(`g:${gateway}`)
