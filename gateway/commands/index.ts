@@ -429,7 +429,9 @@ export class GatewayCommands implements CommandHooks {
       if (snapshot) this.snapshotDue = false
       else for (const p of sentPresence!) if (this.presence.get(p[0]) === p) this.presence.delete(p[0])
       const acked = this.apply(refs, ans.results)
-      await this.store.persist().catch(() => {})
+      // the acknowledgements are written in the background (lost ones: the reports go again,
+      // answered duplicate); the next request does not wait for that write
+      this.store.persist().then(() => this.schedule(), () => {})
       this.schedule()
       if (acked === 0 && reports.length > 0) {
         // every report answered retry (or not at all): not at once again

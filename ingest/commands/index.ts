@@ -76,6 +76,14 @@ const PENDING_SCAN = 10_000
 /** what one wire command costs in a CommandsMessage besides its args and name (ids, numbers, keys) */
 const WIRE_OVERHEAD_BYTES = 200
 const SWEEP_LIMIT = 1000
+/**
+ * A long poll answers at once only when it has a command (or recall) it did not offer within
+ * this long: one stays pending until the gateway's at-gateway (recalled) report is applied,
+ * and without this the gateway's next poll would get it again at once (a busy loop of polls
+ * while its report is on the way). A gateway that did not store it (restart, write failure)
+ * gets it again after at most this long.
+ */
+export const REOFFER_MS = 3000
 /** How often `wait` re-reads the store (a command finished through another ingest process). */
 export const WAIT_REREAD_MS = 250
 
@@ -138,6 +146,8 @@ export class Commands {
   private closed = false
   /** per (fleet, device): creates one at a time, so the pending limit holds */
   private readonly deviceLocks = new Map<string, Promise<unknown>>()
+  /** per gateway: what its long polls offered, and when (not offered again within REOFFER_MS) */
+  private readonly offered = new Map<string, Map<string, number>>()
 
   constructor (readonly store: CommandStore, readonly opts: CommandsOptions, private readonly hooks: CommandsHooks = {}) {
     this.events.setMaxListeners(0)
@@ -324,9 +334,26 @@ export class Commands {
     for (;;) {
       const p = await this.pendingFor(gateway)
       const left = deadline - this.now()
-      if (p.commands.length > 0 || p.recalls.length > 0 || left <= 0 || aborted() || this.closed) return p
+      if (this.anythingNew(gateway, p) || left <= 0 || aborted() || this.closed) return p
       await this.once(`g:${gateway}`, Math.min(left, 1000))
     }
+  }
+
+  /**
+   * True when `p` holds a command or recall no poll of `gateway` offered within REOFFER_MS
+   * (noted as offered now). The poll then answers with all of `p` (the gateway ignores the
+   * ones it holds, and gets each device's commands in n order); otherwise it waits.
+   */
+  private anythingNew (gateway: string, p: Pending): boolean {
+    const now = this.now()
+    let seen = this.offered.get(gateway)
+    if (!seen) { seen = new Map(); this.offered.set(gateway, seen) }
+    for (const [k, at] of seen) if (now - at >= REOFFER_MS) seen.delete(k)
+    let fresh = false
+    const note = (k: string): void => { if (!seen.has(k)) { seen.set(k, now); fresh = true } }
+    for (const c of p.commands) note(`c${c.id}`)
+    for (const r of p.recalls) note(`r${r.id}`)
+    return fresh
   }
 
   /** Subscribes to "this gateway may have new pending work" (mqtt.ts publishes then). */
@@ -339,8 +366,15 @@ export class Commands {
   async applyReports (gateway: string, fleet: string, req: Pick<ReportsRequest, 'reports' | 'presence' | 'snapshot'>): Promise<ReportResult[]> {
     const now = this.now()
     const entries = req.presence.map(([device, connected, at]) => ({ device, connected: connected === 1, at }))
-    await this.store.setPresence(fleet, gateway, entries, req.snapshot === true, now)
-    for (const d of new Set(entries.filter((e) => e.connected).map((e) => e.device))) await this.reroute(fleet, d)
+    // without presence entries (only the gateway's seenAt to write) the presence write and the
+    // reports' update go in one group commit; else the presence is durable before anything
+    // reads it (re-routes). The answer waits for both to be durable.
+    const presenceStored = this.store.setPresence(fleet, gateway, entries, req.snapshot === true, now)
+    presenceStored.catch(() => {}) // awaited below
+    if (entries.length > 0 || req.snapshot === true) {
+      await presenceStored
+      await Promise.all([...new Set(entries.filter((e) => e.connected).map((e) => e.device))].map((d) => this.reroute(fleet, d)))
+    }
     const results: ReportResult[] = []
     const ids = [...new Set(req.reports.map((r) => r[0]))]
     const verdicts = new Map<number, ReportResult>()
@@ -413,7 +447,8 @@ export class Commands {
       this.hooks.transition?.(rep[2] === 'recalled' ? (stored.find((s) => s?.id === rep[0])?.state ?? 'queued') : rep[2])
     }
     // a device that is at-gateway here and connected elsewhere: recall it now that it is held
-    for (const d of new Set(req.reports.filter((r) => r[2] === 'at-gateway').map((r) => r[1]))) await this.reroute(fleet, d)
+    await presenceStored
+    await Promise.all([...new Set(req.reports.filter((r) => r[2] === 'at-gateway').map((r) => r[1]))].map((d) => this.reroute(fleet, d)))
     return results
   }
 
@@ -471,7 +506,9 @@ export class Commands {
     return { ...r, state, updatedAt: now, history: [...r.history, { state, at, ...(gateway !== undefined ? { gateway } : {}) }] }
   }
 
-  private notify (r: CommandRecord): void { this.events.emit(`c:${r.id}`) }
+  private notify (r: CommandRecord): void {
+    this.events.emit(`c:${r.id}`)
+  }
 
   private wakeGateway (gateway: string): void {
     this.events.emit(`g:${gateway}`)

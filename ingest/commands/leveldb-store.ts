@@ -20,14 +20,25 @@
  * Invariants: the index keys of a record are a function of the record (indexKeys); every
  * write replaces the old record's index keys with the new one's in the same batch, and that
  * batch is written with `sync: true`, so after kill -9 or a power cut the database holds
- * either the old record with its keys or the new one with its keys. Writes are serialised
- * in this process (one promise chain), so a read-modify-write (update, create's n counter
- * and idempotency lookup) never interleaves with another. One process per directory: LevelDB
- * holds a lock.
+ * either the old record with its keys or the new one with its keys. One process per
+ * directory: LevelDB holds a lock.
+ *
+ * Group commit (common/group-commit.ts): the read-modify-writes (update, create's n counter
+ * and idempotency lookup, presence) run one at a time in this process (one promise chain),
+ * but their batches are not written one by one: the ops of every change made while a write
+ * is under way go together in the next `sync: true` batch (one fsync for many changes).
+ * Until that batch is on disk its values sit in `pending` (key -> value, or null for a
+ * delete), and the read-modify-writes read through it, so each sees every change queued
+ * before it. Each call resolves only when the batch holding its ops is durable (a call that
+ * wrote nothing, e.g. an idempotent repeat, when every change queued before it is), and the
+ * public reads (get, list, ...) read the database: committed state only. A failed write
+ * fails its callers and those of the group gathering behind it, drops their pending values,
+ * and fails a read-modify-write that read them (the `epoch`).
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
+import { GroupCommit } from '../../common/group-commit.ts'
 import { StoreError, ValidationError } from '../../protocol/index.ts'
 import { COMMAND_STATES, isFinalState, type CommandState } from '../../protocol/commands.ts'
 import type { CommandPage, CommandQuery, CommandRecord, CommandStore, NewCommand, PresenceEntry } from './store.ts'
@@ -38,6 +49,13 @@ const num = (n: number): string => String(n).padStart(16, '0')
 const key = (...parts: (string | number)[]): string => parts.map((p) => typeof p === 'number' ? num(p) : p).join(S)
 
 type BatchOp = { type: 'put', key: string, value: string } | { type: 'del', key: string }
+
+/** One durable write: the ops of every change gathered while the previous write ran. */
+type Group = { ops: BatchOp[], waiters: { resolve: () => void, reject: (err: Error) => void }[] }
+
+/** keys kept in the store's read cache (see `cache`), and how many at most */
+const cacheable = (k: string): boolean => k[1] === S && (k[0] === 'k' || k[0] === 'n' || k[0] === 'p' || k[0] === 's')
+const CACHE_MAX = 200_000
 
 function indexKeys (r: CommandRecord): string[] {
   const keys = [key('u', r.updatedAt, r.id)]
@@ -60,8 +78,36 @@ export class LevelDbCommandStore implements CommandStore {
   readonly kind = 'leveldb'
   private chain: Promise<unknown> = Promise.resolve()
   private closed = false
+  /** values of changes not yet durable (null: deleted), with the group that writes them */
+  private readonly pending = new Map<string, { value: string | null, group: Group }>()
+  /**
+   * The last value queued of the small keys a read-modify-write reads one by one (counters
+   * `k`, `n`, presence `p`, `s`): read from the database once, then kept here, so a create or
+   * a report does not wait for a database read per key inside the serialisation. Only this
+   * process writes the database (LevelDB's lock). Cleared on a failed write.
+   */
+  private readonly cache = new Map<string, string | null>()
+  /** moves on each failed write: a change computed over its pending values is refused */
+  private epoch = 0
+  private readonly gc: GroupCommit<Group>
 
-  private constructor (private readonly db: Level<string, string>) {}
+  private constructor (private readonly db: Level<string, string>) {
+    this.gc = new GroupCommit<Group>({
+      create: () => ({ ops: [], waiters: [] }),
+      empty: (g) => g.ops.length === 0 && g.waiters.length === 0,
+      write: async (g) => { if (g.ops.length > 0) await this.write(g.ops) },
+      settle: (g, err, behind) => {
+        const groups = behind === null ? [g] : [g, behind]
+        for (const grp of groups) {
+          for (const op of grp.ops) if (this.pending.get(op.key)?.group === grp) this.pending.delete(op.key)
+        }
+        if (err === null) { for (const w of g.waiters) w.resolve(); return }
+        this.epoch++
+        this.cache.clear()
+        for (const grp of groups) for (const w of grp.waiters) w.reject(err)
+      }
+    })
+  }
 
   /** Opens (creating) `<dataDir>/commands`. */
   static async open (opts: { dataDir: string }): Promise<LevelDbCommandStore> {
@@ -72,25 +118,73 @@ export class LevelDbCommandStore implements CommandStore {
     return new LevelDbCommandStore(db)
   }
 
-  /** Runs `fn` after every write queued before it (the in-process serialisation). */
-  private serial<T> (fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn)
+  /**
+   * Runs the read-modify-write `fn` after every one queued before it (the in-process
+   * serialisation), adds its ops to the gathering group and resolves with its result once
+   * they are durable. The next `fn` runs as soon as this one's ops are queued (it reads them
+   * through `pending`), not when they are on disk.
+   */
+  private mutate<T> (fn: () => Promise<{ ops: BatchOp[], result: T }>): Promise<T> {
+    // the chain waits for `fn` and the queueing of its ops (boxed: a promise returned from an
+    // async function would be awaited), the caller for the write too
+    const step = async (): Promise<{ durable: Promise<T> }> => {
+      if (this.closed) throw new StoreError('the command store is closed')
+      const epoch = this.epoch
+      const { ops, result } = await fn()
+      if (epoch !== this.epoch) throw new StoreError('command store write failed: an earlier write this change rests on failed')
+      return { durable: this.commit(ops).then(() => result) }
+    }
+    const run = this.chain.then(step, step)
     this.chain = run.catch(() => {})
-    return run
+    return run.then((box) => box.durable)
   }
 
+  /** Queues `ops` in the gathering group; resolves when they are durable (nothing to write: when every change queued before is). */
+  private commit (ops: BatchOp[]): Promise<void> {
+    if (ops.length === 0 && this.pending.size === 0 && !this.gc.busy) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      const g = this.gc.current
+      for (const op of ops) {
+        g.ops.push(op)
+        const value = op.type === 'put' ? op.value : null
+        this.pending.set(op.key, { value, group: g })
+        if (cacheable(op.key)) this.cacheSet(op.key, value)
+      }
+      g.waiters.push({ resolve, reject })
+      this.gc.schedule()
+    })
+  }
+
+  /** A value as the read-modify-writes see it: pending (not yet durable) first, then the database. */
   private async read (k: string): Promise<string | undefined> {
-    return await this.db.get(k) ?? undefined
+    const p = this.pending.get(k)
+    if (p !== undefined) return p.value ?? undefined
+    const c = this.cache.get(k)
+    if (c !== undefined) return c ?? undefined
+    const v = await this.db.get(k) ?? undefined
+    // (only the serialised read-modify-writes queue values, and this is one of them: nothing
+    // was queued for `k` meanwhile)
+    if (cacheable(k)) this.cacheSet(k, v ?? null)
+    return v
   }
 
-  private async records (ids: readonly string[]): Promise<(CommandRecord | null)[]> {
+  private cacheSet (k: string, v: string | null): void {
+    if (this.cache.size >= CACHE_MAX && !this.cache.has(k)) this.cache.clear()
+    this.cache.set(k, v)
+  }
+
+  /** Records as stored (committed state), or with `pending` as the read-modify-writes see them. */
+  private async records (ids: readonly string[], withPending = false): Promise<(CommandRecord | null)[]> {
     if (ids.length === 0) return []
-    const vals = await this.db.getMany(ids.map((id) => key('c', id)))
+    const keys = ids.map((id) => key('c', id))
+    const vals: (string | null | undefined)[] = await this.db.getMany(keys)
+    if (withPending && this.pending.size > 0) {
+      keys.forEach((k, i) => { const p = this.pending.get(k); if (p !== undefined) vals[i] = p.value })
+    }
     return vals.map((v) => v === undefined || v === null ? null : JSON.parse(v) as CommandRecord)
   }
 
   private async write (ops: BatchOp[]): Promise<void> {
-    if (this.closed) throw new StoreError('the command store is closed')
     try {
       await this.db.batch(ops, { sync: true })
     } catch (err) { throw new StoreError(`command store write failed: ${(err as Error).message}`, { cause: err }) }
@@ -122,14 +216,14 @@ export class LevelDbCommandStore implements CommandStore {
   }
 
   create (c: NewCommand): Promise<{ record: CommandRecord, created: boolean }> {
-    return this.serial(async () => {
+    return this.mutate<{ record: CommandRecord, created: boolean }>(async () => {
       const ops: BatchOp[] = []
       if (c.idempotencyKey !== undefined) {
         const ik = key('i', c.fleet, c.idempotencyKey)
         const prior = await this.read(ik)
         if (prior !== undefined) {
-          const [rec] = await this.records([prior])
-          if (rec?.idempotencyKey === c.idempotencyKey) return { record: rec, created: false }
+          const [rec] = await this.records([prior], true)
+          if (rec?.idempotencyKey === c.idempotencyKey) return { ops, result: { record: rec, created: false } }
         }
       }
       const nk = key('n', c.fleet, c.device)
@@ -138,8 +232,7 @@ export class LevelDbCommandStore implements CommandStore {
       const record: CommandRecord = { ...c, n, updatedAt: c.createdAt }
       const counts = new Map<CommandState, number>()
       ops.push(...await this.replaceOps(null, record, counts), ...LevelDbCommandStore.countOps(counts))
-      await this.write(ops)
-      return { record, created: true }
+      return { ops, result: { record, created: true } }
     })
   }
 
@@ -148,8 +241,8 @@ export class LevelDbCommandStore implements CommandStore {
   }
 
   update (ids: readonly string[], change: (current: readonly (CommandRecord | null)[]) => readonly (CommandRecord | null)[]): Promise<(CommandRecord | null)[]> {
-    return this.serial(async () => {
-      const current = await this.records(ids)
+    return this.mutate(async () => {
+      const current = await this.records(ids, true)
       const next = change(current)
       const ops: BatchOp[] = []
       const counts = new Map<CommandState, number>()
@@ -163,8 +256,7 @@ export class LevelDbCommandStore implements CommandStore {
         ops.push(...await this.replaceOps(old, stored, counts))
         out.push(stored)
       }
-      if (ops.length > 0) await this.write([...ops, ...LevelDbCommandStore.countOps(counts)])
-      return out
+      return { ops: ops.length > 0 ? [...ops, ...LevelDbCommandStore.countOps(counts)] : [], result: out }
     })
   }
 
@@ -225,7 +317,7 @@ export class LevelDbCommandStore implements CommandStore {
   }
 
   setPresence (fleet: string, gateway: string, entries: readonly { device: string, connected: boolean, at: number }[], snapshot: boolean, seenAt: number): Promise<void> {
-    return this.serial(async () => {
+    return this.mutate(async () => {
       const ops: BatchOp[] = [{ type: 'put', key: key('s', gateway), value: String(seenAt) }]
       const listed = new Set<string>()
       for (const e of entries) {
@@ -237,7 +329,12 @@ export class LevelDbCommandStore implements CommandStore {
         ops.push({ type: 'put', key: key('q', gateway, fleet, e.device), value: '' })
       }
       if (snapshot) {
-        for await (const k of this.db.keys({ gt: key('q', gateway) + S, lt: key('q', gateway) + S + END })) {
+        const lo = key('q', gateway) + S
+        const hi = lo + END
+        const qs = new Set<string>()
+        for await (const k of this.db.keys({ gt: lo, lt: hi })) qs.add(k)
+        for (const [k, p] of this.pending) if (k > lo && k < hi) { if (p.value === null) qs.delete(k); else qs.add(k) }
+        for (const k of qs) {
           const [, f, d] = k.slice(2).split(S) as [string, string, string]
           if (listed.has(`${f}${S}${d}`)) continue
           const pk = key('p', f, d, gateway)
@@ -247,12 +344,12 @@ export class LevelDbCommandStore implements CommandStore {
           if (o.connected) ops.push({ type: 'put', key: pk, value: JSON.stringify({ connected: false, at: o.at }) })
         }
       }
-      await this.write(ops)
+      return { ops, result: undefined }
     })
   }
 
   touchGateway (gateway: string, seenAt: number): Promise<void> {
-    return this.serial(() => this.write([{ type: 'put', key: key('s', gateway), value: String(seenAt) }]))
+    return this.mutate(async () => ({ ops: [{ type: 'put', key: key('s', gateway), value: String(seenAt) }], result: undefined }))
   }
 
   async presenceOf (fleet: string, device: string): Promise<PresenceEntry[]> {
@@ -270,6 +367,7 @@ export class LevelDbCommandStore implements CommandStore {
     if (this.closed) return
     this.closed = true
     await this.chain
+    await this.gc.close()
     await this.db.close()
   }
 }
