@@ -259,11 +259,23 @@ export class CommandDriver {
     }
     this.see(cmd, b as CommandView)
     if (this.o.idempotencyEvery > 0 && n % this.o.idempotencyEvery === 0) {
-      const again = await this.request('POST', `${this.base}/v1/devices/${encodeURIComponent(device)}/commands`, body, key)
+      // the repeat is retried like the first POST: only an answer that names an id says anything
+      let again: PostResult | null = null
+      for (let attempt = 0; attempt < 4; attempt++) {
+        if (attempt > 0) await sleep(again?.retryAfterS !== undefined ? again.retryAfterS * 1000 : 200 * attempt)
+        again = await this.request('POST', `${this.base}/v1/devices/${encodeURIComponent(device)}/commands`, body, key)
+        if (typeof again.body?.id === 'string') break
+      }
       this.counts.idempotencyRepeats++
-      cmd.repeated = true
-      if (again.status !== 0 && again.body) cmd.repeatId = typeof again.body.id === 'string' ? again.body.id : null
-      if (cmd.repeatId !== cmd.id) this.counts.idempotencyMismatches++
+      const repeatId = typeof again?.body?.id === 'string' ? again.body.id : null
+      if (repeatId === null) {
+        // no answer with an id after the retries: nothing to compare (not counted as a mismatch)
+        this.counts.lastError = `repeated POST ${key}: ${again?.status ?? 0} ${again?.error ?? JSON.stringify(again?.body ?? null).slice(0, 200)}`
+      } else {
+        cmd.repeated = true
+        cmd.repeatId = repeatId
+        if (repeatId !== cmd.id) this.counts.idempotencyMismatches++
+      }
     }
     if (kind !== 'deferred') await this.follow(cmd)
   }
