@@ -33,8 +33,7 @@ import type { Logger } from 'pino'
 import mqtt, { type IClientPublishOptions, type IPublishPacket, type MqttClient, type Packet } from 'mqtt'
 import { decodeCommandsMessage, decodeReportsResponse, encodeReportsRequest, gatewayCommandsTopic, gatewayReportResultsTopic, gatewayReportsTopic, type CommandsMessage, type ReportsRequest } from '../../protocol/commands.ts'
 import { noDelay } from '../../common/mqtt-nodelay.ts'
-import type { UpstreamTls } from '../flush/http-upstream.ts'
-import { isAuthRefusal, NO_MATCHING_SUBSCRIBERS, persistentClientOptions } from '../flush/mqtt-client.ts'
+import { isAuthRefusal, NO_MATCHING_SUBSCRIBERS, persistentClientOptions, type MqttClientFields } from '../flush/mqtt-client.ts'
 import { pubackRefusal } from '../flush/mqtt-upstream.ts'
 import type { CommandLink, LinkState, ReportsAnswer } from './link.ts'
 
@@ -42,18 +41,8 @@ import type { CommandLink, LinkState, ReportsAnswer } from './link.ts'
 const MAX_UNACKED_REPORTS = 8
 const SESSION_EXPIRY_S = 7 * 24 * 3600
 
-export type MqttLinkConfig = {
-  urls: string[]
+export type MqttLinkConfig = MqttClientFields & {
   gatewayId: string
-  clientId: string
-  username: string
-  /** '' = none */
-  password: string
-  tls?: UpstreamTls
-  alpn: string[]
-  protocolVersion: 4 | 5
-  reconnectMs: number
-  connectTimeoutMs: number
   resultsTimeoutMs: number
 }
 

@@ -16,9 +16,11 @@ export type MqttClientFields = {
   urls: string[]
   clientId: string
   protocolVersion: 4 | 5
+  /** wait between connection attempts */
   reconnectMs: number
   connectTimeoutMs: number
   username: string
+  /** '' = none */
   password: string
   tls?: UpstreamTls
   alpn: string[]

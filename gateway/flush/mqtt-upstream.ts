@@ -53,15 +53,14 @@ import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient,
 import { CONTENT_ENCODING, ENCODINGS_HEADER, PROTOCOLS_HEADER, UpstreamError, decodeResultsHeader, fillTopic, AckCode } from '../../protocol/index.ts'
 import type { AckResult } from './ack-mapper.ts'
 import { Refusal, type Answer, type BatchUpstream, type OutgoingBatch } from './answer.ts'
-import type { UpstreamTls } from './http-upstream.ts'
-import { isAuthRefusal, NO_MATCHING_SUBSCRIBERS, persistentClientOptions } from './mqtt-client.ts'
+import { isAuthRefusal, NO_MATCHING_SUBSCRIBERS, persistentClientOptions, type MqttClientFields } from './mqtt-client.ts'
 import { maxResultsPacketBytes, screenResults, type ResultsRefusal } from './mqtt-results.ts'
 import { refusalOf } from './status-actions.ts'
 import { compress, decodeAnswer, type CompressionChoice, type Wire } from './wire.ts'
 import { noDelay } from '../../common/mqtt-nodelay.ts'
 
-export type MqttUpstreamConfig = {
-  urls: string[]
+/** The client's fields (mqtt-client.ts) but its connect timeout, which follows the PUBACK timeout. */
+export type MqttUpstreamConfig = Omit<MqttClientFields, 'connectTimeoutMs'> & {
   gatewayId: string
   ackMode: 'broker' | 'results'
   topic: string
@@ -70,15 +69,6 @@ export type MqttUpstreamConfig = {
   resultsTimeoutMs: number
   /** how long to wait for a PUBACK */
   publishTimeoutMs: number
-  clientId: string
-  username: string
-  /** '' = none */
-  password: string
-  tls?: UpstreamTls
-  alpn: string[]
-  protocolVersion: 4 | 5
-  /** wait between connection attempts */
-  reconnectMs: number
   /** broker mode: a PUBACK 0x10 (no matching subscribers) deletes the batch (an explicit opt-in: it may lose batches) */
   acceptNoSubscribers: boolean
   /** the most items a batch has: bounds the results message the broker may send us (MQTT 5 maximum packet size) */

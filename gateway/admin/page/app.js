@@ -108,6 +108,17 @@ function renderCommandFigures (s) {
 }
 
 let cmdTimer = null
+/** Appends one cell a [text, class?] pair to the row; returns the row. */
+function cells (tr, list) {
+  for (const [v, cls] of list) {
+    const td = document.createElement('td')
+    td.textContent = v
+    if (cls) td.className = cls
+    tr.appendChild(td)
+  }
+  return tr
+}
+
 async function loadCommands () {
   clearTimeout(cmdTimer)
   try {
@@ -125,13 +136,7 @@ async function loadCommands () {
         tr.dataset.state = x.state
         const left = x.expiresAt - d.t
         const open = !['completed', 'rejected', 'expired', 'recalled'].includes(x.state)
-        for (const [v, cls] of [[x.id, 'id'], [x.device], [x.name], [x.state, 'st'], [fmtMs(Math.max(0, d.t - x.createdAt)), 'num'], [open ? (left > 0 ? fmtMs(left) : 'due') : '–', 'num'], [int(x.unreported), 'num']]) {
-          const td = document.createElement('td')
-          td.textContent = v
-          if (cls) td.className = cls
-          tr.appendChild(td)
-        }
-        return tr
+        return cells(tr, [[x.id, 'id'], [x.device], [x.name], [x.state, 'st'], [fmtMs(Math.max(0, d.t - x.createdAt)), 'num'], [open ? (left > 0 ? fmtMs(left) : 'due') : '–', 'num'], [int(x.unreported), 'num']])
       }))
     }
   } catch {}
@@ -266,13 +271,7 @@ async function loadDevices () {
       $('devices').tBodies[0].replaceChildren(...d.devices.map((x) => {
         const tr = document.createElement('tr')
         tr.dataset.device = x.device
-        for (const [v, cls] of [[x.device], [ago(x.lastSeen, now)], [x.lastSeq === null ? '–' : int(x.lastSeq), 'num'], [fmt(x.readingsPerS), 'num'], [int(x.readings), 'num'], [int(x.duplicates), 'num'], [int(x.deadLetters), 'num']]) {
-          const td = document.createElement('td')
-          td.textContent = v
-          if (cls) td.className = cls
-          tr.appendChild(td)
-        }
-        return tr
+        return cells(tr, [[x.device], [ago(x.lastSeen, now)], [x.lastSeq === null ? '–' : int(x.lastSeq), 'num'], [fmt(x.readingsPerS), 'num'], [int(x.readings), 'num'], [int(x.duplicates), 'num'], [int(x.deadLetters), 'num']])
       }))
     }
   } catch {}
