@@ -55,6 +55,8 @@ export type GatewayCommandsConfig = {
   commandsMaxHeld: number
   commandsMaxPerDevice: number
   commandReportsMax: number
+  /** wait after an ingest answered 404 (it has no command API: a readings-only upstream); default 5 min */
+  commandApiRetryMs?: number
 }
 
 /** What the core needs of the broker (gateway/broker/index.ts `Broker`). */
@@ -420,6 +422,16 @@ export class GatewayCommands implements CommandHooks {
         if (snapshot) this.snapshotDue = true
         else for (const p of sentPresence!) if (!this.presence.has(p[0])) this.presence.set(p[0], p)
         this.snapshotDue = true // the next request after a failure tells the whole picture again
+        if (ans.kind === 'refused' && ans.status === 404) {
+          // a readings-only upstream: say so once, and ask again only now and then
+          const wait = this.config.commandApiRetryMs ?? 300_000
+          if (!this.logged.has('no-command-api')) {
+            this.logged.add('no-command-api')
+            this.log.warn({ retryInMs: wait }, 'the upstream has no command API (404): commands to devices wait until it has one; readings are not affected')
+          }
+          await this.sleeper.sleep(wait)
+          continue
+        }
         const wait = ans.kind === 'refused' && ans.retryAfterMs !== undefined ? ans.retryAfterMs : this.backoff.next()
         this.log.warn({ kind: ans.kind, detail: ans.kind === 'refused' ? ans.message : ans.error, retryInMs: wait, reports: reports.length }, 'command reports not taken; sending again after back-off')
         await this.sleeper.sleep(wait)
