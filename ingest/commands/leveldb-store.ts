@@ -177,10 +177,12 @@ export class LevelDbCommandStore implements CommandStore {
   private async records (ids: readonly string[], withPending = false): Promise<(CommandRecord | null)[]> {
     if (ids.length === 0) return []
     const keys = ids.map((id) => key('c', id))
+    // pending values are taken before the database read: the write holding them may finish
+    // (and drop them from `pending`) while the read is under way, after the read saw the old
+    // state; nothing new is queued meanwhile (only the serialised read-modify-writes queue)
+    const queued = withPending ? keys.map((k) => this.pending.get(k)) : []
     const vals: (string | null | undefined)[] = await this.db.getMany(keys)
-    if (withPending && this.pending.size > 0) {
-      keys.forEach((k, i) => { const p = this.pending.get(k); if (p !== undefined) vals[i] = p.value })
-    }
+    queued.forEach((p, i) => { if (p !== undefined) vals[i] = p.value })
     return vals.map((v) => v === undefined || v === null ? null : JSON.parse(v) as CommandRecord)
   }
 
@@ -332,8 +334,10 @@ export class LevelDbCommandStore implements CommandStore {
         const lo = key('q', gateway) + S
         const hi = lo + END
         const qs = new Set<string>()
+        // pending keys taken before the scan (their write may finish during it: see `records`)
+        const queued = [...this.pending].filter(([k]) => k > lo && k < hi)
         for await (const k of this.db.keys({ gt: lo, lt: hi })) qs.add(k)
-        for (const [k, p] of this.pending) if (k > lo && k < hi) { if (p.value === null) qs.delete(k); else qs.add(k) }
+        for (const [k, p] of queued) { if (p.value === null) qs.delete(k); else qs.add(k) }
         for (const k of qs) {
           const [, f, d] = k.slice(2).split(S) as [string, string, string]
           if (listed.has(`${f}${S}${d}`)) continue
