@@ -8,22 +8,19 @@
  * given after it survives kill -9 and power loss. Both stores pass one contract suite
  * (test/integration/command-store-contract.ts).
  */
-import type { CommandState } from '../../protocol/commands.ts'
+import type { CommandState, WireCommand } from '../../protocol/commands.ts'
 
 /** One state a command took, and when (ms since 1970); `gateway`: the gateway that reported it, if one did. */
 export type HistoryEntry = { state: CommandState, at: number, gateway?: string }
 
-export type CommandRecord = {
-  id: string
+/**
+ * A command as the ingest keeps it: what a gateway is handed (`WireCommand`: id, device, its
+ * order `n` among the device's commands, per fleet and device from 1, name, args, times) and
+ * its fate.
+ */
+export type CommandRecord = WireCommand & {
   /** fleet of the caller's command token; the command is routed only through this fleet's gateways */
   fleet: string
-  device: string
-  /** order among the device's commands (per fleet and device, strictly increasing from 1) */
-  n: number
-  name: string
-  args: unknown
-  createdAt: number
-  expiresAt: number
   /** time of the last change of any field; the reconciliation feed is ordered by (updatedAt, id) */
   updatedAt: number
   state: CommandState
