@@ -43,7 +43,7 @@ export type Ingest = {
    * Commands to devices (commands/index.ts) over the command store (LevelDB with sink
    * leveldb, the PostgreSQL command tables with sink postgres).
    */
-  commands: Commands | null
+  commands: Commands
   /** Commands and reports over the broker (`mqttBroker`), else null. */
   commandsMqtt: CommandsMqtt | null
   /** The broker consumer (`mqttBroker`), else null. */
@@ -105,23 +105,21 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     throw err
   }
   const openCommandStore = commandStore
-  const commands = openCommandStore === undefined
-    ? null
-    : new Commands(openCommandStore, {
-      ttlMs: config.commandTtlMs,
-      maxTtlMs: config.commandMaxTtlMs,
-      maxWaitMs: config.commandMaxWaitMs,
-      maxArgsBytes: config.commandMaxArgsBytes,
-      maxPendingPerDevice: config.commandMaxPendingPerDevice,
-      rate: config.commandRate,
-      presenceTtlMs: config.presenceTtlMs,
-      expiryGraceMs: config.commandExpiryGraceMs
-    }, {
-      log: log.child({ component: 'commands' }),
-      transition: (state) => metrics.commandTransitions.inc({ state }),
-      report: (code) => metrics.commandReports.inc({ code: String(code) }),
-      refusal: (reason) => metrics.commandRefusals.inc({ reason })
-    })
+  const commands = new Commands(openCommandStore, {
+    ttlMs: config.commandTtlMs,
+    maxTtlMs: config.commandMaxTtlMs,
+    maxWaitMs: config.commandMaxWaitMs,
+    maxArgsBytes: config.commandMaxArgsBytes,
+    maxPendingPerDevice: config.commandMaxPendingPerDevice,
+    rate: config.commandRate,
+    presenceTtlMs: config.presenceTtlMs,
+    expiryGraceMs: config.commandExpiryGraceMs
+  }, {
+    log: log.child({ component: 'commands' }),
+    transition: (state) => metrics.commandTransitions.inc({ state }),
+    report: (code) => metrics.commandReports.inc({ code: String(code) }),
+    refusal: (reason) => metrics.commandRefusals.inc({ reason })
+  })
   const chaosSeed = config.chaosSeed ?? randomInt(0, 0xffffffff)
   const chaos = new Chaos({
     retryRate: config.chaosRetryRate,
@@ -132,14 +130,14 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     seed: chaosSeed
   })
   if (chaos.enabled) log.child({ component: 'chaos' }).warn({ ...chaos.config }, 'Fault injection is on.')
-  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls, ...(commands !== null && commandAuth !== null ? { commands: { commands, auth: commandAuth } } : {}) }
+  const serverDeps: ServerDeps = { config, tokens, sink: openSink, chaos, metrics, log: log.child({ component: 'http' }), readAuth, tls, commands: { commands, auth: commandAuth } }
   const http = createIngestServer(serverDeps)
   const { server } = http
   try {
     server.listen(config.port, config.host)
     await once(server, 'listening')
   } catch (err) {
-    await commands?.close()
+    await commands.close()
     await openCommandStore?.close()
     await openSink.close()
     throw err
@@ -148,12 +146,12 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   // the same deps (sink, chaos, metrics, the page's recent readings) as the HTTP batches
   const mqtt = config.mqttBroker === undefined ? null : MqttConsumer.create({ ...config, ...mqttTls }, { ...serverDeps, log })
   serverDeps.mqttStatus = () => mqtt?.status() ?? null
-  const commandsMqtt = config.mqttBroker === undefined || commands === null ? null : CommandsMqtt.create({ ...config, ...mqttTls }, { commands, readAuth, metrics, log })
+  const commandsMqtt = config.mqttBroker === undefined ? null : CommandsMqtt.create({ ...config, ...mqttTls }, { commands, readAuth, metrics, log })
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await commands?.close() // answers the long polls and the waiting POSTs now
+      await commands.close() // answers the long polls and the waiting POSTs now
       await commandsMqtt?.close()
       await mqtt?.close()
       await http.stop(config.shutdownTimeoutMs)

@@ -236,7 +236,7 @@ export function createIngestServer (deps: ServerDeps): IngestServer {
       })
       if (name !== null) return name
     } else if (isCommandPath(path)) {
-      throw new HttpError(501, 'commands_unavailable', 'commands to devices are off in this ingest: sink postgres has no command store wired in yet (docs/commands.md)')
+      throw new HttpError(501, 'commands_unavailable', 'this server was made without commands to devices (createIngest always has them; docs/commands.md)')
     }
     if (path === '/v1/capabilities') { sendJson(res, 200, capabilities); return 'capabilities' }
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'use GET', { headers: { allow: 'GET' } })
