@@ -46,14 +46,18 @@ async function startSim (t: { after: (fn: () => unknown) => void }, url: string,
 
 const later = (ms = 60_000): number => Date.now() + ms
 
+/** The device subscribes after its CONNACK: pings (id p0) until one is answered. */
+async function answering (c: Answers, device: string, format: 'json' | 'cbor'): Promise<void> {
+  await waitFor(async () => { await c.send(device, { id: 'p0', name: 'ping', args: null, expiresAt: later() }, format); return c.got.some((g) => g.answer.id === 'p0') }, { timeoutMs: 10_000, intervalMs: 200, what: 'the device subscribed and answering' })
+}
+
 test('a command id is executed once; a redelivered id gets the stored answer (JSON device)', async (t) => {
   needTools('mosquitto')
   const m = await startMosquitto(t)
   const c = await caller(t, m.url)
   const sim = await startSim(t, m.url, 'cj-', 'json')
   const dev = sim.devices[0]!
-  // the subscription is made after CONNACK: wait until a first command is answered
-  await waitFor(async () => { await c.send(dev.id, { id: 'p0', name: 'ping', args: null, expiresAt: later() }, 'json'); return c.got.some((g) => g.answer.id === 'p0') }, { timeoutMs: 10_000, intervalMs: 200, what: 'the device subscribed and answering' })
+  await answering(c, dev.id, 'json')
   await c.send(dev.id, { id: 'c1', name: 'ping', args: null, expiresAt: later() }, 'json')
   const first = await waitFor(() => c.got.find((g) => g.answer.id === 'c1'), { timeoutMs: 5000, what: 'answer to c1' })
   assert.equal(first.format, 'json')
@@ -93,7 +97,7 @@ test('a CBOR device gets CBOR and answers CBOR; set-interval changes its reading
   const c = await caller(t, m.url)
   const sim = await startSim(t, m.url, 'cc-', 'cbor')
   const dev = sim.devices[1]!
-  await waitFor(async () => { await c.send(dev.id, { id: 'p0', name: 'ping', args: null, expiresAt: later() }, 'cbor'); return c.got.some((g) => g.answer.id === 'p0') }, { timeoutMs: 10_000, intervalMs: 200, what: 'the device subscribed and answering' })
+  await answering(c, dev.id, 'cbor')
   assert.equal(c.got.find((g) => g.answer.id === 'p0')!.format, 'cbor')
   assert.equal(sim.snapshot().targetRate, 2)
   await c.send(dev.id, { id: 's1', name: 'set-interval', args: { seconds: 4 }, expiresAt: later() }, 'cbor')
@@ -114,7 +118,7 @@ test('a command sent while the device is disconnected reaches it after it reconn
   // reconnects wait 2 s (x0.5..1.5): time to publish while the device is away
   const sim = await startSim(t, m.url, 'co-', 'json', { reconnectDelayMs: 2000 })
   const dev = sim.devices[0]!
-  await waitFor(async () => { await c.send(dev.id, { id: 'p0', name: 'ping', args: null, expiresAt: later() }, 'json'); return c.got.some((g) => g.answer.id === 'p0') }, { timeoutMs: 10_000, intervalMs: 200, what: 'the device subscribed and answering' })
+  await answering(c, dev.id, 'json')
   const connects = sim.stats.counters.connects
   dev.dropConnection()
   await waitFor(() => dev.state === 'offline', { timeoutMs: 5000, what: 'the device noticed the drop' })
