@@ -146,7 +146,7 @@ async function main (): Promise<void> {
       const lg = cleanup.spawn('loadgen', node('bench/loadgen.ts', ['--port', String(ready.mqttPort), '--connections', String(num(f, 'connections')),
         '--rate', String(rate), '--duration-s', String(durationS), '--warmup-s', '3', '--id-prefix', `e2e${prefix++}-`]), { cwd: ROOT, echo })
     // window boundaries come from the load generator's phase lines
-    type Snap = { buffered: number, stored: number, cpu: number[], sent: number, times: Record<ProcName, CpuTimes | null>, at: number }
+    type Snap = { buffered: number, stored: number, cpu: number[], sent: number, times: Record<ProcName, CpuTimes | null>, at: number, overload: unknown }
     let atStart: Snap | null = null
     let atEnd: Snap | null = null
     const cpu = (): number[] => [gw.pid, ingest.pid, lg.pid].map((pid) => cpuSeconds(pid) ?? NaN)
@@ -154,7 +154,8 @@ async function main (): Promise<void> {
       const c = cpu()
       const times = { gateway: procTimes(gw.pid), ingest: procTimes(ingest.pid), loadgen: procTimes(lg.pid), bench: fromCpuUsage(process.cpuUsage()) }
       const at = performance.now()
-      return { buffered: (await status()).buffered.items, stored: (await stats()).stored, cpu: c, sent: await sentBytes(), times, at }
+      const st = await status()
+      return { buffered: st.buffered.items, stored: (await stats()).stored, cpu: c, sent: await sentBytes(), times, at, overload: (st as { overload?: unknown }).overload ?? null }
     }
     const phases: Promise<void>[] = []
     lg.onLine((_l, o) => {
@@ -193,6 +194,7 @@ async function main (): Promise<void> {
       cpuWindowS: Number(wallS.toFixed(2)),
       cpuInProcess: 'bench (the orchestrator); loadgen (the device simulator) is a child process',
       loadAvg: load,
+      overloadAtEnd: s1.overload,
       errors: result.errors.skipped + result.errors.disconnects + result.errors.unacked, sustained,
       command: commandLine(['node', '--import', 'tsx', 'bench/e2e.ts', ...process.argv.slice(2)])
     }

@@ -4,6 +4,8 @@
  * writes and PUBACKs in progress, then closes LevelDB).
  */
 import type { Logger } from 'pino'
+import type { Client } from 'aedes'
+import { Counter } from 'prom-client'
 import { ConfigError } from '../protocol/index.ts'
 import { Admin } from './admin/index.ts'
 import { Metrics } from './metrics/index.ts'
@@ -14,6 +16,8 @@ import { checkSecret, type GatewayConfig } from './config.ts'
 import { DeadLetterTools } from './dlq/index.ts'
 import { Flusher, type BatchUpstream } from './flush/index.ts'
 import { Intake } from './intake/index.ts'
+import { Admission, loopBusy } from './intake/admission.ts'
+import { readGateOf } from './broker/aedes-internals.ts'
 import { Mapper } from './mapping/index.ts'
 import { Store } from './store/index.ts'
 import { CommandMetrics, GatewayCommands } from './commands/index.ts'
@@ -68,7 +72,8 @@ export class Gateway {
     store.on('cycle', (c) => { metrics.commitOps.observe(c.ops); metrics.commitSeconds.observe(c.ms / 1000) })
     store.on('evicted', (_ranges, n) => metrics.evicted.inc(n))
     store.on('dlqDropped', (n) => metrics.dlqDropped.inc(n))
-    const intake = new Intake(store, config, logger, metrics)
+    const admission = config.overloadIntakeRatio > 0 ? overloadAdmission(config.overloadIntakeRatio, store, metrics, logger) : null
+    const intake = new Intake(store, config, logger, metrics, admission)
     const mapper = config.mappings.length ? new Mapper(config.mappings, intake, config.maxPayloadBytes, metrics.registry, logger) : null
     const broker = await closeOnError(() => Broker.create({ ...config, auth, mqttPort: config.mqtt ? config.mqttPort : null, tls: tlsListenerConfig(config), security: config, limits: pickLimits(config), mapper }, intake, metrics, logger), store)
     const flusher = new Flusher(store, { ...config, token, upstreamTls, receiptFormat: (device) => intake.payloadFormat(device) }, (topic, payload) => broker.publish(topic, payload), metrics, logger, { upstream: opts.upstream })
@@ -103,6 +108,7 @@ export class Gateway {
     }
     gw = new Gateway(config, store, intake, broker, flusher, admin, metrics, logger.child({ component: 'gateway' }), commands)
     flusher.start()
+    admission?.start()
     return gw
   }
 
@@ -139,6 +145,7 @@ export class Gateway {
       upstream: this.flusher.hasUpstream ? this.flusher.status() : { ...this.flusher.status(), state: 'none', lastError: NO_UPSTREAM },
       delivery: this.flusher.hasUpstream,
       clients: { connected: this.broker.connected },
+      ...(this.intake.admission ? { overload: this.intake.admission.status() } : {}),
       ...(this.commands ? { commands: this.commands.status() } : {}),
       unstoredPublishes: this.broker.unstored(),
       config: { durability: this.config.durability, ackMode: this.config.ackMode, fullPolicy: this.config.fullPolicy, partitions: this.store.partitions }
@@ -153,6 +160,7 @@ export class Gateway {
   close (): Promise<void> {
     this.closing ??= (async () => {
       this.broker.stopAccepting()
+      this.intake.admission?.close() // readings waiting for admission go on now (written before the broker closes)
       await new Promise<void>((resolve) => this.store.sync(() => resolve()))
       // commands: no delivery, no report from here on; answers arriving now are refused
       // unacknowledged (the device sends them again to the next process)
@@ -165,4 +173,29 @@ export class Gateway {
     })()
     return this.closing
   }
+}
+
+/**
+ * The intake's overload admission (intake/admission.ts) on the gateway's own sources: the
+ * store's answered items and backlog, the event loop's utilisation, the broker's read gates.
+ */
+function overloadAdmission (ratio: number, store: Store, metrics: Metrics, logger: Logger): Admission {
+  const log = logger.child({ component: 'intake' })
+  const a = new Admission(ratio, {
+    uploaded: () => store.answered,
+    backlog: () => store.items,
+    busy: loopBusy(),
+    now: () => performance.now(),
+    gateOf: (client) => readGateOf(client as Client)
+  }, (limiting, limitPerS, why) => {
+    if (limiting && why) log.warn({ limitPerS, why }, 'overloaded: readings admitted at a limited rate so the upload keeps its share of the event loop')
+    else if (!limiting) log.info({ why }, 'overload over: readings admitted without limit')
+  })
+  metrics.gauge('gateway_intake_admission_limit', 'Readings per second the intake admits while overloaded (0: no limit)', [], (g) => g.set(a.limiting ? a.status().limitPerS ?? 0 : 0))
+  metrics.gauge('gateway_intake_held_readings', 'Readings waiting for admission (overload); their PUBACKs wait too', [], (g) => g.set(a.held))
+  let heldSeen = 0
+  new Counter({ name: 'gateway_intake_held_total', help: 'Readings that waited for admission (overload), cumulative', registers: [metrics.registry], collect () { this.inc(a.heldTotal - heldSeen); heldSeen = a.heldTotal } }) // eslint-disable-line no-new
+  let episodesSeen = 0
+  new Counter({ name: 'gateway_intake_overload_episodes_total', help: 'Times the intake started admitting at a limited rate (overload)', registers: [metrics.registry], collect () { this.inc(a.episodes - episodesSeen); episodesSeen = a.episodes } }) // eslint-disable-line no-new
+  return a
 }

@@ -11,6 +11,7 @@
  * | a client's `deliverQoS`, `deliver0`, `closed`, `conn` | lib/client.js | limit-deliveries.ts: no writes to a closed client |
  * | `persistence.createRetainedStreamCombi` called in the tick of the `subscribe` event | lib/handlers/subscribe.js | limit-hooks.ts, persistence.ts `replayClient`: no retained replay to a closed client |
  * | `aedes.id`, `aedes.counter` (a packet's brokerId/brokerCounter), `aedes.clients`, a client's `subscriptions` and `deliverQoS` called with a packet of ours, `persistence.outgoingEnqueue` for a persistent session, `outgoingStream` and `outgoingClearMessageId` (a gone device's queued commands dropped) | aedes.js, lib/client.js | commands.ts: a command written into its device's own session only, never routed to other subscribers |
+ * | a client's `_nextBatch`, `_parsingBatch`, `_paused` (the socket read loop) | lib/client.js | intake/admission.ts through `installReadGate`: socket reads held under overload |
  * | mqtt-packet's `debug`, in the CommonJS module cache | mqtt-packet (Aedes' dependency) | quiet-debug.ts: no-op debug calls |
  *
  * Each shape is checked where it is first needed: the broker's at startup (`brokerInternals`,
@@ -149,6 +150,65 @@ export function clientInternals (client: Client): ClientInternals {
     gone: () => c.closed === true || conn.destroyed === true,
     remoteAddress: conn.remoteAddress
   }
+}
+
+/**
+ * Holds a client's socket reads (the intake's overload admission, intake/admission.ts).
+ * Aedes reads a socket in `nextBatch`, called by the socket's `readable` event and by the
+ * completion of every packet it parsed, counting the packets still being handled in
+ * `_parsingBatch`; its own `pause()` makes `nextBatch` return early, which drops those
+ * completions' counts, so after `resume()` a client with more than one packet finished while
+ * paused is never read again. The gate counts the completions it swallows and gives them
+ * back on resume, then reads if nothing is still being handled.
+ */
+export type ReadGate = {
+  /** No more socket reads until `resume` (what is buffered stays in the socket). */
+  pause (): void
+  resume (): void
+  readonly paused: boolean
+}
+
+type RawReads = { _nextBatch?: unknown, _parsingBatch?: unknown, _paused?: unknown }
+const READ_GATE = Symbol('readGate')
+
+/** Installs the read gate of a client Aedes has just made for a socket (before any packet is parsed). */
+export function installReadGate (client: Client): ReadGate {
+  const c = client as unknown as RawReads & { [READ_GATE]?: ReadGate }
+  fn(c._nextBatch, 'client._nextBatch (the socket read loop)')
+  if (typeof c._parsingBatch !== 'number') throw new AedesShapeError('client._parsingBatch (packets being handled)')
+  const next = c._nextBatch as (err?: Error | null) => void
+  let paused = false
+  let owed = 0
+  // packets take `client._nextBatch` as their completion when Aedes hands them over, so
+  // every packet parsed from here on completes through this wrapper
+  c._nextBatch = (err?: Error | null): void => {
+    if (paused && !err) { owed++; return }
+    next(err)
+  }
+  const gate: ReadGate = {
+    pause () {
+      if (paused) return
+      paused = true
+      c._paused = true // the `readable` listener (Aedes' own nextBatch) returns early
+    },
+    resume () {
+      if (!paused) return
+      paused = false
+      c._paused = false
+      // the completions swallowed while paused, then one read attempt (next() takes one off)
+      c._parsingBatch = Math.max(0, (c._parsingBatch as number) - owed) + 1
+      owed = 0
+      next()
+    },
+    get paused () { return paused }
+  }
+  c[READ_GATE] = gate
+  return gate
+}
+
+/** The read gate of a client the broker accepted (undefined for one it did not make). */
+export function readGateOf (client: Client): ReadGate | undefined {
+  return (client as unknown as { [READ_GATE]?: ReadGate })[READ_GATE]
 }
 
 /** The peer's address of a client, without the checks (for log lines about offenders). */

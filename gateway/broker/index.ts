@@ -34,7 +34,7 @@ import { Security } from './security.ts'
 import { isLoopback } from '../../protocol/loopback.ts'
 import { Unmapped, type UnstoredStatus } from './unmapped.ts'
 import { ReadingRoutes } from './reading-routes.ts'
-import { commandInternals, type CommandInternals } from './aedes-internals.ts'
+import { commandInternals, installReadGate, type CommandInternals } from './aedes-internals.ts'
 import { commandsTopic } from '../../protocol/commands.ts'
 
 export type { BrokerConfig } from './config.ts'
@@ -162,6 +162,7 @@ export class Broker {
       broker.sockets.add(socket)
       socket.once('close', () => broker.sockets.delete(socket))
       const client = aedes.handle(socket)
+      installReadGate(client) // before any packet is parsed: the intake may hold reads under overload
       limits.attach(client)
       installPacketGuard(client, config.maxPacketBytes, (reason) => {
         metrics.oversize.inc()

@@ -24,6 +24,7 @@ import { itemCost, type DedupWindow, type DedupWindows, type Store } from '../st
 import type { IntakeConfig } from './config.ts'
 import { PayloadFormats, type PayloadFormat } from './formats.ts'
 import { ImplicitBoots } from './implicit-boot.ts'
+import type { Admission } from './admission.ts'
 
 export type { IntakeConfig } from './config.ts'
 
@@ -74,7 +75,7 @@ export class Intake {
   /** label children resolved once: prom-client hashes labels on every inc otherwise */
   private readonly outcome: Record<IntakeOutcome, { inc: () => void }>
 
-  constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics) {
+  constructor (private readonly store: Store, private readonly config: IntakeConfig, logger: Logger, private readonly metrics: Metrics, readonly admission: Admission | null = null) {
     this.log = logger.child({ component: 'intake' })
     this.windows = store.dedup
     this.outcome = Object.fromEntries(INTAKE_OUTCOMES.map((o) => [o, metrics.intakeOutcome(o)])) as Record<IntakeOutcome, { inc: () => void }>
@@ -95,7 +96,7 @@ export class Intake {
 
   /** Number of readings accepted but not yet answered (for graceful shutdown). */
   get inProgress (): number {
-    let n = this.blocked.length
+    let n = this.blocked.length + (this.admission?.held ?? 0)
     for (const w of this.floorWaiters) n += w.length
     return n
   }
@@ -122,6 +123,13 @@ export class Intake {
     const entry = new Entry(this, q, cb)
     entry.dup = packet.dup
     q.entries.push(entry)
+    // overload (admission.ts): the reading may wait, its place in the client's PUBACK order kept
+    if (this.admission && !this.admission.enter(client, () => this.proceed(device, packet, entry, q, decode))) return
+    this.proceed(device, packet, entry, q, decode)
+  }
+
+  private proceed (device: string, packet: PublishPacket, entry: Entry, q: ClientQueue, decode?: () => Reading): void {
+    if (q.failed) { this.finish(q, entry, q.failed); return } // an earlier reading of the client failed while this one waited
     const raw = packet.payload as Buffer
     this.formats.note(device, raw)
     let reading: Reading

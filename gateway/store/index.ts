@@ -227,6 +227,9 @@ export class Store extends EventEmitter<StoreEvents> {
     return this.flushSide.readBatch(p, maxItems, maxBytes)
   }
 
+  /** Items the upstream answered (handed to `settle`), cumulative: the intake's overload admission reads the upload rate from it. */
+  answered = 0
+
   release (p: number): void {
     this.flushSide.release(p)
   }
@@ -236,6 +239,7 @@ export class Store extends EventEmitter<StoreEvents> {
    * `sizes` are the raw item sizes as read.
    */
   settle (p: number, deletes: { s: number, size: number }[], dead: { s: number, raw: Buffer, reason: string }[]): Promise<void> {
+    this.answered += deletes.length + dead.length
     return this.flushSide.settle(p, deletes, dead)
   }
 

@@ -232,7 +232,7 @@ export class World {
     }
     const store = await Store.openOn(this.storeConfig, db as unknown as Db, log)
     const metrics = new Metrics()
-    const intake = new Intake(store, { ackMode: this.o.ackMode, maxBlockedReadings: 4 + this.int(20), maxPayloadBytes: 16 * 1024, dedupCacheDevices: 16 }, log, metrics)
+    const intake = new Intake(store, { ackMode: this.o.ackMode, maxBlockedReadings: 4 + this.int(20), overloadIntakeRatio: 0, maxPayloadBytes: 16 * 1024, dedupCacheDevices: 16 }, log, metrics)
     const config: FlushConfig = { ...this.flushConfig, gatewayId: gw.id }
     const inc = { alive: true, db, store, intake, mqtt: null, client: null, flushing: Array.from({ length: this.o.partitions }, () => false) } as unknown as Inc
     let upstream: BatchUpstream

@@ -6,9 +6,11 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { Duplex } from 'node:stream'
+import { createServer, type AddressInfo } from 'node:net'
+import mqtt from 'mqtt'
 import { test } from 'node:test'
 import { Aedes, type Client } from 'aedes'
-import { AEDES_WRITTEN_FOR, AedesShapeError, brokerInternals, clientInternals, installedAedesVersion } from '../../gateway/broker/aedes-internals.ts'
+import { AEDES_WRITTEN_FOR, AedesShapeError, brokerInternals, clientInternals, installedAedesVersion, installReadGate, readGateOf, type ReadGate } from '../../gateway/broker/aedes-internals.ts'
 import { defaultLimits } from '../../gateway/broker/limits-config.ts'
 import { BoundedPersistence } from '../../gateway/broker/persistence.ts'
 import { ReadingRoutes } from '../../gateway/broker/reading-routes.ts'
@@ -75,4 +77,44 @@ test('Aedes asks for the retained stream in the same tick as its subscribe event
   conn.push(Buffer.from([0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 0x74, 0x00]))
   await waitFor(() => seen.length > 0, { timeoutMs: 10_000, what: 'Aedes asked for the retained stream' })
   assert.deepEqual(seen, [true], 'asked for the retained stream before the subscribe event\'s tick yielded')
+})
+
+test('the read gate holds a client\'s socket reads and resumes them with the packets that completed meanwhile counted', async (t) => {
+  const held: Array<{ topic: string, cb: (err: Error | null) => void }> = []
+  const aedes = await Aedes.createBroker({
+    authorizePublish (_client, packet, cb) { held.push({ topic: packet.topic, cb }) }
+  })
+  t.after(() => new Promise<void>((resolve) => aedes.close(() => resolve())))
+  let gate: ReadGate | undefined
+  const server = createServer((socket) => {
+    const client = aedes.handle(socket) as Client
+    gate = installReadGate(client)
+    assert.equal(readGateOf(client), gate)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`, { clientId: 'gate-1', reconnectPeriod: 0 })
+  t.after(() => c.endAsync(true))
+  const acked: string[] = []
+  const pub = (topic: string): void => { c.publish(topic, 'x', { qos: 1 }, (err) => { if (!err) acked.push(topic) }) }
+  for (const n of [1, 2, 3]) pub(`t/${n}`)
+  await waitFor(() => held.length === 3, { timeoutMs: 5000, what: 'three publishes handed to authorizePublish' })
+  gate!.pause()
+  // three packets complete while the reads are held: Aedes' own pause would lose their counts
+  for (const h of held) h.cb(null)
+  await waitFor(() => acked.length === 3, { timeoutMs: 5000, what: 'the three PUBACKs' })
+  pub('t/4')
+  pub('t/5')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.equal(held.length, 3, 'nothing read while paused')
+  gate!.resume()
+  await waitFor(() => held.length === 5, { timeoutMs: 5000, what: 'the two publishes read after resume' })
+  assert.deepEqual(held.map((h) => h.topic), ['t/1', 't/2', 't/3', 't/4', 't/5'])
+  for (const h of held.slice(3)) h.cb(null)
+  await waitFor(() => acked.length === 5, { timeoutMs: 5000, what: 'all five PUBACKs' })
+})
+
+test('a client without the socket read loop is refused naming it', () => {
+  assert.throws(() => installReadGate({ _parsingBatch: 0 } as never), /has no client\._nextBatch \(the socket read loop\)/)
+  assert.throws(() => installReadGate({ _nextBatch () {} } as never), /has no client\._parsingBatch/)
 })
