@@ -1,7 +1,9 @@
 /**
  * Commands to devices at the ingest (docs/commands.md): the state machine, routing by
  * presence and the limits, over a CommandStore (store.ts). Transport-free: the HTTP routes
- * (http.ts) and the MQTT side (mqtt.ts) call it.
+ * (http.ts) and the MQTT side (mqtt.ts) call it, and it refuses with a `CommandRefusal`
+ * (../refusal.ts: what went wrong in words, the field or limit, when to retry), which
+ * http.ts turns into its status.
  *
  * Every decision is a read-modify-write through `store.update`, so two reports of one
  * command (two gateways, two ingest processes on one PostgreSQL) never both win: the first
@@ -23,7 +25,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { isFinalState, MAX_ERROR_CHARS, COMMAND_NAME_RE, type CommandState, type Recall, type ReportResult, type ReportsRequest, type WireCommand } from '../../protocol/commands.ts'
 import { DEVICE_ID_RE } from '../../protocol/topics.ts'
-import { HttpError } from '../errors.ts'
+import { CommandRefusal } from '../refusal.ts'
 import type { CommandPage, CommandRecord, CommandStore, PresenceEntry } from './store.ts'
 
 export type { CommandRecord, CommandStore } from './store.ts'
@@ -52,6 +54,7 @@ export type CommandsHooks = {
   log?: Logger
   transition?: (state: CommandState) => void
   report?: (code: number) => void
+  /** a refused create, by the refusal's `errorCode` */
   refusal?: (reason: string) => void
 }
 
@@ -96,8 +99,8 @@ const APPLIED = 0
 const DUPLICATE = 1
 const REJECTED = 3
 
-function bad (field: string, message: string): HttpError {
-  return new HttpError(400, 'invalid_command', `${field}: ${message}`, { field })
+function bad (field: string, message: string): CommandRefusal {
+  return new CommandRefusal('invalid', 'invalid_command', `${field}: ${message}`, { field })
 }
 
 /** A token bucket per caller: `rate` per second, `2 * rate` at most. */
@@ -161,9 +164,9 @@ export class Commands {
 
   /** Validates, routes and stores a command; `created: false` for a repeated Idempotency-Key. */
   async create (device: string, body: unknown, o: CreateOptions): Promise<{ record: CommandRecord, created: boolean }> {
-    const refuse = (e: HttpError): never => { this.hooks.refusal?.(e.errorCode); throw e }
+    const refuse = (e: CommandRefusal): never => { this.hooks.refusal?.(e.errorCode); throw e }
     const wait = this.limiter.take(o.caller)
-    if (wait > 0) refuse(new HttpError(429, 'rate_limited', `more than ${this.opts.rate} commands per second (--command-rate) with this token`, { field: 'rate', headers: { 'retry-after': String(Math.ceil(wait / 1000)) } }))
+    if (wait > 0) refuse(new CommandRefusal('rate-limited', 'rate_limited', `more than ${this.opts.rate} commands per second (--command-rate) with this token`, { field: 'rate', retryAfterMs: wait }))
     if (!DEVICE_ID_RE.test(device)) refuse(bad('device', `must match ${DEVICE_ID_RE}`))
     if (body === null || typeof body !== 'object' || Array.isArray(body)) refuse(bad('body', 'must be a JSON object { name, args?, ttlMs? }'))
     const b = body as Record<string, unknown>
@@ -174,7 +177,7 @@ export class Commands {
     if ((ttlMs as number) > this.opts.maxTtlMs) refuse(bad('ttlMs', `must be at most ${this.opts.maxTtlMs} (--command-max-ttl-ms)`))
     const args = b.args ?? null
     const argsBytes = Buffer.byteLength(JSON.stringify(args))
-    if (argsBytes > this.opts.maxArgsBytes) refuse(new HttpError(413, 'args_too_large', `args: ${argsBytes} bytes JSON-encoded, more than ${this.opts.maxArgsBytes} (--command-max-args-bytes)`, { field: 'args' }))
+    if (argsBytes > this.opts.maxArgsBytes) refuse(new CommandRefusal('too-large', 'args_too_large', `args: ${argsBytes} bytes JSON-encoded, more than ${this.opts.maxArgsBytes} (--command-max-args-bytes)`, { field: 'args' }))
     if (o.idempotencyKey !== undefined && !/^[\x21-\x7e]{1,128}$/.test(o.idempotencyKey)) refuse(bad('idempotency-key', 'must be 1..128 visible ASCII characters'))
     const name = b.name as string
     const fp = fingerprint(device, name, args, ttlMs as number)
@@ -187,11 +190,11 @@ export class Commands {
       }
       const presence = await this.store.presenceOf(o.fleet, device)
       const gateway = routeOf(presence)
-      if (gateway === null) refuse(new HttpError(404, 'unknown_device', `no gateway of fleet ${o.fleet} has reported device ${device}`, { field: 'device' }))
+      if (gateway === null) refuse(new CommandRefusal('unknown', 'unknown_device', `no gateway of fleet ${o.fleet} has reported device ${device}`, { field: 'device' }))
       if (o.offlineFail === true && !presence.some((p) => p.connected && p.seenAt >= now - this.opts.presenceTtlMs)) {
-        refuse(new HttpError(409, 'device_offline', `no gateway of fleet ${o.fleet} reports device ${device} connected now (offline=fail)`, { field: 'offline' }))
+        refuse(new CommandRefusal('conflict', 'device_offline', `no gateway of fleet ${o.fleet} reports device ${device} connected now (offline=fail)`, { field: 'offline' }))
       }
-      if (open.length >= this.opts.maxPendingPerDevice) refuse(new HttpError(429, 'too_many_pending', `device ${device} has ${open.length} open commands, the limit (--command-max-pending-per-device) is ${this.opts.maxPendingPerDevice}`, { field: 'device' }))
+      if (open.length >= this.opts.maxPendingPerDevice) refuse(new CommandRefusal('too-many-pending', 'too_many_pending', `device ${device} has ${open.length} open commands, the limit (--command-max-pending-per-device) is ${this.opts.maxPendingPerDevice}`, { field: 'device' }))
       const { record, created } = await this.store.create({
         id: newCommandId(now),
         fleet: o.fleet,
@@ -216,7 +219,7 @@ export class Commands {
   private repeated (r: CommandRecord, fp: string): { record: CommandRecord, created: false } {
     if (r.fingerprint !== fp) {
       this.hooks.refusal?.('idempotency_key_reused')
-      throw new HttpError(422, 'idempotency_key_reused', `Idempotency-Key was used for another request (command ${r.id}: another device, name, args or ttlMs)`, { field: 'idempotency-key' })
+      throw new CommandRefusal('key-reused', 'idempotency_key_reused', `Idempotency-Key was used for another request (command ${r.id}: another device, name, args or ttlMs)`, { field: 'idempotency-key' })
     }
     return { record: r, created: false }
   }
@@ -280,22 +283,22 @@ export class Commands {
     }
   }
 
-  /** DELETE: queued -> cancelled (200); at-gateway -> recall 'cancel' (202); else 409 naming the state. */
+  /** DELETE: queued -> cancelled (200); at-gateway -> recall 'cancel' (202); else a `conflict` refusal naming the state. */
   async cancel (id: string, fleet: string): Promise<{ status: 200 | 202, record: CommandRecord }> {
-    if (await this.get(id, fleet) === null) throw new HttpError(404, 'not_found', `no command ${id}`, { field: 'id' })
+    if (await this.get(id, fleet) === null) throw new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' })
     const now = this.now()
-    let outcome = 200 as 200 | 202 | HttpError
+    let outcome = 200 as 200 | 202 | CommandRefusal
     const [r] = await this.store.update([id], ([cur]) => {
-      if (!cur) { outcome = new HttpError(404, 'not_found', `no command ${id}`, { field: 'id' }); return [null] }
+      if (!cur) { outcome = new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' }); return [null] }
       if (cur.state === 'queued') { outcome = 200; return [this.moveTo(cur, 'cancelled', now, now)] }
       if (cur.state === 'at-gateway') {
         outcome = 202
         return [cur.recall === 'cancel' ? null : { ...cur, recall: 'cancel', updatedAt: now }]
       }
-      outcome = new HttpError(409, 'not_cancellable', `command ${id} is ${cur.state}: only a queued or at-gateway command can be cancelled`, { field: 'state' })
+      outcome = new CommandRefusal('conflict', 'not_cancellable', `command ${id} is ${cur.state}: only a queued or at-gateway command can be cancelled`, { field: 'state' })
       return [null]
     })
-    if (outcome instanceof HttpError) throw outcome
+    if (outcome instanceof CommandRefusal) throw outcome
     if (outcome === 200) this.notify(r!)
     else if (r!.gateway !== null) this.wakeGateway(r!.gateway)
     return { status: outcome, record: r! }

@@ -6,7 +6,9 @@ import assert from 'node:assert/strict'
 import test, { type TestContext } from 'node:test'
 import { Commands, type CommandsOptions } from '../../ingest/commands/index.ts'
 import { LevelDbCommandStore } from '../../ingest/commands/leveldb-store.ts'
-import { HttpError } from '../../protocol/errors.ts'
+import { httpErrorOfCommand } from '../../ingest/commands/http.ts'
+import { CommandRefusal } from '../../ingest/refusal.ts'
+import type { HttpError } from '../../protocol/errors.ts'
 import type { Report } from '../../protocol/commands.ts'
 import { tempDir } from '../helpers/index.ts'
 
@@ -31,9 +33,11 @@ const report = (r: Rig, gw: string, reports: Report[], fleet = 'default'): Promi
 const create = (r: Rig, device: string, body: unknown, extra: { idempotencyKey?: string, offlineFail?: boolean, fleet?: string } = {}) =>
   r.c.create(device, body, { fleet: extra.fleet ?? 'default', caller: 'tok', ...extra })
 
+/** The state machine refuses without HTTP; the HTTP front answers the refusal with `status` (commands/http.ts). */
 async function refused (p: Promise<unknown>, status: number, error: string, field?: string): Promise<HttpError> {
-  const e = await p.then(() => null, (err: unknown) => err)
-  assert.ok(e instanceof HttpError, `expected an HttpError, got ${String(e)}`)
+  const r = await p.then(() => null, (err: unknown) => err)
+  assert.ok(r instanceof CommandRefusal, `expected a CommandRefusal, got ${String(r)}`)
+  const e = httpErrorOfCommand(r)
   assert.equal(e.status, status, e.message)
   assert.equal(e.errorCode, error)
   if (field !== undefined) assert.equal(e.field, field)
