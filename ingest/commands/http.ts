@@ -184,7 +184,20 @@ async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps:
       ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
       offlineFail: offline === 'fail'
     })
-    const r = wait !== undefined && wait > 0 ? (await commands.wait(record.id, wait)) ?? record : record
+    let r = record
+    if (wait !== undefined && wait > 0) {
+      // a caller that disconnects takes its waiter with it: the command stays created
+      const gone = new AbortController()
+      const abort = (): void => { gone.abort() }
+      res.once('close', abort)
+      if (res.destroyed || req.socket.destroyed) abort()
+      try {
+        r = (await commands.wait(record.id, wait, gone.signal)) ?? record
+      } finally {
+        res.off('close', abort)
+      }
+      if (gone.signal.aborted) return 'commands' // nobody to answer
+    }
     sendJson(res, r.state === 'completed' || r.state === 'rejected' ? 200 : 202, view(r))
     return 'commands'
   }

@@ -18,7 +18,9 @@
  *
  * Waiters: `wait(id)` wakes on an in-process event per command id, and re-reads the store
  * every 250 ms so that a command completed through another ingest process on a shared
- * database is seen too. Long polls (`waitPending`) wake on an in-process event per gateway.
+ * database is seen too; it ends at once when its signal aborts (the caller went away: the
+ * command stays, only the waiter goes). Long polls (`waitPending`) wake on an in-process
+ * event per gateway.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
@@ -147,6 +149,7 @@ export class Commands {
   private readonly timer: NodeJS.Timeout
   private sweeping: Promise<void> | null = null
   private closed = false
+  private waiting = 0
   /** per (fleet, device): creates one at a time, so the pending limit holds */
   private readonly deviceLocks = new Map<string, Promise<unknown>>()
   /** per gateway: what its long polls offered, and when (not offered again within REOFFER_MS) */
@@ -271,16 +274,30 @@ export class Commands {
   /**
    * Waits up to `ms` for the command to reach a final state; resolves with the record as it
    * is then (null for an unknown id; the caller checked its fleet when it made or read it).
+   * `signal`: the caller is gone (its connection closed); the wait ends at once, with the
+   * record as last read, and the command is untouched.
    */
-  async wait (id: string, ms: number): Promise<CommandRecord | null> {
+  async wait (id: string, ms: number, signal?: AbortSignal): Promise<CommandRecord | null> {
     const deadline = this.now() + Math.min(ms, this.opts.maxWaitMs)
-    for (;;) {
-      const r = await this.store.get(id)
-      if (r === null || isFinalState(r.state) || this.closed) return r
-      const left = deadline - this.now()
-      if (left <= 0) return r
-      await this.once(`c:${id}`, Math.min(left, WAIT_REREAD_MS))
+    const gone = (): boolean => signal?.aborted === true
+    this.waiting++
+    try {
+      for (;;) {
+        const r = await this.store.get(id)
+        if (r === null || isFinalState(r.state) || this.closed || gone()) return r
+        const left = deadline - this.now()
+        if (left <= 0) return r
+        await this.once(`c:${id}`, Math.min(left, WAIT_REREAD_MS), signal)
+        if (gone()) return r
+      }
+    } finally {
+      this.waiting--
     }
+  }
+
+  /** Calls of `wait` not yet ended: the POSTs with `?wait` waiting for their command now. */
+  get waiters (): number {
+    return this.waiting
   }
 
   /** DELETE: queued -> cancelled (200); at-gateway -> recall 'cancel' (202); else a `conflict` refusal naming the state. */
@@ -518,12 +535,14 @@ export class Commands {
     this.events.emit('wake', gateway)
   }
 
-  private once (event: string, ms: number): Promise<void> {
+  /** Resolves on `event`, on close, when `signal` aborts, or after `ms`, whichever comes first. */
+  private once (event: string, ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      const done = (): void => { clearTimeout(t); this.events.off(event, done); this.events.off('close', done); resolve() }
+      const done = (): void => { clearTimeout(t); this.events.off(event, done); this.events.off('close', done); signal?.removeEventListener('abort', done); resolve() }
       const t = setTimeout(done, ms)
       this.events.on(event, done)
       this.events.on('close', done)
+      signal?.addEventListener('abort', done, { once: true })
     })
   }
 

@@ -10,7 +10,7 @@ import { httpErrorOfCommand } from '../../ingest/commands/http.ts'
 import { CommandRefusal } from '../../ingest/refusal.ts'
 import type { HttpError } from '../../protocol/errors.ts'
 import type { Report } from '../../protocol/commands.ts'
-import { tempDir } from '../helpers/index.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
 
 type Rig = { c: Commands, store: LevelDbCommandStore, clock: { t: number }, refusals: string[], transitions: string[], dir: string }
 
@@ -249,6 +249,24 @@ test('wait: resolves when the command turns final, or with its state at the dead
   const other = await create(r, 'dev1', { name: 'x' })
   const timedOut = await r.c.wait(other.record.id, 30)
   assert.equal(timedOut?.state, 'queued')
+})
+
+test('wait: a caller gone (its signal aborted) ends the wait at once and leaves the command as it is', async (t) => {
+  const r = await rig(t, { now: Date.now })
+  await r.c.applyReports('gwA', 'default', { reports: [], presence: [['dev1', 1, Date.now()]] })
+  const { record } = await create(r, 'dev1', { name: 'x' })
+  const gone = new AbortController()
+  const waiting = r.c.wait(record.id, 5000, gone.signal)
+  await waitFor(() => r.c.waiters === 1, { timeoutMs: 2000, what: 'the waiter' })
+  const t0 = Date.now()
+  gone.abort()
+  assert.equal((await waiting)?.state, 'queued')
+  assert.ok(Date.now() - t0 < 200, `the wait ended ${Date.now() - t0} ms after the abort`)
+  assert.equal(r.c.waiters, 0)
+  assert.equal((await r.c.get(record.id, 'default'))?.state, 'queued')
+  // already aborted: no wait at all
+  assert.equal((await r.c.wait(record.id, 5000, AbortSignal.abort()))?.state, 'queued')
+  assert.equal(r.c.waiters, 0)
 })
 
 test('long poll: waitPending answers when a command is routed to the gateway', async (t) => {
