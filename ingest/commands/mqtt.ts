@@ -29,7 +29,8 @@ import { decodeReportsRequest, encodeCommandsMessage, encodeReportsResponse, gat
 import { GATEWAY_ID_RE } from '../../protocol/index.ts'
 import { noDelay } from '../../common/mqtt-nodelay.ts'
 import type { IngestMetrics } from '../metrics.ts'
-import { clientOptions, type MqttConsumerConfig } from '../mqtt-consumer.ts'
+import { brokerForDisplay, clientOptions, type MqttConsumerConfig } from '../mqtt-consumer.ts'
+import type { CommandsMqttStatus } from '../readyz.ts'
 import type { ReadAuth } from '../read-auth.ts'
 import { CommandRefusal } from '../refusal.ts'
 import { MAX_REPORTS } from './http.ts'
@@ -96,6 +97,11 @@ export class CommandsMqtt {
   }
 
   get ready (): boolean { return this.subscribed }
+
+  /** What /readyz shows of this connection (readyz.ts). */
+  status (): CommandsMqttStatus {
+    return { broker: brokerForDisplay(this.config.mqttBroker!), connected: this.client.connected, subscribed: this.subscribed }
+  }
 
   private async onReports (packet: IPublishPacket): Promise<void> {
     const { deps, log } = this
