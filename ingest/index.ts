@@ -147,6 +147,7 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const mqtt = config.mqttBroker === undefined ? null : MqttConsumer.create({ ...config, ...mqttTls }, { ...serverDeps, log })
   serverDeps.mqttStatus = () => mqtt?.status() ?? null
   const commandsMqtt = config.mqttBroker === undefined ? null : CommandsMqtt.create({ ...config, ...mqttTls }, { commands, readAuth, metrics, log })
+  serverDeps.commandsMqttStatus = () => commandsMqtt?.status() ?? null
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {

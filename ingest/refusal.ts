@@ -10,6 +10,10 @@
  * docs/upstream-mqtt.md), so a gateway hears the same refusal on either path and its
  * flusher acts on it the same way (gateway/flush/status-actions.ts).
  * Guarded by test/unit/ingest-refusal.test.ts.
+ *
+ * `CommandRefusal` (below) is the same pattern for commands to devices: the state machine
+ * (commands/index.ts) refuses a caller's request in words, and the HTTP front
+ * (commands/http.ts) maps the kind to a status with its one table.
  */
 import { EdgeError } from '../protocol/errors.ts'
 
@@ -53,6 +57,52 @@ export class BatchRefusal extends EdgeError {
   readonly retryAfterMs: number | undefined
   constructor (kind: RefusalKind, errorCode: string, message: string, opts: { field?: string, retryAfterMs?: number, cause?: unknown } = {}) {
     super(message, { cause: opts.cause, retryable: kind === 'busy' || kind === 'broken' })
+    this.kind = kind
+    this.errorCode = errorCode
+    this.field = opts.field
+    this.retryAfterMs = opts.retryAfterMs
+  }
+}
+
+/**
+ * How the command state machine (commands/index.ts) and the MQTT side of commands
+ * (commands/mqtt.ts) refuse a caller's request or a gateway's reports, without naming a
+ * transport, in the words of what went wrong:
+ * - invalid: a member, header or query value of the request is not acceptable (`field` names it)
+ * - unreadable: the gateway's reports cannot be decoded
+ * - forbidden: the request is not this sender's to make (reports naming another gateway, or from one not listed)
+ * - unknown: no such device (for the caller's fleet) or command
+ * - conflict: the device's or the command's state does not allow it now (offline, not cancellable)
+ * - key-reused: an Idempotency-Key already names another request
+ * - too-large: over a size limit
+ * - too-many-pending: the device holds as many open commands as it may
+ * - rate-limited: over the caller's rate; `retryAfterMs` says when a token is there
+ *
+ * The HTTP front maps each kind to its status with one table (`COMMAND_REFUSAL_STATUS`,
+ * commands/http.ts); the MQTT side counts and logs a refusal and answers the reports `3`.
+ */
+export const COMMAND_REFUSAL_KINDS = ['invalid', 'unreadable', 'forbidden', 'unknown', 'conflict', 'key-reused', 'too-large', 'too-many-pending', 'rate-limited'] as const
+
+export type CommandRefusalKind = typeof COMMAND_REFUSAL_KINDS[number]
+
+/**
+ * A command request (or a gateway's reports) refused. `errorCode` is the answer's `error`
+ * member (`invalid_command`, `unknown_device`, `rate_limited`...: docs/commands.md) and the
+ * `reason` of `ingest_command_refusals_total`, a wire contract; `code` is this class's.
+ */
+export class CommandRefusal extends EdgeError {
+  static override readonly code = 'EDGE_ERR_COMMAND_REFUSED'
+  override name = 'CommandRefusal'
+  readonly kind: CommandRefusalKind
+  /** The answer's `error` member. */
+  readonly errorCode: string
+  /** The member, header or query parameter at fault, when one is. */
+  readonly field: string | undefined
+  /** How long the caller should wait before trying again, when that helps. */
+  readonly retryAfterMs: number | undefined
+  constructor (kind: CommandRefusalKind, errorCode: string, message: string, opts: { field?: string, retryAfterMs?: number, cause?: unknown } = {}) {
+    // the same request is refused again, but for a limit that clears with time
+    super(message, { cause: opts.cause, retryable: kind === 'rate-limited' || kind === 'too-many-pending' })
     this.kind = kind
     this.errorCode = errorCode
     this.field = opts.field

@@ -24,7 +24,7 @@ import { isPagePath, RecentReadings, servePage } from './page/index.ts'
 import { answer, checkPartitions, commitStep, decode, newBatch, store, validate, type BatchCtx as PipelineCtx, type PipelineDeps, type Step as PipelineStep } from './pipeline.ts'
 import { matchReadings, parseConflictQuery, parseDeviceQuery, queryReadings, queryStats } from './query.ts'
 import { ALL_FLEETS, hashSecret, type ReadScope } from './read-auth.ts'
-import { readiness, type MqttConsumerStatus } from './readyz.ts'
+import { readiness, type CommandsMqttStatus, type MqttConsumerStatus } from './readyz.ts'
 import { BatchRefusal, REFUSAL_STATUS } from './refusal.ts'
 import { clientCertGateway, createHttpServer, type TlsSetup } from './tls.ts'
 import type { CommandAuth } from './commands/auth.ts'
@@ -40,6 +40,8 @@ export type ServerDeps = PipelineDeps & {
   authBackoff?: AuthBackoff
   /** the broker consumer's state with `--mqtt-broker` (mqtt-consumer.ts), for /readyz; absent or null without */
   mqttStatus?: () => MqttConsumerStatus | null
+  /** the commands' broker connection with `--mqtt-broker` (commands/mqtt.ts), for /readyz; absent or null without */
+  commandsMqttStatus?: () => CommandsMqttStatus | null
   /** commands to devices (commands/): their routes are served when set */
   commands?: { commands: Commands, auth: CommandAuth }
 }

@@ -7,7 +7,10 @@
  * - the gateway's (CBOR, the gateway's token or client certificate, as `POST /v1/batches`):
  *   the long poll `GET /v1/gateway/commands?wait=MS` and `POST /v1/gateway/command-reports`.
  *
- * Errors are HttpErrors; server.ts answers them as JSON `{ error, message, field? }`.
+ * Errors are HttpErrors; server.ts answers them as JSON `{ error, message, field? }`. The state
+ * machine (index.ts) knows no HTTP: it refuses with a `CommandRefusal` (refusal.ts), which
+ * `httpErrorOfCommand` turns into one, its status from the one table
+ * `COMMAND_REFUSAL_STATUS` (and `Retry-After` when the refusal says when to retry).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { COMMAND_STATES, decodeReportsRequest, encodeCommandsMessage, encodeReportsResponse, type CommandState } from '../../protocol/commands.ts'
@@ -15,6 +18,7 @@ import { DecodeError, ValidationError } from '../../protocol/index.ts'
 import { readBody } from '../body.ts'
 import { decodeContent } from '../decode.ts'
 import { HttpError } from '../errors.ts'
+import { CommandRefusal, type CommandRefusalKind } from '../refusal.ts'
 import { ALL_FLEETS, DEFAULT_FLEET } from '../read-auth.ts'
 import type { CommandAuth, CommandScope } from './auth.ts'
 import type { Commands } from './index.ts'
@@ -35,6 +39,28 @@ export type CommandHttpDeps = {
   scope: (req: IncomingMessage) => CommandScope
   fleetOf: (gateway: string) => string
   maxBodyBytes: number
+}
+
+/** The HTTP status of each kind of command refusal (docs/commands.md lists the answers). */
+export const COMMAND_REFUSAL_STATUS: Readonly<Record<CommandRefusalKind, number>> = {
+  invalid: 400,
+  unreadable: 400,
+  forbidden: 403,
+  unknown: 404,
+  conflict: 409,
+  'too-large': 413,
+  'key-reused': 422,
+  'too-many-pending': 429,
+  'rate-limited': 429
+}
+
+/** A command refusal as the HTTP front answers it: the status of its kind, its code, message and field, `Retry-After` in whole seconds when it says when. */
+export function httpErrorOfCommand (r: CommandRefusal): HttpError {
+  return new HttpError(COMMAND_REFUSAL_STATUS[r.kind], r.errorCode, r.message, {
+    ...(r.field !== undefined ? { field: r.field } : {}),
+    headers: r.retryAfterMs === undefined ? {} : { 'retry-after': String(Math.ceil(r.retryAfterMs / 1000)) },
+    cause: r
+  })
 }
 
 /** The JSON view of a command. */
@@ -101,6 +127,14 @@ export function isCommandPath (path: string): boolean {
 
 /** Serves a command route; null when `url` is not one (server.ts goes on with its own). */
 export async function serveCommands (req: IncomingMessage, res: ServerResponse, url: URL, deps: CommandHttpDeps): Promise<string | null> {
+  try {
+    return await route(req, res, url, deps)
+  } catch (e) {
+    throw e instanceof CommandRefusal ? httpErrorOfCommand(e) : e
+  }
+}
+
+async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps: CommandHttpDeps): Promise<string | null> {
   const path = url.pathname
   const { commands } = deps
   if (path === '/v1/gateway/commands') {
@@ -121,11 +155,11 @@ export async function serveCommands (req: IncomingMessage, res: ServerResponse, 
     try {
       request = decodeReportsRequest(body, { maxReports: MAX_REPORTS })
     } catch (e) {
-      if (e instanceof ValidationError) throw new HttpError(400, 'invalid_reports', e.message, { field: e.field })
-      if (e instanceof DecodeError) throw new HttpError(400, 'invalid_reports', e.message, { field: 'body' })
+      if (e instanceof ValidationError) throw new CommandRefusal('unreadable', 'invalid_reports', e.message, { field: e.field, cause: e })
+      if (e instanceof DecodeError) throw new CommandRefusal('unreadable', 'invalid_reports', e.message, { field: 'body', cause: e })
       throw e
     }
-    if (request.gateway !== gateway) throw new HttpError(403, 'forbidden', `the token belongs to gateway ${gateway}, the reports say ${JSON.stringify(request.gateway.slice(0, 64))}`, { field: 'gateway' })
+    if (request.gateway !== gateway) throw new CommandRefusal('forbidden', 'forbidden', `the token belongs to gateway ${gateway}, the reports say ${JSON.stringify(request.gateway.slice(0, 64))}`, { field: 'gateway' })
     const results = await commands.applyReports(gateway, deps.fleetOf(gateway), request)
     sendCbor(res, encodeReportsResponse({ batch: request.batch, results }))
     return 'command-reports'
@@ -150,7 +184,20 @@ export async function serveCommands (req: IncomingMessage, res: ServerResponse, 
       ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
       offlineFail: offline === 'fail'
     })
-    const r = wait !== undefined && wait > 0 ? (await commands.wait(record.id, wait)) ?? record : record
+    let r = record
+    if (wait !== undefined && wait > 0) {
+      // a caller that disconnects takes its waiter with it: the command stays created
+      const gone = new AbortController()
+      const abort = (): void => { gone.abort() }
+      res.once('close', abort)
+      if (res.destroyed || req.socket.destroyed) abort()
+      try {
+        r = (await commands.wait(record.id, wait, gone.signal)) ?? record
+      } finally {
+        res.off('close', abort)
+      }
+      if (gone.signal.aborted) return 'commands' // nobody to answer
+    }
     sendJson(res, r.state === 'completed' || r.state === 'rejected' ? 200 : 202, view(r))
     return 'commands'
   }

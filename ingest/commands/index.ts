@@ -1,7 +1,9 @@
 /**
  * Commands to devices at the ingest (docs/commands.md): the state machine, routing by
  * presence and the limits, over a CommandStore (store.ts). Transport-free: the HTTP routes
- * (http.ts) and the MQTT side (mqtt.ts) call it.
+ * (http.ts) and the MQTT side (mqtt.ts) call it, and it refuses with a `CommandRefusal`
+ * (../refusal.ts: what went wrong in words, the field or limit, when to retry), which
+ * http.ts turns into its status.
  *
  * Every decision is a read-modify-write through `store.update`, so two reports of one
  * command (two gateways, two ingest processes on one PostgreSQL) never both win: the first
@@ -16,14 +18,16 @@
  *
  * Waiters: `wait(id)` wakes on an in-process event per command id, and re-reads the store
  * every 250 ms so that a command completed through another ingest process on a shared
- * database is seen too. Long polls (`waitPending`) wake on an in-process event per gateway.
+ * database is seen too; it ends at once when its signal aborts (the caller went away: the
+ * command stays, only the waiter goes). Long polls (`waitPending`) wake on an in-process
+ * event per gateway.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { isFinalState, MAX_ERROR_CHARS, COMMAND_NAME_RE, type CommandState, type Recall, type ReportResult, type ReportsRequest, type WireCommand } from '../../protocol/commands.ts'
 import { DEVICE_ID_RE } from '../../protocol/topics.ts'
-import { HttpError } from '../errors.ts'
+import { CommandRefusal } from '../refusal.ts'
 import type { CommandPage, CommandRecord, CommandStore, PresenceEntry } from './store.ts'
 
 export type { CommandRecord, CommandStore } from './store.ts'
@@ -52,6 +56,7 @@ export type CommandsHooks = {
   log?: Logger
   transition?: (state: CommandState) => void
   report?: (code: number) => void
+  /** a refused create, by the refusal's `errorCode` */
   refusal?: (reason: string) => void
 }
 
@@ -96,8 +101,8 @@ const APPLIED = 0
 const DUPLICATE = 1
 const REJECTED = 3
 
-function bad (field: string, message: string): HttpError {
-  return new HttpError(400, 'invalid_command', `${field}: ${message}`, { field })
+function bad (field: string, message: string): CommandRefusal {
+  return new CommandRefusal('invalid', 'invalid_command', `${field}: ${message}`, { field })
 }
 
 /** A token bucket per caller: `rate` per second, `2 * rate` at most. */
@@ -144,6 +149,7 @@ export class Commands {
   private readonly timer: NodeJS.Timeout
   private sweeping: Promise<void> | null = null
   private closed = false
+  private waiting = 0
   /** per (fleet, device): creates one at a time, so the pending limit holds */
   private readonly deviceLocks = new Map<string, Promise<unknown>>()
   /** per gateway: what its long polls offered, and when (not offered again within REOFFER_MS) */
@@ -161,9 +167,9 @@ export class Commands {
 
   /** Validates, routes and stores a command; `created: false` for a repeated Idempotency-Key. */
   async create (device: string, body: unknown, o: CreateOptions): Promise<{ record: CommandRecord, created: boolean }> {
-    const refuse = (e: HttpError): never => { this.hooks.refusal?.(e.errorCode); throw e }
+    const refuse = (e: CommandRefusal): never => { this.hooks.refusal?.(e.errorCode); throw e }
     const wait = this.limiter.take(o.caller)
-    if (wait > 0) refuse(new HttpError(429, 'rate_limited', `more than ${this.opts.rate} commands per second (--command-rate) with this token`, { field: 'rate', headers: { 'retry-after': String(Math.ceil(wait / 1000)) } }))
+    if (wait > 0) refuse(new CommandRefusal('rate-limited', 'rate_limited', `more than ${this.opts.rate} commands per second (--command-rate) with this token`, { field: 'rate', retryAfterMs: wait }))
     if (!DEVICE_ID_RE.test(device)) refuse(bad('device', `must match ${DEVICE_ID_RE}`))
     if (body === null || typeof body !== 'object' || Array.isArray(body)) refuse(bad('body', 'must be a JSON object { name, args?, ttlMs? }'))
     const b = body as Record<string, unknown>
@@ -174,7 +180,7 @@ export class Commands {
     if ((ttlMs as number) > this.opts.maxTtlMs) refuse(bad('ttlMs', `must be at most ${this.opts.maxTtlMs} (--command-max-ttl-ms)`))
     const args = b.args ?? null
     const argsBytes = Buffer.byteLength(JSON.stringify(args))
-    if (argsBytes > this.opts.maxArgsBytes) refuse(new HttpError(413, 'args_too_large', `args: ${argsBytes} bytes JSON-encoded, more than ${this.opts.maxArgsBytes} (--command-max-args-bytes)`, { field: 'args' }))
+    if (argsBytes > this.opts.maxArgsBytes) refuse(new CommandRefusal('too-large', 'args_too_large', `args: ${argsBytes} bytes JSON-encoded, more than ${this.opts.maxArgsBytes} (--command-max-args-bytes)`, { field: 'args' }))
     if (o.idempotencyKey !== undefined && !/^[\x21-\x7e]{1,128}$/.test(o.idempotencyKey)) refuse(bad('idempotency-key', 'must be 1..128 visible ASCII characters'))
     const name = b.name as string
     const fp = fingerprint(device, name, args, ttlMs as number)
@@ -187,11 +193,11 @@ export class Commands {
       }
       const presence = await this.store.presenceOf(o.fleet, device)
       const gateway = routeOf(presence)
-      if (gateway === null) refuse(new HttpError(404, 'unknown_device', `no gateway of fleet ${o.fleet} has reported device ${device}`, { field: 'device' }))
+      if (gateway === null) refuse(new CommandRefusal('unknown', 'unknown_device', `no gateway of fleet ${o.fleet} has reported device ${device}`, { field: 'device' }))
       if (o.offlineFail === true && !presence.some((p) => p.connected && p.seenAt >= now - this.opts.presenceTtlMs)) {
-        refuse(new HttpError(409, 'device_offline', `no gateway of fleet ${o.fleet} reports device ${device} connected now (offline=fail)`, { field: 'offline' }))
+        refuse(new CommandRefusal('conflict', 'device_offline', `no gateway of fleet ${o.fleet} reports device ${device} connected now (offline=fail)`, { field: 'offline' }))
       }
-      if (open.length >= this.opts.maxPendingPerDevice) refuse(new HttpError(429, 'too_many_pending', `device ${device} has ${open.length} open commands, the limit (--command-max-pending-per-device) is ${this.opts.maxPendingPerDevice}`, { field: 'device' }))
+      if (open.length >= this.opts.maxPendingPerDevice) refuse(new CommandRefusal('too-many-pending', 'too_many_pending', `device ${device} has ${open.length} open commands, the limit (--command-max-pending-per-device) is ${this.opts.maxPendingPerDevice}`, { field: 'device' }))
       const { record, created } = await this.store.create({
         id: newCommandId(now),
         fleet: o.fleet,
@@ -216,7 +222,7 @@ export class Commands {
   private repeated (r: CommandRecord, fp: string): { record: CommandRecord, created: false } {
     if (r.fingerprint !== fp) {
       this.hooks.refusal?.('idempotency_key_reused')
-      throw new HttpError(422, 'idempotency_key_reused', `Idempotency-Key was used for another request (command ${r.id}: another device, name, args or ttlMs)`, { field: 'idempotency-key' })
+      throw new CommandRefusal('key-reused', 'idempotency_key_reused', `Idempotency-Key was used for another request (command ${r.id}: another device, name, args or ttlMs)`, { field: 'idempotency-key' })
     }
     return { record: r, created: false }
   }
@@ -268,34 +274,48 @@ export class Commands {
   /**
    * Waits up to `ms` for the command to reach a final state; resolves with the record as it
    * is then (null for an unknown id; the caller checked its fleet when it made or read it).
+   * `signal`: the caller is gone (its connection closed); the wait ends at once, with the
+   * record as last read, and the command is untouched.
    */
-  async wait (id: string, ms: number): Promise<CommandRecord | null> {
+  async wait (id: string, ms: number, signal?: AbortSignal): Promise<CommandRecord | null> {
     const deadline = this.now() + Math.min(ms, this.opts.maxWaitMs)
-    for (;;) {
-      const r = await this.store.get(id)
-      if (r === null || isFinalState(r.state) || this.closed) return r
-      const left = deadline - this.now()
-      if (left <= 0) return r
-      await this.once(`c:${id}`, Math.min(left, WAIT_REREAD_MS))
+    const gone = (): boolean => signal?.aborted === true
+    this.waiting++
+    try {
+      for (;;) {
+        const r = await this.store.get(id)
+        if (r === null || isFinalState(r.state) || this.closed || gone()) return r
+        const left = deadline - this.now()
+        if (left <= 0) return r
+        await this.once(`c:${id}`, Math.min(left, WAIT_REREAD_MS), signal)
+        if (gone()) return r
+      }
+    } finally {
+      this.waiting--
     }
   }
 
-  /** DELETE: queued -> cancelled (200); at-gateway -> recall 'cancel' (202); else 409 naming the state. */
+  /** Calls of `wait` not yet ended: the POSTs with `?wait` waiting for their command now. */
+  get waiters (): number {
+    return this.waiting
+  }
+
+  /** DELETE: queued -> cancelled (200); at-gateway -> recall 'cancel' (202); else a `conflict` refusal naming the state. */
   async cancel (id: string, fleet: string): Promise<{ status: 200 | 202, record: CommandRecord }> {
-    if (await this.get(id, fleet) === null) throw new HttpError(404, 'not_found', `no command ${id}`, { field: 'id' })
+    if (await this.get(id, fleet) === null) throw new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' })
     const now = this.now()
-    let outcome = 200 as 200 | 202 | HttpError
+    let outcome = 200 as 200 | 202 | CommandRefusal
     const [r] = await this.store.update([id], ([cur]) => {
-      if (!cur) { outcome = new HttpError(404, 'not_found', `no command ${id}`, { field: 'id' }); return [null] }
+      if (!cur) { outcome = new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' }); return [null] }
       if (cur.state === 'queued') { outcome = 200; return [this.moveTo(cur, 'cancelled', now, now)] }
       if (cur.state === 'at-gateway') {
         outcome = 202
         return [cur.recall === 'cancel' ? null : { ...cur, recall: 'cancel', updatedAt: now }]
       }
-      outcome = new HttpError(409, 'not_cancellable', `command ${id} is ${cur.state}: only a queued or at-gateway command can be cancelled`, { field: 'state' })
+      outcome = new CommandRefusal('conflict', 'not_cancellable', `command ${id} is ${cur.state}: only a queued or at-gateway command can be cancelled`, { field: 'state' })
       return [null]
     })
-    if (outcome instanceof HttpError) throw outcome
+    if (outcome instanceof CommandRefusal) throw outcome
     if (outcome === 200) this.notify(r!)
     else if (r!.gateway !== null) this.wakeGateway(r!.gateway)
     return { status: outcome, record: r! }
@@ -515,12 +535,14 @@ export class Commands {
     this.events.emit('wake', gateway)
   }
 
-  private once (event: string, ms: number): Promise<void> {
+  /** Resolves on `event`, on close, when `signal` aborts, or after `ms`, whichever comes first. */
+  private once (event: string, ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      const done = (): void => { clearTimeout(t); this.events.off(event, done); this.events.off('close', done); resolve() }
+      const done = (): void => { clearTimeout(t); this.events.off(event, done); this.events.off('close', done); signal?.removeEventListener('abort', done); resolve() }
       const t = setTimeout(done, ms)
       this.events.on(event, done)
       this.events.on('close', done)
+      signal?.addEventListener('abort', done, { once: true })
     })
   }
 

@@ -29,8 +29,10 @@ import { decodeReportsRequest, encodeCommandsMessage, encodeReportsResponse, gat
 import { GATEWAY_ID_RE } from '../../protocol/index.ts'
 import { noDelay } from '../../common/mqtt-nodelay.ts'
 import type { IngestMetrics } from '../metrics.ts'
-import { clientOptions, type MqttConsumerConfig } from '../mqtt-consumer.ts'
+import { brokerForDisplay, clientOptions, type MqttConsumerConfig } from '../mqtt-consumer.ts'
+import type { CommandsMqttStatus } from '../readyz.ts'
 import type { ReadAuth } from '../read-auth.ts'
+import { CommandRefusal } from '../refusal.ts'
 import { MAX_REPORTS } from './http.ts'
 import type { Commands } from './index.ts'
 
@@ -96,6 +98,11 @@ export class CommandsMqtt {
 
   get ready (): boolean { return this.subscribed }
 
+  /** What /readyz shows of this connection (readyz.ts). */
+  status (): CommandsMqttStatus {
+    return { broker: brokerForDisplay(this.config.mqttBroker!), connected: this.client.connected, subscribed: this.subscribed }
+  }
+
   private async onReports (packet: IPublishPacket): Promise<void> {
     const { deps, log } = this
     const topic = String(packet.topic)
@@ -107,7 +114,7 @@ export class CommandsMqtt {
     try {
       req = decodeReportsRequest(payload, { maxReports: MAX_REPORTS })
     } catch (err) {
-      this.refuse('invalid_reports', gateway, (err as Error).message)
+      this.refuse(new CommandRefusal('unreadable', 'invalid_reports', (err as Error).message, { field: 'body', cause: err }), gateway)
       return
     }
     const refusal = !GATEWAY_ID_RE.test(gateway) || !deps.readAuth.isKnownGateway(gateway)
@@ -115,7 +122,7 @@ export class CommandsMqtt {
       : req.gateway !== gateway ? `the topic belongs to gateway ${gateway}, the reports say ${JSON.stringify(req.gateway.slice(0, 64))}` : null
     let results: ReportResult[]
     if (refusal !== null) {
-      this.refuse('forbidden', gateway, refusal)
+      this.refuse(new CommandRefusal('forbidden', 'forbidden', refusal, { field: 'gateway' }), gateway)
       if (!GATEWAY_ID_RE.test(gateway)) return
       results = req.reports.map((_, i) => [i, 3, refusal])
     } else {
@@ -133,10 +140,11 @@ export class CommandsMqtt {
     })
   }
 
-  private refuse (reason: string, gateway: string, message: string): void {
+  /** Counts and logs reports refused as a whole (the kinds the HTTP route answers 400 and 403 with). */
+  private refuse (r: CommandRefusal, gateway: string): void {
     this.refused++
-    this.deps.metrics.commandRefusals.inc({ reason })
-    this.log.warn({ gateway: gateway.slice(0, 64), reason: message.slice(0, 300) }, 'command reports refused')
+    this.deps.metrics.commandRefusals.inc({ reason: r.errorCode })
+    this.log.warn({ gateway: gateway.slice(0, 64), kind: r.kind, error: r.errorCode, reason: r.message.slice(0, 300) }, 'command reports refused')
   }
 
   /** Publishes a gateway's pending work, if any; one publish per gateway at a time, coalescing wake-ups. */

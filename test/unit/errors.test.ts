@@ -23,7 +23,7 @@ import { StoreLockedError } from '../../gateway/store/dlq-reader.ts'
 import { AuditHttpError } from '../../device-sim/audit-http.ts'
 import { PostgresMissingError } from '../../scripts/throwaway-postgres.ts'
 import { MosquittoMissingError } from '../../scripts/throwaway-mosquitto.ts'
-import { BatchRefusal } from '../../ingest/refusal.ts'
+import { BatchRefusal, CommandRefusal } from '../../ingest/refusal.ts'
 
 const SOURCE_ROOTS = ['protocol', 'common', 'gateway', 'ingest', 'device-sim', 'bench', 'scripts']
 const SKIP = new Set(['node_modules', 'results'])
@@ -149,6 +149,7 @@ const MAKE: Record<string, (cause: Error) => EdgeError> = {
   UpstreamError: (cause) => new UpstreamError('no answer', { status: 0, cause }),
   HttpError: (cause) => new HttpError(400, 'bad_json', 'body is not JSON', { cause }),
   BatchRefusal: (cause) => new BatchRefusal('unreadable', 'malformed_cbor', 'not CBOR', { field: 'body', cause }),
+  CommandRefusal: (cause) => new CommandRefusal('unknown', 'unknown_device', 'no gateway has reported dev1', { field: 'device', cause }),
   ListenError: (cause) => new ListenError('--mqtt-port', '127.0.0.1', 1883, Object.assign(cause, { code: 'EADDRINUSE' })),
   GateFullError: (cause) => new GateFullError(5, { cause }),
   AedesShapeError: (cause) => new AedesShapeError('aedes.mq', { cause }),

@@ -6,9 +6,11 @@ import assert from 'node:assert/strict'
 import test, { type TestContext } from 'node:test'
 import { Commands, type CommandsOptions } from '../../ingest/commands/index.ts'
 import { LevelDbCommandStore } from '../../ingest/commands/leveldb-store.ts'
-import { HttpError } from '../../protocol/errors.ts'
+import { httpErrorOfCommand } from '../../ingest/commands/http.ts'
+import { CommandRefusal } from '../../ingest/refusal.ts'
+import type { HttpError } from '../../protocol/errors.ts'
 import type { Report } from '../../protocol/commands.ts'
-import { tempDir } from '../helpers/index.ts'
+import { tempDir, waitFor } from '../helpers/index.ts'
 
 type Rig = { c: Commands, store: LevelDbCommandStore, clock: { t: number }, refusals: string[], transitions: string[], dir: string }
 
@@ -31,9 +33,11 @@ const report = (r: Rig, gw: string, reports: Report[], fleet = 'default'): Promi
 const create = (r: Rig, device: string, body: unknown, extra: { idempotencyKey?: string, offlineFail?: boolean, fleet?: string } = {}) =>
   r.c.create(device, body, { fleet: extra.fleet ?? 'default', caller: 'tok', ...extra })
 
+/** The state machine refuses without HTTP; the HTTP front answers the refusal with `status` (commands/http.ts). */
 async function refused (p: Promise<unknown>, status: number, error: string, field?: string): Promise<HttpError> {
-  const e = await p.then(() => null, (err: unknown) => err)
-  assert.ok(e instanceof HttpError, `expected an HttpError, got ${String(e)}`)
+  const r = await p.then(() => null, (err: unknown) => err)
+  assert.ok(r instanceof CommandRefusal, `expected a CommandRefusal, got ${String(r)}`)
+  const e = httpErrorOfCommand(r)
   assert.equal(e.status, status, e.message)
   assert.equal(e.errorCode, error)
   if (field !== undefined) assert.equal(e.field, field)
@@ -245,6 +249,24 @@ test('wait: resolves when the command turns final, or with its state at the dead
   const other = await create(r, 'dev1', { name: 'x' })
   const timedOut = await r.c.wait(other.record.id, 30)
   assert.equal(timedOut?.state, 'queued')
+})
+
+test('wait: a caller gone (its signal aborted) ends the wait at once and leaves the command as it is', async (t) => {
+  const r = await rig(t, { now: Date.now })
+  await r.c.applyReports('gwA', 'default', { reports: [], presence: [['dev1', 1, Date.now()]] })
+  const { record } = await create(r, 'dev1', { name: 'x' })
+  const gone = new AbortController()
+  const waiting = r.c.wait(record.id, 5000, gone.signal)
+  await waitFor(() => r.c.waiters === 1, { timeoutMs: 2000, what: 'the waiter' })
+  const t0 = Date.now()
+  gone.abort()
+  assert.equal((await waiting)?.state, 'queued')
+  assert.ok(Date.now() - t0 < 200, `the wait ended ${Date.now() - t0} ms after the abort`)
+  assert.equal(r.c.waiters, 0)
+  assert.equal((await r.c.get(record.id, 'default'))?.state, 'queued')
+  // already aborted: no wait at all
+  assert.equal((await r.c.wait(record.id, 5000, AbortSignal.abort()))?.state, 'queued')
+  assert.equal(r.c.waiters, 0)
 })
 
 test('long poll: waitPending answers when a command is routed to the gateway', async (t) => {
