@@ -6,7 +6,8 @@
  * `overloadIntakeRatio` times the rate the upstream answered in the last second; the rest
  * wait here, in arrival order, with their PUBACKs (nothing about them is acknowledged, so
  * nothing can be lost), and a device with a reading waiting is not read further until it
- * is admitted (its socket's backpressure slows it down, and its packets cost no parsing).
+ * is admitted and fewer than `RESUME_BELOW` readings wait (its socket's backpressure slows
+ * it down, and its packets cost no parsing).
  *
  * When it limits, all four must hold over the last second:
  * - the event loop was busy at least `BUSY` of the time (event-loop utilisation);
@@ -51,7 +52,13 @@ const WINDOW_TICKS = 4 // one second
 export const MIN_BACKLOG = 5000
 /** the limit never goes below this (readings/s): a few devices always get through */
 export const MIN_LIMIT = 500
-/** held readings beyond this are admitted anyway (a bound on memory; reads are held first) */
+/**
+ * A device whose held readings were all admitted is read again only while fewer than this
+ * are held (the others in the order they became due): what one socket read brings can be a
+ * thousand readings, so this, not the per-device pause alone, bounds what is held.
+ */
+export const RESUME_BELOW = 10_000
+/** held readings beyond this are admitted anyway (a last bound on memory) */
 export const MAX_HELD = 100_000
 const RELEASE_MS = 5
 
@@ -66,6 +73,8 @@ export class Admission {
   private tokens = 0
   private refilledAt = 0
   private readonly queue: Held[] = []
+  /** devices with nothing held, waiting to be read again (RESUME_BELOW) */
+  private readonly toResume: object[] = []
   private head = 0
   private admitted = 0
   private readonly samples: Sample[] = []
@@ -195,8 +204,9 @@ export class Admission {
 
   private refill (): void {
     const t = this.src.now()
-    // at most a tenth of a second's worth saved up: the limit is a rate, not a quota
-    this.tokens = Math.min(this.tokens + (t - this.refilledAt) * this.limit / 1000, Math.max(1, this.limit / 10))
+    // at most a quarter of a second's worth saved up (a long turn of the loop does not cost
+    // the intake its share; a longer stall is not made up in one burst)
+    this.tokens = Math.min(this.tokens + (t - this.refilledAt) * this.limit / 1000, Math.max(1, this.limit / 4))
     this.refilledAt = t
   }
 
@@ -220,6 +230,7 @@ export class Admission {
     if (this.release) { clearTimeout(this.release); this.release = null }
     // readings held while this runs (a resumed client's next packets) wait no longer either
     while (this.held > 0) this.admitHeld(this.held)
+    this.resumeDue()
   }
 
   private admitHeld (n: number): void {
@@ -237,8 +248,17 @@ export class Admission {
     }
     if (this.head > 1024 && this.head * 2 > this.queue.length) { this.queue.splice(0, this.head); this.head = 0 }
     if (this.head === this.queue.length) { this.queue.length = 0; this.head = 0 }
-    // after the loop: a resumed client may be read (and its next readings arrive) at once
-    for (const c of resume) if ((c as Counted)[HELD] === 0) this.src.gateOf(c)?.resume()
+    for (const c of resume) this.toResume.push(c)
+    this.resumeDue()
+  }
+
+  /** Reads devices again, oldest due first, while few enough readings are held (or none are limited). */
+  private resumeDue (): void {
+    // after the admissions: a resumed client may be read (and its next readings arrive) at once
+    while (this.toResume.length > 0 && (this.held < RESUME_BELOW || !this.limiting)) {
+      const c = this.toResume.shift()!
+      if ((c as Counted)[HELD] === 0) this.src.gateOf(c)?.resume()
+    }
   }
 }
 

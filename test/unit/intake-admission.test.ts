@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Admission, BUSY, MAX_HELD, MIN_BACKLOG, TICK_MS, type ReadGate } from '../../gateway/intake/admission.ts'
+import { Admission, BUSY, MAX_HELD, MIN_BACKLOG, RESUME_BELOW, TICK_MS, type ReadGate } from '../../gateway/intake/admission.ts'
 
 class World {
   t = 0
@@ -125,6 +125,26 @@ test('held readings are admitted in arrival order at the limit; a client with on
   assert.equal(w.adm.enter(b, () => order.push('b7')), false)
   w.adm.releaseDue()
   assert.deepEqual(order.slice(6), ['a6'])
+})
+
+test('a device whose readings were admitted is read again only once fewer than RESUME_BELOW wait', () => {
+  const w = new World()
+  w.adm.limitTo(1000, 'test')
+  const a = {}
+  const b = {}
+  w.adm.enter(a, () => {})
+  for (let i = 0; i < RESUME_BELOW + 5; i++) w.adm.enter(b, () => {})
+  w.t += 1
+  w.adm.releaseDue()
+  assert.equal(w.adm.held, RESUME_BELOW + 5)
+  assert.equal(w.gates.get(a)!.paused, true, 'nothing of a waits, but too many readings do')
+  w.t += 6
+  w.adm.releaseDue()
+  assert.equal(w.adm.held, RESUME_BELOW - 1)
+  assert.equal(w.gates.get(a)!.paused, false, 'read again')
+  assert.equal(w.gates.get(b)!.paused, true)
+  w.adm.close()
+  assert.equal(w.gates.get(b)!.paused, false, 'the end of the limit reads every device again')
 })
 
 test('when the upstream stops answering, every held reading is admitted at once and the limit ends', () => {
