@@ -184,6 +184,18 @@ export class Admission {
     if (this.limiting) this.stop('closing')
   }
 
+  /** Drops the held readings unanswered and stops (a process that died: the simulation's crash, like `Store.abandon`). */
+  abandon (): void {
+    if (this.tick) clearInterval(this.tick)
+    if (this.release) clearTimeout(this.release)
+    this.tick = null
+    this.release = null
+    this.queue.length = 0
+    this.head = 0
+    this.toResume.length = 0
+    this.limit = Infinity
+  }
+
   /** Limits admission to `perS` readings/s (the controller's step; a test may drive it by hand after `close`). */
   limitTo (perS: number, why: string): void {
     this.setLimit(perS, why)

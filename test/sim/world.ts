@@ -17,6 +17,7 @@ import type { Db } from '../../gateway/store/db.ts'
 import { K } from '../../gateway/store/keys.ts'
 import { checkStore } from '../../gateway/store/check.ts'
 import { Intake } from '../../gateway/intake/index.ts'
+import { Admission } from '../../gateway/intake/admission.ts'
 import { Metrics } from '../../gateway/metrics/index.ts'
 import { Deliverer } from '../../gateway/flush/deliver.ts'
 import type { Answer, BatchUpstream, OutgoingBatch } from '../../gateway/flush/answer.ts'
@@ -52,6 +53,8 @@ export type SimOptions = {
   devices: number
   steps: number
   crashes: number
+  /** the intake's overload admission holds readings (intake/admission.ts): limits set, lifted and released at random */
+  overload: boolean
   /** a deliberately broken ingest, to prove the oracle fails: it answers one reading stored and drops it */
   tamper?: 'ingest-drops-one'
 }
@@ -85,7 +88,9 @@ export function optionsFor (seed: number, over: Partial<SimOptions> = {}): SimOp
     durability: r() < 0.5 ? 'power' : 'process',
     devices: 2 + Math.floor(r() * 4),
     steps: 60 + Math.floor(r() * 120),
-    crashes: 1 + Math.floor(r() * 3)
+    crashes: 1 + Math.floor(r() * 3),
+    // drawn last: the options of every seed drawn before it are what they were
+    overload: r() < 0.3
   }
   return { ...o, ...over }
 }
@@ -107,6 +112,9 @@ type Inc = {
   mqtt: MqttUpstream | null
   client: ModelBrokerClient | null
   flushing: boolean[]
+  admission: Admission | null
+  /** moves the admission's clock on */
+  advance: (ms: number) => void
   /** the dead-letter tools, as the admin API runs them */
   dlq: DeadLetterTools
 }
@@ -232,9 +240,13 @@ export class World {
     }
     const store = await Store.openOn(this.storeConfig, db as unknown as Db, log)
     const metrics = new Metrics()
-    const intake = new Intake(store, { ackMode: this.o.ackMode, maxBlockedReadings: 4 + this.int(20), overloadIntakeRatio: 0, maxPayloadBytes: 16 * 1024, dedupCacheDevices: 16 }, log, metrics)
+    // the overload admission on its own clock (advanced by its release step), never busy-driven:
+    // the simulation sets and lifts its limits itself
+    let admClock = 0
+    const admission = this.o.overload ? new Admission(1.1, { uploaded: () => store.answered, backlog: () => store.items, busy: () => 1, now: () => admClock, gateOf: () => undefined }) : null
+    const intake = new Intake(store, { ackMode: this.o.ackMode, maxBlockedReadings: 4 + this.int(20), overloadIntakeRatio: this.o.overload ? 1.1 : 0, maxPayloadBytes: 16 * 1024, dedupCacheDevices: 16 }, log, metrics, admission)
     const config: FlushConfig = { ...this.flushConfig, gatewayId: gw.id }
-    const inc = { alive: true, db, store, intake, mqtt: null, client: null, flushing: Array.from({ length: this.o.partitions }, () => false) } as unknown as Inc
+    const inc = { alive: true, db, store, intake, admission, advance: (ms: number) => { admClock += ms }, mqtt: null, client: null, flushing: Array.from({ length: this.o.partitions }, () => false) } as unknown as Inc
     let upstream: BatchUpstream
     if (this.o.upstream === 'http') {
       upstream = {
@@ -307,6 +319,7 @@ export class World {
     inc.alive = false
     inc.db.kill()
     inc.store.abandon()
+    inc.admission?.abandon() // readings waiting for admission die with the process, unanswered
     for (const d of this.devices) if (d.conn?.inc === inc) this.drop(d)
     for (let i = this.requests.length - 1; i >= 0; i--) if (this.requests[i]!.inc === inc) this.requests.splice(i, 1)
     void inc.mqtt?.close()
@@ -515,6 +528,13 @@ export class World {
     if (o.deadLetters) acts.push([1, () => { const g = this.gws[this.int(this.gws.length)]!; this.trace(`${g.id} dlq replay`); g.inc.dlq.replay({}).catch(() => {}) }])
     if (o.sweep) acts.push([4, () => { for (const g of this.gws) g.inc.store.dedup.sweep() }])
     if (o.idleForget) acts.push([0.7, () => { this.clock += IDLE_FORGET_MS + 1000 }])
+    if (o.overload) {
+      const g = this.gws[this.int(this.gws.length)]!
+      const adm = g.inc.admission!
+      acts.push([2, () => { const perS = 1 + this.int(2000); this.trace(`${g.id} admission limited to ${perS}/s`); adm.limitTo(perS, 'simulation') }])
+      acts.push([1, () => { this.trace(`${g.id} admission unlimited (${adm.held} held admitted)`); adm.close() }])
+      if (adm.held) acts.push([5, () => { const ms = 1 + this.int(50); g.inc.advance(ms); this.trace(`${g.id} admission ${ms} ms on`); adm.releaseDue() }])
+    }
     if (o.writeFailures) acts.push([1.5, () => { const g = this.gws[this.int(this.gws.length)]!; g.inc.db.failNextWrite = true; this.trace(`${g.id} the next write fails`) }])
     // time passes: MQTT answers time out, a store waiting to reopen after a failed write goes on
     if (o.upstream !== 'http' || o.writeFailures) acts.push([2, () => { mock.timers.tick(TIMEOUT_MS) }])
@@ -564,6 +584,7 @@ export class World {
   /** The faults stop; everything is resent, answered and drained. */
   private async heal (): Promise<void> {
     this.faults = false
+    for (const g of this.gws) g.inc.admission?.close() // no more limits: everything held goes on
     for (let round = 0; round < HEAL_ROUNDS; round++) {
       this.ledger.step = this.step++
       for (const g of this.gws) while (g.inc.db.held.length) this.completeOp(g.inc)

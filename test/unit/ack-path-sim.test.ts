@@ -23,7 +23,7 @@
  *   policy block / drop-oldest, ack mode persisted / delivered, idle-window sweeps and
  *   clock jumps past the idle time, dead letters (invalid payloads, rejected and poison
  *   items, the dead-letter replay), MQTT PUBACK 0x10, store write failures (the store reopens), protocol v1 / v2,
- *   1-3 partitions, durability power / process.
+ *   1-3 partitions, durability power / process, the intake's overload admission holding readings.
  * - The oracle (test/sim/oracle.ts): a PUBACK only for a reading durable somewhere (the
  *   gateway's disk, the ingest, a dead letter, an evicted range); an acknowledged reading
  *   never leaves all of them; a dedup window on disk claims only seqs whose items were
