@@ -50,7 +50,8 @@ const FLAGS: FlagSpec = {
   compiled: { type: 'bool', default: false, doc: 'run the gateway and the ingest as tsc-compiled JavaScript without the tsx loader (as deployed)' },
   'mqtt-connections': { type: 'number', default: 4, doc: 'ingest --mqtt-connections for the mqtt upstream (each takes one batch at a time)' },
   'live-devices': { type: 'number', default: 0, doc: 'devices that keep publishing through the gateway during the drain (0 = none); their PUBACK latency is reported' },
-  'live-rate': { type: 'number', default: 2000, doc: 'readings/s in total of the --live-devices' }
+  'live-rate': { type: 'number', default: 2000, doc: 'readings/s in total of the --live-devices' },
+  'gateway-rev': { type: 'string', default: '', doc: 'with --compiled: build gateway and ingest from this git revision instead of the working tree (a baseline run back to back with the change)' }
 }
 
 type LiveDone = { sent: number, acked: number, unacked: number, skipped: number, disconnects: number, count: number, p50Ms: number, p99Ms: number, p999Ms: number, maxMs: number, windowS: number, cpuUs: number }
@@ -60,6 +61,8 @@ type Status = { buffered: { items: number, bytes: number } }
 let profileDir = ''
 /** `--compiled`: the tsc build the gateway and the ingest run from (else they run under tsx) */
 let build: string | null = null
+/** `--gateway-rev`: the revision that build is of (the working tree when undefined) */
+let gatewayRev: string | undefined
 /** `--cpu-prof-dir`: the gateway and the ingest write V8 CPU profiles there (one per process, at exit) */
 const node = (script: string, args: string[]): string[] => {
   const prof = profileDir && !script.startsWith('bench/') ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
@@ -78,7 +81,9 @@ async function main (): Promise<void> {
   const upstreams = str(f, 'upstreams')!.split(',').filter(Boolean)
   profileDir = str(f, 'cpu-prof-dir') ?? ''
   const buildCleanup = new Cleanup()
-  if (bool(f, 'compiled')) build = await compiledBuild(buildCleanup)
+  gatewayRev = str(f, 'gateway-rev') || undefined
+  if (gatewayRev && !bool(f, 'compiled')) throw new Error('--gateway-rev needs --compiled')
+  if (bool(f, 'compiled')) build = await compiledBuild(buildCleanup, gatewayRev)
   for (const u of upstreams) if (u !== 'http' && u !== 'mqtt') throw new Error(`--upstreams: ${u} is not http or mqtt`)
   const runId = new Date().toISOString().replace(/[:.]/g, '').slice(0, 15) + '-' + process.pid
   const rates = new Map<string, number>()
@@ -221,6 +226,7 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     host: hostInfo(pin ? 'gateway core 1; loadgen and ingest core 0' : 'not pinned'),
     system: `${build ? 'gateway-js' : 'gateway'}${upstream === 'http' ? '' : `/mqtt-${upstreamAck}`}`,
     ...(upstream === 'mqtt' && withBaseline ? { baseline: build ? 'gateway-js' : 'gateway' } : {}),
+    ...(gatewayRev ? { gatewayRev } : {}),
     params: { items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}), ...(liveN > 0 ? { liveDevices: liveN, liveRate } : {}) },
     msgsPerSec: Math.round((startItems - remaining) / drainS),
     /** from the first answered batch to the end: without the time both sides take to (re)connect */
