@@ -18,6 +18,7 @@
 import { chownSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
+import { DEFAULT_FLEET } from '../ingest/sinks/types.ts'
 import { encodeBatch, type BatchItem } from '../protocol/index.ts'
 import { ThrowawayPostgres } from '../scripts/throwaway-postgres.ts'
 import { bool, helpText, num, parseFlags, type FlagSpec } from './lib/args.ts'
@@ -76,7 +77,7 @@ const csvText = (s: string): string => `"${s.replace(/"/g, '""')}"`
 
 function writeCsv (file: string, items: BatchItem[]): void {
   const lines = items.map(([p, s, device, seq, boot, ts, rx, values]) => [
-    new Date(ts ?? rx).toISOString(), rx, ts ?? '', 'bench', 'e1', p, s, device, boot === null ? '' : csvText(JSON.stringify(boot)), seq ?? '', csvText(JSON.stringify(values)), bootKey(boot)
+    new Date(ts ?? rx).toISOString(), rx, ts ?? '', 'bench', 'e1', p, s, device, boot === null ? '' : csvText(JSON.stringify(boot)), seq ?? '', csvText(JSON.stringify(values)), bootKey(boot), DEFAULT_FLEET
   ].join(','))
   writeFileSync(file, lines.join('\n') + '\n')
 }
@@ -185,9 +186,10 @@ async function main (): Promise<void> {
       chownSync(dir, st.uid, st.gid); chownSync(csv, st.uid, st.gid)
       const copyUrl = await fresh('bench_copy')
       const cc = new pg.Client({ connectionString: copyUrl })
+      cc.on('error', () => {}) // the server stopped in `finally` after a failed COPY: the query's own rejection reports it
       await cc.connect()
       const c0 = performance.now()
-      await cc.query(`COPY readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key) FROM '${csv}' WITH (FORMAT csv)`)
+      await cc.query(`COPY readings (time, rx, ts, gateway, epoch, p, s, device, boot, seq, values, boot_key, fleet) FROM '${csv}' WITH (FORMAT csv)`)
       const copyRate = rows / ((performance.now() - c0) / 1000)
       await cc.end()
       say(`COPY: ${fmtInt(copyRate)} rows/s`)
