@@ -1,6 +1,10 @@
 /**
  * Write path of the postgres sink: one request is one statement (one transaction).
  *
+ * A request with nothing to decide (no key stored yet, none below a floor, none twice)
+ * takes the fast path first: COPY, in one message and one transaction (postgres-copy.ts).
+ * When that fails it has stored nothing, and the statement below writes the request.
+ *
  * The statement inserts the items with a multi-row `INSERT ... SELECT FROM jsonb_array_elements(...)
  * ON CONFLICT DO NOTHING RETURNING p, s`, so the database decides what is a duplicate:
  * a conflict on the primary key (same gateway, epoch, p, s) or on the natural key (same
@@ -38,7 +42,8 @@ import { StoreError, type EvictedRange, type Floor } from '../../protocol/index.
 import type { Item } from '../item.ts'
 import { RunSet, type Run } from '../dedup.ts'
 import { bootKey } from './leveldb-keys.ts'
-import { isRetryableInPlace, isTransient } from './postgres-pool.ts'
+import { copyEligible, runCopy } from './postgres-copy.ts'
+import { isConnectionError, isRetryableInPlace, isTransient } from './postgres-pool.ts'
 import { DEFAULT_FLEET, type ItemOutcome, type StoreRequest } from './types.ts'
 
 /** A request as written: its storable items, decoded (../item.ts). */
@@ -164,8 +169,31 @@ async function recordEvicted (c: pg.ClientBase, gateway: string, epoch: string, 
   return added
 }
 
-async function attempt (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]> {
+/** How requests were written (tests; operators see the store latency metric). */
+export type WritePaths = {
+  /** stored by the COPY fast path (postgres-copy.ts) */
+  copy: number
+  /** tried with COPY, rolled back (a key stored, below a floor), then written by the INSERT statement */
+  copyFellBack: number
+  /** written by the INSERT ... ON CONFLICT statement (after a fallback or straight away) */
+  insert: number
+}
+
+async function attempt (c: pg.ClientBase, req: PgRequest, paths: WritePaths): Promise<ItemOutcome[]> {
   const shard = Math.floor(Math.random() * COUNTER_SHARDS)
+  if (copyEligible(req)) {
+    try {
+      await runCopy(c, req, shard)
+      paths.copy++
+      return req.items.map(() => 'stored')
+    } catch (err) {
+      // Rolled back, nothing stored: the statement below decides item by item. A lost
+      // connection is not retried here (the caller answers retry).
+      if (isConnectionError(err)) throw err
+      paths.copyFellBack++
+    }
+  }
+  paths.insert++
   if (req.evicted.length === 0) {
     const { rows } = await c.query<{ p: number, s: string }>(INSERT_SQL, insertParams(req, 0, shard))
     const outcomes = outcomesOf(req.items, rows)
@@ -187,10 +215,10 @@ async function attempt (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]
 }
 
 /** Stores one request; resolves after COMMIT. Throws StoreError (retryable when transient). */
-export async function writeRequest (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]> {
+export async function writeRequest (c: pg.ClientBase, req: PgRequest, paths: WritePaths = { copy: 0, copyFellBack: 0, insert: 0 }): Promise<ItemOutcome[]> {
   for (let i = 1; ; i++) {
     try {
-      return await attempt(c, req)
+      return await attempt(c, req, paths)
     } catch (err) {
       if (isRetryableInPlace(err) && i < MAX_ATTEMPTS) continue
       if (err instanceof StoreError) throw err
