@@ -3,13 +3,14 @@
  * decision is written with `COPY readings FROM STDIN`, in one simple-protocol Query message
  * that is one implicit transaction:
  *
- *   SELECT <fails when an item is below its partition's recorded floor>;
+ *   SELECT <fails when an item is below its floor, or the first item is stored already>;
  *   COPY readings (...) FROM STDIN;            -- the rows follow as CopyData
- *   INSERT INTO ingest_floors ... ON CONFLICT DO UPDATE ...;
+ *   INSERT INTO ingest_floors ... ON CONFLICT DO NOTHING; UPDATE ingest_floors ...;
  *   INSERT INTO ingest_counters ... ON CONFLICT DO UPDATE ...
  *
- * It commits at the end of the message (synchronous_commit on, so durable before the
- * ReadyForQuery the answer waits for), or rolls back entirely at the first error. COPY
+ * (copySql below). It commits at the end of the message (synchronous_commit on, so durable
+ * before the ReadyForQuery the answer waits for), or rolls back entirely at the first
+ * error. COPY
  * inserts rows in bulk (heap multi-insert) with no ON CONFLICT speculative insertion: per
  * row no arbiter pre-check of the two unique keys and no confirm record, which is most of
  * what separated the sink from a plain COPY on the server (bench/postgres.ts).
@@ -17,9 +18,9 @@
  * COPY cannot skip a row, so every case that needs a decision goes to the INSERT ... ON
  * CONFLICT statement instead (the slow path, unchanged): the batch repeats a transport or
  * natural key, reports evicted ranges, or has a time outside what the text form below
- * writes; at run time, an item below its floor (the guard statement fails) or any key
- * already stored or being stored by a concurrent transaction (COPY fails with a unique
- * violation after waiting for it). The failed message stored nothing, so the slow path
+ * writes; at run time, an item below its floor or a first item stored already (the guard
+ * statement fails), or any key already stored or being stored by a concurrent transaction
+ * (COPY fails with a unique violation after waiting for it). The failed message stored nothing, so the slow path
  * starts from the same state: a reading is still stored once, and each item's answer
  * (stored / duplicate / conflict) is the slow path's.
  */
@@ -28,8 +29,9 @@ import { bootKey } from './leveldb-keys.ts'
 import type { PgRequest } from './postgres-write.ts'
 import { DEFAULT_FLEET } from './types.ts'
 
-/** The guard's error text, so a failed fast path can tell it from other errors in logs and tests. */
+/** The guard's error texts (SQLSTATE 22P02), so a failed fast path can tell them from other errors in logs and tests. */
 export const BELOW_FLOOR = 'ingest fast path: an item is below its partition floor'
+export const FIRST_STORED = 'ingest fast path: the first item is stored already'
 
 /** 0001-01-01 .. 9999-12-31 in ms: Date#toISOString writes these as YYYY-MM-DDTHH:MM:SS.mmmZ, which PostgreSQL reads back exactly. */
 const MIN_TIME = -62135596800000
@@ -86,22 +88,42 @@ function perPartition (req: PgRequest): { minS: [number, number][], floors: [num
 
 /**
  * The Query message's text. Values are literals (the simple protocol has no parameters):
- * strings through pg.escapeLiteral, numbers from validated integers. The guard fails by
- * casting a non-constant text to int, so the planner cannot evaluate it ahead of the
- * condition; it is the first statement, so a below-floor batch stores nothing.
+ * strings through pg.escapeLiteral, numbers from validated integers.
+ *
+ * The guard, first, fails (casting a non-constant text to int, which the planner cannot
+ * evaluate ahead of the condition) when an item is below its partition's floor, and when
+ * the first item's transport or natural key is stored already: a resent batch then costs
+ * two index probes here instead of a COPY that would fail at the end of its rows (COPY
+ * checks the unique keys as it flushes its buffered rows), and its data is never encoded
+ * (copyData runs on the server's CopyInResponse).
+ *
+ * Floors: an insert of the partitions' rows that skips existing ones, then an UPDATE of
+ * those whose floor rises; unlike an upsert, a floor that does not move takes no row lock,
+ * so concurrent requests of one partition do not queue behind each other's COMMIT.
  */
 export function copySql (req: PgRequest, shard: number): string {
   const g = pg.escapeLiteral(req.gateway)
   const e = pg.escapeLiteral(req.epoch)
+  const fleet = pg.escapeLiteral(req.fleet ?? DEFAULT_FLEET)
   const { minS, floors } = perPartition(req)
   const int = (n: number): string => { if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${n}`); return String(n) }
-  const guard = `SELECT (${pg.escapeLiteral(BELOW_FLOOR + ': p ')} || f.p)::int FROM ingest_floors f
+  const first = req.items[0]!
+  const d = pg.escapeLiteral(first.device)
+  let guard = `SELECT (${pg.escapeLiteral(BELOW_FLOOR + ': p ')} || f.p)::int FROM ingest_floors f
   JOIN (VALUES ${minS.map(([p, s]) => `(${int(p)}, ${int(s)}::bigint)`).join(', ')}) AS b(p, s) ON f.p = b.p
-  WHERE f.gateway = ${g} AND f.epoch = ${e} AND b.s < f.floor`
+  WHERE f.gateway = ${g} AND f.epoch = ${e} AND b.s < f.floor
+UNION ALL SELECT (${pg.escapeLiteral(FIRST_STORED + ': s ')} || r.s)::int FROM readings r
+  WHERE r.device = ${d} AND r.gateway = ${g} AND r.epoch = ${e} AND r.p = ${int(first.p)} AND r.s = ${int(first.s)}`
+  if (first.seq !== null) {
+    guard += `
+UNION ALL SELECT (${pg.escapeLiteral(FIRST_STORED + ': seq ')} || r.seq)::int FROM readings r
+  WHERE r.device = ${d} AND r.fleet = ${fleet} AND r.boot_key = ${pg.escapeLiteral(bootKey(first.boot))} AND r.seq = ${int(first.seq)}`
+  }
   const fl = floors.length === 0
     ? ''
-    : `INSERT INTO ingest_floors AS f (gateway, epoch, p, floor) VALUES ${floors.map(([p, s]) => `(${g}, ${e}, ${int(p)}, ${int(s)})`).join(', ')}
-  ON CONFLICT (gateway, epoch, p) DO UPDATE SET floor = GREATEST(f.floor, EXCLUDED.floor) WHERE f.floor < EXCLUDED.floor;\n`
+    : `INSERT INTO ingest_floors (gateway, epoch, p, floor) VALUES ${floors.map(([p, s]) => `(${g}, ${e}, ${int(p)}, ${int(s)})`).join(', ')} ON CONFLICT DO NOTHING;
+UPDATE ingest_floors f SET floor = v.floor FROM (VALUES ${floors.map(([p, s]) => `(${int(p)}, ${int(s)}::bigint)`).join(', ')}) AS v(p, floor)
+  WHERE f.gateway = ${g} AND f.epoch = ${e} AND f.p = v.p AND f.floor < v.floor;\n`
   const n = req.items.length
   const cnt = `INSERT INTO ingest_counters AS c (gateway, shard, stored, duplicates, rejected, evicted) VALUES (${g}, ${int(shard)}, ${int(n)}, 0, ${int(req.rejected)}, 0)
   ON CONFLICT (gateway, shard) DO UPDATE SET stored = c.stored + EXCLUDED.stored, rejected = c.rejected + EXCLUDED.rejected`
@@ -117,18 +139,17 @@ type QueryCtor = new (text: string, values: undefined, cb: (err: Error | null) =
  * the copy). The rest (results, errors, ReadyForQuery) is pg's Query.
  */
 class CopyInQuery extends (pg.Query as unknown as QueryCtor) {
-  constructor (text: string, private readonly data: Buffer, cb: (err: Error | null) => void) { super(text, undefined, cb) }
+  constructor (text: string, private readonly data: () => string, cb: (err: Error | null) => void) { super(text, undefined, cb) }
   handleCopyInResponse (con: Connection): void {
-    con.sendCopyFromChunk(this.data)
+    con.sendCopyFromChunk(Buffer.from(this.data()))
     con.endCopyFrom()
   }
 }
 
 /** Runs the fast path's message; resolves after its commit, rejects with the server's error (nothing stored). */
 export function runCopy (c: pg.ClientBase, req: PgRequest, shard: number): Promise<void> {
-  const data = Buffer.from(copyData(req))
   const text = copySql(req, shard)
   return new Promise<void>((resolve, reject) => {
-    void c.query(new CopyInQuery(text, data, (err) => { if (err) reject(err); else resolve() }) as never)
+    void c.query(new CopyInQuery(text, () => copyData(req), (err) => { if (err) reject(err); else resolve() }) as never)
   })
 }

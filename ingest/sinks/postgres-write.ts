@@ -17,8 +17,9 @@
  * Concurrency: any number of ingest processes may run this at once. Two copies of an item
  * in concurrent transactions: the second INSERT waits for the first transaction and then
  * skips the row, so exactly one gets `stored`, and the other's `duplicate` is only sent
- * after the first committed. Counter rows are sharded (random shard per request) so
- * requests of one gateway do not queue behind one row lock. A deadlock or serialization
+ * after the first committed. Counter rows are sharded (a shard per request, the least
+ * used by this process's requests in flight) so requests of one gateway do not queue
+ * behind one row lock. A deadlock or serialization
  * failure is retried here; any other failure leaves nothing stored (one transaction) and
  * is thrown as a retryable or permanent StoreError.
  *
@@ -179,8 +180,34 @@ export type WritePaths = {
   insert: number
 }
 
+/**
+ * Requests of this process in flight per counter shard: a request takes the least used
+ * shard from a random start, so requests of one process do not wait for each other's
+ * counter row lock while there are free shards (other processes still pick at random).
+ */
+const shardUse = new Array<number>(COUNTER_SHARDS).fill(0)
+
+function takeShard (): number {
+  const start = Math.floor(Math.random() * COUNTER_SHARDS)
+  let best = start
+  for (let i = 1; i < COUNTER_SHARDS; i++) {
+    const k = (start + i) % COUNTER_SHARDS
+    if (shardUse[k]! < shardUse[best]!) best = k
+  }
+  shardUse[best]!++
+  return best
+}
+
 async function attempt (c: pg.ClientBase, req: PgRequest, paths: WritePaths): Promise<ItemOutcome[]> {
-  const shard = Math.floor(Math.random() * COUNTER_SHARDS)
+  const shard = takeShard()
+  try {
+    return await attemptWith(c, req, paths, shard)
+  } finally {
+    shardUse[shard]!--
+  }
+}
+
+async function attemptWith (c: pg.ClientBase, req: PgRequest, paths: WritePaths, shard: number): Promise<ItemOutcome[]> {
   if (copyEligible(req)) {
     try {
       await runCopy(c, req, shard)

@@ -189,8 +189,12 @@ test('postgres: a batch with nothing to decide goes through COPY; a retransmit, 
   // a key twice in one batch: straight to the INSERT path
   assert.deepEqual(await sink.storeBatch(req([item(0, 9), item(0, 9)])), ['stored', 'duplicate'])
   assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 4, insert: 5 })
-  assert.deepEqual(await sink.storeBatch(req([item(2, 1, { seq: 201 }), item(2, 2, { seq: 202 })])), ['stored', 'stored'])
-  assert.deepEqual(sink.writes, { copy: 2, copyFellBack: 4, insert: 5 })
+  // a stored key after a new first item: the guard lets it through, COPY meets the key and rolls back
+  assert.deepEqual(await sink.storeBatch(req([item(0, 20, { seq: 120 }), item(0, 5)])), ['stored', 'duplicate'])
+  assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 5, insert: 6 })
+  assert.deepEqual(await sink.storeBatch(req([item(2, 1, { seq: 201 }), item(2, 2, { seq: 202 })], { floors: [[2, 1]] })), ['stored', 'stored'])
+  assert.deepEqual(sink.writes, { copy: 2, copyFellBack: 5, insert: 6 })
   const st = await sink.stats()
-  assert.deepEqual([st.stored, st.duplicates, st.conflicts], [9, 4, 1])
+  assert.deepEqual([st.stored, st.duplicates, st.conflicts], [10, 5, 1])
+  assert.deepEqual((await c.query("SELECT p, floor::int FROM ingest_floors WHERE gateway = 'gw1' ORDER BY p")).rows, [{ p: 0, floor: 2 }, { p: 2, floor: 1 }])
 })
