@@ -37,7 +37,11 @@ export const FIRST_STORED = 'ingest fast path: the first item is stored already'
 const MIN_TIME = -62135596800000
 const MAX_TIME = 253402300799999
 
-const escCopy = (s: string): string => s.replace(/[\\\n\r\t]/g, (m) => m === '\\' ? '\\\\' : m === '\n' ? '\\n' : m === '\r' ? '\\r' : '\\t')
+const COPY_SPECIAL = /[\\\n\r\t]/
+/** A text field of COPY's text format (backslash, newline, carriage return, tab escaped). */
+const escCopy = (s: string): string => COPY_SPECIAL.test(s) ? s.replace(/[\\\n\r\t]/g, (m) => m === '\\' ? '\\\\' : m === '\n' ? '\\n' : m === '\r' ? '\\r' : '\\t') : s
+/** JSON text as a COPY field: JSON.stringify escapes control characters itself, so only backslashes remain. */
+const escJson = (json: string): string => json.includes('\\') ? json.replace(/\\/g, '\\\\') : json
 
 /**
  * Whether the batch can take the fast path at all (checked before any database work): no
@@ -62,15 +66,34 @@ export function copyEligible (req: PgRequest): boolean {
   return true
 }
 
+const DAY_MS = 86_400_000
+const pad2 = (n: number): string => n < 10 ? '0' + String(n) : String(n)
+const pad3 = (n: number): string => n < 10 ? '00' + String(n) : n < 100 ? '0' + String(n) : String(n)
+
+/**
+ * `new Date(ms).toISOString()` for ms in [MIN_TIME, MAX_TIME], with the date part computed
+ * once per day of a batch's run of times (a third of the cost; tests compare the two).
+ */
+export function isoTime (ms: number, cache: { day: number, prefix: string }): string {
+  const day = Math.floor(ms / DAY_MS)
+  if (day !== cache.day) { cache.day = day; cache.prefix = new Date(day * DAY_MS).toISOString().slice(0, 11) }
+  let r = ms - day * DAY_MS
+  const h = Math.floor(r / 3_600_000); r -= h * 3_600_000
+  const m = Math.floor(r / 60_000); r -= m * 60_000
+  const sec = Math.floor(r / 1000); r -= sec * 1000
+  return cache.prefix + pad2(h) + ':' + pad2(m) + ':' + pad2(sec) + '.' + pad3(r) + 'Z'
+}
+
 /** The rows of `COPY readings (COPY_COLUMNS) FROM STDIN`, text format. */
 export function copyData (req: PgRequest): string {
   const head = `\t${escCopy(req.gateway)}\t${escCopy(req.epoch)}\t`
   const fleet = escCopy(req.fleet ?? DEFAULT_FLEET)
+  const days = { day: NaN, prefix: '' }
   let out = ''
   for (const it of req.items) {
-    out += new Date(it.ts ?? it.rx).toISOString() + '\t' + String(it.rx) + '\t' + (it.ts === null ? '\\N' : String(it.ts)) + head +
-      String(it.p) + '\t' + String(it.s) + '\t' + escCopy(it.device) + '\t' + (it.boot === null ? '\\N' : escCopy(JSON.stringify(it.boot))) + '\t' +
-      (it.seq === null ? '\\N' : String(it.seq)) + '\t' + escCopy(JSON.stringify(it.values)) + '\t' + bootKey(it.boot) + '\t' + fleet + '\n'
+    out += isoTime(it.ts ?? it.rx, days) + '\t' + String(it.rx) + '\t' + (it.ts === null ? '\\N' : String(it.ts)) + head +
+      String(it.p) + '\t' + String(it.s) + '\t' + escCopy(it.device) + '\t' + (it.boot === null ? '\\N' : escJson(JSON.stringify(it.boot))) + '\t' +
+      (it.seq === null ? '\\N' : String(it.seq)) + '\t' + escJson(JSON.stringify(it.values)) + '\t' + bootKey(it.boot) + '\t' + fleet + '\n'
   }
   return out
 }

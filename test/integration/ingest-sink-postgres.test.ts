@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import pg from 'pg'
 import { PostgresSink } from '../../ingest/sinks/postgres.ts'
 import { itemOf } from '../../ingest/item.ts'
-import { copyEligible, runCopy } from '../../ingest/sinks/postgres-copy.ts'
+import { copyEligible, isoTime, runCopy } from '../../ingest/sinks/postgres-copy.ts'
 import { PgPool } from '../../ingest/sinks/postgres-pool.ts'
 import { queryDevice } from '../../ingest/sinks/postgres-query.ts'
 import { MIGRATIONS } from '../../ingest/sinks/postgres-schema.ts'
@@ -137,6 +137,13 @@ async function readingRows (url: string): Promise<unknown[]> {
       seq::text, values::text, boot_key, pos::text FROM readings ORDER BY p, s`)).rows
   } finally { await c.end() }
 }
+
+test('postgres: the COPY path writes times as Date#toISOString does, across days, years 1 to 9999 and before 1970', () => {
+  const cache = { day: NaN, prefix: '' }
+  const times = [-62135596800000, -86400001, -86400000, -1, 0, 1, 951782399999, 951782400000, 1767225599999, 1767225600000, 253402300799999]
+  for (let t = 1790000000000; t < 1790000000000 + 3 * 86_400_000; t += 3_599_999) times.push(t)
+  for (const t of times) assert.equal(isoTime(t, cache), new Date(t).toISOString(), String(t))
+})
 
 test('postgres: the COPY path stores exactly what the INSERT path stores (escapes, nulls, text boots, times, jsonb)', async () => {
   const odd = 'tab\there, nl\nthere, cr\r, back\\slash, quote \' and " , \u00e9\u4e2d\ud83d\ude00, \\N, \\.'
