@@ -153,7 +153,7 @@ UPDATE ingest_floors f SET floor = v.floor FROM (VALUES ${floors.map(([p, s]) =>
   return `${guard};\nCOPY readings (${COPY_COLUMNS}) FROM STDIN;\n${fl}${cnt}`
 }
 
-type Connection = { sendCopyFromChunk: (chunk: Buffer) => void, endCopyFrom: () => void }
+type Connection = { sendCopyFromChunk: (chunk: Buffer) => void, endCopyFrom: () => void, sendCopyFail: (msg: string) => void }
 type QueryCtor = new (text: string, values: undefined, cb: (err: Error | null) => void) => object
 
 /**
@@ -164,7 +164,16 @@ type QueryCtor = new (text: string, values: undefined, cb: (err: Error | null) =
 class CopyInQuery extends (pg.Query as unknown as QueryCtor) {
   constructor (text: string, private readonly data: () => string, cb: (err: Error | null) => void) { super(text, undefined, cb) }
   handleCopyInResponse (con: Connection): void {
-    con.sendCopyFromChunk(Buffer.from(this.data()))
+    let data: Buffer
+    try {
+      data = Buffer.from(this.data())
+    } catch (err) {
+      // pg calls this from its message handler: a throw here would be nobody's. CopyFail
+      // makes the server fail the COPY, and the message, with this text instead.
+      con.sendCopyFail(`ingest fast path: cannot encode the rows: ${(err as Error).message}`)
+      return
+    }
+    con.sendCopyFromChunk(data)
     con.endCopyFrom()
   }
 }

@@ -205,3 +205,13 @@ test('postgres: a batch with nothing to decide goes through COPY; a retransmit, 
   assert.deepEqual([st.stored, st.duplicates, st.conflicts], [10, 5, 1])
   assert.deepEqual((await c.query("SELECT p, floor::int FROM ingest_floors WHERE gateway = 'gw1' ORDER BY p")).rows, [{ p: 0, floor: 2 }, { p: 2, floor: 1 }])
 })
+
+test('postgres: rows the COPY path cannot encode fail its COPY (CopyFail), not the process; the INSERT path writes them', async (t) => {
+  const sink = await PostgresSink.open({ url: await freshDatabase(), poolMax: 1 })
+  t.after(() => sink.close())
+  let calls = 0
+  const values = { t: 1, toJSON: () => { if (calls++ === 0) throw new Error('cannot encode'); return { t: 1 } } }
+  assert.deepEqual(await sink.storeBatch(req([item(0, 1, { values: values as never })])), ['stored'])
+  assert.deepEqual(sink.writes, { copy: 0, copyFellBack: 1, insert: 1 })
+  assert.deepEqual((await sink.queryDevice({ device: 'dev1', limit: 10 })).readings.map((r) => r.values), [{ t: 1 }])
+})
