@@ -1,6 +1,10 @@
 /**
  * Write path of the postgres sink: one request is one statement (one transaction).
  *
+ * A request with nothing to decide (no key stored yet, none below a floor, none twice)
+ * takes the fast path first: COPY, in one message and one transaction (postgres-copy.ts).
+ * When that fails it has stored nothing, and the statement below writes the request.
+ *
  * The statement inserts the items with a multi-row `INSERT ... SELECT FROM jsonb_array_elements(...)
  * ON CONFLICT DO NOTHING RETURNING p, s`, so the database decides what is a duplicate:
  * a conflict on the primary key (same gateway, epoch, p, s) or on the natural key (same
@@ -13,8 +17,9 @@
  * Concurrency: any number of ingest processes may run this at once. Two copies of an item
  * in concurrent transactions: the second INSERT waits for the first transaction and then
  * skips the row, so exactly one gets `stored`, and the other's `duplicate` is only sent
- * after the first committed. Counter rows are sharded (random shard per request) so
- * requests of one gateway do not queue behind one row lock. A deadlock or serialization
+ * after the first committed. Counter rows are sharded (a shard per request, the least
+ * used by this process's requests in flight) so requests of one gateway do not queue
+ * behind one row lock. A deadlock or serialization
  * failure is retried here; any other failure leaves nothing stored (one transaction) and
  * is thrown as a retryable or permanent StoreError.
  *
@@ -38,7 +43,8 @@ import { StoreError, type EvictedRange, type Floor } from '../../protocol/index.
 import type { Item } from '../item.ts'
 import { RunSet, type Run } from '../dedup.ts'
 import { bootKey } from './leveldb-keys.ts'
-import { isRetryableInPlace, isTransient } from './postgres-pool.ts'
+import { copyEligible, runCopy } from './postgres-copy.ts'
+import { isConnectionError, isRetryableInPlace, isTransient } from './postgres-pool.ts'
 import { DEFAULT_FLEET, type ItemOutcome, type StoreRequest } from './types.ts'
 
 /** A request as written: its storable items, decoded (../item.ts). */
@@ -164,8 +170,57 @@ async function recordEvicted (c: pg.ClientBase, gateway: string, epoch: string, 
   return added
 }
 
-async function attempt (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]> {
-  const shard = Math.floor(Math.random() * COUNTER_SHARDS)
+/** How requests were written (tests; operators see the store latency metric). */
+export type WritePaths = {
+  /** stored by the COPY fast path (postgres-copy.ts) */
+  copy: number
+  /** tried with COPY, rolled back (a key stored, below a floor), then written by the INSERT statement */
+  copyFellBack: number
+  /** written by the INSERT ... ON CONFLICT statement (after a fallback or straight away) */
+  insert: number
+}
+
+/**
+ * Requests of this process in flight per counter shard: a request takes the least used
+ * shard from a random start, so requests of one process do not wait for each other's
+ * counter row lock while there are free shards (other processes still pick at random).
+ */
+const shardUse = new Array<number>(COUNTER_SHARDS).fill(0)
+
+function takeShard (): number {
+  const start = Math.floor(Math.random() * COUNTER_SHARDS)
+  let best = start
+  for (let i = 1; i < COUNTER_SHARDS; i++) {
+    const k = (start + i) % COUNTER_SHARDS
+    if (shardUse[k]! < shardUse[best]!) best = k
+  }
+  shardUse[best]!++
+  return best
+}
+
+async function attempt (c: pg.ClientBase, req: PgRequest, paths: WritePaths): Promise<ItemOutcome[]> {
+  const shard = takeShard()
+  try {
+    return await attemptWith(c, req, paths, shard)
+  } finally {
+    shardUse[shard]!--
+  }
+}
+
+async function attemptWith (c: pg.ClientBase, req: PgRequest, paths: WritePaths, shard: number): Promise<ItemOutcome[]> {
+  if (copyEligible(req)) {
+    try {
+      await runCopy(c, req, shard)
+      paths.copy++
+      return req.items.map(() => 'stored')
+    } catch (err) {
+      // Rolled back, nothing stored: the statement below decides item by item. A lost
+      // connection is not retried here (the caller answers retry).
+      if (isConnectionError(err)) throw err
+      paths.copyFellBack++
+    }
+  }
+  paths.insert++
   if (req.evicted.length === 0) {
     const { rows } = await c.query<{ p: number, s: string }>(INSERT_SQL, insertParams(req, 0, shard))
     const outcomes = outcomesOf(req.items, rows)
@@ -187,10 +242,10 @@ async function attempt (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]
 }
 
 /** Stores one request; resolves after COMMIT. Throws StoreError (retryable when transient). */
-export async function writeRequest (c: pg.ClientBase, req: PgRequest): Promise<ItemOutcome[]> {
+export async function writeRequest (c: pg.ClientBase, req: PgRequest, paths: WritePaths = { copy: 0, copyFellBack: 0, insert: 0 }): Promise<ItemOutcome[]> {
   for (let i = 1; ; i++) {
     try {
-      return await attempt(c, req)
+      return await attempt(c, req, paths)
     } catch (err) {
       if (isRetryableInPlace(err) && i < MAX_ATTEMPTS) continue
       if (err instanceof StoreError) throw err

@@ -6,7 +6,8 @@
  *   unready and fail fast with retryable errors until a back-off probe reconnects).
  * - Schema and migrations, run at open under an advisory lock: postgres-schema.ts.
  * - Write path (dedup by the table's keys, floors, evicted ranges, counters, one
- *   transaction per request, answered after COMMIT): postgres-write.ts.
+ *   transaction per request, answered after COMMIT): postgres-write.ts, with its COPY
+ *   fast path for requests that need no dedup decision in postgres-copy.ts.
  * - Query API and stats with keyset pagination: postgres-query.ts.
  *
  * Crash behaviour: a request is one transaction; if the database or the connection dies
@@ -22,7 +23,7 @@ import { itemOf, type Item } from '../item.ts'
 import { isTransient, PgPool, type PgHealthState } from './postgres-pool.ts'
 import { queryConflicts, queryDevice, queryStats } from './postgres-query.ts'
 import { prepareSchema } from './postgres-schema.ts'
-import { writeRequest, type PgRequest } from './postgres-write.ts'
+import { writeRequest, type PgRequest, type WritePaths } from './postgres-write.ts'
 import type { ConflictPage, ConflictQuery, DevicePage, DeviceQuery, ItemOutcome, Sink, Stats, StoreRequest } from './types.ts'
 
 export type PostgresSinkOptions = {
@@ -52,6 +53,8 @@ export class PostgresSink implements Sink {
   private closing: Promise<void> | null = null
   private inFlight = 0
   private idleWaiters: (() => void)[] = []
+  /** Requests written by COPY, by COPY then the INSERT statement, by the INSERT statement (postgres-write.ts). */
+  readonly writes: WritePaths = { copy: 0, copyFellBack: 0, insert: 0 }
 
   private constructor (private readonly pool: PgPool, private readonly opts: PostgresSinkOptions) {}
 
@@ -92,7 +95,7 @@ export class PostgresSink implements Sink {
     this.inFlight++
     const t0 = process.hrtime.bigint()
     try {
-      const outs = await this.pool.withClient((c) => writeRequest(c, sub))
+      const outs = await this.pool.withClient((c) => writeRequest(c, sub, this.writes))
       this.opts.onCommit?.(Number(process.hrtime.bigint() - t0) / 1e9)
       let j = 0
       return keep.map((k) => k ? outs[j++]! : 'rejected')

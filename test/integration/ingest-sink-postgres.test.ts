@@ -2,9 +2,12 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pg from 'pg'
 import { PostgresSink } from '../../ingest/sinks/postgres.ts'
+import { itemOf } from '../../ingest/item.ts'
+import { copyEligible, isoTime, runCopy } from '../../ingest/sinks/postgres-copy.ts'
 import { PgPool } from '../../ingest/sinks/postgres-pool.ts'
 import { queryDevice } from '../../ingest/sinks/postgres-query.ts'
 import { MIGRATIONS } from '../../ingest/sinks/postgres-schema.ts'
+import { INSERT_SQL, insertParams } from '../../ingest/sinks/postgres-write.ts'
 import { waitFor } from '../helpers/index.ts'
 import { freshDatabase, ownPostgres } from '../helpers/postgres.ts'
 import { item, req, runSinkContract } from './sink-contract.ts'
@@ -123,4 +126,92 @@ test('postgres: a query filtered by gateways looks at a bounded number of rows a
   }
   assert.deepEqual(got, [100, 101, 102])
   assert.ok(pages >= 33 / 4 - 1, `pages ${pages + 1}: each looked at no more than 4 rows`)
+})
+
+/** Every column of readings, in one order, as text (jsonb compared as PostgreSQL prints it). */
+async function readingRows (url: string): Promise<unknown[]> {
+  const c = new pg.Client({ connectionString: url })
+  await c.connect()
+  try {
+    return (await c.query(`SELECT time::text, rx::text, ts::text, gateway, epoch, p, s::text, device, fleet, boot::text, jsonb_typeof(boot) AS boot_type,
+      seq::text, values::text, boot_key, pos::text FROM readings ORDER BY p, s`)).rows
+  } finally { await c.end() }
+}
+
+test('postgres: the COPY path writes times as Date#toISOString does, across days, years 1 to 9999 and before 1970', () => {
+  const cache = { day: NaN, prefix: '' }
+  const times = [-62135596800000, -86400001, -86400000, -1, 0, 1, 951782399999, 951782400000, 1767225599999, 1767225600000, 253402300799999]
+  for (let t = 1790000000000; t < 1790000000000 + 3 * 86_400_000; t += 3_599_999) times.push(t)
+  for (const t of times) assert.equal(isoTime(t, cache), new Date(t).toISOString(), String(t))
+})
+
+test('postgres: the COPY path stores exactly what the INSERT path stores (escapes, nulls, text boots, times, jsonb)', async () => {
+  const odd = 'tab\there, nl\nthere, cr\r, back\\slash, quote \' and " , \u00e9\u4e2d\ud83d\ude00, \\N, \\.'
+  const items = [
+    item(0, 1, { device: odd, boot: odd, values: { [odd]: odd, n: -0.5, big: 12345678901234, flag: true, s: 'x\ty' } }),
+    item(0, 2, { boot: null, seq: null, ts: null }),
+    item(0, 3, { boot: 7, ts: 0, rx: 253402300799999 }),
+    item(3, 4, { boot: '', ts: -62135596800000, values: {} }),
+    item(3, 5, { device: '\\', boot: 2 ** 40, seq: 2 ** 52, ts: 1790000000123 })
+  ].map(itemOf)
+  const request = { ...req([]), fleet: 'fleet \'a\'\t\\', gateway: 'gw \'\\\t', epoch: 'ep\n1', items, rejected: 1 }
+  assert.equal(copyEligible(request), true)
+  const viaCopy = await freshDatabase()
+  const viaInsert = await freshDatabase()
+  for (const url of [viaCopy, viaInsert]) { const s = await PostgresSink.open({ url, poolMax: 1 }); await s.close() }
+  const a = new pg.Client({ connectionString: viaCopy })
+  const b = new pg.Client({ connectionString: viaInsert })
+  await a.connect(); await b.connect()
+  try {
+    await runCopy(a, request, 0)
+    assert.equal((await b.query(INSERT_SQL, insertParams(request, 0, 0))).rowCount, items.length)
+    const rows = await readingRows(viaCopy)
+    assert.equal(rows.length, items.length)
+    assert.deepEqual(rows, await readingRows(viaInsert))
+    const counters = 'SELECT gateway, shard, stored, duplicates, rejected, evicted, conflicts FROM ingest_counters'
+    assert.deepEqual((await a.query(counters)).rows, (await b.query(counters)).rows)
+  } finally { await a.end(); await b.end() }
+})
+
+test('postgres: a batch with nothing to decide goes through COPY; a retransmit, a floor or a key stored meanwhile falls back to the INSERT path with its answers', async (t) => {
+  const sink = await PostgresSink.open({ url: await freshDatabase(), poolMax: 2 })
+  t.after(() => sink.close())
+  assert.deepEqual(await sink.storeBatch(req([item(0, 1), item(0, 2), item(0, 3)], { floors: [[0, 2]] })), ['stored', 'stored', 'stored'])
+  assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 0, insert: 0 })
+  // a retransmit: COPY meets the primary key, rolls back, the INSERT path answers duplicate
+  assert.deepEqual(await sink.storeBatch(req([item(0, 3), item(0, 4)])), ['duplicate', 'stored'])
+  assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 1, insert: 1 })
+  // below the recorded floor (2), though no longer stored: the guard sends it to the INSERT path
+  const c = new pg.Client({ connectionString: (sink as unknown as { opts: { url: string } }).opts.url })
+  await c.connect()
+  t.after(() => c.end())
+  await c.query('DELETE FROM readings WHERE s = 1')
+  assert.deepEqual(await sink.storeBatch(req([item(0, 1, { seq: 101 }), item(0, 5)])), ['duplicate', 'stored'])
+  assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 2, insert: 2 })
+  assert.equal((await c.query('SELECT count(*)::int AS n FROM readings WHERE s = 1')).rows[0].n, 0, 'the item below the floor was not stored')
+  // the same natural key through another gateway: a duplicate (same content), a conflict (other content)
+  assert.deepEqual(await sink.storeBatch(req([item(1, 50, { seq: 4 }), item(1, 51, { seq: 60 })], { gateway: 'gw2' })), ['duplicate', 'stored'])
+  assert.deepEqual(await sink.storeBatch(req([item(1, 52, { seq: 5, values: { t: 0 } })], { gateway: 'gw2' })), ['conflict'])
+  assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 4, insert: 4 })
+  // a key twice in one batch: straight to the INSERT path
+  assert.deepEqual(await sink.storeBatch(req([item(0, 9), item(0, 9)])), ['stored', 'duplicate'])
+  assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 4, insert: 5 })
+  // a stored key after a new first item: the guard lets it through, COPY meets the key and rolls back
+  assert.deepEqual(await sink.storeBatch(req([item(0, 20, { seq: 120 }), item(0, 5)])), ['stored', 'duplicate'])
+  assert.deepEqual(sink.writes, { copy: 1, copyFellBack: 5, insert: 6 })
+  assert.deepEqual(await sink.storeBatch(req([item(2, 1, { seq: 201 }), item(2, 2, { seq: 202 })], { floors: [[2, 1]] })), ['stored', 'stored'])
+  assert.deepEqual(sink.writes, { copy: 2, copyFellBack: 5, insert: 6 })
+  const st = await sink.stats()
+  assert.deepEqual([st.stored, st.duplicates, st.conflicts], [10, 5, 1])
+  assert.deepEqual((await c.query("SELECT p, floor::int FROM ingest_floors WHERE gateway = 'gw1' ORDER BY p")).rows, [{ p: 0, floor: 2 }, { p: 2, floor: 1 }])
+})
+
+test('postgres: rows the COPY path cannot encode fail its COPY (CopyFail), not the process; the INSERT path writes them', async (t) => {
+  const sink = await PostgresSink.open({ url: await freshDatabase(), poolMax: 1 })
+  t.after(() => sink.close())
+  let calls = 0
+  const values = { t: 1, toJSON: () => { if (calls++ === 0) throw new Error('cannot encode'); return { t: 1 } } }
+  assert.deepEqual(await sink.storeBatch(req([item(0, 1, { values: values as never })])), ['stored'])
+  assert.deepEqual(sink.writes, { copy: 0, copyFellBack: 1, insert: 1 })
+  assert.deepEqual((await sink.queryDevice({ device: 'dev1', limit: 10 })).readings.map((r) => r.values), [{ t: 1 }])
 })
