@@ -26,8 +26,7 @@
  */
 import pg from 'pg'
 import { bootKey } from './leveldb-keys.ts'
-import type { PgRequest } from './postgres-write.ts'
-import { DEFAULT_FLEET } from './types.ts'
+import { DEFAULT_FLEET, type PgRequest } from './types.ts'
 
 /** The guard's error texts (SQLSTATE 22P02), so a failed fast path can tell them from other errors in logs and tests. */
 export const BELOW_FLOOR = 'ingest fast path: an item is below its partition floor'

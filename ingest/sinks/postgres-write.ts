@@ -45,10 +45,10 @@ import { RunSet, type Run } from '../dedup.ts'
 import { bootKey } from './leveldb-keys.ts'
 import { copyEligible, runCopy } from './postgres-copy.ts'
 import { isConnectionError, isRetryableInPlace, isTransient } from './postgres-pool.ts'
-import { DEFAULT_FLEET, type ItemOutcome, type StoreRequest } from './types.ts'
+import { DEFAULT_FLEET, type ItemOutcome, type PgRequest } from './types.ts'
 
 /** A request as written: its storable items, decoded (../item.ts). */
-export type PgRequest = Omit<StoreRequest, 'items'> & { items: readonly Item[] }
+export type { PgRequest } from './types.ts'
 
 export const COUNTER_SHARDS = 8
 const MAX_ATTEMPTS = 5

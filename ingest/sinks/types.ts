@@ -6,6 +6,7 @@
  * transaction per `storeBatch`. Every implementation runs test/integration/sink-contract.ts.
  */
 import type { BatchItem, Boot, EvictedRange, Floor, Values } from '../../protocol/index.ts'
+import type { Item } from '../item.ts'
 
 /** The fleet of a request without one (read-auth.ts: a `--token` gateway's fleet). */
 export const DEFAULT_FLEET = 'default'
@@ -167,3 +168,6 @@ export type DedupState = { partitions: number, seqs: number, runs: number, epoch
 export function zeroCounts (): Counts {
   return { stored: 0, duplicates: 0, rejected: 0, evicted: 0, conflicts: 0 }
 }
+
+/** A store request whose items the ingest has already decoded (the PostgreSQL write paths read them so). */
+export type PgRequest = Omit<StoreRequest, 'items'> & { items: readonly Item[] }
