@@ -23,7 +23,6 @@ import { chownSync, readdirSync, readFileSync, statSync, writeFileSync } from 'n
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import { DEFAULT_FLEET } from '../ingest/sinks/types.ts'
 import { encodeBatch, type BatchItem } from '../protocol/index.ts'
 import { ThrowawayPostgres } from '../scripts/throwaway-postgres.ts'
 import { bool, helpText, num, parseFlags, str, type FlagSpec } from './lib/args.ts'
@@ -31,6 +30,9 @@ import { Cleanup, cpuSeconds, type Proc } from './lib/procs.ts'
 import { appendRecord, fmtInt, gitSha, hostInfo } from './lib/results.ts'
 import { commandLine, ROOT } from './lib/systems.ts'
 import type { BenchRecord, Check } from './lib/types.ts'
+
+/** The fleet of a gateway the ingest's tokens give none (the ingest's DEFAULT_FLEET; bench/ imports no ingest module) */
+const DEFAULT_FLEET = 'default'
 
 const FLAGS: FlagSpec = {
   rows: { type: 'number', default: 100_000, doc: 'rows for the ingest vs COPY runs' },
