@@ -52,6 +52,7 @@ const FLAGS: FlagSpec = {
   'mqtt-connections': { type: 'number', default: 4, doc: 'ingest --mqtt-connections for the mqtt upstream (each takes one batch at a time)' },
   'live-devices': { type: 'number', default: 0, doc: 'devices that keep publishing through the gateway during the drain (0 = none); their PUBACK latency is reported' },
   'live-rate': { type: 'number', default: 2000, doc: 'readings/s in total of the --live-devices' },
+  'gateway-args': { type: 'string', default: '', doc: 'more gateway flags, space separated (e.g. "--commit-interval-ms 5")' },
   'as-installed': { type: 'bool', default: false, doc: 'run the gateway with the V8 options and MALLOC_ARENA_MAX of bin/gateway (bin/node-options), as the systemd unit does: its RSS is the one MemoryMax meets' },
   'gateway-rev': { type: 'string', default: '', doc: 'with --compiled: build gateway and ingest from this git revision instead of the working tree (a baseline run back to back with the change)' }
 }
@@ -119,7 +120,8 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     '--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
     ...(upstream === 'mqtt' ? ['--upstream', brokerUrl, '--upstream-ack', upstreamAck, '--upstream-reconnect-ms', '250'] : ['--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token]), '--durability', str(f, 'durability')!,
     '--batch-max-items', String(num(f, 'batch-max-items')), '--max-in-flight', String(num(f, 'max-in-flight')),
-    '--retry-base-ms', '50', '--retry-max-ms', '250', '--max-buffer-items', String(Math.max(target * 4, 200_000)), '--no-receipts'
+    '--retry-base-ms', '50', '--retry-max-ms', '250', '--max-buffer-items', String(Math.max(target * 4, 200_000)), '--no-receipts',
+    ...str(f, 'gateway-args')!.split(' ').filter(Boolean)
   ], bool(f, 'as-installed') ? launcherNodeArgs(ROOT) : []))
   const gw = cleanup.spawn('gateway', gwArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error', ...(bool(f, 'as-installed') ? { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } : {}) }, echo })
   const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
@@ -229,7 +231,7 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
     system: `${build ? 'gateway-js' : 'gateway'}${upstream === 'http' ? '' : `/mqtt-${upstreamAck}`}`,
     ...(upstream === 'mqtt' && withBaseline ? { baseline: build ? 'gateway-js' : 'gateway' } : {}),
     ...(gatewayRev ? { gatewayRev } : {}),
-    params: { ...(bool(f, 'as-installed') ? { asInstalled: true } : {}), items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}), ...(liveN > 0 ? { liveDevices: liveN, liveRate } : {}) },
+    params: { ...(bool(f, 'as-installed') ? { asInstalled: true } : {}), ...(str(f, 'gateway-args') ? { gatewayArgs: str(f, 'gateway-args') } : {}), items: filled.items, durability: str(f, 'durability')!, batchMaxItems: num(f, 'batch-max-items'), maxInFlight: num(f, 'max-in-flight'), ...(upstream === 'mqtt' ? { mqttConnections: num(f, 'mqtt-connections') } : {}), ...(liveN > 0 ? { liveDevices: liveN, liveRate } : {}) },
     msgsPerSec: Math.round((startItems - remaining) / drainS),
     /** from the first answered batch to the end: without the time both sides take to (re)connect */
     steadyPerSec: Math.round((startItems - remaining) / steadyS),
