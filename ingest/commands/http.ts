@@ -10,7 +10,8 @@
  * Errors are HttpErrors; server.ts answers them as JSON `{ error, message, field? }`. The state
  * machine (index.ts) knows no HTTP: it refuses with a `CommandRefusal` (refusal.ts), which
  * `httpErrorOfCommand` turns into one, its status from the one table
- * `COMMAND_REFUSAL_STATUS` (and `Retry-After` when the refusal says when to retry).
+ * `COMMAND_REFUSAL_STATUS` (and `Retry-After` when the refusal says when to retry). What a
+ * cancel did comes back in words too, and `CANCEL_STATUS` gives its status.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { COMMAND_STATES, decodeReportsRequest, encodeCommandsMessage, encodeReportsResponse, type CommandState } from '../../protocol/commands.ts'
@@ -21,7 +22,7 @@ import { HttpError } from '../errors.ts'
 import { CommandRefusal, type CommandRefusalKind } from '../refusal.ts'
 import { ALL_FLEETS, DEFAULT_FLEET } from '../read-auth.ts'
 import type { CommandAuth, CommandScope } from './auth.ts'
-import type { Commands } from './index.ts'
+import type { CancelOutcome, Commands } from './index.ts'
 import type { CommandRecord } from './store.ts'
 
 /** The longest long poll a gateway may ask for. */
@@ -52,6 +53,16 @@ export const COMMAND_REFUSAL_STATUS: Readonly<Record<CommandRefusalKind, number>
   'key-reused': 422,
   'too-many-pending': 429,
   'rate-limited': 429
+}
+
+/**
+ * The HTTP status of each outcome of a DELETE (`Commands.cancel`): 200 when the command is
+ * cancelled, 202 while the cancel waits for the gateway holding it.
+ */
+export const CANCEL_STATUS: Readonly<Record<CancelOutcome, number>> = {
+  cancelled: 200,
+  requested: 202,
+  'already-requested': 202
 }
 
 /** A command refusal as the HTTP front answers it: the status of its kind, its code, message and field, `Retry-After` in whole seconds when it says when. */
@@ -226,8 +237,8 @@ async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps:
     const scope = deps.scope(req)
     const id = pathPart(cm[1]!, 'id')
     if (req.method === 'DELETE') {
-      const { status, record } = await commands.cancel(id, scope.fleet)
-      sendJson(res, status, view(record))
+      const { outcome, record } = await commands.cancel(id, scope.fleet)
+      sendJson(res, CANCEL_STATUS[outcome], view(record))
       return 'commands'
     }
     const r = await commands.get(id, scope.fleet)

@@ -72,6 +72,15 @@ export type CreateOptions = {
   offlineFail?: boolean
 }
 
+/**
+ * What a cancel did (`Commands.cancel`), in the words of the command's fate: `cancelled` (it
+ * was queued and is final now), `requested` (a gateway holds it: asked to give it back),
+ * `already-requested` (asked before; nothing changed). The HTTP front picks the status.
+ */
+export const CANCEL_OUTCOMES = ['cancelled', 'requested', 'already-requested'] as const
+
+export type CancelOutcome = typeof CANCEL_OUTCOMES[number]
+
 /** A gateway's pending work: what the long poll and the MQTT publish carry. */
 export type Pending = { commands: WireCommand[], recalls: Recall[] }
 
@@ -300,25 +309,32 @@ export class Commands {
     return this.waiting
   }
 
-  /** DELETE: queued -> cancelled (200); at-gateway -> recall 'cancel' (202); else a `conflict` refusal naming the state. */
-  async cancel (id: string, fleet: string): Promise<{ status: 200 | 202, record: CommandRecord }> {
+  /**
+   * Cancels a command: `cancelled` when it was queued (final now); `requested` when a gateway
+   * holds it (at-gateway: a cancel recall asked of it, cancelled when it gives the command
+   * back, or it goes on if the device got it first); `already-requested` when such a recall
+   * was asked before (nothing changes). Any other state is a `conflict` refusal naming it.
+   */
+  async cancel (id: string, fleet: string): Promise<{ outcome: CancelOutcome, record: CommandRecord }> {
     if (await this.get(id, fleet) === null) throw new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' })
     const now = this.now()
-    let outcome = 200 as 200 | 202 | CommandRefusal
+    // set by `change` (the `as` keeps TypeScript from narrowing it to its first value)
+    let outcome = 'cancelled' as CancelOutcome | CommandRefusal
     const [r] = await this.store.update([id], ([cur]) => {
       if (!cur) { outcome = new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' }); return [null] }
-      if (cur.state === 'queued') { outcome = 200; return [this.moveTo(cur, 'cancelled', now, now)] }
+      if (cur.state === 'queued') { outcome = 'cancelled'; return [this.moveTo(cur, 'cancelled', now, now)] }
       if (cur.state === 'at-gateway') {
-        outcome = 202
-        return [cur.recall === 'cancel' ? null : { ...cur, recall: 'cancel', updatedAt: now }]
+        if (cur.recall === 'cancel') { outcome = 'already-requested'; return [null] }
+        outcome = 'requested'
+        return [{ ...cur, recall: 'cancel', updatedAt: now }]
       }
       outcome = new CommandRefusal('conflict', 'not_cancellable', `command ${id} is ${cur.state}: only a queued or at-gateway command can be cancelled`, { field: 'state' })
       return [null]
     })
     if (outcome instanceof CommandRefusal) throw outcome
-    if (outcome === 200) this.notify(r!)
+    if (outcome === 'cancelled') this.notify(r!)
     else if (r!.gateway !== null) this.wakeGateway(r!.gateway)
-    return { status: outcome, record: r! }
+    return { outcome, record: r! }
   }
 
   // ---- the gateway's side -----------------------------------------------------------

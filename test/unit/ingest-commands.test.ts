@@ -196,18 +196,24 @@ test('recall: a command delivered before the recall stays where it is', async (t
   assert.equal(((await report(r, 'gwA', [[record.id, 'dev1', 'recalled', r.clock.t]])) as [number, number][])[0]![1], 3)
 })
 
-test('cancel: queued -> cancelled at once; at-gateway -> recall, cancelled when given back; delivered -> 409', async (t) => {
+test('cancel: queued -> cancelled at once; at-gateway -> recall requested (once), cancelled when given back; delivered -> 409', async (t) => {
   const r = await rig(t, { maxPendingPerDevice: 10 })
   await connect(r, 'gwA', 'dev1')
   const a = await create(r, 'dev1', { name: 'x' })
   const ca = await r.c.cancel(a.record.id, 'default')
-  assert.equal(ca.status, 200)
+  assert.equal(ca.outcome, 'cancelled')
   assert.equal(ca.record.state, 'cancelled')
   assert.deepEqual((await r.c.pendingFor('gwA')).commands, [])
   const b = await create(r, 'dev1', { name: 'x' })
   await report(r, 'gwA', [[b.record.id, 'dev1', 'at-gateway', r.clock.t]])
   const cb = await r.c.cancel(b.record.id, 'default')
-  assert.equal(cb.status, 202)
+  assert.equal(cb.outcome, 'requested')
+  assert.equal(cb.record.recall, 'cancel')
+  // a second DELETE while the gateway has not answered: nothing changes
+  r.clock.t += 5
+  const again = await r.c.cancel(b.record.id, 'default')
+  assert.equal(again.outcome, 'already-requested')
+  assert.deepEqual(again.record, cb.record)
   assert.deepEqual((await r.c.pendingFor('gwA')).recalls, [{ id: b.record.id, device: 'dev1', cancel: true }])
   await report(r, 'gwA', [[b.record.id, 'dev1', 'recalled', r.clock.t]])
   assert.equal((await r.c.get(b.record.id, 'default'))?.state, 'cancelled')
