@@ -128,6 +128,19 @@ function pathPart (s: string, field: string): string {
   try { return decodeURIComponent(s) } catch { throw new HttpError(400, 'invalid_query', `${field}: malformed percent-encoding in the path`, { field }) }
 }
 
+/**
+ * A signal that aborts when the response's connection closes before it is answered (the
+ * client went away), already aborted if it has; `release` stops listening (call it once the
+ * wait is over).
+ */
+function abortOnClose (req: IncomingMessage, res: ServerResponse): { signal: AbortSignal, release: () => void } {
+  const gone = new AbortController()
+  const abort = (): void => { gone.abort() }
+  res.once('close', abort)
+  if (res.destroyed || req.socket.destroyed) abort()
+  return { signal: gone.signal, release: () => { res.off('close', abort) } }
+}
+
 const DEVICE_PATH = /^\/v1\/devices\/([^/]+)\/commands$/
 const COMMAND_PATH = /^\/v1\/commands\/([^/]+)$/
 
@@ -152,7 +165,15 @@ async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps:
     method(req, 'GET')
     const gateway = deps.authenticateGateway(req)
     const wait = Math.min(intParam(url, 'wait', 0, 3_600_000) ?? 0, MAX_POLL_MS)
-    const pending = await commands.waitPending(gateway, wait, () => req.socket.destroyed)
+    // a gateway that hangs up ends its poll at once (not at the next re-read)
+    const gone = abortOnClose(req, res)
+    let pending
+    try {
+      pending = await commands.waitPending(gateway, wait, gone.signal)
+    } finally {
+      gone.release()
+    }
+    if (gone.signal.aborted) return 'gateway-commands' // nobody to answer
     sendCbor(res, encodeCommandsMessage(pending))
     return 'gateway-commands'
   }
@@ -198,14 +219,11 @@ async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps:
     let r = record
     if (wait !== undefined && wait > 0) {
       // a caller that disconnects takes its waiter with it: the command stays created
-      const gone = new AbortController()
-      const abort = (): void => { gone.abort() }
-      res.once('close', abort)
-      if (res.destroyed || req.socket.destroyed) abort()
+      const gone = abortOnClose(req, res)
       try {
         r = (await commands.wait(record.id, wait, gone.signal)) ?? record
       } finally {
-        res.off('close', abort)
+        gone.release()
       }
       if (gone.signal.aborted) return 'commands' // nobody to answer
     }

@@ -286,6 +286,30 @@ test('long poll: waitPending answers when a command is routed to the gateway', a
   assert.deepEqual((await poll).commands.map((c) => c.id), [record.id])
 })
 
+test('long poll: a gateway gone (its signal aborted) ends the poll at once, and what it read is offered again at once', async (t) => {
+  const r = await rig(t, { now: Date.now })
+  await r.c.applyReports('gwA', 'default', { reports: [], presence: [['dev1', 1, Date.now()]] })
+  // the poll is parked on its wake event once it has read the gateway's pending work
+  let reads = 0
+  const read = r.store.openForGateway.bind(r.store)
+  r.store.openForGateway = async (...a) => { const x = await read(...a); reads++; return x }
+  const gone = new AbortController()
+  const poll = r.c.waitPending('gwA', 5000, gone.signal)
+  await waitFor(() => r.c.pollers === 1 && reads === 1, { timeoutMs: 2000, what: 'the poll waiting' })
+  const t0 = Date.now()
+  gone.abort()
+  assert.deepEqual(await poll, { commands: [], recalls: [] })
+  assert.ok(Date.now() - t0 < 200, `the poll ended ${Date.now() - t0} ms after the abort`)
+  assert.equal(r.c.pollers, 0)
+  // a poll whose gateway is already gone does not note its commands as offered: nobody got them
+  const { record } = await create(r, 'dev1', { name: 'x' })
+  assert.deepEqual((await r.c.waitPending('gwA', 5000, AbortSignal.abort())).commands.map((c) => c.id), [record.id])
+  const t1 = Date.now()
+  assert.deepEqual((await r.c.waitPending('gwA', 5000)).commands.map((c) => c.id), [record.id])
+  assert.ok(Date.now() - t1 < 1000, `the next poll got the command after ${Date.now() - t1} ms, not at once`)
+  assert.equal(r.c.pollers, 0)
+})
+
 test('the store survives a reopen: every record, index, counter and presence entry', async (t) => {
   const dir = await tempDir(t, 'cmd-unit-')
   const r1 = await rig(t, { maxPendingPerDevice: 10 }, dir)
