@@ -89,3 +89,31 @@ test('a gateway that hangs up on its long poll takes the poll with it at once', 
   assert.equal(stayed.status, 200, stayed.body.toString())
   assert.equal(ing.commands.pollers, 0)
 })
+
+test('/metrics: ingest_command_waiters counts the callers waiting on ?wait and the gateways\' long polls in progress', async (t) => {
+  const dir = await tempDir(t, 'ingest-cmd-waiters-')
+  const ing = await createIngest({ port: 0, host: '127.0.0.1', dataDir: join(dir, 'db'), token: [`gwA:${GW}`], commandToken: [`default:${CMD}`] }, { logger: silentLogger })
+  t.after(() => ing.close())
+  const base = `http://127.0.0.1:${ing.port}`
+  const waiters = async (): Promise<Record<string, number>> => {
+    const m = await call(`${base}/metrics`)
+    assert.equal(m.status, 200, m.body.toString())
+    return Object.fromEntries([...m.body.toString().matchAll(/^ingest_command_waiters\{kind="([a-z]+)"\} (\d+)$/gm)].map((x) => [x[1]!, Number(x[2])]))
+  }
+  assert.deepEqual(await waiters(), { caller: 0, gateway: 0 })
+  const presence = await call(`${base}/v1/gateway/command-reports`, { headers: { 'content-type': 'application/cbor', ...bearer(GW) }, body: encodeReportsRequest({ gateway: 'gwA', batch: 'b1', reports: [], presence: [['dev1', 1, Date.now()]] }) })
+  assert.equal(presence.status, 200, presence.body.toString())
+
+  // two callers waiting for their commands, one gateway polling (it has just been offered both)
+  const posts = ['ping', 'reboot'].map((name) => call(`${base}/v1/devices/dev1/commands?wait=3000`, { headers: { 'content-type': 'application/json', ...bearer(CMD) }, body: Buffer.from(JSON.stringify({ name })) }))
+  await waitFor(() => ing.commands.waiters === 2, { timeoutMs: 10_000, what: 'both POSTs waiting' })
+  assert.equal((await call(`${base}/v1/gateway/commands?wait=0`, { headers: bearer(GW) })).status, 200)
+  const poll = call(`${base}/v1/gateway/commands?wait=2500`, { headers: bearer(GW) })
+  await waitFor(() => ing.commands.pollers === 1, { timeoutMs: 10_000, what: 'the long poll waiting' })
+  assert.deepEqual(await waiters(), { caller: 2, gateway: 1 })
+
+  // their waits run out: 202 for the callers, 200 for the gateway, and nobody waits any more
+  assert.deepEqual((await Promise.all(posts)).map((a) => a.status), [202, 202])
+  assert.equal((await poll).status, 200)
+  assert.deepEqual(await waiters(), { caller: 0, gateway: 0 })
+})
