@@ -73,7 +73,8 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
   const tokens = new Map([...secrets].map(([secret, gw]) => [hashSecret(secret), gw]))
   let sink: Sink | undefined
   let commandStore: CommandStore | undefined
-  const metrics = createMetrics(() => sink, () => commandStore)
+  let liveCommands: Commands | undefined
+  const metrics = createMetrics(() => sink, () => commandStore, () => liveCommands && { caller: liveCommands.waiters, gateway: liveCommands.pollers })
   sink = postgresUrl !== undefined
     // loaded only for this sink: the leveldb ingest starts without pg and its modules
     ? await (await import('./sinks/postgres.ts')).PostgresSink.open({
@@ -120,6 +121,7 @@ export async function createIngest (options: IngestOptions = {}, deps: { logger?
     report: (code) => metrics.commandReports.inc({ code: String(code) }),
     refusal: (reason) => metrics.commandRefusals.inc({ reason })
   })
+  liveCommands = commands
   const chaosSeed = config.chaosSeed ?? randomInt(0, 0xffffffff)
   const chaos = new Chaos({
     retryRate: config.chaosRetryRate,

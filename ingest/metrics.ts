@@ -6,7 +6,10 @@ import { COUNT_KINDS, type Sink } from './sinks/types.ts'
 
 export type IngestMetrics = ReturnType<typeof createMetrics>
 
-export function createMetrics (sink: () => Sink | undefined, commandStore: () => CommandStore | undefined = () => undefined) {
+/** Waits in progress on commands: the callers' `POST ?wait` and the gateways' long polls. */
+export type CommandWaits = { caller: number, gateway: number }
+
+export function createMetrics (sink: () => Sink | undefined, commandStore: () => CommandStore | undefined = () => undefined, commandWaits: () => CommandWaits | undefined = () => undefined) {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'ingest_' })
   const m = {
@@ -48,6 +51,18 @@ export function createMetrics (sink: () => Sink | undefined, commandStore: () =>
         const c = await commandStore()?.counts().catch(() => undefined)
         if (!c) return
         for (const state of COMMAND_STATES) this.set({ state }, c[state])
+      }
+    }),
+    commandWaiters: new Gauge({
+      name: 'ingest_command_waiters',
+      help: 'Waits in progress on commands in this process, by kind (caller = a POST with ?wait waiting for its command to finish, gateway = a gateway\'s long poll waiting for commands)',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+      collect () {
+        const w = commandWaits()
+        if (!w) return
+        this.set({ kind: 'caller' }, w.caller)
+        this.set({ kind: 'gateway' }, w.gateway)
       }
     }),
     commandReports: new Counter({ name: 'ingest_command_reports_total', help: 'Gateways\' command reports answered, by result code (0 applied, 1 duplicate, 2 retry, 3 rejected)', labelNames: ['code'] as const, registers: [registry] }),

@@ -10,7 +10,8 @@
  * Errors are HttpErrors; server.ts answers them as JSON `{ error, message, field? }`. The state
  * machine (index.ts) knows no HTTP: it refuses with a `CommandRefusal` (refusal.ts), which
  * `httpErrorOfCommand` turns into one, its status from the one table
- * `COMMAND_REFUSAL_STATUS` (and `Retry-After` when the refusal says when to retry).
+ * `COMMAND_REFUSAL_STATUS` (and `Retry-After` when the refusal says when to retry). What a
+ * cancel did comes back in words too, and `CANCEL_STATUS` gives its status.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { COMMAND_STATES, decodeReportsRequest, encodeCommandsMessage, encodeReportsResponse, type CommandState } from '../../protocol/commands.ts'
@@ -21,7 +22,7 @@ import { HttpError } from '../errors.ts'
 import { CommandRefusal, type CommandRefusalKind } from '../refusal.ts'
 import { ALL_FLEETS, DEFAULT_FLEET } from '../read-auth.ts'
 import type { CommandAuth, CommandScope } from './auth.ts'
-import type { Commands } from './index.ts'
+import type { CancelOutcome, Commands } from './index.ts'
 import type { CommandRecord } from './store.ts'
 
 /** The longest long poll a gateway may ask for. */
@@ -52,6 +53,16 @@ export const COMMAND_REFUSAL_STATUS: Readonly<Record<CommandRefusalKind, number>
   'key-reused': 422,
   'too-many-pending': 429,
   'rate-limited': 429
+}
+
+/**
+ * The HTTP status of each outcome of a DELETE (`Commands.cancel`): 200 when the command is
+ * cancelled, 202 while the cancel waits for the gateway holding it.
+ */
+export const CANCEL_STATUS: Readonly<Record<CancelOutcome, number>> = {
+  cancelled: 200,
+  requested: 202,
+  'already-requested': 202
 }
 
 /** A command refusal as the HTTP front answers it: the status of its kind, its code, message and field, `Retry-After` in whole seconds when it says when. */
@@ -117,6 +128,19 @@ function pathPart (s: string, field: string): string {
   try { return decodeURIComponent(s) } catch { throw new HttpError(400, 'invalid_query', `${field}: malformed percent-encoding in the path`, { field }) }
 }
 
+/**
+ * A signal that aborts when the response's connection closes before it is answered (the
+ * client went away), already aborted if it has; `release` stops listening (call it once the
+ * wait is over).
+ */
+function abortOnClose (req: IncomingMessage, res: ServerResponse): { signal: AbortSignal, release: () => void } {
+  const gone = new AbortController()
+  const abort = (): void => { gone.abort() }
+  res.once('close', abort)
+  if (res.destroyed || req.socket.destroyed) abort()
+  return { signal: gone.signal, release: () => { res.off('close', abort) } }
+}
+
 const DEVICE_PATH = /^\/v1\/devices\/([^/]+)\/commands$/
 const COMMAND_PATH = /^\/v1\/commands\/([^/]+)$/
 
@@ -141,7 +165,15 @@ async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps:
     method(req, 'GET')
     const gateway = deps.authenticateGateway(req)
     const wait = Math.min(intParam(url, 'wait', 0, 3_600_000) ?? 0, MAX_POLL_MS)
-    const pending = await commands.waitPending(gateway, wait, () => req.socket.destroyed)
+    // a gateway that hangs up ends its poll at once (not at the next re-read)
+    const gone = abortOnClose(req, res)
+    let pending
+    try {
+      pending = await commands.waitPending(gateway, wait, gone.signal)
+    } finally {
+      gone.release()
+    }
+    if (gone.signal.aborted) return 'gateway-commands' // nobody to answer
     sendCbor(res, encodeCommandsMessage(pending))
     return 'gateway-commands'
   }
@@ -187,14 +219,11 @@ async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps:
     let r = record
     if (wait !== undefined && wait > 0) {
       // a caller that disconnects takes its waiter with it: the command stays created
-      const gone = new AbortController()
-      const abort = (): void => { gone.abort() }
-      res.once('close', abort)
-      if (res.destroyed || req.socket.destroyed) abort()
+      const gone = abortOnClose(req, res)
       try {
         r = (await commands.wait(record.id, wait, gone.signal)) ?? record
       } finally {
-        res.off('close', abort)
+        gone.release()
       }
       if (gone.signal.aborted) return 'commands' // nobody to answer
     }
@@ -226,8 +255,8 @@ async function route (req: IncomingMessage, res: ServerResponse, url: URL, deps:
     const scope = deps.scope(req)
     const id = pathPart(cm[1]!, 'id')
     if (req.method === 'DELETE') {
-      const { status, record } = await commands.cancel(id, scope.fleet)
-      sendJson(res, status, view(record))
+      const { outcome, record } = await commands.cancel(id, scope.fleet)
+      sendJson(res, CANCEL_STATUS[outcome], view(record))
       return 'commands'
     }
     const r = await commands.get(id, scope.fleet)

@@ -20,7 +20,8 @@
  * every 250 ms so that a command completed through another ingest process on a shared
  * database is seen too; it ends at once when its signal aborts (the caller went away: the
  * command stays, only the waiter goes). Long polls (`waitPending`) wake on an in-process
- * event per gateway.
+ * event per gateway and re-read every second; they too end at once when their signal aborts
+ * (the gateway hung up).
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
@@ -72,6 +73,15 @@ export type CreateOptions = {
   offlineFail?: boolean
 }
 
+/**
+ * What a cancel did (`Commands.cancel`), in the words of the command's fate: `cancelled` (it
+ * was queued and is final now), `requested` (a gateway holds it: asked to give it back),
+ * `already-requested` (asked before; nothing changed). The HTTP front picks the status.
+ */
+export const CANCEL_OUTCOMES = ['cancelled', 'requested', 'already-requested'] as const
+
+export type CancelOutcome = typeof CANCEL_OUTCOMES[number]
+
 /** A gateway's pending work: what the long poll and the MQTT publish carry. */
 export type Pending = { commands: WireCommand[], recalls: Recall[] }
 
@@ -91,6 +101,12 @@ const SWEEP_LIMIT = 1000
 export const REOFFER_MS = 3000
 /** How often `wait` re-reads the store (a command finished through another ingest process). */
 export const WAIT_REREAD_MS = 250
+/**
+ * How often a long poll re-reads the gateway's pending work with no event: a command routed
+ * to it by another ingest process on a shared database, or one offered REOFFER_MS ago and
+ * still not reported at-gateway.
+ */
+export const POLL_REREAD_MS = 1000
 
 /** `recent`: the windows tried, longest first, the page size and the most pages read of the shortest. */
 const RECENT_WINDOWS_MS = [600_000, 60_000, 10_000] as const
@@ -150,6 +166,7 @@ export class Commands {
   private sweeping: Promise<void> | null = null
   private closed = false
   private waiting = 0
+  private polling = 0
   /** per (fleet, device): creates one at a time, so the pending limit holds */
   private readonly deviceLocks = new Map<string, Promise<unknown>>()
   /** per gateway: what its long polls offered, and when (not offered again within REOFFER_MS) */
@@ -300,25 +317,32 @@ export class Commands {
     return this.waiting
   }
 
-  /** DELETE: queued -> cancelled (200); at-gateway -> recall 'cancel' (202); else a `conflict` refusal naming the state. */
-  async cancel (id: string, fleet: string): Promise<{ status: 200 | 202, record: CommandRecord }> {
+  /**
+   * Cancels a command: `cancelled` when it was queued (final now); `requested` when a gateway
+   * holds it (at-gateway: a cancel recall asked of it, cancelled when it gives the command
+   * back, or it goes on if the device got it first); `already-requested` when such a recall
+   * was asked before (nothing changes). Any other state is a `conflict` refusal naming it.
+   */
+  async cancel (id: string, fleet: string): Promise<{ outcome: CancelOutcome, record: CommandRecord }> {
     if (await this.get(id, fleet) === null) throw new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' })
     const now = this.now()
-    let outcome = 200 as 200 | 202 | CommandRefusal
+    // set by `change` (the `as` keeps TypeScript from narrowing it to its first value)
+    let outcome = 'cancelled' as CancelOutcome | CommandRefusal
     const [r] = await this.store.update([id], ([cur]) => {
       if (!cur) { outcome = new CommandRefusal('unknown', 'not_found', `no command ${id}`, { field: 'id' }); return [null] }
-      if (cur.state === 'queued') { outcome = 200; return [this.moveTo(cur, 'cancelled', now, now)] }
+      if (cur.state === 'queued') { outcome = 'cancelled'; return [this.moveTo(cur, 'cancelled', now, now)] }
       if (cur.state === 'at-gateway') {
-        outcome = 202
-        return [cur.recall === 'cancel' ? null : { ...cur, recall: 'cancel', updatedAt: now }]
+        if (cur.recall === 'cancel') { outcome = 'already-requested'; return [null] }
+        outcome = 'requested'
+        return [{ ...cur, recall: 'cancel', updatedAt: now }]
       }
       outcome = new CommandRefusal('conflict', 'not_cancellable', `command ${id} is ${cur.state}: only a queued or at-gateway command can be cancelled`, { field: 'state' })
       return [null]
     })
     if (outcome instanceof CommandRefusal) throw outcome
-    if (outcome === 200) this.notify(r!)
+    if (outcome === 'cancelled') this.notify(r!)
     else if (r!.gateway !== null) this.wakeGateway(r!.gateway)
-    return { status: outcome, record: r! }
+    return { outcome, record: r! }
   }
 
   // ---- the gateway's side -----------------------------------------------------------
@@ -347,16 +371,34 @@ export class Commands {
     return { commands, recalls }
   }
 
-  /** The long poll: pending work at once if any, else when some arrives or `ms` runs out. Touches the gateway's seenAt. */
-  async waitPending (gateway: string, ms: number, aborted: () => boolean = () => false): Promise<Pending> {
-    await this.store.touchGateway(gateway, this.now())
-    const deadline = this.now() + ms
-    for (;;) {
-      const p = await this.pendingFor(gateway)
-      const left = deadline - this.now()
-      if (this.anythingNew(gateway, p) || left <= 0 || aborted() || this.closed) return p
-      await this.once(`g:${gateway}`, Math.min(left, 1000))
+  /**
+   * The long poll: pending work at once if any, else when some arrives or `ms` runs out.
+   * Touches the gateway's seenAt. `signal`: the gateway hung up (its connection closed); the
+   * poll ends at once, and what it read is not noted as offered (nobody got it: the gateway's
+   * next poll has it at once).
+   */
+  async waitPending (gateway: string, ms: number, signal?: AbortSignal): Promise<Pending> {
+    const gone = (): boolean => signal?.aborted === true
+    this.polling++
+    try {
+      await this.store.touchGateway(gateway, this.now())
+      const deadline = this.now() + ms
+      for (;;) {
+        const p = await this.pendingFor(gateway)
+        if (gone()) return p
+        const left = deadline - this.now()
+        if (this.anythingNew(gateway, p) || left <= 0 || this.closed) return p
+        await this.once(`g:${gateway}`, Math.min(left, POLL_REREAD_MS), signal)
+        if (gone()) return p
+      }
+    } finally {
+      this.polling--
     }
+  }
+
+  /** Calls of `waitPending` not yet ended: the gateways' long polls waiting now. */
+  get pollers (): number {
+    return this.polling
   }
 
   /**

@@ -196,18 +196,24 @@ test('recall: a command delivered before the recall stays where it is', async (t
   assert.equal(((await report(r, 'gwA', [[record.id, 'dev1', 'recalled', r.clock.t]])) as [number, number][])[0]![1], 3)
 })
 
-test('cancel: queued -> cancelled at once; at-gateway -> recall, cancelled when given back; delivered -> 409', async (t) => {
+test('cancel: queued -> cancelled at once; at-gateway -> recall requested (once), cancelled when given back; delivered -> 409', async (t) => {
   const r = await rig(t, { maxPendingPerDevice: 10 })
   await connect(r, 'gwA', 'dev1')
   const a = await create(r, 'dev1', { name: 'x' })
   const ca = await r.c.cancel(a.record.id, 'default')
-  assert.equal(ca.status, 200)
+  assert.equal(ca.outcome, 'cancelled')
   assert.equal(ca.record.state, 'cancelled')
   assert.deepEqual((await r.c.pendingFor('gwA')).commands, [])
   const b = await create(r, 'dev1', { name: 'x' })
   await report(r, 'gwA', [[b.record.id, 'dev1', 'at-gateway', r.clock.t]])
   const cb = await r.c.cancel(b.record.id, 'default')
-  assert.equal(cb.status, 202)
+  assert.equal(cb.outcome, 'requested')
+  assert.equal(cb.record.recall, 'cancel')
+  // a second DELETE while the gateway has not answered: nothing changes
+  r.clock.t += 5
+  const again = await r.c.cancel(b.record.id, 'default')
+  assert.equal(again.outcome, 'already-requested')
+  assert.deepEqual(again.record, cb.record)
   assert.deepEqual((await r.c.pendingFor('gwA')).recalls, [{ id: b.record.id, device: 'dev1', cancel: true }])
   await report(r, 'gwA', [[b.record.id, 'dev1', 'recalled', r.clock.t]])
   assert.equal((await r.c.get(b.record.id, 'default'))?.state, 'cancelled')
@@ -278,6 +284,30 @@ test('long poll: waitPending answers when a command is routed to the gateway', a
   assert.equal(answered, false)
   const { record } = await create(r, 'dev1', { name: 'x' })
   assert.deepEqual((await poll).commands.map((c) => c.id), [record.id])
+})
+
+test('long poll: a gateway gone (its signal aborted) ends the poll at once, and what it read is offered again at once', async (t) => {
+  const r = await rig(t, { now: Date.now })
+  await r.c.applyReports('gwA', 'default', { reports: [], presence: [['dev1', 1, Date.now()]] })
+  // the poll is parked on its wake event once it has read the gateway's pending work
+  let reads = 0
+  const read = r.store.openForGateway.bind(r.store)
+  r.store.openForGateway = async (...a) => { const x = await read(...a); reads++; return x }
+  const gone = new AbortController()
+  const poll = r.c.waitPending('gwA', 5000, gone.signal)
+  await waitFor(() => r.c.pollers === 1 && reads === 1, { timeoutMs: 2000, what: 'the poll waiting' })
+  const t0 = Date.now()
+  gone.abort()
+  assert.deepEqual(await poll, { commands: [], recalls: [] })
+  assert.ok(Date.now() - t0 < 200, `the poll ended ${Date.now() - t0} ms after the abort`)
+  assert.equal(r.c.pollers, 0)
+  // a poll whose gateway is already gone does not note its commands as offered: nobody got them
+  const { record } = await create(r, 'dev1', { name: 'x' })
+  assert.deepEqual((await r.c.waitPending('gwA', 5000, AbortSignal.abort())).commands.map((c) => c.id), [record.id])
+  const t1 = Date.now()
+  assert.deepEqual((await r.c.waitPending('gwA', 5000)).commands.map((c) => c.id), [record.id])
+  assert.ok(Date.now() - t1 < 1000, `the next poll got the command after ${Date.now() - t1} ms, not at once`)
+  assert.equal(r.c.pollers, 0)
 })
 
 test('the store survives a reopen: every record, index, counter and presence entry', async (t) => {
