@@ -186,7 +186,12 @@ function overloadAdmission (ratio: number, store: Store, metrics: Metrics, logge
     backlog: () => store.items,
     busy: loopBusy(),
     now: () => performance.now(),
-    gateOf: (client) => readGateOf(client as Client)
+    gateOf: (client) => readGateOf(client as Client),
+    failed: (client, err) => {
+      const c = client as Client
+      log.error({ err, clientId: c.id }, 'handling a reading that waited for admission failed; closing that connection (the device resends what was not acknowledged)')
+      c.close()
+    }
   }, (limiting, limitPerS, why) => {
     if (limiting && why) log.warn({ limitPerS, why }, 'overloaded: readings admitted at a limited rate so the upload keeps its share of the event loop')
     else if (!limiting) log.info({ why }, 'overload over: readings admitted without limit')

@@ -39,6 +39,12 @@ export type AdmissionSources = {
   now: () => number
   /** the read gate of a client, if it has one */
   gateOf: (client: object) => ReadGate | undefined
+  /**
+   * An admitted reading's handling threw (a bug: the intake answers its own errors). Outside
+   * Aedes' hook now, so the owner does what the broker's hook guard would: log and close
+   * that client (it resends what was not acknowledged). The other readings go on.
+   */
+  failed: (client: object, err: unknown) => void
 }
 
 export type AdmissionStatus = { limiting: boolean, limitPerS: number | null, held: number, busy: number, uploadedPerS: number, admittedPerS: number }
@@ -256,7 +262,11 @@ export class Admission {
       const left = (c[HELD] ?? 1) - 1
       c[HELD] = left
       if (left === 0) resume.push(h.client)
-      h.run()
+      try {
+        h.run()
+      } catch (err) {
+        this.src.failed(h.client, err)
+      }
     }
     if (this.head > 1024 && this.head * 2 > this.queue.length) { this.queue.splice(0, this.head); this.head = 0 }
     if (this.head === this.queue.length) { this.queue.length = 0; this.head = 0 }

@@ -243,7 +243,7 @@ export class World {
     // the overload admission on its own clock (advanced by its release step), never busy-driven:
     // the simulation sets and lifts its limits itself
     let admClock = 0
-    const admission = this.o.overload ? new Admission(1.1, { uploaded: () => store.answered, backlog: () => store.items, busy: () => 1, now: () => admClock, gateOf: () => undefined }) : null
+    const admission = this.o.overload ? new Admission(1.1, { uploaded: () => store.answered, backlog: () => store.items, busy: () => 1, now: () => admClock, gateOf: () => undefined, failed: (_c, err) => { throw err } }) : null
     const intake = new Intake(store, { ackMode: this.o.ackMode, maxBlockedReadings: 4 + this.int(20), overloadIntakeRatio: this.o.overload ? 1.1 : 0, maxPayloadBytes: 16 * 1024, dedupCacheDevices: 16 }, log, metrics, admission)
     const config: FlushConfig = { ...this.flushConfig, gatewayId: gw.id }
     const inc = { alive: true, db, store, intake, admission, advance: (ms: number) => { admClock += ms }, mqtt: null, client: null, flushing: Array.from({ length: this.o.partitions }, () => false) } as unknown as Inc

@@ -13,6 +13,7 @@ class World {
   busy = 1
   readonly gates = new Map<object, { paused: boolean, pauses: number, resumes: number }>()
   readonly changes: Array<[boolean, number | null, string]> = []
+  readonly failures: Array<[object, unknown]> = []
   readonly adm: Admission
 
   constructor (ratio = 1.1) {
@@ -21,7 +22,8 @@ class World {
       backlog: () => this.backlog,
       busy: () => this.busy,
       now: () => this.t,
-      gateOf: (c) => this.gate(c)
+      gateOf: (c) => this.gate(c),
+      failed: (c, err) => this.failures.push([c, err])
     }, (limiting, limit, why) => this.changes.push([limiting, limit, why]))
   }
 
@@ -209,4 +211,22 @@ test('close admits everything held; beyond MAX_HELD readings are admitted rather
   assert.equal(ran, MAX_HELD)
   assert.equal(w.adm.held, 0)
   assert.equal(w.adm.limiting, false)
+})
+
+test('a held reading whose handling throws is reported with its client, and the readings behind it go on', () => {
+  const w = new World()
+  w.adm.limitTo(1000, 'test')
+  const a = {}
+  const b = {}
+  const ran: string[] = []
+  w.adm.enter(a, () => { throw new Error('boom') })
+  w.adm.enter(b, () => ran.push('b'))
+  w.t += 2
+  w.adm.releaseDue()
+  assert.deepEqual(ran, ['b'])
+  assert.equal(w.failures.length, 1)
+  assert.equal(w.failures[0]![0], a)
+  assert.match(String(w.failures[0]![1]), /boom/)
+  assert.equal(w.gates.get(a)!.paused, false, 'its reads are not left held')
+  w.adm.close()
 })
