@@ -115,12 +115,27 @@ export class Admission {
    * when it is admitted (readings are admitted in arrival order).
    */
   enter (client: object, run: () => void): boolean {
+    if (this.admit()) return true
+    this.hold(client, run)
+    return false
+  }
+
+  /**
+   * The per-reading check (no allocation): true, the reading goes on now; false, it must
+   * wait: call `hold` with what to run once it is admitted.
+   */
+  admit (): boolean {
     if (this.limit === Infinity) { this.admitted++; return true }
     if (this.held === 0) {
       this.refill()
       if (this.tokens >= 1) { this.tokens--; this.admitted++; return true }
     }
     if (this.held >= MAX_HELD) { this.overflowTotal++; this.admitted++; return true }
+    return false
+  }
+
+  /** A reading `admit` refused waits; `run` is called when it is admitted (in arrival order). */
+  hold (client: object, run: () => void): void {
     this.queue.push({ client, run })
     this.heldTotal++
     const c = client as Counted
@@ -128,7 +143,6 @@ export class Admission {
     c[HELD] = n
     if (n === 1) this.src.gateOf(client)?.pause()
     this.scheduleRelease()
-    return false
   }
 
   /** One controller step (the timer calls it every TICK_MS; tests call it directly). */

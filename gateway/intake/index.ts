@@ -124,7 +124,7 @@ export class Intake {
     entry.dup = packet.dup
     q.entries.push(entry)
     // overload (admission.ts): the reading may wait, its place in the client's PUBACK order kept
-    if (this.admission && !this.admission.enter(client, () => this.proceed(device, packet, entry, q, decode))) return
+    if (this.admission !== null && !this.admission.admit()) { this.admission.hold(client, () => this.proceed(device, packet, entry, q, decode)); return }
     this.proceed(device, packet, entry, q, decode)
   }
 
