@@ -32,8 +32,7 @@ import { mkdirSync } from 'node:fs'
 import { canPin, Cleanup, freePort, pinned, rssKb, type Proc } from './lib/procs.ts'
 import { ThrowawayMosquitto } from '../scripts/throwaway-mosquitto.ts'
 import { appendRecord, fmtInt, fmtMs, gitSha, hostInfo } from './lib/results.ts'
-import { commandLine, compiledBuild, ROOT } from './lib/systems.ts'
-import { launcherNodeArgs } from '../scripts/node-options.ts'
+import { commandLine, compiledBuild, launcherOptions, ROOT } from './lib/systems.ts'
 
 const FLAGS: FlagSpec = {
   items: { type: 'number', default: 1_000_000, doc: 'readings to buffer before the upstream comes up' },
@@ -116,14 +115,15 @@ async function drainOnce (f: ReturnType<typeof parseFlags>, upstream: 'http' | '
   const token = 'bench-secret-pad'
   const deadline = Date.now() + num(f, 'timeout-s') * 1000
   const echo = bool(f, 'echo')
+  const installed = bool(f, 'as-installed') ? launcherOptions() : null
   const gwArgv = pinned(gwCore, node('gateway/main.ts', [
     '--gateway-id', 'bench', '--data-dir', join(dir, 'gateway'), '--host', '127.0.0.1', '--mqtt-port', '0', '--admin-port', '0',
     ...(upstream === 'mqtt' ? ['--upstream', brokerUrl, '--upstream-ack', upstreamAck, '--upstream-reconnect-ms', '250'] : ['--upstream', `http://127.0.0.1:${ingestPort}`, '--token', token]), '--durability', str(f, 'durability')!,
     '--batch-max-items', String(num(f, 'batch-max-items')), '--max-in-flight', String(num(f, 'max-in-flight')),
     '--retry-base-ms', '50', '--retry-max-ms', '250', '--max-buffer-items', String(Math.max(target * 4, 200_000)), '--no-receipts',
     ...str(f, 'gateway-args')!.split(' ').filter(Boolean)
-  ], bool(f, 'as-installed') ? launcherNodeArgs(ROOT) : []))
-  const gw = cleanup.spawn('gateway', gwArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error', ...(bool(f, 'as-installed') ? { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } : {}) }, echo })
+  ], installed?.nodeArgs))
+  const gw = cleanup.spawn('gateway', gwArgv, { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'error', ...installed?.env }, echo })
   const ready = await gw.waitFor((o) => o.msg === 'ready', 30_000, 'gateway ready')
   const mqttPort = ready.mqttPort as number
   const adminPort = ready.adminPort as number

@@ -198,9 +198,12 @@ function overloadAdmission (ratio: number, store: Store, metrics: Metrics, logge
   })
   metrics.gauge('gateway_intake_admission_limit', 'Readings per second the intake admits while overloaded (0: no limit)', [], (g) => g.set(a.limiting ? a.status().limitPerS ?? 0 : 0))
   metrics.gauge('gateway_intake_held_readings', 'Readings waiting for admission (overload); their PUBACKs wait too', [], (g) => g.set(a.held))
-  let heldSeen = 0
-  new Counter({ name: 'gateway_intake_held_total', help: 'Readings that waited for admission (overload), cumulative', registers: [metrics.registry], collect () { this.inc(a.heldTotal - heldSeen); heldSeen = a.heldTotal } }) // eslint-disable-line no-new
-  let episodesSeen = 0
-  new Counter({ name: 'gateway_intake_overload_episodes_total', help: 'Times the intake started admitting at a limited rate (overload)', registers: [metrics.registry], collect () { this.inc(a.episodes - episodesSeen); episodesSeen = a.episodes } }) // eslint-disable-line no-new
+  // counters of the admission's own cumulative counts, read at scrape time
+  const cumulative = (name: string, help: string, read: () => number): void => {
+    let seen = 0
+    new Counter({ name, help, registers: [metrics.registry], collect () { const v = read(); this.inc(v - seen); seen = v } }) // eslint-disable-line no-new
+  }
+  cumulative('gateway_intake_held_total', 'Readings that waited for admission (overload), cumulative', () => a.heldTotal)
+  cumulative('gateway_intake_overload_episodes_total', 'Times the intake started admitting at a limited rate (overload)', () => a.episodes)
   return a
 }

@@ -111,16 +111,6 @@ export class Admission {
   }
 
   /**
-   * A reading arrives from `client`: true, go on now; false, it waits and `run` is called
-   * when it is admitted (readings are admitted in arrival order).
-   */
-  enter (client: object, run: () => void): boolean {
-    if (this.admit()) return true
-    this.hold(client, run)
-    return false
-  }
-
-  /**
    * The per-reading check (no allocation): true, the reading goes on now; false, it must
    * wait: call `hold` with what to run once it is admitted.
    */

@@ -6,6 +6,13 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Admission, BUSY, MAX_HELD, MIN_BACKLOG, RESUME_BELOW, TICK_MS, type ReadGate } from '../../gateway/intake/admission.ts'
 
+/** A reading arrives from `client`: true, it goes on now; false, it waits and `run` runs when admitted (as the intake calls it). */
+function enter (adm: Admission, client: object, run: () => void): boolean {
+  if (adm.admit()) return true
+  adm.hold(client, run)
+  return false
+}
+
 class World {
   t = 0
   uploaded = 0
@@ -37,7 +44,7 @@ class World {
   /** One second of `admit` readings offered and `upload` answered per second, in ticks. */
   second (admit: number, upload: number, client: object = {}): void {
     for (let k = 0; k < 1000 / TICK_MS; k++) {
-      for (let i = 0; i < admit * TICK_MS / 1000; i++) this.adm.enter(client, () => {})
+      for (let i = 0; i < admit * TICK_MS / 1000; i++) enter(this.adm, client, () => {})
       this.uploaded += upload * TICK_MS / 1000
       this.t += TICK_MS
       this.adm.releaseDue() // what the release timer does
@@ -102,7 +109,7 @@ test('held readings are admitted in arrival order at the limit; a client with on
   for (let i = 0; i < 6; i++) {
     const who = i % 2 === 0 ? a : b
     const name = `${i % 2 === 0 ? 'a' : 'b'}${i}`
-    const now = w.adm.enter(who, () => order.push(name))
+    const now = enter(w.adm, who, () => order.push(name))
     if (now) order.push(name)
     admitted.push(now)
   }
@@ -122,9 +129,9 @@ test('held readings are admitted in arrival order at the limit; a client with on
   assert.equal(w.gates.get(b)!.paused, false)
   assert.equal(w.gates.get(a)!.resumes, 1)
   // a reading arriving while others wait waits behind them even if a token is there
-  w.adm.enter(a, () => order.push('a6'))
+  enter(w.adm, a, () => order.push('a6'))
   w.t += 1
-  assert.equal(w.adm.enter(b, () => order.push('b7')), false)
+  assert.equal(enter(w.adm, b, () => order.push('b7')), false)
   w.adm.releaseDue()
   assert.deepEqual(order.slice(6), ['a6'])
 })
@@ -134,8 +141,8 @@ test('a device whose readings were admitted is read again only once fewer than R
   w.adm.limitTo(1000, 'test')
   const a = {}
   const b = {}
-  w.adm.enter(a, () => {})
-  for (let i = 0; i < RESUME_BELOW + 5; i++) w.adm.enter(b, () => {})
+  enter(w.adm, a, () => {})
+  for (let i = 0; i < RESUME_BELOW + 5; i++) enter(w.adm, b, () => {})
   w.t += 1
   w.adm.releaseDue()
   assert.equal(w.adm.held, RESUME_BELOW + 5)
@@ -155,7 +162,7 @@ test('when the upstream stops answering, every held reading is admitted at once 
   assert.equal(w.adm.limiting, true)
   const ran: number[] = []
   const c = {}
-  for (let i = 0; i < 50; i++) w.adm.enter(c, () => ran.push(i))
+  for (let i = 0; i < 50; i++) enter(w.adm, c, () => ran.push(i))
   assert.ok(w.adm.held > 0)
   w.second(0, 0)
   assert.equal(w.adm.limiting, true, 'one second without answers is not yet an outage')
@@ -203,9 +210,9 @@ test('close admits everything held; beyond MAX_HELD readings are admitted rather
   w.adm.limitTo(1, 'test')
   const c = {}
   let ran = 0
-  for (let i = 0; i < MAX_HELD; i++) w.adm.enter(c, () => { ran++ })
+  for (let i = 0; i < MAX_HELD; i++) enter(w.adm, c, () => { ran++ })
   assert.equal(w.adm.held, MAX_HELD)
-  assert.equal(w.adm.enter(c, () => { ran++ }), true, 'the bound: admitted, not held')
+  assert.equal(enter(w.adm, c, () => { ran++ }), true, 'the bound: admitted, not held')
   assert.equal(w.adm.overflowTotal, 1)
   w.adm.close()
   assert.equal(ran, MAX_HELD)
@@ -219,8 +226,8 @@ test('a held reading whose handling throws is reported with its client, and the 
   const a = {}
   const b = {}
   const ran: string[] = []
-  w.adm.enter(a, () => { throw new Error('boom') })
-  w.adm.enter(b, () => ran.push('b'))
+  enter(w.adm, a, () => { throw new Error('boom') })
+  enter(w.adm, b, () => ran.push('b'))
   w.t += 2
   w.adm.releaseDue()
   assert.deepEqual(ran, ['b'])
